@@ -1,0 +1,381 @@
+// What: the config schema (one line per key), YAML loading with line numbers, overrides,
+// cross-field validation and the resolved dump.
+#include "core/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+
+#include <yaml-cpp/yaml.h>
+
+#include "core/error.h"
+
+namespace mt::core {
+
+namespace {
+
+enum class Kind { Int, Float, String, Bool };
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::Int: return "an integer";
+    case Kind::Float: return "a number";
+    case Kind::String: return "a string";
+    case Kind::Bool: return "true or false";
+  }
+  return "?";
+}
+
+struct Field {
+  std::string path;  // "section.key"
+  Kind kind;
+  double min, max;                    // for Int / Float
+  std::vector<std::string> choices;   // for String (empty = any)
+  std::string help;
+  std::function<void(Config&, const YAML::Node&)> set;  // may throw YAML::Exception
+  std::function<std::string(const Config&)> get;        // YAML scalar text
+};
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+template <typename T>
+std::string scalar_text(const T& v) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    YAML::Emitter e;
+    e << v;
+    return e.c_str();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    std::ostringstream os;
+    os.precision(17);
+    os << v;
+    return os.str();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return v ? "true" : "false";
+  } else {
+    return std::to_string(v);
+  }
+}
+
+// One schema entry; `ref` returns the member it binds.
+template <typename T, typename Ref>
+Field F(const char* path, Ref ref, double mn, double mx, const char* help,
+        std::vector<std::string> choices = {}) {
+  Field f;
+  f.path = path;
+  if constexpr (std::is_same_v<T, std::string>) f.kind = Kind::String;
+  else if constexpr (std::is_same_v<T, bool>) f.kind = Kind::Bool;
+  else if constexpr (std::is_floating_point_v<T>) f.kind = Kind::Float;
+  else f.kind = Kind::Int;
+  f.min = mn;
+  f.max = mx;
+  f.choices = std::move(choices);
+  f.help = help;
+  f.set = [ref](Config& c, const YAML::Node& n) { ref(c) = n.as<T>(); };
+  f.get = [ref](const Config& c) { return scalar_text(ref(const_cast<Config&>(c))); };
+  return f;
+}
+
+#define MT_REF(sec, key) [](Config& c) -> auto& { return c.sec.key; }
+
+const std::vector<Field>& schema() {
+  static const std::vector<Field> fields = [] {
+    std::vector<Field> v;
+    // model
+    v.push_back(F<int>("model.n_layer", MT_REF(model, n_layer), 1, 1024, "transformer blocks"));
+    v.push_back(F<int>("model.n_head", MT_REF(model, n_head), 1, 1024, "attention heads"));
+    v.push_back(F<int>("model.n_embd", MT_REF(model, n_embd), 1, 65536, "model width (divisible by n_head)"));
+    v.push_back(F<int>("model.vocab_size", MT_REF(model, vocab_size), 2, 1 << 24, "vocabulary size"));
+    v.push_back(F<int>("model.seq_len", MT_REF(model, seq_len), 1, 1 << 20, "context length"));
+    v.push_back(F<double>("model.init_std", MT_REF(model, init_std), 0, 10, "init std of weights (GPT-2: 0.02)"));
+    // train
+    v.push_back(F<int64_t>("train.steps", MT_REF(train, steps), 0, 1e15, "optimizer steps"));
+    v.push_back(F<int>("train.batch_size", MT_REF(train, batch_size), 1, 1 << 30, "global batch in sequences per step"));
+    v.push_back(F<int>("train.micro_batch", MT_REF(train, micro_batch), 1, 1 << 20, "sequences per rank per micro-step"));
+    v.push_back(F<uint64_t>("train.seed", MT_REF(train, seed), 0, 1.8e19, "seed for init and sampling"));
+    v.push_back(F<int>("train.eval_every", MT_REF(train, eval_every), 0, 1 << 30, "steps between evals (0 = end only)"));
+    v.push_back(F<int>("train.eval_batches", MT_REF(train, eval_batches), 1, 1 << 20, "eval set size in global batches"));
+    v.push_back(F<int>("train.log_every", MT_REF(train, log_every), 1, 1 << 30, "steps between log lines"));
+    v.push_back(F<int>("train.early_stop_patience", MT_REF(train, early_stop_patience), 0, 1 << 30, "evals without improvement before stopping (0 = off)"));
+    v.push_back(F<double>("train.early_stop_min_delta", MT_REF(train, early_stop_min_delta), 0, kInf, "improvement that counts for early stopping"));
+    v.push_back(F<int>("train.threads", MT_REF(train, threads), 0, 4096, "threads per rank (0 = cores per rank)"));
+    v.push_back(F<std::string>("train.device", MT_REF(train, device), 0, 0, "cpu | cuda"));
+    // optim
+    v.push_back(F<std::string>("optim.name", MT_REF(optim, name), 0, 0, "optimizer", {"adamw", "sgd"}));
+    v.push_back(F<double>("optim.lr", MT_REF(optim, lr), 0, 100, "peak learning rate"));
+    v.push_back(F<double>("optim.min_lr_ratio", MT_REF(optim, min_lr_ratio), 0, 1, "final lr / peak lr (cosine)"));
+    v.push_back(F<int>("optim.warmup_steps", MT_REF(optim, warmup_steps), 0, 1 << 30, "linear warmup steps"));
+    v.push_back(F<std::string>("optim.schedule", MT_REF(optim, schedule), 0, 0, "lr schedule", {"cosine", "constant"}));
+    v.push_back(F<double>("optim.beta1", MT_REF(optim, beta1), 0, 0.999999, "AdamW beta1"));
+    v.push_back(F<double>("optim.beta2", MT_REF(optim, beta2), 0, 0.999999, "AdamW beta2"));
+    v.push_back(F<double>("optim.eps", MT_REF(optim, eps), 0, 1, "AdamW epsilon"));
+    v.push_back(F<double>("optim.weight_decay", MT_REF(optim, weight_decay), 0, 10, "decoupled weight decay (matrices only)"));
+    v.push_back(F<double>("optim.momentum", MT_REF(optim, momentum), 0, 0.999999, "SGD momentum"));
+    v.push_back(F<double>("optim.grad_clip", MT_REF(optim, grad_clip), 0, kInf, "max global grad norm (0 = off)"));
+    // data
+    v.push_back(F<std::string>("data.source", MT_REF(data, source), 0, 0, "where batches come from", {"markov"}));
+    v.push_back(F<int>("data.markov_order", MT_REF(data, markov_order), 1, 4, "context length of the synthetic Markov language"));
+    v.push_back(F<int>("data.markov_vocab", MT_REF(data, markov_vocab), 0, 1 << 24, "tokens the Markov language uses (0 = model.vocab_size)"));
+    v.push_back(F<double>("data.markov_sharpness", MT_REF(data, markov_sharpness), 0, 100, "peakedness of its transitions"));
+    v.push_back(F<uint64_t>("data.seed", MT_REF(data, seed), 0, 1.8e19, "seed of the synthetic language"));
+    // parallel
+    v.push_back(F<int>("parallel.dp", MT_REF(parallel, dp), 0, 1 << 20, "data-parallel size (0 = world / tp)"));
+    v.push_back(F<int>("parallel.tp", MT_REF(parallel, tp), 1, 1 << 20, "tensor-parallel size"));
+    v.push_back(F<int>("parallel.zero", MT_REF(parallel, zero), 0, 1, "1 = shard optimizer state over dp (ZeRO-1)"));
+    v.push_back(F<double>("parallel.bucket_mb", MT_REF(parallel, bucket_mb), 0.001, 4096, "gradient bucket size in MiB"));
+    v.push_back(F<std::string>("parallel.backend", MT_REF(parallel, backend), 0, 0, "communication backend", {"auto", "mpi", "nccl"}));
+    // run
+    v.push_back(F<std::string>("run.dir", MT_REF(run, dir), 0, 0, "run directory (config, metrics.jsonl, summary.json)"));
+    v.push_back(F<std::string>("run.log_level", MT_REF(run, log_level), 0, 0, "log level", {"debug", "info", "warn", "error", "off"}));
+    return v;
+  }();
+  return fields;
+}
+
+const Field* find_field(const std::string& path) {
+  for (const auto& f : schema())
+    if (f.path == path) return &f;
+  return nullptr;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1] ? 1 : 0)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::vector<std::string> section_names() {
+  std::vector<std::string> s;
+  for (const auto& f : schema()) {
+    auto sec = f.path.substr(0, f.path.find('.'));
+    if (std::find(s.begin(), s.end(), sec) == s.end()) s.push_back(sec);
+  }
+  return s;
+}
+
+Error unknown_key_error(const std::string& path) {
+  Error e(fmt::format("unknown key '{}'", path));
+  const std::string near = suggest_key(path);
+  e.with_hint(near.empty() ? "run `meshtrain train --help-config` for the valid keys"
+                           : fmt::format("did you mean '{}'?", near));
+  return e;
+}
+
+// Set one field from a YAML scalar, turning conversion and range failures into Errors.
+void set_field(Config& cfg, const Field& f, const YAML::Node& n) {
+  if (!n.IsScalar()) {
+    throw Error(fmt::format("expected {}, got a {}", kind_name(f.kind), n.IsMap() ? "mapping" : n.IsSequence() ? "list" : "null"))
+        .with_hint(f.help);
+  }
+  const std::string text = n.Scalar();
+  try {
+    f.set(cfg, n);
+  } catch (const YAML::Exception&) {
+    throw Error(fmt::format("expected {}, got '{}'", kind_name(f.kind), text)).with_hint(f.help);
+  }
+  if (f.kind == Kind::Int || f.kind == Kind::Float) {
+    const double v = std::stod(f.get(cfg));
+    if (!(v >= f.min && v <= f.max)) {  // also rejects NaN
+      std::string range = std::isinf(f.max) ? fmt::format(">= {}", f.min) : fmt::format("in [{}, {}]", f.min, f.max);
+      throw Error(fmt::format("value {} out of range: must be {}", text, range)).with_hint(f.help);
+    }
+  }
+  if (f.kind == Kind::String && !f.choices.empty()) {
+    const std::string v = n.as<std::string>();
+    if (std::find(f.choices.begin(), f.choices.end(), v) == f.choices.end()) {
+      std::string all;
+      for (const auto& c : f.choices) all += (all.empty() ? "" : ", ") + c;
+      throw Error(fmt::format("invalid value '{}'", v)).with_hint("valid values: " + all);
+    }
+  }
+}
+
+void apply_yaml(Config& cfg, const YAML::Node& root, const std::string& origin) {
+  if (root.IsNull()) return;
+  if (!root.IsMap()) {
+    throw Error("the top level must be a mapping of sections").with_file(origin)
+        .with_hint("sections: model, train, optim, data, parallel, run");
+  }
+  const auto sections = section_names();
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const std::string sec = it->first.as<std::string>();
+    const int sec_line = it->first.Mark().line + 1;
+    if (std::find(sections.begin(), sections.end(), sec) == sections.end()) {
+      std::string best;
+      size_t bd = 3;
+      for (const auto& s : sections) {
+        size_t d = edit_distance(sec, s);
+        if (d < bd) bd = d, best = s;
+      }
+      Error e(fmt::format("unknown section '{}'", sec));
+      e.with_file(origin).with_yaml(sec, sec_line);
+      e.with_hint(best.empty() ? "valid sections: model, train, optim, data, parallel, run"
+                               : fmt::format("did you mean '{}'?", best));
+      throw e;
+    }
+    if (it->second.IsNull()) continue;
+    if (!it->second.IsMap()) {
+      throw Error("a section must be a mapping of key: value").with_file(origin).with_yaml(sec, sec_line);
+    }
+    for (auto kv = it->second.begin(); kv != it->second.end(); ++kv) {
+      const std::string path = sec + "." + kv->first.as<std::string>();
+      const int line = kv->first.Mark().line + 1;
+      const Field* f = find_field(path);
+      if (!f) throw unknown_key_error(path).with_file(origin).with_yaml(path, line);
+      try {
+        set_field(cfg, *f, kv->second);
+      } catch (Error& e) {
+        e.with_file(origin).with_yaml(path, line);
+        throw;
+      }
+      cfg.key_lines[path] = line;
+    }
+  }
+}
+
+Error at_key(const Config& cfg, const std::string& path, const std::string& msg, const std::string& hint) {
+  Error e(msg);
+  auto it = cfg.key_lines.find(path);
+  if (!cfg.source_file.empty() && it != cfg.key_lines.end()) e.with_file(cfg.source_file);
+  e.with_yaml(path, it != cfg.key_lines.end() ? it->second : -1);
+  if (!hint.empty()) e.with_hint(hint);
+  return e;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> config_keys() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& f : schema()) out.emplace_back(f.path, f.help);
+  return out;
+}
+
+std::string suggest_key(const std::string& key) {
+  std::string best;
+  size_t best_d = std::max<size_t>(3, key.size() / 3);
+  for (const auto& f : schema()) {
+    size_t d = edit_distance(key, f.path);
+    // Also compare the key part alone, so `model.nlayer` and `train.n_layer` both find it.
+    const auto dot = key.find('.');
+    const std::string k = dot == std::string::npos ? key : key.substr(dot + 1);
+    d = std::min(d, edit_distance(k, f.path.substr(f.path.find('.') + 1)) + 1);
+    if (d < best_d) best_d = d, best = f.path;
+  }
+  return best;
+}
+
+void apply_override(Config& cfg, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw Error(fmt::format("override '{}' is not of the form section.key=value", assignment))
+        .with_hint("e.g. train.steps=100");
+  }
+  const std::string path = assignment.substr(0, eq);
+  const std::string value = assignment.substr(eq + 1);
+  const Field* f = find_field(path);
+  const std::string origin = fmt::format("command-line override '{}'", assignment);
+  if (!f) throw unknown_key_error(path).with_file(origin);
+  YAML::Node n;
+  try {
+    n = YAML::Load(value.empty() ? "''" : value);
+  } catch (const YAML::Exception& ex) {
+    throw Error("cannot parse the value").with_file(origin).with_library(ex.what());
+  }
+  if (f->kind == Kind::String && n.IsScalar()) n = YAML::Node(value);  // keep strings verbatim
+  try {
+    set_field(cfg, *f, n);
+  } catch (Error& e) {
+    e.with_file(origin).with_yaml(path);
+    throw;
+  }
+  cfg.key_lines.erase(path);
+  cfg.overrides.push_back(assignment);
+}
+
+void validate_config(const Config& c) {
+  if (c.model.n_embd % c.model.n_head != 0) {
+    throw at_key(c, "model.n_embd",
+                 fmt::format("n_embd = {} is not divisible by n_head = {}", c.model.n_embd, c.model.n_head),
+                 "choose n_embd as a multiple of n_head (head size = n_embd / n_head)");
+  }
+  if (c.train.micro_batch > c.train.batch_size) {
+    throw at_key(c, "train.micro_batch",
+                 fmt::format("micro_batch = {} is larger than batch_size = {}", c.train.micro_batch, c.train.batch_size),
+                 "micro_batch is per rank and per micro-step; batch_size is the global batch per step");
+  }
+  if (c.data.source == "markov") {
+    const int mv = c.data.markov_vocab > 0 ? c.data.markov_vocab : c.model.vocab_size;
+    if (mv > c.model.vocab_size) {
+      throw at_key(c, "data.markov_vocab",
+                   fmt::format("markov_vocab = {} exceeds model.vocab_size = {}", mv, c.model.vocab_size),
+                   "the language's tokens must be ids the model knows");
+    }
+    const double entries = std::pow(static_cast<double>(mv), c.data.markov_order + 1);
+    if (entries > 2e8) {
+      throw at_key(c, "data.markov_order",
+                   fmt::format("the Markov language with {} tokens and order {} has {:.3g} transition entries",
+                               mv, c.data.markov_order, entries),
+                   "set data.markov_vocab (e.g. 256) or a smaller data.markov_order");
+    }
+  }
+  if (c.train.device != "cpu" && c.train.device != "cuda" && c.train.device.rfind("cuda:", 0) != 0) {
+    throw at_key(c, "train.device", fmt::format("unknown device '{}'", c.train.device), "use cpu or cuda");
+  }
+}
+
+Config parse_config(const std::string& text, const std::string& origin, const std::vector<std::string>& overrides) {
+  Config cfg;
+  cfg.source_file = origin;
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& ex) {
+    Error e("malformed YAML");
+    e.with_file(origin).with_yaml("", ex.mark.line + 1).with_library(ex.msg);
+    e.with_hint("check indentation and `key: value` syntax near that line");
+    throw e;
+  }
+  apply_yaml(cfg, root, origin);
+  for (const auto& o : overrides) apply_override(cfg, o);
+  validate_config(cfg);
+  return cfg;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) {
+    throw Error("cannot open the config file").with_file(path)
+        .with_hint("check the path; examples/tiny.yaml is a working config");
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, overrides);
+}
+
+std::string config_to_yaml(const Config& cfg) {
+  std::string out = "# resolved meshtrain config";
+  if (!cfg.source_file.empty()) out += " (from " + cfg.source_file + ")";
+  out += "\n";
+  for (const auto& o : cfg.overrides) out += "# override: " + o + "\n";
+  std::string current;
+  for (const auto& f : schema()) {
+    const auto dot = f.path.find('.');
+    const std::string sec = f.path.substr(0, dot);
+    if (sec != current) {
+      out += sec + ":\n";
+      current = sec;
+    }
+    out += "  " + f.path.substr(dot + 1) + ": " + f.get(cfg) + "\n";
+  }
+  return out;
+}
+
+}  // namespace mt::core

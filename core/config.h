@@ -1,0 +1,102 @@
+// What: the run configuration: YAML parsed ONCE into typed structs, validated, overridable
+// from the command line as `section.key=value`, and written back out resolved.
+// Why: users lose runs to typos. Every key is declared once in a schema (config.cc) with its
+// type, range and help, so an unknown key names the nearest valid one, and a wrong type or
+// out-of-range value names the YAML path and line.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mt::core {
+
+struct ModelConfig {
+  int n_layer = 2;
+  int n_head = 4;
+  int n_embd = 64;
+  int vocab_size = 64;
+  int seq_len = 64;
+  double init_std = 0.02;
+};
+
+struct TrainConfig {
+  int64_t steps = 200;
+  int batch_size = 16;       // GLOBAL sequences per optimizer step, independent of dp
+  int micro_batch = 8;       // sequences per rank per forward/backward
+  uint64_t seed = 1337;      // parameter init and dropout-free sampling
+  int eval_every = 50;       // 0 = only at the end
+  int eval_batches = 4;      // eval set = eval_batches * batch_size sequences
+  int log_every = 1;
+  int early_stop_patience = 0;   // evals without improvement before stopping; 0 = off
+  double early_stop_min_delta = 0.0;
+  int threads = 0;           // OpenMP/BLAS threads per rank; 0 = cores / ranks on the node
+  std::string device = "cpu";
+};
+
+struct OptimConfig {
+  std::string name = "adamw";    // adamw | sgd
+  double lr = 1e-3;
+  double min_lr_ratio = 0.1;     // cosine decays to lr * min_lr_ratio
+  int warmup_steps = 0;
+  std::string schedule = "cosine";  // cosine | constant
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;     // decoupled; applied to matrices only (not biases, norms)
+  double momentum = 0.9;         // sgd
+  double grad_clip = 1.0;        // global-norm clipping; 0 = off
+};
+
+struct DataConfig {
+  std::string source = "markov";  // markov (built-in synthetic language)
+  int markov_order = 2;           // context length of the Markov source
+  int markov_vocab = 0;           // tokens the language uses (0 = model.vocab_size)
+  double markov_sharpness = 2.0;  // larger = more predictable language (lower entropy)
+  uint64_t seed = 1234;           // the language itself (fixed across training seeds)
+};
+
+struct ParallelConfig {
+  int dp = 0;                  // data-parallel size; 0 = world / tp
+  int tp = 1;                  // tensor-parallel size
+  int zero = 0;                // 0 = off, 1 = shard optimizer state across dp ranks
+  double bucket_mb = 4.0;      // gradient all-reduce bucket size
+  std::string backend = "auto";  // auto | mpi | nccl
+};
+
+struct RunConfig {
+  std::string dir = "runs/default";
+  std::string log_level = "info";
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  OptimConfig optim;
+  DataConfig data;
+  ParallelConfig parallel;
+  RunConfig run;
+
+  std::string source_file;               // the YAML file it came from ("" if none)
+  std::map<std::string, int> key_lines;  // yaml path -> 1-based line in source_file
+  std::vector<std::string> overrides;    // command-line overrides, in order
+};
+
+// Parse a YAML file (throws mt::core::Error with file, YAML path, line and a hint).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Parse YAML text (for tests and embedded configs); `origin` names it in messages.
+Config parse_config(const std::string& yaml_text, const std::string& origin,
+                    const std::vector<std::string>& overrides = {});
+// Apply one `section.key=value` override.
+void apply_override(Config& cfg, const std::string& assignment);
+// Cross-field checks (n_embd divisible by n_head, batch arithmetic, ...).
+void validate_config(const Config& cfg);
+// The resolved configuration as YAML (every key, with overrides applied).
+std::string config_to_yaml(const Config& cfg);
+// All valid keys "section.key" with their help text (for --help and suggestions).
+std::vector<std::pair<std::string, std::string>> config_keys();
+// Nearest valid key to `key` by edit distance ("" if none is close).
+std::string suggest_key(const std::string& key);
+
+}  // namespace mt::core

@@ -1,0 +1,74 @@
+// What: the CPU device: 64-byte aligned host allocations and synchronous copies.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "core/device.h"
+#include "core/error.h"
+
+namespace mt::core {
+
+namespace {
+
+class CpuEvent final : public Event {
+ public:
+  void record() override {}
+  void synchronize() override {}
+  bool query() override { return true; }
+};
+
+class CpuDevice final : public Device {
+ public:
+  DeviceKind kind() const override { return DeviceKind::CPU; }
+  std::string name() const override { return "cpu"; }
+  void* alloc(size_t bytes) override {
+    if (bytes == 0) bytes = 64;
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) {
+      throw Error(fmt::format("out of host memory allocating {:.1f} MiB", bytes / 1048576.0))
+          .with_hint("reduce train.micro_batch or model size");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = rounded;
+    in_use_ += rounded;
+    return p;
+  }
+  void free(void* p) override {
+    if (!p) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = sizes_.find(p);
+      if (it != sizes_.end()) {
+        in_use_ -= it->second;
+        sizes_.erase(it);
+      }
+    }
+    std::free(p);
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void memset_zero(void* p, size_t bytes) override {
+    if (bytes) std::memset(p, 0, bytes);
+  }
+  void synchronize() override {}
+  std::unique_ptr<Event> create_event() override { return std::make_unique<CpuEvent>(); }
+  size_t bytes_in_use() const override { return in_use_.load(); }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<void*, size_t> sizes_;
+  std::atomic<size_t> in_use_{0};
+};
+
+}  // namespace
+
+Device& cpu_device() {
+  static CpuDevice dev;
+  return dev;
+}
+
+}  // namespace mt::core

@@ -1,0 +1,76 @@
+// What: MetricsWriter and the small file helpers of the run directory.
+#include "io/metrics.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace mt::io {
+
+namespace fs = std::filesystem;
+
+void ensure_directory(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    throw core::Error("cannot create the directory").with_file(dir).with_library(ec.message())
+        .with_hint("check run.dir and permissions");
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw core::Error("cannot write the file").with_file(tmp).with_library(std::strerror(errno));
+    out << text;
+    out.flush();
+    if (!out) throw core::Error("write failed").with_file(tmp).with_library(std::strerror(errno));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw core::Error("cannot rename the file into place").with_file(path).with_library(ec.message());
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw core::Error("cannot open the file").with_file(path).with_library(std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+MetricsWriter::MetricsWriter(const std::string& dir, bool append) : path_(dir + "/metrics.jsonl") {
+  ensure_directory(dir);
+  f_ = std::fopen(path_.c_str(), append ? "a" : "w");
+  if (!f_) throw core::Error("cannot open the metrics file").with_file(path_).with_library(std::strerror(errno));
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (f_) std::fclose(f_);
+}
+
+MetricsWriter::MetricsWriter(MetricsWriter&& o) noexcept : f_(o.f_), path_(std::move(o.path_)) { o.f_ = nullptr; }
+MetricsWriter& MetricsWriter::operator=(MetricsWriter&& o) noexcept {
+  if (this != &o) {
+    if (f_) std::fclose(f_);
+    f_ = o.f_;
+    path_ = std::move(o.path_);
+    o.f_ = nullptr;
+  }
+  return *this;
+}
+
+void MetricsWriter::write(const nlohmann::json& record) {
+  if (!f_) return;
+  const std::string line = record.dump() + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0) {
+    throw core::Error("cannot append to the metrics file").with_file(path_).with_library(std::strerror(errno));
+  }
+}
+
+}  // namespace mt::io

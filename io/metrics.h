@@ -1,0 +1,41 @@
+// What: the run directory's machine-readable outputs: metrics.jsonl (one JSON object per
+// line, appended and flushed per step, so a crashed run keeps every finished step),
+// summary.json (written atomically at the end) and the resolved config.
+// Why: scripts and plots read these; names are stable once an issue names them.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mt::io {
+
+class MetricsWriter {
+ public:
+  MetricsWriter() = default;
+  // Opens <dir>/metrics.jsonl for appending (append = resume) or truncating.
+  MetricsWriter(const std::string& dir, bool append);
+  ~MetricsWriter();
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+  MetricsWriter(MetricsWriter&& o) noexcept;
+  MetricsWriter& operator=(MetricsWriter&& o) noexcept;
+
+  void write(const nlohmann::json& record);  // one line, flushed
+  bool is_open() const { return f_ != nullptr; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::FILE* f_ = nullptr;
+  std::string path_;
+};
+
+// Creates the directory (and parents); throws mt::core::Error naming it on failure.
+void ensure_directory(const std::string& dir);
+// Writes `text` to `path` via a temporary file and rename, so readers never see half a file.
+void write_file_atomic(const std::string& path, const std::string& text);
+// Reads a whole file (throws with the path on failure).
+std::string read_file(const std::string& path);
+
+}  // namespace mt::io

@@ -1,0 +1,187 @@
+// What: causal multi-head self-attention, forward and backward, on a rank's local heads.
+//   qkv: (B, T, 3C) per token [q (C) | k (C) | v (C)]; head h owns channels [h*HS, (h+1)*HS)
+//   of each of q, k, v (HS = C / NH). For every (b, h, t):
+//     preatt[s] = q_t . k_s / sqrt(HS)                 for allowed s (s <= t, same document)
+//     att[t, s] = exp(preatt[s] - max) / sum_s' exp(preatt[s'] - max)    (0 if not allowed)
+//     out_t     = sum_s att[t, s] * v_s
+//   backward (per row t, with datt[s] = dout_t . v_s):
+//     dv_s += att[t, s] * dout_t
+//     dpreatt[s] = att[t, s] * (datt[s] - sum_s' att[t, s'] * datt[s'])      (softmax backward)
+//     dq_t += dpreatt[s] / sqrt(HS) * k_s;   dk_s += dpreatt[s] / sqrt(HS) * q_t
+// Why: the readable reference for the fused/flash attention of other backends (llm.c
+// train_gpt2.c attention), O(B * NH * T^2 * HS) plain loops. `doc_ids` (B, T) optionally keeps
+// documents packed into one sequence apart: s is allowed only if doc_ids[b,s] == doc_ids[b,t].
+// The diagonal s = t is always allowed, so every softmax row has at least one term.
+// The saved `att` (B, NH, T, T) holds exact zeros above the diagonal and at masked entries, so
+// the backward needs no mask: it skips zero probabilities (their contribution is exactly 0).
+// Parallelism and determinism: the forward is independent per (b, h, t) and is split over all
+// of them. In the backward every (b, h) pair owns its own q/k/v gradient channels, but dk_s
+// and dv_s gather contributions from all rows t >= s; so the backward is split over (b, h)
+// pairs only, and each pair walks t = 0..T-1 in order: every gradient element is summed in a
+// fixed order whatever the thread count. Per-thread scratch is one row of T floats.
+// Inner loops run over the HS contiguous channels of a head (dot products with a fixed set of
+// kLanes partial sums, and axpys), which the compiler vectorises.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/cpu/kernels.h"
+
+namespace mt::kernels::cpu {
+
+namespace {
+
+constexpr int kLanes = 16;  // partial sums in a dot product: two AVX2 registers of 8 floats
+
+// a . b over n floats, lanes combined in a fixed pairwise order (deterministic).
+inline float dot(const float* __restrict a, const float* __restrict b, int n) {
+  float acc[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; j++) acc[j] += a[i + j] * b[i + j];
+  for (int w = kLanes / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+  float s = acc[0];
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+// y += alpha * x over n floats.
+inline void axpy(float* __restrict y, float alpha, const float* __restrict x, int n) {
+  for (int i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+void check_shapes(const char* fn, int B, int T, int C, int NH) {
+  MT_CHECK(B >= 0 && T >= 0 && C > 0 && NH > 0, "{}: bad shape B={} T={} C={} NH={}", fn, B, T,
+           C, NH);
+  MT_CHECK(C % NH == 0, "{}: C={} is not divisible by NH={}", fn, C, NH);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- forward
+// out:     (B, T, C)      written
+// att:     (B, NH, T, T)  written (probabilities; 0 above the diagonal and where masked)
+// qkv:     (B, T, 3C)
+// doc_ids: (B, T) or null
+void attention_forward(float* out, float* att, const float* qkv, const int32_t* doc_ids,
+                       int B, int T, int C, int NH) {
+  check_shapes("attention_forward", B, T, C, NH);
+  const int HS = C / NH;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+
+  // Iterations (b, h, t) dealt round-robin (chunk 1): row t costs O(t), so neighbouring rows
+  // go to different threads and the work stays balanced even for B * NH = 1.
+#pragma omp parallel for collapse(3) schedule(static, 1) \
+    if (static_cast<int64_t>(B) * NH * T * T * HS >= (1 << 16))
+  for (int b = 0; b < B; b++) {
+    for (int h = 0; h < NH; h++) {
+      for (int t = 0; t < T; t++) {
+        const float* q = qkv + (static_cast<int64_t>(b) * T + t) * C3 + h * HS;
+        float* att_row = att + ((static_cast<int64_t>(b) * NH + h) * T + t) * T;
+        const int32_t* doc = doc_ids != nullptr ? doc_ids + static_cast<int64_t>(b) * T : nullptr;
+
+        // 1) scaled scores q . k_s for s <= t (-inf where another document), and their max.
+        float maxval = neg_inf;
+        for (int s = 0; s <= t; s++) {
+          if (doc != nullptr && doc[s] != doc[t]) {
+            att_row[s] = neg_inf;
+            continue;
+          }
+          const float* k = qkv + (static_cast<int64_t>(b) * T + s) * C3 + C + h * HS;
+          const float score = dot(q, k, HS) * scale;
+          att_row[s] = score;
+          if (score > maxval) maxval = score;
+        }
+
+        // 2) softmax over s <= t; exp(-inf - max) = 0 zeroes the masked entries.
+        float sum = 0.0f;
+        for (int s = 0; s <= t; s++) {
+          const float e = std::exp(att_row[s] - maxval);
+          att_row[s] = e;
+          sum += e;
+        }
+        const float inv_sum = 1.0f / sum;
+        for (int s = 0; s <= t; s++) att_row[s] *= inv_sum;
+        for (int s = t + 1; s < T; s++) att_row[s] = 0.0f;  // causal: no weight on the future
+
+        // 3) out_t = sum_s att[t, s] * v_s.
+        float* o = out + (static_cast<int64_t>(b) * T + t) * C + h * HS;
+        for (int i = 0; i < HS; i++) o[i] = 0.0f;
+        for (int s = 0; s <= t; s++) {
+          const float a = att_row[s];
+          if (a == 0.0f) continue;  // masked (or underflowed): contributes exactly nothing
+          const float* v = qkv + (static_cast<int64_t>(b) * T + s) * C3 + 2 * C + h * HS;
+          axpy(o, a, v, HS);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------- backward
+// dqkv: (B, T, 3C)     += (q, k and v gradients in the qkv layout)
+// dout: (B, T, C)
+// qkv:  (B, T, 3C)     the forward's input
+// att:  (B, NH, T, T)  saved by attention_forward
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                        int B, int T, int C, int NH) {
+  check_shapes("attention_backward", B, T, C, NH);
+  if (dqkv == nullptr || B == 0 || T == 0) return;
+  const int HS = C / NH;
+  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+
+#pragma omp parallel if (static_cast<int64_t>(B) * NH * T * T * HS >= (1 << 16))
+  {
+    std::vector<float> datt(T);  // per-thread scratch: datt[s] = dout_t . v_s for one row
+
+#pragma omp for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+      for (int h = 0; h < NH; h++) {
+        for (int t = 0; t < T; t++) {
+          const float* att_row = att + ((static_cast<int64_t>(b) * NH + h) * T + t) * T;
+          const int64_t row_t = static_cast<int64_t>(b) * T + t;
+          const float* q_t = qkv + row_t * C3 + h * HS;
+          float* dq_t = dqkv + row_t * C3 + h * HS;
+          const float* dout_t = dout + row_t * C + h * HS;
+
+          // 1) through out_t = sum_s att[t,s] v_s: datt[s] = dout_t . v_s and dv_s.
+          //    Also the softmax's row sum  sum_s att[t,s] * datt[s].
+          float dsum = 0.0f;
+          for (int s = 0; s <= t; s++) {
+            const float a = att_row[s];
+            if (a == 0.0f) {
+              datt[s] = 0.0f;
+              continue;
+            }
+            const int64_t row_s = static_cast<int64_t>(b) * T + s;
+            const float* v_s = qkv + row_s * C3 + 2 * C + h * HS;
+            float* dv_s = dqkv + row_s * C3 + 2 * C + h * HS;
+            datt[s] = dot(dout_t, v_s, HS);
+            dsum += a * datt[s];
+            axpy(dv_s, a, dout_t, HS);
+          }
+
+          // 2) through the softmax and the scaled scores into q_t and every k_s.
+          for (int s = 0; s <= t; s++) {
+            const float a = att_row[s];
+            if (a == 0.0f) continue;
+            const float dpre = a * (datt[s] - dsum) * scale;
+            const int64_t row_s = static_cast<int64_t>(b) * T + s;
+            const float* k_s = qkv + row_s * C3 + C + h * HS;
+            float* dk_s = dqkv + row_s * C3 + C + h * HS;
+            axpy(dq_t, dpre, k_s, HS);
+            axpy(dk_s, dpre, q_t, HS);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace mt::kernels::cpu

@@ -1,0 +1,107 @@
+// What: the CPU reference kernels, forward and backward, for every op of the GPT model,
+// plus the optimizers. Plain float arrays, row-major, shapes in the comments
+// (N = number of tokens = B*T). Backward kernels ACCUMULATE (+=) into their gradient
+// outputs, so callers zero gradients once per step; any gradient pointer may be null
+// to skip it.
+// Why: the readable reference semantics (llm.c style) that every other backend is tested
+// against. Determinism contract: every output element is computed in a fixed order that does
+// not depend on the OpenMP thread count (reductions over tokens are split over output
+// channels, never over tokens), so results are bitwise identical for any number of threads.
+// Tensor-parallel use: the linear, attention and vocab kernels work on a rank's local slice
+// (local heads, local vocab rows); the cross-entropy is split into pieces between which a
+// tensor-parallel caller inserts all-reduces (max, sum) over its group.
+#pragma once
+
+#include <cstdint>
+
+namespace mt::kernels::cpu {
+
+// ---------------------------------------------------------------- linear (matmul + bias)
+// out: (N, OC) = inp: (N, C) @ weight^T, weight: (OC, C), + bias: (OC) (bias may be null).
+// Uses BLAS sgemm.
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+                    int N, int C, int OC);
+// dinp: (N, C) += dout @ weight; dweight: (OC, C) += dout^T @ inp; dbias: (OC) += sum_n dout.
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                     const float* inp, const float* weight, int N, int C, int OC);
+
+// ---------------------------------------------------------------- layernorm (eps = 1e-5)
+// out: (N, C); mean, rstd: (N) saved for backward; weight, bias: (C).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                       const float* weight, const float* bias, int N, int C);
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int N, int C);
+
+// ---------------------------------------------------------------- GELU (tanh approximation, as GPT-2)
+void gelu_forward(float* out, const float* inp, int64_t n);
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);  // dinp +=
+
+// ---------------------------------------------------------------- residual add
+void residual_forward(float* out, const float* a, const float* b, int64_t n);  // out = a + b
+void residual_backward(float* da, float* db, const float* dout, int64_t n);     // da += dout, db += dout
+
+// ---------------------------------------------------------------- causal multi-head attention
+// qkv: (B, T, 3*C) laid out per token as [q (C) | k (C) | v (C)], each split into NH heads of
+// HS = C/NH channels (head h owns channels [h*HS, (h+1)*HS) of q, k and v).
+// out: (B, T, C); att: (B, NH, T, T) softmax probabilities, saved for backward (entries above
+// the diagonal, and masked ones, are 0). Scale 1/sqrt(HS).
+// doc_ids: (B, T) or null. If given, position t attends only to s <= t with
+// doc_ids[b,s] == doc_ids[b,t] (documents packed into one sequence stay separate).
+void attention_forward(float* out, float* att, const float* qkv, const int32_t* doc_ids,
+                       int B, int T, int C, int NH);
+// dqkv: (B, T, 3*C) +=.
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                        int B, int T, int C, int NH);
+
+// ---------------------------------------------------------------- embeddings
+// Token embedding over a (possibly vocab-parallel) slice of the table: wte holds rows
+// [v_start, v_start + v_count) of the full (V, C) table. out: (N, C) = wte[tokens - v_start]
+// for owned tokens, 0 for tokens outside the slice (a tensor-parallel caller sums over ranks).
+void token_embedding_forward(float* out, const int32_t* tokens, const float* wte, int N, int C,
+                             int v_start, int v_count);
+// dwte: (v_count, C) += for owned tokens.
+void token_embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int N, int C,
+                              int v_start, int v_count);
+// out: (B, T, C) += wpe[t], wpe: (T_max >= T, C).
+void position_embedding_forward(float* out, const float* wpe, int B, int T, int C);
+// dwpe: (T, C) += sum over b.
+void position_embedding_backward(float* dwpe, const float* dout, int B, int T, int C);
+
+// ---------------------------------------------------------------- softmax cross-entropy, in pieces
+// logits: (N, Vl), a rank's slice of the vocabulary: global columns [v_start, v_start + Vl).
+// Only the first `v_valid` local columns are real tokens (the rest is padding that must get
+// no probability mass). targets: (N) global token ids.
+// 1) rowmax: (N) = max over valid local columns (-inf if v_valid == 0).
+void xent_row_max(float* rowmax, const float* logits, int N, int Vl, int v_valid);
+// 2) sumexp: (N) = sum over valid local columns of exp(logit - rowmax) (rowmax is the GLOBAL max).
+void xent_sum_exp(float* sumexp, const float* logits, const float* rowmax, int N, int Vl, int v_valid);
+// 3) target_logit: (N) = logits[n, targets[n] - v_start] if this slice owns the target, else 0.
+void xent_target_logit(float* target_logit, const float* logits, const int32_t* targets, int N,
+                       int Vl, int v_start, int v_valid);
+// 4) losses: (N) = log(sumexp) + rowmax - target_logit (all three GLOBAL values).
+void xent_loss(float* losses, const float* rowmax, const float* sumexp, const float* target_logit,
+               int N);
+// Backward: dlogits: (N, Vl) = (softmax - onehot(target)) * dloss[n] for valid columns, 0 for
+// padding (overwrites, does not accumulate). dloss: (N) weight of each token's loss.
+void xent_backward(float* dlogits, const float* logits, const float* rowmax, const float* sumexp,
+                   const int32_t* targets, const float* dloss, int N, int Vl, int v_start,
+                   int v_valid);
+// Convenience for a single rank owning the full vocabulary: losses: (N), V = Vl columns of
+// which v_valid are real; rowmax, sumexp: (N) scratch saved for backward.
+void softmax_cross_entropy_forward(float* losses, float* rowmax, float* sumexp, const float* logits,
+                                   const int32_t* targets, int N, int Vl, int v_valid);
+
+// ---------------------------------------------------------------- optimizers and reductions
+// AdamW with decoupled weight decay (Loshchilov & Hutter): step t >= 1 (bias correction).
+// p -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * p)
+void adamw_update(float* params, const float* grads, float* m, float* v, int64_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int64_t t);
+// SGD with momentum (PyTorch convention): buf = momentum * buf + (g + wd * p); p -= lr * buf.
+void sgd_update(float* params, const float* grads, float* momentum_buf, int64_t n, float lr,
+                float momentum, float weight_decay);
+// Sum of squares in double, deterministic for any thread count (fixed blocks, fixed order).
+double sum_squares(const float* x, int64_t n);
+void scale_inplace(float* x, int64_t n, float s);  // x *= s
+
+}  // namespace mt::kernels::cpu

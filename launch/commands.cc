@@ -1,0 +1,123 @@
+// What: the train and bench subcommands.
+#include "launch/commands.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include <H5public.h>
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "launch/blas_env.h"
+#include "launch/trainer.h"
+#include "mt/build_config.h"
+#include "parallel/allreduce_bench.h"
+
+namespace mt::launch {
+
+namespace log = core::log;
+
+void print_banner(parallel::Communicator& world, int threads) {
+  if (world.rank() != 0) return;
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  char mpi_ver[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(mpi_ver, &len);
+  std::string mpi(mpi_ver, len);
+  if (auto nl = mpi.find_first_of(",\n"); nl != std::string::npos) mpi.resize(nl);
+  unsigned h5maj = 0, h5min = 0, h5rel = 0;
+  H5get_libversion(&h5maj, &h5min, &h5rel);
+  log::info("meshtrain {} ({}) on {}: {} rank(s), {} thread(s) per rank, backend {}, BLAS core {}", MT_VERSION,
+            MT_BUILD_TYPE, host, world.size(), threads, world.backend_name(), blas_core_name());
+  log::info("build: cuda={} nccl={} cudnn={} | {} | HDF5 {}.{}.{}", MT_WITH_CUDA, MT_WITH_NCCL, MT_WITH_CUDNN, mpi,
+            h5maj, h5min, h5rel);
+}
+
+int cmd_train(const TrainArgs& a, parallel::Communicator& world) {
+  core::Config cfg = core::load_config(a.config, a.overrides);
+  log::set_level(log::parse_level(cfg.run.log_level));
+  const int threads = choose_threads(cfg.train.threads);
+  set_threads(threads);
+  print_banner(world, threads);
+  Trainer trainer(cfg, world);
+  trainer.run();
+  return 0;
+}
+
+int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world) {
+  core::Config cfg = core::load_config(a.config, a.overrides);
+  log::set_level(log::parse_level(cfg.run.log_level));
+  const int threads = choose_threads(cfg.train.threads);
+  set_threads(threads);
+  print_banner(world, threads);
+  Trainer trainer(cfg, world);
+  for (int i = 0; i < a.warmup; ++i) trainer.step(i);
+  world.barrier();
+  double total_ms = 0, comm_ms = 0, exposed_ms = 0, data_ms = 0;
+  for (int i = 0; i < a.steps; ++i) {
+    const StepStats st = trainer.step(a.warmup + i);
+    total_ms += st.ms;
+    comm_ms += st.comm_ms;
+    exposed_ms += st.exposed_comm_ms;
+    data_ms += st.data_ms;
+  }
+  double ms = total_ms / a.steps;
+  world.all_reduce(&ms, 1, parallel::DType::F64, parallel::ReduceOp::Max);
+  const double tokens = static_cast<double>(trainer.tokens_per_step());
+  const double flops = trainer.model().flops_per_token(cfg.model.seq_len) * tokens;
+  const double model_gflops = flops / (ms / 1000.0) / 1e9;
+  const double sgemm = measure_sgemm_gflops(1024, 5);  // per rank, same threads
+  const double frac = model_gflops / (sgemm * world.size());
+  if (world.rank() == 0) {
+    std::printf("bench step: %s (%d layers, width %d, %lld params), world %d (dp %d x tp %d), micro_batch %d, "
+                "seq_len %d, %d thread(s)/rank, BLAS core %s\n",
+                a.config.c_str(), cfg.model.n_layer, cfg.model.n_embd,
+                static_cast<long long>(trainer.model().num_full_params()), world.size(), trainer.mesh().dp(),
+                trainer.mesh().tp(), cfg.train.micro_batch, cfg.model.seq_len, threads, blas_core_name().c_str());
+    std::printf("  ms/step          %10.1f   (mean of %d after %d warm-up)\n", ms, a.steps, a.warmup);
+    std::printf("  tokens/s         %10.0f\n", tokens / (ms / 1000.0));
+    std::printf("  model GFLOP/s    %10.1f   (%.3g FLOP/step = 6 x params x tokens + attention)\n", model_gflops, flops);
+    std::printf("  sgemm GFLOP/s    %10.1f   (1024^3, per rank)\n", sgemm);
+    std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
+    std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data %.2f\n", comm_ms / a.steps,
+                exposed_ms / a.steps, 100.0 * exposed_ms / total_ms, data_ms / a.steps);
+    std::printf("  %s\n", trainer.memory_report().c_str());
+    if (!a.json_out.empty()) {
+      nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
+                       {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"comm_ms", comm_ms / a.steps},
+                       {"exposed_comm_ms", exposed_ms / a.steps}, {"world", world.size()}};
+      std::ofstream(a.json_out) << j.dump(2) << "\n";
+    }
+  }
+  return 0;
+}
+
+int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world) {
+  set_threads(1);
+  parallel::AllreduceBenchOptions opt;
+  opt.min_bytes = a.min_bytes;
+  opt.max_bytes = a.max_bytes;
+  opt.iters = a.iters;
+  opt.warmup = a.warmup;
+  parallel::run_allreduce_bench(world, MPI_COMM_WORLD, opt, std::cout);
+  return 0;
+}
+
+int cmd_bench_sgemm(int threads, parallel::Communicator& world) {
+  const int t = choose_threads(threads);
+  set_threads(t);
+  if (world.rank() == 0) {
+    std::printf("sgemm (OpenBLAS core %s, %d thread(s))\n", blas_core_name().c_str(), t);
+    for (int n : {256, 512, 1024, 2048}) std::printf("  %5d^3  %8.1f GFLOP/s\n", n, measure_sgemm_gflops(n, 3));
+  }
+  return 0;
+}
+
+}  // namespace mt::launch

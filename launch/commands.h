@@ -1,0 +1,40 @@
+// What: the meshtrain subcommands, each a function taking parsed options. main.cc wires them
+// to the command line (CLI11); MPI is initialised once in main before any of them runs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace mt::launch {
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+int cmd_train(const TrainArgs& a, parallel::Communicator& world);
+
+struct BenchStepArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int warmup = 2;
+  int steps = 5;
+  std::string json_out;  // optional: write the figures as JSON here
+};
+int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world);
+
+struct BenchAllreduceArgs {
+  size_t min_bytes = 4096;
+  size_t max_bytes = 64u << 20;
+  int iters = 20;
+  int warmup = 3;
+};
+int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world);
+
+int cmd_bench_sgemm(int threads, parallel::Communicator& world);
+
+// Prints the start-up banner (rank 0): build flags, versions, BLAS core, ranks, threads.
+void print_banner(parallel::Communicator& world, int threads);
+
+}  // namespace mt::launch

@@ -1,0 +1,85 @@
+// What: the `meshtrain` binary: one executable for every subcommand, run alone, under mpirun
+// or under srun. Parses the command line (CLI11), re-executes for the BLAS core type (see
+// blas_env.h), initialises MPI once, runs the subcommand, and turns any error into a clear
+// message; with more than one rank a failing rank aborts the whole job (MPI_Abort) so no
+// peer waits forever in a collective.
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "launch/blas_env.h"
+#include "launch/commands.h"
+#include "parallel/communicator.h"
+#include "parallel/mpi_env.h"
+
+using namespace mt;
+
+namespace {
+std::string config_keys_help() {
+  std::string s = "Config keys (set in YAML or as section.key=value):\n";
+  for (const auto& [k, h] : core::config_keys()) s += fmt::format("  {:<30} {}\n", k, h);
+  return s;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  launch::maybe_reexec_for_blas(argc, argv);
+
+  CLI::App app{"meshtrain: data- and tensor-parallel GPT training on CPU (MPI) and GPU (NCCL) clusters"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+
+  launch::TrainArgs train;
+  auto* c_train = app.add_subcommand("train", "Train a model: meshtrain train CONFIG [section.key=value ...]");
+  c_train->add_option("config", train.config, "YAML config (see examples/)")->required();
+  c_train->add_option("overrides", train.overrides, "overrides such as train.steps=100 run.dir=runs/x");
+  c_train->footer(config_keys_help());
+
+  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm");
+  c_bench->require_subcommand(1);
+  launch::BenchStepArgs bstep;
+  auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
+  c_bstep->add_option("config", bstep.config, "YAML config")->required();
+  c_bstep->add_option("overrides", bstep.overrides, "section.key=value overrides");
+  c_bstep->add_option("--warmup", bstep.warmup, "warm-up steps")->capture_default_str();
+  c_bstep->add_option("--steps", bstep.steps, "timed steps")->capture_default_str();
+  c_bstep->add_option("--json", bstep.json_out, "also write the figures to this JSON file");
+  launch::BenchAllreduceArgs bar;
+  auto* c_bar = c_bench->add_subcommand("allreduce", "nccl-tests-style all-reduce table: framework vs raw MPI");
+  c_bar->add_option("--min-bytes", bar.min_bytes, "smallest message")->capture_default_str();
+  c_bar->add_option("--max-bytes", bar.max_bytes, "largest message")->capture_default_str();
+  c_bar->add_option("--iters", bar.iters, "timed iterations per size")->capture_default_str();
+  c_bar->add_option("--warmup", bar.warmup, "warm-up iterations per size")->capture_default_str();
+  int sgemm_threads = 0;
+  auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
+  c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  int rc = 0;
+  try {
+    parallel::MpiEnv env(&argc, &argv);
+    auto world = parallel::make_world_communicator("mpi");
+    try {
+      if (c_train->parsed()) rc = launch::cmd_train(train, *world);
+      else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world);
+      else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world);
+      else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world);
+    } catch (const std::exception& e) {
+      core::log::error("{}", e.what());
+      if (world->size() > 1) {
+        core::log::error("aborting the job so that no rank waits for this one");
+        parallel::MpiEnv::abort_job(1);
+      }
+      return 1;
+    }
+  } catch (const std::exception& e) {
+    core::log::error("{}", e.what());
+    return 1;
+  }
+  return rc;
+}

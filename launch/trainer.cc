@@ -1,0 +1,333 @@
+// What: Trainer (see trainer.h).
+#include "launch/trainer.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <thread>
+
+#include <cblas.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "kernels/cpu/kernels.h"
+
+namespace mt::launch {
+
+using Clock = std::chrono::steady_clock;
+namespace {
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+}  // namespace
+
+int choose_threads(int configured) {
+  if (configured > 0) return configured;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // ranks on this node: Open MPI and Slurm say so; without a launcher we are alone
+  int local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0);
+  if (local <= 0) local = env_int("SLURM_NTASKS_PER_NODE", 0);
+  if (local <= 0) local = 1;
+  return std::max(1, cores / local);
+}
+
+// OpenMP threads do all the parallel work; BLAS stays single-threaded inside them (see
+// kernels/cpu/linear.cc: deterministic results, no competing thread pools).
+void set_threads(int n) {
+  omp_set_num_threads(n);
+  openblas_set_num_threads(1);
+}
+
+Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world) : cfg_(cfg), world_(world) {
+  const int world_size = world.size();
+  tp_ = cfg.parallel.tp;
+  dp_ = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world_size / tp_);
+  parallel::Mesh::validate(world_size, dp_, tp_, cfg.model.n_head);
+  mesh_ = std::make_unique<parallel::Mesh>(world_size, dp_, tp_);
+  comms_ = parallel::make_mesh_comms(world, *mesh_);
+  dp_rank_ = comms_.dp->rank();
+  tp_rank_ = comms_.tp->rank();
+
+  const int denom = cfg.train.micro_batch * dp_;
+  if (cfg.train.batch_size % denom != 0) {
+    throw core::Error(fmt::format("train.batch_size = {} is not divisible by train.micro_batch x dp = {} x {}",
+                                  cfg.train.batch_size, cfg.train.micro_batch, dp_))
+        .with_yaml("train.batch_size")
+        .with_hint(fmt::format("the global batch is split into dp ranks x gradient-accumulation steps x "
+                               "micro-batches; e.g. train.batch_size={}",
+                               (cfg.train.batch_size + denom - 1) / denom * denom));
+  }
+  grad_accum_ = cfg.train.batch_size / denom;
+  per_rank_batch_ = cfg.train.batch_size / dp_;
+
+  model_ = std::make_unique<parallel::Gpt>(cfg.model, tp_, tp_rank_, tp_ > 1 ? comms_.tp.get() : nullptr,
+                                           parallel::GradSync::flat_alignment(dp_));
+  model_->init_weights(cfg.train.seed);
+  sync_ = std::make_unique<parallel::GradSync>(comms_.dp.get(), model_->params_info(),
+                                               model_->num_local_params(), cfg.parallel.bucket_mb,
+                                               cfg.parallel.zero == 1);
+  optim_ = std::make_unique<parallel::Optimizer>(cfg.optim, model_->params_info(), sync_->owned_ranges());
+  data_ = io::make_data_source(cfg);
+  MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
+           data_->vocab_size(), cfg.model.vocab_size);
+  verify_identical_init();
+}
+
+Trainer::~Trainer() = default;
+
+int64_t Trainer::tokens_per_step() const {
+  return static_cast<int64_t>(cfg_.train.batch_size) * cfg_.model.seq_len;
+}
+
+uint64_t Trainer::param_checksum() const {
+  const auto* p = reinterpret_cast<const unsigned char*>(const_cast<parallel::Gpt&>(*model_).params().raw());
+  const size_t n = const_cast<parallel::Gpt&>(*model_).params().nbytes();
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// Every dp replica must start from the same parameters: compare checksums across the dp group.
+void Trainer::verify_identical_init() {
+  if (dp_ == 1) return;
+  int64_t mine = static_cast<int64_t>(param_checksum() >> 1);
+  int64_t mx = mine, mn = -mine;
+  comms_.dp->all_reduce(&mx, 1, parallel::DType::I64, parallel::ReduceOp::Max);
+  comms_.dp->all_reduce(&mn, 1, parallel::DType::I64, parallel::ReduceOp::Max);
+  if (mx != mine || -mn != mine) {
+    throw core::Error("parameters differ across data-parallel ranks after initialisation")
+        .with_hint("all ranks must use the same train.seed and model config");
+  }
+}
+
+void Trainer::fill_batch(io::Split split, uint64_t first_sample, int count) {
+  const int T = cfg_.model.seq_len;
+  tokens_.resize(static_cast<size_t>(T + 1));
+  inputs_.resize(static_cast<size_t>(count) * T);
+  targets_.resize(static_cast<size_t>(count) * T);
+  for (int b = 0; b < count; ++b) {
+    data_->sample(split, first_sample + b, T, tokens_.data());
+    std::copy(tokens_.begin(), tokens_.begin() + T, inputs_.begin() + static_cast<size_t>(b) * T);
+    std::copy(tokens_.begin() + 1, tokens_.end(), targets_.begin() + static_cast<size_t>(b) * T);
+  }
+}
+
+// Sum of squared gradients over the whole model: each element counted once in the mesh
+// (parameters replicated across tp are counted on tp rank 0 only).
+double Trainer::grad_sumsq() {
+  const float* g = model_->grads().f32();
+  double local = 0;
+  for (const auto& p : model_->params_info()) {
+    if (p.split == parallel::TpSplit::Replicated && tp_rank_ != 0) continue;
+    for (const auto& [b, e] : sync_->owned_ranges()) {
+      const int64_t lo = std::max(b, p.offset), hi = std::min(e, p.offset + p.numel);
+      if (lo < hi) local += kernels::cpu::sum_squares(g + lo, hi - lo);
+    }
+  }
+  if (cfg_.parallel.zero == 1 && dp_ > 1) {
+    world_.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  } else if (tp_ > 1) {
+    comms_.tp->all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  }
+  return local;
+}
+
+StepStats Trainer::step(int64_t s) {
+  const int T = cfg_.model.seq_len, mb = cfg_.train.micro_batch;
+  const auto t0 = Clock::now();
+  double data_ms = 0;
+  model_->zero_grads();
+  const float loss_weight = 1.0f / static_cast<float>(tokens_per_step());
+  double loss_sum = 0;  // sum of token losses of this rank's share
+  const uint64_t first = static_cast<uint64_t>(s) * cfg_.train.batch_size +
+                         static_cast<uint64_t>(dp_rank_) * per_rank_batch_;
+  for (int m = 0; m < grad_accum_; ++m) {
+    const auto td = Clock::now();
+    fill_batch(io::Split::Train, first + static_cast<uint64_t>(m) * mb, mb);
+    data_ms += ms_between(td, Clock::now());
+    loss_sum += model_->forward(inputs_.data(), targets_.data(), mb, T) * mb * T;
+    const bool last = m == grad_accum_ - 1;
+    if (last) {
+      sync_->begin(model_->grads().f32(), model_->params().f32());
+      model_->backward(loss_weight, [this](int i) { sync_->on_grad_ready(i); });
+    } else {
+      model_->backward(loss_weight);
+    }
+  }
+  sync_->finish();
+  const double norm = std::sqrt(grad_sumsq());
+  if (!std::isfinite(norm)) {
+    throw core::Error(fmt::format("non-finite gradient norm at step {}", s))
+        .with_hint("lower optim.lr or enable optim.grad_clip");
+  }
+  float* g = model_->grads().f32();
+  if (cfg_.optim.grad_clip > 0 && norm > cfg_.optim.grad_clip) {
+    const float scale = static_cast<float>(cfg_.optim.grad_clip / (norm + 1e-6));
+    for (const auto& [b, e] : sync_->owned_ranges()) kernels::cpu::scale_inplace(g + b, e - b, scale);
+  }
+  const double lr = parallel::learning_rate(cfg_.optim, s, cfg_.train.steps);
+  optim_->step(model_->params().f32(), g, static_cast<float>(lr), s + 1);
+  sync_->gather_params();
+  if (dp_ > 1) comms_.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  const auto t1 = Clock::now();
+
+  StepStats st;
+  st.step = s;
+  st.loss = loss_sum / static_cast<double>(tokens_per_step());
+  st.lr = lr;
+  st.grad_norm = norm;
+  st.ms = ms_between(t0, t1);
+  st.tokens_per_s = tokens_per_step() / (st.ms / 1000.0);
+  st.comm_ms = sync_->comm_ms();
+  st.exposed_comm_ms = sync_->exposed_ms();
+  st.data_ms = data_ms;
+  st.compute_ms = st.ms - st.exposed_comm_ms - data_ms;
+  return st;
+}
+
+double Trainer::evaluate() {
+  const int T = cfg_.model.seq_len, mb = cfg_.train.micro_batch;
+  const int64_t total = static_cast<int64_t>(cfg_.train.eval_batches) * cfg_.train.batch_size;
+  const int64_t share = total / dp_;
+  double sum = 0;
+  for (int64_t i = 0; i < share; i += mb) {
+    const int n = static_cast<int>(std::min<int64_t>(mb, share - i));
+    fill_batch(io::Split::Eval, static_cast<uint64_t>(dp_rank_ * share + i), n);
+    sum += model_->forward(inputs_.data(), targets_.data(), n, T) * n * T;
+  }
+  if (dp_ > 1) comms_.dp->all_reduce(&sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  return sum / (static_cast<double>(share) * dp_ * T);
+}
+
+std::string Trainer::memory_report() const {
+  const double mib = 1.0 / 1048576.0;
+  const double params = model_->num_local_params() * 4.0 * mib;
+  return fmt::format("memory per rank: params {:.1f} MiB, grads {:.1f} MiB, optimizer state {:.1f} MiB{}, "
+                     "activations {:.1f} MiB",
+                     params, params, optim_->state_bytes() * mib,
+                     cfg_.parallel.zero == 1 && dp_ > 1 ? fmt::format(" (ZeRO-1, 1/{} shard)", dp_) : "",
+                     model_->activation_bytes() * mib);
+}
+
+TrainSummary Trainer::run() {
+  namespace log = core::log;
+  const bool leader = world_.rank() == 0;
+  const auto& tc = cfg_.train;
+  io::MetricsWriter metrics;
+  if (leader) {
+    io::ensure_directory(cfg_.run.dir);
+    io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
+    metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/false);
+  }
+  const auto floor = data_->entropy_floor(cfg_.model.seq_len);
+  if (leader) {
+    log::info("model: {} parameters ({} layers, {} heads, width {}, vocab {} padded to {}), seq_len {}",
+              model_->num_full_params(), cfg_.model.n_layer, cfg_.model.n_head, cfg_.model.n_embd,
+              cfg_.model.vocab_size, model_->dims().Vp, cfg_.model.seq_len);
+    log::info("mesh: world {} = dp {} x tp {}; global batch {} = dp {} x grad_accum {} x micro_batch {}; "
+              "{} tokens/step",
+              world_.size(), dp_, tp_, tc.batch_size, dp_, grad_accum_, tc.micro_batch, tokens_per_step());
+    log::info("data: {}{}", data_->describe(),
+              floor ? fmt::format("; entropy floor at seq_len {}: {:.4f} nats/token", cfg_.model.seq_len, *floor)
+                    : "");
+  }
+  log::info("{}", memory_report());
+
+  TrainSummary sum;
+  sum.data_entropy = floor;
+  const auto t_start = Clock::now();
+  double train_ms = 0;
+  double best_eval = INFINITY;
+  int evals_without_gain = 0;
+  auto do_eval = [&](int64_t s) {
+    const double ev = evaluate();
+    sum.final_eval_loss = ev;
+    if (leader) {
+      nlohmann::json j{{"step", s}, {"eval_loss", ev}};
+      if (floor) j["data_entropy"] = *floor;
+      metrics.write(j);
+      log::info("eval step {:>6} | eval_loss {:.4f}{}", s, ev,
+                floor ? fmt::format(" | data_entropy {:.4f} | gap {:+.1f}%", *floor, 100.0 * (ev / *floor - 1.0))
+                      : "");
+    }
+    if (ev < best_eval - tc.early_stop_min_delta) {
+      best_eval = ev;
+      evals_without_gain = 0;
+    } else {
+      ++evals_without_gain;
+    }
+  };
+
+  for (int64_t s = 0; s < tc.steps; ++s) {
+    const StepStats st = step(s);
+    train_ms += st.ms;
+    sum.losses.push_back(st.loss);
+    sum.final_loss = st.loss;
+    sum.steps_done = s + 1;
+    if (!std::isfinite(st.loss)) {
+      throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
+    }
+    if (leader) {
+      metrics.write({{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm},
+                     {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
+                     {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms}});
+      if (s % tc.log_every == 0 || s + 1 == tc.steps) {
+        log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s{}", s + 1,
+                  tc.steps, st.loss, st.lr, st.grad_norm, st.ms, st.tokens_per_s,
+                  dp_ > 1 ? fmt::format(" | comm {:.1f} ms (exposed {:.1f})", st.comm_ms, st.exposed_comm_ms) : "");
+      }
+    }
+    const bool last = s + 1 == tc.steps;
+    if (!last && tc.eval_every > 0 && (s + 1) % tc.eval_every == 0) {
+      do_eval(s + 1);
+      if (tc.early_stop_patience > 0 && evals_without_gain >= tc.early_stop_patience) {
+        sum.early_stopped = true;
+        if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
+        break;
+      }
+    }
+  }
+  do_eval(sum.steps_done);
+  sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;
+  sum.tokens_per_s = train_ms > 0 ? sum.steps_done * tokens_per_step() / (train_ms / 1000.0) : 0;
+  // parameter checksums of every rank, so callers can verify replicas agree bit for bit
+  std::vector<int64_t> sums(world_.size(), 0);
+  const int64_t mine = static_cast<int64_t>(param_checksum());
+  world_.all_gather(&mine, sums.data(), 1, parallel::DType::I64);
+  if (leader) {
+    std::vector<std::string> hex;
+    for (int64_t v : sums) hex.push_back(fmt::format("{:016x}", static_cast<uint64_t>(v)));
+    nlohmann::json j{{"final_loss", sum.final_loss},
+                     {"param_checksums", hex},
+                     {"final_eval_loss", sum.final_eval_loss ? nlohmann::json(*sum.final_eval_loss) : nlohmann::json()},
+                     {"data_entropy", floor ? nlohmann::json(*floor) : nlohmann::json()},
+                     {"tokens_per_s", sum.tokens_per_s},
+                     {"wall_s", sum.wall_s},
+                     {"steps", sum.steps_done},
+                     {"early_stopped", sum.early_stopped},
+                     {"params", model_->num_full_params()},
+                     {"world", world_.size()},
+                     {"dp", dp_},
+                     {"tp", tp_}};
+    io::write_file_atomic(cfg_.run.dir + "/summary.json", j.dump(2) + "\n");
+    log::info("done: {} steps in {:.1f} s | final loss {:.4f} | eval loss {:.4f}{} | {:.0f} tok/s | {}",
+              sum.steps_done, sum.wall_s, sum.final_loss, sum.final_eval_loss.value_or(NAN),
+              floor ? fmt::format(" | data_entropy {:.4f} (gap {:+.1f}%)", *floor,
+                                  100.0 * (sum.final_eval_loss.value_or(NAN) / *floor - 1.0))
+                    : "",
+              sum.tokens_per_s, cfg_.run.dir);
+  }
+  return sum;
+}
+
+}  // namespace mt::launch

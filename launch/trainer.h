@@ -1,0 +1,88 @@
+// What: the training loop. One Trainer per rank: builds the dp x tp mesh and its
+// sub-communicators, the model slice, the optimizer (sharded with ZeRO-1) and the gradient
+// buckets, then runs steps: micro-batches (forward, backward with bucketed all-reduce on the
+// last one), global-norm clipping, the LR schedule, the update, periodic eval, early stopping,
+// and the run directory (resolved config, metrics.jsonl, summary.json).
+// Why: the global batch of step s is the fixed set of samples [s*B, (s+1)*B) of the train
+// split whatever dp is; each dp rank takes a contiguous 1/dp of it in micro-batches, and each
+// token's loss is weighted by 1/(B*T), so the summed gradient is exactly the full-batch one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "io/data_source.h"
+#include "io/metrics.h"
+#include "parallel/communicator.h"
+#include "parallel/gpt.h"
+#include "parallel/grad_sync.h"
+#include "parallel/mesh.h"
+#include "parallel/optimizer.h"
+
+namespace mt::launch {
+
+struct StepStats {
+  int64_t step = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  double ms = 0, tokens_per_s = 0;
+  double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
+};
+
+struct TrainSummary {
+  int64_t steps_done = 0;
+  double final_loss = 0;
+  std::optional<double> final_eval_loss;
+  std::optional<double> data_entropy;
+  double tokens_per_s = 0, wall_s = 0;
+  bool early_stopped = false;
+  std::vector<double> losses;  // per step, identical on every rank
+};
+
+class Trainer {
+ public:
+  Trainer(const core::Config& cfg, parallel::Communicator& world);
+  ~Trainer();
+
+  // Runs cfg.train.steps steps with eval, logging and the run directory.
+  TrainSummary run();
+  // One optimizer step (no logging); `step` selects the global batch.
+  StepStats step(int64_t step);
+  // Mean loss over the eval set (identical on every rank).
+  double evaluate();
+
+  const parallel::Gpt& model() const { return *model_; }
+  parallel::Gpt& model() { return *model_; }
+  const parallel::Mesh& mesh() const { return *mesh_; }
+  int grad_accum() const { return grad_accum_; }
+  int64_t tokens_per_step() const;
+  // An FNV-1a hash of this rank's parameter bytes.
+  uint64_t param_checksum() const;
+  std::string memory_report() const;
+
+ private:
+  void verify_identical_init();
+  void fill_batch(io::Split split, uint64_t first_sample, int count);
+  double grad_sumsq();
+
+  core::Config cfg_;
+  parallel::Communicator& world_;
+  std::unique_ptr<parallel::Mesh> mesh_;
+  parallel::MeshComms comms_;
+  std::unique_ptr<parallel::Gpt> model_;
+  std::unique_ptr<parallel::GradSync> sync_;
+  std::unique_ptr<parallel::Optimizer> optim_;
+  std::unique_ptr<io::DataSource> data_;
+  int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
+  int grad_accum_ = 1, per_rank_batch_ = 0;
+  std::vector<int32_t> tokens_, inputs_, targets_;
+};
+
+// Threads per rank: train.threads, else the cores of this node divided by its ranks.
+int choose_threads(int configured);
+void set_threads(int n);
+
+}  // namespace mt::launch

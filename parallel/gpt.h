@@ -1,0 +1,138 @@
+// What: the GPT-2 model (pre-LayerNorm blocks, learned positions, 4x GELU MLP, final
+// LayerNorm, output projection tied to the token embedding) with explicit forward and
+// backward per layer, written for a tensor-parallel group of size tp (tp = 1 is the plain
+// model). Megatron-style partition of a layer's weights across the tp ranks of a group:
+//   attention  QKV   column-parallel: rank r holds heads [r*NH/tp, (r+1)*NH/tp)
+//              proj  row-parallel:    Y = sum_r X_r A_r, one all-reduce in forward
+//   MLP        fc    column-parallel  (identity forward, all-reduce of dX in backward)
+//              proj  row-parallel
+//   embedding  vocab-parallel rows; logits only for the local vocab slice; the loss uses
+//              max/sum all-reduces and never materialises (tokens x vocab) on one rank.
+//   LayerNorms, position embedding, row-parallel biases: replicated.
+// Why: one model file serves every layout; all parameters live in ONE flat buffer (and all
+// gradients in another) so data-parallel buckets, ZeRO shards and checkpoints are ranges.
+// Initialisation draws each element from a counter-based RNG at its index in the FULL
+// tensor, so the same seed gives the same model whatever tp is.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/tensor.h"
+
+namespace mt::parallel {
+
+class Communicator;
+
+// How a parameter is partitioned across the tensor-parallel group.
+enum class TpSplit {
+  Replicated,  // every tp rank holds the whole tensor
+  Rows,        // (OC, C) weight or (OC) bias split along OC: column-parallel linear
+  Cols,        // (OC, C) weight split along C: row-parallel linear
+  Qkv,         // (3C, C) / (3C): q, k and v row blocks each split by heads
+  Vocab,       // (Vp, C) embedding split by vocabulary rows
+};
+
+struct ParamInfo {
+  std::string name;            // "h3.attn.qkv.w"
+  core::Shape full_shape;      // shape in the unpartitioned model (vocab padded)
+  core::Shape local_shape;     // this rank's slice
+  TpSplit split = TpSplit::Replicated;
+  bool weight_decay = false;   // matrices decay, biases and norms do not
+  float init_std = 0.0f;       // 0 -> constant init_value
+  float init_value = 0.0f;
+  int64_t offset = 0;          // element offset in the flat parameter/gradient buffers
+  int64_t numel = 0;           // local elements
+  int layer = -1;              // block index; -1 embeddings, n_layer for the final norm
+};
+
+// Model sizes, global and local to a tp rank.
+struct GptDims {
+  int L = 0, NH = 0, C = 0, V = 0, Vp = 0, maxT = 0, HS = 0;
+  int tp = 1, tp_rank = 0;
+  int NHl = 0;       // local heads
+  int Cl = 0;        // local attention width = NHl * HS
+  int Fl = 0;        // local MLP width = 4C / tp
+  int Vl = 0;        // local vocab rows = Vp / tp
+  int v_start = 0;   // first global vocab row on this rank
+  int v_valid = 0;   // local rows that are real tokens (< V)
+};
+GptDims make_gpt_dims(const core::ModelConfig& cfg, int tp, int tp_rank);
+constexpr int kVocabAlign = 64;  // Vp = V rounded up to a multiple of kVocabAlign * tp
+
+// Called during backward with the index of a parameter whose gradient is final.
+using GradReadyFn = std::function<void(int param_index)>;
+
+class Gpt {
+ public:
+  // tp_comm may be null when tp == 1. The flat buffers are padded with zeros to a multiple of
+  // flat_align elements (data-parallel buckets need multiples of the dp size).
+  Gpt(const core::ModelConfig& cfg, int tp, int tp_rank, Communicator* tp_comm, int64_t flat_align = 1);
+
+  const GptDims& dims() const { return d_; }
+  const std::vector<ParamInfo>& params_info() const { return info_; }
+  core::Tensor& params() { return params_; }  // flat, all local parameters
+  core::Tensor& grads() { return grads_; }    // flat, same layout
+  float* param(int i) { return params_.f32() + info_[i].offset; }
+  float* grad(int i) { return grads_.f32() + info_[i].offset; }
+  int64_t num_local_params() const { return params_.numel(); }
+  int64_t num_full_params() const;   // the unpartitioned model, unpadded vocab
+
+  // GPT-2 init: N(0, init_std); residual projections N(0, init_std / sqrt(2 L)); norms 1, 0.
+  void init_weights(uint64_t seed);
+
+  // inputs, targets: (B, T) token ids; targets may be null (no loss). Returns the mean loss
+  // over the B*T tokens (0 if targets is null). Keeps activations for backward.
+  double forward(const int32_t* inputs, const int32_t* targets, int B, int T);
+  // Accumulates gradients for the last forward into grads(); each token's loss is weighted by
+  // loss_weight (e.g. 1 / tokens in the global batch). Calls on_ready(i) once a parameter's
+  // gradient is final for this backward (in reverse order of the forward).
+  void backward(float loss_weight, const GradReadyFn& on_ready = {});
+  void zero_grads() { grads_.zero_(); }
+
+  // Per-token losses of the last forward: (B*T).
+  const float* losses() const { return losses_.f32(); }
+
+  // Model FLOPs per token for forward+backward at context T: 6 * matmul params + attention.
+  double flops_per_token(int T) const;
+  size_t activation_bytes() const;
+
+ private:
+  struct LayerActs {
+    core::Tensor ln1, ln1_mean, ln1_rstd, qkv, att, atty, res2, ln2, ln2_mean, ln2_rstd, fch,
+        fch_gelu, res3;
+  };
+  enum P { LN1W, LN1B, QKVW, QKVB, ATTPW, ATTPB, LN2W, LN2B, FCW, FCB, FCPW, FCPB, kPerLayer };
+  int pidx(int layer, int p) const { return 2 + layer * kPerLayer + p; }
+  int wte_idx() const { return 0; }
+  int wpe_idx() const { return 1; }
+  int lnfw_idx() const { return 2 + d_.L * kPerLayer; }
+  int lnfb_idx() const { return lnfw_idx() + 1; }
+
+  void add_param(const std::string& name, core::Shape full, core::Shape local, TpSplit split,
+                 bool decay, float std, float value, int layer);
+  void ensure_acts(int B, int T);
+  void tp_sum(float* x, int64_t n);  // all-reduce sum over the tp group (no-op at tp = 1)
+  void tp_max(float* x, int64_t n);
+  void init_param(const ParamInfo& p, float* dst, uint64_t seed) const;
+
+  core::ModelConfig cfg_;
+  GptDims d_;
+  Communicator* tp_comm_;
+  std::vector<ParamInfo> info_;
+  core::Tensor params_, grads_;
+
+  // activations for the current (B, T)
+  int B_ = 0, T_ = 0;
+  std::vector<int32_t> inputs_, targets_;
+  core::Tensor encoded_;
+  std::vector<LayerActs> acts_;
+  core::Tensor lnf_, lnf_mean_, lnf_rstd_, logits_, rowmax_, sumexp_, tgt_logit_, losses_;
+  // backward scratch, reused across layers
+  core::Tensor dres_, dln_, dproj_in_, dfch_, dfch_gelu_, dqkv_, dlogits_;
+};
+
+}  // namespace mt::parallel

@@ -1,0 +1,141 @@
+// What: GradSync (see grad_sync.h).
+#include "parallel/grad_sync.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace mt::parallel {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+}  // namespace
+
+GradSync::GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64_t total,
+                   double bucket_mb, bool zero1)
+    : dp_(dp), zero1_(zero1) {
+  if (dp_ && dp_->size() > 1) {
+    dp_size_ = dp_->size();
+    dp_rank_ = dp_->rank();
+  }
+  if (dp_size_ == 1) {
+    owned_.push_back({0, total});
+    return;
+  }
+  const int64_t align = flat_alignment(dp_size_);
+  MT_CHECK(total % align == 0, "flat gradient buffer of {} elements is not a multiple of {}", total, align);
+  int64_t elems = static_cast<int64_t>(bucket_mb * 1048576.0 / sizeof(float));
+  elems = std::max(align, (elems + align - 1) / align * align);
+  for (int64_t end = total; end > 0; end -= elems) {
+    Bucket b;
+    b.begin = std::max<int64_t>(0, end - elems);
+    b.end = end;
+    buckets_.push_back(b);
+  }
+  param_buckets_.resize(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int64_t pb = params[i].offset, pe = pb + params[i].numel;
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      if (pb < buckets_[b].end && buckets_[b].begin < pe && pe > pb) {
+        param_buckets_[i].push_back(static_cast<int>(b));
+        buckets_[b].total++;
+      }
+    }
+  }
+  for (auto& b : buckets_) {
+    MT_CHECK(b.total > 0, "gradient bucket [{}, {}) holds no parameter", b.begin, b.end);
+  }
+  if (zero1_) {
+    int64_t off = 0;
+    for (auto& b : buckets_) {
+      const int64_t chunk = (b.end - b.begin) / dp_size_;
+      shard_offset_.push_back(off);
+      off += chunk;
+      owned_.push_back({b.begin + dp_rank_ * chunk, b.begin + (dp_rank_ + 1) * chunk});
+    }
+    shard_.assign(off, 0.0f);
+    std::sort(owned_.begin(), owned_.end());
+  } else {
+    owned_.push_back({0, total});
+  }
+}
+
+void GradSync::begin(float* grads, float* params) {
+  grads_ = grads;
+  params_ = params;
+  comm_ms_ = 0;
+  exposed_ms_ = 0;
+  for (auto& b : buckets_) {
+    b.pending = b.total;
+    b.work.reset();
+  }
+}
+
+void GradSync::launch(Bucket& b) {
+  const auto t0 = Clock::now();
+  const size_t n = static_cast<size_t>(b.end - b.begin);
+  if (zero1_) {
+    const size_t idx = static_cast<size_t>(&b - buckets_.data());
+    b.work = dp_->ireduce_scatter(grads_ + b.begin, shard_.data() + shard_offset_[idx], n / dp_size_,
+                                  DType::F32, ReduceOp::Sum);
+  } else {
+    b.work = dp_->iall_reduce(grads_ + b.begin, n, DType::F32, ReduceOp::Sum);
+  }
+  comm_ms_ += ms_since(t0);
+}
+
+void GradSync::poll() {
+  const auto t0 = Clock::now();
+  for (auto& b : buckets_)
+    if (b.work) b.work->test();
+  comm_ms_ += ms_since(t0);
+}
+
+void GradSync::on_grad_ready(int i) {
+  if (dp_size_ == 1) return;
+  for (int b : param_buckets_[i]) {
+    MT_CHECK(buckets_[b].pending > 0, "parameter {} reported ready twice in one step", i);
+    if (--buckets_[b].pending == 0) launch(buckets_[b]);
+  }
+  poll();
+}
+
+void GradSync::finish() {
+  if (dp_size_ == 1) return;
+  const auto t0 = Clock::now();
+  for (auto& b : buckets_) {
+    MT_CHECK(b.work, "gradient bucket [{}, {}) never started: a parameter did not report ready", b.begin, b.end);
+    b.work->wait();
+  }
+  const double waited = ms_since(t0);
+  exposed_ms_ = waited;
+  comm_ms_ += waited;
+  if (zero1_) {
+    for (size_t i = 0; i < buckets_.size(); ++i) {
+      const Bucket& b = buckets_[i];
+      const int64_t chunk = (b.end - b.begin) / dp_size_;
+      std::memcpy(grads_ + b.begin + dp_rank_ * chunk, shard_.data() + shard_offset_[i], chunk * sizeof(float));
+    }
+  }
+}
+
+void GradSync::gather_params() {
+  if (dp_size_ == 1 || !zero1_) return;
+  const auto t0 = Clock::now();
+  std::vector<std::shared_ptr<Work>> works;
+  for (auto& b : buckets_) {
+    const int64_t chunk = (b.end - b.begin) / dp_size_;
+    float* base = params_ + b.begin;
+    works.push_back(dp_->iall_gather(base + dp_rank_ * chunk, base, static_cast<size_t>(chunk), DType::F32));
+  }
+  for (auto& w : works) w->wait();
+  comm_ms_ += ms_since(t0);
+  exposed_ms_ += ms_since(t0);
+}
+
+}  // namespace mt::parallel

@@ -1,0 +1,74 @@
+// What: data-parallel gradient synchronisation in buckets, overlapped with backward.
+// The flat gradient buffer is cut into contiguous buckets (parallel.bucket_mb) from its END,
+// because backward finalises gradients in reverse order of the forward (the buffer's order).
+// Each bucket's collective starts as soon as the last parameter overlapping it reports its
+// gradient final (Gpt::backward's on_ready), and all are waited for only in finish(), just
+// before the optimizer step. Without ZeRO each bucket is all-reduced (sum); with ZeRO-1 it is
+// reduce-scattered so rank d owns slice d of every bucket, the optimizer updates only those
+// slices, and gather_params() all-gathers the updated parameters.
+// Why: hides communication behind the remaining backward work (Megatron/DDP buckets); MPI's
+// nonblocking collectives progress only inside MPI calls, so every on_ready polls them.
+// Gradients are summed (not averaged): the loss is already normalised by the global token
+// count, so the sum over ranks is exactly the full-batch gradient.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "parallel/communicator.h"
+#include "parallel/gpt.h"
+
+namespace mt::parallel {
+
+class GradSync {
+ public:
+  // dp may be null or of size 1 (then every call is a no-op). `total` must be a multiple of
+  // flat_alignment(dp size) (Gpt pads its flat buffers for that).
+  GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64_t total,
+           double bucket_mb, bool zero1);
+  static int64_t flat_alignment(int dp_size) { return 64 * static_cast<int64_t>(dp_size); }
+
+  // Call before the backward of the last micro-step.
+  void begin(float* grads, float* params);
+  // Gpt::backward hook: parameter i's gradient is final.
+  void on_grad_ready(int param_index);
+  // Wait for all buckets (and, for ZeRO-1, place the reduced slices into grads).
+  void finish();
+  // ZeRO-1: all-gather every bucket's updated parameter slices (no-op otherwise).
+  void gather_params();
+
+  // The [begin, end) ranges of the flat buffer whose gradients are fully reduced here and
+  // which this rank's optimizer updates: everything without ZeRO, own slices with ZeRO-1.
+  const std::vector<std::pair<int64_t, int64_t>>& owned_ranges() const { return owned_; }
+  int num_buckets() const { return static_cast<int>(buckets_.size()); }
+
+  // Timings of the last step, milliseconds.
+  double comm_ms() const { return comm_ms_; }          // wall time inside collectives
+  double exposed_ms() const { return exposed_ms_; }    // finish() waiting after backward
+
+ private:
+  struct Bucket {
+    int64_t begin, end;
+    int pending = 0;   // parameters still to report
+    int total = 0;
+    std::shared_ptr<Work> work;
+  };
+  void launch(Bucket& b);
+  void poll();
+
+  Communicator* dp_;
+  int dp_size_ = 1, dp_rank_ = 0;
+  bool zero1_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::vector<int>> param_buckets_;  // param -> buckets it overlaps
+  std::vector<std::pair<int64_t, int64_t>> owned_;
+  std::vector<float> shard_;  // ZeRO-1: reduce-scatter output, one slice per bucket
+  std::vector<int64_t> shard_offset_;
+  float* grads_ = nullptr;
+  float* params_ = nullptr;
+  double comm_ms_ = 0, exposed_ms_ = 0;
+};
+
+}  // namespace mt::parallel

@@ -1,0 +1,103 @@
+// What: the MPI backend of Communicator (CPU, host pointers), built on nonblocking MPI:
+// MPI_Iallreduce / MPI_Ireduce_scatter_block / MPI_Iallgather for small messages, and the
+// framework's own ring reduce-scatter + all-gather over MPI_Isend/MPI_Irecv for large ones,
+// MPI_Ibcast and MPI_Ibarrier, each wrapped in a Work.
+// Why own rings for large messages: Open MPI 4.1's collectives allocate a temporary buffer on
+// every call (libnbc for the nonblocking ones, tuned's allreduce for the blocking one), and
+// fresh pages cost ~0.4 GB/s on these VMs; libnbc's iallreduce is also binomial (reduce +
+// bcast) below 4 ranks. The ring keeps its scratch in a pool that grows but never shrinks
+// and pipelines receive + reduce in cache-sized segments. Measured numbers (2 ranks) are in
+// mpi_communicator.cc next to the threshold.
+//
+// All communicators split from one world share a progress engine: every call on any of them
+// (and every Work::test/wait) advances every outstanding operation, which is what makes
+// waiting in any order deadlock-free (see the contract in communicator.h).
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "parallel/communicator.h"
+
+namespace mt::parallel {
+
+// Who runs collectives smaller than ring_min_bytes.
+enum class SmallAlgorithm {
+  Framework,  // default: all_reduce by recursive doubling, reduce_scatter/all_gather by the ring,
+              // both in eager-sized pieces (small_piece_bytes)
+  Library,    // MPI_Iallreduce / MPI_Ireduce_scatter_block / MPI_Iallgather (libnbc in Open MPI 4.1)
+};
+
+// Algorithm choices. They must be identical on all ranks (all ranks must run the same
+// algorithm for a collective); the defaults are measured, see mpi_communicator.cc.
+struct MpiCommOptions {
+  // all_reduce / reduce_scatter / all_gather whose whole array (count x size() for the latter
+  // two) has at least this many bytes run as the framework's ring in segment_bytes pieces.
+  size_t ring_min_bytes = 256u << 10;
+  SmallAlgorithm small_algorithm = SmallAlgorithm::Framework;
+  // Piece size of the framework's small collectives: below Open MPI vader's 4 KiB eager limit
+  // (which includes its header), each piece is sent eagerly, without a rendezvous round trip.
+  size_t small_piece_bytes = 4000;
+  // Pipeline segment of the ring: a received segment is reduced while it is still in cache.
+  size_t segment_bytes = 1u << 20;
+};
+
+// Overrides from the environment (tuning runs): MT_MPI_RING_MIN_BYTES, MT_MPI_SEGMENT_BYTES,
+// MT_MPI_SMALL_PIECE_BYTES, MT_MPI_SMALL_ALGORITHM (framework | library). Every rank must see
+// the same values (mpirun -x).
+MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base = {});
+
+namespace detail {
+class MpiEngine;
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // A communicator over a duplicate of `comm` (the caller keeps `comm`); MPI must be active.
+  MpiCommunicator(MPI_Comm comm, std::string name, MpiCommOptions opt = {});
+  ~MpiCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend_name() const override { return "mpi"; }
+
+  std::shared_ptr<Work> iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  std::shared_ptr<Work> ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                                        ReduceOp op) override;
+  std::shared_ptr<Work> iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
+  std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root) override;
+  void barrier() override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
+  [[noreturn]] void abort(int code) override;
+
+  MPI_Comm raw() const { return comm_; }  // the duplicated communicator (benchmarks, tests)
+  const MpiCommOptions& options() const { return opt_; }
+  // Operations issued on this communicator or its engine-mates that have not completed.
+  size_t outstanding() const;
+  // Bytes held by the engine's scratch pool (grows to the working set, never shrinks).
+  size_t scratch_bytes() const;
+
+ private:
+  struct Adopt {};
+  MpiCommunicator(Adopt, MPI_Comm owned, std::string name, MpiCommOptions opt,
+                  std::shared_ptr<detail::MpiEngine> engine);
+  bool large(size_t total_bytes, size_t count) const;
+  uint32_t next_tag();
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  MpiCommOptions opt_;
+  uint64_t seq_ = 0;  // collectives issued so far; identical on all ranks
+  std::shared_ptr<detail::MpiEngine> engine_;
+};
+
+// Turns an MPI return code into mt::core::Error: "<op> failed: <bytes> bytes of <dtype> on
+// communicator '<name>' (rank r of n)" + MPI_Error_string as the library message.
+[[noreturn]] void throw_mpi_error(int code, const std::string& op, size_t bytes, const std::string& detail,
+                                  const std::string& comm_name, int comm_rank, int comm_size);
+
+}  // namespace mt::parallel

@@ -1,0 +1,92 @@
+// What: MPI initialisation and finalisation, and job abort. See mpi_env.h.
+#include "parallel/mpi_env.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "core/error.h"
+
+namespace mt::parallel {
+
+namespace {
+std::string error_string(int code) {
+  char buf[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(code, buf, &len) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
+  return std::string(buf, static_cast<size_t>(len));
+}
+}  // namespace
+
+const char* MpiEnv::level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+    default: return "MPI_THREAD_(unknown)";
+  }
+}
+
+bool MpiEnv::active() {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  return init && !fin;
+}
+
+MpiEnv::MpiEnv(int* argc, char*** argv) {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (fin) MT_FAIL("MPI was already finalised in this process; it cannot be initialised again");
+  if (!init) {
+    const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &thread_level_);
+    if (rc != MPI_SUCCESS) {
+      throw core::Error("MPI_Init_thread failed")
+          .with_library(error_string(rc))
+          .with_hint("run under mpirun/srun, or check the MPI installation (ompi_info)")
+          .with_where(__FILE__, __LINE__);
+    }
+    owns_ = true;
+  } else {
+    MPI_Query_thread(&thread_level_);
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  core::set_process_rank(rank_, size_);
+
+  if (thread_level_ < MPI_THREAD_FUNNELED) {
+    const int got = thread_level_;
+    if (owns_) {
+      MPI_Finalize();  // every rank gets the same level, so every rank finalises here
+      owns_ = false;
+    }
+    throw core::Error(fmt::format("the MPI library provides only {}; meshtrain needs at least "
+                                  "MPI_THREAD_FUNNELED (MPI calls from the main thread while "
+                                  "OpenMP/BLAS threads run)",
+                                  level_name(got)))
+        .with_hint("use an MPI built with thread support (Open MPI: ompi_info | grep 'Thread support')")
+        .with_where(__FILE__, __LINE__);
+  }
+}
+
+MpiEnv::~MpiEnv() {
+  if (owns_ && active()) MPI_Finalize();
+}
+
+void MpiEnv::abort_job(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (active()) {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);  // MPI_Abort does not return; this is a fallback for broken launchers
+  }
+  std::exit(code);
+}
+
+}  // namespace mt::parallel

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The binary reports bad input clearly, exits non-zero, and does not create a run directory.
+source "$(dirname "$0")/lib.sh"
+CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
+expect_error() {  # expect_error PATTERN ARGS...
+  local pat=$1; shift
+  set +e; out=$("$MESHTRAIN" "$@" 2>&1); rc=$?; set -e
+  [ $rc -ne 0 ] || fail "exit 0 for: $*"
+  echo "$out" | grep -q -- "$pat" || fail "no '$pat' in output of '$*': $out"
+}
+expect_error "did you mean 'train.steps'" train "$CFG" train.step=5 run.dir="$WORK/x"
+expect_error "cannot open the config file" train "$WORK/none.yaml"
+printf 'model:\n  n_embd: 100\n  n_head: 3\n' > "$WORK/bad.yaml"
+expect_error "bad.yaml:2" train "$WORK/bad.yaml" run.dir="$WORK/x"
+expect_error "not divisible by train.micro_batch" train "$CFG" train.batch_size=10 train.micro_batch=4 run.dir="$WORK/x"
+[ ! -e "$WORK/x" ] || fail "a failed start created the run directory"
+"$MESHTRAIN" train --help | grep -q "train.steps" || fail "train --help lacks the config keys"
+"$MESHTRAIN" bench step --help >/dev/null

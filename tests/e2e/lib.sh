@@ -1,0 +1,25 @@
+# Shared helpers for the end-to-end tests (sourced, not a test itself: no _test suffix).
+set -euo pipefail
+: "${MESHTRAIN:?set by ctest}" "${MT_SOURCE_DIR:?set by ctest}"
+MPIEXEC=${MPIEXEC:-mpirun}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+WORK=$(mktemp -d /tmp/mt-e2e.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+mpi() { "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none "$@"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# losses RUN_DIR -> one loss per line, exactly as written (JSON doubles round-trip)
+losses() { python3 -c 'import json,sys
+for l in open(sys.argv[1]+"/metrics.jsonl"):
+    r=json.loads(l)
+    if "loss" in r: print(repr(r["loss"]))' "$1"; }
+# compare_losses A B RTOL: per-step losses of two runs agree within RTOL relative
+compare_losses() { python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+def load(d): return [json.loads(l)["loss"] for l in open(d + "/metrics.jsonl") if '"loss"' in l]
+a, b, rtol = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3])
+assert len(a) == len(b) and len(a) > 0, f"step counts differ: {len(a)} vs {len(b)}"
+worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+print(f"compared {len(a)} steps: max relative difference {worst:.3e} (tolerance {rtol:g})")
+sys.exit(0 if worst <= rtol else 1)
+PY
+}

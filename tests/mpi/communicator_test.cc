@@ -1,0 +1,627 @@
+// What: the MPI Communicator under 2 and 4 ranks: every collective x dtype (f32, f64, i32,
+// i64) x op (sum, avg for floats, max), blocking and nonblocking, against closed forms;
+// odd, zero and non-divisible sizes; both algorithms (the library's nonblocking collectives
+// and the framework's ring, forced by options, with tiny segments to exercise pipelining)
+// and the default thresholds with messages above them; in-place forms; broadcast from every
+// root; Work::test polling and waits in a different order on different ranks; splits
+// (even/odd, reversed keys, mesh dp/tp groups); argument and MPI error paths.
+// Tests issue all their collectives before checking and use EXPECT_ so that a failing rank
+// does not leave the others blocked (see tests/mpi_main.cc).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "parallel/communicator.h"
+#include "parallel/mesh.h"
+#include "parallel/mpi_communicator.h"
+
+using namespace mt::parallel;
+using mt::core::Error;
+
+namespace {
+
+// ---- closed forms ----
+// w(r, i) = ((r + i) % p + 1) * (i % 11 + 1) - 5: over the p ranks the first factor takes
+// every value 1..p once, so sum = p(p+1)/2 * (i%11+1) - 5p and max = p * (i%11+1) - 5.
+long long w(int r, size_t i, int p) {
+  return static_cast<long long>((r + i) % static_cast<size_t>(p) + 1) * static_cast<long long>(i % 11 + 1) - 5;
+}
+long long w_sum(size_t i, int p) { return static_cast<long long>(p) * (p + 1) / 2 * static_cast<long long>(i % 11 + 1) - 5LL * p; }
+long long w_max(size_t i, int p) { return static_cast<long long>(p) * static_cast<long long>(i % 11 + 1) - 5; }
+
+template <class T> struct Ty;
+template <> struct Ty<float> { static constexpr DType dt = DType::F32; };
+template <> struct Ty<double> { static constexpr DType dt = DType::F64; };
+template <> struct Ty<int32_t> { static constexpr DType dt = DType::I32; };
+template <> struct Ty<int64_t> { static constexpr DType dt = DType::I64; };
+
+// 64-bit types get values beyond 32 bits (x 2^33; exact for both).
+template <class T>
+T val(long long x) {
+  if constexpr (sizeof(T) == 8) {
+    if constexpr (std::is_integral_v<T>) return static_cast<T>(x * (1LL << 33));
+    else return static_cast<T>(static_cast<double>(x) * 8589934592.0);
+  } else {
+    return static_cast<T>(x);
+  }
+}
+template <class T>
+T expected(ReduceOp op, size_t i, int p) {
+  if (op == ReduceOp::Max) return val<T>(w_max(i, p));
+  const T s = val<T>(w_sum(i, p));
+  if (op == ReduceOp::Avg) return s / static_cast<T>(p);
+  return s;
+}
+
+// Number of mismatches; the first is described in *msg.
+template <class T, class F>
+size_t mismatches(const T* x, size_t n, F&& want, std::string* msg) {
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const T e = want(i);
+    if (!(x[i] == e)) {
+      if (bad == 0 && msg) *msg = "first at " + std::to_string(i) + ": got " + std::to_string(x[i]) + " want " + std::to_string(e);
+      ++bad;
+    }
+  }
+  return bad;
+}
+
+// Communicator configurations covering every algorithm: the library's collectives, the
+// framework's small algorithms (recursive doubling, small ring) with default and tiny
+// pieces, the large ring with default and tiny segments, and the defaults.
+struct Cfg {
+  const char* name;
+  MpiCommOptions opt;
+};
+std::vector<Cfg> configs() {
+  MpiCommOptions library, small, small_pieces, ring, ring_seg, deflt;
+  library.ring_min_bytes = std::numeric_limits<size_t>::max();
+  library.small_algorithm = SmallAlgorithm::Library;
+  small.ring_min_bytes = std::numeric_limits<size_t>::max();
+  small_pieces.ring_min_bytes = std::numeric_limits<size_t>::max();
+  small_pieces.small_piece_bytes = 64;
+  ring.ring_min_bytes = 0;
+  ring_seg.ring_min_bytes = 0;
+  ring_seg.segment_bytes = 256;
+  return {{"library", library}, {"small", small},          {"small_pieces64", small_pieces},
+          {"ring", ring},       {"ring_seg256", ring_seg}, {"default", deflt}};
+}
+std::unique_ptr<MpiCommunicator> make(const Cfg& c) {
+  return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, c.name, c.opt);
+}
+
+const std::vector<size_t> kSizes = {1, 7, 64, 1023, 4099, 20000};
+std::vector<ReduceOp> ops_for(DType dt) {
+  if (is_floating(dt)) return {ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max};
+  return {ReduceOp::Sum, ReduceOp::Max};
+}
+
+// Waits on the works; odd ranks wait in reverse order (waits need not be in the same order).
+void wait_all(std::vector<std::shared_ptr<Work>>& ws, int rank) {
+  if (rank % 2 == 0) {
+    for (auto& w : ws) w->wait();
+  } else {
+    for (auto it = ws.rbegin(); it != ws.rend(); ++it) (*it)->wait();
+  }
+}
+
+// ---- all_reduce ----
+template <class T>
+void all_reduce_case(Communicator& c, const std::string& tag, bool nonblocking) {
+  const int p = c.size(), r = c.rank();
+  for (ReduceOp op : ops_for(Ty<T>::dt)) {
+    std::vector<std::vector<T>> bufs;
+    for (size_t n : kSizes) {
+      std::vector<T> b(n);
+      for (size_t i = 0; i < n; ++i) b[i] = val<T>(w(r, i, p));
+      bufs.push_back(std::move(b));
+    }
+    std::vector<std::shared_ptr<Work>> works;
+    for (auto& b : bufs) {
+      if (nonblocking) works.push_back(c.iall_reduce(b.data(), b.size(), Ty<T>::dt, op));
+      else c.all_reduce(b.data(), b.size(), Ty<T>::dt, op);
+    }
+    if (nonblocking) wait_all(works, r);
+    for (auto& b : bufs) {
+      std::string msg;
+      EXPECT_EQ(mismatches(b.data(), b.size(), [&](size_t i) { return expected<T>(op, i, p); }, &msg), 0u)
+          << tag << " all_reduce " << dtype_name(Ty<T>::dt) << " " << reduce_op_name(op) << " n=" << b.size()
+          << (nonblocking ? " nonblocking " : " blocking ") << msg;
+    }
+  }
+}
+
+// ---- reduce_scatter: send has p*n elements; rank r gets block r ----
+template <class T>
+void reduce_scatter_case(Communicator& c, const std::string& tag, bool nonblocking, bool in_place) {
+  const int p = c.size(), r = c.rank();
+  for (ReduceOp op : ops_for(Ty<T>::dt)) {
+    std::vector<std::vector<T>> sends, recvs;
+    for (size_t n : kSizes) {
+      std::vector<T> s(n * p);
+      for (size_t j = 0; j < s.size(); ++j) s[j] = val<T>(w(r, j, p));
+      sends.push_back(std::move(s));
+      recvs.emplace_back(in_place ? 0 : n, val<T>(-777));
+    }
+    std::vector<std::shared_ptr<Work>> works;
+    for (size_t k = 0; k < kSizes.size(); ++k) {
+      const size_t n = kSizes[k];
+      T* out = in_place ? sends[k].data() + r * n : recvs[k].data();
+      if (nonblocking) works.push_back(c.ireduce_scatter(sends[k].data(), out, n, Ty<T>::dt, op));
+      else c.reduce_scatter(sends[k].data(), out, n, Ty<T>::dt, op);
+    }
+    if (nonblocking) wait_all(works, r);
+    for (size_t k = 0; k < kSizes.size(); ++k) {
+      const size_t n = kSizes[k];
+      const T* out = in_place ? sends[k].data() + r * n : recvs[k].data();
+      std::string msg;
+      EXPECT_EQ(mismatches(out, n, [&](size_t i) { return expected<T>(op, r * n + i, p); }, &msg), 0u)
+          << tag << " reduce_scatter " << dtype_name(Ty<T>::dt) << " " << reduce_op_name(op) << " n=" << n
+          << (in_place ? " in place" : "") << (nonblocking ? " nonblocking " : " blocking ") << msg;
+      if (!in_place) {  // the send buffer is untouched
+        EXPECT_EQ(mismatches(sends[k].data(), n * p, [&](size_t j) { return val<T>(w(r, j, p)); }, &msg), 0u)
+            << tag << " reduce_scatter modified its send buffer, n=" << n;
+      }
+    }
+  }
+}
+
+// ---- all_gather: block q of recv comes from rank q ----
+long long g(int q, size_t i) { return q * 100000LL + static_cast<long long>(i % 99991) - 3; }
+
+template <class T>
+void all_gather_case(Communicator& c, const std::string& tag, bool nonblocking, bool in_place) {
+  const int p = c.size(), r = c.rank();
+  std::vector<std::vector<T>> sends, recvs;
+  for (size_t n : kSizes) {
+    std::vector<T> s(n);
+    for (size_t i = 0; i < n; ++i) s[i] = val<T>(g(r, i));
+    std::vector<T> out(n * p, val<T>(-1));
+    if (in_place) std::copy(s.begin(), s.end(), out.begin() + r * n);
+    sends.push_back(std::move(s));
+    recvs.push_back(std::move(out));
+  }
+  std::vector<std::shared_ptr<Work>> works;
+  for (size_t k = 0; k < kSizes.size(); ++k) {
+    const size_t n = kSizes[k];
+    const T* src = in_place ? recvs[k].data() + r * n : sends[k].data();
+    if (nonblocking) works.push_back(c.iall_gather(src, recvs[k].data(), n, Ty<T>::dt));
+    else c.all_gather(src, recvs[k].data(), n, Ty<T>::dt);
+  }
+  if (nonblocking) wait_all(works, r);
+  for (size_t k = 0; k < kSizes.size(); ++k) {
+    const size_t n = kSizes[k];
+    std::string msg;
+    EXPECT_EQ(mismatches(recvs[k].data(), n * p, [&](size_t j) { return val<T>(g(static_cast<int>(j / n), j % n)); }, &msg),
+              0u)
+        << tag << " all_gather " << dtype_name(Ty<T>::dt) << " n=" << n << (in_place ? " in place" : "")
+        << (nonblocking ? " nonblocking " : " blocking ") << msg;
+  }
+}
+
+template <class T>
+void all_cases(Communicator& c, const std::string& tag) {
+  for (bool nb : {false, true}) {
+    all_reduce_case<T>(c, tag, nb);
+    for (bool ip : {false, true}) {
+      reduce_scatter_case<T>(c, tag, nb, ip);
+      all_gather_case<T>(c, tag, nb, ip);
+    }
+  }
+}
+
+uint64_t fnv(const void* p, size_t n) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
+  return h;
+}
+
+}  // namespace
+
+TEST(Communicator, Basics) {
+  auto c = make_world_communicator("mpi");
+  int wr = 0, ws = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &wr);
+  MPI_Comm_size(MPI_COMM_WORLD, &ws);
+  EXPECT_EQ(c->rank(), wr);
+  EXPECT_EQ(c->size(), ws);
+  EXPECT_EQ(c->backend_name(), "mpi");
+  EXPECT_EQ(c->name(), "world");
+  c->barrier();
+  auto a = make_world_communicator("auto");
+  EXPECT_EQ(a->backend_name(), "mpi");
+  EXPECT_EQ(dtype_size(DType::BF16), 2u);
+  EXPECT_EQ(dtype_size(DType::I64), 8u);
+}
+
+TEST(Communicator, AllCollectivesF32) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    all_cases<float>(*c, cfg.name);
+  }
+}
+TEST(Communicator, AllCollectivesF64) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    all_cases<double>(*c, cfg.name);
+  }
+}
+TEST(Communicator, AllCollectivesI32) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    all_cases<int32_t>(*c, cfg.name);
+  }
+}
+TEST(Communicator, AllCollectivesI64) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    all_cases<int64_t>(*c, cfg.name);
+  }
+}
+
+TEST(Communicator, ZeroSizeCompletesAtOnce) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    float x = 42.f;
+    auto w1 = c->iall_reduce(nullptr, 0, DType::F32, ReduceOp::Sum);
+    auto w2 = c->ireduce_scatter(nullptr, nullptr, 0, DType::F64, ReduceOp::Avg);
+    auto w3 = c->iall_gather(nullptr, nullptr, 0, DType::I32);
+    auto w4 = c->ibroadcast(&x, 0, DType::F32, c->size() - 1);
+    for (auto* w : {&w1, &w2, &w3, &w4}) {
+      EXPECT_TRUE((*w)->completed());
+      EXPECT_TRUE((*w)->test());
+      EXPECT_EQ((*w)->error(), nullptr);
+      (*w)->wait();
+    }
+    c->all_reduce(&x, 0, DType::F32, ReduceOp::Max);
+    EXPECT_EQ(x, 42.f);
+  }
+}
+
+// Above the default threshold and spanning many 1 MiB segments; counts not divisible by p.
+TEST(Communicator, LargeMessagesDefaultOptions) {
+  auto c = make_world_communicator("mpi");
+  const int p = c->size(), r = c->rank();
+  const size_t n = (3u << 20) / 4 * 4 + 3;  // ~12 MiB of f32
+  std::vector<float> a(n), avg(n);
+  for (size_t i = 0; i < n; ++i) a[i] = avg[i] = static_cast<float>(w(r, i, p));
+  std::vector<int64_t> m(n / 3);
+  for (size_t i = 0; i < m.size(); ++i) m[i] = val<int64_t>(w(r, i, p));
+  const size_t rc = 300001;
+  std::vector<double> rs_send(rc * p), rs_recv(rc);
+  for (size_t j = 0; j < rs_send.size(); ++j) rs_send[j] = val<double>(w(r, j, p));
+  std::vector<float> ag(rc * p);
+  for (size_t i = 0; i < rc; ++i) ag[r * rc + i] = static_cast<float>(g(r, i));
+
+  auto w1 = c->iall_reduce(a.data(), n, DType::F32, ReduceOp::Sum);
+  auto w2 = c->iall_reduce(avg.data(), n, DType::F32, ReduceOp::Avg);
+  auto w3 = c->iall_reduce(m.data(), m.size(), DType::I64, ReduceOp::Max);
+  auto w4 = c->ireduce_scatter(rs_send.data(), rs_recv.data(), rc, DType::F64, ReduceOp::Sum);
+  auto w5 = c->iall_gather(ag.data() + r * rc, ag.data(), rc, DType::F32);
+  std::vector<std::shared_ptr<Work>> ws{w1, w2, w3, w4, w5};
+  wait_all(ws, r);
+
+  std::string msg;
+  EXPECT_EQ(mismatches(a.data(), n, [&](size_t i) { return expected<float>(ReduceOp::Sum, i, p); }, &msg), 0u) << msg;
+  EXPECT_EQ(mismatches(avg.data(), n, [&](size_t i) { return expected<float>(ReduceOp::Avg, i, p); }, &msg), 0u) << msg;
+  EXPECT_EQ(mismatches(m.data(), m.size(), [&](size_t i) { return expected<int64_t>(ReduceOp::Max, i, p); }, &msg), 0u)
+      << msg;
+  EXPECT_EQ(mismatches(rs_recv.data(), rc, [&](size_t i) { return expected<double>(ReduceOp::Sum, r * rc + i, p); }, &msg),
+            0u)
+      << msg;
+  EXPECT_EQ(mismatches(ag.data(), ag.size(), [&](size_t j) { return static_cast<float>(g(static_cast<int>(j / rc), j % rc)); },
+                       &msg),
+            0u)
+      << msg;
+}
+
+// Each element is reduced once and distributed, so results are bitwise identical on all
+// ranks even for values whose sum depends on the order.
+TEST(Communicator, AllReduceBitwiseIdenticalAcrossRanks) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    const int r = c->rank();
+    for (size_t n : {size_t(5), size_t(1000), size_t(300000)}) {
+      std::vector<float> x(n);
+      for (size_t i = 0; i < n; ++i) x[i] = std::sin(0.37f * static_cast<float>(i) + 1.3f * r) * 1e-3f + 1.0f / (r + 3);
+      c->all_reduce(x.data(), n, DType::F32, ReduceOp::Sum);
+      uint64_t h = fnv(x.data(), n * sizeof(float)), lo = h, hi = h;
+      MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+      MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+      EXPECT_EQ(lo, hi) << cfg.name << " n=" << n;
+    }
+  }
+}
+
+TEST(Communicator, BroadcastFromEveryRoot) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    const int p = c->size(), r = c->rank();
+    for (int root = p - 1; root >= 0; --root) {  // non-zero roots first
+      std::vector<std::vector<double>> d;
+      std::vector<std::vector<int32_t>> i32;
+      std::vector<std::vector<uint16_t>> bf;
+      std::vector<std::shared_ptr<Work>> ws;
+      for (size_t n : kSizes) {
+        d.emplace_back(n, -1.0);
+        i32.emplace_back(n, -1);
+        bf.emplace_back(n, 0xFFFF);
+        if (r == root)
+          for (size_t i = 0; i < n; ++i) {
+            d.back()[i] = val<double>(g(root, i));
+            i32.back()[i] = static_cast<int32_t>(g(root, i));
+            bf.back()[i] = static_cast<uint16_t>(0x3F80 + (i + root) % 128);  // bf16 bit patterns
+          }
+      }
+      for (size_t k = 0; k < kSizes.size(); ++k) {
+        c->broadcast(d[k].data(), kSizes[k], DType::F64, root);
+        ws.push_back(c->ibroadcast(i32[k].data(), kSizes[k], DType::I32, root));
+        ws.push_back(c->ibroadcast(bf[k].data(), kSizes[k], DType::BF16, root));
+      }
+      wait_all(ws, r);
+      for (size_t k = 0; k < kSizes.size(); ++k) {
+        std::string msg;
+        EXPECT_EQ(mismatches(d[k].data(), kSizes[k], [&](size_t i) { return val<double>(g(root, i)); }, &msg), 0u)
+            << cfg.name << " root " << root << " " << msg;
+        EXPECT_EQ(mismatches(i32[k].data(), kSizes[k], [&](size_t i) { return static_cast<int32_t>(g(root, i)); }, &msg),
+                  0u)
+            << cfg.name << " root " << root << " " << msg;
+        EXPECT_EQ(mismatches(bf[k].data(), kSizes[k],
+                             [&](size_t i) { return static_cast<uint16_t>(0x3F80 + (i + root) % 128); }, &msg),
+                  0u)
+            << cfg.name << " root " << root << " " << msg;
+      }
+    }
+  }
+}
+
+TEST(Communicator, Bf16AllGatherMovesBits) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    const int p = c->size(), r = c->rank();
+    const size_t n = 3001;
+    std::vector<uint16_t> s(n), out(n * p);
+    for (size_t i = 0; i < n; ++i) s[i] = static_cast<uint16_t>(r * 1000 + i % 1000);
+    c->all_gather(s.data(), out.data(), n, DType::BF16);
+    std::string msg;
+    EXPECT_EQ(mismatches(out.data(), out.size(), [&](size_t j) { return static_cast<uint16_t>((j / n) * 1000 + (j % n) % 1000); },
+                         &msg),
+              0u)
+        << cfg.name << " " << msg;
+  }
+}
+
+TEST(Communicator, WorkTestPolling) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    const int p = c->size(), r = c->rank();
+    const size_t n = 200003;
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>(w(r, i, p));
+    auto work = c->iall_reduce(x.data(), n, DType::F32, ReduceOp::Sum);
+    long polls = 0;
+    while (!work->test()) ++polls;
+    EXPECT_TRUE(work->completed());
+    EXPECT_EQ(work->error(), nullptr);
+    work->wait();  // returns at once
+    EXPECT_TRUE(work->test());
+    std::string msg;
+    EXPECT_EQ(mismatches(x.data(), n, [&](size_t i) { return expected<float>(ReduceOp::Sum, i, p); }, &msg), 0u)
+        << cfg.name << " after " << polls << " polls " << msg;
+    EXPECT_EQ(c->outstanding(), 0u);
+  }
+}
+
+// Many outstanding ring operations; even ranks wait first-to-last, odd ranks last-to-first
+// and interleave a blocking collective: the shared progress engine keeps it deadlock-free.
+TEST(Communicator, WaitsInDifferentOrderOnDifferentRanks) {
+  MpiCommOptions o;
+  o.ring_min_bytes = 0;
+  o.segment_bytes = 4096;
+  MpiCommunicator c(MPI_COMM_WORLD, "ring", o);
+  const int p = c.size(), r = c.rank();
+  std::vector<std::vector<float>> bufs;
+  std::vector<std::shared_ptr<Work>> ws;
+  for (int k = 0; k < 12; ++k) {
+    bufs.emplace_back(50000 + 1000 * k);
+    for (size_t i = 0; i < bufs.back().size(); ++i) bufs.back()[i] = static_cast<float>(w(r, i + k, p));
+  }
+  for (auto& b : bufs) ws.push_back(c.iall_reduce(b.data(), b.size(), DType::F32, ReduceOp::Sum));
+  double one = 1.0;
+  if (r % 2 == 1) {
+    c.all_reduce(&one, 1, DType::F64, ReduceOp::Sum);  // blocking, while 12 are in flight
+    wait_all(ws, r);
+  } else {
+    wait_all(ws, r);
+    c.all_reduce(&one, 1, DType::F64, ReduceOp::Sum);
+  }
+  EXPECT_EQ(one, static_cast<double>(p));
+  for (size_t k = 0; k < bufs.size(); ++k) {
+    std::string msg;
+    EXPECT_EQ(mismatches(bufs[k].data(), bufs[k].size(), [&](size_t i) { return expected<float>(ReduceOp::Sum, i + k, p); },
+                         &msg),
+              0u)
+        << "buffer " << k << " " << msg;
+  }
+}
+
+TEST(Communicator, ScratchIsReusedNotRegrown) {
+  MpiCommOptions o;
+  o.ring_min_bytes = 0;
+  MpiCommunicator c(MPI_COMM_WORLD, "ring", o);
+  if (c.size() == 1) GTEST_SKIP() << "one rank: nothing to reduce, no scratch";  // same on every rank
+  std::vector<float> x(1 << 20, 1.0f);
+  c.all_reduce(x.data(), x.size(), DType::F32, ReduceOp::Sum);
+  const size_t after_first = c.scratch_bytes();
+  for (int i = 0; i < 3; ++i) c.all_reduce(x.data(), x.size(), DType::F32, ReduceOp::Sum);
+  c.all_reduce(x.data(), 1000, DType::F32, ReduceOp::Sum);  // smaller: same buffer
+  EXPECT_GT(after_first, 0u);
+  EXPECT_EQ(c.scratch_bytes(), after_first);
+}
+
+TEST(Communicator, SplitEvenOdd) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    const int p = c->size(), r = c->rank();
+    auto sub = c->split(r % 2, r);
+    auto rev = c->split(r % 2, -r);  // reversed order within each group
+    ASSERT_TRUE(sub && rev);
+    const int members = (p + 1 - r % 2) / 2;
+    EXPECT_EQ(sub->size(), members);
+    EXPECT_EQ(sub->rank(), r / 2);
+    EXPECT_EQ(rev->rank(), members - 1 - r / 2);
+    EXPECT_NE(sub->name().find("split(color="), std::string::npos) << sub->name();
+    // sum of world ranks of the group, large enough for the ring with default options
+    std::vector<int64_t> x(10007, r), y(10007, r);
+    auto w1 = sub->iall_reduce(x.data(), x.size(), DType::I64, ReduceOp::Sum);
+    auto w2 = rev->iall_reduce(y.data(), y.size(), DType::I64, ReduceOp::Max);
+    std::vector<std::shared_ptr<Work>> ws{w1, w2};
+    wait_all(ws, r);
+    int64_t sum = 0, mx = 0;
+    for (int q = r % 2; q < p; q += 2) sum += q, mx = q;
+    std::string msg;
+    EXPECT_EQ(mismatches(x.data(), x.size(), [&](size_t) { return sum; }, &msg), 0u) << cfg.name << msg;
+    EXPECT_EQ(mismatches(y.data(), y.size(), [&](size_t) { return mx; }, &msg), 0u) << cfg.name << msg;
+    // gather the world ranks in the reversed group's order
+    std::vector<int32_t> me{r}, all(members);
+    rev->all_gather(me.data(), all.data(), 1, DType::I32);
+    for (int k = 0; k < members; ++k) EXPECT_EQ(all[k], (members - 1 - k) * 2 + r % 2);
+    // a rank with a negative color gets no communicator
+    auto none = c->split(r == 0 ? -1 : 1, r);
+    EXPECT_EQ(none == nullptr, r == 0);
+    if (none) {
+      EXPECT_EQ(none->size(), p - 1);
+    }
+  }
+}
+
+TEST(Communicator, MeshGroups) {
+  auto world = make_world_communicator("mpi");
+  const int p = world->size(), r = world->rank();
+  for (int tp = 1; tp <= p; ++tp) {
+    if (p % tp) continue;
+    const Mesh mesh(p, p / tp, tp);
+    MeshComms mc = make_mesh_comms(*world, mesh);
+    ASSERT_TRUE(mc.dp && mc.tp);
+    EXPECT_EQ(mc.world, world.get());
+    EXPECT_EQ(mc.dp->size(), mesh.dp());
+    EXPECT_EQ(mc.tp->size(), mesh.tp());
+    EXPECT_EQ(mc.dp->rank(), mesh.coords(r).dp);
+    EXPECT_EQ(mc.tp->rank(), mesh.coords(r).tp);
+    EXPECT_EQ(mc.dp->name(), "dp");
+    EXPECT_EQ(mc.tp->name(), "tp");
+    // Outstanding ops on both groups at once (they share a progress engine), big enough
+    // for the ring; waited in rank-dependent order.
+    std::vector<double> a(30011, static_cast<double>(r)), b(30011, static_cast<double>(r));
+    auto wt = mc.tp->iall_reduce(a.data(), a.size(), DType::F64, ReduceOp::Sum);
+    auto wd = mc.dp->iall_reduce(b.data(), b.size(), DType::F64, ReduceOp::Avg);
+    std::vector<std::shared_ptr<Work>> ws{wt, wd};
+    wait_all(ws, r);
+    double tsum = 0, dsum = 0;
+    for (int q : mesh.tp_group(r)) tsum += q;
+    for (int q : mesh.dp_group(r)) dsum += q;
+    const double davg = dsum / mesh.dp();
+    std::string msg;
+    EXPECT_EQ(mismatches(a.data(), a.size(), [&](size_t) { return tsum; }, &msg), 0u) << "tp " << tp << msg;
+    EXPECT_EQ(mismatches(b.data(), b.size(), [&](size_t) { return davg; }, &msg), 0u) << "tp " << tp << msg;
+    // The tp group's members, gathered, are the mesh's tp_group.
+    std::vector<int32_t> me{r}, members(mesh.tp());
+    mc.tp->all_gather(me.data(), members.data(), 1, DType::I32);
+    EXPECT_EQ(std::vector<int>(members.begin(), members.end()), mesh.tp_group(r));
+  }
+}
+
+TEST(Communicator, ArgumentErrors) {
+  auto c = make_world_communicator("mpi");
+  const int p = c->size(), r = c->rank();
+  float f[8] = {};
+  int32_t i[8] = {};
+  uint16_t h[8] = {};
+  try {
+    c->broadcast(f, 8, DType::F32, p);  // root out of range, on every rank
+    ADD_FAILURE() << "no error for root " << p;
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("broadcast root"), std::string::npos) << m;
+    EXPECT_NE(m.find("out of range"), std::string::npos) << m;
+    EXPECT_NE(m.find("(rank " + std::to_string(r) + ")"), std::string::npos) << m;
+  }
+  EXPECT_THROW(c->ibroadcast(f, 8, DType::F32, -1), Error);
+  try {
+    c->all_reduce(i, 8, DType::I32, ReduceOp::Avg);
+    ADD_FAILURE() << "no error for avg of i32";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("avg needs a floating-point dtype"), std::string::npos) << e.what();
+  }
+  try {
+    c->all_reduce(h, 8, DType::BF16, ReduceOp::Sum);
+    ADD_FAILURE() << "no error for bf16 reduce";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unsupported on the MPI backend"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(c->reduce_scatter(h, h, 1, DType::BF16, ReduceOp::Max), Error);
+  if (p > 1) {
+    std::vector<float> buf(4 * p);
+    // overlapping, but not the in-place layouts
+    EXPECT_THROW(c->reduce_scatter(buf.data(), buf.data() + (r == 0 ? 1 : 0), 2, DType::F32, ReduceOp::Sum), Error);
+    EXPECT_THROW(c->all_gather(buf.data() + (r == 0 ? 1 : 0), buf.data(), 2, DType::F32), Error);
+  }
+  // the communicator still works after argument errors
+  float one = 1.f;
+  c->all_reduce(&one, 1, DType::F32, ReduceOp::Sum);
+  EXPECT_EQ(one, static_cast<float>(p));
+}
+
+TEST(Communicator, FactoryErrors) {
+  try {
+    make_world_communicator("nccl");
+    ADD_FAILURE() << "nccl backend in a build without NCCL";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nccl"), std::string::npos) << e.what();
+  }
+  try {
+    make_world_communicator("gloo");
+    ADD_FAILURE() << "unknown backend accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("unknown communicator backend 'gloo'"), std::string::npos) << m;
+    EXPECT_NE(m.find("auto, mpi, nccl"), std::string::npos) << m;
+  }
+}
+
+// A real MPI error code (MPI_ERRORS_RETURN is set on the communicator, so MPI returns it
+// instead of aborting) becomes an Error naming the op, the bytes, the rank and MPI's message.
+TEST(Communicator, MpiErrorBecomesError) {
+  MpiCommunicator c(MPI_COMM_WORLD, "world", {});
+  MPI_Errhandler eh;
+  MPI_Comm_get_errhandler(c.raw(), &eh);
+  EXPECT_EQ(eh, MPI_ERRORS_RETURN);
+  MPI_Errhandler_free(&eh);
+  int x = 0;
+  const int rc = MPI_Bcast(&x, 1, MPI_INT, c.size() + 5, c.raw());  // invalid root on every rank
+  ASSERT_NE(rc, MPI_SUCCESS) << "Open MPI's mpi_param_check is expected to reject an invalid root";
+  char s[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, s, &len);
+  try {
+    throw_mpi_error(rc, "broadcast (MPI_Ibcast)", 4, " of i32, root 7", c.name(), c.rank(), c.size());
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("broadcast (MPI_Ibcast) failed: 4 bytes of i32, root 7 on communicator 'world'"), std::string::npos)
+        << m;
+    EXPECT_NE(m.find(std::string(s, len)), std::string::npos) << m;
+    EXPECT_NE(m.find("rank " + std::to_string(c.rank()) + " of " + std::to_string(c.size())), std::string::npos) << m;
+    EXPECT_EQ(e.context().library.find(std::string(s, len)), 0u) << e.context().library;
+  }
+  c.barrier();
+}

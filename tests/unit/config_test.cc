@@ -1,0 +1,109 @@
+// Config: good input parses into typed fields; each bad input gives its specific message
+// naming the key, the line and a hint; overrides apply; the resolved dump parses back equal.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "core/config.h"
+#include "core/error.h"
+
+using mt::core::Config;
+using mt::core::Error;
+using mt::core::parse_config;
+
+namespace {
+
+// Returns the message of the Error thrown by parsing `yaml` (with overrides), or "" if none.
+std::string error_of(const std::string& yaml, const std::vector<std::string>& ov = {}) {
+  try {
+    parse_config(yaml, "test.yaml", ov);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, ParsesTypedValuesAndDefaults) {
+  Config c = parse_config("model:\n  n_layer: 3\n  n_embd: 96\n  n_head: 3\ntrain:\n  steps: 7\n  seed: 42\n"
+                          "optim:\n  lr: 0.01\nrun:\n  dir: /tmp/x\n", "t.yaml");
+  EXPECT_EQ(c.model.n_layer, 3);
+  EXPECT_EQ(c.model.n_embd, 96);
+  EXPECT_EQ(c.train.steps, 7);
+  EXPECT_EQ(c.train.seed, 42u);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.01);
+  EXPECT_EQ(c.run.dir, "/tmp/x");
+  EXPECT_EQ(c.model.vocab_size, mt::core::ModelConfig{}.vocab_size);  // default kept
+  EXPECT_EQ(c.key_lines.at("train.steps"), 6);
+}
+
+struct BadCase {
+  const char* name;
+  std::string yaml;
+  std::vector<std::string> overrides;
+  std::vector<std::string> must_contain;
+};
+
+TEST(Config, BadInputsGiveSpecificMessages) {
+  const std::vector<BadCase> cases = {
+      {"unknown key", "model:\n  n_layers: 2\n", {}, {"unknown key 'model.n_layers'", "test.yaml:2", "did you mean 'model.n_layer'"}},
+      {"typo in section", "modle:\n  n_layer: 2\n", {}, {"unknown section 'modle'", "did you mean 'model'"}},
+      {"typo in key", "train:\n  setps: 5\n", {}, {"'train.setps'", "did you mean 'train.steps'"}},
+      {"wrong type", "train:\n  steps: many\n", {}, {"'train.steps'", "expected an integer, got 'many'", "test.yaml:2"}},
+      {"float for int", "model:\n  n_layer: 2.5\n", {}, {"'model.n_layer'", "expected an integer"}},
+      {"negative size", "model:\n  n_embd: -64\n", {}, {"'model.n_embd'", "out of range", "test.yaml:2"}},
+      {"zero heads", "model:\n  n_head: 0\n", {}, {"'model.n_head'", "out of range"}},
+      {"not divisible", "model:\n  n_embd: 100\n  n_head: 3\n", {}, {"'model.n_embd'", "not divisible by n_head = 3", "test.yaml:2"}},
+      {"bad choice", "optim:\n  name: adam\n", {}, {"'optim.name'", "invalid value 'adam'", "adamw, sgd"}},
+      {"malformed yaml", "model:\n  n_layer: [1, 2\n", {}, {"malformed YAML", "test.yaml"}},
+      {"section not a map", "model: 3\n", {}, {"'model'", "must be a mapping"}},
+      {"list for scalar", "train:\n  steps: [1, 2]\n", {}, {"'train.steps'", "expected an integer, got a list"}},
+      {"bad override key", "", {"train.step=5"}, {"unknown key 'train.step'", "did you mean 'train.steps'", "override"}},
+      {"bad override value", "", {"train.steps=-1"}, {"'train.steps'", "out of range"}},
+      {"override without =", "", {"train.steps"}, {"not of the form section.key=value"}},
+      {"micro > batch", "train:\n  batch_size: 4\n  micro_batch: 8\n", {}, {"'train.micro_batch'", "larger than batch_size"}},
+  };
+  for (const auto& c : cases) {
+    const std::string msg = error_of(c.yaml, c.overrides);
+    ASSERT_FALSE(msg.empty()) << c.name << ": no error";
+    for (const auto& s : c.must_contain) EXPECT_NE(msg.find(s), std::string::npos) << c.name << ": '" << s << "' not in: " << msg;
+  }
+}
+
+TEST(Config, MissingFileNamesThePath) {
+  try {
+    mt::core::load_config("/nonexistent/dir/cfg.yaml");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/dir/cfg.yaml"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("cannot open"), std::string::npos);
+    EXPECT_FALSE(e.context().hint.empty());
+  }
+}
+
+TEST(Config, OverridesApplyAfterFile) {
+  Config c = parse_config("train:\n  steps: 7\n", "t.yaml", {"train.steps=11", "run.dir=runs/abc", "optim.lr=2e-3"});
+  EXPECT_EQ(c.train.steps, 11);
+  EXPECT_EQ(c.run.dir, "runs/abc");
+  EXPECT_DOUBLE_EQ(c.optim.lr, 2e-3);
+  EXPECT_EQ(c.overrides.size(), 3u);
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  Config a = parse_config("model:\n  n_layer: 5\noptim:\n  lr: 0.000123\n", "t.yaml", {"run.dir=some dir/x", "train.seed=99"});
+  Config b = parse_config(mt::core::config_to_yaml(a), "resolved.yaml");
+  EXPECT_EQ(mt::core::config_to_yaml(a).substr(mt::core::config_to_yaml(a).find("model:")),
+            mt::core::config_to_yaml(b).substr(mt::core::config_to_yaml(b).find("model:")));
+  EXPECT_EQ(b.model.n_layer, 5);
+  EXPECT_DOUBLE_EQ(b.optim.lr, 0.000123);
+  EXPECT_EQ(b.run.dir, "some dir/x");
+  EXPECT_EQ(b.train.seed, 99u);
+}
+
+TEST(Config, SuggestKey) {
+  EXPECT_EQ(mt::core::suggest_key("model.vocabsize"), "model.vocab_size");
+  EXPECT_EQ(mt::core::suggest_key("train.sed"), "train.seed");
+  EXPECT_EQ(mt::core::suggest_key("zzzzzzzzzzzzzzzzzzzz"), "");
+}
+
+}  // namespace
