@@ -1,14 +1,27 @@
 // What: the GPT-2 model (pre-LayerNorm blocks, learned positions, 4x GELU MLP, final
 // LayerNorm, output projection tied to the token embedding) with explicit forward and
 // backward per layer, written for a tensor-parallel group of size tp (tp = 1 is the plain
-// model). Megatron-style partition of a layer's weights across the tp ranks of a group:
-//   attention  QKV   column-parallel: rank r holds heads [r*NH/tp, (r+1)*NH/tp)
-//              proj  row-parallel:    Y = sum_r X_r A_r, one all-reduce in forward
-//   MLP        fc    column-parallel  (identity forward, all-reduce of dX in backward)
+// model). Megatron-style partition of a layer's weights across the tp ranks of a group, for
+// a linear Y = X A (A = W^T, W stored (out, in) like nn.Linear):
+//   column-parallel  A = [A_1 .. A_tp] split by columns (W by rows): rank r computes
+//                    Y_r = X A_r from the replicated X. Forward: identity on X (no
+//                    communication). Backward: dX = sum_r dY_r A_r^T, an all-reduce.
+//   row-parallel     A = [A_1; ..; A_tp] split by rows (W by columns), X = [X_1 .. X_tp]
+//                    split by columns: Y = sum_r X_r A_r. Forward: all-reduce of Y (then the
+//                    replicated bias). Backward: identity (dY is replicated; dX_r = dY A_r^T).
+//   A column-parallel layer feeding a row-parallel one needs no communication between them,
+//   so each block costs one all-reduce forward and one backward:
+//   attention  QKV   column-parallel: rank r holds heads [r*NH/tp, (r+1)*NH/tp) of q, k, v
 //              proj  row-parallel
-//   embedding  vocab-parallel rows; logits only for the local vocab slice; the loss uses
-//              max/sum all-reduces and never materialises (tokens x vocab) on one rank.
-//   LayerNorms, position embedding, row-parallel biases: replicated.
+//   MLP        fc    column-parallel (GELU is elementwise, so it runs on the local slice)
+//              proj  row-parallel
+//   embedding  vocab-parallel rows: E = sum_r onehot(x)_r E_r (an all-reduce); the tied
+//              output projection gives each rank only its logits slice Z_r = H E_r^T; the
+//              loss logsumexp(Z) - Z[target] uses a max all-reduce, a sum-of-exp all-reduce
+//              and a target-logit all-reduce, and never materialises (tokens x vocab) on one
+//              rank; dH = sum_r dZ_r E_r is an all-reduce.
+//   LayerNorms, position embedding, row-parallel biases: replicated; their gradients are
+//   computed from replicated (all-reduced) values, so they agree on every tp rank.
 // Why: one model file serves every layout; all parameters live in ONE flat buffer (and all
 // gradients in another) so data-parallel buckets, ZeRO shards and checkpoints are ranges.
 // Initialisation draws each element from a counter-based RNG at its index in the FULL

@@ -34,3 +34,18 @@ PY
 # a different seed gives a different run
 "$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/d" train.seed=7 train.steps=3
 [ "$(losses "$WORK/d" | head -1)" != "$(losses "$WORK/a" | head -1)" ] || fail "seed has no effect"
+# early stopping: with an impossible min_delta, the second eval (step 10) stops the run
+"$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/e" train.eval_every=5 train.early_stop_patience=1 \
+  train.early_stop_min_delta=100
+python3 - "$WORK/e" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1] + "/summary.json"))
+assert s["early_stopped"] is True and s["steps"] == 10, s
+PY
+# SGD with momentum trains too
+"$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/s" optim.name=sgd optim.lr=0.05 train.steps=30
+python3 - "$WORK/s" <<'PY'
+import json, sys
+l = [json.loads(x)["loss"] for x in open(sys.argv[1] + "/metrics.jsonl") if '"loss"' in x]
+assert sum(l[-3:]) / 3 < sum(l[:3]) / 3 - 0.02, l
+PY
