@@ -67,8 +67,8 @@ void Mesh::validate(int world, int dp, int tp, int n_head) {
   const auto shapes = valid_shapes(world, n_head);
   const std::string valid = fmt::format("valid choices for {} rank(s) and model.n_head = {}: {}", world, n_head,
                                         shapes_text(shapes));
-  const std::string hint = "set parallel.tp (and parallel.dp, or parallel.dp=0 to use world / tp), or launch a "
-                           "different number of ranks; " + valid;
+  const std::string hint = "set parallel.tp (and parallel.dp, or parallel.dp=0 for world / tp) to one of the "
+                           "valid choices, or launch a different number of ranks";
   if (tp < 1 || dp < 1)
     throw core::Error(fmt::format("parallel.dp = {} and parallel.tp = {} must be at least 1; {}", dp, tp, valid))
         .with_yaml(tp < 1 ? "parallel.tp" : "parallel.dp")

@@ -1,29 +1,37 @@
 // What: the MPI backend: a progress engine shared by a world communicator and its splits,
-// Work objects wrapping MPI requests (NativeOp) or the framework's ring (RingOp), a scratch
-// pool, and the reduction kernels.
-// Why the ring and the threshold: measured on this machine (2 ranks, Open MPI 4.1.4, vader
-// with CMA single-copy, OMP_NUM_THREADS=1, 50 iterations, algbw GB/s, f32 sum in place):
+// Work objects wrapping library requests (NativeOp) or the framework's own algorithms over
+// MPI_Isend/MPI_Irecv (RdOp: recursive doubling; RingOp: ring reduce-scatter + all-gather),
+// a scratch pool, and the reduction kernels.
 //
-//      bytes   MPI_Allreduce  MPI_Iallreduce  Ireduce_scatter_block+  own ring (1 MiB seg)
-//                 (blocking)        (libnbc)     Iallgather (libnbc)
-//       4 KiB          1.96            0.79              1.12              5.66
-//      16 KiB          2.81            1.99              1.72              2.77
-//      64 KiB          6.14            3.75              3.50              6.19
-//     256 KiB          8.93            4.40              5.02              8.83
-//       1 MiB         11.34            5.51              5.56             11.38
-//       4 MiB         11.46            5.34              5.43             ~5.5-11.8 (noisy)
-//      16 MiB          6.24            3.42              1.40              4.84-6.6
-//      32 MiB          2.59            1.34              1.35              5.80
-//      64 MiB          2.58            1.28              1.33              6.39
+// Why own algorithms (measured on the 2-vCPU dev VM, Open MPI 4.1.4, vader with CMA single
+// copy, 2 ranks, f32 sum in place, median rounds; algbw GB/s):
 //
-// libnbc (the only nonblocking path in Open MPI 4.1 for these) is about half the speed of the
-// blocking tuned collective from 64 KiB up (binomial reduce+bcast below 4 ranks, temporaries
-// per call), and every library path collapses from 16-32 MiB where each call's temporary is a
-// fresh mmap. The ring over MPI_Isend/Irecv matches the blocking MPI_Allreduce up to 16 MiB
-// and stays at ~6 GB/s beyond, with no per-call allocation. Hence ring_min_bytes = 16 KiB
-// (below it, latency dominates and libnbc's recursive doubling needs fewer hops for larger
-// worlds than the ring's 2(p-1)); segment 1 MiB was the best of 64 KiB / 256 KiB / 1 MiB /
-// unsegmented at >= 1 MiB. See allreduce_bench.h for the framework-vs-raw table.
+//      bytes   MPI_Allreduce  MPI_Iallreduce  Ireduce_scatter_block  ring, 1 MiB  rec. doubling,
+//             (blocking,tuned)    (libnbc)      + Iallgather (libnbc)   segments   4000 B pieces
+//      4 KiB        3.7             0.8               1.1               3.4          5.0
+//     16 KiB        2.7             2.0               1.7               2.6          6.9
+//     64 KiB        6.1             3.7               3.5               5.6          8.3
+//    256 KiB        8.9             4.4               5.0               8.7          9.0
+//      1 MiB       11.0             5.5               5.6              10.8           -
+//     16 MiB        6.2             3.4               1.4               6.0           -
+//     64 MiB        2.5             1.3               1.3               5.0           -
+//
+// - libnbc, Open MPI 4.1's only nonblocking path here, runs at about half the blocking speed
+//   (reduce + bcast below 4 ranks, a temporary per call), and every library path collapses
+//   from 32 MiB, where each call's temporary is a fresh mmap (first touch ~0.4 GB/s here).
+// - The ring moves the bandwidth-optimal 2(p-1)/p x bytes, pipelines receive + reduce in
+//   segment_bytes pieces, keeps its staging in a pool that grows but never shrinks, and
+//   matches the blocking MPI_Allreduce from 256 KiB to 16 MiB (fw/raw 0.94-1.08 over three
+//   runs of `meshtrain bench allreduce`, median ~1.0) and doubles it from 32 MiB. Segments of
+//   256 KiB were 3-10% slower; 1 MiB and 4 MiB were equal within noise.
+// - Small messages are latency-bound: vader sends messages up to its 4 KiB eager limit
+//   without a rendezvous round trip (~2 us), so recursive doubling in 4000-byte pieces beats
+//   both the ring and MPI_Allreduce (1.1-2.7x) up to 128 KiB, and ties at 256 KiB:
+//   ring_min_bytes = 256 KiB. reduce_scatter by the ring is ~3x faster than the library's at
+//   every size (e.g. 1 MiB: 57 us vs 171 us libnbc, 181 us blocking); all_gather is on par.
+// These thresholds were measured with 2 ranks on one node (the machine has 2 cores); with
+// more ranks recursive doubling does log2(p) full-size exchanges and the ring should take
+// over earlier. Options and MT_MPI_* environment variables (mpi_communicator.h) tune them.
 #include "parallel/mpi_communicator.h"
 
 #include <algorithm>

@@ -1,17 +1,19 @@
-// What: the MPI backend of Communicator (CPU, host pointers), built on nonblocking MPI:
-// MPI_Iallreduce / MPI_Ireduce_scatter_block / MPI_Iallgather for small messages, and the
-// framework's own ring reduce-scatter + all-gather over MPI_Isend/MPI_Irecv for large ones,
-// MPI_Ibcast and MPI_Ibarrier, each wrapped in a Work.
-// Why own rings for large messages: Open MPI 4.1's collectives allocate a temporary buffer on
-// every call (libnbc for the nonblocking ones, tuned's allreduce for the blocking one), and
-// fresh pages cost ~0.4 GB/s on these VMs; libnbc's iallreduce is also binomial (reduce +
-// bcast) below 4 ranks. The ring keeps its scratch in a pool that grows but never shrinks
-// and pipelines receive + reduce in cache-sized segments. Measured numbers (2 ranks) are in
-// mpi_communicator.cc next to the threshold.
+// What: the MPI backend of Communicator (CPU, host pointers). Every operation is
+// nonblocking underneath and wrapped in a Work: the framework's own algorithms over
+// MPI_Isend/MPI_Irecv (all_reduce: recursive doubling for small messages, ring
+// reduce-scatter + all-gather for large ones; reduce_scatter and all_gather: the ring), or,
+// by option, the library's MPI_Iallreduce / MPI_Ireduce_scatter_block / MPI_Iallgather for
+// small ones; broadcast is MPI_Ibcast and barrier MPI_Ibarrier.
+// Why: Open MPI 4.1's nonblocking collectives (libnbc) run at half the speed of its blocking
+// ones, and all of its collectives allocate a temporary per call, which from 32 MiB is a fresh
+// mmap (~0.4 GB/s first touch here). The framework's algorithms keep their scratch in a pool
+// that grows but never shrinks, pipeline receive + reduce, and send small messages in pieces
+// under vader's eager limit. The measurements behind the defaults are in mpi_communicator.cc.
 //
 // All communicators split from one world share a progress engine: every call on any of them
 // (and every Work::test/wait) advances every outstanding operation, which is what makes
-// waiting in any order deadlock-free (see the contract in communicator.h).
+// waiting in any order deadlock-free (see the contract in communicator.h). MPI errors come
+// back as codes (MPI_ERRORS_RETURN on every communicator) and become mt::core::Error.
 #pragma once
 
 #include <mpi.h>
