@@ -40,23 +40,30 @@ void print_banner(parallel::Communicator& world, int threads) {
             h5maj, h5min, h5rel);
 }
 
-int cmd_train(const TrainArgs& a, parallel::Communicator& world) {
-  core::Config cfg = core::load_config(a.config, a.overrides);
+namespace {
+// Shared start of every command that trains: config, log level, threads, banner.
+core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
+                       parallel::Communicator& world, int* threads_out) {
+  core::Config cfg = core::load_config(config, overrides);
   log::set_level(log::parse_level(cfg.run.log_level));
-  const int threads = choose_threads(cfg.train.threads);
-  set_threads(threads);
-  print_banner(world, threads);
+  *threads_out = choose_threads(cfg.train.threads);
+  set_threads(*threads_out);
+  print_banner(world, *threads_out);
+  return cfg;
+}
+}  // namespace
+
+int cmd_train(const TrainArgs& a, parallel::Communicator& world) {
+  int threads = 0;
+  const core::Config cfg = start_run(a.config, a.overrides, world, &threads);
   Trainer trainer(cfg, world);
   trainer.run();
   return 0;
 }
 
 int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world) {
-  core::Config cfg = core::load_config(a.config, a.overrides);
-  log::set_level(log::parse_level(cfg.run.log_level));
-  const int threads = choose_threads(cfg.train.threads);
-  set_threads(threads);
-  print_banner(world, threads);
+  int threads = 0;
+  const core::Config cfg = start_run(a.config, a.overrides, world, &threads);
   Trainer trainer(cfg, world);
   for (int i = 0; i < a.warmup; ++i) trainer.step(i);
   world.barrier();
