@@ -155,7 +155,7 @@ StepStats Trainer::step(int64_t s) {
     const auto td = Clock::now();
     fill_batch(io::Split::Train, first + static_cast<uint64_t>(m) * mb, mb);
     data_ms += ms_between(td, Clock::now());
-    loss_sum += model_->forward(inputs_.data(), targets_.data(), mb, T) * mb * T;
+    loss_sum += model_->forward(inputs_.data(), targets_.data(), mb, T) * model_->loss_tokens();
     const bool last = m == grad_accum_ - 1;
     if (last) {
       sync_->begin(model_->grads().f32(), model_->params().f32());
@@ -203,7 +203,7 @@ double Trainer::evaluate() {
   for (int64_t i = 0; i < share; i += mb) {
     const int n = static_cast<int>(std::min<int64_t>(mb, share - i));
     fill_batch(io::Split::Eval, static_cast<uint64_t>(dp_rank_ * share + i), n);
-    sum += model_->forward(inputs_.data(), targets_.data(), n, T) * n * T;
+    sum += model_->forward(inputs_.data(), targets_.data(), n, T) * model_->loss_tokens();
   }
   if (dp_ > 1) comms_.dp->all_reduce(&sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   return sum / (static_cast<double>(share) * dp_ * T);

@@ -231,7 +231,8 @@ void bias_backward(float* dbias, const float* dout, int64_t N, int OC) {
 }
 }  // namespace
 
-double Gpt::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+double Gpt::forward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                    const int32_t* doc_ids) {
   ensure_acts(B, T);
   const int N = B * T, C = d_.C;
   inputs_.assign(inputs, inputs + N);
@@ -251,7 +252,7 @@ double Gpt::forward(const int32_t* inputs, const int32_t* targets, int B, int T)
     k::layernorm_forward(a.ln1.f32(), a.ln1_mean.f32(), a.ln1_rstd.f32(), x, param(pidx(l, LN1W)),
                          param(pidx(l, LN1B)), N, C);
     k::matmul_forward(a.qkv.f32(), a.ln1.f32(), param(pidx(l, QKVW)), param(pidx(l, QKVB)), N, C, 3 * d_.Cl);
-    k::attention_forward(a.atty.f32(), a.att.f32(), a.qkv.f32(), nullptr, B, T, d_.Cl, d_.NHl);
+    k::attention_forward(a.atty.f32(), a.att.f32(), a.qkv.f32(), doc_ids, B, T, d_.Cl, d_.NHl);
     float* proj = a.res2.f32();  // (N, C) partial projection, then the residual sum in place
     k::matmul_forward(proj, a.atty.f32(), param(pidx(l, ATTPW)), nullptr, N, d_.Cl, C);
     tp_sum(proj, static_cast<int64_t>(N) * C);
@@ -273,13 +274,16 @@ double Gpt::forward(const int32_t* inputs, const int32_t* targets, int B, int T)
                        param(lnfb_idx()), N, C);
   // logits for the local vocab slice: (N, Vl) = lnf @ wte_l^T
   k::matmul_forward(logits_.f32(), lnf_.f32(), param(wte_idx()), nullptr, N, C, d_.Vl);
+  loss_tokens_ = 0;
   if (!targets) {
     targets_.clear();
     return 0.0;
   }
   targets_.assign(targets, targets + N);
   for (int i = 0; i < N; ++i) {
-    MT_CHECK(targets[i] >= 0 && targets[i] < d_.V, "target id {} outside vocab [0, {})", targets[i], d_.V);
+    MT_CHECK(targets[i] >= -1 && targets[i] < d_.V, "target id {} outside vocab [0, {}) (-1 = no loss)",
+             targets[i], d_.V);
+    loss_tokens_ += targets[i] >= 0;
   }
   // vocab-parallel cross-entropy: global max, global sum of exp, the owner's target logit
   k::xent_row_max(rowmax_.f32(), logits_.f32(), N, d_.Vl, d_.v_valid);
@@ -289,9 +293,13 @@ double Gpt::forward(const int32_t* inputs, const int32_t* targets, int B, int T)
   k::xent_target_logit(tgt_logit_.f32(), logits_.f32(), targets, N, d_.Vl, d_.v_start, d_.v_valid);
   tp_sum(tgt_logit_.f32(), N);
   k::xent_loss(losses_.f32(), rowmax_.f32(), sumexp_.f32(), tgt_logit_.f32(), N);
+  // positions without a target own no logit: their "loss" is meaningless, zero it
   double sum = 0.0;
-  for (int i = 0; i < N; ++i) sum += losses_.f32()[i];
-  return sum / N;
+  for (int i = 0; i < N; ++i) {
+    if (targets[i] < 0) losses_.f32()[i] = 0.0f;
+    sum += losses_.f32()[i];
+  }
+  return loss_tokens_ > 0 ? sum / loss_tokens_ : 0.0;
 }
 
 void Gpt::backward(float loss_weight, const GradReadyFn& on_ready) {
@@ -302,7 +310,8 @@ void Gpt::backward(float loss_weight, const GradReadyFn& on_ready) {
     if (on_ready) on_ready(i);
   };
   // loss -> logits (local slice)
-  std::vector<float> dloss(N, loss_weight);
+  std::vector<float> dloss(N);
+  for (int i = 0; i < N; ++i) dloss[i] = targets_[i] >= 0 ? loss_weight : 0.0f;
   k::xent_backward(dlogits_.f32(), logits_.f32(), rowmax_.f32(), sumexp_.f32(), targets_.data(),
                    dloss.data(), N, d_.Vl, d_.v_start, d_.v_valid);
   // logits = lnf @ wte_l^T: dlnf is a partial sum over vocab slices

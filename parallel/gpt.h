@@ -97,9 +97,14 @@ class Gpt {
   // GPT-2 init: N(0, init_std); residual projections N(0, init_std / sqrt(2 L)); norms 1, 0.
   void init_weights(uint64_t seed);
 
-  // inputs, targets: (B, T) token ids; targets may be null (no loss). Returns the mean loss
-  // over the B*T tokens (0 if targets is null). Keeps activations for backward.
-  double forward(const int32_t* inputs, const int32_t* targets, int B, int T);
+  // inputs, targets: (B, T) token ids; targets may be null (no loss); a target < 0 marks a
+  // position without loss (padding). doc_ids: (B, T) or null: attention stays within
+  // positions of the same document id (packed documents). Returns the mean loss over the
+  // positions with a target (0 if none). Keeps activations for backward.
+  double forward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                 const int32_t* doc_ids = nullptr);
+  // Positions with a target (>= 0) in the last forward.
+  int64_t loss_tokens() const { return loss_tokens_; }
   // Accumulates gradients for the last forward into grads(); each token's loss is weighted by
   // loss_weight (e.g. 1 / tokens in the global batch). Calls on_ready(i) once a parameter's
   // gradient is final for this backward (in reverse order of the forward).
@@ -141,6 +146,7 @@ class Gpt {
   // activations for the current (B, T)
   int B_ = 0, T_ = 0;
   std::vector<int32_t> inputs_, targets_;
+  int64_t loss_tokens_ = 0;
   core::Tensor encoded_;
   std::vector<LayerActs> acts_;
   core::Tensor lnf_, lnf_mean_, lnf_rstd_, logits_, rowmax_, sumexp_, tgt_logit_, losses_;

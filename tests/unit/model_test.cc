@@ -175,3 +175,37 @@ TEST(Optimizer, LearningRateSchedule) {
 }
 
 }  // namespace
+
+namespace {
+TEST(Gpt, NegativeTargetsCarryNoLossAndNoGradient) {
+  Gpt model(tiny(), 1, 0, nullptr);
+  model.init_weights(4);
+  const int B = 2, T = 6;
+  Batch b = make_batch(B, T, 11, 9);
+  model.forward(b.x.data(), b.y.data(), B, T);
+  std::vector<float> full(model.losses(), model.losses() + B * T);
+  std::vector<int32_t> masked = b.y;
+  double sum = 0;
+  int valid = 0;
+  for (int i = 0; i < B * T; ++i) {
+    if (i % 3 == 1) {
+      masked[i] = -1;
+    } else {
+      sum += full[i];
+      ++valid;
+    }
+  }
+  model.zero_grads();
+  const double mean = model.forward(b.x.data(), masked.data(), B, T);
+  EXPECT_EQ(model.loss_tokens(), valid);
+  EXPECT_NEAR(mean, sum / valid, 1e-6);
+  for (int i = 0; i < B * T; ++i) EXPECT_EQ(model.losses()[i], i % 3 == 1 ? 0.0f : full[i]);
+  // all targets masked: no gradient at all
+  std::vector<int32_t> none(B * T, -1);
+  model.zero_grads();
+  model.forward(b.x.data(), none.data(), B, T);
+  model.backward(1.0f);
+  const float* g = model.grads().f32();
+  for (int64_t i = 0; i < model.num_local_params(); ++i) ASSERT_EQ(g[i], 0.0f) << i;
+}
+}  // namespace
