@@ -66,6 +66,7 @@ GradSync::GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64
 }
 
 void GradSync::begin(float* grads, float* params) {
+  MT_CHECK(grads != nullptr && params != nullptr, "GradSync::begin needs the flat buffers");
   grads_ = grads;
   params_ = params;
   comm_ms_ = 0;
@@ -107,11 +108,13 @@ void GradSync::on_grad_ready(int i) {
 
 void GradSync::finish() {
   if (dp_size_ == 1) return;
+  // A rank that ran no backward this step (e.g. it got no samples under a dynamic schedule)
+  // still takes part: its buckets (zero gradients) start here, in bucket order, which is the
+  // order in which backward completes them on the other ranks.
+  for (auto& b : buckets_)
+    if (!b.work) launch(b);
   const auto t0 = Clock::now();
-  for (auto& b : buckets_) {
-    MT_CHECK(b.work, "gradient bucket [{}, {}) never started: a parameter did not report ready", b.begin, b.end);
-    b.work->wait();
-  }
+  for (auto& b : buckets_) b.work->wait();
   const double waited = ms_since(t0);
   exposed_ms_ = waited;
   comm_ms_ += waited;

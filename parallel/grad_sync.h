@@ -30,7 +30,8 @@ class GradSync {
            double bucket_mb, bool zero1);
   static int64_t flat_alignment(int dp_size) { return 64 * static_cast<int64_t>(dp_size); }
 
-  // Call before the backward of the last micro-step.
+  // Call before the backward of the last micro-step (or before finish() on a rank that runs
+  // no backward this step).
   void begin(float* grads, float* params);
   // Gpt::backward hook: parameter i's gradient is final.
   void on_grad_ready(int param_index);
