@@ -125,6 +125,11 @@ const std::vector<Field>& schema() {
     v.push_back(F<int>("parallel.zero", MT_REF(parallel, zero), 0, 1, "1 = shard optimizer state over dp (ZeRO-1)"));
     v.push_back(F<double>("parallel.bucket_mb", MT_REF(parallel, bucket_mb), 0.001, 4096, "gradient bucket size in MiB"));
     v.push_back(F<std::string>("parallel.backend", MT_REF(parallel, backend), 0, 0, "communication backend", {"auto", "mpi", "nccl"}));
+    // checkpoint
+    v.push_back(F<int>("checkpoint.every", MT_REF(checkpoint, every), 0, 1 << 30, "steps between checkpoints (0 = off)"));
+    v.push_back(F<int>("checkpoint.keep", MT_REF(checkpoint, keep), 1, 1 << 20, "newest complete checkpoints to keep"));
+    v.push_back(F<std::string>("checkpoint.dir", MT_REF(checkpoint, dir), 0, 0, "checkpoint directory (default <run.dir>/checkpoints)"));
+    v.push_back(F<std::string>("checkpoint.resume", MT_REF(checkpoint, resume), 0, 0, "'' | auto | PATH (also `resume=...` on the command line)"));
     // run
     v.push_back(F<std::string>("run.dir", MT_REF(run, dir), 0, 0, "run directory (config, metrics.jsonl, summary.json)"));
     v.push_back(F<std::string>("run.log_level", MT_REF(run, log_level), 0, 0, "log level", {"debug", "info", "warn", "error", "off"}));
@@ -202,7 +207,7 @@ void apply_yaml(Config& cfg, const YAML::Node& root, const std::string& origin) 
   if (root.IsNull()) return;
   if (!root.IsMap()) {
     throw Error("the top level must be a mapping of sections").with_file(origin)
-        .with_hint("sections: model, train, optim, data, parallel, run");
+        .with_hint("sections: model, train, optim, data, parallel, checkpoint, run");
   }
   const auto sections = section_names();
   for (auto it = root.begin(); it != root.end(); ++it) {
@@ -217,7 +222,7 @@ void apply_yaml(Config& cfg, const YAML::Node& root, const std::string& origin) 
       }
       Error e(fmt::format("unknown section '{}'", sec));
       e.with_file(origin).with_yaml(sec, sec_line);
-      e.with_hint(best.empty() ? "valid sections: model, train, optim, data, parallel, run"
+      e.with_hint(best.empty() ? "valid sections: model, train, optim, data, parallel, checkpoint, run"
                                : fmt::format("did you mean '{}'?", best));
       throw e;
     }
@@ -278,7 +283,8 @@ void apply_override(Config& cfg, const std::string& assignment) {
     throw Error(fmt::format("override '{}' is not of the form section.key=value", assignment))
         .with_hint("e.g. train.steps=100");
   }
-  const std::string path = assignment.substr(0, eq);
+  std::string path = assignment.substr(0, eq);
+  if (path == "resume") path = "checkpoint.resume";  // the documented shorthand `resume=auto`
   const std::string value = assignment.substr(eq + 1);
   const Field* f = find_field(path);
   const std::string origin = fmt::format("command-line override '{}'", assignment);

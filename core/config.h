@@ -65,6 +65,13 @@ struct ParallelConfig {
   std::string backend = "auto";  // auto | mpi | nccl
 };
 
+struct CheckpointConfig {
+  int every = 0;            // steps between checkpoints (0 = only on request)
+  int keep = 3;             // newest complete checkpoints kept
+  std::string dir;          // "" = <run.dir>/checkpoints
+  std::string resume;       // "" = fresh start, "auto" = newest valid checkpoint, or a path
+};
+
 struct RunConfig {
   std::string dir = "runs/default";
   std::string log_level = "info";
@@ -76,6 +83,7 @@ struct Config {
   OptimConfig optim;
   DataConfig data;
   ParallelConfig parallel;
+  CheckpointConfig checkpoint;
   RunConfig run;
 
   std::string source_file;               // the YAML file it came from ("" if none)

@@ -44,6 +44,26 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+void truncate_metrics(const std::string& dir, int64_t step) {
+  const std::string path = dir + "/metrics.jsonl";
+  if (!fs::exists(path)) return;
+  std::istringstream in(read_file(path));
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    try {
+      const auto j = nlohmann::json::parse(line);
+      // step records are 0-based steps; eval records are labelled with the steps done
+      const int64_t s = j.value("step", int64_t{0});
+      if (j.contains("eval_loss") ? s > step : s >= step) continue;
+    } catch (const nlohmann::json::exception&) {
+      continue;  // a line cut short by a crash
+    }
+    kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
 MetricsWriter::MetricsWriter(const std::string& dir, bool append) : path_(dir + "/metrics.jsonl") {
   ensure_directory(dir);
   f_ = std::fopen(path_.c_str(), append ? "a" : "w");

@@ -31,6 +31,9 @@ class MetricsWriter {
   std::string path_;
 };
 
+// Keeps only the records of <dir>/metrics.jsonl from before `step` steps were done (a resumed
+// run rewrites the steps after its checkpoint), via a temporary file and rename.
+void truncate_metrics(const std::string& dir, int64_t step);
 // Creates the directory (and parents); throws mt::core::Error naming it on failure.
 void ensure_directory(const std::string& dir);
 // Writes `text` to `path` via a temporary file and rename, so readers never see half a file.

@@ -223,11 +223,13 @@ TrainSummary Trainer::run() {
   namespace log = core::log;
   const bool leader = world_.rank() == 0;
   const auto& tc = cfg_.train;
+  const int64_t start = cfg_.checkpoint.resume.empty() ? 0 : restore_checkpoint();
   io::MetricsWriter metrics;
   if (leader) {
     io::ensure_directory(cfg_.run.dir);
     io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
-    metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/false);
+    if (start > 0) io::truncate_metrics(cfg_.run.dir, start);  // drop steps after the checkpoint
+    metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/start > 0);
   }
   const auto floor = data_->entropy_floor(cfg_.model.seq_len);
   if (leader) {
@@ -247,8 +249,8 @@ TrainSummary Trainer::run() {
   sum.data_entropy = floor;
   const auto t_start = Clock::now();
   double train_ms = 0;
-  double best_eval = INFINITY;
-  int evals_without_gain = 0;
+  double& best_eval = best_eval_;
+  int& evals_without_gain = evals_without_gain_;
   auto do_eval = [&](int64_t s) {
     const double ev = evaluate();
     sum.final_eval_loss = ev;
@@ -268,7 +270,8 @@ TrainSummary Trainer::run() {
     }
   };
 
-  for (int64_t s = 0; s < tc.steps; ++s) {
+  sum.steps_done = start;
+  for (int64_t s = start; s < tc.steps; ++s) {
     const StepStats st = step(s);
     train_ms += st.ms;
     sum.losses.push_back(st.loss);
@@ -288,14 +291,16 @@ TrainSummary Trainer::run() {
       }
     }
     const bool last = s + 1 == tc.steps;
+    bool stop = false;
     if (!last && tc.eval_every > 0 && (s + 1) % tc.eval_every == 0) {
       do_eval(s + 1);
       if (tc.early_stop_patience > 0 && evals_without_gain >= tc.early_stop_patience) {
-        sum.early_stopped = true;
+        sum.early_stopped = stop = true;
         if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
-        break;
       }
     }
+    if (cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last || stop)) save_checkpoint(s + 1);
+    if (stop) break;
   }
   do_eval(sum.steps_done);
   sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;

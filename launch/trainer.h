@@ -54,6 +54,14 @@ class Trainer {
   // Mean loss over the eval set (identical on every rank).
   double evaluate();
 
+  // Checkpoints (launch/trainer_checkpoint.cc). save: every rank writes its shard of the
+  // state after `steps_done` steps. restore: loads cfg.checkpoint.resume ("auto" = newest
+  // valid checkpoint, falling back to older ones) and returns the step to continue from
+  // (0 if "auto" found none). Both are collective over the world.
+  void save_checkpoint(int64_t steps_done);
+  int64_t restore_checkpoint();
+  std::string checkpoint_dir() const;
+
   const parallel::Gpt& model() const { return *model_; }
   parallel::Gpt& model() { return *model_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
@@ -79,6 +87,9 @@ class Trainer {
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
   int grad_accum_ = 1, per_rank_batch_ = 0;
   std::vector<int32_t> tokens_, inputs_, targets_;
+  // trainer state carried by checkpoints
+  double best_eval_ = 1e300;
+  int evals_without_gain_ = 0;
 };
 
 // Threads per rank: train.threads, else the cores of this node divided by its ranks.

@@ -1,0 +1,200 @@
+// What: checkpoint shards (HDF5 C API), manifest, listing, verification and pruning.
+#include "io/checkpoint.h"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "io/metrics.h"
+
+namespace mt::io {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+uint64_t fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// Closes an HDF5 handle at scope exit.
+struct H5Handle {
+  hid_t id;
+  herr_t (*close)(hid_t);
+  ~H5Handle() {
+    if (id >= 0) close(id);
+  }
+};
+
+void check_h5(herr_t rc, const char* what, const std::string& file) {
+  if (rc < 0) {
+    throw core::Error(fmt::format("HDF5 call {} failed", what)).with_file(file)
+        .with_hint("check free disk space and permissions of the checkpoint directory");
+  }
+}
+
+void write_f32(hid_t file, const char* name, const float* data, int64_t n, const std::string& path) {
+  hsize_t dims[1] = {static_cast<hsize_t>(n)};
+  H5Handle space{H5Screate_simple(1, dims, nullptr), H5Sclose};
+  H5Handle ds{H5Dcreate2(file, name, H5T_IEEE_F32LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  check_h5(ds.id, "H5Dcreate2", path);
+  if (n > 0) check_h5(H5Dwrite(ds.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "H5Dwrite", path);
+}
+
+void read_f32(hid_t file, const char* name, std::vector<float>& out, const std::string& path) {
+  H5Handle ds{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
+  if (ds.id < 0) throw core::Error(fmt::format("dataset '{}' missing", name)).with_file(path);
+  H5Handle space{H5Dget_space(ds.id), H5Sclose};
+  hsize_t dims[1] = {0};
+  H5Sget_simple_extent_dims(space.id, dims, nullptr);
+  out.resize(dims[0]);
+  if (dims[0] > 0) {
+    check_h5(H5Dread(ds.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), "H5Dread", path);
+  }
+}
+
+int64_t step_of(const std::string& name) {
+  if (name.rfind("step_", 0) != 0) return -1;
+  try {
+    size_t pos = 0;
+    const int64_t s = std::stoll(name.substr(5), &pos);
+    return pos == name.size() - 5 ? s : -1;
+  } catch (...) {
+    return -1;
+  }
+}
+
+}  // namespace
+
+std::string checkpoint_name(int64_t step) { return fmt::format("step_{:08d}", step); }
+std::string shard_file_name(int rank) { return fmt::format("shard_{:05d}.h5", rank); }
+
+uint64_t write_shard(const std::string& tmp_dir, int rank, const ShardData& d) {
+  const std::string path = tmp_dir + "/" + shard_file_name(rank);
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors come back as return codes
+  {
+    H5Handle f{H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+    check_h5(f.id, "H5Fcreate", path);
+    write_f32(f.id, "params", d.params, d.num_params, path);
+    write_f32(f.id, "optim_m", d.m, d.m ? d.num_state : 0, path);
+    write_f32(f.id, "optim_v", d.v, d.v ? d.num_state : 0, path);
+    std::vector<int64_t> flat;
+    for (const auto& [b, e] : d.ranges) flat.insert(flat.end(), {b, e});
+    hsize_t dims[1] = {flat.size()};
+    H5Handle space{H5Screate_simple(1, dims, nullptr), H5Sclose};
+    H5Handle ds{H5Dcreate2(f.id, "optim_ranges", H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+    check_h5(ds.id, "H5Dcreate2", path);
+    if (!flat.empty()) {
+      check_h5(H5Dwrite(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()), "H5Dwrite", path);
+    }
+    check_h5(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush", path);
+  }
+  // The checksum covers the file's bytes as written, so truncation or bit flips are caught.
+  const std::string bytes = read_file(path);
+  return fnv1a(bytes.data(), bytes.size());
+}
+
+void read_shard(const std::string& path, uint64_t expected, std::vector<float>& params, std::vector<float>& m,
+                std::vector<float>& v, std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  const std::string bytes = read_file(path);
+  const uint64_t got = fnv1a(bytes.data(), bytes.size());
+  if (got != expected) {
+    throw core::Error(fmt::format("checkpoint shard checksum mismatch: expected {:016x}, file has {:016x}", expected, got))
+        .with_file(path).with_hint("the shard is truncated or corrupted; resume=auto falls back to an older checkpoint");
+  }
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  H5Handle f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  check_h5(f.id, "H5Fopen", path);
+  read_f32(f.id, "params", params, path);
+  read_f32(f.id, "optim_m", m, path);
+  read_f32(f.id, "optim_v", v, path);
+  H5Handle ds{H5Dopen2(f.id, "optim_ranges", H5P_DEFAULT), H5Dclose};
+  check_h5(ds.id, "H5Dopen2(optim_ranges)", path);
+  H5Handle space{H5Dget_space(ds.id), H5Sclose};
+  hsize_t dims[1] = {0};
+  H5Sget_simple_extent_dims(space.id, dims, nullptr);
+  std::vector<int64_t> flat(dims[0]);
+  if (!flat.empty()) check_h5(H5Dread(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()), "H5Dread", path);
+  ranges.clear();
+  for (size_t i = 0; i + 1 < flat.size(); i += 2) ranges.emplace_back(flat[i], flat[i + 1]);
+}
+
+void finalize_checkpoint(const std::string& tmp_dir, const std::string& final_dir, const nlohmann::json& manifest) {
+  write_file_atomic(tmp_dir + "/manifest.json", manifest.dump(2) + "\n");
+  write_file_atomic(tmp_dir + "/COMPLETE", "ok\n");
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);  // a same-step checkpoint from an earlier attempt
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec) throw core::Error("cannot rename the checkpoint into place").with_file(final_dir).with_library(ec.message());
+}
+
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const int64_t s = step_of(name);
+    if (s >= 0 && fs::exists(e.path() / "COMPLETE")) found.emplace_back(s, e.path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& [s, p] : found) out.push_back(p);
+  return out;
+}
+
+nlohmann::json read_manifest(const std::string& ckpt_dir) {
+  const std::string path = ckpt_dir + "/manifest.json";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw core::Error("unreadable checkpoint manifest").with_file(path).with_library(e.what());
+  }
+  const int version = j.value("format_version", -1);
+  if (version != kCheckpointFormatVersion) {
+    throw core::Error(fmt::format("checkpoint format version {} is not supported (this build reads {})", version,
+                                  kCheckpointFormatVersion))
+        .with_file(path).with_hint("use the meshtrain version that wrote it, or start a new run.dir");
+  }
+  return j;
+}
+
+std::string verify_checkpoint(const std::string& ckpt_dir) {
+  try {
+    const auto j = read_manifest(ckpt_dir);
+    for (const auto& s : j.at("shards")) {
+      const std::string path = ckpt_dir + "/" + s.at("file").get<std::string>();
+      std::error_code ec;
+      if (!fs::exists(path, ec)) return path + ": missing shard";
+      const std::string bytes = read_file(path);
+      const uint64_t want = std::stoull(s.at("checksum").get<std::string>(), nullptr, 16);
+      if (fnv1a(bytes.data(), bytes.size()) != want) return path + ": checksum mismatch (truncated or corrupted)";
+    }
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void prune_checkpoints(const std::string& dir, int keep) {
+  const auto all = list_checkpoints(dir);
+  std::error_code ec;
+  for (size_t i = static_cast<size_t>(std::max(keep, 1)); i < all.size(); ++i) fs::remove_all(all[i], ec);
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(e.path(), ec);
+  }
+}
+
+}  // namespace mt::io

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Checkpoints: a run resumed from a checkpoint continues with bitwise-identical losses (1 rank,
+# and 2 ranks with and without ZeRO-1); a corrupted newest checkpoint is detected, named and
+# skipped for the previous one; a run killed with SIGKILL resumes with resume=auto and ends
+# exactly like the uninterrupted run; bad resumes are clear errors that overwrite nothing.
+source "$(dirname "$0")/lib.sh"
+CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
+common=(train.steps=30 train.eval_every=0 train.log_every=10 model.n_embd=32 model.seq_len=16
+        train.batch_size=8 train.micro_batch=4 train.threads=1 checkpoint.every=10 checkpoint.keep=5)
+# losses_from DIR FIRST: the step records with step >= FIRST, exactly as written
+losses_from() { python3 -c 'import json,sys
+for l in open(sys.argv[1]+"/metrics.jsonl"):
+    r=json.loads(l)
+    if "loss" in r and r["step"] >= int(sys.argv[2]): print(r["step"], repr(r["loss"]))' "$1" "$2"; }
+
+run_case() {  # run_case NAME LAUNCH...
+  local name=$1; shift
+  "$@" "$MESHTRAIN" train "$CFG" "${common[@]}" "${extra[@]}" run.dir="$WORK/$name-a"
+  [ -f "$WORK/$name-a/checkpoints/step_00000020/COMPLETE" ] || fail "$name: no step-20 checkpoint"
+  mkdir -p "$WORK/$name-b/checkpoints"
+  cp -r "$WORK/$name-a/checkpoints/step_00000020" "$WORK/$name-b/checkpoints/"
+  "$@" "$MESHTRAIN" train "$CFG" "${common[@]}" "${extra[@]}" run.dir="$WORK/$name-b" resume=auto
+  diff <(losses_from "$WORK/$name-a" 20) <(losses_from "$WORK/$name-b" 20) || fail "$name: resumed losses differ"
+  [ "$(losses_from "$WORK/$name-b" 0 | wc -l)" = 10 ] || fail "$name: resumed run should log steps 20..29 only"
+}
+extra=(); run_case one
+extra=(parallel.dp=2); run_case dp2 mpi -np 2
+extra=(parallel.dp=2 parallel.zero=1); run_case zero mpi -np 2
+
+# corrupted newest checkpoint: detected, named, the older one used
+mkdir -p "$WORK/c/checkpoints"
+cp -r "$WORK/one-a/checkpoints/step_00000010" "$WORK/one-a/checkpoints/step_00000020" "$WORK/c/checkpoints/"
+shard="$WORK/c/checkpoints/step_00000020/shard_00000.h5"
+python3 - "$shard" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 0x40; open(p, "wb").write(b)
+PY
+out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/c" resume=auto 2>&1)
+echo "$out" | grep -q "skipping checkpoint .*step_00000020.*checksum mismatch" || fail "corruption not reported: $out"
+echo "$out" | grep -q "resumed from .*step_00000010" || fail "did not fall back to step 10"
+diff <(losses_from "$WORK/one-a" 10) <(losses_from "$WORK/c" 10) || fail "fallback resume differs"
+# truncated shard: same
+mkdir -p "$WORK/t/checkpoints"; cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/t/checkpoints/"
+truncate -s 100 "$WORK/t/checkpoints/step_00000030/shard_00000.h5"
+out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/t" resume=auto 2>&1)
+echo "$out" | grep -q "skipping checkpoint .*step_00000030" || fail "truncation not reported"
+
+# SIGKILL mid-run, then resume=auto: the loss stream ends exactly like the uninterrupted run
+long=(train.steps=120 checkpoint.every=5)
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${long[@]}" run.dir="$WORK/full" >/dev/null
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${long[@]}" run.dir="$WORK/killed" >/dev/null & pid=$!
+for _ in $(seq 1 400); do [ -e "$WORK/killed/checkpoints/step_00000015/COMPLETE" ] && break; sleep 0.02; done
+kill -9 $pid; wait $pid 2>/dev/null || true
+[ ! -e "$WORK/killed/summary.json" ] || fail "the run finished before it was killed; the test proves nothing"
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${long[@]}" run.dir="$WORK/killed" resume=auto >/dev/null
+diff <(losses_from "$WORK/full" 0) <(losses_from "$WORK/killed" 0) || fail "killed+resumed run differs"
+
+# bad resumes: different model size, missing directory, newer format; nothing overwritten
+before=$(ls "$WORK/one-a/checkpoints")
+set +e
+o1=$("$MESHTRAIN" train "$CFG" "${common[@]}" model.n_embd=64 run.dir="$WORK/one-a" resume=auto 2>&1); r1=$?
+o2=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/x" resume="$WORK/nowhere" 2>&1); r2=$?
+cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/newer"
+sed -i 's/"format_version": 1/"format_version": 99/' "$WORK/newer/manifest.json"
+o3=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/y" resume="$WORK/newer" 2>&1); r3=$?
+set -e
+[ $r1 -ne 0 ] && echo "$o1" | grep -q "model.n_embd = 32, this run has 64" || fail "size mismatch: $o1"
+[ $r2 -ne 0 ] && echo "$o2" | grep -q "nowhere" || fail "missing dir: $o2"
+[ $r3 -ne 0 ] && echo "$o3" | grep -q "format version 99" || fail "newer format: $o3"
+[ "$(ls "$WORK/one-a/checkpoints")" = "$before" ] || fail "a failed resume changed the checkpoints"
