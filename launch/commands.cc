@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "launch/blas_env.h"
+#include "launch/signals.h"
 #include "launch/trainer.h"
 #include "mt/build_config.h"
 #include "parallel/allreduce_bench.h"
@@ -56,6 +57,7 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
 int cmd_train(const TrainArgs& a, parallel::Communicator& world) {
   int threads = 0;
   const core::Config cfg = start_run(a.config, a.overrides, world, &threads);
+  install_preemption_handlers();
   Trainer trainer(cfg, world);
   trainer.run();
   return 0;

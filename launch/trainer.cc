@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/cpu/kernels.h"
+#include "launch/signals.h"
 
 namespace mt::launch {
 
@@ -299,8 +300,21 @@ TrainSummary Trainer::run() {
         if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
       }
     }
-    if (cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last || stop)) save_checkpoint(s + 1);
+    // preemption: every rank learns whether any rank got SIGTERM/SIGUSR1 (4 bytes per step)
+    int32_t preempt = preemption_requested() ? 1 : 0;
+    if (world_.size() > 1) world_.all_reduce(&preempt, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+    if (preempt && !last) {
+      sum.preempted = stop = true;
+      if (leader) log::warn("preempted after step {}: writing a checkpoint and exiting (resume=auto continues)", s + 1);
+    }
+    if ((cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last || stop)) || sum.preempted) {
+      save_checkpoint(s + 1);
+    }
     if (stop) break;
+  }
+  if (sum.preempted) {
+    if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
+    return sum;
   }
   do_eval(sum.steps_done);
   sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;

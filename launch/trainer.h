@@ -39,6 +39,7 @@ struct TrainSummary {
   std::optional<double> data_entropy;
   double tokens_per_s = 0, wall_s = 0;
   bool early_stopped = false;
+  bool preempted = false;   // stopped by SIGTERM/SIGUSR1 after writing a checkpoint
   std::vector<double> losses;  // per step, identical on every rank
 };
 

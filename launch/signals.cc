@@ -1,0 +1,34 @@
+// What: the async-signal-safe handlers behind launch/signals.h.
+#include "launch/signals.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+
+namespace mt::launch {
+
+namespace {
+std::atomic<int> g_signal{0};
+
+void on_signal(int sig) {
+  int expected = 0;
+  if (!g_signal.compare_exchange_strong(expected, sig)) _exit(128 + sig);  // second signal
+  static const char msg[] = "meshtrain: preemption signal received; checkpointing after this step\n";
+  [[maybe_unused]] ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+}
+}  // namespace
+
+void install_preemption_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);
+}
+
+bool preemption_requested() { return g_signal.load() != 0; }
+int preemption_signal() { return g_signal.load(); }
+
+}  // namespace mt::launch
