@@ -101,6 +101,8 @@ const std::vector<Field>& schema() {
     v.push_back(F<double>("train.early_stop_min_delta", MT_REF(train, early_stop_min_delta), 0, kInf, "improvement that counts for early stopping"));
     v.push_back(F<int>("train.threads", MT_REF(train, threads), 0, 4096, "threads per rank (0 = cores per rank)"));
     v.push_back(F<std::string>("train.device", MT_REF(train, device), 0, 0, "cpu | cuda"));
+    v.push_back(F<std::string>("train.nonfinite", MT_REF(train, nonfinite), 0, 0, "on a non-finite loss or gradient norm: skip the update or stop", {"skip", "stop"}));
+    v.push_back(F<int64_t>("train.debug_nan_step", MT_REF(train, debug_nan_step), -1, 1e15, "testing: poison gradients at this step (-1 = off)"));
     // optim
     v.push_back(F<std::string>("optim.name", MT_REF(optim, name), 0, 0, "optimizer", {"adamw", "sgd"}));
     v.push_back(F<double>("optim.lr", MT_REF(optim, lr), 0, 100, "peak learning rate"));

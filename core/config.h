@@ -32,6 +32,8 @@ struct TrainConfig {
   int early_stop_patience = 0;   // evals without improvement before stopping; 0 = off
   double early_stop_min_delta = 0.0;
   int threads = 0;           // OpenMP/BLAS threads per rank; 0 = cores / ranks on the node
+  std::string nonfinite = "stop";  // non-finite loss or grad norm: skip the update | stop
+  int64_t debug_nan_step = -1;     // testing: poison the gradients at this step (-1 = off)
   std::string device = "cpu";
 };
 

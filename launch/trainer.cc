@@ -166,12 +166,26 @@ StepStats Trainer::step(int64_t s) {
     }
   }
   sync_->finish();
-  const double norm = std::sqrt(grad_sumsq());
-  if (!std::isfinite(norm)) {
-    throw core::Error(fmt::format("non-finite gradient norm at step {}", s))
-        .with_hint("lower optim.lr or enable optim.grad_clip");
-  }
+  if (s == cfg_.train.debug_nan_step) model_->grads().f32()[0] = NAN;  // on every rank: a consistent fault
+  const double norm = std::sqrt(grad_sumsq());  // identical on every rank
   float* g = model_->grads().f32();
+  if (!std::isfinite(norm)) {
+    if (cfg_.train.nonfinite == "stop") {
+      throw core::Error(fmt::format("non-finite gradient norm at step {}; stopping with the last checkpoint kept", s))
+          .with_hint("lower optim.lr, check the data, or set train.nonfinite=skip to drop such updates");
+    }
+    // skip: no update; the step still counts (its batch is consumed) and is reported
+    if (dp_ > 1) comms_.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+    StepStats st;
+    st.step = s;
+    st.skipped = true;
+    st.loss = loss_sum / static_cast<double>(tokens_per_step());
+    st.lr = parallel::learning_rate(cfg_.optim, s, cfg_.train.steps);
+    st.grad_norm = norm;
+    st.ms = ms_between(t0, Clock::now());
+    st.tokens_per_s = tokens_per_step() / (st.ms / 1000.0);
+    return st;
+  }
   if (cfg_.optim.grad_clip > 0 && norm > cfg_.optim.grad_clip) {
     const float scale = static_cast<float>(cfg_.optim.grad_clip / (norm + 1e-6));
     for (const auto& [b, e] : sync_->owned_ranges()) kernels::cpu::scale_inplace(g + b, e - b, scale);
@@ -278,13 +292,17 @@ TrainSummary Trainer::run() {
     sum.losses.push_back(st.loss);
     sum.final_loss = st.loss;
     sum.steps_done = s + 1;
-    if (!std::isfinite(st.loss)) {
+    if (st.skipped) {
+      ++sum.skipped_steps;
+      if (leader) log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", s + 1, sum.skipped_steps);
+    } else if (!std::isfinite(st.loss)) {
       throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
     }
     if (leader) {
       metrics.write({{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm},
                      {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
-                     {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms}});
+                     {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
+                     {"skipped", st.skipped}});
       if (s % tc.log_every == 0 || s + 1 == tc.steps) {
         log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s{}", s + 1,
                   tc.steps, st.loss, st.lr, st.grad_norm, st.ms, st.tokens_per_s,
@@ -334,6 +352,7 @@ TrainSummary Trainer::run() {
                      {"wall_s", sum.wall_s},
                      {"steps", sum.steps_done},
                      {"early_stopped", sum.early_stopped},
+                     {"skipped_steps", sum.skipped_steps},
                      {"params", model_->num_full_params()},
                      {"world", world_.size()},
                      {"dp", dp_},

@@ -30,6 +30,7 @@ struct StepStats {
   double loss = 0, lr = 0, grad_norm = 0;
   double ms = 0, tokens_per_s = 0;
   double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
+  bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
 };
 
 struct TrainSummary {
@@ -39,7 +40,8 @@ struct TrainSummary {
   std::optional<double> data_entropy;
   double tokens_per_s = 0, wall_s = 0;
   bool early_stopped = false;
-  bool preempted = false;   // stopped by SIGTERM/SIGUSR1 after writing a checkpoint
+  bool preempted = false;
+  int64_t skipped_steps = 0;   // stopped by SIGTERM/SIGUSR1 after writing a checkpoint
   std::vector<double> losses;  // per step, identical on every rank
 };
 

@@ -68,3 +68,21 @@ set -e
 [ $r2 -ne 0 ] && echo "$o2" | grep -q "nowhere" || fail "missing dir: $o2"
 [ $r3 -ne 0 ] && echo "$o3" | grep -q "format version 99" || fail "newer format: $o3"
 [ "$(ls "$WORK/one-a/checkpoints")" = "$before" ] || fail "a failed resume changed the checkpoints"
+
+# numerical faults: skip drops the update and counts it; stop exits non-zero keeping the last
+# good checkpoint
+"$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/skip" train.nonfinite=skip train.debug_nan_step=12
+python3 - "$WORK/skip" "$WORK/one-a" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1] + "/summary.json"))
+assert s["skipped_steps"] == 1, s
+recs = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl") if '"loss"' in l]
+ref = [json.loads(l) for l in open(sys.argv[2] + "/metrics.jsonl") if '"loss"' in l]
+assert [r["skipped"] for r in recs].count(True) == 1 and recs[12]["skipped"]
+assert recs[12]["loss"] == ref[12]["loss"] and recs[13]["loss"] != ref[13]["loss"]
+PY
+set +e
+out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/stop" train.debug_nan_step=12 2>&1); rc=$?
+set -e
+[ $rc -ne 0 ] && echo "$out" | grep -q "non-finite gradient norm at step 12" || fail "stop policy: $out"
+[ -f "$WORK/stop/checkpoints/step_00000010/COMPLETE" ] || fail "stop policy lost the last good checkpoint"
