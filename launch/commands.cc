@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -14,6 +15,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "io/checkpoint.h"
 #include "launch/blas_env.h"
 #include "launch/signals.h"
 #include "launch/trainer.h"
@@ -127,6 +129,45 @@ int cmd_bench_sgemm(int threads, parallel::Communicator& world) {
     for (int n : {256, 512, 1024, 2048}) std::printf("  %5d^3  %8.1f GFLOP/s\n", n, measure_sgemm_gflops(n, 3));
   }
   return 0;
+}
+
+int cmd_inspect(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> ckpts;
+  if (fs::exists(path + "/manifest.json")) {
+    ckpts.push_back(path);
+  } else {
+    for (const std::string& dir : {path, path + "/checkpoints"})
+      for (const auto& c : io::list_checkpoints(dir)) ckpts.push_back(c);
+  }
+  if (ckpts.empty()) {
+    throw core::Error("no checkpoint (manifest.json) found").with_file(path)
+        .with_hint("pass a checkpoint directory, a checkpoints/ directory or a run directory");
+  }
+  int bad = 0;
+  for (const auto& c : ckpts) {
+    const auto m = io::read_manifest(c);
+    const auto& lay = m.at("layout");
+    const auto& mod = m.at("model");
+    std::printf("%s\n  step %lld | layout world %d = dp %d x tp %d, zero %d | model %d layers, width %d, %d heads, "
+                "vocab %d, seq_len %d, %lld params | format v%d\n",
+                c.c_str(), static_cast<long long>(m.at("step").get<int64_t>()), lay.at("world").get<int>(),
+                lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>(), mod.at("n_layer").get<int>(),
+                mod.at("n_embd").get<int>(), mod.at("n_head").get<int>(), mod.at("vocab_size").get<int>(),
+                mod.at("seq_len").get<int>(), static_cast<long long>(mod.at("params").get<int64_t>()),
+                m.at("format_version").get<int>());
+    for (const auto& s : m.at("shards")) {
+      std::error_code ec;
+      const auto size = fs::file_size(c + "/" + s.at("file").get<std::string>(), ec);
+      std::printf("    %-16s rank %-4d checksum %s  %s\n", s.at("file").get<std::string>().c_str(), s.at("rank").get<int>(),
+                  s.at("checksum").get<std::string>().c_str(),
+                  ec ? "MISSING" : fmt::format("{:.2f} MiB", size / 1048576.0).c_str());
+    }
+    const std::string problem = io::verify_checkpoint(c);
+    std::printf("  checksums: %s\n", problem.empty() ? "all shards verify" : ("FAILED: " + problem).c_str());
+    bad += !problem.empty();
+  }
+  return bad ? 1 : 0;
 }
 
 }  // namespace mt::launch

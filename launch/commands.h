@@ -34,6 +34,10 @@ int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& wor
 
 int cmd_bench_sgemm(int threads, parallel::Communicator& world);
 
+// Prints a checkpoint's manifest (or, for a run directory or checkpoint directory, lists the
+// checkpoints) and verifies every shard's checksum. Returns 0 if all verify, 1 otherwise.
+int cmd_inspect(const std::string& path);
+
 // Prints the start-up banner (rank 0): build flags, versions, BLAS core, ranks, threads.
 void print_banner(parallel::Communicator& world, int threads);
 

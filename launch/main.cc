@@ -58,7 +58,19 @@ int main(int argc, char** argv) {
   auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
   c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");
 
+  std::string inspect_path;
+  auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's manifest and verify its checksums");
+  c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/ or run directory")->required();
+
   CLI11_PARSE(app, argc, argv);
+  if (c_inspect->parsed()) {  // no MPI needed
+    try {
+      return launch::cmd_inspect(inspect_path);
+    } catch (const std::exception& e) {
+      core::log::error("{}", e.what());
+      return 1;
+    }
+  }
 
   int rc = 0;
   try {

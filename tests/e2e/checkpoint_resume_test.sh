@@ -86,3 +86,8 @@ out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/stop" train.debug_
 set -e
 [ $rc -ne 0 ] && echo "$out" | grep -q "non-finite gradient norm at step 12" || fail "stop policy: $out"
 [ -f "$WORK/stop/checkpoints/step_00000010/COMPLETE" ] || fail "stop policy lost the last good checkpoint"
+
+# meshtrain inspect: lists, verifies, and names the corrupt shard (exit 1)
+"$MESHTRAIN" inspect "$WORK/one-a" | grep -q "all shards verify" || fail "inspect of a good run"
+set +e; out=$("$MESHTRAIN" inspect "$WORK/c/checkpoints/step_00000020" 2>&1); rc=$?; set -e
+[ $rc -eq 1 ] && echo "$out" | grep -q "FAILED: .*shard_00000.h5: checksum mismatch" || fail "inspect of a corrupt shard: $out"
