@@ -89,5 +89,7 @@ set -e
 
 # meshtrain inspect: lists, verifies, and names the corrupt shard (exit 1)
 "$MESHTRAIN" inspect "$WORK/one-a" | grep -q "all shards verify" || fail "inspect of a good run"
-set +e; out=$("$MESHTRAIN" inspect "$WORK/c/checkpoints/step_00000020" 2>&1); rc=$?; set -e
+cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/bad30"
+truncate -s 1000 "$WORK/bad30/shard_00000.h5"
+set +e; out=$("$MESHTRAIN" inspect "$WORK/bad30" 2>&1); rc=$?; set -e
 [ $rc -eq 1 ] && echo "$out" | grep -q "FAILED: .*shard_00000.h5: checksum mismatch" || fail "inspect of a corrupt shard: $out"
