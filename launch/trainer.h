@@ -76,6 +76,7 @@ class Trainer {
 
  private:
   void verify_identical_init();
+  void load_resharded(const std::string& dir, const nlohmann::json& manifest);
   void fill_batch(io::Split split, uint64_t first_sample, int count);
   double grad_sumsq();
 

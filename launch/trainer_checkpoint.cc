@@ -2,8 +2,11 @@
 // on-disk protocol). Every rank writes its own shard; rank 0 gathers the checksums, writes the
 // manifest and publishes the checkpoint by rename; resume picks the newest checkpoint whose
 // shards all verify and falls back to older ones, naming what was wrong with each.
-// Resume requires the layout it was written with (world, dp, tp, zero) for now: loading
-// under another layout (resharding) is not implemented yet and is refused with a clear error.
+// Resharding: a checkpoint written under one dp x tp layout (with or without ZeRO-1) loads
+// under any other valid layout: each rank reads the old shards, maps every element of every
+// old tp slice to its position in the full tensor (gpt.h: full_position) and keeps those
+// that its new slice owns; optimizer state is rebuilt the same way from the dp shards.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -120,7 +123,7 @@ int64_t Trainer::restore_checkpoint() {
   auto mismatch = [&](const std::string& what, const std::string& was, const std::string& now) {
     throw core::Error(fmt::format("checkpoint was written with {} = {}, this run has {}", what, was, now))
         .with_file(chosen + "/manifest.json")
-        .with_hint("resume with the same model and parallel layout (loading under another layout is not supported yet)");
+        .with_hint("resume with the model sizes the checkpoint was written with (the parallel layout may differ)");
   };
   for (const char* k : {"n_layer", "n_head", "n_embd", "vocab_size", "seq_len"}) {
     const int now = k == std::string("n_layer") ? cfg_.model.n_layer : k == std::string("n_head") ? cfg_.model.n_head
@@ -131,7 +134,14 @@ int64_t Trainer::restore_checkpoint() {
   const std::string was_layout = fmt::format("world {} dp {} tp {} zero {}", lay.at("world").get<int>(),
                                              lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>());
   const std::string now_layout = fmt::format("world {} dp {} tp {} zero {}", world_.size(), dp_, tp_, cfg_.parallel.zero);
-  if (was_layout != now_layout) mismatch("layout", was_layout, now_layout);
+  best_eval_ = m.at("trainer").at("best_eval").get<double>();
+  evals_without_gain_ = m.at("trainer").at("evals_without_gain").get<int>();
+  const int64_t step = m.at("step").get<int64_t>();
+  if (was_layout != now_layout) {
+    load_resharded(chosen, m);
+    if (world_.rank() == 0) log::info("resumed from {} (step {}), resharded from {} to {}", chosen, step, was_layout, now_layout);
+    return step;
+  }
 
   const auto& shard = m.at("shards").at(world_.rank());
   std::vector<float> params, mm, vv;
@@ -144,11 +154,93 @@ int64_t Trainer::restore_checkpoint() {
   std::memcpy(model_->params().f32(), params.data(), params.size() * sizeof(float));
   optim_->state_m() = std::move(mm);
   optim_->state_v() = std::move(vv);
-  best_eval_ = m.at("trainer").at("best_eval").get<double>();
-  evals_without_gain_ = m.at("trainer").at("evals_without_gain").get<int>();
-  const int64_t step = m.at("step").get<int64_t>();
   if (world_.rank() == 0) log::info("resumed from {} (step {})", chosen, step);
   return step;
+}
+
+void Trainer::load_resharded(const std::string& dir, const nlohmann::json& m) {
+  const auto& lay = m.at("layout");
+  const int old_world = lay.at("world").get<int>(), old_dp = lay.at("dp").get<int>(), old_tp = lay.at("tp").get<int>();
+  const parallel::Mesh old_mesh(old_world, old_dp, old_tp);
+  const parallel::GptDims& nd = model_->dims();
+  const auto& ninfo = model_->params_info();
+  const int64_t ntotal = model_->num_local_params();
+  const bool adam = !optim_->state_v().empty();
+  std::vector<float> np(ntotal, 0.0f), nm(ntotal, 0.0f), nv(adam ? ntotal : 0, 0.0f);
+  const auto shard_of = [&](int rank) {
+    const auto& s = m.at("shards").at(rank);
+    return std::make_pair(dir + "/" + s.at("file").get<std::string>(),
+                          std::stoull(s.at("checksum").get<std::string>(), nullptr, 16));
+  };
+  for (int t = 0; t < old_tp; ++t) {
+    const parallel::GptDims od = parallel::make_gpt_dims(cfg_.model, old_tp, t);
+    int64_t ototal = 0;
+    const auto oinfo = parallel::gpt_param_layout(cfg_.model, od, parallel::GradSync::flat_alignment(old_dp), &ototal);
+    std::vector<float> op, om(ototal, 0.0f), ov(ototal, 0.0f), sm, sv;
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (int dpi = 0; dpi < old_dp; ++dpi) {  // params from any replica; optimizer state from all
+      auto [path, sum] = shard_of(old_mesh.rank_of(dpi, t));
+      std::vector<float> p;
+      io::read_shard(path, sum, p, sm, sv, ranges);
+      MT_CHECK(static_cast<int64_t>(p.size()) == ototal, "shard {} holds {} parameters, expected {}", path, p.size(), ototal);
+      if (dpi == 0) op = std::move(p);
+      // optimizer state is the concatenation of the ranges' parameter elements (the flat
+      // buffer's zero padding after the last parameter has no state)
+      const int64_t oend = oinfo.back().offset + oinfo.back().numel;
+      int64_t off = 0;
+      for (const auto& [b, e0] : ranges) {
+        const int64_t e = std::min(e0, oend);
+        if (e <= b) continue;
+        MT_CHECK(off + (e - b) <= static_cast<int64_t>(sm.size()), "optimizer state of shard {} is too short", path);
+        std::copy(sm.begin() + off, sm.begin() + off + (e - b), om.begin() + b);
+        if (!sv.empty() && adam) std::copy(sv.begin() + off, sv.begin() + off + (e - b), ov.begin() + b);
+        off += e - b;
+      }
+    }
+    for (size_t k = 0; k < ninfo.size(); ++k) {
+      const parallel::ParamInfo& o = oinfo[k];
+      const parallel::ParamInfo& n = ninfo[k];
+      const int64_t orows = o.local_shape[0], ocols = o.local_shape.size() > 1 ? o.local_shape[1] : 1;
+      const int64_t nrows = n.local_shape[0], ncols = n.local_shape.size() > 1 ? n.local_shape[1] : 1;
+      for (int64_t r = 0; r < orows; ++r) {
+        for (int64_t c = 0; c < ocols; ++c) {
+          const auto [fr, fc] = parallel::full_position(o, od, r, c);
+          if (o.split == parallel::TpSplit::Vocab && fr >= nd.V) continue;  // padding rows
+          int owner = nd.tp_rank;
+          int64_t lr = fr, lc = fc;
+          switch (n.split) {
+            case parallel::TpSplit::Replicated: break;
+            case parallel::TpSplit::Rows:
+            case parallel::TpSplit::Vocab: owner = static_cast<int>(fr / nrows); lr = fr % nrows; break;
+            case parallel::TpSplit::Cols: owner = static_cast<int>(fc / ncols); lc = fc % ncols; break;
+            case parallel::TpSplit::Qkv: {
+              const int64_t part = nrows / 3, j = fr / nd.C, within = fr % nd.C;
+              owner = static_cast<int>(within / part);
+              lr = j * part + within % part;
+              break;
+            }
+          }
+          if (owner != nd.tp_rank) continue;
+          const int64_t src = o.offset + r * ocols + c, dst = n.offset + lr * ncols + lc;
+          np[dst] = op[src];
+          nm[dst] = om[src];
+          if (adam) nv[dst] = ov[src];
+        }
+      }
+    }
+  }
+  std::memcpy(model_->params().f32(), np.data(), np.size() * sizeof(float));
+  const int64_t nend = ninfo.back().offset + ninfo.back().numel;
+  int64_t off = 0;
+  for (const auto& [b, e0] : sync_->owned_ranges()) {
+    const int64_t e = std::min(e0, nend);
+    if (e <= b) continue;
+    MT_CHECK(off + (e - b) <= static_cast<int64_t>(optim_->state_m().size()), "optimizer state layout mismatch");
+    std::copy(nm.begin() + b, nm.begin() + e, optim_->state_m().begin() + off);
+    if (adam) std::copy(nv.begin() + b, nv.begin() + e, optim_->state_v().begin() + off);
+    off += e - b;
+  }
+  MT_CHECK(off == static_cast<int64_t>(optim_->state_m().size()), "optimizer state layout mismatch");
 }
 
 }  // namespace mt::launch

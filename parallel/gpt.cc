@@ -41,43 +41,9 @@ GptDims make_gpt_dims(const core::ModelConfig& cfg, int tp, int tp_rank) {
   return d;
 }
 
-Gpt::Gpt(const core::ModelConfig& cfg, int tp, int tp_rank, Communicator* tp_comm, int64_t flat_align)
-    : cfg_(cfg), d_(make_gpt_dims(cfg, tp, tp_rank)), tp_comm_(tp_comm) {
-  MT_CHECK(tp == 1 || tp_comm != nullptr, "tp = {} needs a tensor-parallel communicator", tp);
-  const int C = d_.C, L = d_.L;
-  const float std = static_cast<float>(cfg.init_std);
-  const float proj_std = std / std::sqrt(2.0f * L);
-  add_param("wte", {d_.Vp, C}, {d_.Vl, C}, TpSplit::Vocab, true, std, 0, -1);
-  add_param("wpe", {d_.maxT, C}, {d_.maxT, C}, TpSplit::Replicated, true, std, 0, -1);
-  for (int l = 0; l < L; ++l) {
-    const std::string h = "h" + std::to_string(l) + ".";
-    add_param(h + "ln1.w", {C}, {C}, TpSplit::Replicated, false, 0, 1, l);
-    add_param(h + "ln1.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l);
-    add_param(h + "attn.qkv.w", {3 * C, C}, {3 * d_.Cl, C}, TpSplit::Qkv, true, std, 0, l);
-    add_param(h + "attn.qkv.b", {3 * C}, {3 * d_.Cl}, TpSplit::Qkv, false, 0, 0, l);
-    add_param(h + "attn.proj.w", {C, C}, {C, d_.Cl}, TpSplit::Cols, true, proj_std, 0, l);
-    add_param(h + "attn.proj.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l);
-    add_param(h + "ln2.w", {C}, {C}, TpSplit::Replicated, false, 0, 1, l);
-    add_param(h + "ln2.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l);
-    add_param(h + "mlp.fc.w", {4 * C, C}, {d_.Fl, C}, TpSplit::Rows, true, std, 0, l);
-    add_param(h + "mlp.fc.b", {4 * C}, {d_.Fl}, TpSplit::Rows, false, 0, 0, l);
-    add_param(h + "mlp.proj.w", {C, 4 * C}, {C, d_.Fl}, TpSplit::Cols, true, proj_std, 0, l);
-    add_param(h + "mlp.proj.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l);
-  }
-  add_param("lnf.w", {C}, {C}, TpSplit::Replicated, false, 0, 1, L);
-  add_param("lnf.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, L);
-  int64_t total = 0;
-  for (auto& p : info_) {
-    p.offset = total;
-    total += p.numel;
-  }
-  total = (total + flat_align - 1) / flat_align * flat_align;
-  params_ = Tensor::zeros({total});
-  grads_ = Tensor::zeros({total});
-}
-
-void Gpt::add_param(const std::string& name, Shape full, Shape local, TpSplit split, bool decay,
-                    float std, float value, int layer) {
+namespace {
+ParamInfo make_param(const std::string& name, core::Shape full, core::Shape local, TpSplit split, bool decay,
+                     float std, float value, int layer) {
   ParamInfo p;
   p.name = name;
   p.full_shape = std::move(full);
@@ -88,7 +54,67 @@ void Gpt::add_param(const std::string& name, Shape full, Shape local, TpSplit sp
   p.init_value = value;
   p.numel = core::shape_numel(p.local_shape);
   p.layer = layer;
-  info_.push_back(std::move(p));
+  return p;
+}
+}  // namespace
+
+std::vector<ParamInfo> gpt_param_layout(const core::ModelConfig& cfg, const GptDims& d, int64_t flat_align,
+                                        int64_t* total_out) {
+  std::vector<ParamInfo> v;
+  const int C = d.C, L = d.L;
+  const float std = static_cast<float>(cfg.init_std);
+  const float proj_std = std / std::sqrt(2.0f * L);
+  v.push_back(make_param("wte", {d.Vp, C}, {d.Vl, C}, TpSplit::Vocab, true, std, 0, -1));
+  v.push_back(make_param("wpe", {d.maxT, C}, {d.maxT, C}, TpSplit::Replicated, true, std, 0, -1));
+  for (int l = 0; l < L; ++l) {
+    const std::string h = "h" + std::to_string(l) + ".";
+    v.push_back(make_param(h + "ln1.w", {C}, {C}, TpSplit::Replicated, false, 0, 1, l));
+    v.push_back(make_param(h + "ln1.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l));
+    v.push_back(make_param(h + "attn.qkv.w", {3 * C, C}, {3 * d.Cl, C}, TpSplit::Qkv, true, std, 0, l));
+    v.push_back(make_param(h + "attn.qkv.b", {3 * C}, {3 * d.Cl}, TpSplit::Qkv, false, 0, 0, l));
+    v.push_back(make_param(h + "attn.proj.w", {C, C}, {C, d.Cl}, TpSplit::Cols, true, proj_std, 0, l));
+    v.push_back(make_param(h + "attn.proj.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l));
+    v.push_back(make_param(h + "ln2.w", {C}, {C}, TpSplit::Replicated, false, 0, 1, l));
+    v.push_back(make_param(h + "ln2.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l));
+    v.push_back(make_param(h + "mlp.fc.w", {4 * C, C}, {d.Fl, C}, TpSplit::Rows, true, std, 0, l));
+    v.push_back(make_param(h + "mlp.fc.b", {4 * C}, {d.Fl}, TpSplit::Rows, false, 0, 0, l));
+    v.push_back(make_param(h + "mlp.proj.w", {C, 4 * C}, {C, d.Fl}, TpSplit::Cols, true, proj_std, 0, l));
+    v.push_back(make_param(h + "mlp.proj.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, l));
+  }
+  v.push_back(make_param("lnf.w", {C}, {C}, TpSplit::Replicated, false, 0, 1, L));
+  v.push_back(make_param("lnf.b", {C}, {C}, TpSplit::Replicated, false, 0, 0, L));
+  int64_t total = 0;
+  for (auto& p : v) {
+    p.offset = total;
+    total += p.numel;
+  }
+  if (total_out) *total_out = (total + flat_align - 1) / flat_align * flat_align;
+  return v;
+}
+
+std::pair<int64_t, int64_t> full_position(const ParamInfo& p, const GptDims& d, int64_t r, int64_t c) {
+  const int64_t rows = p.local_shape[0];
+  const int64_t cols = p.local_shape.size() > 1 ? p.local_shape[1] : 1;
+  switch (p.split) {
+    case TpSplit::Replicated: return {r, c};
+    case TpSplit::Rows:
+    case TpSplit::Vocab: return {d.tp_rank * rows + r, c};
+    case TpSplit::Cols: return {r, d.tp_rank * cols + c};
+    case TpSplit::Qkv: {
+      const int64_t part = rows / 3;
+      return {(r / part) * d.C + d.tp_rank * part + r % part, c};
+    }
+  }
+  return {r, c};
+}
+
+Gpt::Gpt(const core::ModelConfig& cfg, int tp, int tp_rank, Communicator* tp_comm, int64_t flat_align)
+    : cfg_(cfg), d_(make_gpt_dims(cfg, tp, tp_rank)), tp_comm_(tp_comm) {
+  MT_CHECK(tp == 1 || tp_comm != nullptr, "tp = {} needs a tensor-parallel communicator", tp);
+  int64_t total = 0;
+  info_ = gpt_param_layout(cfg, d_, flat_align, &total);
+  params_ = Tensor::zeros({total});
+  grads_ = Tensor::zeros({total});
 }
 
 int64_t Gpt::num_full_params() const {

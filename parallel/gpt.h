@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config.h"
@@ -75,6 +76,15 @@ struct GptDims {
 };
 GptDims make_gpt_dims(const core::ModelConfig& cfg, int tp, int tp_rank);
 constexpr int kVocabAlign = 64;  // Vp = V rounded up to a multiple of kVocabAlign * tp
+
+// The parameters of a tp rank's slice, in flat-buffer order with offsets; *total_out gets
+// the flat buffer length padded to a multiple of flat_align. (Used by Gpt and by checkpoint
+// resharding, which needs the layout of other tp sizes without allocating them.)
+std::vector<ParamInfo> gpt_param_layout(const core::ModelConfig& cfg, const GptDims& d, int64_t flat_align,
+                                        int64_t* total_out);
+// Position (row, col) in the FULL tensor of element (r, c) of parameter p's local slice
+// (1-D parameters use col 0).
+std::pair<int64_t, int64_t> full_position(const ParamInfo& p, const GptDims& d, int64_t r, int64_t c);
 
 // Called during backward with the index of a parameter whose gradient is final.
 using GradReadyFn = std::function<void(int param_index)>;
@@ -130,8 +140,6 @@ class Gpt {
   int lnfw_idx() const { return 2 + d_.L * kPerLayer; }
   int lnfb_idx() const { return lnfw_idx() + 1; }
 
-  void add_param(const std::string& name, core::Shape full, core::Shape local, TpSplit split,
-                 bool decay, float std, float value, int layer);
   void ensure_acts(int B, int T);
   void tp_sum(float* x, int64_t n);  // all-reduce sum over the tp group (no-op at tp = 1)
   void tp_max(float* x, int64_t n);
