@@ -90,6 +90,10 @@ void Trainer::save_checkpoint(int64_t steps_done) {
 }
 
 int64_t Trainer::restore_checkpoint() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ms = [&] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
   const std::string& want = cfg_.checkpoint.resume;
   std::string chosen, reason;
   if (world_.rank() == 0) {
@@ -139,7 +143,7 @@ int64_t Trainer::restore_checkpoint() {
   const int64_t step = m.at("step").get<int64_t>();
   if (was_layout != now_layout) {
     load_resharded(chosen, m);
-    if (world_.rank() == 0) log::info("resumed from {} (step {}), resharded from {} to {}", chosen, step, was_layout, now_layout);
+    if (world_.rank() == 0) log::info("resumed from {} (step {}) in {:.0f} ms, resharded from {} to {}", chosen, step, ms(), was_layout, now_layout);
     return step;
   }
 
@@ -154,7 +158,7 @@ int64_t Trainer::restore_checkpoint() {
   std::memcpy(model_->params().f32(), params.data(), params.size() * sizeof(float));
   optim_->state_m() = std::move(mm);
   optim_->state_v() = std::move(vv);
-  if (world_.rank() == 0) log::info("resumed from {} (step {})", chosen, step);
+  if (world_.rank() == 0) log::info("resumed from {} (step {}) in {:.0f} ms (checksums verified)", chosen, step, ms());
   return step;
 }
 
