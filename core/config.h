@@ -65,6 +65,7 @@ struct ParallelConfig {
   int zero = 0;                // 0 = off, 1 = shard optimizer state across dp ranks
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
   std::string backend = "auto";  // auto | mpi | nccl
+  double timeout_s = 60;       // a collective waiting longer ends the job (hang detection)
 };
 
 struct CheckpointConfig {

@@ -21,6 +21,7 @@
 #include "launch/trainer.h"
 #include "mt/build_config.h"
 #include "parallel/allreduce_bench.h"
+#include "parallel/timeout_communicator.h"
 
 namespace mt::launch {
 
@@ -49,6 +50,7 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
                        parallel::Communicator& world, int* threads_out) {
   core::Config cfg = core::load_config(config, overrides);
   log::set_level(log::parse_level(cfg.run.log_level));
+  if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
   *threads_out = choose_threads(cfg.train.threads);
   set_threads(*threads_out);
   print_banner(world, *threads_out);

@@ -15,6 +15,7 @@
 #include "launch/commands.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"
+#include "parallel/timeout_communicator.h"
 
 using namespace mt;
 
@@ -75,7 +76,8 @@ int main(int argc, char** argv) {
   int rc = 0;
   try {
     parallel::MpiEnv env(&argc, &argv);
-    auto world = parallel::make_world_communicator("mpi");
+    // every collective gets a deadline (parallel.timeout_s, set once the config is read)
+    auto world = std::make_unique<parallel::TimeoutCommunicator>(parallel::make_world_communicator("mpi"), 60.0);
     try {
       if (c_train->parsed()) rc = launch::cmd_train(train, *world);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world);
