@@ -214,14 +214,15 @@ double Trainer::evaluate() {
   const int T = cfg_.model.seq_len, mb = cfg_.train.micro_batch;
   const int64_t total = static_cast<int64_t>(cfg_.train.eval_batches) * cfg_.train.batch_size;
   const int64_t share = total / dp_;
-  double sum = 0;
+  double acc[2] = {0, 0};  // sum of token losses, tokens with a target
   for (int64_t i = 0; i < share; i += mb) {
     const int n = static_cast<int>(std::min<int64_t>(mb, share - i));
     fill_batch(io::Split::Eval, static_cast<uint64_t>(dp_rank_ * share + i), n);
-    sum += model_->forward(inputs_.data(), targets_.data(), n, T) * model_->loss_tokens();
+    acc[0] += model_->forward(inputs_.data(), targets_.data(), n, T) * model_->loss_tokens();
+    acc[1] += static_cast<double>(model_->loss_tokens());
   }
-  if (dp_ > 1) comms_.dp->all_reduce(&sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
-  return sum / (static_cast<double>(share) * dp_ * T);
+  if (dp_ > 1) comms_.dp->all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+  return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
 }
 
 std::string Trainer::memory_report() const {
