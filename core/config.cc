@@ -172,7 +172,7 @@ std::vector<std::string> section_names() {
 Error unknown_key_error(const std::string& path) {
   Error e(fmt::format("unknown key '{}'", path));
   const std::string near = suggest_key(path);
-  e.with_hint(near.empty() ? "run `meshtrain train --help-config` for the valid keys"
+  e.with_hint(near.empty() ? "`meshtrain train --help` lists the valid keys"
                            : fmt::format("did you mean '{}'?", near));
   return e;
 }
