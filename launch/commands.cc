@@ -105,7 +105,10 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world) {
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
                        {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"comm_ms", comm_ms / a.steps},
-                       {"exposed_comm_ms", exposed_ms / a.steps}, {"world", world.size()}};
+                       {"exposed_comm_ms", exposed_ms / a.steps}, {"data_ms", data_ms / a.steps},
+                       {"compute_ms", ms - exposed_ms / a.steps - data_ms / a.steps}, {"world", world.size()},
+                       {"dp", trainer.mesh().dp()}, {"tp", trainer.mesh().tp()},
+                       {"tokens_per_step", tokens}, {"threads_per_rank", threads}};
       std::ofstream(a.json_out) << j.dump(2) << "\n";
     }
   }

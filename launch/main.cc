@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
+#include "launch/scale.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"
 #include "parallel/timeout_communicator.h"
@@ -59,11 +60,24 @@ int main(int argc, char** argv) {
   auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
   c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");
 
+  std::string scale_spec, scale_out = "scale-results";
+  auto* c_scale = app.add_subcommand("scale", "Run a scaling experiment (YAML) with mpirun; write CSV, plots, report");
+  c_scale->add_option("experiment", scale_spec, "experiment YAML (see examples/scale.yaml)")->required();
+  c_scale->add_option("--out", scale_out, "output directory")->capture_default_str();
+
   std::string inspect_path;
   auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's manifest and verify its checksums");
   c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/ or run directory")->required();
 
   CLI11_PARSE(app, argc, argv);
+  if (c_scale->parsed()) {  // launches its own mpirun jobs: no MPI in this process
+    try {
+      return launch::run_scale(launch::load_scale_spec(scale_spec), launch::self_path(), scale_out);
+    } catch (const std::exception& e) {
+      core::log::error("{}", e.what());
+      return 1;
+    }
+  }
   if (c_inspect->parsed()) {  // no MPI needed
     try {
       return launch::cmd_inspect(inspect_path);

@@ -1,0 +1,233 @@
+// What: the scaling-experiment runner and its report (see scale.h).
+#include "launch/scale.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "io/metrics.h"
+
+namespace mt::launch {
+
+namespace {
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+struct Row {
+  ScalePoint p;
+  int reps = 0;
+  double ms = 0, tps = 0, compute = 0, exposed = 0, data = 0, comm = 0, eff = 0;
+};
+
+// A small hand-written SVG chart: no plotting library is packaged for C++ here, and the
+// charts are simple (lines over a category axis, stacked bars).
+std::string svg_chart(const std::string& title, const std::vector<std::string>& labels,
+                      const std::vector<std::pair<std::string, std::vector<double>>>& series, bool stacked,
+                      const std::string& ylabel) {
+  const double W = 640, H = 360, L = 70, R = 160, T = 40, B = 60;
+  const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"};
+  double ymax = 0;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    double acc = 0;
+    for (const auto& s : series) acc = stacked ? acc + s.second[i] : std::max(acc, s.second[i]);
+    ymax = std::max(ymax, acc);
+  }
+  ymax = ymax > 0 ? ymax * 1.1 : 1;
+  const double pw = W - L - R, ph = H - T - B, step = pw / std::max<size_t>(1, labels.size());
+  auto y = [&](double v) { return T + ph - v / ymax * ph; };
+  std::ostringstream o;
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='12'>\n"
+    << "<rect width='100%' height='100%' fill='white'/>\n"
+    << "<text x='" << W / 2 << "' y='20' text-anchor='middle' font-size='14'>" << title << "</text>\n"
+    << "<line x1='" << L << "' y1='" << T + ph << "' x2='" << L + pw << "' y2='" << T + ph << "' stroke='black'/>\n"
+    << "<line x1='" << L << "' y1='" << T << "' x2='" << L << "' y2='" << T + ph << "' stroke='black'/>\n"
+    << "<text x='15' y='" << T + ph / 2 << "' transform='rotate(-90 15 " << T + ph / 2 << ")' text-anchor='middle'>" << ylabel << "</text>\n";
+  for (int k = 0; k <= 4; ++k) {
+    const double v = ymax * k / 4;
+    o << "<text x='" << L - 5 << "' y='" << y(v) + 4 << "' text-anchor='end'>" << fmt::format("{:.3g}", v) << "</text>\n"
+      << "<line x1='" << L << "' y1='" << y(v) << "' x2='" << L + pw << "' y2='" << y(v) << "' stroke='#ddd'/>\n";
+  }
+  for (size_t i = 0; i < labels.size(); ++i) {
+    o << "<text x='" << L + step * (i + 0.5) << "' y='" << T + ph + 18 << "' text-anchor='middle'>" << labels[i] << "</text>\n";
+  }
+  for (size_t s = 0; s < series.size(); ++s) {
+    const char* col = colors[s % 4];
+    if (stacked) {
+      for (size_t i = 0; i < labels.size(); ++i) {
+        double base = 0;
+        for (size_t u = 0; u < s; ++u) base += series[u].second[i];
+        const double v = series[s].second[i];
+        o << "<rect x='" << L + step * i + step * 0.2 << "' y='" << y(base + v) << "' width='" << step * 0.6
+          << "' height='" << y(base) - y(base + v) << "' fill='" << col << "'/>\n";
+      }
+    } else {
+      o << "<polyline fill='none' stroke='" << col << "' stroke-width='2' points='";
+      for (size_t i = 0; i < labels.size(); ++i) o << L + step * (i + 0.5) << "," << y(series[s].second[i]) << " ";
+      o << "'/>\n";
+      for (size_t i = 0; i < labels.size(); ++i)
+        o << "<circle cx='" << L + step * (i + 0.5) << "' cy='" << y(series[s].second[i]) << "' r='3' fill='" << col << "'/>\n";
+    }
+    o << "<rect x='" << W - R + 10 << "' y='" << T + 18 * s << "' width='12' height='12' fill='" << col << "'/>"
+      << "<text x='" << W - R + 28 << "' y='" << T + 18 * s + 10 << "'>" << series[s].first << "</text>\n";
+  }
+  o << "</svg>\n";
+  return o.str();
+}
+
+}  // namespace
+
+std::string self_path() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) throw core::Error("cannot find the meshtrain executable (/proc/self/exe)");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+ScaleSpec load_scale_spec(const std::string& path) {
+  ScaleSpec s;
+  YAML::Node n;
+  try {
+    n = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw core::Error("cannot open the experiment file").with_file(path);
+  } catch (const YAML::ParserException& e) {
+    throw core::Error("malformed YAML").with_file(path).with_yaml("", e.mark.line + 1).with_library(e.msg);
+  }
+  static const std::vector<std::string> keys{"config", "overrides", "mode", "steps", "warmup", "repetitions",
+                                             "points", "mpirun", "mpirun_args"};
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string k = it->first.as<std::string>();
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
+      throw core::Error(fmt::format("unknown key '{}'", k)).with_file(path).with_yaml(k, it->first.Mark().line + 1)
+          .with_hint("keys: config, overrides, mode, steps, warmup, repetitions, points, mpirun, mpirun_args");
+    }
+  }
+  try {
+    s.config = n["config"].as<std::string>();
+    if (n["overrides"]) s.overrides = n["overrides"].as<std::vector<std::string>>();
+    if (n["mode"]) s.mode = n["mode"].as<std::string>();
+    if (n["steps"]) s.steps = n["steps"].as<int>();
+    if (n["warmup"]) s.warmup = n["warmup"].as<int>();
+    if (n["repetitions"]) s.repetitions = n["repetitions"].as<int>();
+    if (n["mpirun"]) s.mpirun = n["mpirun"].as<std::string>();
+    if (n["mpirun_args"]) s.mpirun_args = n["mpirun_args"].as<std::vector<std::string>>();
+    for (const auto& p : n["points"]) {
+      ScalePoint sp;
+      sp.np = p["np"].as<int>();
+      if (p["dp"]) sp.dp = p["dp"].as<int>();
+      if (p["tp"]) sp.tp = p["tp"].as<int>();
+      if (sp.dp == 0) sp.dp = sp.np / sp.tp;
+      s.points.push_back(sp);
+    }
+  } catch (const YAML::Exception& e) {
+    throw core::Error("invalid experiment").with_file(path).with_yaml("", e.mark.line + 1).with_library(e.msg)
+        .with_hint("see examples/scale.yaml");
+  }
+  if (s.mode != "strong" && s.mode != "weak") throw core::Error("mode must be strong or weak").with_file(path).with_yaml("mode");
+  if (s.points.empty()) throw core::Error("no points").with_file(path).with_yaml("points");
+  for (const auto& p : s.points) {
+    if (p.dp * p.tp != p.np) {
+      throw core::Error(fmt::format("point np {} != dp {} x tp {}", p.np, p.dp, p.tp)).with_file(path).with_yaml("points");
+    }
+  }
+  return s;
+}
+
+int run_scale(const ScaleSpec& spec, const std::string& self, const std::string& out) {
+  io::ensure_directory(out);
+  const core::Config base = core::load_config(spec.config, spec.overrides);  // fail early on a bad config
+  std::vector<Row> rows;
+  std::string commands;
+  for (size_t i = 0; i < spec.points.size(); ++i) {
+    const ScalePoint& p = spec.points[i];
+    Row r;
+    r.p = p;
+    for (int rep = 0; rep < spec.repetitions; ++rep) {
+      const std::string json = fmt::format("{}/point{}_rep{}.json", out, i, rep);
+      std::string cmd = spec.mpirun;
+      if (geteuid() == 0) cmd += " --allow-run-as-root";
+      for (const auto& a : spec.mpirun_args) cmd += " " + shell_quote(a);
+      cmd += fmt::format(" -np {} {} bench step {}", p.np, shell_quote(self), shell_quote(spec.config));
+      for (const auto& o : spec.overrides) cmd += " " + shell_quote(o);
+      cmd += fmt::format(" parallel.dp={} parallel.tp={} run.log_level=warn", p.dp, p.tp);
+      if (spec.mode == "weak") cmd += fmt::format(" train.batch_size={}", base.train.batch_size * p.dp);
+      cmd += fmt::format(" --steps {} --warmup {} --json {}", spec.steps, spec.warmup, shell_quote(json));
+      commands += cmd + "\n";
+      core::log::info("scale: point {} (np {} = dp {} x tp {}), repetition {}", i, p.np, p.dp, p.tp, rep + 1);
+      const int rc = std::system((cmd + " > " + shell_quote(json + ".log") + " 2>&1").c_str());
+      if (rc != 0) {
+        throw core::Error(fmt::format("the run for point {} failed (exit {})", i, rc)).with_file(json + ".log")
+            .with_hint("the log holds its output; the command is in commands.txt");
+      }
+      const auto j = nlohmann::json::parse(io::read_file(json));
+      r.ms += j.at("ms_per_step").get<double>();
+      r.tps += j.at("tokens_per_s").get<double>();
+      r.compute += j.at("compute_ms").get<double>();
+      r.exposed += j.at("exposed_comm_ms").get<double>();
+      r.data += j.at("data_ms").get<double>();
+      r.comm += j.at("comm_ms").get<double>();
+      r.reps++;
+    }
+    for (double* v : {&r.ms, &r.tps, &r.compute, &r.exposed, &r.data, &r.comm}) *v /= r.reps;
+    rows.push_back(r);
+  }
+  // efficiency against the smallest point, per rank: tps(N) / (N / N0 * tps(N0))
+  const Row& ref = *std::min_element(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.p.np < b.p.np; });
+  for (auto& r : rows) r.eff = r.tps / (static_cast<double>(r.p.np) / ref.p.np * ref.tps);
+  io::write_file_atomic(out + "/commands.txt", commands);
+  std::string csv = "np,dp,tp,repetitions,ms_per_step,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,efficiency\n";
+  for (const auto& r : rows) {
+    csv += fmt::format("{},{},{},{},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f}\n", r.p.np, r.p.dp, r.p.tp, r.reps,
+                       r.ms, r.tps, r.compute, r.exposed, r.data, r.comm, r.eff);
+  }
+  io::write_file_atomic(out + "/results.csv", csv);
+  std::vector<std::string> labels;
+  std::vector<double> tps, eff, comp, expo, data;
+  for (const auto& r : rows) {
+    labels.push_back(fmt::format("{} ({}x{})", r.p.np, r.p.dp, r.p.tp));
+    tps.push_back(r.tps);
+    eff.push_back(100.0 * r.eff);
+    comp.push_back(r.compute);
+    expo.push_back(r.exposed);
+    data.push_back(r.data);
+  }
+  io::write_file_atomic(out + "/throughput.svg",
+                        svg_chart(fmt::format("{} scaling: tokens/s", spec.mode), labels, {{"tokens/s", tps}}, false, "tokens/s"));
+  io::write_file_atomic(out + "/efficiency.svg",
+                        svg_chart("scaling efficiency", labels, {{"efficiency %", eff}}, false, "% of linear"));
+  io::write_file_atomic(out + "/breakdown.svg", svg_chart("step time breakdown", labels,
+                                                          {{"compute", comp}, {"exposed comm", expo}, {"data wait", data}},
+                                                          true, "ms per step"));
+  std::string md = fmt::format("# Scaling report ({} scaling)\n\nConfig `{}`", spec.mode, spec.config);
+  for (const auto& o : spec.overrides) md += " `" + o + "`";
+  md += fmt::format(", {} timed steps after {} warm-up, {} repetition(s); efficiency = tokens/s per rank relative to "
+                    "the {}-rank point.\n\n| ranks | dp x tp | ms/step | tokens/s | compute ms | exposed comm ms | data ms | efficiency |\n"
+                    "|---|---|---|---|---|---|---|---|\n",
+                    spec.steps, spec.warmup, spec.repetitions, ref.p.np);
+  for (const auto& r : rows) {
+    md += fmt::format("| {} | {} x {} | {:.1f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% |\n", r.p.np, r.p.dp, r.p.tp,
+                      r.ms, r.tps, r.compute, r.exposed, r.data, 100 * r.eff);
+  }
+  md += "\n![throughput](throughput.svg)\n![efficiency](efficiency.svg)\n![breakdown](breakdown.svg)\n\n"
+        "Commands: `commands.txt`; raw figures: `point*_rep*.json`.\n";
+  io::write_file_atomic(out + "/report.md", md);
+  core::log::info("scale: wrote {}/results.csv, report.md and plots", out);
+  return 0;
+}
+
+}  // namespace mt::launch

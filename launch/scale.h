@@ -1,0 +1,35 @@
+// What: `meshtrain scale EXPERIMENT.yaml`: a scaling experiment. Each point (ranks and a
+// dp x tp layout) runs `mpirun -np N meshtrain bench step ...` (repetitions times), and the
+// tool writes <out>/results.csv (tokens/s, step time split into compute, exposed
+// communication and data wait, efficiency against the 1-rank point), throughput.svg,
+// breakdown.svg and report.md.
+// Why: scaling numbers go into papers and capacity plans; they must come from real runs with
+// the commands recorded, not from a spreadsheet.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mt::launch {
+
+struct ScalePoint {
+  int np = 1, dp = 0, tp = 1;
+};
+
+struct ScaleSpec {
+  std::string config;                 // base training config
+  std::vector<std::string> overrides;
+  std::string mode = "strong";        // strong: fixed global batch; weak: batch_size x dp
+  int steps = 5, warmup = 2, repetitions = 1;
+  std::vector<ScalePoint> points;
+  std::string mpirun = "mpirun";
+  std::vector<std::string> mpirun_args{"--oversubscribe", "--bind-to", "none"};
+};
+
+ScaleSpec load_scale_spec(const std::string& path);
+// The absolute path of the running executable (/proc/self/exe).
+std::string self_path();
+// Runs the experiment; `self` is the meshtrain binary to launch. Returns 0 on success.
+int run_scale(const ScaleSpec& spec, const std::string& self, const std::string& out_dir);
+
+}  // namespace mt::launch
