@@ -78,6 +78,8 @@ struct CheckpointConfig {
 struct RunConfig {
   std::string dir = "runs/default";
   std::string log_level = "info";
+  double peak_gflops = 0;   // per-rank peak for MFU; 0 = the measured sgemm rate
+  bool tensorboard = true;  // write <run.dir>/tb event files
 };
 
 struct Config {

@@ -14,6 +14,8 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/cpu/kernels.h"
+#include "io/tb_writer.h"
+#include "launch/blas_env.h"
 #include "launch/signals.h"
 
 namespace mt::launch {
@@ -247,6 +249,15 @@ TrainSummary Trainer::run() {
     if (start > 0) io::truncate_metrics(cfg_.run.dir, start);  // drop steps after the checkpoint
     metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/start > 0);
   }
+  io::TbWriter tb;
+  double peak_flops = 0;  // whole job, FLOP/s, for MFU
+  if (leader) {
+    if (cfg_.run.tensorboard) tb = io::TbWriter(cfg_.run.dir + "/tb");
+    const double per_rank = cfg_.run.peak_gflops > 0 ? cfg_.run.peak_gflops : measure_sgemm_gflops(512, 2);
+    peak_flops = per_rank * 1e9 * world_.size();
+  }
+  const double flops_per_step = model_->flops_per_token(cfg_.model.seq_len) * tokens_per_step();
+  const bool live = leader && isatty(STDOUT_FILENO);  // progress line with ETA on a terminal
   const auto floor = data_->entropy_floor(cfg_.model.seq_len);
   if (leader) {
     log::info("model: {} parameters ({} layers, {} heads, width {}, vocab {} padded to {}), seq_len {}",
@@ -274,6 +285,8 @@ TrainSummary Trainer::run() {
       nlohmann::json j{{"step", s}, {"eval_loss", ev}};
       if (floor) j["data_entropy"] = *floor;
       metrics.write(j);
+      tb.scalar("eval/loss", s, static_cast<float>(ev));
+      if (live) std::printf("\r\033[K");
       log::info("eval step {:>6} | eval_loss {:.4f}{}", s, ev,
                 floor ? fmt::format(" | data_entropy {:.4f} | gap {:+.1f}%", *floor, 100.0 * (ev / *floor - 1.0))
                       : "");
@@ -300,14 +313,30 @@ TrainSummary Trainer::run() {
       throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
     }
     if (leader) {
-      metrics.write({{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm},
+      const double mfu = peak_flops > 0 ? flops_per_step / (st.ms / 1000.0) / peak_flops : 0.0;
+      tb.scalar("train/loss", s, static_cast<float>(st.loss));
+      tb.scalar("train/lr", s, static_cast<float>(st.lr));
+      tb.scalar("train/grad_norm", s, static_cast<float>(st.grad_norm));
+      tb.scalar("perf/tokens_per_s", s, static_cast<float>(st.tokens_per_s));
+      tb.scalar("perf/mfu", s, static_cast<float>(mfu));
+      tb.flush();
+      metrics.write({{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm}, {"mfu", mfu},
                      {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
                      {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
                      {"skipped", st.skipped}});
+      if (live) std::printf("\r\033[K");
       if (s % tc.log_every == 0 || s + 1 == tc.steps) {
         log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s{}", s + 1,
                   tc.steps, st.loss, st.lr, st.grad_norm, st.ms, st.tokens_per_s,
                   dp_ > 1 ? fmt::format(" | comm {:.1f} ms (exposed {:.1f})", st.comm_ms, st.exposed_comm_ms) : "");
+      }
+      if (live) {
+        const double eta_s = (tc.steps - s - 1) * (train_ms / (s + 1 - start)) / 1000.0;
+        std::printf("step %lld/%lld | loss %.4f | %.0f tok/s | MFU %.1f%% | ETA %02d:%02d:%02d",
+                    static_cast<long long>(s + 1), static_cast<long long>(tc.steps), st.loss, st.tokens_per_s,
+                    100.0 * mfu, static_cast<int>(eta_s / 3600), static_cast<int>(eta_s / 60) % 60,
+                    static_cast<int>(eta_s) % 60);
+        std::fflush(stdout);
       }
     }
     const bool last = s + 1 == tc.steps;
@@ -331,6 +360,7 @@ TrainSummary Trainer::run() {
     }
     if (stop) break;
   }
+  if (live) std::printf("\r\033[K");
   if (sum.preempted) {
     if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
     return sum;
