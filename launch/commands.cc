@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <iostream>
 
 #include <H5public.h>
@@ -17,6 +18,7 @@
 #include "core/log.h"
 #include "io/checkpoint.h"
 #include "launch/blas_env.h"
+#include "launch/svg.h"
 #include "launch/signals.h"
 #include "launch/trainer.h"
 #include "mt/build_config.h"
@@ -173,6 +175,48 @@ int cmd_inspect(const std::string& path) {
     bad += !problem.empty();
   }
   return bad ? 1 : 0;
+}
+
+int cmd_plot(const std::string& run_dir, const std::string& out_dir) {
+  const std::string out = out_dir.empty() ? run_dir : out_dir;
+  std::istringstream in(io::read_file(run_dir + "/metrics.jsonl"));
+  XYSeries train{"train loss", {}, {}}, eval{"eval loss", {}, {}}, lr{"lr", {}, {}}, floor{"entropy floor", {}, {}};
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      continue;  // a record cut short by a crash
+    }
+    const double step = j.value("step", 0.0);
+    if (j.contains("loss")) {
+      train.x.push_back(step + 1);  // after step s, s + 1 steps are done
+      train.y.push_back(j["loss"].get<double>());
+      lr.x.push_back(step + 1);
+      lr.y.push_back(j.value("lr", 0.0));
+      ++n;
+    }
+    if (j.contains("eval_loss")) {
+      eval.x.push_back(step);
+      eval.y.push_back(j["eval_loss"].get<double>());
+      if (j.contains("data_entropy")) {
+        floor.x.push_back(step);
+        floor.y.push_back(j["data_entropy"].get<double>());
+      }
+    }
+  }
+  if (n == 0) throw core::Error("no step records to plot").with_file(run_dir + "/metrics.jsonl");
+  std::vector<XYSeries> curves{train};
+  if (!eval.x.empty()) curves.push_back(eval);
+  if (!floor.x.empty()) curves.push_back(floor);
+  io::ensure_directory(out);
+  io::write_file_atomic(out + "/loss.svg", svg_xy_chart("loss: " + run_dir, "steps", "loss (nats/token)", curves));
+  io::write_file_atomic(out + "/lr.svg", svg_xy_chart("learning rate", "steps", "lr", {lr}));
+  std::printf("wrote %s/loss.svg and %s/lr.svg (%d steps)\n", out.c_str(), out.c_str(), n);
+  return 0;
 }
 
 }  // namespace mt::launch

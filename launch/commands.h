@@ -38,6 +38,10 @@ int cmd_bench_sgemm(int threads, parallel::Communicator& world);
 // checkpoints) and verifies every shard's checksum. Returns 0 if all verify, 1 otherwise.
 int cmd_inspect(const std::string& path);
 
+// Renders <run_dir>/metrics.jsonl as loss.svg (train and eval loss, the data's entropy floor
+// when known) and lr.svg in `out_dir` (default: the run directory).
+int cmd_plot(const std::string& run_dir, const std::string& out_dir);
+
 // Prints the start-up banner (rank 0): build flags, versions, BLAS core, ranks, threads.
 void print_banner(parallel::Communicator& world, int threads);
 

@@ -65,6 +65,11 @@ int main(int argc, char** argv) {
   c_scale->add_option("experiment", scale_spec, "experiment YAML (see examples/scale.yaml)")->required();
   c_scale->add_option("--out", scale_out, "output directory")->capture_default_str();
 
+  std::string plot_dir, plot_out;
+  auto* c_plot = app.add_subcommand("plot", "Render a run's loss and learning-rate curves to SVG");
+  c_plot->add_option("run_dir", plot_dir, "run directory (with metrics.jsonl)")->required();
+  c_plot->add_option("--out", plot_out, "output directory (default: the run directory)");
+
   std::string inspect_path;
   auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's manifest and verify its checksums");
   c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/ or run directory")->required();
@@ -78,9 +83,9 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (c_inspect->parsed()) {  // no MPI needed
+  if (c_inspect->parsed() || c_plot->parsed()) {  // no MPI needed
     try {
-      return launch::cmd_inspect(inspect_path);
+      return c_plot->parsed() ? launch::cmd_plot(plot_dir, plot_out) : launch::cmd_inspect(inspect_path);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       return 1;

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/metrics.h"
+#include "launch/svg.h"
 
 namespace mt::launch {
 
@@ -33,61 +34,6 @@ struct Row {
   int reps = 0;
   double ms = 0, tps = 0, compute = 0, exposed = 0, data = 0, comm = 0, eff = 0;
 };
-
-// A small hand-written SVG chart: no plotting library is packaged for C++ here, and the
-// charts are simple (lines over a category axis, stacked bars).
-std::string svg_chart(const std::string& title, const std::vector<std::string>& labels,
-                      const std::vector<std::pair<std::string, std::vector<double>>>& series, bool stacked,
-                      const std::string& ylabel) {
-  const double W = 640, H = 360, L = 70, R = 160, T = 40, B = 60;
-  const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"};
-  double ymax = 0;
-  for (size_t i = 0; i < labels.size(); ++i) {
-    double acc = 0;
-    for (const auto& s : series) acc = stacked ? acc + s.second[i] : std::max(acc, s.second[i]);
-    ymax = std::max(ymax, acc);
-  }
-  ymax = ymax > 0 ? ymax * 1.1 : 1;
-  const double pw = W - L - R, ph = H - T - B, step = pw / std::max<size_t>(1, labels.size());
-  auto y = [&](double v) { return T + ph - v / ymax * ph; };
-  std::ostringstream o;
-  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='12'>\n"
-    << "<rect width='100%' height='100%' fill='white'/>\n"
-    << "<text x='" << W / 2 << "' y='20' text-anchor='middle' font-size='14'>" << title << "</text>\n"
-    << "<line x1='" << L << "' y1='" << T + ph << "' x2='" << L + pw << "' y2='" << T + ph << "' stroke='black'/>\n"
-    << "<line x1='" << L << "' y1='" << T << "' x2='" << L << "' y2='" << T + ph << "' stroke='black'/>\n"
-    << "<text x='15' y='" << T + ph / 2 << "' transform='rotate(-90 15 " << T + ph / 2 << ")' text-anchor='middle'>" << ylabel << "</text>\n";
-  for (int k = 0; k <= 4; ++k) {
-    const double v = ymax * k / 4;
-    o << "<text x='" << L - 5 << "' y='" << y(v) + 4 << "' text-anchor='end'>" << fmt::format("{:.3g}", v) << "</text>\n"
-      << "<line x1='" << L << "' y1='" << y(v) << "' x2='" << L + pw << "' y2='" << y(v) << "' stroke='#ddd'/>\n";
-  }
-  for (size_t i = 0; i < labels.size(); ++i) {
-    o << "<text x='" << L + step * (i + 0.5) << "' y='" << T + ph + 18 << "' text-anchor='middle'>" << labels[i] << "</text>\n";
-  }
-  for (size_t s = 0; s < series.size(); ++s) {
-    const char* col = colors[s % 4];
-    if (stacked) {
-      for (size_t i = 0; i < labels.size(); ++i) {
-        double base = 0;
-        for (size_t u = 0; u < s; ++u) base += series[u].second[i];
-        const double v = series[s].second[i];
-        o << "<rect x='" << L + step * i + step * 0.2 << "' y='" << y(base + v) << "' width='" << step * 0.6
-          << "' height='" << y(base) - y(base + v) << "' fill='" << col << "'/>\n";
-      }
-    } else {
-      o << "<polyline fill='none' stroke='" << col << "' stroke-width='2' points='";
-      for (size_t i = 0; i < labels.size(); ++i) o << L + step * (i + 0.5) << "," << y(series[s].second[i]) << " ";
-      o << "'/>\n";
-      for (size_t i = 0; i < labels.size(); ++i)
-        o << "<circle cx='" << L + step * (i + 0.5) << "' cy='" << y(series[s].second[i]) << "' r='3' fill='" << col << "'/>\n";
-    }
-    o << "<rect x='" << W - R + 10 << "' y='" << T + 18 * s << "' width='12' height='12' fill='" << col << "'/>"
-      << "<text x='" << W - R + 28 << "' y='" << T + 18 * s + 10 << "'>" << series[s].first << "</text>\n";
-  }
-  o << "</svg>\n";
-  return o.str();
-}
 
 }  // namespace
 

@@ -64,3 +64,15 @@ assert n == 12 * 5 + 2, n
 assert all(0 < r["mfu"] < 1.5 for r in recs if "loss" in r), "implausible MFU"
 print(f"tensorboard: {len(events)} events, {n} scalars match metrics.jsonl")
 PY
+# meshtrain plot: loss and lr curves as SVG, one point per step
+"$MESHTRAIN" plot "$WORK/r" --out "$WORK/plots"
+python3 - "$WORK/plots" <<'PY'
+import sys, xml.dom.minidom
+doc = xml.dom.minidom.parse(sys.argv[1] + "/loss.svg")
+lines = doc.getElementsByTagName("polyline")
+assert len(lines) == 3, "train, eval and entropy-floor curves expected"
+assert len(lines[0].getAttribute("points").split()) == 12, "one point per step"
+xml.dom.minidom.parse(sys.argv[1] + "/lr.svg")
+PY
+set +e; out=$("$MESHTRAIN" plot "$WORK/nothing" 2>&1); rc=$?; set -e
+[ $rc -ne 0 ] && echo "$out" | grep -q "nothing/metrics.jsonl" || fail "plot of a missing run: $out"
