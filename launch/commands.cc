@@ -110,7 +110,9 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world) {
                        {"exposed_comm_ms", exposed_ms / a.steps}, {"data_ms", data_ms / a.steps},
                        {"compute_ms", ms - exposed_ms / a.steps - data_ms / a.steps}, {"world", world.size()},
                        {"dp", trainer.mesh().dp()}, {"tp", trainer.mesh().tp()},
-                       {"tokens_per_step", tokens}, {"threads_per_rank", threads}};
+                       {"tokens_per_step", tokens}, {"threads_per_rank", threads},
+                       {"flops_per_step", flops}, {"params", trainer.model().num_full_params()},
+                       {"grad_bytes_per_rank", trainer.model().num_local_params() * 4}};
       std::ofstream(a.json_out) << j.dump(2) << "\n";
     }
   }
@@ -124,7 +126,15 @@ int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& wor
   opt.max_bytes = a.max_bytes;
   opt.iters = a.iters;
   opt.warmup = a.warmup;
-  parallel::run_allreduce_bench(world, MPI_COMM_WORLD, opt, std::cout);
+  const auto rows = parallel::run_allreduce_bench(world, MPI_COMM_WORLD, opt, std::cout);
+  if (world.rank() == 0 && !a.json_out.empty()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& r : rows) {
+      j.push_back({{"bytes", r.bytes}, {"fw_us", r.fw_us}, {"fw_busbw", r.fw_busbw}, {"raw_us", r.raw_us},
+                   {"raw_busbw", r.raw_busbw}, {"ok", r.fw_ok && r.raw_ok}});
+    }
+    std::ofstream(a.json_out) << nlohmann::json{{"world", world.size()}, {"rows", j}}.dump(2) << "\n";
+  }
   return 0;
 }
 

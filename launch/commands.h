@@ -29,6 +29,7 @@ struct BenchAllreduceArgs {
   size_t max_bytes = 64u << 20;
   int iters = 20;
   int warmup = 3;
+  std::string json_out;  // optional: the rows as JSON
 };
 int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world);
 

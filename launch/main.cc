@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   c_bar->add_option("--max-bytes", bar.max_bytes, "largest message")->capture_default_str();
   c_bar->add_option("--iters", bar.iters, "timed iterations per size")->capture_default_str();
   c_bar->add_option("--warmup", bar.warmup, "warm-up iterations per size")->capture_default_str();
+  c_bar->add_option("--json", bar.json_out, "also write the table as JSON here");
   int sgemm_threads = 0;
   auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
   c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
@@ -17,6 +18,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/metrics.h"
+#include "launch/cost_model.h"
 #include "launch/svg.h"
 
 namespace mt::launch {
@@ -33,7 +35,15 @@ struct Row {
   ScalePoint p;
   int reps = 0;
   double ms = 0, tps = 0, compute = 0, exposed = 0, data = 0, comm = 0, eff = 0;
+  double threads = 1, grad_bytes = 0, flops = 0, tokens = 0, predicted_ms = 0;
 };
+
+std::string launcher(const ScaleSpec& spec, int np) {
+  std::string cmd = spec.mpirun;
+  if (geteuid() == 0) cmd += " --allow-run-as-root";
+  for (const auto& a : spec.mpirun_args) cmd += " " + shell_quote(a);
+  return cmd + fmt::format(" -np {}", np);
+}
 
 }  // namespace
 
@@ -105,10 +115,8 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
     r.p = p;
     for (int rep = 0; rep < spec.repetitions; ++rep) {
       const std::string json = fmt::format("{}/point{}_rep{}.json", out, i, rep);
-      std::string cmd = spec.mpirun;
-      if (geteuid() == 0) cmd += " --allow-run-as-root";
-      for (const auto& a : spec.mpirun_args) cmd += " " + shell_quote(a);
-      cmd += fmt::format(" -np {} {} bench step {}", p.np, shell_quote(self), shell_quote(spec.config));
+      std::string cmd = launcher(spec, p.np);
+      cmd += fmt::format(" {} bench step {}", shell_quote(self), shell_quote(spec.config));
       for (const auto& o : spec.overrides) cmd += " " + shell_quote(o);
       cmd += fmt::format(" parallel.dp={} parallel.tp={} run.log_level=warn", p.dp, p.tp);
       if (spec.mode == "weak") cmd += fmt::format(" train.batch_size={}", base.train.batch_size * p.dp);
@@ -127,6 +135,10 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
       r.exposed += j.at("exposed_comm_ms").get<double>();
       r.data += j.at("data_ms").get<double>();
       r.comm += j.at("comm_ms").get<double>();
+      r.threads = j.at("threads_per_rank").get<double>();
+      r.grad_bytes = j.at("grad_bytes_per_rank").get<double>();
+      r.flops = j.at("flops_per_step").get<double>();
+      r.tokens = j.at("tokens_per_step").get<double>();
       r.reps++;
     }
     for (double* v : {&r.ms, &r.tps, &r.compute, &r.exposed, &r.data, &r.comm}) *v /= r.reps;
@@ -135,11 +147,39 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   // efficiency against the smallest point, per rank: tps(N) / (N / N0 * tps(N0))
   const Row& ref = *std::min_element(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.p.np < b.p.np; });
   for (auto& r : rows) r.eff = r.tps / (static_cast<double>(r.p.np) / ref.p.np * ref.tps);
+  // cost model: alpha-beta from a measured all-reduce table on 2 ranks, then a prediction
+  // per point (compute scaled by the cores a point can use, plus dp and tp all-reduces)
+  const std::string ar_json = out + "/allreduce.json";
+  const std::string ar_cmd = launcher(spec, 2) + fmt::format(" {} bench allreduce --min-bytes 4096 --max-bytes 16777216 "
+                                                             "--iters 10 --warmup 2 --json {}", shell_quote(self),
+                                                             shell_quote(ar_json));
+  commands += ar_cmd + "\n";
+  if (std::system((ar_cmd + " > " + shell_quote(ar_json + ".log") + " 2>&1").c_str()) != 0) {
+    throw core::Error("the all-reduce measurement failed").with_file(ar_json + ".log");
+  }
+  std::vector<std::pair<double, double>> pts;
+  const nlohmann::json ar = nlohmann::json::parse(io::read_file(ar_json));
+  for (const auto& row : ar.at("rows")) {
+    pts.emplace_back(row.at("bytes").get<double>(), row.at("fw_us").get<double>() * 1e-6);
+  }
+  const AlphaBeta ab = fit_alpha_beta(pts, 2);
+  const double cores = std::max(1u, std::thread::hardware_concurrency());
+  const auto used = [&](const Row& r) { return std::min(r.p.np * r.threads, cores); };
+  for (auto& r : rows) {
+    const double work = spec.mode == "weak" ? static_cast<double>(r.p.dp) / ref.p.dp : 1.0;
+    const double compute = ref.compute * work * used(ref) / used(r);
+    const double act_bytes = r.tokens / r.p.dp * base.model.n_embd * 4.0;
+    const double comm = ring_allreduce_s(ab, r.grad_bytes, r.p.dp) +
+                        (4.0 * base.model.n_layer + 3) * ring_allreduce_s(ab, act_bytes, r.p.tp);
+    r.predicted_ms = compute + comm * 1e3;
+  }
   io::write_file_atomic(out + "/commands.txt", commands);
-  std::string csv = "np,dp,tp,repetitions,ms_per_step,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,efficiency\n";
+  std::string csv =
+      "np,dp,tp,repetitions,ms_per_step,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,efficiency,"
+      "predicted_ms\n";
   for (const auto& r : rows) {
-    csv += fmt::format("{},{},{},{},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f}\n", r.p.np, r.p.dp, r.p.tp, r.reps,
-                       r.ms, r.tps, r.compute, r.exposed, r.data, r.comm, r.eff);
+    csv += fmt::format("{},{},{},{},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f}\n", r.p.np, r.p.dp, r.p.tp,
+                       r.reps, r.ms, r.tps, r.compute, r.exposed, r.data, r.comm, r.eff, r.predicted_ms);
   }
   io::write_file_atomic(out + "/results.csv", csv);
   std::vector<std::string> labels;
@@ -162,13 +202,20 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   std::string md = fmt::format("# Scaling report ({} scaling)\n\nConfig `{}`", spec.mode, spec.config);
   for (const auto& o : spec.overrides) md += " `" + o + "`";
   md += fmt::format(", {} timed steps after {} warm-up, {} repetition(s); efficiency = tokens/s per rank relative to "
-                    "the {}-rank point.\n\n| ranks | dp x tp | ms/step | tokens/s | compute ms | exposed comm ms | data ms | efficiency |\n"
-                    "|---|---|---|---|---|---|---|---|\n",
+                    "the {}-rank point.\n\n| ranks | dp x tp | ms/step | tokens/s | compute ms | exposed comm ms | data ms | efficiency | "
+                    "predicted ms | predicted / measured |\n|---|---|---|---|---|---|---|---|---|---|\n",
                     spec.steps, spec.warmup, spec.repetitions, ref.p.np);
   for (const auto& r : rows) {
-    md += fmt::format("| {} | {} x {} | {:.1f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% |\n", r.p.np, r.p.dp, r.p.tp,
-                      r.ms, r.tps, r.compute, r.exposed, r.data, 100 * r.eff);
+    md += fmt::format("| {} | {} x {} | {:.1f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% | {:.1f} | {:.2f} |\n",
+                      r.p.np, r.p.dp, r.p.tp, r.ms, r.tps, r.compute, r.exposed, r.data, 100 * r.eff, r.predicted_ms,
+                      r.predicted_ms / r.ms);
   }
+  md += fmt::format("\n## Cost model\n\nFitted on this machine's all-reduce (2 ranks, `allreduce.json`): alpha = {:.2f} us "
+                    "per ring step, bus bandwidth 1/beta = {:.2f} GB/s. Predicted step = compute of the {}-rank point "
+                    "scaled by the cores each point can use ({} here), plus the ring all-reduce of the gradients over dp "
+                    "and 4 L + 3 activation all-reduces over tp, with no credit for overlap (docs/scaling.md).\n\n",
+                    ab.alpha_s * 1e6, ab.beta_s > 0 ? 1e-9 / ab.beta_s : 0.0, ref.p.np, cores);
+  md += "### Extrapolation to a GPU cluster\n\n" + extrapolation_table(h100_cluster(), ref.flops, ref.grad_bytes) + "\n";
   md += "\n![throughput](throughput.svg)\n![efficiency](efficiency.svg)\n![breakdown](breakdown.svg)\n\n"
         "Commands: `commands.txt`; raw figures: `point*_rep*.json`.\n";
   io::write_file_atomic(out + "/report.md", md);

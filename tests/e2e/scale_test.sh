@@ -29,6 +29,9 @@ for i, r in enumerate(rows):
     ms = sum(j["ms_per_step"] for j in runs) / 2
     assert abs(float(r["ms_per_step"]) - ms) <= 1e-3, (r, ms)
 assert float(rows[0]["efficiency"]) == 1.0
+assert all(float(r["predicted_ms"]) > 0 for r in rows), rows
+report = open(d + "/report.md").read()
+assert "alpha = " in report and "| 1024 |" in report, "cost model section missing"
 for svg in ("throughput", "efficiency", "breakdown"):
     xml.dom.minidom.parse(f"{d}/{svg}.svg")  # well-formed
 assert "| 2 | 1 x 2 |" in open(d + "/report.md").read()

@@ -1,0 +1,60 @@
+// What: cost model fits and the GPU-cluster extrapolation (see cost_model.h).
+#include "launch/cost_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace mt::launch {
+
+AlphaBeta fit_alpha_beta(const std::vector<std::pair<double, double>>& pts, int n) {
+  // t = a * x1 + b * x2 with x1 = 2(n-1), x2 = 2(n-1)/n * B: ordinary least squares in 2 unknowns
+  double s11 = 0, s12 = 0, s22 = 0, s1t = 0, s2t = 0;
+  for (const auto& [bytes, t] : pts) {
+    const double x1 = 2.0 * (n - 1), x2 = 2.0 * (n - 1) / n * bytes;
+    s11 += x1 * x1, s12 += x1 * x2, s22 += x2 * x2, s1t += x1 * t, s2t += x2 * t;
+  }
+  const double det = s11 * s22 - s12 * s12;
+  AlphaBeta ab;
+  if (std::fabs(det) > 0) {
+    ab.alpha_s = std::max(0.0, (s1t * s22 - s2t * s12) / det);
+    ab.beta_s = std::max(0.0, (s11 * s2t - s12 * s1t) / det);
+  }
+  return ab;
+}
+
+double ring_allreduce_s(const AlphaBeta& ab, double bytes, int n) {
+  if (n <= 1) return 0;
+  return 2.0 * (n - 1) * ab.alpha_s + 2.0 * (n - 1) / n * bytes * ab.beta_s;
+}
+
+ClusterAssumption h100_cluster() {
+  // Published figures: H100 SXM dense bf16 989 TFLOP/s; nccl-tests all-reduce busbw ~450 GB/s
+  // over NVLink in an 8-GPU node; 400 Gb/s NDR InfiniBand per GPU ~ 45 GB/s busbw across
+  // nodes. Latencies ~5 us (NVLink) and ~10 us (IB) per ring step; MFU 40% (Megatron-LM
+  // reports 41-47% on H100).
+  return {"H100 SXM, 8 per node, NVLink + 400 Gb/s InfiniBand", 989e12, 0.40,
+          {5e-6, 1.0 / 450e9}, {10e-6, 1.0 / 45e9}, 8};
+}
+
+std::string extrapolation_table(const ClusterAssumption& c, double flops, double grad_bytes) {
+  const double compute = flops / (c.gpu_peak_flops * c.mfu);
+  std::string md = fmt::format(
+      "Assumed cluster: {} (peak {:.0f} TFLOP/s x MFU {:.0f}%). Data parallel, weak scaling (the per-GPU batch of "
+      "this experiment), gradient all-reduce of {:.1f} MB per step: hierarchical ring = NVLink inside a node, then "
+      "the network ring across nodes.\n\n"
+      "| GPUs | compute ms | all-reduce ms | step ms (no overlap) | efficiency (no overlap) | efficiency (full overlap) |\n"
+      "|---|---|---|---|---|---|\n",
+      c.name, c.gpu_peak_flops / 1e12, 100 * c.mfu, grad_bytes / 1e6);
+  for (int n : {8, 64, 256, 1024}) {
+    const int intra = std::min(n, c.gpus_per_node), nodes = std::max(1, n / c.gpus_per_node);
+    // reduce-scatter + all-gather inside the node, all-reduce of the 1/intra shard across nodes
+    const double t = ring_allreduce_s(c.intra, grad_bytes, intra) + ring_allreduce_s(c.inter, grad_bytes / intra, nodes);
+    md += fmt::format("| {} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% |\n", n, compute * 1e3, t * 1e3,
+                      (compute + t) * 1e3, 100 * compute / (compute + t), 100 * compute / std::max(compute, t));
+  }
+  return md;
+}
+
+}  // namespace mt::launch
