@@ -64,31 +64,21 @@ void truncate_metrics(const std::string& dir, int64_t step) {
   write_file_atomic(path, kept);
 }
 
+FilePtr open_file(const std::string& path, const char* mode) {
+  FilePtr f(std::fopen(path.c_str(), mode), std::fclose);
+  if (!f) throw core::Error("cannot open the file").with_file(path).with_library(std::strerror(errno));
+  return f;
+}
+
 MetricsWriter::MetricsWriter(const std::string& dir, bool append) : path_(dir + "/metrics.jsonl") {
   ensure_directory(dir);
-  f_ = std::fopen(path_.c_str(), append ? "a" : "w");
-  if (!f_) throw core::Error("cannot open the metrics file").with_file(path_).with_library(std::strerror(errno));
-}
-
-MetricsWriter::~MetricsWriter() {
-  if (f_) std::fclose(f_);
-}
-
-MetricsWriter::MetricsWriter(MetricsWriter&& o) noexcept : f_(o.f_), path_(std::move(o.path_)) { o.f_ = nullptr; }
-MetricsWriter& MetricsWriter::operator=(MetricsWriter&& o) noexcept {
-  if (this != &o) {
-    if (f_) std::fclose(f_);
-    f_ = o.f_;
-    path_ = std::move(o.path_);
-    o.f_ = nullptr;
-  }
-  return *this;
+  f_ = open_file(path_, append ? "a" : "w");
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {
   if (!f_) return;
   const std::string line = record.dump() + "\n";
-  if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0) {
+  if (std::fwrite(line.data(), 1, line.size(), f_.get()) != line.size() || std::fflush(f_.get()) != 0) {
     throw core::Error("cannot append to the metrics file").with_file(path_).with_library(std::strerror(errno));
   }
 }

@@ -5,29 +5,30 @@
 #pragma once
 
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 namespace mt::io {
 
+// A FILE* that closes itself (shared by the run-directory writers).
+using FilePtr = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
+// Opens `path` with fopen mode `mode`; throws Error naming the file on failure.
+FilePtr open_file(const std::string& path, const char* mode);
+
 class MetricsWriter {
  public:
   MetricsWriter() = default;
   // Opens <dir>/metrics.jsonl for appending (append = resume) or truncating.
   MetricsWriter(const std::string& dir, bool append);
-  ~MetricsWriter();
-  MetricsWriter(const MetricsWriter&) = delete;
-  MetricsWriter& operator=(const MetricsWriter&) = delete;
-  MetricsWriter(MetricsWriter&& o) noexcept;
-  MetricsWriter& operator=(MetricsWriter&& o) noexcept;
 
   void write(const nlohmann::json& record);  // one line, flushed
   bool is_open() const { return f_ != nullptr; }
   const std::string& path() const { return path_; }
 
  private:
-  std::FILE* f_ = nullptr;
+  FilePtr f_{nullptr, std::fclose};
   std::string path_;
 };
 

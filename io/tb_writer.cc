@@ -82,25 +82,10 @@ TbWriter::TbWriter(const std::string& dir) {
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   path_ = dir + "/events.out.tfevents." + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now).count()) +
           "." + host + "." + std::to_string(getpid());
-  f_ = std::fopen(path_.c_str(), "wb");
-  if (!f_) throw core::Error("cannot create the TensorBoard event file").with_file(path_).with_library(std::strerror(errno));
+  f_ = open_file(path_, "wb");
   const std::string version = "brain.Event:2";
   write_record(event(0, &version, nullptr));
   flush();
-}
-
-TbWriter::~TbWriter() {
-  if (f_) std::fclose(f_);
-}
-TbWriter::TbWriter(TbWriter&& o) noexcept : f_(o.f_), path_(std::move(o.path_)) { o.f_ = nullptr; }
-TbWriter& TbWriter::operator=(TbWriter&& o) noexcept {
-  if (this != &o) {
-    if (f_) std::fclose(f_);
-    f_ = o.f_;
-    path_ = std::move(o.path_);
-    o.f_ = nullptr;
-  }
-  return *this;
 }
 
 void TbWriter::write_record(const std::string& payload) {
@@ -110,7 +95,7 @@ void TbWriter::write_record(const std::string& payload) {
   put_fixed(rec, masked_crc(&len, sizeof(len)));
   rec += payload;
   put_fixed(rec, masked_crc(payload.data(), payload.size()));
-  if (std::fwrite(rec.data(), 1, rec.size(), f_) != rec.size()) {
+  if (std::fwrite(rec.data(), 1, rec.size(), f_.get()) != rec.size()) {
     throw core::Error("cannot write the TensorBoard event file").with_file(path_).with_library(std::strerror(errno));
   }
 }
@@ -127,7 +112,7 @@ void TbWriter::scalar(const std::string& tag, int64_t step, float value) {
 }
 
 void TbWriter::flush() {
-  if (f_) std::fflush(f_);
+  if (f_) std::fflush(f_.get());
 }
 
 }  // namespace mt::io

@@ -11,17 +11,14 @@
 #include <cstdio>
 #include <string>
 
+#include "io/metrics.h"
+
 namespace mt::io {
 
 class TbWriter {
  public:
   TbWriter() = default;
   explicit TbWriter(const std::string& dir);  // creates dir and a new event file
-  ~TbWriter();
-  TbWriter(const TbWriter&) = delete;
-  TbWriter& operator=(const TbWriter&) = delete;
-  TbWriter(TbWriter&& o) noexcept;
-  TbWriter& operator=(TbWriter&& o) noexcept;
 
   void scalar(const std::string& tag, int64_t step, float value);
   void flush();
@@ -30,7 +27,7 @@ class TbWriter {
 
  private:
   void write_record(const std::string& payload);
-  std::FILE* f_ = nullptr;
+  FilePtr f_{nullptr, std::fclose};
   std::string path_;
 };
 

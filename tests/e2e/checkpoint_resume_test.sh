@@ -7,11 +7,6 @@ source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(train.steps=30 train.eval_every=0 train.log_every=10 model.n_embd=32 model.seq_len=16
         train.batch_size=8 train.micro_batch=4 train.threads=1 checkpoint.every=10 checkpoint.keep=5)
-# losses_from DIR FIRST: the step records with step >= FIRST, exactly as written
-losses_from() { python3 -c 'import json,sys
-for l in open(sys.argv[1]+"/metrics.jsonl"):
-    r=json.loads(l)
-    if "loss" in r and r["step"] >= int(sys.argv[2]): print(r["step"], repr(r["loss"]))' "$1" "$2"; }
 
 run_case() {  # run_case NAME LAUNCH...
   local name=$1; shift
@@ -20,8 +15,8 @@ run_case() {  # run_case NAME LAUNCH...
   mkdir -p "$WORK/$name-b/checkpoints"
   cp -r "$WORK/$name-a/checkpoints/step_00000020" "$WORK/$name-b/checkpoints/"
   "$@" "$MESHTRAIN" train "$CFG" "${common[@]}" "${extra[@]}" run.dir="$WORK/$name-b" resume=auto
-  diff <(losses_from "$WORK/$name-a" 20) <(losses_from "$WORK/$name-b" 20) || fail "$name: resumed losses differ"
-  [ "$(losses_from "$WORK/$name-b" 0 | wc -l)" = 10 ] || fail "$name: resumed run should log steps 20..29 only"
+  diff <(step_losses "$WORK/$name-a" 20) <(step_losses "$WORK/$name-b" 20) || fail "$name: resumed losses differ"
+  [ "$(step_losses "$WORK/$name-b" 0 | wc -l)" = 10 ] || fail "$name: resumed run should log steps 20..29 only"
 }
 extra=(); run_case one
 extra=(parallel.dp=2); run_case dp2 mpi -np 2
@@ -38,7 +33,7 @@ PY
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/c" resume=auto 2>&1)
 echo "$out" | grep -q "skipping checkpoint .*step_00000020.*checksum mismatch" || fail "corruption not reported: $out"
 echo "$out" | grep -q "resumed from .*step_00000010" || fail "did not fall back to step 10"
-diff <(losses_from "$WORK/one-a" 10) <(losses_from "$WORK/c" 10) || fail "fallback resume differs"
+diff <(step_losses "$WORK/one-a" 10) <(step_losses "$WORK/c" 10) || fail "fallback resume differs"
 # truncated shard: same
 mkdir -p "$WORK/t/checkpoints"; cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/t/checkpoints/"
 truncate -s 100 "$WORK/t/checkpoints/step_00000030/shard_00000.h5"
@@ -53,7 +48,7 @@ for _ in $(seq 1 400); do [ -e "$WORK/killed/checkpoints/step_00000015/COMPLETE"
 kill -9 $pid; wait $pid 2>/dev/null || true
 [ ! -e "$WORK/killed/summary.json" ] || fail "the run finished before it was killed; the test proves nothing"
 "$MESHTRAIN" train "$CFG" "${common[@]}" "${long[@]}" run.dir="$WORK/killed" resume=auto >/dev/null
-diff <(losses_from "$WORK/full" 0) <(losses_from "$WORK/killed" 0) || fail "killed+resumed run differs"
+diff <(step_losses "$WORK/full" 0) <(step_losses "$WORK/killed" 0) || fail "killed+resumed run differs"
 
 # bad resumes: different model size, missing directory, newer format; nothing overwritten
 before=$(ls "$WORK/one-a/checkpoints")

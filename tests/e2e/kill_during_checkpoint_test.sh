@@ -7,10 +7,6 @@ CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 # a large vocabulary makes the checkpoint big (~50 MB) and its write slow enough to hit
 common=(train.steps=12 train.eval_every=0 train.log_every=4 model.vocab_size=30000 data.markov_vocab=16
         model.n_embd=128 model.seq_len=32 train.batch_size=4 train.micro_batch=4 checkpoint.every=4)
-losses_all() { python3 -c 'import json,sys
-for l in open(sys.argv[1]+"/metrics.jsonl"):
-    r=json.loads(l)
-    if "loss" in r: print(r["step"], repr(r["loss"]))' "$1"; }
 "$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/full" >/dev/null
 "$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/k" > "$WORK/k.log" 2>&1 & pid=$!
 caught=""
@@ -23,5 +19,5 @@ wait $pid 2>/dev/null || true
 [ ! -e "$WORK/k/checkpoints/step_00000008/COMPLETE" ] || fail "the step-8 checkpoint completed before the kill"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/k" resume=auto 2>&1)
 echo "$out" | grep -q "resumed from .*step_00000004" || fail "did not resume from step 4: $out"
-diff <(losses_all "$WORK/full") <(losses_all "$WORK/k") || fail "loss stream differs after the kill"
+diff <(step_losses "$WORK/full") <(step_losses "$WORK/k") || fail "loss stream differs after the kill"
 [ ! -e "$WORK/k/checkpoints/step_00000008.tmp" ] || fail "stale .tmp directory not cleaned up"

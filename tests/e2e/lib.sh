@@ -23,3 +23,8 @@ print(f"compared {len(a)} steps: max relative difference {worst:.3e} (tolerance 
 sys.exit(0 if worst <= rtol else 1)
 PY
 }
+# step_losses RUN_DIR [FIRST]: "step loss" per step record with step >= FIRST, exactly as written
+step_losses() { python3 -c 'import json,sys
+for l in open(sys.argv[1]+"/metrics.jsonl"):
+    r=json.loads(l)
+    if "loss" in r and r["step"] >= int(sys.argv[2]): print(r["step"], repr(r["loss"]))' "$1" "${2:-0}"; }

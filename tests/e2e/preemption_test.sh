@@ -7,10 +7,6 @@ source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(train.steps=400 train.eval_every=0 train.log_every=50 model.n_embd=64 model.seq_len=64
         train.batch_size=16 train.micro_batch=8 train.threads=1 parallel.dp=2)
-losses_all() { python3 -c 'import json,sys
-for l in open(sys.argv[1]+"/metrics.jsonl"):
-    r=json.loads(l)
-    if "loss" in r: print(r["step"], repr(r["loss"]))' "$1"; }
 wait_steps() {  # wait_steps DIR N: until metrics.jsonl has N lines
   for _ in $(seq 1 500); do
     [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$2" ] && return 0; sleep 0.02
@@ -28,7 +24,7 @@ set +e; wait $mpid; rc=$?; set -e
 ls "$WORK/pre/checkpoints" | grep -q "^step_" || fail "no checkpoint after preemption"
 grep -q "preempted after step" "$WORK/pre.log" || fail "no preemption message"
 mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/pre" resume=auto >/dev/null
-diff <(losses_all "$WORK/full") <(losses_all "$WORK/pre") || fail "resumed run differs from the uninterrupted one"
+diff <(step_losses "$WORK/full") <(step_losses "$WORK/pre") || fail "resumed run differs from the uninterrupted one"
 
 # a second signal: prompt exit, nothing corrupted
 "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" checkpoint.every=5 run.dir="$WORK/two" > "$WORK/two.log" 2>&1 & mpid=$!
@@ -36,5 +32,5 @@ wait_steps "$WORK/two" 30
 pkill -TERM -P $mpid -f meshtrain; pkill -TERM -P $mpid -f meshtrain
 set +e; wait $mpid; set -e
 mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" checkpoint.every=5 run.dir="$WORK/two" resume=auto >/dev/null
-diff <(losses_all "$WORK/full") <(losses_all "$WORK/two") || fail "run resumed after a double signal differs"
+diff <(step_losses "$WORK/full") <(step_losses "$WORK/two") || fail "run resumed after a double signal differs"
 pgrep -f "$WORK" >/dev/null && fail "processes left behind" || true
