@@ -116,7 +116,8 @@ const std::vector<Field>& schema() {
     v.push_back(F<double>("optim.momentum", MT_REF(optim, momentum), 0, 0.999999, "SGD momentum"));
     v.push_back(F<double>("optim.grad_clip", MT_REF(optim, grad_clip), 0, kInf, "max global grad norm (0 = off)"));
     // data
-    v.push_back(F<std::string>("data.source", MT_REF(data, source), 0, 0, "where batches come from", {"markov"}));
+    v.push_back(F<std::string>("data.source", MT_REF(data, source), 0, 0, "where batches come from", {"markov", "hdf5"}));
+    v.push_back(F<std::string>("data.path", MT_REF(data, path), 0, 0, "HDF5 dataset directory (data.source: hdf5; see meshtrain prep)"));
     v.push_back(F<int>("data.markov_order", MT_REF(data, markov_order), 1, 4, "context length of the synthetic Markov language"));
     v.push_back(F<int>("data.markov_vocab", MT_REF(data, markov_vocab), 0, 1 << 24, "tokens the Markov language uses (0 = model.vocab_size)"));
     v.push_back(F<double>("data.markov_sharpness", MT_REF(data, markov_sharpness), 0, 100, "peakedness of its transitions"));
@@ -321,6 +322,10 @@ void validate_config(const Config& c) {
     throw at_key(c, "train.micro_batch",
                  fmt::format("micro_batch = {} is larger than batch_size = {}", c.train.micro_batch, c.train.batch_size),
                  "micro_batch is per rank and per micro-step; batch_size is the global batch per step");
+  }
+  if (c.data.source == "hdf5" && c.data.path.empty()) {
+    throw at_key(c, "data.source", "data.source is hdf5 but data.path is empty",
+                 "set data.path to a directory made by `meshtrain prep`");
   }
   if (c.data.source == "markov") {
     const int mv = c.data.markov_vocab > 0 ? c.data.markov_vocab : c.model.vocab_size;

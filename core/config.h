@@ -52,7 +52,8 @@ struct OptimConfig {
 };
 
 struct DataConfig {
-  std::string source = "markov";  // markov (built-in synthetic language)
+  std::string source = "markov";  // markov (built-in synthetic language) | hdf5
+  std::string path;               // hdf5: dataset directory
   int markov_order = 2;           // context length of the Markov source
   int markov_vocab = 0;           // tokens the language uses (0 = model.vocab_size)
   double markov_sharpness = 2.0;  // larger = more predictable language (lower entropy)

@@ -123,13 +123,4 @@ std::string MarkovSource::describe() const {
                      k_, rate_);
 }
 
-std::unique_ptr<DataSource> make_data_source(const core::Config& cfg) {
-  if (cfg.data.source == "markov") {
-    const int vocab = cfg.data.markov_vocab > 0 ? cfg.data.markov_vocab : cfg.model.vocab_size;
-    return std::make_unique<MarkovSource>(vocab, cfg.data.markov_order,
-                                          cfg.data.markov_sharpness, cfg.data.seed);
-  }
-  throw core::Error(fmt::format("unknown data source '{}'", cfg.data.source)).with_yaml("data.source");
-}
-
 }  // namespace mt::io

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
+#include "launch/prep.h"
 #include "launch/scale.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"
@@ -66,6 +67,23 @@ int main(int argc, char** argv) {
   c_scale->add_option("experiment", scale_spec, "experiment YAML (see examples/scale.yaml)")->required();
   c_scale->add_option("--out", scale_out, "output directory")->capture_default_str();
 
+  launch::PrepArgs prep;
+  auto* c_prep = app.add_subcommand("prep", "Build an HDF5 token dataset (markov | tokens | text)");
+  c_prep->add_option("--from", prep.from, "markov, tokens (.npy or raw) or text (bytes)")->capture_default_str();
+  c_prep->add_option("inputs", prep.inputs, "input files (tokens, text): one document per file");
+  c_prep->add_option("--out", prep.out, "output dataset directory")->required();
+  c_prep->add_option("--dtype", prep.dtype, "uint16 | uint32 (default: uint16 if the vocabulary fits)");
+  c_prep->add_option("--raw-dtype", prep.raw_dtype, "dtype of raw token files")->capture_default_str();
+  c_prep->add_option("--vocab", prep.vocab, "vocabulary size of token files (0 = max id + 1)");
+  c_prep->add_option("--shard-tokens", prep.shard_tokens, "tokens per shard")->capture_default_str();
+  c_prep->add_option("--val-fraction", prep.val_fraction, "share of documents in the val split")->capture_default_str();
+  c_prep->add_flag("--compress", prep.compress, "deflate the shards (random reads ~4x slower)");
+  c_prep->add_option("--docs", prep.docs, "markov: documents")->capture_default_str();
+  c_prep->add_option("--doc-len", prep.doc_len, "markov: tokens per document")->capture_default_str();
+  c_prep->add_option("--markov-vocab", prep.markov_vocab, "markov: vocabulary")->capture_default_str();
+  c_prep->add_option("--markov-order", prep.markov_order, "markov: order")->capture_default_str();
+  c_prep->add_option("--seed", prep.seed, "markov: seed of the language")->capture_default_str();
+
   std::string plot_dir, plot_out;
   auto* c_plot = app.add_subcommand("plot", "Render a run's loss and learning-rate curves to SVG");
   c_plot->add_option("run_dir", plot_dir, "run directory (with metrics.jsonl)")->required();
@@ -84,8 +102,9 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (c_inspect->parsed() || c_plot->parsed()) {  // no MPI needed
+  if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed()) {  // no MPI needed
     try {
+      if (c_prep->parsed()) return launch::run_prep(prep);
       return c_plot->parsed() ? launch::cmd_plot(plot_dir, plot_out) : launch::cmd_inspect(inspect_path);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());

@@ -1,0 +1,143 @@
+// What: run_prep (see prep.h).
+#include "launch/prep.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/dataset.h"
+#include "io/markov_source.h"
+#include "io/metrics.h"
+
+namespace mt::launch {
+
+namespace {
+
+// Tokens of a NumPy .npy file (1-D, C order, '<u2' / '<u4' / '<i4').
+std::vector<int32_t> read_npy(const std::string& path) {
+  const std::string bytes = io::read_file(path);
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw core::Error("not a .npy file").with_file(path);
+  const int major = static_cast<unsigned char>(bytes[6]);
+  const size_t hlen = major == 1 ? (static_cast<unsigned char>(bytes[8]) | static_cast<unsigned char>(bytes[9]) << 8)
+                                 : (static_cast<uint32_t>(static_cast<unsigned char>(bytes[8])) |
+                                    static_cast<uint32_t>(static_cast<unsigned char>(bytes[9])) << 8 |
+                                    static_cast<uint32_t>(static_cast<unsigned char>(bytes[10])) << 16 |
+                                    static_cast<uint32_t>(static_cast<unsigned char>(bytes[11])) << 24);
+  const size_t start = (major == 1 ? 10 : 12) + hlen;
+  const std::string header = bytes.substr(major == 1 ? 10 : 12, hlen);
+  if (header.find("'fortran_order': True") != std::string::npos) throw core::Error("Fortran-order array").with_file(path);
+  const auto lp = header.find("'shape': ("), rp = header.find(')', lp);
+  const std::string shape = header.substr(lp + 10, rp - lp - 10);
+  if (shape.find(',') != shape.rfind(',') || shape.empty()) {
+    throw core::Error(fmt::format("expected a 1-D array, shape ({})", shape)).with_file(path);
+  }
+  size_t width = 0;
+  bool is_signed = false;
+  if (header.find("'<u2'") != std::string::npos) width = 2;
+  else if (header.find("'<u4'") != std::string::npos) width = 4;
+  else if (header.find("'<i4'") != std::string::npos) width = 4, is_signed = true;
+  else throw core::Error("unsupported dtype (use <u2, <u4 or <i4)").with_file(path).with_library(header);
+  const size_t n = (bytes.size() - start) / width;
+  std::vector<int32_t> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t v = 0;
+    std::memcpy(&v, bytes.data() + start + i * width, width);
+    out[i] = is_signed ? static_cast<int32_t>(v) : static_cast<int32_t>(v);
+  }
+  return out;
+}
+
+std::vector<int32_t> read_raw(const std::string& path, const std::string& dtype) {
+  const std::string bytes = io::read_file(path);
+  const size_t width = dtype == "uint32" ? 4 : 2;
+  if (bytes.size() % width) throw core::Error(fmt::format("size is not a multiple of {} bytes", width)).with_file(path);
+  std::vector<int32_t> out(bytes.size() / width);
+  for (size_t i = 0; i < out.size(); ++i) {
+    uint32_t v = 0;
+    std::memcpy(&v, bytes.data() + i * width, width);
+    out[i] = static_cast<int32_t>(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+int run_prep(const PrepArgs& a) {
+  MT_CHECK(!a.out.empty(), "prep needs --out DIR");
+  std::vector<std::vector<int32_t>> file_docs;  // tokens / text: one document per input file
+  int vocab = a.vocab;
+  std::string tokenizer = "none";
+  if (a.from == "markov") {
+    vocab = a.markov_vocab;
+    tokenizer = fmt::format("markov(order={}, sharpness={}, seed={})", a.markov_order, a.markov_sharpness, a.seed);
+  } else if (a.from == "text") {
+    vocab = 256;
+    tokenizer = "bytes";
+  } else if (a.from != "tokens") {
+    throw core::Error(fmt::format("unknown --from '{}'", a.from)).with_hint("markov, tokens or text");
+  }
+  if (a.from != "markov") {
+    if (a.inputs.empty()) throw core::Error("no input files").with_hint("pass the files to convert");
+    int max_id = -1;
+    for (const auto& in : a.inputs) {
+      std::vector<int32_t> doc;
+      if (a.from == "text") {
+        const std::string s = io::read_file(in);
+        doc.assign(s.begin(), s.end());
+        for (auto& t : doc) t = static_cast<unsigned char>(t);
+      } else {
+        doc = in.size() > 4 && in.compare(in.size() - 4, 4, ".npy") == 0 ? read_npy(in) : read_raw(in, a.raw_dtype);
+      }
+      for (int32_t t : doc) {
+        if (t < 0) throw core::Error("negative token id").with_file(in);
+        max_id = std::max(max_id, t);
+      }
+      file_docs.push_back(std::move(doc));
+    }
+    if (vocab == 0) vocab = max_id + 1;
+    if (max_id >= vocab) throw core::Error(fmt::format("token id {} >= --vocab {}", max_id, vocab));
+  }
+  io::DatasetWriterOptions o;
+  o.dir = a.out;
+  o.dtype = a.dtype.empty() ? (vocab <= 65536 ? "uint16" : "uint32") : a.dtype;
+  o.vocab_size = vocab;
+  o.tokenizer = tokenizer;
+  o.shard_tokens = a.shard_tokens;
+  o.val_fraction = a.val_fraction;
+  o.compress = a.compress;
+  io::DatasetWriter w(o);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
+  auto progress = [&](bool force) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && now - last < std::chrono::seconds(2)) return;
+    last = now;
+    const double s = std::chrono::duration<double>(now - t0).count();
+    core::log::info("prep: {} tokens written, {:.1f} MB/s", w.tokens_written(),
+                    s > 0 ? w.tokens_written() * 4.0 / 1e6 / s : 0.0);
+  };
+  if (a.from == "markov") {
+    io::MarkovSource src(a.markov_vocab, a.markov_order, a.markov_sharpness, a.seed);
+    std::vector<int32_t> doc(static_cast<size_t>(a.doc_len) + 1);
+    for (int64_t d = 0; d < a.docs; ++d) {
+      src.sample(io::Split::Train, static_cast<uint64_t>(d), a.doc_len, doc.data());
+      w.add_document(doc.data(), a.doc_len);
+      progress(false);
+    }
+  } else {
+    for (const auto& doc : file_docs) {
+      w.add_document(doc.data(), static_cast<int64_t>(doc.size()));
+      progress(false);
+    }
+  }
+  w.finish();
+  progress(true);
+  std::printf("dataset written to %s (%lld tokens, vocab %d)\n", a.out.c_str(), static_cast<long long>(w.tokens_written()),
+              vocab);
+  return 0;
+}
+
+}  // namespace mt::launch
