@@ -37,6 +37,9 @@ class Device {
   virtual void synchronize() = 0;            // wait for all queued work on the device
   virtual std::unique_ptr<Event> create_event() = 0;
   virtual size_t bytes_in_use() const = 0;   // live allocations through this device
+  // The native handle of the compute stream work is queued on (cudaStream_t for CUDA), for
+  // code that must order its own work after it (the NCCL communicator); null on the CPU.
+  virtual void* stream() const { return nullptr; }
 };
 
 // The process-wide CPU device (stateless apart from its byte counter).

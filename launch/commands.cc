@@ -49,29 +49,29 @@ void print_banner(parallel::Communicator& world, int threads) {
 namespace {
 // Shared start of every command that trains: config, log level, threads, banner.
 core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
-                       parallel::Communicator& world, int* threads_out) {
+                       parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out) {
   core::Config cfg = core::load_config(config, overrides);
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
-  *threads_out = choose_threads(cfg.train.threads);
+  *threads_out = choose_threads(cfg.train.threads, env.local_size());
   set_threads(*threads_out);
   print_banner(world, *threads_out);
   return cfg;
 }
 }  // namespace
 
-int cmd_train(const TrainArgs& a, parallel::Communicator& world) {
+int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
-  const core::Config cfg = start_run(a.config, a.overrides, world, &threads);
+  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads);
   install_preemption_handlers();
   Trainer trainer(cfg, world);
   trainer.run();
   return 0;
 }
 
-int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world) {
+int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
-  const core::Config cfg = start_run(a.config, a.overrides, world, &threads);
+  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads);
   Trainer trainer(cfg, world);
   for (int i = 0; i < a.warmup; ++i) trainer.step(i);
   world.barrier();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/mpi_env.h"
 
 namespace mt::launch {
 
@@ -13,7 +14,7 @@ struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
 };
-int cmd_train(const TrainArgs& a, parallel::Communicator& world);
+int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 
 struct BenchStepArgs {
   std::string config;
@@ -22,7 +23,7 @@ struct BenchStepArgs {
   int steps = 5;
   std::string json_out;  // optional: write the figures as JSON here
 };
-int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world);
+int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 
 struct BenchAllreduceArgs {
   size_t min_bytes = 4096;

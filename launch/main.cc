@@ -118,8 +118,8 @@ int main(int argc, char** argv) {
     // every collective gets a deadline (parallel.timeout_s, set once the config is read)
     auto world = std::make_unique<parallel::TimeoutCommunicator>(parallel::make_world_communicator("mpi"), 60.0);
     try {
-      if (c_train->parsed()) rc = launch::cmd_train(train, *world);
-      else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world);
+      if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
+      else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world);
     } catch (const std::exception& e) {

@@ -31,11 +31,12 @@ int env_int(const char* name, int fallback) {
 }
 }  // namespace
 
-int choose_threads(int configured) {
+int choose_threads(int configured, int local_ranks) {
   if (configured > 0) return configured;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  // ranks on this node: Open MPI and Slurm say so; without a launcher we are alone
-  int local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0);
+  // ranks on this node: MPI knows; else Open MPI and Slurm say so; without a launcher we are alone
+  int local = local_ranks;
+  if (local <= 0) local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0);
   if (local <= 0) local = env_int("SLURM_NTASKS_PER_NODE", 0);
   if (local <= 0) local = 1;
   return std::max(1, cores / local);

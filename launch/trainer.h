@@ -96,8 +96,9 @@ class Trainer {
   int evals_without_gain_ = 0;
 };
 
-// Threads per rank: train.threads, else the cores of this node divided by its ranks.
-int choose_threads(int configured);
+// Threads per rank: train.threads, else the cores of this node divided by its ranks
+// (local_ranks from MPI when known, > 0; else the launcher's variables).
+int choose_threads(int configured, int local_ranks = 0);
 void set_threads(int n);
 
 }  // namespace mt::launch

@@ -50,6 +50,10 @@
 #include <string>
 #include <utility>
 
+namespace mt::core {
+class Device;
+}
+
 namespace mt::parallel {
 
 enum class ReduceOp { Sum, Avg, Max };
@@ -182,5 +186,13 @@ class Communicator {
 // this build has it and a GPU is usable, else MPI). The MPI backend needs a live MpiEnv.
 // communicator_factory.cc is the only file that knows the list of backends.
 std::unique_ptr<Communicator> make_world_communicator(const std::string& backend);
+
+// The communicator for tensors that live on `device`, over the same ranks as `host` (an MPI
+// group such as the mesh's dp or tp group; collective over it). CPU device: nullptr, meaning
+// "use `host` itself". CUDA device: backend "nccl" or "auto" -> NCCL bootstrapped over `host`
+// (ncclUniqueId broadcast), ordered after device.stream(); "mpi" -> host staging around `host`
+// (several ranks sharing one GPU). Lives in communicator_factory.cc with the backend list.
+std::unique_ptr<Communicator> make_device_communicator(Communicator& host, core::Device& device,
+                                                       const std::string& backend);
 
 }  // namespace mt::parallel

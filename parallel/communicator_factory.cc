@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "mt/build_config.h"
 #include "parallel/communicator.h"
@@ -42,6 +43,15 @@ std::unique_ptr<Communicator> make_world_communicator(const std::string& backend
   }
   throw core::Error(fmt::format("unknown communicator backend '{}'", backend))
       .with_hint("valid backends: auto, mpi, nccl")
+      .with_where(__FILE__, __LINE__);
+}
+
+std::unique_ptr<Communicator> make_device_communicator(Communicator& host, core::Device& device,
+                                                       const std::string& backend) {
+  if (device.kind() == core::DeviceKind::CPU) return nullptr;
+  throw core::Error(fmt::format("no communicator for tensors on device '{}' in this build (backend '{}', group '{}')",
+                                device.name(), backend, host.name()))
+      .with_hint("the NCCL and host-staging communicators come with the GPU path")
       .with_where(__FILE__, __LINE__);
 }
 

@@ -26,6 +26,11 @@ class MpiEnv {
   int rank() const { return rank_; }
   int size() const { return size_; }
   int thread_level() const { return thread_level_; }  // MPI_THREAD_* provided
+  // Placement on the node, from MPI itself (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)), not
+  // from launcher variables: ranks sharing this node, this rank's index among them, nodes.
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  int num_nodes() const { return num_nodes_; }
   const char* thread_level_name() const { return level_name(thread_level_); }
 
   static const char* level_name(int level);  // "MPI_THREAD_FUNNELED", ...
@@ -40,6 +45,9 @@ class MpiEnv {
   int rank_ = 0;
   int size_ = 1;
   int thread_level_ = 0;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  int num_nodes_ = 1;
 };
 
 }  // namespace mt::parallel
