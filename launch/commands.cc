@@ -2,7 +2,6 @@
 #include "launch/commands.h"
 
 #include <mpi.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -10,7 +9,6 @@
 #include <sstream>
 #include <iostream>
 
-#include <H5public.h>
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
@@ -29,23 +27,6 @@ namespace mt::launch {
 
 namespace log = core::log;
 
-void print_banner(parallel::Communicator& world, int threads) {
-  if (world.rank() != 0) return;
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  char mpi_ver[MPI_MAX_LIBRARY_VERSION_STRING];
-  int len = 0;
-  MPI_Get_library_version(mpi_ver, &len);
-  std::string mpi(mpi_ver, len);
-  if (auto nl = mpi.find_first_of(",\n"); nl != std::string::npos) mpi.resize(nl);
-  unsigned h5maj = 0, h5min = 0, h5rel = 0;
-  H5get_libversion(&h5maj, &h5min, &h5rel);
-  log::info("meshtrain {} ({}) on {}: {} rank(s), {} thread(s) per rank, backend {}, BLAS core {}", MT_VERSION,
-            MT_BUILD_TYPE, host, world.size(), threads, world.backend_name(), blas_core_name());
-  log::info("build: cuda={} nccl={} cudnn={} | {} | HDF5 {}.{}.{}", MT_WITH_CUDA, MT_WITH_NCCL, MT_WITH_CUDNN, mpi,
-            h5maj, h5min, h5rel);
-}
-
 namespace {
 // Shared start of every command that trains: config, log level, threads, banner.
 core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
@@ -53,9 +34,11 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   core::Config cfg = core::load_config(config, overrides);
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
+  const JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0
+  report_launch_problems(job);
   *threads_out = choose_threads(cfg.train.threads, env.local_size());
   set_threads(*threads_out);
-  print_banner(world, *threads_out);
+  print_banner(job, world, cfg, *threads_out);
   return cfg;
 }
 }  // namespace

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
+#include "launch/launch_env.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"
 
@@ -44,7 +46,12 @@ int cmd_inspect(const std::string& path);
 // when known) and lr.svg in `out_dir` (default: the run directory).
 int cmd_plot(const std::string& run_dir, const std::string& out_dir);
 
-// Prints the start-up banner (rank 0): build flags, versions, BLAS core, ranks, threads.
-void print_banner(parallel::Communicator& world, int threads);
+// Prints the start-up banner (rank 0): launcher, hosts and ranks per host, mesh, device,
+// threads, BLAS core, build flags and library versions (launch/banner.cc).
+void print_banner(const JobLaunch& job, parallel::Communicator& world, const core::Config& cfg, int threads);
+
+// `meshtrain info [--json]`: what every rank detected about its launch, and the build. Rank 0
+// prints; returns 1 when a rank's launch is inconsistent (launch_env.h), else 0.
+int cmd_info(const JobLaunch& job, bool json);
 
 }  // namespace mt::launch

@@ -4,6 +4,7 @@
 // message; with more than one rank a failing rank aborts the whole job (MPI_Abort) so no
 // peer waits forever in a collective.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,7 @@
 #include "core/log.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
+#include "launch/launch_env.h"
 #include "launch/prep.h"
 #include "launch/scale.h"
 #include "parallel/communicator.h"
@@ -89,6 +91,10 @@ int main(int argc, char** argv) {
   c_plot->add_option("run_dir", plot_dir, "run directory (with metrics.jsonl)")->required();
   c_plot->add_option("--out", plot_out, "output directory (default: the run directory)");
 
+  bool info_json = false;
+  auto* c_info = app.add_subcommand("info", "Print what each rank detected: launcher, ranks, hosts, GPUs, build, versions");
+  c_info->add_flag("--json", info_json, "one JSON document (rank 0) with every rank's view");
+
   std::string inspect_path;
   auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's manifest and verify its checksums");
   c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/ or run directory")->required();
@@ -113,12 +119,19 @@ int main(int argc, char** argv) {
   }
 
   int rc = 0;
+  launch::snapshot_launch_vars();  // as the launcher set them, before MPI_Init adds its own
+  // a launch known to die inside MPI_Init with a misleading message gets a hint first
+  if (const std::string hint = launch::pre_mpi_hint(launch::launch_vars_from_environ()); !hint.empty()) {
+    const char* procid = std::getenv("SLURM_PROCID");
+    if (!procid || std::string(procid) == "0") core::log::warn("{}", hint);
+  }
   try {
     parallel::MpiEnv env(&argc, &argv);
     // every collective gets a deadline (parallel.timeout_s, set once the config is read)
     auto world = std::make_unique<parallel::TimeoutCommunicator>(parallel::make_world_communicator("mpi"), 60.0);
     try {
-      if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
+      if (c_info->parsed()) rc = launch::cmd_info(launch::detect_job(env), info_json);
+      else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world);

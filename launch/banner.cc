@@ -1,0 +1,122 @@
+// What: the start-up banner (rank 0, every command that trains) and `meshtrain info`, which
+// prints what every rank detected about its launch (launch_env.h) and what the binary is
+// (build_info.h). `info --json` is what the launch tests and users' sbatch scripts read.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/device.h"
+#include "core/log.h"
+#include "launch/blas_env.h"
+#include "launch/build_info.h"
+#include "launch/commands.h"
+#include "launch/launch_env.h"
+#include "launch/trainer.h"
+
+namespace mt::launch {
+
+namespace log = core::log;
+
+namespace {
+
+// "srun (Slurm job 12, step 0)"
+std::string launcher_line(const LaunchInfo& i) {
+  std::string s = launcher_name(i.launcher);
+  if (!i.slurm_job_id.empty()) {
+    s += fmt::format(" (Slurm job {}{}{})", i.slurm_job_id, i.slurm_step_id.empty() ? "" : ", step " + i.slurm_step_id,
+                     i.slurm_nodelist.empty() ? "" : ", nodes " + i.slurm_nodelist);
+  }
+  return s;
+}
+
+// "vm [0-1]" or "n1 [0-3], n2 [4-7], ... (+14 hosts)"
+std::string hosts_line(const std::vector<HostRanks>& hosts) {
+  constexpr size_t kShown = 4;
+  std::string s;
+  for (size_t h = 0; h < hosts.size() && h < kShown; ++h) {
+    s += fmt::format("{}{} [{}]", h ? ", " : "", hosts[h].host, format_ranks(hosts[h].ranks));
+  }
+  if (hosts.size() > kShown) s += fmt::format(", ... (+{} hosts)", hosts.size() - kShown);
+  return s;
+}
+
+// "2 per host" or "4, 4, 3"
+std::string per_host(const std::vector<HostRanks>& hosts) {
+  bool uniform = true;
+  for (const auto& h : hosts) uniform = uniform && h.ranks.size() == hosts.front().ranks.size();
+  if (uniform) return fmt::format("{} per host", hosts.front().ranks.size());
+  std::vector<size_t> n;
+  for (const auto& h : hosts) n.push_back(h.ranks.size());
+  return fmt::format("{} per host", fmt::join(n, ", "));
+}
+
+std::string devices_line(const JobLaunch& job, const std::string& device) {
+  std::string s = fmt::format("device {} (built: {})", device, fmt::join(core::built_device_backends(), ", "));
+  if (device != "cpu") {
+    s += " | CUDA_VISIBLE_DEVICES";
+    for (const auto& i : job.ranks) {
+      if (i.mpi.local_rank == 0) {
+        s += fmt::format(" {}={}", i.host, i.visible_gpus.empty() ? "(unset)" : i.visible_gpus);
+      }
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+void print_banner(const JobLaunch& job, parallel::Communicator& world, const core::Config& cfg, int threads) {
+  if (world.rank() != 0) return;
+  const BuildInfo b = build_info();
+  const int tp = cfg.parallel.tp, dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world.size() / tp);
+  log::info("meshtrain {} ({}) | launcher {} | {} rank(s) on {} host(s), {}: {}", b.version, b.build_type,
+            launcher_line(job.self), world.size(), job.hosts.size(), per_host(job.hosts), hosts_line(job.hosts));
+  log::info("mesh dp {} x tp {} | {} | {} thread(s) per rank | BLAS core {} | backend {}", dp, tp,
+            devices_line(job, cfg.train.device), threads, b.blas_core, world.backend_name());
+  log::info("build: {}", build_line(b));
+}
+
+int cmd_info(const JobLaunch& job, bool json) {
+  if (job.self.mpi.rank != 0) return job.self.errors.empty() ? 0 : 1;
+  const BuildInfo b = build_info();
+  const int threads = choose_threads(0, job.self.mpi.local_size);
+  int errors = 0;
+  for (const auto& i : job.ranks) errors += static_cast<int>(i.errors.size());
+  if (json) {
+    nlohmann::json hosts = nlohmann::json::array(), ranks = nlohmann::json::array();
+    for (const auto& h : job.hosts) hosts.push_back({{"host", h.host}, {"ranks", h.ranks}});
+    for (const auto& i : job.ranks) ranks.push_back(to_json(i));
+    const nlohmann::json j{{"launcher", launcher_name(job.self.launcher)}, {"world", job.self.mpi.size},
+                           {"num_nodes", job.self.mpi.num_nodes}, {"threads_per_rank", threads},
+                           {"hosts", hosts}, {"ranks", ranks}, {"job_warnings", job.job_warnings},
+                           {"build", to_json(b)}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return errors ? 1 : 0;
+  }
+  std::printf("meshtrain %s (%s), %s\n", b.version.c_str(), b.build_type.c_str(), b.compiler.c_str());
+  std::printf("build     %s\n", build_line(b).c_str());
+  std::printf("launcher  %s\n", launcher_line(job.self).c_str());
+  std::printf("world     %d rank(s), %d node(s) (MPI shared-memory split), %zu host(s), %s\n", job.self.mpi.size,
+              job.self.mpi.num_nodes, job.hosts.size(), per_host(job.hosts).c_str());
+  for (const auto& h : job.hosts) std::printf("  %-24s ranks %s\n", h.host.c_str(), format_ranks(h.ranks).c_str());
+  std::printf("threads   %d per rank (cores / local ranks), BLAS core %s\n", threads, b.blas_core.c_str());
+  std::printf("\n%-5s %-20s %-11s %-17s %-14s %s\n", "rank", "host", "local", "launcher", "GPUs", "launcher variables");
+  for (const auto& i : job.ranks) {
+    std::string vars;
+    for (const char* k : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID", "SLURM_LOCALID",
+                          "SLURM_STEP_ID", "PMIX_RANK"}) {
+      if (auto it = i.vars.find(k); it != i.vars.end()) vars += fmt::format("{}={} ", k, it->second);
+    }
+    std::printf("%-5d %-20s %-11s %-17s %-14s %s\n", i.mpi.rank, i.host.c_str(),
+                fmt::format("{}/{}", i.mpi.local_rank, i.mpi.local_size).c_str(), launcher_name(i.launcher),
+                i.visible_gpus.empty() ? "-" : i.visible_gpus.c_str(), vars.c_str());
+    for (const auto& n : i.notes) std::printf("      note: %s\n", n.c_str());
+    for (const auto& w : i.warnings) std::printf("      WARNING: %s\n", w.c_str());
+    for (const auto& e : i.errors) std::printf("      ERROR: %s\n", e.c_str());
+  }
+  for (const auto& w : job.job_warnings) std::printf("WARNING: %s\n", w.c_str());
+  return errors ? 1 : 0;
+}
+
+}  // namespace mt::launch

@@ -1,0 +1,103 @@
+// What: launch-environment detection. Which launcher started this process (none, mpirun,
+// srun, mpirun inside an sbatch or salloc allocation, another PMI launcher), where each rank
+// runs (hosts, ranks per host) and whether the launcher's variables agree with MPI.
+// Why: users debug their sbatch scripts through this. Rank, world size, local rank/size and
+// node count always come from MPI itself (MpiEnv: MPI_Comm_rank/size, MPI_Comm_split_type);
+// the launcher's variables only name the launcher and are cross-checked, never trusted:
+//  - under `mpirun` inside an sbatch script every rank inherits the batch shell's
+//    SLURM_PROCID=0 / SLURM_LOCALID=0 / SLURM_NTASKS (and on other nodes the variables of
+//    mpirun's daemon step), so Slurm's task variables are ignored when OMPI_COMM_WORLD_*
+//    are present: Open MPI's launcher started the rank;
+//  - under `srun` OMPI_COMM_WORLD_* are unset (also after MPI_Init) and SLURM_STEP_ID is set;
+//    the batch shell itself has no SLURM_STEP_ID;
+//  - a variable that contradicts MPI is reported as a warning; a world of 1 where the launcher
+//    started N > 1 tasks (a binary linked to another MPI than the launcher's, `srun
+//    --mpi=none`, or stale variables) is an error: N independent copies would each train
+//    alone and write the same run directory.
+// classify_launch() is a pure function of MPI's numbers and a map of variables, unit-tested
+// with synthetic maps; detect_job() reads the real environment and gathers every rank's view
+// (hostnames by MPI_Allgather) so rank 0 can print one banner.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "parallel/mpi_env.h"
+
+namespace mt::launch {
+
+using EnvMap = std::map<std::string, std::string>;
+
+// The truth, from MPI.
+struct MpiPlacement {
+  int rank = 0, size = 1;
+  int local_rank = 0, local_size = 1;  // among the ranks sharing this node (MPI_COMM_TYPE_SHARED)
+  int num_nodes = 1;
+};
+
+enum class Launcher { None, Mpirun, MpirunInSbatch, MpirunInSalloc, Srun, Other };
+const char* launcher_name(Launcher l);  // "none", "mpirun", "mpirun-in-sbatch", ...
+
+// What one rank detected.
+struct LaunchInfo {
+  Launcher launcher = Launcher::None;
+  MpiPlacement mpi;
+  std::string host;            // gethostname()
+  std::string slurm_job_id;    // "" outside Slurm
+  std::string slurm_step_id;   // "" unless started by srun (a task of a job step)
+  std::string slurm_nodelist;  // SLURM_JOB_NODELIST
+  std::string visible_gpus;    // CUDA_VISIBLE_DEVICES (or "" when unset)
+  EnvMap vars;                 // the launcher variables that were set
+  std::vector<std::string> notes;     // variables ignored, and why
+  std::vector<std::string> warnings;  // a variable contradicting MPI
+  std::vector<std::string> errors;    // a launch that cannot train correctly
+};
+
+// The launcher variables of interest (OMPI_COMM_WORLD_*, SLURM_*, PMIX_RANK, PMI_*,
+// CUDA_VISIBLE_DEVICES, ENVIRONMENT) as the launcher set them: main() calls
+// snapshot_launch_vars() before MPI_Init, because MPI_Init adds some (an Open MPI singleton
+// exports PMIX_RANK=0); without a snapshot they are read from the environment now.
+void snapshot_launch_vars();
+EnvMap launch_vars_from_environ();
+
+// The decision logic: pure, no MPI, no environment access.
+LaunchInfo classify_launch(const MpiPlacement& mpi, const EnvMap& env, const std::string& host = "");
+
+// Hosts in order of their lowest rank, with the ranks on each.
+struct HostRanks {
+  std::string host;
+  std::vector<int> ranks;
+};
+std::vector<HostRanks> group_hosts(const std::vector<std::string>& host_of_rank);
+// "0-3,8,10-11"
+std::string format_ranks(const std::vector<int>& ranks);
+
+// Every rank's view, gathered on rank 0 (other ranks hold only their own in `ranks`).
+struct JobLaunch {
+  LaunchInfo self;
+  std::vector<LaunchInfo> ranks;  // rank 0: all ranks, by rank
+  std::vector<HostRanks> hosts;   // every rank: from MPI_Allgather of hostnames
+  std::vector<std::string> job_warnings;  // rank 0: checks across ranks (hosts vs MPI's node count)
+};
+
+// Collective over MPI_COMM_WORLD: classifies this rank, allgathers the hostnames and gathers
+// every rank's LaunchInfo on rank 0.
+JobLaunch detect_job(const parallel::MpiEnv& env);
+
+// Before MPI_Init: a hint for launches that are known to fail inside MPI_Init with an
+// unhelpful message (Debian/Ubuntu's Open MPI under `srun --mpi=pmi2` or `--mpi=none`).
+// Returns "" when there is nothing to say.
+std::string pre_mpi_hint(const EnvMap& env);
+
+nlohmann::json to_json(const LaunchInfo& info);
+LaunchInfo launch_info_from_json(const nlohmann::json& j);
+
+// Logs (rank 0) the warnings of all ranks grouped by message, and throws core::Error on this
+// rank when it has errors (each rank checks its own; every rank reaches the same verdict in
+// the world-of-1 case because each is alone).
+void report_launch_problems(const JobLaunch& job);
+
+}  // namespace mt::launch
