@@ -245,6 +245,12 @@ std::string pre_mpi_hint(const EnvMap& env) {
   return "";
 }
 
+bool want_progress_line() {
+  if (const char* force = std::getenv("MT_PROGRESS"); force && *force) return std::string(force) != "0";
+  if (std::getenv("OMPI_COMM_WORLD_SIZE")) return false;  // mpirun's pty, whatever mpirun's stdout is
+  return isatty(STDOUT_FILENO) != 0;
+}
+
 nlohmann::json to_json(const LaunchInfo& i) {
   return {{"rank", i.mpi.rank}, {"size", i.mpi.size}, {"local_rank", i.mpi.local_rank},
           {"local_size", i.mpi.local_size}, {"num_nodes", i.mpi.num_nodes}, {"host", i.host},

@@ -92,6 +92,12 @@ JobLaunch detect_job(const parallel::MpiEnv& env);
 // Returns "" when there is nothing to say.
 std::string pre_mpi_hint(const EnvMap& env);
 
+// Whether rank 0 should draw the live progress line (redrawn with \r, with ETA): stdout is a
+// terminal, and not the pseudo-terminal Open MPI's mpirun gives every rank even when mpirun's
+// own output goes to a file (an sbatch script's slurm-*.out would fill with escape codes).
+// MT_PROGRESS=1 or 0 forces it on or off.
+bool want_progress_line();
+
 nlohmann::json to_json(const LaunchInfo& info);
 LaunchInfo launch_info_from_json(const nlohmann::json& j);
 

@@ -16,6 +16,7 @@
 #include "kernels/cpu/kernels.h"
 #include "io/tb_writer.h"
 #include "launch/blas_env.h"
+#include "launch/launch_env.h"
 #include "launch/signals.h"
 
 namespace mt::launch {
@@ -258,7 +259,7 @@ TrainSummary Trainer::run() {
     peak_flops = per_rank * 1e9 * world_.size();
   }
   const double flops_per_step = model_->flops_per_token(cfg_.model.seq_len) * tokens_per_step();
-  const bool live = leader && isatty(STDOUT_FILENO);  // progress line with ETA on a terminal
+  const bool live = leader && want_progress_line();  // progress line with ETA on a terminal (not mpirun's pty)
   const auto floor = data_->entropy_floor(cfg_.model.seq_len);
   if (leader) {
     log::info("model: {} parameters ({} layers, {} heads, width {}, vocab {} padded to {}), seq_len {}",
