@@ -30,7 +30,8 @@ namespace log = core::log;
 namespace {
 // Shared start of every command that trains: config, log level, threads, banner.
 core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
-                       parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out) {
+                       parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
+                       JobLaunch* job_out = nullptr) {
   core::Config cfg = core::load_config(config, overrides);
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
@@ -39,13 +40,16 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   *threads_out = choose_threads(cfg.train.threads, env.local_size());
   set_threads(*threads_out);
   print_banner(job, world, cfg, *threads_out);
+  if (job_out) *job_out = job;
   return cfg;
 }
 }  // namespace
 
 int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
-  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads);
+  JobLaunch job;
+  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &job);
+  if (world.rank() == 0) append_launch_record(cfg.run.dir, job);  // <run.dir>/launch.jsonl
   install_preemption_handlers();
   Trainer trainer(cfg, world);
   trainer.run();

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <ctime>
+#include <fstream>
 #include <map>
 #include <optional>
 
@@ -14,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "io/metrics.h"
 
 extern char** environ;
 
@@ -329,6 +333,25 @@ JobLaunch detect_job(const parallel::MpiEnv& env) {
     job.ranks.push_back(job.self);
   }
   return job;
+}
+
+void append_launch_record(const std::string& run_dir, const JobLaunch& job) {
+  if (run_dir.empty()) return;
+  io::ensure_directory(run_dir);
+  nlohmann::json hosts = nlohmann::json::array(), ranks = nlohmann::json::array();
+  for (const auto& h : job.hosts) hosts.push_back({{"host", h.host}, {"ranks", h.ranks}});
+  for (const auto& i : job.ranks) ranks.push_back(to_json(i));
+  const auto it = job.self.vars.find("SLURM_RESTART_COUNT");
+  const nlohmann::json j{{"time", static_cast<int64_t>(std::time(nullptr))},
+                         {"launcher", launcher_name(job.self.launcher)},
+                         {"world", job.self.mpi.size},
+                         {"slurm_job_id", job.self.slurm_job_id},
+                         {"slurm_restart_count", it == job.self.vars.end() ? 0 : std::atoi(it->second.c_str())},
+                         {"hosts", hosts},
+                         {"ranks", ranks}};
+  std::ofstream out(run_dir + "/launch.jsonl", std::ios::app);
+  out << j.dump() << "\n";
+  if (!out) throw core::Error("cannot append to launch.jsonl").with_file(run_dir + "/launch.jsonl");
 }
 
 void report_launch_problems(const JobLaunch& job) {

@@ -101,6 +101,11 @@ bool want_progress_line();
 nlohmann::json to_json(const LaunchInfo& info);
 LaunchInfo launch_info_from_json(const nlohmann::json& j);
 
+// Rank 0: appends one line to <run_dir>/launch.jsonl for this start of the run: time, launcher,
+// Slurm job id and restart count, hosts, and every rank's LaunchInfo. A requeued or resumed
+// run adds a line per start, so the file says where each part of the run ran.
+void append_launch_record(const std::string& run_dir, const JobLaunch& job);
+
 // Logs (rank 0) the warnings of all ranks grouped by message, and throws core::Error on this
 // rank when it has errors (each rank checks its own; every rank reaches the same verdict in
 // the world-of-1 case because each is alone).
