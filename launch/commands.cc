@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/checkpoint.h"
+#include "io/metrics.h"
 #include "launch/blas_env.h"
 #include "launch/svg.h"
 #include "launch/signals.h"
@@ -49,9 +50,9 @@ int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel:
   int threads = 0;
   JobLaunch job;
   const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &job);
-  if (world.rank() == 0) append_launch_record(cfg.run.dir, job);  // <run.dir>/launch.jsonl
   install_preemption_handlers();
   Trainer trainer(cfg, world);
+  trainer.on_run_start = [&] { append_launch_record(cfg.run.dir, job); };  // <run.dir>/launch.jsonl
   trainer.run();
   return 0;
 }
@@ -62,17 +63,33 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
   Trainer trainer(cfg, world);
   for (int i = 0; i < a.warmup; ++i) trainer.step(i);
   world.barrier();
-  double total_ms = 0, comm_ms = 0, exposed_ms = 0, data_ms = 0;
-  for (int i = 0; i < a.steps; ++i) {
-    const StepStats st = trainer.step(a.warmup + i);
-    total_ms += st.ms;
-    comm_ms += st.comm_ms;
-    exposed_ms += st.exposed_comm_ms;
-    data_ms += st.data_ms;
-  }
-  double ms = total_ms / a.steps;
-  world.all_reduce(&ms, 1, parallel::DType::F64, parallel::ReduceOp::Max);
+  std::vector<StepStats> st;
+  for (int i = 0; i < a.steps; ++i) st.push_back(trainer.step(a.warmup + i));
+  // a step takes as long as its slowest rank: per-step max over ranks of the step time (the
+  // breakdown is rank 0's; compute = step - exposed comm - data wait)
+  std::vector<double> step_ms;
+  for (const auto& s : st) step_ms.push_back(s.ms);
+  world.all_reduce(step_ms.data(), step_ms.size(), parallel::DType::F64, parallel::ReduceOp::Max);
   const double tokens = static_cast<double>(trainer.tokens_per_step());
+  double ms = 0, comm_ms = 0, exposed_ms = 0, data_ms = 0;
+  io::MetricsWriter metrics;
+  if (world.rank() == 0 && !a.metrics_dir.empty()) {
+    io::ensure_directory(a.metrics_dir);
+    metrics = io::MetricsWriter(a.metrics_dir, /*append=*/false);
+  }
+  for (size_t i = 0; i < st.size(); ++i) {
+    ms += step_ms[i];
+    comm_ms += st[i].comm_ms;
+    exposed_ms += st[i].exposed_comm_ms;
+    data_ms += st[i].data_ms;
+    if (metrics.is_open()) {
+      metrics.write({{"step", st[i].step}, {"loss", st[i].loss}, {"ms", step_ms[i]},
+                     {"tokens_per_s", tokens / (step_ms[i] / 1000.0)}, {"comm_ms", st[i].comm_ms},
+                     {"exposed_comm_ms", st[i].exposed_comm_ms}, {"data_wait_ms", st[i].data_ms},
+                     {"compute_ms", step_ms[i] - st[i].exposed_comm_ms - st[i].data_ms}});
+    }
+  }
+  ms /= a.steps, comm_ms /= a.steps, exposed_ms /= a.steps, data_ms /= a.steps;
   const double flops = trainer.model().flops_per_token(cfg.model.seq_len) * tokens;
   const double model_gflops = flops / (ms / 1000.0) / 1e9;
   const double sgemm = measure_sgemm_gflops(1024, 5);  // per rank, same threads
@@ -83,19 +100,20 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
                 a.config.c_str(), cfg.model.n_layer, cfg.model.n_embd,
                 static_cast<long long>(trainer.model().num_full_params()), world.size(), trainer.mesh().dp(),
                 trainer.mesh().tp(), cfg.train.micro_batch, cfg.model.seq_len, threads, blas_core_name().c_str());
-    std::printf("  ms/step          %10.1f   (mean of %d after %d warm-up)\n", ms, a.steps, a.warmup);
+    std::printf("  ms/step          %10.1f   (mean of %d after %d warm-up, slowest rank per step)\n", ms, a.steps,
+                a.warmup);
     std::printf("  tokens/s         %10.0f\n", tokens / (ms / 1000.0));
     std::printf("  model GFLOP/s    %10.1f   (%.3g FLOP/step = 6 x params x tokens + attention)\n", model_gflops, flops);
     std::printf("  sgemm GFLOP/s    %10.1f   (1024^3, per rank)\n", sgemm);
     std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
-    std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data %.2f\n", comm_ms / a.steps,
-                exposed_ms / a.steps, 100.0 * exposed_ms / total_ms, data_ms / a.steps);
+    std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data %.2f\n", comm_ms, exposed_ms,
+                100.0 * exposed_ms / ms, data_ms);
     std::printf("  %s\n", trainer.memory_report().c_str());
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
-                       {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"comm_ms", comm_ms / a.steps},
-                       {"exposed_comm_ms", exposed_ms / a.steps}, {"data_ms", data_ms / a.steps},
-                       {"compute_ms", ms - exposed_ms / a.steps - data_ms / a.steps}, {"world", world.size()},
+                       {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"comm_ms", comm_ms},
+                       {"exposed_comm_ms", exposed_ms}, {"data_ms", data_ms},
+                       {"compute_ms", ms - exposed_ms - data_ms}, {"world", world.size()},
                        {"dp", trainer.mesh().dp()}, {"tp", trainer.mesh().tp()},
                        {"tokens_per_step", tokens}, {"threads_per_rank", threads},
                        {"flops_per_step", flops}, {"params", trainer.model().num_full_params()},

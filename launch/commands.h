@@ -24,6 +24,7 @@ struct BenchStepArgs {
   int warmup = 2;
   int steps = 5;
   std::string json_out;  // optional: write the figures as JSON here
+  std::string metrics_dir;  // optional: write the timed steps as <dir>/metrics.jsonl
 };
 int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 

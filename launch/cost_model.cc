@@ -9,11 +9,17 @@
 namespace mt::launch {
 
 AlphaBeta fit_alpha_beta(const std::vector<std::pair<double, double>>& pts, int n) {
-  // t = a * x1 + b * x2 with x1 = 2(n-1), x2 = 2(n-1)/n * B: ordinary least squares in 2 unknowns
+  // t = a * x1 + b * x2 with x1 = 2(n-1), x2 = 2(n-1)/n * B: least squares in 2 unknowns on
+  // RELATIVE errors (weights 1/t^2). Plain least squares on seconds lets the largest messages
+  // decide everything and typically drives alpha to 0 (measured here: a 4 KiB..16 MiB table
+  // gave alpha 0 and missed the 4 KiB time by 100%), while tensor parallelism lives on small,
+  // latency-bound messages.
   double s11 = 0, s12 = 0, s22 = 0, s1t = 0, s2t = 0;
   for (const auto& [bytes, t] : pts) {
+    if (!(t > 0)) continue;
+    const double w = 1.0 / (t * t);
     const double x1 = 2.0 * (n - 1), x2 = 2.0 * (n - 1) / n * bytes;
-    s11 += x1 * x1, s12 += x1 * x2, s22 += x2 * x2, s1t += x1 * t, s2t += x2 * t;
+    s11 += w * x1 * x1, s12 += w * x1 * x2, s22 += w * x2 * x2, s1t += w * x1 * t, s2t += w * x2 * t;
   }
   const double det = s11 * s22 - s12 * s12;
   AlphaBeta ab;

@@ -1,6 +1,7 @@
 // What: the alpha-beta cost model of `meshtrain scale`. An all-reduce of B bytes over n ranks
 // by a ring costs  t = 2(n-1) alpha + 2(n-1)/n * B * beta  (alpha: per-message latency, beta:
-// seconds per byte = 1 / bus bandwidth). alpha and beta are fitted by least squares to a
+// seconds per byte = 1 / bus bandwidth). alpha and beta are fitted by least squares (on relative
+// errors, so small messages count) to a
 // measured `bench allreduce` table; step time is predicted as compute (scaled by the cores the
 // point can use) plus the data-parallel gradient all-reduce and the tensor-parallel
 // activation all-reduces, with no credit for overlap (an upper bound on exposed comm).

@@ -53,6 +53,8 @@ int main(int argc, char** argv) {
   c_bstep->add_option("--warmup", bstep.warmup, "warm-up steps")->capture_default_str();
   c_bstep->add_option("--steps", bstep.steps, "timed steps")->capture_default_str();
   c_bstep->add_option("--json", bstep.json_out, "also write the figures to this JSON file");
+  c_bstep->add_option("--metrics", bstep.metrics_dir,
+                      "also write the timed steps to DIR/metrics.jsonl (one record per step, as train does)");
   launch::BenchAllreduceArgs bar;
   auto* c_bar = c_bench->add_subcommand("allreduce", "nccl-tests-style all-reduce table: framework vs raw MPI");
   c_bar->add_option("--min-bytes", bar.min_bytes, "smallest message")->capture_default_str();

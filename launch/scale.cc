@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -34,7 +35,8 @@ std::string shell_quote(const std::string& s) {
 struct Row {
   ScalePoint p;
   int reps = 0;
-  double ms = 0, tps = 0, compute = 0, exposed = 0, data = 0, comm = 0, eff = 0;
+  double ms = 0, tps = 0, compute = 0, exposed = 0, data = 0, comm = 0, eff = 0, ms_stdev = 0;
+  std::vector<double> rep_ms;
   double threads = 1, grad_bytes = 0, flops = 0, tokens = 0, predicted_ms = 0;
 };
 
@@ -43,6 +45,41 @@ std::string launcher(const ScaleSpec& spec, int np) {
   if (geteuid() == 0) cmd += " --allow-run-as-root";
   for (const auto& a : spec.mpirun_args) cmd += " " + shell_quote(a);
   return cmd + fmt::format(" -np {}", np);
+}
+
+struct StepMeans {
+  double ms = 0, compute = 0, exposed = 0, data = 0, comm = 0;
+};
+
+// Means over the step records of a bench run's metrics.jsonl (it holds only the timed steps).
+StepMeans read_step_means(const std::string& path, int expected) {
+  std::istringstream in(io::read_file(path));
+  StepMeans m;
+  int n = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line);
+    m.ms += j.at("ms").get<double>();
+    m.compute += j.at("compute_ms").get<double>();
+    m.exposed += j.at("exposed_comm_ms").get<double>();
+    m.data += j.at("data_wait_ms").get<double>();
+    m.comm += j.at("comm_ms").get<double>();
+    ++n;
+  }
+  if (n != expected) {
+    throw core::Error(fmt::format("{} step records, expected {}", n, expected)).with_file(path);
+  }
+  for (double* v : {&m.ms, &m.compute, &m.exposed, &m.data, &m.comm}) *v /= n;
+  return m;
+}
+
+// "0.52 0.61 0.40" (1, 5 and 15 minutes), or "?" where /proc/loadavg is missing
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  double a = 0, b = 0, c = 0;
+  if (!(f >> a >> b >> c)) return "?";
+  return fmt::format("{:.2f}/{:.2f}/{:.2f}", a, b, c);
 }
 
 }  // namespace
@@ -106,6 +143,7 @@ ScaleSpec load_scale_spec(const std::string& path) {
 
 int run_scale(const ScaleSpec& spec, const std::string& self, const std::string& out) {
   io::ensure_directory(out);
+  const std::string load_before = load_average();
   const core::Config base = core::load_config(spec.config, spec.overrides);  // fail early on a bad config
   std::vector<Row> rows;
   std::string commands;
@@ -115,12 +153,14 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
     r.p = p;
     for (int rep = 0; rep < spec.repetitions; ++rep) {
       const std::string json = fmt::format("{}/point{}_rep{}.json", out, i, rep);
+      const std::string run = fmt::format("{}/point{}_rep{}", out, i, rep);  // its metrics.jsonl
       std::string cmd = launcher(spec, p.np);
       cmd += fmt::format(" {} bench step {}", shell_quote(self), shell_quote(spec.config));
       for (const auto& o : spec.overrides) cmd += " " + shell_quote(o);
       cmd += fmt::format(" parallel.dp={} parallel.tp={} run.log_level=warn", p.dp, p.tp);
       if (spec.mode == "weak") cmd += fmt::format(" train.batch_size={}", base.train.batch_size * p.dp);
-      cmd += fmt::format(" --steps {} --warmup {} --json {}", spec.steps, spec.warmup, shell_quote(json));
+      cmd += fmt::format(" --steps {} --warmup {} --json {} --metrics {}", spec.steps, spec.warmup, shell_quote(json),
+                         shell_quote(run));
       commands += cmd + "\n";
       core::log::info("scale: point {} (np {} = dp {} x tp {}), repetition {}", i, p.np, p.dp, p.tp, rep + 1);
       const int rc = std::system((cmd + " > " + shell_quote(json + ".log") + " 2>&1").c_str());
@@ -129,12 +169,16 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
             .with_hint("the log holds its output; the command is in commands.txt");
       }
       const auto j = nlohmann::json::parse(io::read_file(json));
-      r.ms += j.at("ms_per_step").get<double>();
-      r.tps += j.at("tokens_per_s").get<double>();
-      r.compute += j.at("compute_ms").get<double>();
-      r.exposed += j.at("exposed_comm_ms").get<double>();
-      r.data += j.at("data_ms").get<double>();
-      r.comm += j.at("comm_ms").get<double>();
+      // the figures are the run's own per-step records (metrics.jsonl), averaged over its
+      // timed steps; tokens/s = tokens per step / mean step time
+      const StepMeans m = read_step_means(run + "/metrics.jsonl", spec.steps);
+      r.ms += m.ms;
+      r.rep_ms.push_back(m.ms);
+      r.tps += j.at("tokens_per_step").get<double>() / (m.ms / 1000.0);
+      r.compute += m.compute;
+      r.exposed += m.exposed;
+      r.data += m.data;
+      r.comm += m.comm;
       r.threads = j.at("threads_per_rank").get<double>();
       r.grad_bytes = j.at("grad_bytes_per_rank").get<double>();
       r.flops = j.at("flops_per_step").get<double>();
@@ -142,6 +186,11 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
       r.reps++;
     }
     for (double* v : {&r.ms, &r.tps, &r.compute, &r.exposed, &r.data, &r.comm}) *v /= r.reps;
+    if (r.reps > 1) {  // sample standard deviation of the repetitions' mean step times
+      double ss = 0;
+      for (double x : r.rep_ms) ss += (x - r.ms) * (x - r.ms);
+      r.ms_stdev = std::sqrt(ss / (r.reps - 1));
+    }
     rows.push_back(r);
   }
   // efficiency against the smallest point, per rank: tps(N) / (N / N0 * tps(N0))
@@ -175,11 +224,12 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   }
   io::write_file_atomic(out + "/commands.txt", commands);
   std::string csv =
-      "np,dp,tp,repetitions,ms_per_step,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,efficiency,"
-      "predicted_ms\n";
+      "np,dp,tp,repetitions,ms_per_step,ms_stdev,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,"
+      "efficiency,predicted_ms\n";
   for (const auto& r : rows) {
-    csv += fmt::format("{},{},{},{},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f}\n", r.p.np, r.p.dp, r.p.tp,
-                       r.reps, r.ms, r.tps, r.compute, r.exposed, r.data, r.comm, r.eff, r.predicted_ms);
+    csv += fmt::format("{},{},{},{},{:.3f},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f}\n", r.p.np, r.p.dp,
+                       r.p.tp, r.reps, r.ms, r.ms_stdev, r.tps, r.compute, r.exposed, r.data, r.comm, r.eff,
+                       r.predicted_ms);
   }
   io::write_file_atomic(out + "/results.csv", csv);
   std::vector<std::string> labels;
@@ -201,14 +251,16 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
                                                           true, "ms per step"));
   std::string md = fmt::format("# Scaling report ({} scaling)\n\nConfig `{}`", spec.mode, spec.config);
   for (const auto& o : spec.overrides) md += " `" + o + "`";
-  md += fmt::format(", {} timed steps after {} warm-up, {} repetition(s); efficiency = tokens/s per rank relative to "
-                    "the {}-rank point.\n\n| ranks | dp x tp | ms/step | tokens/s | compute ms | exposed comm ms | data ms | efficiency | "
+  md += fmt::format(", {} timed steps after {} warm-up, {} repetition(s) per point (ms/step: mean over "
+                    "repetitions, +- their standard deviation); efficiency = tokens/s per rank relative to the "
+                    "{}-rank point. Machine: {} cores, load average {} before and {} after the runs.\n\n"
+                    "| ranks | dp x tp | ms/step | tokens/s | compute ms | exposed comm ms | data ms | efficiency | "
                     "predicted ms | predicted / measured |\n|---|---|---|---|---|---|---|---|---|---|\n",
-                    spec.steps, spec.warmup, spec.repetitions, ref.p.np);
+                    spec.steps, spec.warmup, spec.repetitions, ref.p.np, cores, load_before, load_average());
   for (const auto& r : rows) {
-    md += fmt::format("| {} | {} x {} | {:.1f} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% | {:.1f} | {:.2f} |\n",
-                      r.p.np, r.p.dp, r.p.tp, r.ms, r.tps, r.compute, r.exposed, r.data, 100 * r.eff, r.predicted_ms,
-                      r.predicted_ms / r.ms);
+    md += fmt::format("| {} | {} x {} | {:.1f}{} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% | {:.1f} | {:.2f} |\n",
+                      r.p.np, r.p.dp, r.p.tp, r.ms, r.reps > 1 ? fmt::format(" +- {:.1f}", r.ms_stdev) : "", r.tps,
+                      r.compute, r.exposed, r.data, 100 * r.eff, r.predicted_ms, r.predicted_ms / r.ms);
   }
   md += fmt::format("\n## Cost model\n\nFitted on this machine's all-reduce (2 ranks, `allreduce.json`): alpha = {:.2f} us "
                     "per ring step, bus bandwidth 1/beta = {:.2f} GB/s. Predicted step = compute of the {}-rank point "

@@ -18,6 +18,7 @@
 #include "launch/blas_env.h"
 #include "launch/launch_env.h"
 #include "launch/signals.h"
+#include "parallel/timeout_communicator.h"
 
 namespace mt::launch {
 
@@ -147,9 +148,15 @@ double Trainer::grad_sumsq() {
   return local;
 }
 
+double Trainer::tp_blocked_s() const {
+  const auto* t = dynamic_cast<const parallel::TimeoutCommunicator*>(comms_.tp.get());
+  return t && tp_ > 1 ? t->blocked_s() : 0.0;
+}
+
 StepStats Trainer::step(int64_t s) {
   const int T = cfg_.model.seq_len, mb = cfg_.train.micro_batch;
   const auto t0 = Clock::now();
+  const double tp_blocked0 = tp_blocked_s();
   double data_ms = 0;
   model_->zero_grads();
   const float loss_weight = 1.0f / static_cast<float>(tokens_per_step());
@@ -207,8 +214,10 @@ StepStats Trainer::step(int64_t s) {
   st.grad_norm = norm;
   st.ms = ms_between(t0, t1);
   st.tokens_per_s = tokens_per_step() / (st.ms / 1000.0);
-  st.comm_ms = sync_->comm_ms();
-  st.exposed_comm_ms = sync_->exposed_ms();
+  // tensor-parallel all-reduces block the step: all of their time is exposed
+  const double tp_ms = (tp_blocked_s() - tp_blocked0) * 1e3;
+  st.comm_ms = sync_->comm_ms() + tp_ms;
+  st.exposed_comm_ms = sync_->exposed_ms() + tp_ms;
   st.data_ms = data_ms;
   st.compute_ms = st.ms - st.exposed_comm_ms - data_ms;
   return st;
@@ -248,6 +257,7 @@ TrainSummary Trainer::run() {
   if (leader) {
     io::ensure_directory(cfg_.run.dir);
     io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
+    if (on_run_start) on_run_start();
     if (start > 0) io::truncate_metrics(cfg_.run.dir, start);  // drop steps after the checkpoint
     metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/start > 0);
   }

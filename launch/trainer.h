@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +53,9 @@ class Trainer {
 
   // Runs cfg.train.steps steps with eval, logging and the run directory.
   TrainSummary run();
+  // Called on rank 0 by run() once the run directory is committed to (after a resume was
+  // accepted, when config.yaml is written); cmd_train records the launch there.
+  std::function<void()> on_run_start;
   // One optimizer step (no logging); `step` selects the global batch.
   StepStats step(int64_t step);
   // Mean loss over the eval set (identical on every rank).
@@ -84,6 +88,7 @@ class Trainer {
   parallel::Communicator& world_;
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::MeshComms comms_;
+  double tp_blocked_s() const;  // time blocked in tensor-parallel collectives so far
   std::unique_ptr<parallel::Gpt> model_;
   std::unique_ptr<parallel::GradSync> sync_;
   std::unique_ptr<parallel::Optimizer> optim_;

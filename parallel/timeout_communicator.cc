@@ -16,8 +16,9 @@ class DeadlineWork final : public Work {
  public:
   // `comm` must outlive the Work (as the buffers must); the message is built only on timeout.
   DeadlineWork(std::shared_ptr<Work> inner, const Communicator* comm, const char* op, uint64_t seq, size_t bytes,
-               double timeout_s)
-      : inner_(std::move(inner)), comm_(comm), op_(op), seq_(seq), bytes_(bytes), timeout_s_(timeout_s) {}
+               double timeout_s, double* blocked_s)
+      : inner_(std::move(inner)), comm_(comm), op_(op), seq_(seq), bytes_(bytes), timeout_s_(timeout_s),
+        blocked_s_(blocked_s) {}
 
   bool test() override {
     if (completed()) return true;
@@ -43,6 +44,7 @@ class DeadlineWork final : public Work {
         }
       }
     }
+    *blocked_s_ += std::chrono::duration<double>(Clock::now() - start).count();
     if (error()) std::rethrow_exception(error());
   }
 
@@ -53,6 +55,7 @@ class DeadlineWork final : public Work {
   uint64_t seq_;
   size_t bytes_;
   double timeout_s_;
+  double* blocked_s_;  // the communicator's total
 };
 
 }  // namespace
@@ -63,7 +66,7 @@ TimeoutCommunicator::TimeoutCommunicator(std::unique_ptr<Communicator> inner, do
 }
 
 std::shared_ptr<Work> TimeoutCommunicator::wrap(std::shared_ptr<Work> w, const char* op, size_t bytes) {
-  return std::make_shared<DeadlineWork>(std::move(w), this, op, seq_++, bytes, timeout_s_);
+  return std::make_shared<DeadlineWork>(std::move(w), this, op, seq_++, bytes, timeout_s_, &blocked_s_);
 }
 
 std::shared_ptr<Work> TimeoutCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {

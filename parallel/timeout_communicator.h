@@ -36,12 +36,16 @@ class TimeoutCommunicator final : public Communicator {
   double timeout_s() const { return timeout_s_; }
   void set_timeout_s(double s) { timeout_s_ = s; }  // for ops issued from now on
   uint64_t ops_issued() const { return seq_; }
+  // Seconds this rank has spent blocked in wait() on this communicator's operations (the
+  // exposed communication time; launch/ reports the tensor-parallel share per step).
+  double blocked_s() const { return blocked_s_; }
 
  private:
   std::shared_ptr<Work> wrap(std::shared_ptr<Work> w, const char* op, size_t bytes);
   std::unique_ptr<Communicator> inner_;
   double timeout_s_;
   uint64_t seq_ = 0;
+  double blocked_s_ = 0;
 };
 
 }  // namespace mt::parallel

@@ -56,6 +56,12 @@ mpi -np 2 "$MESHTRAIN" train "$MT_SOURCE_DIR/examples/tiny.yaml" train.steps=2 t
 grep -q "launcher mpirun | 2 rank(s) on 1 host(s), 2 per host: $(hostname) \[0-1\]" "$WORK/run.log" || { cat "$WORK/run.log"; fail "banner hosts"; }
 grep -q "mesh dp 1 x tp 2 | device cpu" "$WORK/run.log" || fail "banner mesh"
 grep -q "build: cuda=0 .*Open MPI .*HDF5 " "$WORK/run.log" || fail "banner versions"
+python3 - "$WORK/run/launch.jsonl" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert len(lines) == 1 and lines[0]["launcher"] == "mpirun" and lines[0]["world"] == 2, lines
+assert [r["local_rank"] for r in lines[0]["ranks"]] == [0, 1], lines
+PY
 # mpirun gives ranks a pseudo-terminal even when its output goes to a file (slurm-*.out):
 # plain lines there, no progress line redrawn with escape codes, unless MT_PROGRESS=1 asks
 ! grep -q $'\033' "$WORK/run.log" || fail "escape codes in a log file written through mpirun"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# meshtrain scale on a 2-point experiment (np 1, and np 2 as tp 2) writes results.csv,
-# the plots and report.md, and the CSV's numbers are the runs' own figures.
+# meshtrain scale on a 2-point experiment (np 1, and np 2 as tp 2, 2 repetitions each) writes
+# results.csv, the plots and report.md; the CSV's numbers are the runs' own per-step metrics
+# (each point's metrics.jsonl) averaged, recomputed here independently; the report shows
+# measured vs predicted. A weak-scaling experiment grows the global batch with dp.
 source "$(dirname "$0")/lib.sh"
 cat > "$WORK/exp.yaml" <<YAML
 config: $MT_SOURCE_DIR/examples/tiny.yaml
@@ -17,25 +19,66 @@ for f in results.csv report.md throughput.svg efficiency.svg breakdown.svg comma
   [ -s "$WORK/out/$f" ] || fail "missing $f"
 done
 python3 - "$WORK/out" <<'PY'
-import csv, json, sys, xml.dom.minidom
+import csv, json, statistics, sys, xml.dom.minidom
 d = sys.argv[1]
 rows = list(csv.DictReader(open(d + "/results.csv")))
 assert [(r["np"], r["dp"], r["tp"]) for r in rows] == [("1", "1", "1"), ("2", "1", "2")], rows
 for i, r in enumerate(rows):
-    runs = [json.load(open(f"{d}/point{i}_rep{k}.json")) for k in range(2)]
-    assert all(j["world"] == int(r["np"]) and j["tp"] == int(r["tp"]) for j in runs)
-    tps = sum(j["tokens_per_s"] for j in runs) / 2
-    assert abs(float(r["tokens_per_s"]) - tps) <= 0.1, (r, tps)
-    ms = sum(j["ms_per_step"] for j in runs) / 2
-    assert abs(float(r["ms_per_step"]) - ms) <= 1e-3, (r, ms)
+    # the runs' own per-step records: 3 timed steps each, in <out>/point<i>_rep<k>/metrics.jsonl
+    reps = []
+    for k in range(2):
+        recs = [json.loads(l) for l in open(f"{d}/point{i}_rep{k}/metrics.jsonl")]
+        assert [x["step"] for x in recs] == [1, 2, 3], recs            # after 1 warm-up step
+        j = json.load(open(f"{d}/point{i}_rep{k}.json"))
+        assert j["world"] == int(r["np"]) and j["tp"] == int(r["tp"]), j
+        ms = statistics.mean(x["ms"] for x in recs)
+        assert abs(j["ms_per_step"] - ms) <= 1e-9 * ms, (j["ms_per_step"], ms)  # bench's figure, same steps
+        reps.append(dict(ms=ms, tps=j["tokens_per_step"] / (ms / 1000),
+                         compute=statistics.mean(x["compute_ms"] for x in recs),
+                         exposed=statistics.mean(x["exposed_comm_ms"] for x in recs),
+                         data=statistics.mean(x["data_wait_ms"] for x in recs),
+                         comm=statistics.mean(x["comm_ms"] for x in recs)))
+    mean = lambda key: sum(x[key] for x in reps) / 2
+    for col, key, tol in (("ms_per_step", "ms", 1e-3), ("tokens_per_s", "tps", 0.1), ("compute_ms", "compute", 1e-3),
+                          ("exposed_comm_ms", "exposed", 1e-3), ("data_wait_ms", "data", 1e-3), ("comm_ms", "comm", 1e-3)):
+        assert abs(float(r[col]) - mean(key)) <= tol, (col, r[col], mean(key))
+    assert abs(float(r["ms_stdev"]) - statistics.stdev([x["ms"] for x in reps])) <= 1e-3, r
+    assert abs(float(r["compute_ms"]) + float(r["exposed_comm_ms"]) + float(r["data_wait_ms"])
+               - float(r["ms_per_step"])) <= 3e-3, r                   # the breakdown adds up
 assert float(rows[0]["efficiency"]) == 1.0
+eff = float(rows[1]["tokens_per_s"]) / (2 * float(rows[0]["tokens_per_s"]))
+assert abs(float(rows[1]["efficiency"]) - eff) <= 1e-4, (rows[1]["efficiency"], eff)
 assert all(float(r["predicted_ms"]) > 0 for r in rows), rows
 report = open(d + "/report.md").read()
 assert "alpha = " in report and "| 1024 |" in report, "cost model section missing"
+assert "predicted / measured" in report and "load average" in report, report
 for svg in ("throughput", "efficiency", "breakdown"):
     xml.dom.minidom.parse(f"{d}/{svg}.svg")  # well-formed
-assert "| 2 | 1 x 2 |" in open(d + "/report.md").read()
-print("scale: CSV matches the runs;", rows)
+line = next(l for l in report.splitlines() if l.startswith("| 2 | 1 x 2 |"))
+cells = [c.strip() for c in line.strip("|").split("|")]
+assert cells[2].startswith(f"{float(rows[1]['ms_per_step']):.1f} +- "), cells      # measured, with its spread
+assert cells[8] == f"{float(rows[1]['predicted_ms']):.1f}", cells                 # predicted
+assert abs(float(cells[9]) - float(rows[1]["predicted_ms"]) / float(rows[1]["ms_per_step"])) <= 0.006, cells
+print("scale: CSV matches the runs' metrics;", rows)
+PY
+# weak scaling: the global batch grows with dp, the work per rank stays
+cat > "$WORK/weak.yaml" <<YAML
+config: $MT_SOURCE_DIR/examples/tiny.yaml
+overrides: [train.batch_size=4, train.micro_batch=2, model.n_embd=32, model.seq_len=16, train.threads=1]
+mode: weak
+steps: 2
+warmup: 1
+points:
+  - {np: 1}
+  - {np: 2, dp: 2}
+YAML
+"$MESHTRAIN" scale "$WORK/weak.yaml" --out "$WORK/weak"
+python3 - "$WORK/weak" <<'PY'
+import json, sys
+d = sys.argv[1]
+a, b = (json.load(open(f"{d}/point{i}_rep0.json")) for i in (0, 1))
+assert b["tokens_per_step"] == 2 * a["tokens_per_step"] and b["dp"] == 2, (a, b)
+assert "weak scaling" in open(d + "/report.md").read()
 PY
 # a bad experiment is a clear error
 printf 'config: x.yaml\npoints:\n  - {np: 2, dp: 2, tp: 2}\n' > "$WORK/bad.yaml"
