@@ -80,7 +80,7 @@ void print_banner(const JobLaunch& job, parallel::Communicator& world, const cor
 int cmd_info(const JobLaunch& job, bool json) {
   if (job.self.mpi.rank != 0) return job.self.errors.empty() ? 0 : 1;
   const BuildInfo b = build_info();
-  const int threads = choose_threads(0, job.self.mpi.local_size);
+  const int threads = std::max(1, job.self.cores_per_rank);
   int errors = 0;
   for (const auto& i : job.ranks) errors += static_cast<int>(i.errors.size());
   if (json) {
@@ -100,16 +100,18 @@ int cmd_info(const JobLaunch& job, bool json) {
   std::printf("world     %d rank(s), %d node(s) (MPI shared-memory split), %zu host(s), %s\n", job.self.mpi.size,
               job.self.mpi.num_nodes, job.hosts.size(), per_host(job.hosts).c_str());
   for (const auto& h : job.hosts) std::printf("  %-24s ranks %s\n", h.host.c_str(), format_ranks(h.ranks).c_str());
-  std::printf("threads   %d per rank (cores / local ranks), BLAS core %s\n", threads, b.blas_core.c_str());
-  std::printf("\n%-5s %-20s %-11s %-17s %-14s %s\n", "rank", "host", "local", "launcher", "GPUs", "launcher variables");
+  std::printf("threads   %d per rank (from the affinity masks of the node's ranks; rank 0's mask: %d CPUs), BLAS "
+              "core %s\n", threads, job.self.cpus, b.blas_core.c_str());
+  std::printf("\n%-5s %-20s %-11s %-17s %-5s %-14s %s\n", "rank", "host", "local", "launcher", "CPUs", "GPUs",
+              "launcher variables");
   for (const auto& i : job.ranks) {
     std::string vars;
     for (const char* k : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID", "SLURM_LOCALID",
                           "SLURM_STEP_ID", "PMIX_RANK"}) {
       if (auto it = i.vars.find(k); it != i.vars.end()) vars += fmt::format("{}={} ", k, it->second);
     }
-    std::printf("%-5d %-20s %-11s %-17s %-14s %s\n", i.mpi.rank, i.host.c_str(),
-                fmt::format("{}/{}", i.mpi.local_rank, i.mpi.local_size).c_str(), launcher_name(i.launcher),
+    std::printf("%-5d %-20s %-11s %-17s %-5d %-14s %s\n", i.mpi.rank, i.host.c_str(),
+                fmt::format("{}/{}", i.mpi.local_rank, i.mpi.local_size).c_str(), launcher_name(i.launcher), i.cpus,
                 i.visible_gpus.empty() ? "-" : i.visible_gpus.c_str(), vars.c_str());
     for (const auto& n : i.notes) std::printf("      note: %s\n", n.c_str());
     for (const auto& w : i.warnings) std::printf("      WARNING: %s\n", w.c_str());

@@ -38,7 +38,7 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
   const JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0
   report_launch_problems(job);
-  *threads_out = choose_threads(cfg.train.threads, env.local_size());
+  *threads_out = cfg.train.threads > 0 ? cfg.train.threads : std::max(1, job.self.cores_per_rank);
   set_threads(*threads_out);
   print_banner(job, world, cfg, *threads_out);
   if (job_out) *job_out = job;

@@ -3,6 +3,7 @@
 #include "launch/launch_env.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -213,6 +214,12 @@ LaunchInfo classify_launch(const MpiPlacement& mpi, const EnvMap& env, const std
   return info;
 }
 
+int cores_per_rank(int mine, int sum, int union_count, int local_size) {
+  if (mine <= 0 || union_count <= 0) return 1;
+  if (sum == union_count) return mine;  // disjoint: bound to its own cores
+  return std::max(1, union_count / std::max(1, local_size));
+}
+
 std::vector<HostRanks> group_hosts(const std::vector<std::string>& host_of_rank) {
   std::vector<HostRanks> hosts;
   std::map<std::string, size_t> index;
@@ -260,7 +267,7 @@ nlohmann::json to_json(const LaunchInfo& i) {
           {"local_size", i.mpi.local_size}, {"num_nodes", i.mpi.num_nodes}, {"host", i.host},
           {"launcher", launcher_name(i.launcher)}, {"slurm_job_id", i.slurm_job_id},
           {"slurm_step_id", i.slurm_step_id}, {"slurm_nodelist", i.slurm_nodelist},
-          {"visible_gpus", i.visible_gpus}, {"vars", i.vars}, {"notes", i.notes}, {"warnings", i.warnings},
+          {"visible_gpus", i.visible_gpus}, {"cpus", i.cpus}, {"cores_per_rank", i.cores_per_rank}, {"vars", i.vars}, {"notes", i.notes}, {"warnings", i.warnings},
           {"errors", i.errors}};
 }
 
@@ -278,6 +285,8 @@ LaunchInfo launch_info_from_json(const nlohmann::json& j) {
   i.slurm_step_id = j.at("slurm_step_id").get<std::string>();
   i.slurm_nodelist = j.at("slurm_nodelist").get<std::string>();
   i.visible_gpus = j.at("visible_gpus").get<std::string>();
+  i.cpus = j.value("cpus", 0);
+  i.cores_per_rank = j.value("cores_per_rank", 0);
   i.vars = j.at("vars").get<EnvMap>();
   i.notes = j.at("notes").get<std::vector<std::string>>();
   i.warnings = j.at("warnings").get<std::vector<std::string>>();
@@ -291,6 +300,21 @@ JobLaunch detect_job(const parallel::MpiEnv& env) {
   gethostname(host, sizeof(host) - 1);
   const MpiPlacement mpi{env.rank(), env.size(), env.local_rank(), env.local_size(), env.num_nodes()};
   job.self = classify_launch(mpi, launch_vars_from_environ(), host);
+
+  // cores per rank from the affinity masks of the ranks on this node (OR-reduced over the
+  // node's shared-memory communicator)
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0) {
+    int mine = CPU_COUNT(&mask), sum = 0;
+    MPI_Comm node = MPI_COMM_NULL;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, mpi.rank, MPI_INFO_NULL, &node);
+    MPI_Allreduce(MPI_IN_PLACE, &mask, static_cast<int>(sizeof(mask)), MPI_BYTE, MPI_BOR, node);
+    MPI_Allreduce(&mine, &sum, 1, MPI_INT, MPI_SUM, node);
+    MPI_Comm_free(&node);
+    job.self.cpus = mine;
+    job.self.cores_per_rank = cores_per_rank(mine, sum, CPU_COUNT(&mask), mpi.local_size);
+  }
 
   // hostnames of every rank: fixed-size records, one MPI_Allgather
   std::vector<char> all(sizeof(host) * static_cast<size_t>(mpi.size), 0);

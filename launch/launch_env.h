@@ -50,6 +50,8 @@ struct LaunchInfo {
   std::string slurm_step_id;   // "" unless started by srun (a task of a job step)
   std::string slurm_nodelist;  // SLURM_JOB_NODELIST
   std::string visible_gpus;    // CUDA_VISIBLE_DEVICES (or "" when unset)
+  int cpus = 0;                // CPUs in this process's affinity mask (0 = not measured)
+  int cores_per_rank = 0;      // threads a rank should run (cores_per_rank()); 0 = not measured
   EnvMap vars;                 // the launcher variables that were set
   std::vector<std::string> notes;     // variables ignored, and why
   std::vector<std::string> warnings;  // a variable contradicting MPI
@@ -65,6 +67,14 @@ EnvMap launch_vars_from_environ();
 
 // The decision logic: pure, no MPI, no environment access.
 LaunchInfo classify_launch(const MpiPlacement& mpi, const EnvMap& env, const std::string& host = "");
+
+// Cores for each rank's threads, from the CPU affinity masks of the ranks on one node: `mine`
+// CPUs in this rank's mask, `sum` the masks' sizes added over the node's ranks, `union_count`
+// the CPUs in their union. Disjoint masks (sum == union: mpirun --map-by slot:PE=N, srun
+// with task/affinity) are each rank's own cores; overlapping ones (no binding, a cgroup
+// cpuset shared by the job) are shared: union / local ranks. Never below 1. The node's CPU
+// count alone would oversubscribe a node shared with other jobs.
+int cores_per_rank(int mine, int sum, int union_count, int local_size);
 
 // Hosts in order of their lowest rank, with the ranks on each.
 struct HostRanks {

@@ -36,6 +36,11 @@ python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["ranks"][1]["vars"];
 mpi -np 4 "$MESHTRAIN" info --json > "$WORK/np4.json"
 check_info "$WORK/np4.json" mpirun 4
 
+# threads follow the CPU affinity mask, not the node's CPU count (a job sharing a node)
+taskset -c 0 "$MESHTRAIN" info --json > "$WORK/one-cpu.json"
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["threads_per_rank"] == 1 and j["ranks"][0]["cpus"] == 1, j' "$WORK/one-cpu.json" \
+  || fail "threads per rank ignore the affinity mask"
+
 # the variables mpirun inside an sbatch script passes on: SLURM_PROCID=0 on every rank
 SLURM_JOB_ID=77 SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NTASKS=2 ENVIRONMENT=BATCH \
   mpi -np 2 "$MESHTRAIN" info --json > "$WORK/sb.json"

@@ -208,3 +208,13 @@ TEST(LaunchEnv, EnvironReadKeepsOnlyLauncherVariables) {
   EXPECT_EQ(m.count("SLURM_SRUN_COMM_PORT"), 0u);
   EXPECT_EQ(m.count("MT_UNRELATED"), 0u);
 }
+
+TEST(LaunchEnv, CoresPerRankFromAffinityMasks) {
+  EXPECT_EQ(cores_per_rank(8, 32, 32, 4), 8);   // 4 ranks bound to 8 cores each (PE=8, srun --cpu-bind)
+  EXPECT_EQ(cores_per_rank(64, 256, 64, 4), 16);  // unbound on a 64-core node: share
+  EXPECT_EQ(cores_per_rank(16, 64, 16, 4), 4);  // a 16-CPU cgroup cpuset shared by 4 ranks, 64-core node
+  EXPECT_EQ(cores_per_rank(2, 8, 2, 4), 1);     // oversubscribed: never below 1
+  EXPECT_EQ(cores_per_rank(1, 2, 2, 2), 1);     // mpirun -np 2 --bind-to core
+  EXPECT_EQ(cores_per_rank(2, 2, 2, 1), 2);     // alone
+  EXPECT_EQ(cores_per_rank(0, 0, 0, 1), 1);     // not measured
+}
