@@ -106,6 +106,9 @@ SelectTypeParameters=CR_Core
 MpiDefault=pmix
 ReturnToService=2
 MinJobAge=600
+# a requeued job becomes eligible after cred_expire, then waits for the main scheduler's
+# periodic pass (60 s by default): run it every second
+SchedulerParameters=sched_interval=1
 NodeName=localhost CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2000
 PartitionName=debug Nodes=localhost Default=YES MaxTime=10 State=UP
 CONF
@@ -196,7 +199,7 @@ echo "mpirun-in-sbatch template: ok in $(( $(date +%s) - t )) s"
 
 # preemption: SIGUSR1 to the batch shell, as --signal=B:USR1@120 sends it before the limit
 t=$(date +%s)
-N=150
+N=60
 J3=$(submit pre train-srun.sbatch "${TINY[@]}" train.steps=$N parallel.dp=2); JOBS+=("$J3")
 for _ in $(seq 300); do
   [ -f "$WORK/pre/metrics.jsonl" ] && [ "$(wc -l < "$WORK/pre/metrics.jsonl")" -ge 10 ] && break; sleep 0.1
