@@ -12,6 +12,7 @@
 #  - preemption as the templates' --signal=B:USR1@120 delivers it (scancel --signal=USR1
 #    --batch): the script forwards it, the ranks checkpoint and exit 0, the script requeues
 #    the job, which resumes and completes every step exactly once;
+#  - `srun -n 2 meshtrain info --json` from the shell reports srun, ranks 0/1, local ranks 0/1;
 #  - `srun --mpi=pmi2` (which Debian's Open MPI cannot use) prints meshtrain's hint;
 #  - stops every daemon it started, by PID, also when a check fails (EXIT trap).
 # Jobs are polled with scontrol every 0.2 s: `sbatch --wait` polls with a growing interval
@@ -212,6 +213,17 @@ ls "$WORK/pre/checkpoints" | grep -q '^step_' || fail "no checkpoint"
 check_run "$WORK/pre" $N || fail "preempted job: steps lost or repeated"
 check_launch "$WORK/pre" srun "$J3" 1 || fail "preempted job: launch records"
 echo "preemption + requeue: ok in $(( $(date +%s) - t )) s"
+
+# srun from the shell (its own allocation): every rank's view from `meshtrain info --json`
+timeout 120 srun -n 2 -t 1 "$MESHTRAIN" info --json > "$WORK/srun-info.json" || fail "srun meshtrain info"
+python3 - "$WORK/srun-info.json" <<'PY' || fail "srun info: wrong detection"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["launcher"] == "srun" and j["world"] == 2 and len(j["hosts"]) == 1, j
+for i, r in enumerate(j["ranks"]):
+    assert (r["rank"], r["local_rank"], r["local_size"]) == (i, i, 2) and r["launcher"] == "srun", r
+    assert r["vars"]["SLURM_PROCID"] == str(i) and r["slurm_step_id"] != "" and not r["warnings"], r
+PY
 
 # srun --mpi=pmi2: Debian's Open MPI fails in MPI_Init; meshtrain says what to use first
 set +e; out=$(timeout 60 srun --mpi=pmi2 -n 2 -t 1 "$MESHTRAIN" info 2>&1); rc=$?; set -e
