@@ -233,19 +233,25 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   }
   io::write_file_atomic(out + "/results.csv", csv);
   std::vector<std::string> labels;
-  std::vector<double> tps, eff, comp, expo, data;
+  std::vector<double> tps, tps_pred, tps_linear, eff, eff_pred, comp, expo, data;
   for (const auto& r : rows) {
     labels.push_back(fmt::format("{} ({}x{})", r.p.np, r.p.dp, r.p.tp));
     tps.push_back(r.tps);
+    tps_pred.push_back(r.tokens / (r.predicted_ms / 1000.0));
+    tps_linear.push_back(ref.tps * r.p.np / ref.p.np);  // ideal: per-rank rate of the smallest point
     eff.push_back(100.0 * r.eff);
+    eff_pred.push_back(100.0 * tps_pred.back() / (static_cast<double>(r.p.np) / ref.p.np * ref.tps));
     comp.push_back(r.compute);
     expo.push_back(r.exposed);
     data.push_back(r.data);
   }
   io::write_file_atomic(out + "/throughput.svg",
-                        svg_chart(fmt::format("{} scaling: tokens/s", spec.mode), labels, {{"tokens/s", tps}}, false, "tokens/s"));
+                        svg_chart(fmt::format("{} scaling: tokens/s", spec.mode), labels,
+                                  {{"measured", tps}, {"predicted", tps_pred}, {"linear", tps_linear}}, false,
+                                  "tokens/s"));
   io::write_file_atomic(out + "/efficiency.svg",
-                        svg_chart("scaling efficiency", labels, {{"efficiency %", eff}}, false, "% of linear"));
+                        svg_chart("scaling efficiency", labels, {{"measured", eff}, {"predicted", eff_pred}}, false,
+                                  "% of linear"));
   io::write_file_atomic(out + "/breakdown.svg", svg_chart("step time breakdown", labels,
                                                           {{"compute", comp}, {"exposed comm", expo}, {"data wait", data}},
                                                           true, "ms per step"));

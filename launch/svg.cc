@@ -12,6 +12,14 @@ namespace mt::launch {
 namespace {
 const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"};
 
+// "150000", "2.5", "0.0003": whole numbers in full, the rest with 4 significant digits
+std::string tick_label(double v) {
+  if (std::fabs(v) < 1e9 && std::fabs(v - std::round(v)) < 1e-9 * std::max(1.0, std::fabs(v))) {
+    return fmt::format("{:.0f}", v);
+  }
+  return fmt::format("{:.4g}", v);
+}
+
 // Frame, title, axis label and horizontal grid with tick values from ymin to ymax.
 void frame(std::ostringstream& o, double W, double H, double L, double T, double pw, double ph, const std::string& title,
            const std::string& ylabel, double ymin, double ymax) {
@@ -24,9 +32,18 @@ void frame(std::ostringstream& o, double W, double H, double L, double T, double
     << ")' text-anchor='middle'>" << ylabel << "</text>\n";
   for (int k = 0; k <= 4; ++k) {
     const double v = ymin + (ymax - ymin) * k / 4, y = T + ph - (v - ymin) / (ymax - ymin) * ph;
-    o << "<text x='" << L - 5 << "' y='" << y + 4 << "' text-anchor='end'>" << fmt::format("{:.3g}", v) << "</text>\n"
+    o << "<text x='" << L - 5 << "' y='" << y + 4 << "' text-anchor='end'>" << tick_label(v) << "</text>\n"
       << "<line x1='" << L << "' y1='" << y << "' x2='" << L + pw << "' y2='" << y << "' stroke='#ddd'/>\n";
   }
+}
+// The smallest 4 x (1, 2, 2.5 or 5 x 10^k) >= v, so the 4 grid steps are round numbers.
+double nice_top(double v) {
+  if (!(v > 0)) return 1;
+  const double raw = v / 4, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0}) {
+    if (m * mag >= raw * (1 - 1e-12)) return 4 * m * mag;
+  }
+  return 40 * mag;
 }
 void legend(std::ostringstream& o, double x, double T, size_t s, const std::string& name) {
   o << "<rect x='" << x << "' y='" << T + 18 * s << "' width='12' height='12' fill='" << kColors[s % 4] << "'/>"
@@ -43,7 +60,7 @@ std::string svg_chart(const std::string& title, const std::vector<std::string>& 
     for (const auto& s : series) acc = stacked ? acc + s.second[i] : std::max(acc, s.second[i]);
     ymax = std::max(ymax, acc);
   }
-  ymax = ymax > 0 ? ymax * 1.1 : 1;
+  ymax = nice_top(ymax * 1.05);
   const double pw = W - L - R, ph = H - T - B, step = pw / std::max<size_t>(1, labels.size());
   auto y = [&](double v) { return T + ph - v / ymax * ph; };
   std::ostringstream o;

@@ -54,6 +54,9 @@ assert "alpha = " in report and "| 1024 |" in report, "cost model section missin
 assert "predicted / measured" in report and "load average" in report, report
 for svg in ("throughput", "efficiency", "breakdown"):
     xml.dom.minidom.parse(f"{d}/{svg}.svg")  # well-formed
+texts = lambda f: [t.firstChild.data for t in xml.dom.minidom.parse(f"{d}/{f}.svg").getElementsByTagName("text") if t.firstChild]
+assert {"measured", "predicted", "linear"} <= set(texts("throughput")), texts("throughput")
+assert {"compute", "exposed comm", "data wait"} <= set(texts("breakdown")), texts("breakdown")
 line = next(l for l in report.splitlines() if l.startswith("| 2 | 1 x 2 |"))
 cells = [c.strip() for c in line.strip("|").split("|")]
 assert cells[2].startswith(f"{float(rows[1]['ms_per_step']):.1f} +- "), cells      # measured, with its spread
