@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/checkpoint.h"
+#include "io/dataset.h"
 #include "launch/blas_env.h"
 #include "launch/svg.h"
 #include "launch/signals.h"
@@ -148,8 +149,43 @@ int cmd_bench_sgemm(int threads, parallel::Communicator& world) {
   return 0;
 }
 
+namespace {
+// A dataset directory (manifest.json with "splits"): its manifest, then every shard verified.
+int inspect_dataset(const std::string& path, const nlohmann::json& m) {
+  std::printf("%s\n  dataset format v%d | dtype %s | vocab %d | tokenizer %s\n", path.c_str(),
+              m.value("format_version", -1), m.value("dtype", "?").c_str(), m.value("vocab_size", 0),
+              m.value("tokenizer", "?").c_str());
+  for (const auto& [split, shards] : m.at("splits").items()) {
+    int64_t tokens = 0, docs = 0;
+    for (const auto& s : shards) {
+      tokens += s.value("tokens", int64_t{0});
+      docs += s.value("documents", int64_t{0});
+    }
+    std::printf("  %-6s %zu shard(s), %lld tokens, %lld documents\n", split.c_str(), shards.size(),
+                static_cast<long long>(tokens), static_cast<long long>(docs));
+  }
+  try {
+    io::Dataset::open(path, /*verify=*/true);
+  } catch (const core::Error& e) {
+    std::printf("  checksums: FAILED: %s\n", e.what());
+    return 1;
+  }
+  std::printf("  checksums: all shards verify\n");
+  return 0;
+}
+}  // namespace
+
 int cmd_inspect(const std::string& path) {
   namespace fs = std::filesystem;
+  if (fs::exists(path + "/manifest.json")) {
+    nlohmann::json m;
+    try {
+      m = nlohmann::json::parse(io::read_file(path + "/manifest.json"));
+    } catch (const nlohmann::json::exception& e) {
+      throw core::Error("unreadable manifest").with_file(path + "/manifest.json").with_library(e.what());
+    }
+    if (m.contains("splits")) return inspect_dataset(path, m);
+  }
   std::vector<std::string> ckpts;
   if (fs::exists(path + "/manifest.json")) {
     ckpts.push_back(path);

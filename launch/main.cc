@@ -90,8 +90,8 @@ int main(int argc, char** argv) {
   c_plot->add_option("--out", plot_out, "output directory (default: the run directory)");
 
   std::string inspect_path;
-  auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's manifest and verify its checksums");
-  c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/ or run directory")->required();
+  auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's or dataset's manifest and verify its checksums");
+  c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/, run or dataset directory")->required();
 
   CLI11_PARSE(app, argc, argv);
   if (c_scale->parsed()) {  // launches its own mpirun jobs: no MPI in this process
