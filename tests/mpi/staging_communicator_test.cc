@@ -153,18 +153,16 @@ TEST(Staging, HostPoolIsReused) {
   for (int i = 0; i < 3; ++i) c.all_reduce(x.data(), x.size(), DType::F32, ReduceOp::Sum);
   c.all_reduce(x.data(), 1000, DType::F32, ReduceOp::Sum);
   EXPECT_EQ(c.staging_bytes(), after_first);
-  // two in flight at once need two buffers, then no more
-  auto w1 = c.iall_reduce(x.data(), x.size() / 2, DType::F32, ReduceOp::Sum);
-  auto w2 = c.iall_reduce(x.data() + x.size() / 2, x.size() / 2, DType::F32, ReduceOp::Sum);
-  w1->wait();
-  w2->wait();
-  const size_t two = c.staging_bytes();
-  EXPECT_GT(two, after_first);
-  auto w3 = c.iall_reduce(x.data(), x.size() / 2, DType::F32, ReduceOp::Sum);
-  auto w4 = c.iall_reduce(x.data() + x.size() / 2, x.size() / 2, DType::F32, ReduceOp::Sum);
-  w4->wait();
-  w3->wait();
-  EXPECT_EQ(c.staging_bytes(), two);
+  // Two in flight at once need a second buffer (unless the first completes as the second is
+  // issued, which depends on timing); repeating the pattern adds nothing beyond that one.
+  for (int k = 0; k < 4; ++k) {
+    auto w1 = c.iall_reduce(x.data(), x.size() / 2, DType::F32, ReduceOp::Sum);
+    auto w2 = c.iall_reduce(x.data() + x.size() / 2, x.size() / 2, DType::F32, ReduceOp::Sum);
+    if (k % 2) w2->wait();
+    w1->wait();
+    w2->wait();
+  }
+  EXPECT_LE(c.staging_bytes(), after_first + x.size() / 2 * 4);
 }
 
 TEST(Staging, SplitEvenOdd) {
@@ -259,7 +257,30 @@ TEST(Staging, FactoryChoosesTheBackend) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("unknown communicator backend 'gloo'"), std::string::npos) << e.what();
   }
-#if !MT_WITH_NCCL
+#if MT_WITH_NCCL
+  // The fake GPU says index 0 on every rank. With a GPU: all ranks share GPU 0, so auto
+  // stages (one rank: NCCL) and nccl is refused; without one, every rank reports the CUDA
+  // error of the device query (none hangs in the UUID all_gather).
+  const int p = host->size();
+  try {
+    auto a = make_device_communicator(*host, gpu, "auto");
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->backend_name(), p > 1 ? "mpi-staging" : "nccl");
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cudaGetDeviceProperties(device 0) failed"), std::string::npos) << e.what();
+  }
+  if (p > 1) {
+    try {
+      make_device_communicator(*host, gpu, "nccl");
+      ADD_FAILURE() << "nccl with every rank on GPU 0";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_TRUE(m.find("one GPU cannot host two NCCL ranks") != std::string::npos ||
+                  m.find("cudaGetDeviceProperties(device 0) failed") != std::string::npos)
+          << m;
+    }
+  }
+#else
   // No NCCL in this build: auto stages, nccl is an error naming the cause.
   auto a = make_device_communicator(*host, gpu, "auto");
   ASSERT_NE(a, nullptr);
