@@ -243,9 +243,9 @@ size_t StagingCommunicator::outstanding() const { return engine_->pending.size()
 void StagingCommunicator::ready_device() {
   // Wait for what the device has queued (a backward pass still writing the gradients). The
   // CPU device's events are always complete; CUDA records on the compute stream.
-  auto ev = device_.create_event();
-  ev->record();
-  ev->synchronize();
+  if (!ready_) ready_ = device_.create_event();
+  ready_->record();
+  ready_->synchronize();
 }
 
 namespace {

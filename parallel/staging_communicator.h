@@ -37,6 +37,7 @@
 
 namespace mt::core {
 class Device;
+class Event;
 }
 
 namespace mt::parallel {
@@ -90,6 +91,7 @@ class StagingCommunicator final : public Communicator {
   Communicator* host_;
   core::Device& device_;
   std::shared_ptr<detail::StagingEngine> engine_;
+  std::unique_ptr<core::Event> ready_;  // recorded on the device's stream before each copy out
 };
 
 }  // namespace mt::parallel
