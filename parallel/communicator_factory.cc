@@ -5,6 +5,7 @@
 // never #ifdef; this file and the backends' own files are all that change with a backend.
 #include <mpi.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>

@@ -172,7 +172,9 @@ TEST_F(Nccl, ArgumentErrorsDoNotAbort) {
 TEST_F(Nccl, DeadlineAbortsAndNamesTheOp) {
   auto c = make(1.0);
   const int p = c->size(), r = c->rank();
-  if (p < 2) GTEST_SKIP() << "needs 2 ranks";
+  // One rank has no peer to be late: the -np 2 run covers this. (Not GTEST_SKIP: ctest would
+  // then count the whole -np 1 binary as skipped, hiding the tests that ran.)
+  if (p < 2) return;
   CudaMem mem;
   Buf<float> b(mem, std::vector<float>(1024, 1.f));
   c->all_reduce(b.dev(), 1024, DType::F32, ReduceOp::Sum);  // #0, completes
