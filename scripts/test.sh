@@ -3,7 +3,8 @@
 # (unit tests, multi-rank MPI tests under mpirun, end-to-end runs of the meshtrain binary).
 # Then, where the CUDA toolkit is installed (nvcc at $NVCC, default /usr/local/cuda/bin/nvcc),
 # the CUDA build: build-cuda with -DMT_WITH_CUDA=ON (NCCL and cuDNN follow), compiled in full
-# so GPU code cannot rot, and its CUDA tests (ctest label cuda). Without a GPU those skip;
+# so GPU code cannot rot, and its CUDA tests (ctest label cuda, plus the two CPU communicator
+# tests whose code depends on the GPU flags). Without a GPU the GPU tests skip;
 # their reasons are printed after the run. MT_SKIP_CUDA_BUILD=1 leaves the CUDA build out.
 # Extra arguments go to the CPU build's ctest.
 set -euo pipefail
@@ -27,6 +28,8 @@ start=$SECONDS
 BUILD_DIR=build-cuda bash scripts/build.sh -DMT_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC"
 echo "== CUDA build: compiled in $((SECONDS - start)) s"
 cd build-cuda
+# The CPU tests whose code differs with the GPU flags on (the backend choice of the factory).
+ctest -R '^(communicator_test|staging_communicator_test)_np2$' --output-on-failure -j2 --timeout 900
 ctest -L cuda --output-on-failure -j2 --timeout 900
 # ctest counts a GPU test that skipped as "Skipped" without saying why: print gtest's reason
 # (the line after "...: Skipped") once per ctest test.
