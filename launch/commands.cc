@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/checkpoint.h"
@@ -127,14 +128,25 @@ int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& wor
   opt.max_bytes = a.max_bytes;
   opt.iters = a.iters;
   opt.warmup = a.warmup;
-  const auto rows = parallel::run_allreduce_bench(world, MPI_COMM_WORLD, opt, std::cout);
+  core::Device& dev = core::get_device(a.device);
+  // Host buffers: the world communicator itself (MPI). Device buffers: the device
+  // communicator parallel.backend would give the trainer (NCCL, or host staging over MPI).
+  auto dcomm = parallel::make_device_communicator(world, dev, a.backend);
+  if (!dcomm && a.backend == "nccl")
+    throw core::Error("bench allreduce --backend nccl needs device buffers").with_hint("add --device cuda");
+  parallel::Communicator& comm = dcomm ? *dcomm : world;
+  const auto rows = parallel::run_allreduce_bench(comm, dev, parallel::make_allreduce_baseline(comm), MPI_COMM_WORLD,
+                                                  opt, std::cout);
   if (world.rank() == 0 && !a.json_out.empty()) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {
       j.push_back({{"bytes", r.bytes}, {"fw_us", r.fw_us}, {"fw_busbw", r.fw_busbw}, {"raw_us", r.raw_us},
                    {"raw_busbw", r.raw_busbw}, {"ok", r.fw_ok && r.raw_ok}});
     }
-    std::ofstream(a.json_out) << nlohmann::json{{"world", world.size()}, {"rows", j}}.dump(2) << "\n";
+    std::ofstream(a.json_out) << nlohmann::json{{"world", world.size()}, {"backend", comm.backend_name()},
+                                                {"device", dev.name()}, {"rows", j}}
+                                     .dump(2)
+                              << "\n";
   }
   return 0;
 }
