@@ -34,10 +34,12 @@ int parse_cuda_index(const std::string& name) {
   return static_cast<int>(v);
 }
 
+#if !MT_WITH_CUDA
 [[noreturn]] void no_cuda(const std::string& name) {
   throw Error(fmt::format("device '{}' requested but this build has no CUDA", name))
       .with_hint("reconfigure with -DMT_WITH_CUDA=ON on a machine with the CUDA toolkit, or use train.device=cpu");
 }
+#endif
 
 }  // namespace
 

@@ -83,8 +83,9 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   per_rank_batch_ = cfg.train.batch_size / dp_;
 
   // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
-  dp_dev_ = parallel::make_device_communicator(*comms_.dp, *device_, cfg.parallel.backend);
-  tp_dev_ = parallel::make_device_communicator(*comms_.tp, *device_, cfg.parallel.backend);
+  // Groups of one rank exchange nothing, so they need none.
+  if (dp_ > 1) dp_dev_ = parallel::make_device_communicator(*comms_.dp, *device_, cfg.parallel.backend);
+  if (tp_ > 1) tp_dev_ = parallel::make_device_communicator(*comms_.tp, *device_, cfg.parallel.backend);
   parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
   parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
 
