@@ -277,7 +277,9 @@ void Gpt::ensure_acts(int B, int T) {
   targets_d_ = Tensor::empty({N}, core::DType::I32, dev);
   doc_ids_d_ = Tensor::empty({N}, core::DType::I32, dev);
   dloss_d_ = f32({N});
-  stage_ = core::HostBuffer(dev, static_cast<size_t>(4 * N) * sizeof(int32_t));
+  // staging memory only grows (page-locked allocations are slow; eval alternates shapes)
+  const size_t stage_bytes = static_cast<size_t>(4 * N) * sizeof(int32_t);
+  if (stage_.bytes() < stage_bytes) stage_ = core::HostBuffer(dev, stage_bytes);
   losses_host_.assign(static_cast<size_t>(N), 0.0f);
 }
 
