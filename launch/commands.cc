@@ -49,32 +49,43 @@ void print_banner(parallel::Communicator& world, int threads) {
 }
 
 namespace {
-// Shared start of every command that trains: config, log level, threads, banner.
+// Shared start of every command that trains: config, log level, threads, banner, and the
+// device this rank computes on (train.device; "cuda" binds GPU local_rank % GPUs per node).
 core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
-                       parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out) {
+                       parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
+                       core::Device** device_out) {
   core::Config cfg = core::load_config(config, overrides);
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
   *threads_out = choose_threads(cfg.train.threads, env.local_size());
   set_threads(*threads_out);
   print_banner(world, *threads_out);
+  core::Device& device = core::select_device(cfg.train.device, env.local_rank(), env.local_size());
+  if (device.kind() != core::DeviceKind::CPU) {
+    log::info("device: {} (local rank {} of {} on this node)", device.description(), env.local_rank(),
+              env.local_size());
+  }
+  *device_out = &device;
   return cfg;
 }
 }  // namespace
 
 int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
-  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads);
+  core::Device* device = nullptr;
+  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device);
   install_preemption_handlers();
-  Trainer trainer(cfg, world);
+  Trainer trainer(cfg, world, device);
   trainer.run();
   return 0;
 }
 
 int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
-  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads);
-  Trainer trainer(cfg, world);
+  core::Device* device = nullptr;
+  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device);
+  Trainer trainer(cfg, world, device);
+  const bool gpu = device->kind() != core::DeviceKind::CPU;
   for (int i = 0; i < a.warmup; ++i) trainer.step(i);
   world.barrier();
   double total_ms = 0, comm_ms = 0, exposed_ms = 0, data_ms = 0;
@@ -90,25 +101,36 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
   const double tokens = static_cast<double>(trainer.tokens_per_step());
   const double flops = trainer.model().flops_per_token(cfg.model.seq_len) * tokens;
   const double model_gflops = flops / (ms / 1000.0) / 1e9;
-  const double sgemm = measure_sgemm_gflops(1024, 5);  // per rank, same threads
-  const double frac = model_gflops / (sgemm * world.size());
+  // CPU: against the measured sgemm rate; GPU: MFU against the configured peak (run.peak_gflops,
+  // default 989e3 = H100 dense bf16). The GPU measures no sgemm rate.
+  const double sgemm = gpu ? 0.0 : measure_sgemm_gflops(1024, 5);  // per rank, same threads
+  const double peak = gpu ? trainer.peak_gflops_per_rank() : (cfg.run.peak_gflops > 0 ? cfg.run.peak_gflops : 0.0);
+  const double frac = sgemm > 0 ? model_gflops / (sgemm * world.size()) : 0.0;
+  const double mfu = peak > 0 ? model_gflops / (peak * world.size()) : 0.0;
   if (world.rank() == 0) {
     std::printf("bench step: %s (%d layers, width %d, %lld params), world %d (dp %d x tp %d), micro_batch %d, "
                 "seq_len %d, %d thread(s)/rank, BLAS core %s\n",
                 a.config.c_str(), cfg.model.n_layer, cfg.model.n_embd,
                 static_cast<long long>(trainer.model().num_full_params()), world.size(), trainer.mesh().dp(),
                 trainer.mesh().tp(), cfg.train.micro_batch, cfg.model.seq_len, threads, blas_core_name().c_str());
+    if (gpu) {
+      std::printf("  device           %s, %s\n", device->description().c_str(), trainer.ops().describe().c_str());
+    }
     std::printf("  ms/step          %10.1f   (mean of %d after %d warm-up)\n", ms, a.steps, a.warmup);
     std::printf("  tokens/s         %10.0f\n", tokens / (ms / 1000.0));
     std::printf("  model GFLOP/s    %10.1f   (%.3g FLOP/step = 6 x params x tokens + attention)\n", model_gflops, flops);
-    std::printf("  sgemm GFLOP/s    %10.1f   (1024^3, per rank)\n", sgemm);
-    std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
+    if (!gpu) {
+      std::printf("  sgemm GFLOP/s    %10.1f   (1024^3, per rank)\n", sgemm);
+      std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
+    }
+    if (peak > 0) std::printf("  MFU              %10.1f%%   (peak %.0f GFLOP/s per rank)\n", 100.0 * mfu, peak);
     std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data %.2f\n", comm_ms / a.steps,
                 exposed_ms / a.steps, 100.0 * exposed_ms / total_ms, data_ms / a.steps);
     std::printf("  %s\n", trainer.memory_report().c_str());
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
-                       {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"comm_ms", comm_ms / a.steps},
+                       {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"mfu", mfu},
+                       {"peak_gflops_per_rank", peak}, {"device", device->name()}, {"comm_ms", comm_ms / a.steps},
                        {"exposed_comm_ms", exposed_ms / a.steps}, {"data_ms", data_ms / a.steps},
                        {"compute_ms", ms - exposed_ms / a.steps - data_ms / a.steps}, {"world", world.size()},
                        {"dp", trainer.mesh().dp()}, {"tp", trainer.mesh().tp()},
