@@ -1,43 +1,58 @@
-# GPU stack: CUDA toolkit, and NCCL / cuDNN which ship no CMake modules (small finders that
-# read the versions from the headers). Sets MT_HAVE_CUDA/NCCL/CUDNN (0/1) and the targets
-# mt::nccl and mt::cudnn.
+# GPU stack, included when MT_WITH_CUDA=ON: the CUDA language and toolkit, then NCCL and cuDNN
+# (on unless -DMT_WITH_NCCL=OFF / -DMT_WITH_CUDNN=OFF; a missing one is a configure error that
+# says how to switch it off). Sets MT_HAVE_CUDA/NCCL/CUDNN (0/1, into mt/build_config.h), the
+# versions for the configure summary, and the targets CUDA::cudart/cublas/cublasLt (from
+# FindCUDAToolkit), NCCL::nccl and CUDNN::cudnn (cmake/FindNCCL.cmake, cmake/FindCUDNN.cmake),
+# also reachable as mt::nccl and mt::cudnn.
+#
+# Architectures: CMAKE_CUDA_ARCHITECTURES defaults to 80;90 (A100, H100) in CMakeLists.txt;
+# `native` fails on a machine without a GPU (the CI machine).
+
+# nvcc outside PATH: the toolkit's usual home.
+if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
+  find_program(_mt_nvcc nvcc HINTS $ENV{CUDA_HOME} $ENV{CUDA_PATH} /usr/local/cuda PATH_SUFFIXES bin)
+  if(_mt_nvcc)
+    set(CMAKE_CUDA_COMPILER ${_mt_nvcc} CACHE FILEPATH "CUDA compiler")
+  endif()
+endif()
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(FATAL_ERROR "MT_WITH_CUDA=ON but no CUDA compiler (nvcc) was found.\n"
+                      "Install the CUDA toolkit, pass -DCMAKE_CUDA_COMPILER=/path/to/nvcc, or build without "
+                      "-DMT_WITH_CUDA=ON.")
+endif()
 enable_language(CUDA)
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 find_package(CUDAToolkit REQUIRED)
 set(MT_HAVE_CUDA 1)
-set(_mt_cuda_hints ${CUDAToolkit_LIBRARY_ROOT} ${CUDAToolkit_TARGET_DIR} /usr/local/cuda)
-
-function(_mt_header_version header prefix outvar)
-  file(STRINGS ${header} _lines REGEX "#define ${prefix}_(MAJOR|MINOR|PATCH|PATCHLEVEL) +[0-9]+")
-  set(_v "")
-  foreach(part MAJOR MINOR PATCH PATCHLEVEL)
-    string(REGEX MATCH "#define ${prefix}_${part} +([0-9]+)" _m "${_lines}")
-    if(_m)
-      list(APPEND _v ${CMAKE_MATCH_1})
-    endif()
-  endforeach()
-  string(REPLACE ";" "." _v "${_v}")
-  set(${outvar} "${_v}" PARENT_SCOPE)
-endfunction()
-
-# _mt_find_gpu_lib(NCCL nccl.h nccl nccl NCCL): finds header + library under the toolkit, reads
-# the version from `version_header` (macros PREFIX_MAJOR...), defines mt::<target>, sets MT_HAVE_<VAR>.
-macro(_mt_find_gpu_lib var header version_header lib target prefix)
-  find_path(MT_${var}_INCLUDE ${header} HINTS ${_mt_cuda_hints} PATH_SUFFIXES include targets/x86_64-linux/include)
-  find_library(MT_${var}_LIB ${lib} HINTS ${_mt_cuda_hints} PATH_SUFFIXES lib64 lib targets/x86_64-linux/lib)
-  if(MT_${var}_INCLUDE AND MT_${var}_LIB)
-    _mt_header_version(${MT_${var}_INCLUDE}/${version_header} ${prefix} MT_${var}_VERSION)
-    add_library(mt::${target} UNKNOWN IMPORTED)
-    set_target_properties(mt::${target} PROPERTIES IMPORTED_LOCATION ${MT_${var}_LIB}
-      INTERFACE_INCLUDE_DIRECTORIES ${MT_${var}_INCLUDE})
-    set(MT_HAVE_${var} 1)
-  else()
-    message(WARNING "MT_WITH_${var}: ${header} / lib${lib} not found under ${_mt_cuda_hints}")
-  endif()
-endmacro()
 
 if(MT_WITH_NCCL)
-  _mt_find_gpu_lib(NCCL nccl.h nccl.h nccl nccl NCCL)
+  find_package(NCCL 2.18)
+  if(NOT NCCL_FOUND)
+    message(FATAL_ERROR "MT_WITH_NCCL=ON (the default with MT_WITH_CUDA) but NCCL >= 2.18 was not found "
+                        "(nccl.h / libnccl under NCCL_ROOT, the CUDA toolkit or the system).\n"
+                        "Set NCCL_ROOT, or configure with -DMT_WITH_NCCL=OFF (device tensors then go through "
+                        "host staging over MPI).")
+  endif()
+  set(MT_HAVE_NCCL 1)
+  set(MT_NCCL_VERSION ${NCCL_VERSION})
+  if(NOT TARGET mt::nccl)
+    add_library(mt::nccl ALIAS NCCL::nccl)
+  endif()
 endif()
+
 if(MT_WITH_CUDNN)
-  _mt_find_gpu_lib(CUDNN cudnn_version.h cudnn_version.h cudnn cudnn CUDNN)
+  find_package(CUDNN 8)
+  if(NOT CUDNN_FOUND)
+    message(FATAL_ERROR "MT_WITH_CUDNN=ON (the default with MT_WITH_CUDA) but cuDNN >= 8 was not found.\n"
+                        "Set CUDNN_ROOT, or configure with -DMT_WITH_CUDNN=OFF (attention then uses meshtrain's "
+                        "own kernel).")
+  endif()
+  set(MT_HAVE_CUDNN 1)
+  set(MT_CUDNN_VERSION ${CUDNN_VERSION})
+  if(NOT TARGET mt::cudnn)
+    add_library(mt::cudnn ALIAS CUDNN::cudnn)
+  endif()
 endif()

@@ -100,7 +100,9 @@ const std::vector<Field>& schema() {
     v.push_back(F<int>("train.early_stop_patience", MT_REF(train, early_stop_patience), 0, 1 << 30, "evals without improvement before stopping (0 = off)"));
     v.push_back(F<double>("train.early_stop_min_delta", MT_REF(train, early_stop_min_delta), 0, kInf, "improvement that counts for early stopping"));
     v.push_back(F<int>("train.threads", MT_REF(train, threads), 0, 4096, "threads per rank (0 = cores per rank)"));
-    v.push_back(F<std::string>("train.device", MT_REF(train, device), 0, 0, "cpu | cuda"));
+    v.push_back(F<std::string>("train.device", MT_REF(train, device), 0, 0, "cpu | cuda (GPU local_rank % GPUs on the node) | cuda:N"));
+    v.push_back(F<std::string>("train.precision", MT_REF(train, precision), 0, 0, "auto = fp32 on cpu, bf16 on cuda (bf16 weights/activations, fp32 master weights, grads and optimizer state)", {"auto", "fp32", "bf16"}));
+    v.push_back(F<std::string>("train.attention", MT_REF(train, attention), 0, 0, "CUDA attention: auto (cuDNN fused attention where supported, else own kernel) | cudnn | own", {"auto", "cudnn", "own"}));
     v.push_back(F<std::string>("train.nonfinite", MT_REF(train, nonfinite), 0, 0, "on a non-finite loss or gradient norm: skip the update or stop", {"skip", "stop"}));
     v.push_back(F<int64_t>("train.debug_nan_step", MT_REF(train, debug_nan_step), -1, 1e15, "testing: poison gradients at this step (-1 = off)"));
     // optim
@@ -129,6 +131,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<double>("parallel.bucket_mb", MT_REF(parallel, bucket_mb), 0.001, 4096, "gradient bucket size in MiB"));
     v.push_back(F<double>("parallel.timeout_s", MT_REF(parallel, timeout_s), 0.1, 1e9, "seconds a collective may wait before the job is aborted"));
     v.push_back(F<std::string>("parallel.backend", MT_REF(parallel, backend), 0, 0, "communication backend", {"auto", "mpi", "nccl"}));
+    v.push_back(F<std::string>("parallel.grad_reduce_dtype", MT_REF(parallel, grad_reduce_dtype), 0, 0, "dtype of the gradient all-reduce (bf16: CUDA only)", {"fp32", "bf16"}));
     // checkpoint
     v.push_back(F<int>("checkpoint.every", MT_REF(checkpoint, every), 0, 1 << 30, "steps between checkpoints (0 = off)"));
     v.push_back(F<int>("checkpoint.keep", MT_REF(checkpoint, keep), 1, 1 << 20, "newest complete checkpoints to keep"));
@@ -136,7 +139,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<std::string>("checkpoint.resume", MT_REF(checkpoint, resume), 0, 0, "'' | auto | PATH (also `resume=...` on the command line)"));
     // run
     v.push_back(F<std::string>("run.dir", MT_REF(run, dir), 0, 0, "run directory (config, metrics.jsonl, summary.json)"));
-    v.push_back(F<double>("run.peak_gflops", MT_REF(run, peak_gflops), 0, 1e9, "per-rank peak GFLOP/s for MFU (0 = measured sgemm)"));
+    v.push_back(F<double>("run.peak_gflops", MT_REF(run, peak_gflops), 0, 1e9, "per-rank peak GFLOP/s for MFU (0 = measured sgemm on cpu, 989e3 = H100 dense bf16 on cuda)"));
     v.push_back(F<bool>("run.tensorboard", MT_REF(run, tensorboard), 0, 0, "write TensorBoard event files under <run.dir>/tb"));
     v.push_back(F<std::string>("run.log_level", MT_REF(run, log_level), 0, 0, "log level", {"debug", "info", "warn", "error", "off"}));
     return v;
@@ -344,6 +347,15 @@ void validate_config(const Config& c) {
   }
   if (c.train.device != "cpu" && c.train.device != "cuda" && c.train.device.rfind("cuda:", 0) != 0) {
     throw at_key(c, "train.device", fmt::format("unknown device '{}'", c.train.device), "use cpu or cuda");
+  }
+  if (c.train.device == "cpu" && c.train.precision == "bf16") {
+    throw at_key(c, "train.precision", "train.precision = bf16 needs train.device = cuda (the CPU kernels are fp32)",
+                 "use train.precision=fp32 (or auto) on the CPU");
+  }
+  if (c.train.device == "cpu" && c.parallel.grad_reduce_dtype == "bf16") {
+    throw at_key(c, "parallel.grad_reduce_dtype",
+                 "parallel.grad_reduce_dtype = bf16 needs train.device = cuda (MPI does not reduce bf16)",
+                 "use parallel.grad_reduce_dtype=fp32 on the CPU");
   }
 }
 

@@ -1,4 +1,5 @@
 // What: the CPU device: 64-byte aligned host allocations and synchronous copies.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -33,7 +34,8 @@ class CpuDevice final : public Device {
     }
     std::lock_guard<std::mutex> lock(mu_);
     sizes_[p] = rounded;
-    in_use_ += rounded;
+    const size_t now = in_use_ += rounded;
+    if (now > peak_) peak_ = now;
     return p;
   }
   void free(void* p) override {
@@ -51,17 +53,27 @@ class CpuDevice final : public Device {
   void copy(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
+  void copy_async(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
   void memset_zero(void* p, size_t bytes) override {
     if (bytes) std::memset(p, 0, bytes);
   }
   void synchronize() override {}
   std::unique_ptr<Event> create_event() override { return std::make_unique<CpuEvent>(); }
+  // Host staging memory is ordinary memory here (not counted as device memory).
+  void* alloc_host(size_t bytes) override {
+    void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
+    if (!p) throw Error(fmt::format("out of host memory allocating {} bytes of staging memory", bytes));
+    return p;
+  }
+  void free_host(void* p) override { std::free(p); }
   size_t bytes_in_use() const override { return in_use_.load(); }
+  size_t peak_bytes_in_use() const override { return peak_.load(); }
 
  private:
   std::mutex mu_;
   std::unordered_map<void*, size_t> sizes_;
   std::atomic<size_t> in_use_{0};
+  std::atomic<size_t> peak_{0};
 };
 
 }  // namespace

@@ -1,12 +1,16 @@
-// What: the Device interface (alloc, free, copy, memset, events, synchronize) and the CPU device.
+// What: the Device interface (alloc, free, copy, memset, events, synchronize, host staging
+// memory) and the CPU device.
 // Why: kernels and the model allocate through a Device so the same code serves CPU and CUDA
 // (ggml's backend / c10 Device idea, kept small). Only core/device_registry.cc knows the list
 // of device backends; everything else asks it for a device by name.
+// Ordering: a device queues its work (kernels, copy_async, memset_zero) on ONE compute stream,
+// in issue order; copy() and synchronize() wait for it. On the CPU everything is immediate.
 #pragma once
 
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mt::core {
@@ -29,25 +33,72 @@ class Device {
   virtual DeviceKind kind() const = 0;
   virtual std::string name() const = 0;      // "cpu", "cuda:0"
   virtual int index() const { return 0; }
+  // A readable line for logs: "cpu", "cuda:1 (NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90)".
+  virtual std::string description() const { return name(); }
   virtual void* alloc(size_t bytes) = 0;     // aligned to >= 64 bytes; throws on failure
   virtual void free(void* ptr) = 0;
-  // Copies bytes; either side may be host or this device's memory (the device knows).
+  // Copies bytes and returns when they have arrived; either side may be host or this
+  // device's memory (the device knows). Ordered after all work queued before it.
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  // Queues the copy on the compute stream and returns at once (the CPU copies now). Host
+  // memory on either side must come from alloc_host() and must not be touched until the
+  // stream has passed the copy (synchronize(), or an Event recorded after it).
+  virtual void copy_async(void* dst, const void* src, size_t bytes) = 0;
+  // Zeroes this device's memory (queued on the compute stream).
   virtual void memset_zero(void* ptr, size_t bytes) = 0;
   virtual void synchronize() = 0;            // wait for all queued work on the device
   virtual std::unique_ptr<Event> create_event() = 0;
+  // Host memory for staging copies (page-locked on CUDA, so copy_async really is async).
+  virtual void* alloc_host(size_t bytes) = 0;
+  virtual void free_host(void* ptr) = 0;
   virtual size_t bytes_in_use() const = 0;   // live allocations through this device
+  virtual size_t peak_bytes_in_use() const = 0;  // high-water mark of bytes_in_use()
   // The native handle of the compute stream work is queued on (cudaStream_t for CUDA), for
   // code that must order its own work after it (the NCCL communicator); null on the CPU.
   virtual void* stream() const { return nullptr; }
 };
 
-// The process-wide CPU device (stateless apart from its byte counter).
+// Host staging memory from a device's alloc_host(), freed on destruction.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  HostBuffer(Device& dev, size_t bytes) : dev_(&dev), ptr_(dev.alloc_host(bytes)), bytes_(bytes) {}
+  ~HostBuffer() {
+    if (ptr_) dev_->free_host(ptr_);
+  }
+  HostBuffer(HostBuffer&& o) noexcept { *this = std::move(o); }
+  HostBuffer& operator=(HostBuffer&& o) noexcept {
+    if (this != &o) {
+      if (ptr_) dev_->free_host(ptr_);
+      dev_ = o.dev_;
+      ptr_ = o.ptr_;
+      bytes_ = o.bytes_;
+      o.ptr_ = nullptr;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  void* data() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Device* dev_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// The process-wide CPU device (stateless apart from its byte counters).
 Device& cpu_device();
 
-// Device lookup by name ("cpu", "cuda", "cuda:N"); the only place that lists backends.
-// Throws with a hint if the backend was not built or no such device exists.
+// Device lookup by name ("cpu", "cuda" = "cuda:0", "cuda:N"); the only place that lists
+// backends. Throws with a hint if the backend was not built or no such device exists.
 Device& get_device(const std::string& name);
 std::vector<std::string> built_device_backends();
+
+// The device a rank trains on: `spec` is train.device. "cuda" binds GPU
+// local_rank % (GPUs on the node) (ranks of one node spread over its GPUs); "cuda:N" and
+// "cpu" are taken as they are. local_size (ranks on this node) only feeds a warning when
+// more ranks than GPUs share a node.
+Device& select_device(const std::string& spec, int local_rank, int local_size);
 
 }  // namespace mt::core

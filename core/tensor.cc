@@ -10,6 +10,8 @@ size_t dtype_size(DType t) {
     case DType::F32: return 4;
     case DType::BF16: return 2;
     case DType::F16: return 2;
+    case DType::I32: return 4;
+    case DType::F64: return 8;
   }
   return 0;
 }
@@ -18,6 +20,8 @@ const char* dtype_name(DType t) {
     case DType::F32: return "fp32";
     case DType::BF16: return "bf16";
     case DType::F16: return "fp16";
+    case DType::I32: return "i32";
+    case DType::F64: return "f64";
   }
   return "?";
 }

@@ -1,8 +1,9 @@
 // What: Tensor = shape + dtype + a view into reference-counted storage owned by a Device.
 // Why: the model keeps all parameters (and all gradients) in ONE contiguous buffer each, so
 // gradient buckets, all-reduces and checkpoints work on plain byte ranges; individual weights
-// are views (offset + shape) into that buffer. fp32 is implemented; bf16/fp16 are reserved
-// for the CUDA mixed-precision path.
+// are views (offset + shape) into that buffer. Element types: fp32 everywhere; bf16 for the
+// CUDA mixed-precision working copies and activations; i32 token ids and f64 partial sums
+// staged on a device; fp16 reserved.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,7 @@
 
 namespace mt::core {
 
-enum class DType : uint8_t { F32 = 0, BF16 = 1, F16 = 2 };
+enum class DType : uint8_t { F32 = 0, BF16 = 1, F16 = 2, I32 = 3, F64 = 4 };
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 

@@ -2,6 +2,7 @@
 #include "launch/commands.h"
 
 #include <mpi.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -9,12 +10,15 @@
 #include <sstream>
 #include <iostream>
 
+#include <H5public.h>
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/checkpoint.h"
+#include "io/dataset.h"
 #include "io/metrics.h"
 #include "launch/blas_env.h"
 #include "launch/svg.h"
@@ -29,10 +33,11 @@ namespace mt::launch {
 namespace log = core::log;
 
 namespace {
-// Shared start of every command that trains: config, log level, threads, banner.
+// Shared start of every command that trains: config, log level, threads, banner, and the
+// device this rank computes on (train.device; "cuda" binds GPU local_rank % GPUs per node).
 core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
                        parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
-                       JobLaunch* job_out = nullptr) {
+                       core::Device** device_out, JobLaunch* job_out = nullptr) {
   core::Config cfg = core::load_config(config, overrides);
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
@@ -42,16 +47,23 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   set_threads(*threads_out);
   print_banner(job, world, cfg, *threads_out);
   if (job_out) *job_out = job;
+  core::Device& device = core::select_device(cfg.train.device, env.local_rank(), env.local_size());
+  if (device.kind() != core::DeviceKind::CPU) {
+    log::info("device: {} (local rank {} of {} on this node)", device.description(), env.local_rank(),
+              env.local_size());
+  }
+  *device_out = &device;
   return cfg;
 }
 }  // namespace
 
 int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
+  core::Device* device = nullptr;
   JobLaunch job;
-  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &job);
+  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device, &job);
   install_preemption_handlers();
-  Trainer trainer(cfg, world);
+  Trainer trainer(cfg, world, device);
   trainer.on_run_start = [&] { append_launch_record(cfg.run.dir, job); };  // <run.dir>/launch.jsonl
   trainer.run();
   return 0;
@@ -59,8 +71,10 @@ int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel:
 
 int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
-  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads);
-  Trainer trainer(cfg, world);
+  core::Device* device = nullptr;
+  const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device);
+  Trainer trainer(cfg, world, device);
+  const bool gpu = device->kind() != core::DeviceKind::CPU;
   for (int i = 0; i < a.warmup; ++i) trainer.step(i);
   world.barrier();
   std::vector<StepStats> st;
@@ -92,26 +106,37 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
   ms /= a.steps, comm_ms /= a.steps, exposed_ms /= a.steps, data_ms /= a.steps;
   const double flops = trainer.model().flops_per_token(cfg.model.seq_len) * tokens;
   const double model_gflops = flops / (ms / 1000.0) / 1e9;
-  const double sgemm = measure_sgemm_gflops(1024, 5);  // per rank, same threads
-  const double frac = model_gflops / (sgemm * world.size());
+  // CPU: against the measured sgemm rate; GPU: MFU against the configured peak (run.peak_gflops,
+  // default 989e3 = H100 dense bf16). The GPU measures no sgemm rate.
+  const double sgemm = gpu ? 0.0 : measure_sgemm_gflops(1024, 5);  // per rank, same threads
+  const double peak = gpu ? trainer.peak_gflops_per_rank() : (cfg.run.peak_gflops > 0 ? cfg.run.peak_gflops : 0.0);
+  const double frac = sgemm > 0 ? model_gflops / (sgemm * world.size()) : 0.0;
+  const double mfu = peak > 0 ? model_gflops / (peak * world.size()) : 0.0;
   if (world.rank() == 0) {
     std::printf("bench step: %s (%d layers, width %d, %lld params), world %d (dp %d x tp %d), micro_batch %d, "
                 "seq_len %d, %d thread(s)/rank, BLAS core %s\n",
                 a.config.c_str(), cfg.model.n_layer, cfg.model.n_embd,
                 static_cast<long long>(trainer.model().num_full_params()), world.size(), trainer.mesh().dp(),
                 trainer.mesh().tp(), cfg.train.micro_batch, cfg.model.seq_len, threads, blas_core_name().c_str());
+    if (gpu) {
+      std::printf("  device           %s, %s\n", device->description().c_str(), trainer.ops().describe().c_str());
+    }
     std::printf("  ms/step          %10.1f   (mean of %d after %d warm-up, slowest rank per step)\n", ms, a.steps,
                 a.warmup);
     std::printf("  tokens/s         %10.0f\n", tokens / (ms / 1000.0));
     std::printf("  model GFLOP/s    %10.1f   (%.3g FLOP/step = 6 x params x tokens + attention)\n", model_gflops, flops);
-    std::printf("  sgemm GFLOP/s    %10.1f   (1024^3, per rank)\n", sgemm);
-    std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
+    if (!gpu) {
+      std::printf("  sgemm GFLOP/s    %10.1f   (1024^3, per rank)\n", sgemm);
+      std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
+    }
+    if (peak > 0) std::printf("  MFU              %10.1f%%   (peak %.0f GFLOP/s per rank)\n", 100.0 * mfu, peak);
     std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data %.2f\n", comm_ms, exposed_ms,
                 100.0 * exposed_ms / ms, data_ms);
     std::printf("  %s\n", trainer.memory_report().c_str());
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
-                       {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"comm_ms", comm_ms},
+                       {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"mfu", mfu},
+                       {"peak_gflops_per_rank", peak}, {"device", device->name()}, {"comm_ms", comm_ms},
                        {"exposed_comm_ms", exposed_ms}, {"data_ms", data_ms},
                        {"compute_ms", ms - exposed_ms - data_ms}, {"world", world.size()},
                        {"dp", trainer.mesh().dp()}, {"tp", trainer.mesh().tp()},
@@ -131,14 +156,25 @@ int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& wor
   opt.max_bytes = a.max_bytes;
   opt.iters = a.iters;
   opt.warmup = a.warmup;
-  const auto rows = parallel::run_allreduce_bench(world, MPI_COMM_WORLD, opt, std::cout);
+  core::Device& dev = core::get_device(a.device);
+  // Host buffers: the world communicator itself (MPI). Device buffers: the device
+  // communicator parallel.backend would give the trainer (NCCL, or host staging over MPI).
+  auto dcomm = parallel::make_device_communicator(world, dev, a.backend);
+  if (!dcomm && a.backend == "nccl")
+    throw core::Error("bench allreduce --backend nccl needs device buffers").with_hint("add --device cuda");
+  parallel::Communicator& comm = dcomm ? *dcomm : world;
+  const auto rows = parallel::run_allreduce_bench(comm, dev, parallel::make_allreduce_baseline(comm), MPI_COMM_WORLD,
+                                                  opt, std::cout);
   if (world.rank() == 0 && !a.json_out.empty()) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {
       j.push_back({{"bytes", r.bytes}, {"fw_us", r.fw_us}, {"fw_busbw", r.fw_busbw}, {"raw_us", r.raw_us},
                    {"raw_busbw", r.raw_busbw}, {"ok", r.fw_ok && r.raw_ok}});
     }
-    std::ofstream(a.json_out) << nlohmann::json{{"world", world.size()}, {"rows", j}}.dump(2) << "\n";
+    std::ofstream(a.json_out) << nlohmann::json{{"world", world.size()}, {"backend", comm.backend_name()},
+                                                {"device", dev.name()}, {"rows", j}}
+                                     .dump(2)
+                              << "\n";
   }
   return 0;
 }
@@ -153,8 +189,43 @@ int cmd_bench_sgemm(int threads, parallel::Communicator& world) {
   return 0;
 }
 
+namespace {
+// A dataset directory (manifest.json with "splits"): its manifest, then every shard verified.
+int inspect_dataset(const std::string& path, const nlohmann::json& m) {
+  std::printf("%s\n  dataset format v%d | dtype %s | vocab %d | tokenizer %s\n", path.c_str(),
+              m.value("format_version", -1), m.value("dtype", "?").c_str(), m.value("vocab_size", 0),
+              m.value("tokenizer", "?").c_str());
+  for (const auto& [split, shards] : m.at("splits").items()) {
+    int64_t tokens = 0, docs = 0;
+    for (const auto& s : shards) {
+      tokens += s.value("tokens", int64_t{0});
+      docs += s.value("documents", int64_t{0});
+    }
+    std::printf("  %-6s %zu shard(s), %lld tokens, %lld documents\n", split.c_str(), shards.size(),
+                static_cast<long long>(tokens), static_cast<long long>(docs));
+  }
+  try {
+    io::Dataset::open(path, /*verify=*/true);
+  } catch (const core::Error& e) {
+    std::printf("  checksums: FAILED: %s\n", e.what());
+    return 1;
+  }
+  std::printf("  checksums: all shards verify\n");
+  return 0;
+}
+}  // namespace
+
 int cmd_inspect(const std::string& path) {
   namespace fs = std::filesystem;
+  if (fs::exists(path + "/manifest.json")) {
+    nlohmann::json m;
+    try {
+      m = nlohmann::json::parse(io::read_file(path + "/manifest.json"));
+    } catch (const nlohmann::json::exception& e) {
+      throw core::Error("unreadable manifest").with_file(path + "/manifest.json").with_library(e.what());
+    }
+    if (m.contains("splits")) return inspect_dataset(path, m);
+  }
   std::vector<std::string> ckpts;
   if (fs::exists(path + "/manifest.json")) {
     ckpts.push_back(path);

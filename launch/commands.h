@@ -34,6 +34,8 @@ struct BenchAllreduceArgs {
   int iters = 20;
   int warmup = 3;
   std::string json_out;  // optional: the rows as JSON
+  std::string device = "cpu";    // cpu | cuda | cuda:N: where the buffers live
+  std::string backend = "auto";  // auto | mpi | nccl (device buffers: nccl, or mpi = host staging)
 };
 int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world);
 

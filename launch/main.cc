@@ -56,12 +56,16 @@ int main(int argc, char** argv) {
   c_bstep->add_option("--metrics", bstep.metrics_dir,
                       "also write the timed steps to DIR/metrics.jsonl (one record per step, as train does)");
   launch::BenchAllreduceArgs bar;
-  auto* c_bar = c_bench->add_subcommand("allreduce", "nccl-tests-style all-reduce table: framework vs raw MPI");
+  auto* c_bar = c_bench->add_subcommand("allreduce", "nccl-tests-style all-reduce table: framework vs raw MPI/NCCL");
   c_bar->add_option("--min-bytes", bar.min_bytes, "smallest message")->capture_default_str();
   c_bar->add_option("--max-bytes", bar.max_bytes, "largest message")->capture_default_str();
   c_bar->add_option("--iters", bar.iters, "timed iterations per size")->capture_default_str();
   c_bar->add_option("--warmup", bar.warmup, "warm-up iterations per size")->capture_default_str();
   c_bar->add_option("--json", bar.json_out, "also write the table as JSON here");
+  c_bar->add_option("--device", bar.device, "where the buffers live: cpu, cuda, cuda:N")->capture_default_str();
+  c_bar->add_option("--backend", bar.backend, "device buffers: nccl, mpi (host staging) or auto")
+      ->check(CLI::IsMember({"auto", "mpi", "nccl"}))
+      ->capture_default_str();
   int sgemm_threads = 0;
   auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
   c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");
@@ -98,8 +102,8 @@ int main(int argc, char** argv) {
   c_info->add_flag("--json", info_json, "one JSON document (rank 0) with every rank's view");
 
   std::string inspect_path;
-  auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's manifest and verify its checksums");
-  c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/ or run directory")->required();
+  auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's or dataset's manifest and verify its checksums");
+  c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/, run or dataset directory")->required();
 
   CLI11_PARSE(app, argc, argv);
   if (c_scale->parsed()) {  // launches its own mpirun jobs: no MPI in this process

@@ -13,7 +13,6 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "kernels/cpu/kernels.h"
 #include "io/tb_writer.h"
 #include "launch/blas_env.h"
 #include "launch/launch_env.h"
@@ -51,7 +50,19 @@ void set_threads(int n) {
   openblas_set_num_threads(1);
 }
 
-Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world) : cfg_(cfg), world_(world) {
+core::DType working_dtype(const core::Config& cfg, const core::Device& device) {
+  const std::string& p = cfg.train.precision;
+  if (p == "fp32") return core::DType::F32;
+  if (p == "bf16") return core::DType::BF16;
+  return device.kind() == core::DeviceKind::CPU ? core::DType::F32 : core::DType::BF16;
+}
+
+Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
+    : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)) {
+  kernels::OpsOptions opt;
+  opt.working = working_dtype(cfg, *device_);
+  opt.attention = cfg.train.attention;
+  ops_ = kernels::make_ops(*device_, opt);
   const int world_size = world.size();
   tp_ = cfg.parallel.tp;
   dp_ = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world_size / tp_);
@@ -73,13 +84,34 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world) : cfg_(
   grad_accum_ = cfg.train.batch_size / denom;
   per_rank_batch_ = cfg.train.batch_size / dp_;
 
-  model_ = std::make_unique<parallel::Gpt>(cfg.model, tp_, tp_rank_, tp_ > 1 ? comms_.tp.get() : nullptr,
-                                           parallel::GradSync::flat_alignment(dp_));
+  // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
+  // Groups of one rank exchange nothing, so they need none.
+  if (dp_ > 1) dp_dev_ = parallel::make_device_communicator(*comms_.dp, *device_, cfg.parallel.backend);
+  if (tp_ > 1) tp_dev_ = parallel::make_device_communicator(*comms_.tp, *device_, cfg.parallel.backend);
+  parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
+  parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
+
+  model_ = std::make_unique<parallel::Gpt>(cfg.model, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr,
+                                           parallel::GradSync::flat_alignment(dp_), ops_.get());
   model_->init_weights(cfg.train.seed);
-  sync_ = std::make_unique<parallel::GradSync>(comms_.dp.get(), model_->params_info(),
-                                               model_->num_local_params(), cfg.parallel.bucket_mb,
-                                               cfg.parallel.zero == 1);
-  optim_ = std::make_unique<parallel::Optimizer>(cfg.optim, model_->params_info(), sync_->owned_ranges());
+  const auto reduce_dtype =
+      cfg.parallel.grad_reduce_dtype == "bf16" ? parallel::DType::BF16 : parallel::DType::F32;
+  sync_ = std::make_unique<parallel::GradSync>(dp_comm, model_->params_info(), model_->num_local_params(),
+                                               cfg.parallel.bucket_mb, cfg.parallel.zero == 1, ops_.get(),
+                                               reduce_dtype);
+  optim_ = std::make_unique<parallel::Optimizer>(cfg.optim, model_->params_info(), sync_->owned_ranges(),
+                                                 ops_.get());
+  // Gradient-norm ranges: each element counted once in the mesh (parameters replicated
+  // across tp on tp rank 0 only), per parameter and owned range, in this fixed order.
+  for (const auto& p : model_->params_info()) {
+    if (p.split == parallel::TpSplit::Replicated && tp_rank_ != 0) continue;
+    for (const auto& [b, e] : sync_->owned_ranges()) {
+      const int64_t lo = std::max(b, p.offset), hi = std::min(e, p.offset + p.numel);
+      if (lo < hi) norm_ranges_.push_back({lo, hi});
+    }
+  }
+  norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
+                                       core::DType::F64, *device_);
   data_ = io::make_data_source(cfg);
   MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
            data_->vocab_size(), cfg.model.vocab_size);
@@ -92,9 +124,22 @@ int64_t Trainer::tokens_per_step() const {
   return static_cast<int64_t>(cfg_.train.batch_size) * cfg_.model.seq_len;
 }
 
+double Trainer::peak_gflops_per_rank() const {
+  if (cfg_.run.peak_gflops > 0) return cfg_.run.peak_gflops;
+  if (device_->kind() == core::DeviceKind::CUDA) return 989e3;  // H100 SXM dense bf16
+  return measure_sgemm_gflops(512, 2);
+}
+
 uint64_t Trainer::param_checksum() const {
-  const auto* p = reinterpret_cast<const unsigned char*>(const_cast<parallel::Gpt&>(*model_).params().raw());
-  const size_t n = const_cast<parallel::Gpt&>(*model_).params().nbytes();
+  core::Tensor& params = const_cast<parallel::Gpt&>(*model_).params();
+  const size_t n = params.nbytes();
+  std::vector<unsigned char> host;  // device parameters are read through a host copy
+  const unsigned char* p = static_cast<const unsigned char*>(params.raw());
+  if (device_->kind() != core::DeviceKind::CPU) {
+    host.resize(n);
+    device_->copy(host.data(), params.raw(), n);
+    p = host.data();
+  }
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; ++i) {
     h ^= p[i];
@@ -130,16 +175,19 @@ void Trainer::fill_batch(io::Split split, uint64_t first_sample, int count) {
 
 // Sum of squared gradients over the whole model: each element counted once in the mesh
 // (parameters replicated across tp are counted on tp rank 0 only).
+// Each range's sum of squares lands in a device double; the host adds them in range order
+// (deterministic on every device).
 double Trainer::grad_sumsq() {
   const float* g = model_->grads().f32();
-  double local = 0;
-  for (const auto& p : model_->params_info()) {
-    if (p.split == parallel::TpSplit::Replicated && tp_rank_ != 0) continue;
-    for (const auto& [b, e] : sync_->owned_ranges()) {
-      const int64_t lo = std::max(b, p.offset), hi = std::min(e, p.offset + p.numel);
-      if (lo < hi) local += kernels::cpu::sum_squares(g + lo, hi - lo);
-    }
+  double* partial = static_cast<double*>(norm_partials_.raw());
+  for (size_t i = 0; i < norm_ranges_.size(); ++i) {
+    const auto [lo, hi] = norm_ranges_[i];
+    ops_->sum_squares(partial + i, g + lo, hi - lo);
   }
+  std::vector<double> host(norm_ranges_.size());
+  device_->copy(host.data(), partial, host.size() * sizeof(double));
+  double local = 0;
+  for (double v : host) local += v;
   if (cfg_.parallel.zero == 1 && dp_ > 1) {
     world_.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   } else if (tp_ > 1) {
@@ -177,7 +225,10 @@ StepStats Trainer::step(int64_t s) {
     }
   }
   sync_->finish();
-  if (s == cfg_.train.debug_nan_step) model_->grads().f32()[0] = NAN;  // on every rank: a consistent fault
+  if (s == cfg_.train.debug_nan_step) {  // on every rank: a consistent fault
+    const float nan = NAN;
+    device_->copy(model_->grads().raw(), &nan, sizeof(nan));
+  }
   const double norm = std::sqrt(grad_sumsq());  // identical on every rank
   float* g = model_->grads().f32();
   if (!std::isfinite(norm)) {
@@ -199,12 +250,14 @@ StepStats Trainer::step(int64_t s) {
   }
   if (cfg_.optim.grad_clip > 0 && norm > cfg_.optim.grad_clip) {
     const float scale = static_cast<float>(cfg_.optim.grad_clip / (norm + 1e-6));
-    for (const auto& [b, e] : sync_->owned_ranges()) kernels::cpu::scale_inplace(g + b, e - b, scale);
+    for (const auto& [b, e] : sync_->owned_ranges()) ops_->scale(g + b, e - b, scale);
   }
   const double lr = parallel::learning_rate(cfg_.optim, s, cfg_.train.steps);
-  optim_->step(model_->params().f32(), g, static_cast<float>(lr), s + 1);
+  optim_->step(model_->params().f32(), model_->working_copy(), g, static_cast<float>(lr), s + 1);
   sync_->gather_params();
+  if (cfg_.parallel.zero == 1 && dp_ > 1) model_->refresh_working_params();  // gathered master -> bf16 copy
   if (dp_ > 1) comms_.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  device_->synchronize();  // the step's device work is done (timings are real)
   const auto t1 = Clock::now();
 
   StepStats st;
@@ -241,11 +294,19 @@ double Trainer::evaluate() {
 std::string Trainer::memory_report() const {
   const double mib = 1.0 / 1048576.0;
   const double params = model_->num_local_params() * 4.0 * mib;
-  return fmt::format("memory per rank: params {:.1f} MiB, grads {:.1f} MiB, optimizer state {:.1f} MiB{}, "
-                     "activations {:.1f} MiB",
-                     params, params, optim_->state_bytes() * mib,
+  std::string extra;
+  if (model_->working_copy_bytes() > 0)
+    extra += fmt::format(", {} working copy {:.1f} MiB", core::dtype_name(ops_->working_dtype()),
+                         model_->working_copy_bytes() * mib);
+  std::string dev;
+  if (device_->kind() != core::DeviceKind::CPU)
+    dev = fmt::format("; {}: {:.1f} MiB allocated (peak {:.1f} MiB)", device_->name(), device_->bytes_in_use() * mib,
+                      device_->peak_bytes_in_use() * mib);
+  return fmt::format("memory per rank: params {:.1f} MiB{}, grads {:.1f} MiB, optimizer state {:.1f} MiB{}, "
+                     "activations {:.1f} MiB{}",
+                     params, extra, params, optim_->state_bytes() * mib,
                      cfg_.parallel.zero == 1 && dp_ > 1 ? fmt::format(" (ZeRO-1, 1/{} shard)", dp_) : "",
-                     model_->activation_bytes() * mib);
+                     model_->activation_bytes() * mib, dev);
 }
 
 TrainSummary Trainer::run() {
@@ -265,8 +326,7 @@ TrainSummary Trainer::run() {
   double peak_flops = 0;  // whole job, FLOP/s, for MFU
   if (leader) {
     if (cfg_.run.tensorboard) tb = io::TbWriter(cfg_.run.dir + "/tb");
-    const double per_rank = cfg_.run.peak_gflops > 0 ? cfg_.run.peak_gflops : measure_sgemm_gflops(512, 2);
-    peak_flops = per_rank * 1e9 * world_.size();
+    peak_flops = peak_gflops_per_rank() * 1e9 * world_.size();
   }
   const double flops_per_step = model_->flops_per_token(cfg_.model.seq_len) * tokens_per_step();
   const bool live = leader && want_progress_line();  // progress line with ETA on a terminal (not mpirun's pty)
@@ -278,6 +338,7 @@ TrainSummary Trainer::run() {
     log::info("mesh: world {} = dp {} x tp {}; global batch {} = dp {} x grad_accum {} x micro_batch {}; "
               "{} tokens/step",
               world_.size(), dp_, tp_, tc.batch_size, dp_, grad_accum_, tc.micro_batch, tokens_per_step());
+    log::info("compute: {} on {}", ops_->describe(), device_->description());
     log::info("data: {}{}", data_->describe(),
               floor ? fmt::format("; entropy floor at seq_len {}: {:.4f} nats/token", cfg_.model.seq_len, *floor)
                     : "");

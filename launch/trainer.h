@@ -6,6 +6,10 @@
 // Why: the global batch of step s is the fixed set of samples [s*B, (s+1)*B) of the train
 // split whatever dp is; each dp rank takes a contiguous 1/dp of it in micro-batches, and each
 // token's loss is weighted by 1/(B*T), so the summed gradient is exactly the full-batch one.
+// Devices: the model, gradients and optimizer state live on one core::Device (train.device)
+// and run through its kernels::Ops. On a GPU the dp and tp collectives on device buffers go
+// through parallel::make_device_communicator (NCCL or host staging); host scalars (loss sums,
+// flags, checksums) keep using the MPI communicators.
 #pragma once
 
 #include <cstdint>
@@ -16,8 +20,11 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/device.h"
+#include "core/tensor.h"
 #include "io/data_source.h"
 #include "io/metrics.h"
+#include "kernels/ops.h"
 #include "parallel/communicator.h"
 #include "parallel/gpt.h"
 #include "parallel/grad_sync.h"
@@ -48,7 +55,9 @@ struct TrainSummary {
 
 class Trainer {
  public:
-  Trainer(const core::Config& cfg, parallel::Communicator& world);
+  // device: where the model lives; null = core::get_device(cfg.train.device). Launchers pass
+  // core::select_device(...) so that each rank of a node gets its own GPU.
+  Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device = nullptr);
   ~Trainer();
 
   // Runs cfg.train.steps steps with eval, logging and the run directory.
@@ -69,6 +78,11 @@ class Trainer {
   int64_t restore_checkpoint();
   std::string checkpoint_dir() const;
 
+  core::Device& device() const { return *device_; }
+  const kernels::Ops& ops() const { return *ops_; }
+  // Per-rank peak GFLOP/s for MFU: run.peak_gflops, else 989e3 (H100 dense bf16) on CUDA,
+  // else the measured sgemm rate.
+  double peak_gflops_per_rank() const;
   const parallel::Gpt& model() const { return *model_; }
   parallel::Gpt& model() { return *model_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
@@ -86,9 +100,13 @@ class Trainer {
 
   core::Config cfg_;
   parallel::Communicator& world_;
+  core::Device* device_;
+  std::unique_ptr<kernels::Ops> ops_;  // declared before everything that uses it
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::MeshComms comms_;
-  double tp_blocked_s() const;  // time blocked in tensor-parallel collectives so far
+  double tp_blocked_s() const;  // time blocked in tensor-parallel collectives so far (MPI groups)
+  // Collectives on device buffers (null on the CPU: the MPI groups in comms_ serve).
+  std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_;
   std::unique_ptr<parallel::Gpt> model_;
   std::unique_ptr<parallel::GradSync> sync_;
   std::unique_ptr<parallel::Optimizer> optim_;
@@ -96,6 +114,9 @@ class Trainer {
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
   int grad_accum_ = 1, per_rank_batch_ = 0;
   std::vector<int32_t> tokens_, inputs_, targets_;
+  // gradient norm: the flat ranges summed (in this order), one device double each
+  std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
+  core::Tensor norm_partials_;
   // trainer state carried by checkpoints
   double best_eval_ = 1e300;
   int evals_without_gain_ = 0;
@@ -105,5 +126,8 @@ class Trainer {
 // (local_ranks from MPI when known, > 0; else the launcher's variables).
 int choose_threads(int configured, int local_ranks = 0);
 void set_threads(int n);
+
+// The working dtype train.precision asks for on `device` (auto: fp32 on the CPU, bf16 on GPUs).
+core::DType working_dtype(const core::Config& cfg, const core::Device& device);
 
 }  // namespace mt::launch

@@ -6,6 +6,8 @@
 // under any other valid layout: each rank reads the old shards, maps every element of every
 // old tp slice to its position in the full tensor (gpt.h: full_position) and keeps those
 // that its new slice owns; optimizer state is rebuilt the same way from the dp shards.
+// Devices: parameters and optimizer state live on the trainer's device; they are read and
+// written here through host copies (on the CPU the buffers are used in place).
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -57,11 +59,19 @@ void Trainer::save_checkpoint(int64_t steps_done) {
   if (!err.empty()) throw core::Error("cannot prepare the checkpoint directory: " + err);
 
   io::ShardData d;
-  d.params = model_->params().f32();
+  const bool on_host = device_->kind() == core::DeviceKind::CPU;
+  std::vector<float> hp, hm, hv;  // host copies of device state
+  if (!on_host) {
+    hp.resize(static_cast<size_t>(model_->num_local_params()));
+    device_->copy(hp.data(), model_->params().raw(), hp.size() * sizeof(float));
+    hm = optim_->state_m_host();
+    hv = optim_->state_v_host();
+  }
+  d.params = on_host ? model_->params().f32() : hp.data();
   d.num_params = model_->num_local_params();
-  d.m = optim_->state_m().data();
-  d.v = optim_->state_v().empty() ? nullptr : optim_->state_v().data();
-  d.num_state = static_cast<int64_t>(optim_->state_m().size());
+  d.m = on_host ? optim_->state_m() : hm.data();
+  d.v = !optim_->has_v() ? nullptr : on_host ? optim_->state_v() : hv.data();
+  d.num_state = optim_->num_elements();
   d.ranges = sync_->owned_ranges();
   const int64_t sum = static_cast<int64_t>(io::write_shard(tmp_dir, world_.rank(), d));
   std::vector<int64_t> sums(world_.size());
@@ -152,12 +162,13 @@ int64_t Trainer::restore_checkpoint() {
   std::vector<std::pair<int64_t, int64_t>> ranges;
   io::read_shard(chosen + "/" + shard.at("file").get<std::string>(),
                  std::stoull(shard.at("checksum").get<std::string>(), nullptr, 16), params, mm, vv, ranges);
+  const size_t nstate = static_cast<size_t>(optim_->num_elements());
   MT_CHECK(static_cast<int64_t>(params.size()) == model_->num_local_params() && ranges == sync_->owned_ranges() &&
-               mm.size() == optim_->state_m().size() && vv.size() == optim_->state_v().size(),
+               mm.size() == nstate && vv.size() == (optim_->has_v() ? nstate : 0),
            "checkpoint shard {} does not match this rank's parameter or optimizer layout", shard.at("file").dump());
-  std::memcpy(model_->params().f32(), params.data(), params.size() * sizeof(float));
-  optim_->state_m() = std::move(mm);
-  optim_->state_v() = std::move(vv);
+  device_->copy(model_->params().raw(), params.data(), params.size() * sizeof(float));
+  model_->refresh_working_params();
+  optim_->load_state(mm, vv);
   if (world_.rank() == 0) log::info("resumed from {} (step {}) in {:.0f} ms (checksums verified)", chosen, step, ms());
   return step;
 }
@@ -169,7 +180,7 @@ void Trainer::load_resharded(const std::string& dir, const nlohmann::json& m) {
   const parallel::GptDims& nd = model_->dims();
   const auto& ninfo = model_->params_info();
   const int64_t ntotal = model_->num_local_params();
-  const bool adam = !optim_->state_v().empty();
+  const bool adam = optim_->has_v();
   std::vector<float> np(ntotal, 0.0f), nm(ntotal, 0.0f), nv(adam ? ntotal : 0, 0.0f);
   const auto shard_of = [&](int rank) {
     const auto& s = m.at("shards").at(rank);
@@ -233,18 +244,22 @@ void Trainer::load_resharded(const std::string& dir, const nlohmann::json& m) {
       }
     }
   }
-  std::memcpy(model_->params().f32(), np.data(), np.size() * sizeof(float));
+  device_->copy(model_->params().raw(), np.data(), np.size() * sizeof(float));
+  model_->refresh_working_params();
   const int64_t nend = ninfo.back().offset + ninfo.back().numel;
+  const int64_t nstate = optim_->num_elements();
+  std::vector<float> sm(static_cast<size_t>(nstate), 0.0f), sv(adam ? sm.size() : 0, 0.0f);
   int64_t off = 0;
   for (const auto& [b, e0] : sync_->owned_ranges()) {
     const int64_t e = std::min(e0, nend);
     if (e <= b) continue;
-    MT_CHECK(off + (e - b) <= static_cast<int64_t>(optim_->state_m().size()), "optimizer state layout mismatch");
-    std::copy(nm.begin() + b, nm.begin() + e, optim_->state_m().begin() + off);
-    if (adam) std::copy(nv.begin() + b, nv.begin() + e, optim_->state_v().begin() + off);
+    MT_CHECK(off + (e - b) <= nstate, "optimizer state layout mismatch");
+    std::copy(nm.begin() + b, nm.begin() + e, sm.begin() + off);
+    if (adam) std::copy(nv.begin() + b, nv.begin() + e, sv.begin() + off);
     off += e - b;
   }
-  MT_CHECK(off == static_cast<int64_t>(optim_->state_m().size()), "optimizer state layout mismatch");
+  MT_CHECK(off == nstate, "optimizer state layout mismatch");
+  optim_->load_state(sm, sv);
 }
 
 }  // namespace mt::launch

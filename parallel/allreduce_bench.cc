@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/device.h"
 #include "core/error.h"
 
 namespace mt::parallel {
@@ -15,7 +16,7 @@ namespace {
 
 // Element i on rank r is (r+1) * (i%13 + 1); the sum over n ranks is n(n+1)/2 * (i%13 + 1),
 // exact in f32 for any realistic n.
-void fill(float* x, size_t n, int rank) {
+void fill_values(float* x, size_t n, int rank) {
   for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>((rank + 1) * static_cast<int>(i % 13 + 1));
 }
 bool verify(const float* x, size_t n, int size) {
@@ -25,12 +26,14 @@ bool verify(const float* x, size_t n, int size) {
   return true;
 }
 
-// Max over ranks of the mean time per iteration of `iters` calls of f, in microseconds.
-template <class F>
-double time_us(MPI_Comm raw, int iters, F&& f) {
+// Max over ranks of the mean time per iteration of `iters` calls of f followed by one
+// sync() (device backends only enqueue in f), in microseconds.
+template <class F, class S>
+double time_us(MPI_Comm raw, int iters, F&& f, S&& sync) {
   MPI_Barrier(raw);
   const double t0 = MPI_Wtime();
   for (int i = 0; i < iters; ++i) f();
+  sync();
   double t = (MPI_Wtime() - t0) / iters * 1e6;
   MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, raw);
   return t;
@@ -52,6 +55,17 @@ bool all_ranks(MPI_Comm raw, bool ok) {
 
 std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, MPI_Comm raw, const AllreduceBenchOptions& opt,
                                                    std::ostream& out) {
+  AllreduceBaseline mpi{"MPI_Allreduce",
+                        [raw](float* x, size_t n) {
+                          MPI_Allreduce(MPI_IN_PLACE, x, static_cast<int>(n), MPI_FLOAT, MPI_SUM, raw);
+                        },
+                        [] {}};
+  return run_allreduce_bench(comm, core::cpu_device(), mpi, raw, opt, out);
+}
+
+std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, core::Device& device,
+                                                   const AllreduceBaseline& raw_call, MPI_Comm raw,
+                                                   const AllreduceBenchOptions& opt, std::ostream& out) {
   int raw_size = 0, raw_rank = 0;
   MPI_Comm_size(raw, &raw_size);
   MPI_Comm_rank(raw, &raw_rank);
@@ -66,16 +80,36 @@ std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, MPI_Comm 
   const int n = comm.size(), rank = comm.rank();
   const bool print = rank == 0;
   const double bus = n > 1 ? 2.0 * (n - 1) / n : 0.0;
+  const bool on_host = device.kind() == core::DeviceKind::CPU;
 
-  // One buffer for every size, touched once here: fresh pages are slow on these VMs.
-  std::vector<float> buf(opt.max_bytes / sizeof(float), 0.0f);
+  // One buffer for every size, touched once here: fresh pages are slow on these VMs. On a
+  // device, `host` stages the closed-form data in and the results out (untimed).
+  const size_t max_count = opt.max_bytes / sizeof(float);
+  std::vector<float> host(max_count, 0.0f);
+  struct DeviceBuf {
+    core::Device& dev;
+    float* p;
+    ~DeviceBuf() { dev.free(p); }
+  };
+  DeviceBuf dbuf{device, on_host ? nullptr : static_cast<float*>(device.alloc(max_count * sizeof(float)))};
+  float* x = on_host ? host.data() : dbuf.p;
+  if (!on_host) device.memset_zero(x, max_count * sizeof(float));
+  auto fill = [&](size_t cnt) {
+    fill_values(host.data(), cnt, rank);
+    if (!on_host) device.copy(x, host.data(), cnt * sizeof(float));
+  };
+  auto check = [&](size_t cnt) {
+    if (!on_host) device.copy(host.data(), x, cnt * sizeof(float));
+    return all_ranks(raw, verify(host.data(), cnt, n));
+  };
 
   if (print) {
-    out << fmt::format("# all_reduce benchmark: f32 sum in place, {} rank(s), backend {}; {} warm-up, then {} "
+    out << fmt::format("# all_reduce benchmark: f32 sum in place, {} rank(s), backend {} on {}; {} warm-up, then {} "
                        "rounds of {} iterations alternating framework/raw; time = median round of (max over "
                        "ranks of the mean per iteration); busbw = algbw x 2(n-1)/n; fw/raw = busbw ratio\n",
-                       n, comm.backend_name(), opt.warmup, opt.rounds, opt.iters);
-    out << fmt::format("# {:>10} {:>10}  {:^27}  {:^27}\n", "", "", "framework all_reduce", "raw MPI_Allreduce");
+                       n, comm.backend_name(), device.name(), opt.warmup, opt.rounds, opt.iters);
+    out << fmt::format("# {:>10} {:>10}  {:^27}  {:^27}\n", "", "", "framework all_reduce",
+                       raw_call.name.size() <= 27 ? "raw " + raw_call.name : raw_call.name);
     out << fmt::format("# {:>10} {:>10}  {:>9} {:>8} {:>8}  {:>9} {:>8} {:>8}  {:>6}  {}\n", "bytes", "count",
                        "time(us)", "algbw", "busbw", "time(us)", "algbw", "busbw", "fw/raw", "check");
     out.flush();
@@ -86,29 +120,42 @@ std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, MPI_Comm 
     AllreduceBenchRow row;
     row.count = bytes / sizeof(float);
     row.bytes = row.count * sizeof(float);
-    float* x = buf.data();
     const size_t cnt = row.count;
 
-    fill(x, cnt, rank);
+    fill(cnt);
     comm.all_reduce(x, cnt, DType::F32, ReduceOp::Sum);
-    row.fw_ok = all_ranks(raw, verify(x, cnt, n));
-    fill(x, cnt, rank);
-    MPI_Allreduce(MPI_IN_PLACE, x, static_cast<int>(cnt), MPI_FLOAT, MPI_SUM, raw);
-    row.raw_ok = all_ranks(raw, verify(x, cnt, n));
+    comm.synchronize();
+    row.fw_ok = check(cnt);
+    if (raw_call.uses_buffer) {
+      fill(cnt);
+      raw_call.run(x, cnt);
+      raw_call.sync();
+      row.raw_ok = check(cnt);
+    } else {
+      row.raw_ok = true;
+    }
 
-    std::fill(x, x + cnt, 0.0f);  // timed runs reduce zeros: no growth towards inf
+    // timed runs reduce zeros: no growth towards inf
+    if (on_host) std::fill(x, x + cnt, 0.0f);
+    else device.memset_zero(x, cnt * sizeof(float));
     auto fw = [&] { comm.all_reduce(x, cnt, DType::F32, ReduceOp::Sum); };
-    auto mpi = [&] { MPI_Allreduce(MPI_IN_PLACE, x, static_cast<int>(cnt), MPI_FLOAT, MPI_SUM, raw); };
-    for (int i = 0; i < opt.warmup; ++i) fw(), mpi();
+    auto fw_sync = [&] {
+      comm.synchronize();
+      device.synchronize();
+    };
+    auto base = [&] { raw_call.run(x, cnt); };
+    for (int i = 0; i < opt.warmup; ++i) fw(), base();
+    fw_sync();
+    raw_call.sync();
     // Rounds alternate which side goes first; the median round damps VM noise.
     std::vector<double> fw_t, raw_t;
     for (int k = 0; k < opt.rounds; ++k) {
       if (k % 2 == 0) {
-        fw_t.push_back(time_us(raw, opt.iters, fw));
-        raw_t.push_back(time_us(raw, opt.iters, mpi));
+        fw_t.push_back(time_us(raw, opt.iters, fw, fw_sync));
+        raw_t.push_back(time_us(raw, opt.iters, base, raw_call.sync));
       } else {
-        raw_t.push_back(time_us(raw, opt.iters, mpi));
-        fw_t.push_back(time_us(raw, opt.iters, fw));
+        raw_t.push_back(time_us(raw, opt.iters, base, raw_call.sync));
+        fw_t.push_back(time_us(raw, opt.iters, fw, fw_sync));
       }
     }
     row.fw_us = median(fw_t);

@@ -32,15 +32,22 @@
 //   arguments) or complete with an error, which Work::error() holds and Work::wait()
 //   rethrows (test() then returns true without throwing). An error on one rank usually
 //   leaves its peers blocked: the caller aborts the job (abort(), MpiEnv::abort_job).
-// Timeouts. Backends do not time out on their own: a peer that never joins a collective
-//   blocks wait() forever. The job-level guards are the launcher's (mpirun/srun time limits,
-//   ctest TIMEOUT) and abort() from a rank that failed.
-// Device backends (NCCL, later). Ops are enqueued on the communicator's own stream, ordered
-//   after the compute stream's pending work by an event recorded at issue time; Work::wait()
-//   makes the caller's current stream wait for the op's completion event (it does not block
-//   the host), and Work::test() queries that event. Asynchronous failures (ncclCommGetAsyncError)
-//   surface through Work::error()/wait(); abort() maps to ncclCommAbort. Pointers are device
-//   pointers; nothing in the caller changes.
+// Timeouts. Host backends do not time out on their own: a peer that never joins a collective
+//   blocks wait() forever; TimeoutCommunicator (timeout_communicator.h) gives them deadlines.
+//   The NCCL backend has its own (its host-side waits: synchronize(), barrier(), split()),
+//   because its wait() does not block the host. The job-level guards remain the launcher's
+//   (mpirun/srun time limits, ctest TIMEOUT) and abort() from a rank that failed.
+// Device backends (NCCL: nccl_communicator.h). Ops are enqueued on the communicator's own
+//   stream, ordered after the compute stream's pending work by an event recorded at issue
+//   time; Work::wait() makes the compute stream wait for the op's completion event (it does
+//   not block the host: later kernels on the compute stream see the result), and Work::test()
+//   queries that event. synchronize() blocks the host until every op issued so far is done,
+//   polling for asynchronous failures (ncclCommGetAsyncError) and the deadline; failures
+//   surface through Work::error()/wait()/synchronize(), always after ncclCommAbort so that
+//   this rank's kernels stop. abort() maps to ncclCommAbort + MPI_Abort. Pointers are device
+//   pointers; nothing in the caller changes. Host staging (staging_communicator.h) presents
+//   a host backend to device pointers: its ops copy device -> pinned host, reduce over MPI and
+//   copy back, so its waits block the host like the MPI backend's.
 // ------------------------------------------------------------------------------------------
 #pragma once
 
@@ -58,8 +65,10 @@ namespace mt::parallel {
 
 enum class ReduceOp { Sum, Avg, Max };
 
-// Element types a communicator moves. BF16 is declared for the GPU path; the MPI backend
-// moves it (all_gather, broadcast) but does not reduce it (it throws "unsupported").
+// Element types a communicator moves. BF16 reductions (sum, avg, max) accumulate each pair of
+// operands in f32 and round the pair's result to bf16, in NCCL and in the MPI backend alike:
+// a sum over p ranks is rounded once per step of the algorithm (p-1 times in a ring), not
+// once at the end. Callers that want one rounding reduce in f32 (mixed-precision gradients).
 enum class DType { F32, F64, I32, I64, BF16 };
 
 inline size_t dtype_size(DType t) {  // bytes per element
@@ -169,6 +178,12 @@ class Communicator {
 
   virtual void barrier() = 0;
 
+  // Blocks the host until every operation issued so far on this communicator has completed
+  // (for device backends: on the device), rethrowing the first failure. Host backends whose
+  // wait() already blocks the host need not override it: the default does nothing, so it
+  // does not wait for dropped Works there. Device backends poll their deadline here.
+  virtual void synchronize() {}
+
   // Like MPI_Comm_split: ranks with the same color form a new communicator, ordered by key
   // (ties by this communicator's rank). Collective over this communicator. color < 0 means
   // "no group": that rank gets nullptr. Outstanding ops of this communicator complete first.
@@ -182,17 +197,28 @@ class Communicator {
   std::string name_ = "world";
 };
 
-// The world communicator of the backend named `backend`: "mpi", "nccl", or "auto" (NCCL when
-// this build has it and a GPU is usable, else MPI). The MPI backend needs a live MpiEnv.
+// The world communicator: the host communicator of every rank, for control traffic on host
+// memory (config, metrics, barriers, checkpoints) and the bootstrap of device communicators.
+// It is always MPI: `backend` is parallel.backend ("auto", "mpi" or "nccl") and only
+// validated here ("nccl" in a build without NCCL is an error, so a bad config fails early);
+// NCCL carries device tensors, through make_device_communicator. Needs a live MpiEnv.
 // communicator_factory.cc is the only file that knows the list of backends.
 std::unique_ptr<Communicator> make_world_communicator(const std::string& backend);
 
 // The communicator for tensors that live on `device`, over the same ranks as `host` (an MPI
-// group such as the mesh's dp or tp group; collective over it). CPU device: nullptr, meaning
-// "use `host` itself". CUDA device: backend "nccl" or "auto" -> NCCL bootstrapped over `host`
-// (ncclUniqueId broadcast), ordered after device.stream(); "mpi" -> host staging around `host`
-// (several ranks sharing one GPU). Lives in communicator_factory.cc with the backend list.
+// group such as the mesh's dp or tp group, or the world; collective over it). `host` must
+// outlive the result.
+//   CPU device: nullptr, meaning "use `host` itself" (any backend).
+//   CUDA device, backend "nccl": NCCL bootstrapped over `host` (ncclUniqueId broadcast),
+//     ordered after device.stream(); an error if two ranks of the group share a GPU.
+//   "auto": NCCL, unless this build has no NCCL or two ranks of the group share one GPU
+//     (found by gathering the devices' UUIDs over `host`): then host staging, with a log line.
+//   "mpi": host staging around `host` (device -> pinned host copies, MPI, copies back).
+// timeout_s > 0 is the deadline of the NCCL communicator's host-side waits and of the staging
+// communicator's waits; 0 takes `host`'s when it is a TimeoutCommunicator (parallel.timeout_s),
+// else no deadline. The result is named after `host`.
+// Lives in communicator_factory.cc with the backend list.
 std::unique_ptr<Communicator> make_device_communicator(Communicator& host, core::Device& device,
-                                                       const std::string& backend);
+                                                       const std::string& backend, double timeout_s = 0);
 
 }  // namespace mt::parallel

@@ -24,18 +24,27 @@
 //   computed from replicated (all-reduced) values, so they agree on every tp rank.
 // Why: one model file serves every layout; all parameters live in ONE flat buffer (and all
 // gradients in another) so data-parallel buckets, ZeRO shards and checkpoints are ranges.
+// Devices: every op is a kernels::Ops call, so the same code runs on the CPU (reference
+// kernels, fp32) and on CUDA. All buffers live on ops.device(). With mixed precision the
+// fp32 flat parameter buffer is the MASTER copy (the optimizer updates it) and a second flat
+// buffer in the working dtype (bf16) is what the forward reads; activations and their
+// gradients are in the working dtype too; parameter gradients stay fp32. With fp32 the
+// working copy IS the master buffer. Token ids arrive in host memory and are staged through
+// host staging memory (page-locked on CUDA) and copied asynchronously on the device stream.
 // Initialisation draws each element from a counter-based RNG at its index in the FULL
 // tensor, so the same seed gives the same model whatever tp is.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/config.h"
 #include "core/tensor.h"
+#include "kernels/ops.h"
 
 namespace mt::parallel {
 
@@ -91,16 +100,30 @@ using GradReadyFn = std::function<void(int param_index)>;
 
 class Gpt {
  public:
-  // tp_comm may be null when tp == 1. The flat buffers are padded with zeros to a multiple of
-  // flat_align elements (data-parallel buckets need multiples of the dp size).
-  Gpt(const core::ModelConfig& cfg, int tp, int tp_rank, Communicator* tp_comm, int64_t flat_align = 1);
+  // tp_comm may be null when tp == 1; it must work on ops' device memory (for CUDA a
+  // device communicator, parallel::make_device_communicator). The flat buffers are padded
+  // with zeros to a multiple of flat_align elements (data-parallel buckets need multiples of
+  // the dp size). ops: the kernels (and thereby the device and working dtype); null = the
+  // CPU reference kernels. Not owned; must outlive the model.
+  Gpt(const core::ModelConfig& cfg, int tp, int tp_rank, Communicator* tp_comm, int64_t flat_align = 1,
+      kernels::Ops* ops = nullptr);
+  ~Gpt();
 
   const GptDims& dims() const { return d_; }
   const std::vector<ParamInfo>& params_info() const { return info_; }
-  core::Tensor& params() { return params_; }  // flat, all local parameters
-  core::Tensor& grads() { return grads_; }    // flat, same layout
+  kernels::Ops& ops() const { return *ops_; }
+  core::Device& device() const { return ops_->device(); }
+  core::Tensor& params() { return params_; }  // flat fp32 master parameters (device memory)
+  core::Tensor& grads() { return grads_; }    // flat fp32 gradients, same layout
   float* param(int i) { return params_.f32() + info_[i].offset; }
   float* grad(int i) { return grads_.f32() + info_[i].offset; }
+  // The working copy in the working dtype when it is a separate buffer (bf16), else null
+  // (fp32: the forward reads the master buffer itself).
+  void* working_copy() { return work_is_master_ ? nullptr : work_.raw(); }
+  // Re-derives the working copy from the master parameters (after the master changed other
+  // than through an optimizer that writes both: init, checkpoint load, ZeRO all-gather).
+  // No-op when they are the same buffer.
+  void refresh_working_params();
   int64_t num_local_params() const { return params_.numel(); }
   int64_t num_full_params() const;   // the unpartitioned model, unpadded vocab
 
@@ -121,12 +144,13 @@ class Gpt {
   void backward(float loss_weight, const GradReadyFn& on_ready = {});
   void zero_grads() { grads_.zero_(); }
 
-  // Per-token losses of the last forward: (B*T).
-  const float* losses() const { return losses_.f32(); }
+  // Per-token losses of the last forward with targets, in host memory: (B*T).
+  const float* losses() const { return losses_host_.data(); }
 
   // Model FLOPs per token for forward+backward at context T: 6 * matmul params + attention.
   double flops_per_token(int T) const;
   size_t activation_bytes() const;
+  size_t working_copy_bytes() const { return work_is_master_ ? 0 : work_.nbytes(); }
 
  private:
   struct LayerActs {
@@ -141,19 +165,33 @@ class Gpt {
   int lnfb_idx() const { return lnfw_idx() + 1; }
 
   void ensure_acts(int B, int T);
-  void tp_sum(float* x, int64_t n);  // all-reduce sum over the tp group (no-op at tp = 1)
-  void tp_max(float* x, int64_t n);
+  // Copies the host token ids into the device buffers (through the staging memory).
+  void stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids, int N);
+  // Parameter i in the working dtype (what the forward reads).
+  const void* wparam(int i) const;
+  // all-reduce over the tp group (no-op at tp = 1): working-dtype activations, fp32 pieces.
+  void tp_sum(void* x, int64_t n);
+  void tp_sum_f32(float* x, int64_t n);
+  void tp_max_f32(float* x, int64_t n);
   void init_param(const ParamInfo& p, float* dst, uint64_t seed) const;
 
   core::ModelConfig cfg_;
   GptDims d_;
   Communicator* tp_comm_;
+  kernels::Ops* ops_;
+  core::DType wdt_;  // working dtype
   std::vector<ParamInfo> info_;
-  core::Tensor params_, grads_;
+  core::Tensor params_, grads_, work_;
+  bool work_is_master_ = true;
 
   // activations for the current (B, T)
   int B_ = 0, T_ = 0;
-  std::vector<int32_t> inputs_, targets_;
+  std::vector<int32_t> targets_;       // host copy (loss weights of the backward)
+  bool has_doc_ids_ = false;           // the last forward had doc_ids (backward needs them)
+  core::Tensor tokens_d_, targets_d_, doc_ids_d_, dloss_d_;  // device: (N) each
+  core::HostBuffer stage_;             // host staging: inputs | targets | doc_ids | dloss
+  std::unique_ptr<core::Event> stage_free_;  // recorded after the copies out of stage_
+  std::vector<float> losses_host_;
   int64_t loss_tokens_ = 0;
   core::Tensor encoded_;
   std::vector<LayerActs> acts_;

@@ -17,8 +17,15 @@ double ms_since(Clock::time_point t0) {
 }  // namespace
 
 GradSync::GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64_t total,
-                   double bucket_mb, bool zero1)
-    : dp_(dp), zero1_(zero1) {
+                   double bucket_mb, bool zero1, kernels::Ops* ops, DType reduce_dtype)
+    : dp_(dp), ops_(ops ? ops : &kernels::cpu_ops()), reduce_dtype_(reduce_dtype), zero1_(zero1) {
+  MT_CHECK(reduce_dtype == DType::F32 || reduce_dtype == DType::BF16,
+           "gradient reduction dtype must be f32 or bf16, not {}", dtype_name(reduce_dtype));
+  if (reduce_dtype == DType::BF16 && ops_->device().kind() == core::DeviceKind::CPU) {
+    throw core::Error("bf16 gradient all-reduce needs the CUDA device (MPI does not reduce bf16)")
+        .with_yaml("parallel.grad_reduce_dtype")
+        .with_hint("use parallel.grad_reduce_dtype=fp32 with train.device=cpu");
+  }
   if (dp_ && dp_->size() > 1) {
     dp_size_ = dp_->size();
     dp_rank_ = dp_->rank();
@@ -58,11 +65,22 @@ GradSync::GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64
       off += chunk;
       owned_.push_back({b.begin + dp_rank_ * chunk, b.begin + (dp_rank_ + 1) * chunk});
     }
-    shard_.assign(off, 0.0f);
+    const core::DType st = reduce_dtype_ == DType::BF16 ? core::DType::BF16 : core::DType::F32;
+    shard_ = core::Tensor::zeros({off}, st, ops_->device());
     std::sort(owned_.begin(), owned_.end());
   } else {
     owned_.push_back({0, total});
   }
+  if (reduce_dtype_ == DType::BF16) wire_ = core::Tensor::zeros({total}, core::DType::BF16, ops_->device());
+}
+
+void* GradSync::wire(int64_t i) const {
+  if (reduce_dtype_ == DType::BF16) return static_cast<char*>(wire_.raw()) + i * 2;
+  return grads_ + i;
+}
+
+void* GradSync::shard(int64_t i) const {
+  return static_cast<char*>(shard_.raw()) + i * static_cast<int64_t>(dtype_size(reduce_dtype_));
 }
 
 void GradSync::begin(float* grads, float* params) {
@@ -80,12 +98,15 @@ void GradSync::begin(float* grads, float* params) {
 void GradSync::launch(Bucket& b) {
   const auto t0 = Clock::now();
   const size_t n = static_cast<size_t>(b.end - b.begin);
+  if (reduce_dtype_ == DType::BF16) {  // queued on the compute stream, before the collective
+    ops_->cast(wire(b.begin), core::DType::BF16, grads_ + b.begin, core::DType::F32, b.end - b.begin);
+  }
   if (zero1_) {
     const size_t idx = static_cast<size_t>(&b - buckets_.data());
-    b.work = dp_->ireduce_scatter(grads_ + b.begin, shard_.data() + shard_offset_[idx], n / dp_size_,
-                                  DType::F32, ReduceOp::Sum);
+    b.work = dp_->ireduce_scatter(wire(b.begin), shard(shard_offset_[idx]), n / dp_size_, reduce_dtype_,
+                                  ReduceOp::Sum);
   } else {
-    b.work = dp_->iall_reduce(grads_ + b.begin, n, DType::F32, ReduceOp::Sum);
+    b.work = dp_->iall_reduce(wire(b.begin), n, reduce_dtype_, ReduceOp::Sum);
   }
   comm_ms_ += ms_since(t0);
 }
@@ -118,12 +139,22 @@ void GradSync::finish() {
   const double waited = ms_since(t0);
   exposed_ms_ = waited;
   comm_ms_ += waited;
+  // The reduced values back into the fp32 gradients (queued after the waits above, which
+  // order the device's compute stream after the collectives).
   if (zero1_) {
     for (size_t i = 0; i < buckets_.size(); ++i) {
       const Bucket& b = buckets_[i];
       const int64_t chunk = (b.end - b.begin) / dp_size_;
-      std::memcpy(grads_ + b.begin + dp_rank_ * chunk, shard_.data() + shard_offset_[i], chunk * sizeof(float));
+      float* dst = grads_ + b.begin + dp_rank_ * chunk;
+      if (reduce_dtype_ == DType::BF16) {
+        ops_->cast(dst, core::DType::F32, shard(shard_offset_[i]), core::DType::BF16, chunk);
+      } else {
+        ops_->device().copy_async(dst, shard(shard_offset_[i]), chunk * sizeof(float));
+      }
     }
+  } else if (reduce_dtype_ == DType::BF16) {
+    for (const Bucket& b : buckets_)
+      ops_->cast(grads_ + b.begin, core::DType::F32, wire(b.begin), core::DType::BF16, b.end - b.begin);
   }
 }
 

@@ -10,13 +10,18 @@
 // nonblocking collectives progress only inside MPI calls, so every on_ready polls them.
 // Gradients are summed (not averaged): the loss is already normalised by the global token
 // count, so the sum over ranks is exactly the full-batch gradient.
-#pragma once
+// Devices: the buffers are the model's (device memory of the Ops); `dp` must work on that
+// memory (the NCCL or host-staging communicator for CUDA). reduce_dtype BF16 (CUDA) casts
+// each bucket to bf16 before the collective and back to fp32 after it (half the bytes on
+// the wire, bf16 rounding of the summed gradient); F32 reduces the fp32 buffer in place.
 
 #include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "core/tensor.h"
+#include "kernels/ops.h"
 #include "parallel/communicator.h"
 #include "parallel/gpt.h"
 
@@ -26,8 +31,9 @@ class GradSync {
  public:
   // dp may be null or of size 1 (then every call is a no-op). `total` must be a multiple of
   // flat_alignment(dp size) (Gpt pads its flat buffers for that).
+  // ops: the device and kernels of the buffers (null = CPU); reduce_dtype: F32 or BF16.
   GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64_t total,
-           double bucket_mb, bool zero1);
+           double bucket_mb, bool zero1, kernels::Ops* ops = nullptr, DType reduce_dtype = DType::F32);
   static int64_t flat_alignment(int dp_size) { return 64 * static_cast<int64_t>(dp_size); }
 
   // Call before the backward of the last micro-step (or before finish() on a rank that runs
@@ -59,13 +65,20 @@ class GradSync {
   void launch(Bucket& b);
   void poll();
 
+  // Element i of the buffer the collectives run on (the gradients, or their bf16 copy).
+  void* wire(int64_t i) const;
+  void* shard(int64_t i) const;
+
   Communicator* dp_;
+  kernels::Ops* ops_;
+  DType reduce_dtype_;
   int dp_size_ = 1, dp_rank_ = 0;
   bool zero1_;
   std::vector<Bucket> buckets_;
   std::vector<std::vector<int>> param_buckets_;  // param -> buckets it overlaps
   std::vector<std::pair<int64_t, int64_t>> owned_;
-  std::vector<float> shard_;  // ZeRO-1: reduce-scatter output, one slice per bucket
+  core::Tensor wire_;   // BF16 reduction: the bf16 copy of the gradients (device memory)
+  core::Tensor shard_;  // ZeRO-1: reduce-scatter output, one slice per bucket (device memory)
   std::vector<int64_t> shard_offset_;
   float* grads_ = nullptr;
   float* params_ = nullptr;

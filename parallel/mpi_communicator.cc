@@ -71,7 +71,7 @@ MPI_Datatype mpi_type(DType t) {
     case DType::F64: return MPI_DOUBLE;
     case DType::I32: return MPI_INT32_T;
     case DType::I64: return MPI_INT64_T;
-    case DType::BF16: return MPI_UINT16_T;  // moved, never reduced
+    case DType::BF16: return MPI_UINT16_T;  // moved as bits; reduced only by the framework's algorithms
   }
   return MPI_DATATYPE_NULL;
 }
@@ -92,6 +92,38 @@ template <class T>
 void max_kernel(T* dst, const T* a, const T* b, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = a[i] < b[i] ? b[i] : a[i];
 }
+// bf16 <-> f32. A bf16 is the upper half of an f32; narrowing rounds to nearest even, NaN
+// stays NaN (quiet). Written branch-free so the loops below vectorise.
+inline float bf16_to_f32(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
+}
+// bf16 reductions accumulate each pair in f32 and round once per pair, as NCCL does: a sum
+// over p ranks is rounded p-1 times (the ring) or log2(p) times (recursive doubling). Every
+// element is still reduced once, in one order, so all ranks get identical bits.
+void reduce_bf16(ReduceOp op, void* dst, const void* a, const void* b, size_t n) {
+  auto* d = static_cast<uint16_t*>(dst);
+  const auto* x = static_cast<const uint16_t*>(a);
+  const auto* y = static_cast<const uint16_t*>(b);
+  if (op == ReduceOp::Max) {
+    for (size_t i = 0; i < n; ++i) {
+      const float fx = bf16_to_f32(x[i]), fy = bf16_to_f32(y[i]);
+      d[i] = fx < fy ? y[i] : x[i];
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(y[i]));
+  }
+}
+
 template <class T>
 void reduce_typed(ReduceOp op, void* dst, const void* a, const void* b, size_t n) {
   if (op == ReduceOp::Max) max_kernel(static_cast<T*>(dst), static_cast<const T*>(a), static_cast<const T*>(b), n);
@@ -103,7 +135,7 @@ void reduce(DType t, ReduceOp op, void* dst, const void* a, const void* b, size_
     case DType::F64: return reduce_typed<double>(op, dst, a, b, n);
     case DType::I32: return reduce_typed<int32_t>(op, dst, a, b, n);
     case DType::I64: return reduce_typed<int64_t>(op, dst, a, b, n);
-    case DType::BF16: break;
+    case DType::BF16: return reduce_bf16(op, dst, a, b, n);
   }
   MT_FAIL("reduction of {} is not implemented on the MPI backend", dtype_name(t));
 }
@@ -118,6 +150,10 @@ void divide(DType t, void* p, size_t n, int d) {
     double* x = static_cast<double*>(p);
     const double f = static_cast<double>(d);
     for (size_t i = 0; i < n; ++i) x[i] /= f;
+  } else if (t == DType::BF16) {  // divide in f32, round once
+    uint16_t* x = static_cast<uint16_t*>(p);
+    const float f = static_cast<float>(d);
+    for (size_t i = 0; i < n; ++i) x[i] = f32_to_bf16(bf16_to_f32(x[i]) / f);
   }
 }
 
@@ -672,10 +708,6 @@ using detail::RingOp;
 
 namespace {
 void check_reduce_args(const char* op_name, DType dt, ReduceOp op) {
-  if (dt == DType::BF16)
-    throw core::Error(fmt::format("{} of bf16 is unsupported on the MPI backend", op_name))
-        .with_hint("reduce in f32 on CPU; bf16 reductions come with the NCCL backend")
-        .with_where(__FILE__, __LINE__);
   if (op == ReduceOp::Avg && !is_floating(dt))
     throw core::Error(fmt::format("{} with op avg needs a floating-point dtype, got {}", op_name, dtype_name(dt)))
         .with_hint("use sum and divide yourself, or reduce in f64")
@@ -743,7 +775,8 @@ std::shared_ptr<Work> MpiCommunicator::iall_reduce(void* buf, size_t count, DTyp
     engine_->start(w);
     return w;
   }
-  if (opt_.small_algorithm == SmallAlgorithm::Framework) {
+  // MPI has no bf16 type: bf16 always takes the framework's algorithms.
+  if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16) {
     auto w = std::make_shared<RdOp>(engine_, std::move(info), dtype, op, buf, count, tag, opt_.small_piece_bytes);
     engine_->start(w);
     return w;
@@ -778,7 +811,7 @@ std::shared_ptr<Work> MpiCommunicator::ireduce_scatter(const void* send, void* r
     return std::make_shared<CompletedWork>();
   }
   OpInfo info{"reduce_scatter", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
-  if (large(bytes, recv_count) || opt_.small_algorithm == SmallAlgorithm::Framework) {
+  if (large(bytes, recv_count) || opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16) {
     const size_t piece = large(bytes, recv_count) ? opt_.segment_bytes : opt_.small_piece_bytes;
     auto w = std::make_shared<RingOp>(engine_, std::move(info), RingOp::Kind::ReduceScatter, dtype, op, send,
                                       recv, recv_count, tag, piece);

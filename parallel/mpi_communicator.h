@@ -14,6 +14,9 @@
 // (and every Work::test/wait) advances every outstanding operation, which is what makes
 // waiting in any order deadlock-free (see the contract in communicator.h). MPI errors come
 // back as codes (MPI_ERRORS_RETURN on every communicator) and become mt::core::Error.
+// bf16 (which MPI has no type for) is reduced by the framework's algorithms only, converting
+// each pair to f32 and rounding back (see communicator.h): SmallAlgorithm::Library does not
+// apply to it.
 #pragma once
 
 #include <mpi.h>

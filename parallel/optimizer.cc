@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "kernels/cpu/kernels.h"
 
 namespace mt::parallel {
 
@@ -19,8 +18,8 @@ double learning_rate(const core::OptimConfig& o, int64_t step, int64_t total_ste
 }
 
 Optimizer::Optimizer(const core::OptimConfig& cfg, const std::vector<ParamInfo>& params,
-                     const std::vector<std::pair<int64_t, int64_t>>& ranges)
-    : cfg_(cfg) {
+                     const std::vector<std::pair<int64_t, int64_t>>& ranges, kernels::Ops* ops)
+    : cfg_(cfg), ops_(ops ? ops : &kernels::cpu_ops()) {
   int64_t state = 0;
   for (const auto& [begin, end] : ranges) {
     MT_CHECK(begin >= 0 && begin <= end, "bad optimizer range [{}, {})", begin, end);
@@ -36,24 +35,47 @@ Optimizer::Optimizer(const core::OptimConfig& cfg, const std::vector<ParamInfo>&
       state += e - b;
     }
   }
-  m_.assign(state, 0.0f);
-  if (cfg.name == "adamw") v_.assign(state, 0.0f);
+  num_state_ = state;
+  core::Device& dev = ops_->device();
+  m_ = core::Tensor::zeros({state}, core::DType::F32, dev);
+  if (cfg.name == "adamw") v_ = core::Tensor::zeros({state}, core::DType::F32, dev);
 }
 
-void Optimizer::step(float* params, const float* grads, float lr, int64_t t) {
-  namespace k = mt::kernels::cpu;
+void Optimizer::step(float* params, void* working, const float* grads, float lr, int64_t t) {
+  const size_t wsize = core::dtype_size(ops_->working_dtype());
   for (const auto& s : segments_) {
     const int64_t n = s.end - s.begin;
     const float wd = s.decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    float* m = m_.data() + s.state;
+    float* m = m_.f32() + s.state;
+    void* w = working ? static_cast<char*>(working) + s.begin * static_cast<int64_t>(wsize) : nullptr;
     if (cfg_.name == "adamw") {
-      k::adamw_update(params + s.begin, grads + s.begin, m, v_.data() + s.state, n, lr,
-                      static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2),
-                      static_cast<float>(cfg_.eps), wd, t);
+      ops_->adamw_update(params + s.begin, w, grads + s.begin, m, v_.f32() + s.state, n, lr,
+                         static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2),
+                         static_cast<float>(cfg_.eps), wd, t);
     } else {
-      k::sgd_update(params + s.begin, grads + s.begin, m, n, lr, static_cast<float>(cfg_.momentum), wd);
+      ops_->sgd_update(params + s.begin, w, grads + s.begin, m, n, lr, static_cast<float>(cfg_.momentum), wd);
     }
   }
+}
+
+std::vector<float> Optimizer::state_m_host() const {
+  std::vector<float> h(static_cast<size_t>(num_state_));
+  ops_->device().copy(h.data(), m_.raw(), h.size() * sizeof(float));
+  return h;
+}
+
+std::vector<float> Optimizer::state_v_host() const {
+  if (!has_v()) return {};
+  std::vector<float> h(static_cast<size_t>(num_state_));
+  ops_->device().copy(h.data(), v_.raw(), h.size() * sizeof(float));
+  return h;
+}
+
+void Optimizer::load_state(const std::vector<float>& m, const std::vector<float>& v) {
+  MT_CHECK(static_cast<int64_t>(m.size()) == num_state_ && (!has_v() || static_cast<int64_t>(v.size()) == num_state_),
+           "optimizer state of {} / {} elements does not match this rank's {}", m.size(), v.size(), num_state_);
+  ops_->device().copy(m_.raw(), m.data(), m.size() * sizeof(float));
+  if (has_v()) ops_->device().copy(v_.raw(), v.data(), v.size() * sizeof(float));
 }
 
 }  // namespace mt::parallel

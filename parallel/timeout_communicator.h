@@ -5,7 +5,9 @@
 // Why: a rank that dies under mpirun is reaped by mpirun, but a rank that stops progressing
 // (a stuck GPU, a SIGSTOPped or swapping process, a deadlocked peer) leaves its peers
 // blocked in a collective forever. Wrapping keeps the backends small and works for any
-// backend (MPI now, NCCL later).
+// host backend (MPI, and host staging of device buffers). The NCCL communicator is not wrapped:
+// its wait() does not block the host, so it applies the same deadline in its own host-side
+// waits and calls ncclCommAbort before throwing (nccl_communicator.h).
 #pragma once
 
 #include <cstdint>
@@ -30,6 +32,7 @@ class TimeoutCommunicator final : public Communicator {
   std::shared_ptr<Work> iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
   std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root) override;
   void barrier() override;  // as a 1-element all-reduce, so it has a deadline too
+  void synchronize() override { inner_->synchronize(); }
   std::unique_ptr<Communicator> split(int color, int key) override;
   [[noreturn]] void abort(int code) override;
 
@@ -39,6 +42,7 @@ class TimeoutCommunicator final : public Communicator {
   // Seconds this rank has spent blocked in wait() on this communicator's operations (the
   // exposed communication time; launch/ reports the tensor-parallel share per step).
   double blocked_s() const { return blocked_s_; }
+  Communicator& inner() { return *inner_; }  // the wrapped backend (benchmarks, factory)
 
  private:
   std::shared_ptr<Work> wrap(std::shared_ptr<Work> w, const char* op, size_t bytes);

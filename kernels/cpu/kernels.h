@@ -24,6 +24,11 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 // dinp: (N, C) += dout @ weight; dweight: (OC, C) += dout^T @ inp; dbias: (OC) += sum_n dout.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int C, int OC);
+// The bias of a row-parallel linear, applied after the tensor-parallel all-reduce:
+// out: (N, OC) += bias: (OC).
+void add_bias(float* out, const float* bias, int64_t N, int OC);
+// dbias: (OC) += sum_n dout: (N, OC), summed in float per channel in token order.
+void bias_backward(float* dbias, const float* dout, int64_t N, int OC);
 
 // ---------------------------------------------------------------- layernorm (eps = 1e-5)
 // out: (N, C); mean, rstd: (N) saved for backward; weight, bias: (C).

@@ -145,4 +145,24 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
   }
 }
 
+// ---------------------------------------------------------------------------- row-parallel bias
+// out: (N, OC) += bias: (OC). Elementwise: any thread split gives the same bits.
+void add_bias(float* out, const float* bias, int64_t N, int OC) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int o = 0; o < OC; ++o) out[n * OC + o] += bias[o];
+}
+
+// dbias: (OC) += sum_n dout: (N, OC). Each channel is summed in float over n = 0..N-1 in
+// order by one thread (thread-count independent). Unlike matmul_backward's bias gradient
+// this accumulates in float: it is the model's row-parallel bias path, kept bit for bit.
+void bias_backward(float* dbias, const float* dout, int64_t N, int OC) {
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < OC; ++o) {
+    float s = 0.0f;
+    for (int64_t n = 0; n < N; ++n) s += dout[n * OC + o];
+    dbias[o] += s;
+  }
+}
+
 }  // namespace mt::kernels::cpu

@@ -1,0 +1,135 @@
+// What: Ops, the device-kernel interface: one virtual per op of the GPT model (forward and
+// backward), the optimizer updates, and the reductions, casts and copies around them; and
+// make_ops(), which picks the implementation for a device (kernels/ops_factory.cc is the one
+// file that knows the list: the CPU reference kernels, the CUDA kernels).
+// Why: one model file (parallel/gpt.cc), one optimizer and one trainer serve the CPU and the
+// GPU without #ifdef. The CPU implementation forwards every call to kernels::cpu unchanged,
+// so the CPU path keeps its reference semantics bit for bit.
+//
+// Conventions (the same as kernels/cpu/kernels.h, whose comments define each op's maths):
+// - Every pointer is memory of device(): host memory for the CPU, device memory for CUDA.
+//   Calls are queued on the device's compute stream in issue order and return at once on
+//   CUDA; results are read back with Device::copy().
+// - Two element types. `void*` buffers hold the WORKING dtype (working_dtype()): the
+//   activations, their gradients and the working copy of the parameters the forward reads.
+//   It is fp32 on the CPU, bf16 (mixed precision) or fp32 on CUDA. `float*` buffers are
+//   always fp32: parameter gradients, master weights, optimizer state, normalisation
+//   statistics, cross-entropy pieces, losses. int32_t* are token ids / document ids.
+// - Backward ops ACCUMULATE (+=) into their gradients (callers zero them once per step); a
+//   null gradient pointer skips it. Exceptions are marked (xent_backward overwrites).
+// - Shapes: N = B*T tokens; `l` suffixes (tensor-parallel local slices) are the caller's.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/device.h"
+#include "core/tensor.h"
+
+namespace mt::kernels {
+
+struct OpsOptions {
+  // Element type of activations and of the parameter working copy: F32, or BF16 (CUDA only).
+  core::DType working = core::DType::F32;
+  // Attention implementation on CUDA: "auto" (cuDNN's fused attention where it supports
+  // the shape, else the own kernel), "cudnn" (prefer cuDNN; still falls back, with a
+  // warning, when it cannot run), "own". Ignored on the CPU.
+  std::string attention = "auto";
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual core::Device& device() const = 0;
+  virtual core::DType working_dtype() const = 0;
+  virtual std::string describe() const = 0;  // "cpu reference kernels (fp32)", ...
+
+  // ------------------------------------------------------------ linear
+  // out: (N, OC) = inp: (N, C) @ weight^T, weight: (OC, C), + bias: (OC) (may be null). Written.
+  virtual void matmul_forward(void* out, const void* inp, const void* weight, const void* bias, int N, int C,
+                              int OC) = 0;
+  // dinp: (N, C) += dout @ weight; dweight: (OC, C) += dout^T @ inp (fp32);
+  // dbias: (OC) += sum_n dout (fp32).
+  virtual void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
+                               const void* weight, int N, int C, int OC) = 0;
+  // Row-parallel bias after the all-reduce: out: (N, OC) += bias: (OC).
+  virtual void add_bias(void* out, const void* bias, int64_t N, int OC) = 0;
+  // dbias: (OC) += sum_n dout: (N, OC).
+  virtual void bias_backward(float* dbias, const void* dout, int64_t N, int OC) = 0;
+
+  // ------------------------------------------------------------ layernorm (eps 1e-5)
+  // out: (N, C); mean, rstd: (N) fp32 saved for backward; weight, bias: (C).
+  virtual void layernorm_forward(void* out, float* mean, float* rstd, const void* inp, const void* weight,
+                                 const void* bias, int N, int C) = 0;
+  // dinp: (N, C) +=; dweight, dbias: (C) += (fp32).
+  virtual void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
+                                  const void* weight, const float* mean, const float* rstd, int N, int C) = 0;
+
+  // ------------------------------------------------------------ elementwise
+  virtual void gelu_forward(void* out, const void* inp, int64_t n) = 0;
+  virtual void gelu_backward(void* dinp, const void* inp, const void* dout, int64_t n) = 0;  // dinp +=
+  virtual void residual_forward(void* out, const void* a, const void* b, int64_t n) = 0;    // out = a + b
+  virtual void residual_backward(void* da, void* db, const void* dout, int64_t n) = 0;       // da, db += dout
+
+  // ------------------------------------------------------------ causal self-attention
+  // qkv: (B, T, 3C) per token [q | k | v], NH heads of C/NH channels; out: (B, T, C).
+  // `state` holds what the backward needs, attention_state_elems(B, T, NH) fp32 values whose
+  // meaning is the implementation's (CPU: the probabilities (B, NH, T, T); CUDA: the
+  // log-sum-exp of every score row (B, NH, T)). doc_ids: (B, T) or null (see kernels.h).
+  virtual int64_t attention_state_elems(int B, int T, int NH) const = 0;
+  virtual void attention_forward(void* out, float* state, const void* qkv, const int32_t* doc_ids, int B, int T,
+                                 int C, int NH) = 0;
+  // dqkv: (B, T, 3C) +=. out is the forward's output, doc_ids the forward's (implementations
+  // that recompute the probabilities need them).
+  virtual void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
+                                  const float* state, const int32_t* doc_ids, int B, int T, int C, int NH) = 0;
+
+  // ------------------------------------------------------------ embeddings
+  // out: (N, C) = wte[tokens - v_start] for tokens in [v_start, v_start + v_count), else 0.
+  virtual void token_embedding_forward(void* out, const int32_t* tokens, const void* wte, int N, int C,
+                                       int v_start, int v_count) = 0;
+  // dwte: (v_count, C) += (fp32).
+  virtual void token_embedding_backward(float* dwte, const void* dout, const int32_t* tokens, int N, int C,
+                                        int v_start, int v_count) = 0;
+  // out: (B, T, C) += wpe[t].
+  virtual void position_embedding_forward(void* out, const void* wpe, int B, int T, int C) = 0;
+  // dwpe: (T, C) += sum over b (fp32).
+  virtual void position_embedding_backward(float* dwpe, const void* dout, int B, int T, int C) = 0;
+
+  // ------------------------------------------------------------ vocab-sliced cross-entropy
+  // logits: (N, Vl) working dtype; rowmax, sumexp, target_logit, losses: (N) fp32.
+  virtual void xent_row_max(float* rowmax, const void* logits, int N, int Vl, int v_valid) = 0;
+  virtual void xent_sum_exp(float* sumexp, const void* logits, const float* rowmax, int N, int Vl,
+                            int v_valid) = 0;
+  virtual void xent_target_logit(float* target_logit, const void* logits, const int32_t* targets, int N, int Vl,
+                                 int v_start, int v_valid) = 0;
+  virtual void xent_loss(float* losses, const float* rowmax, const float* sumexp, const float* target_logit,
+                         int N) = 0;
+  // dlogits: (N, Vl) WRITTEN (not accumulated); dloss: (N) fp32 weight per token.
+  virtual void xent_backward(void* dlogits, const void* logits, const float* rowmax, const float* sumexp,
+                             const int32_t* targets, const float* dloss, int N, int Vl, int v_start,
+                             int v_valid) = 0;
+
+  // ------------------------------------------------------------ optimizer and reductions
+  // Updates the fp32 master `params` (n) in place; if `working` is not null it also receives
+  // the updated values in the working dtype (the bf16 copy the forward reads).
+  virtual void adamw_update(float* params, void* working, const float* grads, float* m, float* v, int64_t n,
+                            float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t) = 0;
+  virtual void sgd_update(float* params, void* working, const float* grads, float* momentum_buf, int64_t n,
+                          float lr, float momentum, float weight_decay) = 0;
+  // *out (one double in device memory) = sum x^2, deterministic (same bits every call).
+  virtual void sum_squares(double* out, const float* x, int64_t n) = 0;
+  virtual void scale(float* x, int64_t n, float s) = 0;  // x *= s
+  // dst (n of dst_type) = src (n of src_type), F32 <-> BF16 (round to nearest even) or same.
+  virtual void cast(void* dst, core::DType dst_type, const void* src, core::DType src_type, int64_t n) = 0;
+};
+
+// The process-wide CPU implementation (the reference kernels, fp32).
+Ops& cpu_ops();
+
+// The implementation for `device`. Throws with a hint if the device's backend has no kernels
+// in this build, or the options are not supported there (bf16 on the CPU).
+std::unique_ptr<Ops> make_ops(core::Device& device, const OpsOptions& options = {});
+
+}  // namespace mt::kernels

@@ -1,0 +1,694 @@
+// What: NcclCommunicator (see the header): its state (comm, own stream, events, in-flight
+// ops), the Work over a completion event, error handling that aborts before raising, the
+// bootstrap over a host communicator, and the benchmark baselines.
+// NOT RUN ON A GPU YET: on the dev machine (no GPU) only nccl_unique_id_over() and the
+// construction error path (cudaSetDevice -> 35 on every rank) have run. Every CUDA and NCCL
+// status is checked and turned into an Error with the op, the communicator and the rank.
+#include "parallel/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "parallel/cuda_util.h"
+#include "parallel/mpi_env.h"
+
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 18, 0)
+#error "meshtrain's NCCL communicator needs NCCL 2.18 or newer (ncclCommSplit, nonblocking init)"
+#endif
+
+namespace mt::parallel {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Polling back-off: spin briefly (an op about to finish), then yield, then sleep so a rank
+// waiting on a slow peer does not burn the core its data loader or a co-located rank needs.
+void backoff(int spin) {
+  if (spin < 64) return;
+  if (spin < 1024) std::this_thread::yield();
+  else std::this_thread::sleep_for(std::chrono::microseconds(50));
+}
+
+ncclDataType_t nccl_type(DType t) {
+  switch (t) {
+    case DType::F32: return ncclFloat32;
+    case DType::F64: return ncclFloat64;
+    case DType::I32: return ncclInt32;
+    case DType::I64: return ncclInt64;
+    case DType::BF16: return ncclBfloat16;
+  }
+  MT_FAIL("dtype {} has no NCCL type", static_cast<int>(t));
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return ncclSum;
+    case ReduceOp::Avg: return ncclAvg;  // floating types: NCCL pre-multiplies by 1/n
+    case ReduceOp::Max: return ncclMax;
+  }
+  MT_FAIL("reduce op {} has no NCCL op", static_cast<int>(op));
+}
+
+const char* nccl_hint(ncclResult_t rc) {
+  switch (rc) {
+    case ncclUnhandledCudaError:
+      return "a CUDA call inside NCCL failed (NCCL_DEBUG=WARN prints which); check the GPU with nvidia-smi";
+    case ncclSystemError:
+      return "a system call or the network failed: NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET shows which; "
+             "NCCL_SOCKET_IFNAME / NCCL_IB_HCA select the interfaces";
+    case ncclRemoteError:
+      return "a peer rank failed or disconnected: look for the first error of the job on another rank";
+    case ncclInvalidUsage:
+    case ncclInvalidArgument:
+      return "NCCL rejected the call (two ranks on one GPU? mismatched collectives across ranks?); "
+             "NCCL_DEBUG=WARN prints its reason";
+    default:
+      return "NCCL_DEBUG=WARN (or INFO) prints NCCL's own account of the failure";
+  }
+}
+
+core::Error nccl_error(ncclResult_t rc, const std::string& what) {
+  core::Error e(fmt::format("{} failed: {}", what, ncclGetErrorString(rc)));
+  const char* last = ncclGetLastError(nullptr);
+  e.with_library(fmt::format("NCCL {} (code {}){}{}", ncclGetErrorString(rc), static_cast<int>(rc),
+                             last && *last ? ": " : "", last ? last : ""));
+  e.with_hint(nccl_hint(rc));
+  return e;
+}
+
+core::Error cuda_error(cudaError_t rc, const std::string& what) {
+  try {
+    cuda::throw_error(rc, what);
+  } catch (core::Error& e) {
+    return e;
+  }
+  return core::Error(what);  // not reached
+}
+
+bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
+  const auto* pa = static_cast<const std::byte*>(a);
+  const auto* pb = static_cast<const std::byte*>(b);
+  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
+}
+
+// Completion events are reused: creating one per op costs a driver call.
+class EventPool {
+ public:
+  ~EventPool() {
+    for (cudaEvent_t e : free_) cudaEventDestroy(e);  // best effort at teardown
+  }
+  cudaEvent_t get() {
+    if (free_.empty()) {
+      cudaEvent_t e = nullptr;
+      const cudaError_t rc = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+      if (rc != cudaSuccess) throw cuda_error(rc, "cudaEventCreateWithFlags");
+      return e;
+    }
+    cudaEvent_t e = free_.back();
+    free_.pop_back();
+    return e;
+  }
+  void put(cudaEvent_t e) { free_.push_back(e); }
+
+ private:
+  std::vector<cudaEvent_t> free_;
+};
+
+}  // namespace
+
+namespace detail {
+
+// One issued op: what it was (for messages) and its completion event on the own stream.
+struct OpRecord {
+  OpRecord(uint64_t s, const char* o, size_t b, std::shared_ptr<EventPool> p)
+      : seq(s), op(o), bytes(b), pool(std::move(p)) {
+    done = pool->get();
+  }
+  ~OpRecord() {
+    if (done) pool->put(done);
+  }
+  OpRecord(const OpRecord&) = delete;
+  OpRecord& operator=(const OpRecord&) = delete;
+  uint64_t seq;
+  const char* op;
+  size_t bytes;
+  std::shared_ptr<EventPool> pool;
+  cudaEvent_t done = nullptr;
+  bool finished = false;
+};
+
+struct NcclState {
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;   // own, non-blocking, highest priority
+  cudaStream_t compute = nullptr;  // the caller's; not owned
+  cudaEvent_t issue_ev = nullptr;  // recorded on `compute` at each issue
+  void* scratch = nullptr;         // 16 device bytes for barrier()
+  int device = 0, rank = 0, size = 1;
+  std::string name;
+  NcclOptions opt;
+  uint64_t seq = 0;
+  bool aborted = false;
+  std::string abort_reason;
+  std::shared_ptr<EventPool> events = std::make_shared<EventPool>();
+  std::deque<std::shared_ptr<OpRecord>> inflight;
+
+  ~NcclState() { release(); }
+
+  std::string where(const char* op, uint64_t s, size_t bytes) const {
+    return fmt::format("{} #{} ({} bytes) on NCCL communicator '{}' (rank {} of {})", op, s, bytes, name, rank, size);
+  }
+
+  // Own stream, issue event and barrier scratch on `device` (made current).
+  void setup_cuda() {
+    auto check = [&](cudaError_t rc, const std::string& call) {
+      if (rc != cudaSuccess)
+        throw cuda_error(rc, fmt::format("{} for NCCL communicator '{}' (rank {} of {}, CUDA device {})", call, name,
+                                         rank, size, device));
+    };
+    check(cudaSetDevice(device), fmt::format("cudaSetDevice({})", device));
+    int lo = 0, hi = 0;
+    check(cudaDeviceGetStreamPriorityRange(&lo, &hi), "cudaDeviceGetStreamPriorityRange");
+    check(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, hi), "cudaStreamCreateWithPriority");
+    check(cudaEventCreateWithFlags(&issue_ev, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    check(cudaMalloc(&scratch, 16), "cudaMalloc(16 bytes)");
+    check(cudaMemset(scratch, 0, 16), "cudaMemset");
+  }
+
+  // Frees CUDA resources; aborts the comm if it still exists (teardown without ceremony).
+  void release() {
+    if (comm) {
+      ncclCommAbort(comm);
+      comm = nullptr;
+    }
+    inflight.clear();
+    if (scratch) cudaFree(scratch);
+    if (issue_ev) cudaEventDestroy(issue_ev);
+    if (stream) cudaStreamDestroy(stream);
+    scratch = nullptr;
+    issue_ev = nullptr;
+    stream = nullptr;
+  }
+
+  // ncclCommAbort once: this rank's NCCL kernels stop and its resources are freed.
+  void abort_comm(const std::string& reason) {
+    if (aborted) return;
+    aborted = true;
+    abort_reason = reason;
+    if (comm) {
+      const ncclResult_t rc = ncclCommAbort(comm);
+      if (rc != ncclSuccess && rc != ncclInProgress)
+        core::log::warn("ncclCommAbort on communicator '{}' returned {}", name, ncclGetErrorString(rc));
+      comm = nullptr;
+    }
+  }
+
+  // Abort, then throw `e`, saying the abort happened (the job must end: launch/ calls
+  // MPI_Abort for any error that reaches it).
+  [[noreturn]] void fail(const core::Error& e) {
+    abort_comm(e.message());
+    throw core::Error(e.message() + " [ncclCommAbort called on this rank]", e.context());
+  }
+
+  void ensure_usable(const char* op) const {
+    if (aborted)
+      throw core::Error(fmt::format("{} on NCCL communicator '{}' (rank {} of {}): the communicator was aborted "
+                                    "after an earlier error: {}",
+                                    op, name, rank, size, abort_reason))
+          .with_hint("the first error of this rank is the one to look at");
+    if (!comm)
+      throw core::Error(fmt::format("{} on NCCL communicator '{}': the communicator has been destroyed", op, name));
+  }
+
+  void cuda(cudaError_t rc, const char* call, const char* op, uint64_t s, size_t bytes) {
+    if (rc != cudaSuccess) fail(cuda_error(rc, fmt::format("{} in {}", call, where(op, s, bytes))));
+  }
+
+  // The communicator's asynchronous state; a failure aborts and throws.
+  ncclResult_t state(const std::string& what) {
+    ncclResult_t st = ncclSuccess;
+    const ncclResult_t rc = ncclCommGetAsyncError(comm, &st);
+    if (rc != ncclSuccess) fail(nccl_error(rc, "ncclCommGetAsyncError in " + what));
+    if (st != ncclSuccess && st != ncclInProgress) fail(nccl_error(st, what + " (asynchronous NCCL error)"));
+    return st;
+  }
+
+  // After a nonblocking-mode call returned ncclInProgress: poll until the communicator is
+  // ready again (the op is then enqueued), within `deadline_s` (0 = none).
+  void wait_ready(const std::string& what, double deadline_s) {
+    const auto start = Clock::now();
+    for (int spin = 0; state(what) == ncclInProgress; ++spin) {
+      if (deadline_s > 0 && (spin & 63) == 0 && seconds_since(start) > deadline_s)
+        fail(core::Error(fmt::format("timed out after {:.0f} s waiting for {} (ncclInProgress)", seconds_since(start),
+                                     what)));
+      backoff(spin);
+    }
+  }
+
+  void nccl(ncclResult_t rc, const char* call, const char* op, uint64_t s, size_t bytes) {
+    if (rc == ncclSuccess) return;
+    const std::string what = fmt::format("{} in {}", call, where(op, s, bytes));
+    if (rc == ncclInProgress) return wait_ready(what, opt.timeout_s);
+    fail(nccl_error(rc, what));
+  }
+
+  // true once `r` completed; a CUDA error (the event's, or a sticky one) or an asynchronous
+  // NCCL error aborts and throws.
+  bool poll(OpRecord& r) {
+    if (r.finished) return true;
+    const cudaError_t q = cudaEventQuery(r.done);
+    if (q == cudaSuccess) return r.finished = true;
+    // cudaErrorNotReady is a status, not an error: the runtime does not record it as the
+    // thread's last error, so it cannot leak into later cudaGetLastError checks.
+    if (q != cudaErrorNotReady) fail(cuda_error(q, "cudaEventQuery in " + where(r.op, r.seq, r.bytes)));
+    state(where(r.op, r.seq, r.bytes));
+    return false;
+  }
+
+  // Forgets completed ops at the front (one stream: they complete in order).
+  void prune() {
+    while (!inflight.empty()) {
+      OpRecord& r = *inflight.front();
+      if (!r.finished) {
+        if (cudaEventQuery(r.done) != cudaSuccess) return;  // errors are reported by poll()
+        r.finished = true;
+      }
+      inflight.pop_front();
+    }
+  }
+
+  // Host waits for every op issued so far, one deadline for all of them.
+  void wait_all() {
+    const auto start = Clock::now();
+    while (!inflight.empty()) {
+      OpRecord& r = *inflight.front();
+      for (int spin = 0; !poll(r); ++spin) {
+        if (opt.timeout_s > 0 && (spin & 63) == 0 && seconds_since(start) > opt.timeout_s)
+          fail(core::Error(fmt::format("timed out after {:.0f} s waiting in {} #{} ({} bytes) on communicator '{}' "
+                                       "(rank {} of {}), NCCL backend",
+                                       seconds_since(start), r.op, r.seq, r.bytes, name, rank, size))
+                   .with_hint("a peer rank probably died or stopped progressing (parallel.timeout_s sets the "
+                              "limit)"));
+        backoff(spin);
+      }
+      inflight.pop_front();
+    }
+  }
+};
+
+// The Work of an op: test() queries its completion event; wait() orders the compute stream
+// after it and returns without blocking the host.
+class NcclWork final : public Work {
+ public:
+  NcclWork(std::shared_ptr<NcclState> st, std::shared_ptr<OpRecord> rec) : st_(std::move(st)), rec_(std::move(rec)) {}
+
+  bool test() override {
+    if (completed()) return true;
+    try {
+      st_->ensure_usable(rec_->op);
+      if (!st_->poll(*rec_)) return false;
+      mark_completed();
+    } catch (...) {
+      mark_completed(std::current_exception());
+    }
+    return true;
+  }
+
+  void wait() override {
+    if (!completed()) {
+      try {
+        st_->ensure_usable(rec_->op);
+        if (st_->poll(*rec_)) {
+          mark_completed();  // already done: nothing to order
+        } else {
+          // Later work on the compute stream sees the result; the host goes on at once.
+          st_->cuda(cudaStreamWaitEvent(st_->compute, rec_->done, 0), "cudaStreamWaitEvent(compute stream)",
+                    rec_->op, rec_->seq, rec_->bytes);
+        }
+      } catch (...) {
+        mark_completed(std::current_exception());
+      }
+    }
+    if (error()) std::rethrow_exception(error());
+  }
+
+ private:
+  std::shared_ptr<NcclState> st_;
+  std::shared_ptr<OpRecord> rec_;
+};
+
+}  // namespace detail
+
+using detail::NcclState;
+using detail::NcclWork;
+using detail::OpRecord;
+
+namespace {
+
+// Every rank learns whether any rank failed a local step; all throw if one did (the failing
+// rank its own error), so no rank proceeds into NCCL calls that its peers never make.
+void agree(Communicator& host, std::exception_ptr mine, const std::string& step) {
+  int32_t failed = mine ? 1 : 0;
+  host.all_reduce(&failed, 1, DType::I32, ReduceOp::Sum);
+  if (mine) std::rethrow_exception(mine);
+  if (failed > 0)
+    throw core::Error(fmt::format("{} of {} rank(s) of group '{}' failed to {}; this rank (rank {}) did not", failed,
+                                  host.size(), host.name(), step, host.rank()))
+        .with_hint("the failing ranks print their own error");
+}
+
+// Runs f, capturing its exception for agree().
+template <class F>
+std::exception_ptr capture(F&& f) {
+  try {
+    f();
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
+
+ncclConfig_t nonblocking_config(const std::string& name) {
+  ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+  cfg.blocking = 0;  // init, split and finalize return at once and are polled against deadlines
+  cfg.commName = name.c_str();
+  return cfg;
+}
+
+}  // namespace
+
+NcclUniqueIdBytes nccl_unique_id_over(Communicator& host) {
+  // [status, 32 x int32 of id]: a failure on rank 0 reaches every rank through the broadcast.
+  std::array<int32_t, 1 + NCCL_UNIQUE_ID_BYTES / 4> buf{};
+  static_assert(sizeof(ncclUniqueId) == NCCL_UNIQUE_ID_BYTES && NCCL_UNIQUE_ID_BYTES == 128, "ncclUniqueId size");
+  std::exception_ptr err;
+  if (host.rank() == 0) {
+    ncclUniqueId id;
+    const ncclResult_t rc = ncclGetUniqueId(&id);
+    if (rc == ncclSuccess) {
+      buf[0] = 1;
+      std::memcpy(&buf[1], id.internal, NCCL_UNIQUE_ID_BYTES);
+    } else {
+      err = std::make_exception_ptr(nccl_error(rc, fmt::format("ncclGetUniqueId for group '{}'", host.name())));
+    }
+  }
+  host.broadcast(buf.data(), buf.size(), DType::I32, 0);
+  if (buf[0] != 1) {
+    if (err) std::rethrow_exception(err);
+    throw core::Error(fmt::format("rank 0 of group '{}' could not create the NCCL unique id (see its error)",
+                                  host.name()));
+  }
+  NcclUniqueIdBytes out;
+  std::memcpy(out.data(), &buf[1], NCCL_UNIQUE_ID_BYTES);
+  return out;
+}
+
+int nccl_library_version() {
+  int v = 0;
+  const ncclResult_t rc = ncclGetVersion(&v);
+  if (rc != ncclSuccess) throw nccl_error(rc, "ncclGetVersion");
+  return v;
+}
+int nccl_header_version() { return NCCL_VERSION_CODE; }
+
+NcclCommunicator::NcclCommunicator(Communicator& host, int cuda_device, void* compute_stream, NcclOptions opt)
+    : st_(std::make_shared<NcclState>()) {
+  NcclState& s = *st_;
+  s.name = host.name();
+  s.rank = host.rank();
+  s.size = host.size();
+  s.device = cuda_device;
+  s.compute = static_cast<cudaStream_t>(compute_stream);
+  s.opt = opt;
+  set_name(host.name());
+
+  // 1. Local CUDA set-up on every rank, then agreement: a rank without a usable GPU must not
+  //    leave the others waiting in ncclCommInitRank.
+  agree(host, capture([&] { s.setup_cuda(); }), "set up CUDA for an NCCL communicator");
+  // 2. The unique id from rank 0.
+  const NcclUniqueIdBytes id = nccl_unique_id_over(host);
+  // 3. ncclCommInitRankConfig (nonblocking, polled against init_timeout_s), then agreement.
+  auto init = [&] {
+    ncclUniqueId uid;
+    std::memcpy(uid.internal, id.data(), NCCL_UNIQUE_ID_BYTES);
+    ncclConfig_t cfg = nonblocking_config(s.name);
+    const std::string what = fmt::format("ncclCommInitRankConfig for NCCL communicator '{}' (rank {} of {}, CUDA "
+                                         "device {})",
+                                         s.name, s.rank, s.size, s.device);
+    const ncclResult_t rc = ncclCommInitRankConfig(&s.comm, s.size, uid, s.rank, &cfg);
+    if (rc != ncclSuccess && rc != ncclInProgress) s.fail(nccl_error(rc, what));
+    s.wait_ready(what, opt.init_timeout_s);
+  };
+  agree(host, capture(init), "initialise NCCL (ncclCommInitRankConfig)");
+  core::log::debug("NCCL communicator '{}': rank {} of {} on CUDA device {} (NCCL {})", s.name, s.rank, s.size,
+                   s.device, nccl_library_version());
+}
+
+NcclCommunicator::NcclCommunicator(std::shared_ptr<NcclState> st) : st_(std::move(st)) { set_name(st_->name); }
+
+NcclCommunicator::~NcclCommunicator() {
+  NcclState& s = *st_;
+  if (s.aborted || !s.comm) return;  // the state's destructor frees what is left
+  cudaSetDevice(s.device);
+  // Graceful: in-flight ops, then ncclCommFinalize (nonblocking, polled) and ncclCommDestroy.
+  // A destructor must not throw or hang: any failure or a deadline falls back to abort.
+  const double limit = s.opt.timeout_s > 0 ? s.opt.timeout_s : 60.0;
+  try {
+    NcclOptions saved = s.opt;
+    s.opt.timeout_s = limit;
+    s.wait_all();
+    const ncclResult_t rc = ncclCommFinalize(s.comm);
+    if (rc != ncclSuccess && rc != ncclInProgress) s.fail(nccl_error(rc, "ncclCommFinalize of '" + s.name + "'"));
+    s.wait_ready("ncclCommFinalize of '" + s.name + "'", limit);
+    s.opt = saved;
+    const ncclResult_t d = ncclCommDestroy(s.comm);
+    s.comm = nullptr;
+    if (d != ncclSuccess) core::log::warn("ncclCommDestroy of '{}' returned {}", s.name, ncclGetErrorString(d));
+  } catch (const std::exception& e) {
+    core::log::warn("NCCL communicator '{}' torn down with ncclCommAbort: {}", s.name, e.what());
+    s.abort_comm(e.what());
+  }
+}
+
+int NcclCommunicator::rank() const { return st_->rank; }
+int NcclCommunicator::size() const { return st_->size; }
+int NcclCommunicator::cuda_device() const { return st_->device; }
+uint64_t NcclCommunicator::ops_issued() const { return st_->seq; }
+bool NcclCommunicator::aborted() const { return st_->aborted; }
+void* NcclCommunicator::raw_comm() const { return st_->comm; }
+void* NcclCommunicator::raw_stream() const { return st_->stream; }
+size_t NcclCommunicator::in_flight() const {
+  st_->prune();
+  return st_->inflight.size();
+}
+
+namespace {
+
+void check_reduce_args(const char* op_name, DType dt, ReduceOp op) {
+  if (op == ReduceOp::Avg && !is_floating(dt))
+    throw core::Error(fmt::format("{} with op avg needs a floating-point dtype, got {}", op_name, dtype_name(dt)))
+        .with_hint("use sum and divide yourself, or reduce in f64")
+        .with_where(__FILE__, __LINE__);
+}
+
+// Issue protocol shared by the collectives: order after the compute stream, enqueue on the
+// own stream, record the completion event.
+template <class Enqueue>
+std::shared_ptr<Work> issue(const std::shared_ptr<NcclState>& sp, const char* op, const char* call, size_t bytes,
+                            Enqueue&& enqueue) {
+  NcclState& s = *sp;
+  const uint64_t seq = s.seq++;
+  s.prune();
+  s.cuda(cudaEventRecord(s.issue_ev, s.compute), "cudaEventRecord(compute stream)", op, seq, bytes);
+  s.cuda(cudaStreamWaitEvent(s.stream, s.issue_ev, 0), "cudaStreamWaitEvent(NCCL stream)", op, seq, bytes);
+  s.nccl(enqueue(s.comm, s.stream), call, op, seq, bytes);
+  std::shared_ptr<OpRecord> rec;
+  try {
+    rec = std::make_shared<OpRecord>(seq, op, bytes, s.events);
+  } catch (core::Error& e) {
+    s.fail(e);
+  }
+  s.cuda(cudaEventRecord(rec->done, s.stream), "cudaEventRecord(NCCL stream)", op, seq, bytes);
+  s.inflight.push_back(rec);
+  return std::make_shared<NcclWork>(sp, std::move(rec));
+}
+
+}  // namespace
+
+std::shared_ptr<Work> NcclCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  st_->ensure_usable("all_reduce");
+  check_reduce_args("all_reduce", dtype, op);
+  const size_t bytes = count * dtype_size(dtype);
+  if (count == 0) {  // every rank skips NCCL alike; still a collective call
+    st_->seq++;
+    return std::make_shared<CompletedWork>();
+  }
+  MT_CHECK(buf != nullptr, "all_reduce of {} elements on communicator '{}' got a null buffer", count, name());
+  const ncclDataType_t t = nccl_type(dtype);
+  const ncclRedOp_t o = nccl_op(op);
+  return issue(st_, "all_reduce", "ncclAllReduce", bytes, [&](ncclComm_t c, cudaStream_t s) {
+    return ncclAllReduce(buf, buf, count, t, o, c, s);
+  });
+}
+
+std::shared_ptr<Work> NcclCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                                                        ReduceOp op) {
+  st_->ensure_usable("reduce_scatter");
+  check_reduce_args("reduce_scatter", dtype, op);
+  const size_t block = recv_count * dtype_size(dtype), bytes = block * size();
+  if (recv_count == 0) {
+    st_->seq++;
+    return std::make_shared<CompletedWork>();
+  }
+  MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", name());
+  const bool in_place = recv == static_cast<const std::byte*>(send) + rank() * block;
+  MT_CHECK(in_place || !overlaps(send, bytes, recv, block),
+           "reduce_scatter: recv overlaps send; the only overlap allowed is recv == send + rank * recv_count");
+  const ncclDataType_t t = nccl_type(dtype);
+  const ncclRedOp_t o = nccl_op(op);
+  return issue(st_, "reduce_scatter", "ncclReduceScatter", bytes, [&](ncclComm_t c, cudaStream_t s) {
+    return ncclReduceScatter(send, recv, recv_count, t, o, c, s);
+  });
+}
+
+std::shared_ptr<Work> NcclCommunicator::iall_gather(const void* send, void* recv, size_t send_count, DType dtype) {
+  st_->ensure_usable("all_gather");
+  const size_t block = send_count * dtype_size(dtype), bytes = block * size();
+  if (send_count == 0) {
+    st_->seq++;
+    return std::make_shared<CompletedWork>();
+  }
+  MT_CHECK(send && recv, "all_gather on communicator '{}' got a null buffer", name());
+  const bool in_place = send == static_cast<const std::byte*>(recv) + rank() * block;
+  MT_CHECK(in_place || !overlaps(send, block, recv, bytes),
+           "all_gather: send overlaps recv; the only overlap allowed is send == recv + rank * send_count");
+  const ncclDataType_t t = nccl_type(dtype);
+  return issue(st_, "all_gather", "ncclAllGather", bytes, [&](ncclComm_t c, cudaStream_t s) {
+    return ncclAllGather(send, recv, send_count, t, c, s);
+  });
+}
+
+std::shared_ptr<Work> NcclCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
+  st_->ensure_usable("broadcast");
+  const size_t bytes = count * dtype_size(dtype);
+  if (root < 0 || root >= size())
+    throw core::Error(fmt::format("broadcast root {} is out of range for communicator '{}' of size {}", root, name(),
+                                  size()))
+        .with_where(__FILE__, __LINE__);
+  if (count == 0) {
+    st_->seq++;
+    return std::make_shared<CompletedWork>();
+  }
+  MT_CHECK(buf != nullptr, "broadcast on communicator '{}' got a null buffer", name());
+  const ncclDataType_t t = nccl_type(dtype);
+  return issue(st_, "broadcast", "ncclBroadcast", bytes, [&](ncclComm_t c, cudaStream_t s) {
+    return ncclBroadcast(buf, buf, count, t, root, c, s);
+  });
+}
+
+void NcclCommunicator::barrier() {
+  st_->ensure_usable("barrier");
+  void* scratch = st_->scratch;
+  issue(st_, "barrier", "ncclAllReduce", 4, [&](ncclComm_t c, cudaStream_t s) {
+    return ncclAllReduce(scratch, scratch, 1, ncclInt32, ncclSum, c, s);
+  });
+  st_->wait_all();
+}
+
+void NcclCommunicator::synchronize() {
+  st_->ensure_usable("synchronize");
+  st_->wait_all();
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
+  NcclState& s = *st_;
+  s.ensure_usable("split");
+  const uint64_t seq = s.seq++;
+  auto child = std::make_shared<NcclState>();
+  child->name = fmt::format("{}/split(color={},key={})", s.name, color, key);
+  child->device = s.device;
+  child->compute = s.compute;
+  child->opt = s.opt;
+  ncclConfig_t cfg = nonblocking_config(child->name);
+  const std::string what = fmt::format("ncclCommSplit(color={}, key={}) in {}", color, key, s.where("split", seq, 0));
+  ncclComm_t nc = nullptr;
+  const ncclResult_t rc = ncclCommSplit(s.comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &nc, &cfg);
+  if (rc != ncclSuccess && rc != ncclInProgress) s.fail(nccl_error(rc, what));
+  child->comm = nc;  // the child's state frees it if anything below throws
+  // Nonblocking split: poll the parent and the child (NOCOLOR ranks get no child).
+  const auto start = Clock::now();
+  const double limit = s.opt.init_timeout_s;
+  for (int spin = 0;; ++spin) {
+    const bool parent_busy = s.state(what) == ncclInProgress;
+    bool child_busy = false;
+    if (nc) {
+      try {
+        child_busy = child->state(what) == ncclInProgress;
+      } catch (core::Error& e) {
+        s.fail(e);  // abort the parent too: its peers are inside the same split
+      }
+    }
+    if (!parent_busy && !child_busy) break;
+    if (limit > 0 && (spin & 63) == 0 && seconds_since(start) > limit) {
+      child->abort_comm("split timed out");
+      s.fail(core::Error(fmt::format("timed out after {:.0f} s waiting for {}", seconds_since(start), what)));
+    }
+    backoff(spin);
+  }
+  if (color < 0) {
+    MT_CHECK(nc == nullptr, "ncclCommSplit with NCCL_SPLIT_NOCOLOR returned a communicator");
+    return nullptr;
+  }
+  MT_CHECK(nc != nullptr, "{} returned no communicator", what);
+  try {
+    child->setup_cuda();
+    int r = 0, n = 0;
+    ncclResult_t q = ncclCommUserRank(nc, &r);
+    if (q != ncclSuccess) throw nccl_error(q, "ncclCommUserRank of '" + child->name + "'");
+    q = ncclCommCount(nc, &n);
+    if (q != ncclSuccess) throw nccl_error(q, "ncclCommCount of '" + child->name + "'");
+    child->rank = r;
+    child->size = n;
+  } catch (core::Error& e) {
+    child->abort_comm(e.message());
+    s.fail(e);
+  }
+  return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(child)));
+}
+
+void NcclCommunicator::abort(int code) {
+  st_->abort_comm(fmt::format("abort({}) called", code));
+  MpiEnv::abort_job(code);
+}
+
+void nccl_raw_all_reduce_f32_sum(NcclCommunicator& c, float* buf, size_t count) {
+  auto comm = static_cast<ncclComm_t>(c.raw_comm());
+  auto stream = static_cast<cudaStream_t>(c.raw_stream());
+  MT_CHECK(comm != nullptr, "raw ncclAllReduce on communicator '{}': no NCCL communicator (aborted?)", c.name());
+  ncclResult_t rc = ncclAllReduce(buf, buf, count, ncclFloat32, ncclSum, comm, stream);
+  while (rc == ncclInProgress) {  // nonblocking communicator: poll until enqueued
+    ncclResult_t st = ncclSuccess;
+    const ncclResult_t q = ncclCommGetAsyncError(comm, &st);
+    if (q != ncclSuccess) throw nccl_error(q, "ncclCommGetAsyncError (raw baseline)");
+    rc = st;
+  }
+  if (rc != ncclSuccess) throw nccl_error(rc, "ncclAllReduce (raw baseline)");
+}
+
+void nccl_raw_stream_synchronize(NcclCommunicator& c) {
+  const cudaError_t rc = cudaStreamSynchronize(static_cast<cudaStream_t>(c.raw_stream()));
+  if (rc != cudaSuccess) throw cuda_error(rc, "cudaStreamSynchronize (raw baseline)");
+}
+
+}  // namespace mt::parallel

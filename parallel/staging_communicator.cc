@@ -1,0 +1,347 @@
+// What: StagingCommunicator (see the header): a host-buffer pool, Works that copy back when
+// the wrapped operation completes, and the four collectives expressed as "copy in, run the
+// host communicator's in-place form on the host buffer, copy out".
+#include "parallel/staging_communicator.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace mt::parallel {
+
+HostAllocator pageable_host_allocator() {
+  return HostAllocator{"pageable",
+                       [](size_t bytes) {
+                         const size_t rounded = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
+                         void* p = std::aligned_alloc(64, rounded);
+                         if (!p) MT_FAIL("cannot allocate {} bytes of host staging memory", rounded);
+                         return p;
+                       },
+                       [](void* p) { std::free(p); }};
+}
+
+namespace detail {
+
+// Host buffers reused across operations: a lease takes the smallest free buffer that fits,
+// else replaces the largest free one with a bigger one, else adds a buffer. Sizes are powers
+// of two from 64 KiB, so a few distinct bucket sizes settle on a few buffers.
+class HostPool {
+ public:
+  struct Buf {
+    std::byte* data = nullptr;
+    size_t cap = 0;
+    bool used = false;
+  };
+  class Lease {
+   public:
+    Lease() = default;
+    explicit Lease(Buf* b) : buf_(b) {}
+    Lease(Lease&& o) noexcept : buf_(o.buf_) { o.buf_ = nullptr; }
+    Lease& operator=(Lease&& o) noexcept {
+      if (this != &o) {
+        reset();
+        buf_ = o.buf_;
+        o.buf_ = nullptr;
+      }
+      return *this;
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() { reset(); }
+    void reset() {
+      if (buf_) buf_->used = false;
+      buf_ = nullptr;
+    }
+    std::byte* data() const { return buf_ ? buf_->data : nullptr; }
+
+   private:
+    Buf* buf_ = nullptr;
+  };
+
+  explicit HostPool(HostAllocator alloc) : alloc_(std::move(alloc)) {}
+  ~HostPool() {
+    for (auto& b : bufs_)
+      if (b->data) alloc_.free(b->data);
+  }
+
+  Lease acquire(size_t bytes) {
+    Buf* best = nullptr;
+    Buf* largest_free = nullptr;
+    for (auto& b : bufs_) {
+      if (b->used) continue;
+      if (b->cap >= bytes && (!best || b->cap < best->cap)) best = b.get();
+      if (!largest_free || b->cap > largest_free->cap) largest_free = b.get();
+    }
+    if (!best) {
+      best = largest_free;
+      if (!best) {
+        bufs_.push_back(std::make_unique<Buf>());
+        best = bufs_.back().get();
+      }
+      size_t cap = 64u << 10;
+      while (cap < bytes) cap *= 2;
+      if (best->data) alloc_.free(best->data);
+      best->data = nullptr;
+      best->cap = 0;
+      best->data = static_cast<std::byte*>(alloc_.alloc(cap));  // throws on failure
+      best->cap = cap;
+    }
+    best->used = true;
+    return Lease(best);
+  }
+
+  size_t total_bytes() const {
+    size_t s = 0;
+    for (auto& b : bufs_) s += b->cap;
+    return s;
+  }
+
+ private:
+  HostAllocator alloc_;
+  std::vector<std::unique_ptr<Buf>> bufs_;
+};
+
+class StagingWork;
+
+// Shared by a staging communicator and its splits: the pool and the operations that still
+// have to copy their result back.
+class StagingEngine {
+ public:
+  explicit StagingEngine(HostAllocator alloc) : pool(std::move(alloc)) {}
+  void progress();
+  std::exception_ptr wait_all();  // waits for every pending op; the first error, if any
+  HostPool pool;
+  std::vector<std::shared_ptr<StagingWork>> pending;
+};
+
+class StagingWork final : public Work {
+ public:
+  StagingWork(std::shared_ptr<StagingEngine> engine, std::shared_ptr<Work> inner, HostPool::Lease lease,
+              core::Device* device, void* dst, const void* src, size_t bytes)
+      : engine_(std::move(engine)),
+        inner_(std::move(inner)),
+        lease_(std::move(lease)),
+        device_(device),
+        dst_(dst),
+        src_(src),
+        bytes_(bytes) {}
+
+  bool test() override {
+    engine_->progress();
+    return completed();
+  }
+
+  void wait() override {
+    if (!completed()) {
+      try {
+        inner_->wait();  // drives the host backend's progress; blocks the host
+      } catch (...) {
+        // A failed operation completes with its error (handled below); a wait that gave up
+        // (a TimeoutCommunicator deadline) leaves it in flight: its buffer stays leased.
+        if (!inner_->test()) throw;
+      }
+      engine_->progress();
+    }
+    if (error()) std::rethrow_exception(error());
+  }
+
+  // Engine side: true once the op is over (copied back, or failed).
+  bool try_finish() {
+    if (completed()) return true;
+    if (!inner_->test()) return false;
+    std::exception_ptr err = inner_->error();
+    if (!err && bytes_ > 0) {
+      try {
+        device_->copy(dst_, src_, bytes_);
+      } catch (...) {
+        err = std::current_exception();
+      }
+    }
+    lease_.reset();
+    mark_completed(err);
+    return true;
+  }
+
+ private:
+  std::shared_ptr<StagingEngine> engine_;
+  std::shared_ptr<Work> inner_;
+  HostPool::Lease lease_;
+  core::Device* device_;
+  void* dst_;
+  const void* src_;
+  size_t bytes_;
+};
+
+void StagingEngine::progress() {
+  // try_finish never adds operations; copy the list anyway so a throwing copy cannot leave
+  // it half-erased.
+  auto ops = pending;
+  for (auto& w : ops) w->try_finish();
+  pending.erase(std::remove_if(pending.begin(), pending.end(), [](const auto& w) { return w->completed(); }),
+                pending.end());
+}
+
+std::exception_ptr StagingEngine::wait_all() {
+  std::exception_ptr first;
+  while (!pending.empty()) {
+    auto w = pending.front();
+    try {
+      w->wait();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+      if (!w->completed()) return first;  // a deadline: the op is still in flight
+    }
+    progress();
+  }
+  return first;
+}
+
+}  // namespace detail
+
+using detail::HostPool;
+using detail::StagingEngine;
+using detail::StagingWork;
+
+namespace {
+bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
+  const auto* pa = static_cast<const std::byte*>(a);
+  const auto* pb = static_cast<const std::byte*>(b);
+  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
+}
+}  // namespace
+
+StagingCommunicator::StagingCommunicator(Communicator& host, core::Device& device, HostAllocator alloc)
+    : StagingCommunicator(nullptr, &host, device, std::make_shared<StagingEngine>(std::move(alloc))) {}
+
+StagingCommunicator::StagingCommunicator(std::unique_ptr<Communicator> host, core::Device& device,
+                                         HostAllocator alloc)
+    : StagingCommunicator(nullptr, host.get(), device, std::make_shared<StagingEngine>(std::move(alloc))) {
+  owned_ = std::move(host);
+}
+
+StagingCommunicator::StagingCommunicator(std::unique_ptr<Communicator> owned, Communicator* host,
+                                         core::Device& device, std::shared_ptr<StagingEngine> engine)
+    : owned_(std::move(owned)), host_(host), device_(device), engine_(std::move(engine)) {
+  MT_CHECK(host_ != nullptr, "a staging communicator needs a host communicator");
+  set_name(host_->name());
+}
+
+StagingCommunicator::~StagingCommunicator() {
+  engine_->progress();
+  if (!engine_->pending.empty())
+    core::log::warn("staging communicator '{}' destroyed with {} operation(s) not yet copied back", name(),
+                    engine_->pending.size());
+}
+
+size_t StagingCommunicator::staging_bytes() const { return engine_->pool.total_bytes(); }
+size_t StagingCommunicator::outstanding() const { return engine_->pending.size(); }
+
+void StagingCommunicator::ready_device() {
+  // Wait for what the device has queued (a backward pass still writing the gradients). The
+  // CPU device's events are always complete; CUDA records on the compute stream.
+  if (!ready_) ready_ = device_.create_event();
+  ready_->record();
+  ready_->synchronize();
+}
+
+namespace {
+std::shared_ptr<Work> track(const std::shared_ptr<StagingEngine>& engine, std::shared_ptr<Work> inner,
+                            HostPool::Lease lease, core::Device& dev, void* dst, const void* src, size_t bytes) {
+  auto w = std::make_shared<StagingWork>(engine, std::move(inner), std::move(lease), &dev, dst, src, bytes);
+  engine->pending.push_back(w);
+  engine->progress();  // completes at once when the host op already has (one rank, small op)
+  return w;
+}
+}  // namespace
+
+std::shared_ptr<Work> StagingCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  engine_->progress();
+  const size_t bytes = count * dtype_size(dtype);
+  if (count == 0) return host_->iall_reduce(nullptr, 0, dtype, op);  // still a collective call
+  MT_CHECK(buf != nullptr, "all_reduce of {} elements on communicator '{}' got a null buffer", count, name());
+  auto lease = engine_->pool.acquire(bytes);
+  std::byte* h = lease.data();
+  ready_device();
+  device_.copy(h, buf, bytes);
+  auto inner = host_->iall_reduce(h, count, dtype, op);
+  return track(engine_, std::move(inner), std::move(lease), device_, buf, h, bytes);
+}
+
+std::shared_ptr<Work> StagingCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count,
+                                                           DType dtype, ReduceOp op) {
+  engine_->progress();
+  const size_t block = recv_count * dtype_size(dtype), bytes = block * size();
+  if (recv_count == 0) return host_->ireduce_scatter(nullptr, nullptr, 0, dtype, op);
+  MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", name());
+  const bool in_place = recv == static_cast<const std::byte*>(send) + rank() * block;
+  MT_CHECK(in_place || !overlaps(send, bytes, recv, block),
+           "reduce_scatter: recv overlaps send; the only overlap allowed is recv == send + rank * recv_count");
+  // On the host always the in-place form: one buffer of size() blocks, the result in block rank().
+  auto lease = engine_->pool.acquire(bytes);
+  std::byte* h = lease.data();
+  std::byte* own = h + rank() * block;
+  ready_device();
+  device_.copy(h, send, bytes);
+  auto inner = host_->ireduce_scatter(h, own, recv_count, dtype, op);
+  return track(engine_, std::move(inner), std::move(lease), device_, recv, own, block);
+}
+
+std::shared_ptr<Work> StagingCommunicator::iall_gather(const void* send, void* recv, size_t send_count,
+                                                       DType dtype) {
+  engine_->progress();
+  const size_t block = send_count * dtype_size(dtype), bytes = block * size();
+  if (send_count == 0) return host_->iall_gather(nullptr, nullptr, 0, dtype);
+  MT_CHECK(send && recv, "all_gather on communicator '{}' got a null buffer", name());
+  const bool in_place = send == static_cast<const std::byte*>(recv) + rank() * block;
+  MT_CHECK(in_place || !overlaps(send, block, recv, bytes),
+           "all_gather: send overlaps recv; the only overlap allowed is send == recv + rank * send_count");
+  auto lease = engine_->pool.acquire(bytes);
+  std::byte* h = lease.data();
+  std::byte* own = h + rank() * block;
+  ready_device();
+  device_.copy(own, send, block);
+  auto inner = host_->iall_gather(own, h, send_count, dtype);
+  return track(engine_, std::move(inner), std::move(lease), device_, recv, h, bytes);
+}
+
+std::shared_ptr<Work> StagingCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
+  engine_->progress();
+  const size_t bytes = count * dtype_size(dtype);
+  if (count == 0 || root < 0 || root >= size())  // the host communicator reports a bad root
+    return host_->ibroadcast(count == 0 ? nullptr : buf, count, dtype, root);
+  MT_CHECK(buf != nullptr, "broadcast on communicator '{}' got a null buffer", name());
+  auto lease = engine_->pool.acquire(bytes);
+  std::byte* h = lease.data();
+  if (rank() == root) {
+    ready_device();
+    device_.copy(h, buf, bytes);
+  }
+  auto inner = host_->ibroadcast(h, count, dtype, root);
+  // The root's buffer already holds the data: nothing to copy back, but the lease stays
+  // until the host operation is done with it.
+  return track(engine_, std::move(inner), std::move(lease), device_, buf, h, rank() == root ? 0 : bytes);
+}
+
+void StagingCommunicator::synchronize() {
+  if (auto err = engine_->wait_all()) std::rethrow_exception(err);
+  host_->synchronize();
+}
+
+std::unique_ptr<Communicator> StagingCommunicator::split(int color, int key) {
+  engine_->progress();
+  auto sub = host_->split(color, key);
+  if (!sub) return nullptr;
+  Communicator* raw = sub.get();
+  return std::unique_ptr<Communicator>(new StagingCommunicator(std::move(sub), raw, device_, engine_));
+}
+
+void StagingCommunicator::abort(int code) {
+  host_->abort(code);
+  std::abort();  // not reached: the host backend's abort does not return
+}
+
+}  // namespace mt::parallel
