@@ -44,9 +44,12 @@ void cuda_check_status(int status, const char* call, const char* file, int line)
   if (status == cudaSuccess) return;
   // Clear the sticky "last error" so that later, unrelated calls do not report it again.
   (void)cudaGetLastError();
-  throw Error(fmt::format("{} failed", call))
-      .with_library(cuda_error_string(status))
-      .with_where(file, line);
+  Error e(fmt::format("{} failed", call));
+  e.with_library(cuda_error_string(status)).with_where(file, line);
+  if (status == cudaErrorInsufficientDriver || status == cudaErrorNoDevice)
+    e.with_hint("this process sees no usable GPU (no driver, or CUDA_VISIBLE_DEVICES empty); run on a GPU node "
+                "or use train.device=cpu");
+  throw e;
 }
 
 int cuda_device_count() {

@@ -53,17 +53,9 @@ Communicator& unwrap(Communicator& c) {
   return *p;
 }
 
-HostAllocator staging_allocator() {
-#if MT_WITH_CUDA
-  return cuda::pinned_host_allocator();
-#else
-  return pageable_host_allocator();
-#endif
-}
-
 // Host staging around `host`, with a deadline when `host` has none of its own.
 std::unique_ptr<Communicator> make_staging(Communicator& host, core::Device& device, double timeout_s) {
-  std::unique_ptr<Communicator> c = std::make_unique<StagingCommunicator>(host, device, staging_allocator());
+  std::unique_ptr<Communicator> c = std::make_unique<StagingCommunicator>(host, device);
   if (timeout_s > 0 && !dynamic_cast<TimeoutCommunicator*>(&host))
     c = std::make_unique<TimeoutCommunicator>(std::move(c), timeout_s);
   return c;

@@ -1,4 +1,4 @@
-// What: CUDA errors, pinned host memory and GPU-sharing detection (see cuda_util.h).
+// What: CUDA errors and GPU-sharing detection (see cuda_util.h).
 // NOT RUN ON A GPU YET: only the "no driver" error paths (code 35) ran on the dev machine.
 #include "parallel/cuda_util.h"
 
@@ -6,87 +6,21 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <map>
-#include <mutex>
-#include <unordered_set>
 #include <vector>
 
+#include "core/cuda_device.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "parallel/communicator.h"
 
 namespace mt::parallel::cuda {
 
-std::string error_string(int code) {
-  const auto e = static_cast<cudaError_t>(code);
-  return fmt::format("{} ({}): {}", cudaGetErrorName(e), code, cudaGetErrorString(e));
-}
-
-bool is_no_gpu(int code) { return code == cudaErrorInsufficientDriver || code == cudaErrorNoDevice; }
-
 void throw_error(int code, const std::string& what) {
-  core::Error e(fmt::format("{} failed: {}", what, cudaGetErrorName(static_cast<cudaError_t>(code))));
-  e.with_library(error_string(code));
-  if (is_no_gpu(code))
-    e.with_hint("this process sees no usable GPU (no driver, or CUDA_VISIBLE_DEVICES empty); run on a GPU node "
-                "or use device: cpu");
-  throw e;
-}
-
-int device_count(std::string* why) {
-  int n = 0;
-  const cudaError_t rc = cudaGetDeviceCount(&n);
-  if (rc != cudaSuccess) {
-    if (why) *why = error_string(rc);
-    return -1;
-  }
-  if (n == 0) {
-    if (why) *why = "cudaGetDeviceCount returned 0 devices";
-    return -1;
-  }
-  return n;
-}
-
-HostAllocator pinned_host_allocator() {
-  // Which pointers are page-locked (the others came from the fallback). Shared by copies of
-  // the allocator; the mutex because allocators may be used from several communicators.
-  struct State {
-    std::mutex mu;
-    std::unordered_set<void*> pinned;
-    std::atomic<bool> warned{false};
-  };
-  auto st = std::make_shared<State>();
-  HostAllocator a;
-  a.name = "pinned";
-  a.alloc = [st](size_t bytes) -> void* {
-    void* p = nullptr;
-    const cudaError_t rc = cudaMallocHost(&p, bytes);
-    if (rc == cudaSuccess) {
-      std::lock_guard<std::mutex> lock(st->mu);
-      st->pinned.insert(p);
-      return p;
-    }
-    cudaGetLastError();  // clear a non-sticky error
-    if (!st->warned.exchange(true))
-      core::log::warn("cudaMallocHost of {} bytes failed ({}); staging through pageable host memory instead",
-                      bytes, error_string(rc));
-    return pageable_host_allocator().alloc(bytes);
-  };
-  a.free = [st](void* p) {
-    if (!p) return;
-    bool was_pinned = false;
-    {
-      std::lock_guard<std::mutex> lock(st->mu);
-      was_pinned = st->pinned.erase(p) > 0;
-    }
-    if (was_pinned) cudaFreeHost(p);  // a failure here cannot be acted upon (called from destructors)
-    else std::free(p);
-  };
-  return a;
+  core::cuda_check_status(code, what.c_str(), __FILE__, __LINE__);
+  throw core::Error(what + " failed");  // not reached: code != 0
 }
 
 DeviceIdentity device_identity(int device) {

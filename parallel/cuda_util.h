@@ -1,6 +1,6 @@
 // What: the CUDA runtime pieces the communication layer needs, behind a header free of CUDA
 // types (so the factory and tests include it without the toolkit's headers): CUDA errors as
-// mt::core::Error, page-locked host memory for staging, and which ranks of a group share a GPU.
+// mt::core::Error (through core/cuda_device.h's checks) and which ranks of a group share a GPU.
 // Why: every CUDA call's status must become an error with context (the op, the device, the
 // runtime's own message, and for "no driver"/"no device" a hint), and NCCL refuses two ranks
 // on one GPU, which the factory must detect before choosing a backend.
@@ -11,7 +11,6 @@
 
 #include <string>
 
-#include "parallel/staging_communicator.h"
 
 namespace mt::parallel {
 class Communicator;
@@ -19,23 +18,13 @@ class Communicator;
 
 namespace mt::parallel::cuda {
 
-// "<what> failed: cudaErrorX (code): message" with a hint when the runtime has no usable GPU
-// (cudaErrorInsufficientDriver 35, cudaErrorNoDevice 100). `code` is a cudaError_t.
+// "<what> failed" with the runtime's code, name and message (core::cuda_check_status), and a
+// hint when the runtime has no usable GPU (cudaErrorInsufficientDriver 35, cudaErrorNoDevice
+// 100). `code` is a cudaError_t.
 [[noreturn]] void throw_error(int code, const std::string& what);
 inline void check(int code, const std::string& what) {
   if (code != 0) throw_error(code, what);
 }
-// True for the codes that mean "this process has no usable GPU" (35, 100).
-bool is_no_gpu(int code);
-// cudaGetErrorName + cudaGetErrorString of a code.
-std::string error_string(int code);
-
-// Number of visible GPUs, or -1 with the runtime's message in *why when there is none usable.
-int device_count(std::string* why);
-
-// cudaMallocHost / cudaFreeHost. If page-locking fails (no GPU, pinned memory exhausted) it
-// logs a warning once and hands out pageable memory instead: staging still works, slower.
-HostAllocator pinned_host_allocator();
 
 struct DeviceIdentity {
   std::string uuid;        // 32 hex digits (cudaDeviceProp::uuid): unique across hosts

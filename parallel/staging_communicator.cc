@@ -13,17 +13,6 @@
 
 namespace mt::parallel {
 
-HostAllocator pageable_host_allocator() {
-  return HostAllocator{"pageable",
-                       [](size_t bytes) {
-                         const size_t rounded = (std::max<size_t>(bytes, 64) + 63) / 64 * 64;
-                         void* p = std::aligned_alloc(64, rounded);
-                         if (!p) MT_FAIL("cannot allocate {} bytes of host staging memory", rounded);
-                         return p;
-                       },
-                       [](void* p) { std::free(p); }};
-}
-
 namespace detail {
 
 // Host buffers reused across operations: a lease takes the smallest free buffer that fits,
@@ -62,10 +51,10 @@ class HostPool {
     Buf* buf_ = nullptr;
   };
 
-  explicit HostPool(HostAllocator alloc) : alloc_(std::move(alloc)) {}
+  explicit HostPool(core::Device& dev) : dev_(dev) {}
   ~HostPool() {
     for (auto& b : bufs_)
-      if (b->data) alloc_.free(b->data);
+      if (b->data) dev_.free_host(b->data);
   }
 
   Lease acquire(size_t bytes) {
@@ -84,10 +73,10 @@ class HostPool {
       }
       size_t cap = 64u << 10;
       while (cap < bytes) cap *= 2;
-      if (best->data) alloc_.free(best->data);
+      if (best->data) dev_.free_host(best->data);
       best->data = nullptr;
       best->cap = 0;
-      best->data = static_cast<std::byte*>(alloc_.alloc(cap));  // throws on failure
+      best->data = static_cast<std::byte*>(dev_.alloc_host(cap));  // throws on failure
       best->cap = cap;
     }
     best->used = true;
@@ -101,7 +90,7 @@ class HostPool {
   }
 
  private:
-  HostAllocator alloc_;
+  core::Device& dev_;
   std::vector<std::unique_ptr<Buf>> bufs_;
 };
 
@@ -111,7 +100,7 @@ class StagingWork;
 // have to copy their result back.
 class StagingEngine {
  public:
-  explicit StagingEngine(HostAllocator alloc) : pool(std::move(alloc)) {}
+  explicit StagingEngine(core::Device& dev) : pool(dev) {}
   void progress();
   std::exception_ptr wait_all();  // waits for every pending op; the first error, if any
   HostPool pool;
@@ -214,12 +203,11 @@ bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
 }
 }  // namespace
 
-StagingCommunicator::StagingCommunicator(Communicator& host, core::Device& device, HostAllocator alloc)
-    : StagingCommunicator(nullptr, &host, device, std::make_shared<StagingEngine>(std::move(alloc))) {}
+StagingCommunicator::StagingCommunicator(Communicator& host, core::Device& device)
+    : StagingCommunicator(nullptr, &host, device, std::make_shared<StagingEngine>(device)) {}
 
-StagingCommunicator::StagingCommunicator(std::unique_ptr<Communicator> host, core::Device& device,
-                                         HostAllocator alloc)
-    : StagingCommunicator(nullptr, host.get(), device, std::make_shared<StagingEngine>(std::move(alloc))) {
+StagingCommunicator::StagingCommunicator(std::unique_ptr<Communicator> host, core::Device& device)
+    : StagingCommunicator(nullptr, host.get(), device, std::make_shared<StagingEngine>(device)) {
   owned_ = std::move(host);
 }
 

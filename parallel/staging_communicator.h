@@ -24,12 +24,11 @@
 //  - Errors come from the wrapped communicator (argument errors at issue, MPI errors and
 //    TimeoutCommunicator deadlines from wait()); buffers of a failed op are not copied back.
 //  - Host buffers come from a pool that grows to the working set and never shrinks (page-
-//    locking memory costs about as much as copying it once): HostAllocator supplies
-//    cudaMallocHost in CUDA builds, aligned_alloc elsewhere.
+//    locking memory costs about as much as copying it once), allocated with the device's
+//    alloc_host() (page-locked on CUDA, plain aligned memory on the CPU).
 #pragma once
 
 #include <cstddef>
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,14 +41,6 @@ class Event;
 
 namespace mt::parallel {
 
-// Host memory for staging. `alloc` throws mt::core::Error on failure.
-struct HostAllocator {
-  std::string name;  // "pinned" or "pageable", for logs
-  std::function<void*(size_t bytes)> alloc;
-  std::function<void(void*)> free;
-};
-HostAllocator pageable_host_allocator();  // std::aligned_alloc, 64-byte aligned
-
 namespace detail {
 class StagingEngine;
 }
@@ -57,10 +48,9 @@ class StagingEngine;
 class StagingCommunicator final : public Communicator {
  public:
   // Over `host` (not owned: must outlive this communicator and its Works).
-  StagingCommunicator(Communicator& host, core::Device& device, HostAllocator alloc = pageable_host_allocator());
+  StagingCommunicator(Communicator& host, core::Device& device);
   // Over an owned host communicator (what split() returns).
-  StagingCommunicator(std::unique_ptr<Communicator> host, core::Device& device,
-                      HostAllocator alloc = pageable_host_allocator());
+  StagingCommunicator(std::unique_ptr<Communicator> host, core::Device& device);
   ~StagingCommunicator() override;
 
   int rank() const override { return host_->rank(); }

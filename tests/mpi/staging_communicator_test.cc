@@ -41,12 +41,19 @@ class CountingDevice final : public mt::core::Device {
     if (records == synced) ++copies_after_sync;  // every recorded event was synchronised first
     std::memcpy(dst, src, bytes);
   }
+  void copy_async(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
   void memset_zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
   void synchronize() override {}
+  void* alloc_host(size_t bytes) override {
+    ++host_allocs;
+    return mt::core::cpu_device().alloc_host(bytes);
+  }
+  void free_host(void* p) override { mt::core::cpu_device().free_host(p); }
   size_t bytes_in_use() const override { return mt::core::cpu_device().bytes_in_use(); }
+  size_t peak_bytes_in_use() const override { return mt::core::cpu_device().peak_bytes_in_use(); }
   std::unique_ptr<mt::core::Event> create_event() override { return std::make_unique<Ev>(this); }
 
-  int copies = 0, copies_after_sync = 0, records = 0, synced = 0;
+  int copies = 0, copies_after_sync = 0, records = 0, synced = 0, host_allocs = 0;
   size_t copied_bytes = 0;
 
  private:
@@ -121,6 +128,9 @@ TEST(Staging, CopyProtocol) {
   EXPECT_EQ(dev.records - records_before, r == 0 ? 1 : 0);
   EXPECT_EQ(b[2], 42);
   EXPECT_EQ(dev.copies_after_sync, dev.copies);  // no copy between a record and its synchronize
+  // the staging buffers are the device's host staging memory (page-locked on CUDA), pooled:
+  // four ops of at most 4000 bytes fit in the pool's first 64 KiB buffer
+  EXPECT_EQ(dev.host_allocs, 1);
 }
 
 // The contract: dropping a Work does not cancel it; the copy back happens in later calls.
