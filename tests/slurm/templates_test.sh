@@ -12,6 +12,7 @@
 #  - preemption as the templates' --signal=B:USR1@120 delivers it (scancel --signal=USR1
 #    --batch): the script forwards it, the ranks checkpoint and exit 0, the script requeues
 #    the job, which resumes and completes every step exactly once;
+#  - a launcher that exits 0 without a finished or preempted run fails the job;
 #  - `srun -n 2 meshtrain info --json` from the shell reports srun, ranks 0/1, local ranks 0/1;
 #  - `srun --mpi=pmi2` (which Debian's Open MPI cannot use) prints meshtrain's hint;
 #  - stops every daemon it started, by PID, also when a check fails (EXIT trap).
@@ -83,6 +84,9 @@ for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')
 cat > "$S/slurm.conf" <<CONF
 ClusterName=mttest
+# job ids of their own: PMIx names its namespaces slurm.pmix.<job>.<step> machine-wide, so two
+# of these clusters running job 1 at once (parallel test runs) would collide
+FirstJobId=$(( (RANDOM * 32768 + RANDOM) % 50000000 + 1000 ))
 SlurmctldHost=localhost
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
@@ -213,6 +217,14 @@ ls "$WORK/pre/checkpoints" | grep -q '^step_' || fail "no checkpoint"
 check_run "$WORK/pre" $N || fail "preempted job: steps lost or repeated"
 check_launch "$WORK/pre" srun "$J3" 1 || fail "preempted job: launch records"
 echo "preemption + requeue: ok in $(( $(date +%s) - t )) s"
+
+# a launcher that exits 0 without a finished or preempted run (a step that never launched)
+# makes the job FAILED, not COMPLETED: /bin/true stands in for meshtrain
+J4=$(MESHTRAIN=/bin/true CONFIG="$CFG" RUN_DIR="$WORK/none" sbatch --parsable --chdir="$WORK" -o "$WORK/none.out" \
+     -J none --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=3 "$MT_SOURCE_DIR/examples/slurm/train-srun.sbatch")
+JOBS+=("$J4")
+st=$(wait_job "$J4"); [ "$st" = FAILED ] && grep -q "neither finished nor was preempted" "$WORK/none.out" \
+  || fail "a run that never started left job $J4 $st"
 
 # srun from the shell (its own allocation): every rank's view from `meshtrain info --json`
 timeout 120 srun -n 2 -t 1 "$MESHTRAIN" info --json > "$WORK/srun-info.json" || fail "srun meshtrain info"
