@@ -79,9 +79,12 @@ int main(int argc, char** argv) {
   c_prep->add_option("--val-fraction", prep.val_fraction, "share of documents in the val split")->capture_default_str();
   c_prep->add_flag("--compress", prep.compress, "deflate the shards (random reads ~4x slower)");
   c_prep->add_option("--docs", prep.docs, "markov: documents")->capture_default_str();
-  c_prep->add_option("--doc-len", prep.doc_len, "markov: tokens per document")->capture_default_str();
+  c_prep->add_option("--doc-len", prep.doc_len, "markov: tokens per document (the maximum if not fixed)")->capture_default_str();
+  c_prep->add_option("--doc-len-dist", prep.doc_len_dist, "markov: fixed | uniform | skewed document lengths")->capture_default_str();
+  c_prep->add_option("--doc-len-min", prep.doc_len_min, "markov: shortest document (uniform, skewed)")->capture_default_str();
   c_prep->add_option("--markov-vocab", prep.markov_vocab, "markov: vocabulary")->capture_default_str();
   c_prep->add_option("--markov-order", prep.markov_order, "markov: order")->capture_default_str();
+  c_prep->add_option("--markov-sharpness", prep.markov_sharpness, "markov: peakedness of transitions")->capture_default_str();
   c_prep->add_option("--seed", prep.seed, "markov: seed of the language")->capture_default_str();
 
   std::string plot_dir, plot_out;

@@ -3,9 +3,11 @@
 // buckets, then runs steps: micro-batches (forward, backward with bucketed all-reduce on the
 // last one), global-norm clipping, the LR schedule, the update, periodic eval, early stopping,
 // and the run directory (resolved config, metrics.jsonl, summary.json).
-// Why: the global batch of step s is the fixed set of samples [s*B, (s+1)*B) of the train
-// split whatever dp is; each dp rank takes a contiguous 1/dp of it in micro-batches, and each
-// token's loss is weighted by 1/(B*T), so the summed gradient is exactly the full-batch one.
+// Why: the global batch of step s is a fixed set of samples whatever dp is (io/loader.h plans
+// it and gives each dp replica its share, prefetched by a background thread); each token's
+// loss is weighted by 1 / (the step's global count of target tokens), so the gradients summed
+// over ranks are exactly the full-batch gradient. After each step the ranks exchange their
+// compute times (the dynamic schedule's throughput and the `imbalance` metric).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 
 #include "core/config.h"
 #include "io/data_source.h"
+#include "io/loader.h"
 #include "io/metrics.h"
 #include "parallel/communicator.h"
 #include "parallel/gpt.h"
@@ -30,6 +33,8 @@ struct StepStats {
   double loss = 0, lr = 0, grad_norm = 0;
   double ms = 0, tokens_per_s = 0;
   double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
+  double imbalance = 1.0;  // max / mean compute time of the dp replicas
+  int64_t tokens = 0;      // target tokens of the global batch
   bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
 };
 
@@ -69,7 +74,8 @@ class Trainer {
   parallel::Gpt& model() { return *model_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
   int grad_accum() const { return grad_accum_; }
-  int64_t tokens_per_step() const;
+  int64_t tokens_per_step() const;  // nominal (documents mode: data.batch_tokens)
+  io::Loader& loader() { return *loader_; }
   // An FNV-1a hash of this rank's parameter bytes.
   uint64_t param_checksum() const;
   std::string memory_report() const;
@@ -77,7 +83,7 @@ class Trainer {
  private:
   void verify_identical_init();
   void load_resharded(const std::string& dir, const nlohmann::json& manifest);
-  void fill_batch(io::Split split, uint64_t first_sample, int count);
+  double exchange_work(int64_t step, double cost, double compute_ms);
   double grad_sumsq();
 
   core::Config cfg_;
@@ -88,9 +94,10 @@ class Trainer {
   std::unique_ptr<parallel::GradSync> sync_;
   std::unique_ptr<parallel::Optimizer> optim_;
   std::unique_ptr<io::DataSource> data_;
+  std::unique_ptr<io::Loader> loader_;  // after data_: it reads from it
+  io::Batch eval_batch_;
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
   int grad_accum_ = 1, per_rank_batch_ = 0;
-  std::vector<int32_t> tokens_, inputs_, targets_;
   // trainer state carried by checkpoints
   double best_eval_ = 1e300;
   int evals_without_gain_ = 0;
