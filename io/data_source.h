@@ -27,6 +27,8 @@ class DataSource {
   // Writes the tokens of sample `index` of `split` to out: seq_len + 1 tokens, or
   // (*sample_tokens(split))[index] when sample_tokens is not null.
   virtual void sample(Split split, uint64_t index, int seq_len, int32_t* out) const = 0;
+  // A hint that sample `index` will be read soon (a dataset starts fetching its memory).
+  virtual void prefetch(Split, uint64_t /*index*/) const {}
   // Distinct samples in one epoch of `split`; 0 = an unbounded synthetic stream.
   virtual uint64_t epoch_samples(Split) const { return 0; }
   // Tokens of each sample (<= seq_len + 1) when they differ (documents mode), else null.

@@ -245,9 +245,21 @@ void check_shard(const std::string& path, const std::string& dtype, int vocab, S
     h5check(H5Sselect_hyperslab(fs.id, H5S_SELECT_SET, s0, nullptr, c0, nullptr), "H5Sselect_hyperslab", path);
     h5check(H5Dread(ds.id, mem_type(dtype), ms.id, fs.id, H5P_DEFAULT, bytes.data()), "H5Dread(tokens)", path);
     h = token_checksum(bytes.data(), bytes.size(), h);
+    const auto at = [&](int64_t i) -> uint32_t {
+      if (dtype == "uint16") return reinterpret_cast<const uint16_t*>(bytes.data())[i];
+      return reinterpret_cast<const uint32_t*>(bytes.data())[i];
+    };
+    uint32_t mx = 0;
+    if (dtype == "uint16") {
+      const auto* p = reinterpret_cast<const uint16_t*>(bytes.data());
+      for (int64_t i = 0; i < cnt; ++i) mx = std::max<uint32_t>(mx, p[i]);
+    } else {
+      const auto* p = reinterpret_cast<const uint32_t*>(bytes.data());
+      for (int64_t i = 0; i < cnt; ++i) mx = std::max(mx, p[i]);
+    }
+    if (mx < static_cast<uint32_t>(vocab)) continue;
     for (int64_t i = 0; i < cnt; ++i) {
-      uint32_t v = 0;
-      std::memcpy(&v, bytes.data() + static_cast<size_t>(i) * dtype_bytes(dtype), dtype_bytes(dtype));
+      const uint32_t v = at(i);
       if (v >= static_cast<uint32_t>(vocab)) {
         throw core::Error(fmt::format("token id {} at offset {} of the shard is >= the dataset's vocab_size {}", v,
                                       start + i, vocab)).with_file(path)
@@ -359,16 +371,31 @@ void Dataset::check_vocab(int model_vocab) const {
   }
 }
 
+Dataset::SplitView Dataset::view(const std::string& split) const {
+  SplitView v;
+  auto s = splits_.find(split);
+  if (s == splits_.end()) return v;
+  v.shards = &s->second;
+  v.readers = &readers_.at(split);
+  v.doc_starts = &doc_starts_.at(split);
+  v.tokens = num_tokens(split);
+  return v;
+}
+
 void Dataset::read_tokens(const std::string& split, int64_t offset, int64_t count, int32_t* out) const {
-  const auto& shards = this->shards(split);
-  MT_CHECK(offset >= 0 && count >= 0 && offset + count <= num_tokens(split),
-           "token range [{}, {}) outside split '{}' of {} tokens", offset, offset + count, split, num_tokens(split));
+  MT_CHECK(splits_.count(split), "the dataset has no split '{}'", split);
+  read_tokens(view(split), offset, count, out);
+}
+
+void Dataset::read_tokens(const SplitView& v, int64_t offset, int64_t count, int32_t* out) {
+  MT_CHECK(offset >= 0 && count >= 0 && offset + count <= v.tokens, "token range [{}, {}) outside a split of {} tokens",
+           offset, offset + count, v.tokens);
   if (count == 0) return;
-  const auto& readers = readers_.at(split);
+  const auto& shards = *v.shards;
   for (size_t k = locate_shard(shards, offset); count > 0; ++k) {
     const int64_t in_shard = offset - shards[k].first_token;
     const int64_t n = std::min(count, shards[k].tokens - in_shard);
-    readers[k]->read(in_shard, n, out);
+    (*v.readers)[k]->read(in_shard, n, out);
     out += n, offset += n, count -= n;
   }
 }
@@ -378,6 +405,8 @@ Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, Sam
   ds_.check_vocab(model_vocab);
   names_[0] = "train";
   names_[1] = ds_.num_tokens("val") > 0 ? "val" : "train";
+  views_[0] = ds_.view(names_[0]);
+  views_[1] = ds_.view(names_[1]);
   for (int k = 0; k < 2; ++k) {
     const std::string& s = names_[k];
     if (mode_ == SampleMode::Concat) {
@@ -429,13 +458,28 @@ const std::vector<int32_t>* Hdf5Source::sample_tokens(Split split) const {
 
 void Hdf5Source::sample(Split split, uint64_t index, int seq_len, int32_t* out) const {
   MT_CHECK(seq_len == T_, "dataset source opened for seq_len {}, asked for {}", T_, seq_len);
-  MT_CHECK(index < epoch_samples(split), "sample {} outside the {} samples of the split", index, epoch_samples(split));
-  const std::string& name = split_name(split);
+  const int k = split == Split::Train ? 0 : 1;
+  const Dataset::SplitView& v = views_[k];
   if (mode_ == SampleMode::Concat) {
-    ds_.read_tokens(name, static_cast<int64_t>(index) * T_, T_ + 1, out);
+    Dataset::read_tokens(v, static_cast<int64_t>(index) * T_, T_ + 1, out);  // range-checked there
   } else {
-    ds_.read_tokens(name, ds_.doc_starts(name)[index], doc_tokens_[split == Split::Train ? 0 : 1][index], out);
+    MT_CHECK(index < doc_tokens_[k].size(), "document {} outside the {} of the split", index, doc_tokens_[k].size());
+    Dataset::read_tokens(v, (*v.doc_starts)[index], doc_tokens_[k][index], out);
   }
+}
+
+void Hdf5Source::prefetch(Split split, uint64_t index) const {
+  const int k = split == Split::Train ? 0 : 1;
+  const Dataset::SplitView& v = views_[k];
+  int64_t offset = 0, count = 0;
+  if (mode_ == SampleMode::Concat) {
+    offset = static_cast<int64_t>(index) * T_, count = T_ + 1;
+  } else if (index < doc_tokens_[k].size()) {
+    offset = (*v.doc_starts)[index], count = doc_tokens_[k][index];
+  }
+  if (count <= 0 || offset + count > v.tokens) return;
+  const size_t s = locate_shard(*v.shards, offset);
+  (*v.readers)[s]->prefetch(offset - (*v.shards)[s].first_token, count);
 }
 
 std::optional<double> Hdf5Source::entropy_floor(int seq_len) const {

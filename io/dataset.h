@@ -87,6 +87,16 @@ class Dataset {
   int num_shards() const;
   // out[0..count) = tokens [offset, offset + count) of the split, across shard boundaries.
   void read_tokens(const std::string& split, int64_t offset, int64_t count, int32_t* out) const;
+  // One split without string lookups, for the loader's hot path (valid while the Dataset
+  // lives and is not moved).
+  struct SplitView {
+    const std::vector<ShardInfo>* shards = nullptr;
+    const std::vector<std::shared_ptr<const ShardReader>>* readers = nullptr;
+    const std::vector<int64_t>* doc_starts = nullptr;
+    int64_t tokens = 0;
+  };
+  SplitView view(const std::string& split) const;
+  static void read_tokens(const SplitView& v, int64_t offset, int64_t count, int32_t* out);
   // Throws if any token id >= vocab (checks the manifest's vocab_size against the model's).
   void check_vocab(int model_vocab) const;
   const std::string& dir() const { return dir_; }
@@ -114,6 +124,7 @@ class Hdf5Source final : public DataSource {
   int vocab_size() const override { return ds_.vocab_size(); }
   void sample(Split split, uint64_t index, int seq_len, int32_t* out) const override;
   uint64_t epoch_samples(Split split) const override;
+  void prefetch(Split split, uint64_t index) const override;
   const std::vector<int32_t>* sample_tokens(Split split) const override;
   std::optional<double> entropy_floor(int seq_len) const override;
   std::string describe() const override;
@@ -122,6 +133,7 @@ class Hdf5Source final : public DataSource {
 
  private:
   Dataset ds_;
+  Dataset::SplitView views_[2];
   int T_;
   SampleMode mode_;
   std::string names_[2];

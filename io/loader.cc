@@ -116,6 +116,10 @@ void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Spli
   if (b.micro.size() < sc.shapes.size()) b.micro.resize(sc.shapes.size());
   b.n_micro = static_cast<int>(sc.shapes.size());
   sc.tokens.resize(static_cast<size_t>(o_.seq_len) + 1);
+  // samples are scattered over the dataset: start fetching a few rows ahead of the copy
+  constexpr size_t kAhead = 4;
+  for (size_t i = 0; i < std::min(kAhead, b.samples.size()); ++i) src_.prefetch(split, b.samples[i].id);
+  size_t row = 0;
   for (size_t m = 0; m < sc.shapes.size(); ++m) {
     const MicroShape& s = sc.shapes[m];
     MicroBatch& mb = b.micro[m];
@@ -126,6 +130,7 @@ void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Spli
     mb.targets.resize(n);
     for (int32_t r = 0; r < s.rows; ++r) {
       const SampleRef& ref = b.samples[static_cast<size_t>(s.first + r)];
+      if (++row + kAhead <= b.samples.size()) src_.prefetch(split, b.samples[row + kAhead - 1].id);
       src_.sample(split, ref.id, o_.seq_len, sc.tokens.data());
       const int32_t len = ref.tokens - 1;  // positions with a target
       int32_t* in = mb.inputs.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T);

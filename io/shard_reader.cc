@@ -122,6 +122,14 @@ void ShardReader::read(int64_t offset, int64_t count, int32_t* out) const {
   }
 }
 
+void ShardReader::prefetch(int64_t offset, int64_t count) const {
+  if (!base_ || offset < 0 || count <= 0 || offset + count > tokens_) return;
+  const int64_t k = offset / chunk_, in = offset - k * chunk_;
+  const unsigned char* p = base_ + chunk_addr_[static_cast<size_t>(k)] + static_cast<size_t>(in) * width_;
+  const size_t bytes = static_cast<size_t>(std::min(count, chunk_ - in)) * width_;
+  for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 0);
+}
+
 void ShardReader::read_hdf5(int64_t offset, int64_t count, int32_t* out) const {
   std::call_once(h5_once_, [this] {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);

@@ -27,6 +27,8 @@ class ShardReader {
 
   // out[0..count) = tokens [offset, offset + count) of this shard.
   void read(int64_t offset, int64_t count, int32_t* out) const;
+  // Hints the CPU to fetch the cache lines of a range that will be read soon (mapped shards).
+  void prefetch(int64_t offset, int64_t count) const;
   bool mapped() const { return base_ != nullptr; }
   const std::string& path() const { return path_; }
 
