@@ -430,7 +430,7 @@ Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, Sam
       throw core::Error(fmt::format("split '{}' has no document of 2 or more tokens (documents mode needs one "
                                     "token to predict from another)", s)).with_file(dir + "/manifest.json");
     }
-    if (longest < seq_len) {
+    if (k == 0 && longest < seq_len) {  // (the val split may be all short documents)
       throw core::Error(fmt::format("model.seq_len = {} is longer than every document of split '{}' (the longest has "
                                     "{} tokens)", seq_len, s, longest)).with_file(dir + "/manifest.json")
           .with_yaml("model.seq_len").with_hint("use a seq_len the documents fill, or data.mode: concat");

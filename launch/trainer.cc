@@ -1,6 +1,7 @@
 // What: Trainer (see trainer.h).
 #include "launch/trainer.h"
 
+#include <malloc.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -71,6 +72,15 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world) : cfg_(
         .with_hint(fmt::format("the global batch is split into dp ranks x gradient-accumulation steps x "
                                "micro-batches; e.g. train.batch_size={}",
                                (cfg.train.batch_size + denom - 1) / denom * denom));
+  }
+  if (lopt.mode == io::SampleMode::Documents || lopt.policy == io::SchedulePolicy::Dynamic) {
+    // Micro-batch shapes vary (documents: rows as long as their longest document; dynamic:
+    // shares that change), and Gpt re-allocates its activations for every new shape. By
+    // default glibc hands those pages back to the OS and the next allocation faults them in
+    // again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
+    // of examples/small.yaml). Keep freed memory in the heap for reuse instead.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
   }
   grad_accum_ = std::max(1, cfg.train.batch_size / denom);
   per_rank_batch_ = cfg.train.batch_size / dp_;
