@@ -134,16 +134,18 @@ void Trainer::verify_identical_init() {
 // After a step: every rank's modelled cost and compute time to every rank (a small
 // all-gather on this thread; the loader's thread never calls MPI). A dp replica's time is its
 // slowest tp rank's. Feeds the dynamic schedule and returns the imbalance (max / mean time).
-double Trainer::exchange_work(int64_t s, double cost, double compute_ms) {
+double Trainer::exchange_work(int64_t s, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens) {
+  tokens->assign(static_cast<size_t>(dp_), batch.targets);
   if (dp_ == 1) return 1.0;
-  const double mine[2] = {cost, compute_ms};
-  std::vector<double> all(2 * static_cast<size_t>(world_.size()));
-  world_.all_gather(mine, all.data(), 2, parallel::DType::F64);
+  const double mine[3] = {batch.cost, compute_ms, static_cast<double>(batch.targets)};
+  std::vector<double> all(3 * static_cast<size_t>(world_.size()));
+  world_.all_gather(mine, all.data(), 3, parallel::DType::F64);
   std::vector<double> c(static_cast<size_t>(dp_), 0.0), t(static_cast<size_t>(dp_), 0.0);
   for (int r = 0; r < world_.size(); ++r) {
     const auto co = mesh_->coords(r);
-    if (co.tp == 0) c[static_cast<size_t>(co.dp)] = all[2 * static_cast<size_t>(r)];
-    t[static_cast<size_t>(co.dp)] = std::max(t[static_cast<size_t>(co.dp)], all[2 * static_cast<size_t>(r) + 1]);
+    const size_t d = static_cast<size_t>(co.dp), i = 3 * static_cast<size_t>(r);
+    if (co.tp == 0) c[d] = all[i], (*tokens)[d] = static_cast<int64_t>(all[i + 2]);
+    t[d] = std::max(t[d], all[i + 1]);
   }
   loader_->report(s, c, t);
   double mx = 0, mean = 0;
@@ -201,7 +203,8 @@ StepStats Trainer::step(int64_t s) {
     compute_ms = ms_between(tc, Clock::now());
   }
   sync_->finish();
-  const double imbalance = exchange_work(s, batch.cost, compute_ms);
+  std::vector<int64_t> replica_tokens;
+  const double imbalance = exchange_work(s, batch, compute_ms, &replica_tokens);
   if (s == cfg_.train.debug_nan_step) model_->grads().f32()[0] = NAN;  // on every rank: a consistent fault
   const double norm = std::sqrt(grad_sumsq());  // identical on every rank
   float* g = model_->grads().f32();
@@ -223,6 +226,7 @@ StepStats Trainer::step(int64_t s) {
     st.tokens_per_s = step_tokens / (st.ms / 1000.0);
     st.data_ms = data_ms;
     st.imbalance = imbalance;
+    st.replica_tokens = std::move(replica_tokens);
     return st;
   }
   if (cfg_.optim.grad_clip > 0 && norm > cfg_.optim.grad_clip) {
@@ -244,6 +248,7 @@ StepStats Trainer::step(int64_t s) {
   st.tokens = step_tokens;
   st.tokens_per_s = step_tokens / (st.ms / 1000.0);
   st.imbalance = imbalance;
+  st.replica_tokens = std::move(replica_tokens);
   st.comm_ms = sync_->comm_ms();
   st.exposed_comm_ms = sync_->exposed_ms();
   st.data_ms = data_ms;
@@ -375,7 +380,8 @@ TrainSummary Trainer::run() {
       metrics.write({{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm}, {"mfu", mfu},
                      {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
                      {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
-                     {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"skipped", st.skipped}});
+                     {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
+                     {"skipped", st.skipped}});
       if (live) std::printf("\r\033[K");
       if (s % tc.log_every == 0 || s + 1 == tc.steps) {
         log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s | data wait "

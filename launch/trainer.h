@@ -34,6 +34,7 @@ struct StepStats {
   double ms = 0, tokens_per_s = 0;
   double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
   double imbalance = 1.0;  // max / mean compute time of the dp replicas
+  std::vector<int64_t> replica_tokens;  // target tokens each dp replica trained on
   int64_t tokens = 0;      // target tokens of the global batch
   bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
 };
@@ -83,7 +84,8 @@ class Trainer {
  private:
   void verify_identical_init();
   void load_resharded(const std::string& dir, const nlohmann::json& manifest);
-  double exchange_work(int64_t step, double cost, double compute_ms);
+  // After a step: all-gathers the replicas' cost, compute time and tokens; returns imbalance.
+  double exchange_work(int64_t step, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens);
   double grad_sumsq();
 
   core::Config cfg_;

@@ -5,7 +5,9 @@
 #    with one rank slowed down 3x (data.debug_slow_rank), which moves work under dynamic;
 #  - resume: a run restored from its step-20 checkpoint continues with bitwise-identical
 #    losses (documents mode, dp 1 and dp 2), the loader state travelling in the shards;
-#  - metrics carry data_wait_ms, imbalance and tokens;
+#  - a replica with no sample in a step (dynamic, one rank 30x slower) still joins every
+#    gradient collective (with and without ZeRO-1), and the losses still agree;
+#  - metrics carry data_wait_ms, imbalance, tokens and replica_tokens;
 #  - bad data configurations stop before the first step with their specific message.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
@@ -30,12 +32,29 @@ for p in round_robin dynamic; do
   mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 data.schedule=$p run.dir="$WORK/c2-$p" >/dev/null
   compare_losses "$WORK/c1" "$WORK/c2-$p" 1e-5 || fail "concat: dp 2 $p differs from dp 1"
 done
+# a replica with no sample in a step (dynamic, 2 samples per step, one rank 30x slower) still
+# joins every gradient bucket's collective, with and without ZeRO-1
+zero=(train.batch_size=2 train.micro_batch=1 train.steps=12 parallel.dp=2 data.schedule=dynamic data.debug_slow_rank=1
+      data.debug_slow_factor=30)
+"$MESHTRAIN" train "$CFG" "${common[@]}" train.batch_size=2 train.micro_batch=1 train.steps=12 run.dir="$WORK/z1" >/dev/null
+for z in 0 1; do
+  mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" "${zero[@]}" parallel.zero=$z run.dir="$WORK/z2-$z" >/dev/null
+  compare_losses "$WORK/z1" "$WORK/z2-$z" 1e-5 || fail "dynamic with an idle replica (zero=$z) differs from dp 1"
+  python3 - "$WORK/z2-$z" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl") if '"loss"' in l]
+idle = sum(1 for r in recs if 0 in r["replica_tokens"])
+assert idle > 0, [r["replica_tokens"] for r in recs]
+print(f"{idle} of {len(recs)} steps had an idle replica")
+PY
+done
 python3 - "$WORK" <<'PY'
 import json, sys
 w = sys.argv[1]
 recs = [json.loads(l) for l in open(w + "/d2-slow/metrics.jsonl") if '"loss"' in l]
 for r in recs:
     assert r["data_wait_ms"] >= 0 and r["imbalance"] >= 1.0 and 0 < r["tokens"] <= 200, r
+    assert sum(r["replica_tokens"]) == r["tokens"] and len(r["replica_tokens"]) == 2, r
 one = [json.loads(l) for l in open(w + "/d1/metrics.jsonl") if '"loss"' in l]
 assert [r["tokens"] for r in one] == [r["tokens"] for r in recs], "the global batches differ"
 assert all(r["imbalance"] == 1.0 for r in one)
