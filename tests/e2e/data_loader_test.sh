@@ -2,7 +2,8 @@
 # The data loader end to end, on an HDF5 dataset of skewed document lengths:
 #  - equivalence: 30 steps at dp 1 and at dp 2 under every schedule (documents mode; concat
 #    with round_robin and dynamic) give the same per-step losses within 1e-5 relative, also
-#    with one rank slowed down 3x (data.debug_slow_rank), which moves work under dynamic;
+#    with one rank slowed down 3x (data.debug_slow_rank), which moves work under dynamic,
+#    and at dp 2 x tp 2 (tp ranks of a replica must get the same documents);
 #  - resume: a run restored from its step-20 checkpoint continues with bitwise-identical
 #    losses (documents mode, dp 1 and dp 2), the loader state travelling in the shards;
 #  - a replica with no sample in a step (dynamic, one rank 30x slower) still joins every
@@ -27,6 +28,11 @@ done
 mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" "${docs[@]}" parallel.dp=2 data.schedule=dynamic \
   data.debug_slow_rank=1 data.debug_slow_factor=3 run.dir="$WORK/d2-slow" >/dev/null
 compare_losses "$WORK/d1" "$WORK/d2-slow" 1e-5 || fail "documents: dynamic with a slow rank differs from dp 1"
+# dp 2 x tp 2: the tp ranks of a replica get the same documents (the split is computed from
+# the world-wide exchange)
+mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" "${docs[@]}" parallel.dp=2 parallel.tp=2 data.schedule=dynamic \
+  data.debug_slow_rank=0 run.dir="$WORK/d4-tp" >/dev/null
+compare_losses "$WORK/d1" "$WORK/d4-tp" 1e-5 || fail "documents: dp 2 x tp 2 dynamic differs from dp 1"
 "$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/c1" >/dev/null
 for p in round_robin dynamic; do
   mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 data.schedule=$p run.dir="$WORK/c2-$p" >/dev/null
