@@ -72,8 +72,9 @@ Flat flat(const Batch& b) {
   for (int m = 0; m < b.n_micro; ++m) {
     const auto& mb = b.micro[static_cast<size_t>(m)];
     f.shapes.insert(f.shapes.end(), {mb.B, mb.T});
-    f.inputs.insert(f.inputs.end(), mb.inputs.begin(), mb.inputs.end());
-    f.targets.insert(f.targets.end(), mb.targets.begin(), mb.targets.end());
+    const size_t n = static_cast<size_t>(mb.B) * static_cast<size_t>(mb.T);  // (inputs has a slack element)
+    f.inputs.insert(f.inputs.end(), mb.inputs.begin(), mb.inputs.begin() + static_cast<std::ptrdiff_t>(n));
+    f.targets.insert(f.targets.end(), mb.targets.begin(), mb.targets.begin() + static_cast<std::ptrdiff_t>(n));
   }
   f.global_targets = b.global_targets;
   return f;
