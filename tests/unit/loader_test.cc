@@ -72,7 +72,7 @@ Flat flat(const Batch& b) {
   for (int m = 0; m < b.n_micro; ++m) {
     const auto& mb = b.micro[static_cast<size_t>(m)];
     f.shapes.insert(f.shapes.end(), {mb.B, mb.T});
-    const size_t n = static_cast<size_t>(mb.B) * static_cast<size_t>(mb.T);  // (inputs has a slack element)
+    const size_t n = static_cast<size_t>(mb.B) * static_cast<size_t>(mb.T);  // the micro-batch proper
     f.inputs.insert(f.inputs.end(), mb.inputs.begin(), mb.inputs.begin() + static_cast<std::ptrdiff_t>(n));
     f.targets.insert(f.targets.end(), mb.targets.begin(), mb.targets.begin() + static_cast<std::ptrdiff_t>(n));
   }
