@@ -124,8 +124,9 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
       std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
     }
     if (peak > 0) std::printf("  MFU              %10.1f%%   (peak %.0f GFLOP/s per rank)\n", 100.0 * mfu, peak);
-    std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data %.2f\n", comm_ms / a.steps,
-                exposed_ms / a.steps, 100.0 * exposed_ms / total_ms, data_ms / a.steps);
+    std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data wait %.3f (%.3f%% of step)\n",
+                comm_ms / a.steps, exposed_ms / a.steps, 100.0 * exposed_ms / total_ms, data_ms / a.steps,
+                100.0 * data_ms / total_ms);
     std::printf("  %s\n", trainer.memory_report().c_str());
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
