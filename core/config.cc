@@ -124,6 +124,13 @@ const std::vector<Field>& schema() {
     v.push_back(F<int>("data.markov_vocab", MT_REF(data, markov_vocab), 0, 1 << 24, "tokens the Markov language uses (0 = model.vocab_size)"));
     v.push_back(F<double>("data.markov_sharpness", MT_REF(data, markov_sharpness), 0, 100, "peakedness of its transitions"));
     v.push_back(F<uint64_t>("data.seed", MT_REF(data, seed), 0, 1.8e19, "seed of the synthetic language"));
+    v.push_back(F<std::string>("data.mode", MT_REF(data, mode), 0, 0, "samples: concat = seq_len windows of the token stream, documents = one document each (hdf5)", {"concat", "documents"}));
+    v.push_back(F<std::string>("data.schedule", MT_REF(data, schedule), 0, 0, "split of each global batch across dp ranks: static (contiguous), round_robin (interleaved), balanced (documents: by modelled cost), dynamic (by measured throughput)", {"static", "round_robin", "balanced", "dynamic"}));
+    v.push_back(F<int64_t>("data.batch_tokens", MT_REF(data, batch_tokens), 0, 1e15, "documents mode: target tokens per global batch (0 = train.batch_size x model.seq_len)"));
+    v.push_back(F<int>("data.prefetch", MT_REF(data, prefetch), 1, 64, "batches the background loader prepares ahead"));
+    v.push_back(F<bool>("data.verify", MT_REF(data, verify), 0, 0, "hdf5: verify every shard's checksum and token ids before training"));
+    v.push_back(F<int>("data.debug_slow_rank", MT_REF(data, debug_slow_rank), -1, 1 << 20, "testing: the dp replica that runs debug_slow_factor x slower (-1 = off)"));
+    v.push_back(F<double>("data.debug_slow_factor", MT_REF(data, debug_slow_factor), 1, 1000, "testing: slow-down factor of data.debug_slow_rank (sleeps in proportion to its compute)"));
     // parallel
     v.push_back(F<int>("parallel.dp", MT_REF(parallel, dp), 0, 1 << 20, "data-parallel size (0 = world / tp)"));
     v.push_back(F<int>("parallel.tp", MT_REF(parallel, tp), 1, 1 << 20, "tensor-parallel size"));
@@ -329,6 +336,15 @@ void validate_config(const Config& c) {
   if (c.data.source == "hdf5" && c.data.path.empty()) {
     throw at_key(c, "data.source", "data.source is hdf5 but data.path is empty",
                  "set data.path to a directory made by `meshtrain prep`");
+  }
+  if (c.data.mode == "documents" && c.data.source != "hdf5") {
+    throw at_key(c, "data.mode", "data.mode documents needs a dataset with document boundaries (data.source: hdf5)",
+                 "build one with `meshtrain prep`, or use data.mode: concat");
+  }
+  if (c.data.mode == "documents" && c.data.batch_tokens > 0 && c.data.batch_tokens < c.model.seq_len) {
+    throw at_key(c, "data.batch_tokens",
+                 fmt::format("batch_tokens = {} is smaller than model.seq_len = {}", c.data.batch_tokens, c.model.seq_len),
+                 "a global batch must hold at least one full-length document");
   }
   if (c.data.source == "markov") {
     const int mv = c.data.markov_vocab > 0 ? c.data.markov_vocab : c.model.vocab_size;

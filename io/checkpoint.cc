@@ -96,6 +96,13 @@ uint64_t write_shard(const std::string& tmp_dir, int rank, const ShardData& d) {
     if (!flat.empty()) {
       check_h5(H5Dwrite(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()), "H5Dwrite", path);
     }
+    if (!d.loader_state.empty()) {
+      hsize_t n[1] = {d.loader_state.size()};
+      H5Handle ls{H5Screate_simple(1, n, nullptr), H5Sclose};
+      H5Handle lds{H5Dcreate2(f.id, "loader_state", H5T_STD_U8LE, ls.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+      check_h5(lds.id, "H5Dcreate2(loader_state)", path);
+      check_h5(H5Dwrite(lds.id, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, d.loader_state.data()), "H5Dwrite", path);
+    }
     check_h5(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush", path);
   }
   // The checksum covers the file's bytes as written, so truncation or bit flips are caught.
@@ -126,6 +133,21 @@ void read_shard(const std::string& path, uint64_t expected, std::vector<float>& 
   if (!flat.empty()) check_h5(H5Dread(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()), "H5Dread", path);
   ranges.clear();
   for (size_t i = 0; i + 1 < flat.size(); i += 2) ranges.emplace_back(flat[i], flat[i + 1]);
+}
+
+std::string read_shard_loader_state(const std::string& path) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  H5Handle f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  check_h5(f.id, "H5Fopen", path);
+  if (H5Lexists(f.id, "loader_state", H5P_DEFAULT) <= 0) return "";
+  H5Handle ds{H5Dopen2(f.id, "loader_state", H5P_DEFAULT), H5Dclose};
+  check_h5(ds.id, "H5Dopen2(loader_state)", path);
+  H5Handle space{H5Dget_space(ds.id), H5Sclose};
+  hsize_t dims[1] = {0};
+  H5Sget_simple_extent_dims(space.id, dims, nullptr);
+  std::string out(dims[0], '\0');
+  if (!out.empty()) check_h5(H5Dread(ds.id, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), "H5Dread", path);
+  return out;
 }
 
 void finalize_checkpoint(const std::string& tmp_dir, const std::string& final_dir, const nlohmann::json& manifest) {

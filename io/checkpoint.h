@@ -1,5 +1,5 @@
 // What: sharded checkpoints in HDF5. Each rank writes one shard (its flat parameters, its
-// optimizer state and their ranges); rank 0 writes manifest.json (step, layout, model sizes,
+// optimizer state and their ranges, and the data loader's state as JSON bytes); rank 0 writes manifest.json (step, layout, model sizes,
 // the resolved config, every shard's checksum, trainer state) and a COMPLETE marker, all in
 // `<dir>/step_<N>.tmp`, which it then renames to `<dir>/step_<N>`. A checkpoint counts only
 // if the directory has no .tmp suffix, holds COMPLETE, and every shard matches its checksum.
@@ -28,6 +28,7 @@ struct ShardData {
   const float* v = nullptr;
   int64_t num_state = 0;
   std::vector<std::pair<int64_t, int64_t>> ranges;
+  std::string loader_state;  // io/loader.h state (JSON), the same on every rank; "" = none
 };
 
 // Writes this rank's shard into `tmp_dir` and returns its checksum (FNV-1a 64 of the bytes).
@@ -37,6 +38,9 @@ uint64_t write_shard(const std::string& tmp_dir, int rank, const ShardData& d);
 void read_shard(const std::string& path, uint64_t expected_checksum, std::vector<float>& params,
                 std::vector<float>& m, std::vector<float>& v,
                 std::vector<std::pair<int64_t, int64_t>>& ranges);
+
+// The loader state stored in a shard ("" if the shard has none: checkpoints from before it).
+std::string read_shard_loader_state(const std::string& path);
 
 std::string checkpoint_name(int64_t step);          // "step_00000100"
 std::string shard_file_name(int rank);              // "shard_00003.h5"

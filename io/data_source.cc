@@ -14,7 +14,8 @@ std::unique_ptr<DataSource> make_data_source(const core::Config& cfg) {
                                           cfg.data.markov_sharpness, cfg.data.seed);
   }
   if (cfg.data.source == "hdf5") {
-    return std::make_unique<Hdf5Source>(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len, cfg.train.seed);
+    return std::make_unique<Hdf5Source>(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len,
+                                        parse_sample_mode(cfg.data.mode), cfg.data.verify);
   }
   throw core::Error(fmt::format("unknown data source '{}'", cfg.data.source)).with_yaml("data.source");
 }

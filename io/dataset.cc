@@ -9,7 +9,9 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/markov_source.h"
 #include "io/metrics.h"
+#include "io/shard_reader.h"
 
 namespace mt::io {
 
@@ -161,10 +163,118 @@ void DatasetWriter::finish() {
   nlohmann::json m{{"format_version", kDatasetFormatVersion}, {"dtype", opt_.dtype}, {"vocab_size", opt_.vocab_size},
                    {"tokenizer", opt_.tokenizer}, {"checksum", "fnv1a64 of the tokens as little-endian dtype bytes"},
                    {"splits", splits}};
+  if (!opt_.generator.is_null()) m["generator"] = opt_.generator;
   write_file_atomic(opt_.dir + "/manifest.json", m.dump(2) + "\n");
 }
 
-Dataset Dataset::open(const std::string& dir, bool verify) {
+size_t locate_shard(const std::vector<ShardInfo>& shards, int64_t offset) {
+  MT_CHECK(!shards.empty() && offset >= shards.front().first_token, "token offset {} before the first shard", offset);
+  auto it = std::upper_bound(shards.begin(), shards.end(), offset,
+                             [](int64_t v, const ShardInfo& s) { return v < s.first_token; });
+  return static_cast<size_t>(it - shards.begin()) - 1;
+}
+
+namespace {
+const char* int_type_name(hid_t t) {
+  if (H5Tget_class(t) == H5T_FLOAT) return H5Tget_size(t) == 4 ? "float32" : "float64";
+  if (H5Tget_class(t) != H5T_INTEGER) return "a non-integer type";
+  const bool u = H5Tget_sign(t) == H5T_SGN_NONE;
+  switch (H5Tget_size(t)) {
+    case 1: return u ? "uint8" : "int8";
+    case 2: return u ? "uint16" : "int16";
+    case 4: return u ? "uint32" : "int32";
+    case 8: return u ? "uint64" : "int64";
+  }
+  return "an integer type of unusual size";
+}
+
+// Checks a shard's tokens (stored type, length) and document offsets; appends its documents'
+// global starts to `starts`; with `verify` reads the tokens once for the checksum and the
+// vocabulary. Throws Error naming the shard.
+void check_shard(const std::string& path, const std::string& dtype, int vocab, ShardInfo& info, bool verify,
+                 std::vector<int64_t>& starts) {
+  H5 f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  if (f.id < 0) throw core::Error("unreadable or truncated shard (HDF5 cannot open it)").with_file(path);
+  H5 ds{H5Dopen2(f.id, "tokens", H5P_DEFAULT), H5Dclose};
+  if (ds.id < 0) throw core::Error("shard has no 'tokens' dataset").with_file(path);
+  H5 type{H5Dget_type(ds.id), H5Tclose};
+  if (H5Tget_class(type.id) != H5T_INTEGER || H5Tget_sign(type.id) != H5T_SGN_NONE ||
+      H5Tget_size(type.id) != dtype_bytes(dtype)) {
+    throw core::Error(fmt::format("the shard's tokens are stored as {}, the manifest says {}", int_type_name(type.id),
+                                  dtype)).with_file(path).with_hint("rebuild the dataset with `meshtrain prep`");
+  }
+  H5 space{H5Dget_space(ds.id), H5Sclose};
+  hsize_t n[1] = {0};
+  if (H5Sget_simple_extent_ndims(space.id) != 1) throw core::Error("the shard's 'tokens' is not 1-D").with_file(path);
+  H5Sget_simple_extent_dims(space.id, n, nullptr);
+  if (static_cast<int64_t>(n[0]) != info.tokens) {
+    throw core::Error(fmt::format("shard holds {} tokens, the manifest says {}", n[0], info.tokens)).with_file(path);
+  }
+  // document boundaries: docs + 1 non-decreasing offsets from 0 to the token count
+  H5 dd{H5Dopen2(f.id, "doc_offsets", H5P_DEFAULT), H5Dclose};
+  if (dd.id < 0) throw core::Error("shard has no 'doc_offsets' dataset").with_file(path);
+  H5 dspace{H5Dget_space(dd.id), H5Sclose};
+  hsize_t nd[1] = {0};
+  H5Sget_simple_extent_dims(dspace.id, nd, nullptr);
+  if (static_cast<int64_t>(nd[0]) != info.docs + 1) {
+    throw core::Error(fmt::format("shard has {} doc_offsets, expected documents + 1 = {}", nd[0], info.docs + 1))
+        .with_file(path);
+  }
+  std::vector<uint64_t> off(nd[0]);
+  h5check(H5Dread(dd.id, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, off.data()), "H5Dread(doc_offsets)", path);
+  for (size_t i = 0; i < off.size(); ++i) {
+    const bool bad = (i == 0 && off[i] != 0) || (i > 0 && off[i] < off[i - 1]) ||
+                     (i + 1 == off.size() && off[i] != n[0]) || off[i] > n[0];
+    if (bad) {
+      throw core::Error(fmt::format("doc_offsets[{}] = {} is invalid (offsets must rise from 0 to the {} tokens)", i,
+                                    off[i], n[0])).with_file(path);
+    }
+    if (i > 0) starts.push_back(info.first_token + static_cast<int64_t>(off[i]));
+  }
+  if (!verify) return;
+  // checksum and vocabulary, in blocks (bounded memory)
+  const int64_t block = 1 << 20;
+  std::vector<unsigned char> bytes;
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t start = 0; start < info.tokens; start += block) {
+    const int64_t cnt = std::min(block, info.tokens - start);
+    bytes.resize(static_cast<size_t>(cnt) * dtype_bytes(dtype));
+    H5 fs{H5Dget_space(ds.id), H5Sclose};
+    hsize_t s0[1] = {static_cast<hsize_t>(start)}, c0[1] = {static_cast<hsize_t>(cnt)};
+    H5 ms{H5Screate_simple(1, c0, nullptr), H5Sclose};
+    h5check(H5Sselect_hyperslab(fs.id, H5S_SELECT_SET, s0, nullptr, c0, nullptr), "H5Sselect_hyperslab", path);
+    h5check(H5Dread(ds.id, mem_type(dtype), ms.id, fs.id, H5P_DEFAULT, bytes.data()), "H5Dread(tokens)", path);
+    h = token_checksum(bytes.data(), bytes.size(), h);
+    const auto at = [&](int64_t i) -> uint32_t {
+      if (dtype == "uint16") return reinterpret_cast<const uint16_t*>(bytes.data())[i];
+      return reinterpret_cast<const uint32_t*>(bytes.data())[i];
+    };
+    uint32_t mx = 0;
+    if (dtype == "uint16") {
+      const auto* p = reinterpret_cast<const uint16_t*>(bytes.data());
+      for (int64_t i = 0; i < cnt; ++i) mx = std::max<uint32_t>(mx, p[i]);
+    } else {
+      const auto* p = reinterpret_cast<const uint32_t*>(bytes.data());
+      for (int64_t i = 0; i < cnt; ++i) mx = std::max(mx, p[i]);
+    }
+    if (mx < static_cast<uint32_t>(vocab)) continue;
+    for (int64_t i = 0; i < cnt; ++i) {
+      const uint32_t v = at(i);
+      if (v >= static_cast<uint32_t>(vocab)) {
+        throw core::Error(fmt::format("token id {} at offset {} of the shard is >= the dataset's vocab_size {}", v,
+                                      start + i, vocab)).with_file(path)
+            .with_hint("the manifest's vocab_size must exceed every token id");
+      }
+    }
+  }
+  if (h != info.checksum) {
+    throw core::Error(fmt::format("shard checksum mismatch (corrupted tokens): the manifest says {:016x}, the tokens "
+                                  "give {:016x}", info.checksum, h)).with_file(path);
+  }
+}
+}  // namespace
+
+Dataset Dataset::open(const std::string& dir, bool verify, bool mapped) {
   const std::string mpath = dir + "/manifest.json";
   if (!fs::exists(mpath)) {
     throw core::Error("no dataset manifest").with_file(mpath).with_hint("build a dataset with `meshtrain prep`");
@@ -187,40 +297,38 @@ Dataset Dataset::open(const std::string& dir, bool verify) {
     throw core::Error(fmt::format("unknown token dtype '{}'", d.dtype_)).with_file(mpath).with_hint("uint16 or uint32");
   }
   d.vocab_ = m.value("vocab_size", 0);
+  if (d.vocab_ <= 0) throw core::Error("the manifest has no positive vocab_size").with_file(mpath);
+  d.generator_ = m.value("generator", nlohmann::json());
+  if (!m.contains("splits") || !m["splits"].is_object()) throw core::Error("the manifest has no splits").with_file(mpath);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   for (auto& [name, list] : m.at("splits").items()) {
     int64_t first = 0;
+    std::vector<int64_t>& starts = d.doc_starts_[name];
+    starts.assign(1, 0);
     for (const auto& s : list) {
       ShardInfo info;
-      info.file = s.at("file").get<std::string>();
-      info.tokens = s.at("tokens").get<int64_t>();
-      info.docs = s.at("documents").get<int64_t>();
-      info.checksum = std::stoull(s.at("checksum").get<std::string>(), nullptr, 16);
+      try {
+        info.file = s.at("file").get<std::string>();
+        info.tokens = s.at("tokens").get<int64_t>();
+        info.docs = s.at("documents").get<int64_t>();
+        info.checksum = std::stoull(s.at("checksum").get<std::string>(), nullptr, 16);
+      } catch (const std::exception& e) {
+        throw core::Error(fmt::format("malformed shard entry in split '{}': {}", name, s.dump())).with_file(mpath)
+            .with_library(e.what());
+      }
       info.first_token = first;
       first += info.tokens;
       const std::string path = dir + "/" + info.file;
       if (!fs::exists(path)) throw core::Error("missing shard").with_file(path).with_hint("the manifest lists it");
-      H5 f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-      if (f.id < 0) throw core::Error("unreadable or truncated shard (HDF5 cannot open it)").with_file(path);
-      H5 ds{H5Dopen2(f.id, "tokens", H5P_DEFAULT), H5Dclose};
-      if (ds.id < 0) throw core::Error("shard has no 'tokens' dataset").with_file(path);
-      H5 space{H5Dget_space(ds.id), H5Sclose};
-      hsize_t n[1] = {0};
-      H5Sget_simple_extent_dims(space.id, n, nullptr);
-      if (static_cast<int64_t>(n[0]) != info.tokens) {
-        throw core::Error(fmt::format("shard holds {} tokens, the manifest says {}", n[0], info.tokens)).with_file(path);
-      }
-      if (verify) {
-        std::vector<unsigned char> bytes(n[0] * dtype_bytes(d.dtype_));
-        h5check(H5Dread(ds.id, mem_type(d.dtype_), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()), "H5Dread", path);
-        if (token_checksum(bytes.data(), bytes.size()) != info.checksum) {
-          throw core::Error("shard checksum mismatch (corrupted tokens)").with_file(path);
-        }
-      }
+      check_shard(path, d.dtype_, d.vocab_, info, verify, starts);
       d.splits_[name].push_back(info);
+      d.readers_[name].push_back(std::make_shared<const ShardReader>(path, d.dtype_, info.tokens, mapped));
     }
   }
-  if (d.num_tokens("train") == 0) throw core::Error("the dataset's train split is empty").with_file(mpath);
+  if (d.num_tokens("train") == 0) {
+    throw core::Error("the dataset's train split is empty").with_file(mpath)
+        .with_hint("prep needs at least one document in the train split (--val-fraction < 1)");
+  }
   return d;
 }
 
@@ -230,16 +338,30 @@ int64_t Dataset::num_tokens(const std::string& split) const {
   return it->second.back().first_token + it->second.back().tokens;
 }
 int64_t Dataset::num_documents(const std::string& split) const {
-  int64_t n = 0;
-  auto it = splits_.find(split);
-  if (it != splits_.end())
-    for (const auto& s : it->second) n += s.docs;
-  return n;
+  auto it = doc_starts_.find(split);
+  return it == doc_starts_.end() ? 0 : static_cast<int64_t>(it->second.size()) - 1;
 }
 const std::vector<ShardInfo>& Dataset::shards(const std::string& split) const {
   static const std::vector<ShardInfo> none;
   auto it = splits_.find(split);
   return it == splits_.end() ? none : it->second;
+}
+const std::vector<int64_t>& Dataset::doc_starts(const std::string& split) const {
+  static const std::vector<int64_t> none{0};
+  auto it = doc_starts_.find(split);
+  return it == doc_starts_.end() ? none : it->second;
+}
+
+int Dataset::mapped_shards() const {
+  int n = 0;
+  for (const auto& [name, list] : readers_)
+    for (const auto& r : list) n += r->mapped();
+  return n;
+}
+int Dataset::num_shards() const {
+  int n = 0;
+  for (const auto& [name, list] : readers_) n += static_cast<int>(list.size());
+  return n;
 }
 
 void Dataset::check_vocab(int model_vocab) const {
@@ -249,62 +371,131 @@ void Dataset::check_vocab(int model_vocab) const {
   }
 }
 
+Dataset::SplitView Dataset::view(const std::string& split) const {
+  SplitView v;
+  auto s = splits_.find(split);
+  if (s == splits_.end()) return v;
+  v.shards = &s->second;
+  v.readers = &readers_.at(split);
+  v.doc_starts = &doc_starts_.at(split);
+  v.tokens = num_tokens(split);
+  return v;
+}
+
 void Dataset::read_tokens(const std::string& split, int64_t offset, int64_t count, int32_t* out) const {
-  const auto& shards = this->shards(split);
-  MT_CHECK(offset >= 0 && offset + count <= num_tokens(split), "token range [{}, {}) outside split '{}' of {} tokens",
-           offset, offset + count, split, num_tokens(split));
-  auto it = std::upper_bound(shards.begin(), shards.end(), offset,
-                             [](int64_t v, const ShardInfo& s) { return v < s.first_token; });
-  --it;
-  std::vector<uint32_t> buf;
-  while (count > 0) {
-    const int64_t in_shard = offset - it->first_token;
-    const int64_t n = std::min(count, it->tokens - in_shard);
-    const std::string path = dir_ + "/" + it->file;
-    H5 f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-    h5check(f.id, "H5Fopen", path);
-    H5 ds{H5Dopen2(f.id, "tokens", H5P_DEFAULT), H5Dclose};
-    h5check(ds.id, "H5Dopen2", path);
-    H5 fspace{H5Dget_space(ds.id), H5Sclose};
-    hsize_t start[1] = {static_cast<hsize_t>(in_shard)}, cnt[1] = {static_cast<hsize_t>(n)};
-    h5check(H5Sselect_hyperslab(fspace.id, H5S_SELECT_SET, start, nullptr, cnt, nullptr), "H5Sselect_hyperslab", path);
-    H5 mspace{H5Screate_simple(1, cnt, nullptr), H5Sclose};
-    buf.resize(static_cast<size_t>(n));
-    h5check(H5Dread(ds.id, H5T_NATIVE_UINT32, mspace.id, fspace.id, H5P_DEFAULT, buf.data()), "H5Dread", path);
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(buf[i]);
+  MT_CHECK(splits_.count(split), "the dataset has no split '{}'", split);
+  read_tokens(view(split), offset, count, out);
+}
+
+void Dataset::read_tokens(const SplitView& v, int64_t offset, int64_t count, int32_t* out) {
+  MT_CHECK(offset >= 0 && count >= 0 && offset + count <= v.tokens, "token range [{}, {}) outside a split of {} tokens",
+           offset, offset + count, v.tokens);
+  if (count == 0) return;
+  const auto& shards = *v.shards;
+  for (size_t k = locate_shard(shards, offset); count > 0; ++k) {
+    const int64_t in_shard = offset - shards[k].first_token;
+    const int64_t n = std::min(count, shards[k].tokens - in_shard);
+    (*v.readers)[k]->read(in_shard, n, out);
     out += n, offset += n, count -= n;
-    ++it;
   }
 }
 
-Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, uint64_t seed)
-    : ds_(Dataset::open(dir)), T_(seq_len), seed_(seed) {
+Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode, bool verify)
+    : ds_(Dataset::open(dir, verify)), T_(seq_len), mode_(mode) {
   ds_.check_vocab(model_vocab);
-  for (const char* s : {"train", "val"}) {
-    if (ds_.num_tokens(s) > 0 && ds_.num_tokens(s) < seq_len + 1) {
-      throw core::Error(fmt::format("split '{}' has {} tokens, fewer than one sample of seq_len + 1 = {}", s,
-                                    ds_.num_tokens(s), seq_len + 1)).with_file(dir);
+  names_[0] = "train";
+  names_[1] = ds_.num_tokens("val") > 0 ? "val" : "train";
+  views_[0] = ds_.view(names_[0]);
+  views_[1] = ds_.view(names_[1]);
+  for (int k = 0; k < 2; ++k) {
+    const std::string& s = names_[k];
+    if (mode_ == SampleMode::Concat) {
+      if (ds_.num_tokens(s) < seq_len + 1) {
+        throw core::Error(fmt::format("split '{}' has {} tokens, fewer than one sample of seq_len + 1 = {}", s,
+                                      ds_.num_tokens(s), seq_len + 1)).with_file(dir);
+      }
+      continue;
+    }
+    const auto& starts = ds_.doc_starts(s);
+    auto& len = doc_tokens_[k];
+    len.resize(starts.size() - 1);
+    int64_t longest = 0, usable = 0;
+    for (size_t d = 0; d + 1 < starts.size(); ++d) {
+      const int64_t n = starts[d + 1] - starts[d];
+      longest = std::max(longest, n);
+      usable += n >= 2;
+      len[d] = static_cast<int32_t>(std::min<int64_t>(n, seq_len + 1));
+    }
+    if (usable == 0) {
+      throw core::Error(fmt::format("split '{}' has no document of 2 or more tokens (documents mode needs one "
+                                    "token to predict from another)", s)).with_file(dir + "/manifest.json");
+    }
+    if (k == 0 && longest < seq_len) {  // (the val split may be all short documents)
+      throw core::Error(fmt::format("model.seq_len = {} is longer than every document of split '{}' (the longest has "
+                                    "{} tokens)", seq_len, s, longest)).with_file(dir + "/manifest.json")
+          .with_yaml("model.seq_len").with_hint("use a seq_len the documents fill, or data.mode: concat");
     }
   }
+  const auto& g = ds_.generator();
+  if (g.is_object() && g.contains("markov")) {
+    const auto& mk = g["markov"];
+    markov_ = std::make_unique<MarkovSource>(mk.at("vocab").get<int>(), mk.at("order").get<int>(),
+                                             mk.at("sharpness").get<double>(), mk.at("seed").get<uint64_t>());
+  }
+}
+
+const std::string& Hdf5Source::split_name(Split split) const { return names_[split == Split::Train ? 0 : 1]; }
+
+uint64_t Hdf5Source::epoch_samples(Split split) const {
+  const std::string& name = split_name(split);
+  if (mode_ == SampleMode::Documents) return static_cast<uint64_t>(ds_.num_documents(name));
+  return static_cast<uint64_t>((ds_.num_tokens(name) - 1) / T_);
+}
+
+const std::vector<int32_t>* Hdf5Source::sample_tokens(Split split) const {
+  return mode_ == SampleMode::Documents ? &doc_tokens_[split == Split::Train ? 0 : 1] : nullptr;
 }
 
 void Hdf5Source::sample(Split split, uint64_t index, int seq_len, int32_t* out) const {
-  const std::string name = split == Split::Train || ds_.num_tokens("val") == 0 ? "train" : "val";
-  const int64_t windows = (ds_.num_tokens(name) - 1) / T_;
-  const uint64_t epoch = index / windows, pos = index % windows;
-  // a seeded permutation of the windows of this epoch: sort-free, by a keyed random rank
-  // would need O(windows) memory; an affine map i -> (a i + b) mod windows with a coprime to
-  // windows is a permutation that depends only on (seed, epoch)
-  uint64_t a = 1 + static_cast<uint64_t>(core::uniform01_f64(seed_, epoch, 0) * (windows - 1));
-  while (std::__gcd<uint64_t>(a, static_cast<uint64_t>(windows)) != 1) a = a % windows + 1;
-  const uint64_t b = static_cast<uint64_t>(core::uniform01_f64(seed_, epoch, 1) * windows);
-  const uint64_t w = (static_cast<unsigned __int128>(a) * pos + b) % static_cast<uint64_t>(windows);
-  ds_.read_tokens(name, static_cast<int64_t>(w) * T_, seq_len + 1, out);
+  MT_CHECK(seq_len == T_, "dataset source opened for seq_len {}, asked for {}", T_, seq_len);
+  const int k = split == Split::Train ? 0 : 1;
+  const Dataset::SplitView& v = views_[k];
+  if (mode_ == SampleMode::Concat) {
+    Dataset::read_tokens(v, static_cast<int64_t>(index) * T_, T_ + 1, out);  // range-checked there
+  } else {
+    MT_CHECK(index < doc_tokens_[k].size(), "document {} outside the {} of the split", index, doc_tokens_[k].size());
+    Dataset::read_tokens(v, (*v.doc_starts)[index], doc_tokens_[k][index], out);
+  }
+}
+
+void Hdf5Source::prefetch(Split split, uint64_t index) const {
+  const int k = split == Split::Train ? 0 : 1;
+  const Dataset::SplitView& v = views_[k];
+  int64_t offset = 0, count = 0;
+  if (mode_ == SampleMode::Concat) {
+    offset = static_cast<int64_t>(index) * T_, count = T_ + 1;
+  } else if (index < doc_tokens_[k].size()) {
+    offset = (*v.doc_starts)[index], count = doc_tokens_[k][index];
+  }
+  if (count <= 0 || offset + count > v.tokens) return;
+  const size_t s = locate_shard(*v.shards, offset);
+  (*v.readers)[s]->prefetch(offset - (*v.shards)[s].first_token, count);
+}
+
+std::optional<double> Hdf5Source::entropy_floor(int seq_len) const {
+  // the generator's floor: exact for documents of at least seq_len + 1 tokens; windows that
+  // cross a document boundary are slightly harder (ignored: a few tokens per document)
+  return markov_ ? markov_->entropy_floor(seq_len) : std::nullopt;
 }
 
 std::string Hdf5Source::describe() const {
-  return fmt::format("HDF5 dataset {}: {} train / {} val tokens, vocab {}, {} (concat windows of seq_len + 1)",
-                     ds_.dir(), ds_.num_tokens("train"), ds_.num_tokens("val"), ds_.vocab_size(), ds_.dtype());
+  return fmt::format("HDF5 dataset {}: {} train / {} val tokens, {} / {} documents, vocab {}, {}, {}/{} shards mapped; "
+                     "{} mode: {} train samples per epoch{}",
+                     ds_.dir(), ds_.num_tokens("train"), ds_.num_tokens("val"), ds_.num_documents("train"),
+                     ds_.num_documents("val"), ds_.vocab_size(), ds_.dtype(), ds_.mapped_shards(), ds_.num_shards(),
+                     mode_ == SampleMode::Concat ? "concat" : "documents", epoch_samples(Split::Train),
+                     mode_ == SampleMode::Concat ? fmt::format(" (windows of seq_len + 1 = {} tokens)", T_ + 1)
+                                                 : fmt::format(" (documents truncated to {} tokens)", T_ + 1));
 }
 
 }  // namespace mt::io

@@ -97,8 +97,9 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
     exposed_ms += st[i].exposed_comm_ms;
     data_ms += st[i].data_ms;
     if (metrics.is_open()) {
-      metrics.write({{"step", st[i].step}, {"loss", st[i].loss}, {"ms", step_ms[i]},
-                     {"tokens_per_s", tokens / (step_ms[i] / 1000.0)}, {"comm_ms", st[i].comm_ms},
+      const double step_tokens = st[i].tokens > 0 ? static_cast<double>(st[i].tokens) : tokens;
+      metrics.write({{"step", st[i].step}, {"loss", st[i].loss}, {"ms", step_ms[i]}, {"tokens", step_tokens},
+                     {"tokens_per_s", step_tokens / (step_ms[i] / 1000.0)}, {"comm_ms", st[i].comm_ms},
                      {"exposed_comm_ms", st[i].exposed_comm_ms}, {"data_wait_ms", st[i].data_ms},
                      {"compute_ms", step_ms[i] - st[i].exposed_comm_ms - st[i].data_ms}});
     }
@@ -130,8 +131,8 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
       std::printf("  model / sgemm    %10.1f%%\n", 100.0 * frac);
     }
     if (peak > 0) std::printf("  MFU              %10.1f%%   (peak %.0f GFLOP/s per rank)\n", 100.0 * mfu, peak);
-    std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data %.2f\n", comm_ms, exposed_ms,
-                100.0 * exposed_ms / ms, data_ms);
+    std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data wait %.3f (%.3f%% of step)\n",
+                comm_ms, exposed_ms, 100.0 * exposed_ms / ms, data_ms, 100.0 * data_ms / ms);
     std::printf("  %s\n", trainer.memory_report().c_str());
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "launch/bench_data.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
   c_train->add_option("overrides", train.overrides, "overrides such as train.steps=100 run.dir=runs/x");
   c_train->footer(config_keys_help());
 
-  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm");
+  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data");
   c_bench->require_subcommand(1);
   launch::BenchStepArgs bstep;
   auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
@@ -70,6 +71,17 @@ int main(int argc, char** argv) {
   auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
   c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");
 
+  launch::BenchDataArgs bdata;  // loader throughput vs raw H5Dread (launch/bench_data.h)
+  auto* c_bdata = c_bench->add_subcommand("data", "Loader throughput vs a raw sequential H5Dread: bench data DATASET");
+  c_bdata->add_option("dataset", bdata.dataset, "dataset directory (meshtrain prep)")->required();
+  c_bdata->add_option("--mode", bdata.mode, "concat | documents")->capture_default_str();
+  c_bdata->add_option("--seq-len", bdata.seq_len, "tokens per sample - 1")->capture_default_str();
+  c_bdata->add_option("--batch", bdata.batch, "samples per step (concat)")->capture_default_str();
+  c_bdata->add_option("--batch-tokens", bdata.batch_tokens, "targets per step (documents; 0 = batch x seq_len)");
+  c_bdata->add_option("--prefetch", bdata.prefetch, "batches prepared ahead")->capture_default_str();
+  c_bdata->add_option("--passes", bdata.passes, "raw passes and loader epochs (best of each reported)")->capture_default_str();
+  c_bdata->add_option("--json", bdata.json_out, "also write the figures to this JSON file");
+
   std::string scale_spec, scale_out = "scale-results";
   auto* c_scale = app.add_subcommand("scale", "Run a scaling experiment (YAML) with mpirun; write CSV, plots, report");
   c_scale->add_option("experiment", scale_spec, "experiment YAML (see examples/scale.yaml)")->required();
@@ -87,9 +99,12 @@ int main(int argc, char** argv) {
   c_prep->add_option("--val-fraction", prep.val_fraction, "share of documents in the val split")->capture_default_str();
   c_prep->add_flag("--compress", prep.compress, "deflate the shards (random reads ~4x slower)");
   c_prep->add_option("--docs", prep.docs, "markov: documents")->capture_default_str();
-  c_prep->add_option("--doc-len", prep.doc_len, "markov: tokens per document")->capture_default_str();
+  c_prep->add_option("--doc-len", prep.doc_len, "markov: tokens per document (the maximum if not fixed)")->capture_default_str();
+  c_prep->add_option("--doc-len-dist", prep.doc_len_dist, "markov: fixed | uniform | skewed document lengths")->capture_default_str();
+  c_prep->add_option("--doc-len-min", prep.doc_len_min, "markov: shortest document (uniform, skewed)")->capture_default_str();
   c_prep->add_option("--markov-vocab", prep.markov_vocab, "markov: vocabulary")->capture_default_str();
   c_prep->add_option("--markov-order", prep.markov_order, "markov: order")->capture_default_str();
+  c_prep->add_option("--markov-sharpness", prep.markov_sharpness, "markov: peakedness of transitions")->capture_default_str();
   c_prep->add_option("--seed", prep.seed, "markov: seed of the language")->capture_default_str();
 
   std::string plot_dir, plot_out;
@@ -114,9 +129,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed()) {  // no MPI needed
+  if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed()) {  // no MPI needed
     try {
       if (c_prep->parsed()) return launch::run_prep(prep);
+      if (c_bdata->parsed()) return launch::cmd_bench_data(bdata);
       return c_plot->parsed() ? launch::cmd_plot(plot_dir, plot_out) : launch::cmd_inspect(inspect_path);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());

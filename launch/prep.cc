@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/log.h"
 #include "io/dataset.h"
 #include "io/markov_source.h"
@@ -101,6 +102,15 @@ int run_prep(const PrepArgs& a) {
     if (max_id >= vocab) throw core::Error(fmt::format("token id {} >= --vocab {}", max_id, vocab));
   }
   io::DatasetWriterOptions o;
+  if (a.from == "markov") {
+    MT_CHECK(a.doc_len_dist == "fixed" || a.doc_len_dist == "uniform" || a.doc_len_dist == "skewed",
+             "--doc-len-dist must be fixed, uniform or skewed, not '{}'", a.doc_len_dist);
+    MT_CHECK(a.doc_len >= 1 && a.doc_len_min >= 1 && (a.doc_len_dist == "fixed" || a.doc_len_min <= a.doc_len),
+             "need 1 <= --doc-len-min <= --doc-len");
+    o.generator = {{"markov", {{"vocab", a.markov_vocab}, {"order", a.markov_order},
+                               {"sharpness", a.markov_sharpness}, {"seed", a.seed}}},
+                   {"doc_len", {{"dist", a.doc_len_dist}, {"min", a.doc_len_min}, {"max", a.doc_len}}}};
+  }
   o.dir = a.out;
   o.dtype = a.dtype.empty() ? (vocab <= 65536 ? "uint16" : "uint32") : a.dtype;
   o.vocab_size = vocab;
@@ -123,8 +133,15 @@ int run_prep(const PrepArgs& a) {
     io::MarkovSource src(a.markov_vocab, a.markov_order, a.markov_sharpness, a.seed);
     std::vector<int32_t> doc(static_cast<size_t>(a.doc_len) + 1);
     for (int64_t d = 0; d < a.docs; ++d) {
-      src.sample(io::Split::Train, static_cast<uint64_t>(d), a.doc_len, doc.data());
-      w.add_document(doc.data(), a.doc_len);
+      int len = a.doc_len;
+      if (a.doc_len_dist != "fixed") {
+        const double u = core::uniform01_f64(a.seed, 0xd0c1e17ull, static_cast<uint64_t>(d));
+        const double x = a.doc_len_dist == "skewed" ? u * u * u : u;
+        len = a.doc_len_min + static_cast<int>(x * (a.doc_len - a.doc_len_min + 1));
+        len = std::min(len, a.doc_len);
+      }
+      src.sample(io::Split::Train, static_cast<uint64_t>(d), len, doc.data());
+      w.add_document(doc.data(), len);
       progress(false);
     }
   } else {

@@ -1,5 +1,8 @@
 // What: `meshtrain prep`: builds an HDF5 token dataset (io/dataset.h) from
-//   markov  - the built-in synthetic Markov language (documents of a given length),
+//   markov  - the built-in synthetic Markov language: --docs documents of --doc-len tokens, or
+//             of lengths drawn (deterministically from --seed) by --doc-len-dist: uniform in
+//             [--doc-len-min, --doc-len], or skewed (min + (max - min) u^3: many short
+//             documents, a few long ones, for load-balancing experiments),
 //   tokens  - existing token arrays: NumPy .npy ('<u2', '<u4', '<i4', 1-D) or raw
 //             little-endian uint16/uint32 files; each file is one document,
 //   text    - text files through the built-in byte-level tokenizer (vocab 256, token = byte);
@@ -26,6 +29,8 @@ struct PrepArgs {
   // markov
   int64_t docs = 1000;
   int doc_len = 1024;
+  std::string doc_len_dist = "fixed";  // fixed | uniform | skewed
+  int doc_len_min = 16;
   int markov_vocab = 64, markov_order = 2;
   double markov_sharpness = 2.0;
   uint64_t seed = 1234;

@@ -1,6 +1,7 @@
 // What: Trainer (see trainer.h).
 #include "launch/trainer.h"
 
+#include <malloc.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -72,8 +73,12 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   dp_rank_ = comms_.dp->rank();
   tp_rank_ = comms_.tp->rank();
 
+  const io::LoaderOptions lopt = io::LoaderOptions::from_config(cfg, dp_, dp_rank_);
   const int denom = cfg.train.micro_batch * dp_;
-  if (cfg.train.batch_size % denom != 0) {
+  // concat mode splits the global batch evenly (static, round_robin, balanced): whole
+  // micro-batches of the same shape on every rank
+  if (lopt.mode == io::SampleMode::Concat && lopt.policy != io::SchedulePolicy::Dynamic &&
+      cfg.train.batch_size % denom != 0) {
     throw core::Error(fmt::format("train.batch_size = {} is not divisible by train.micro_batch x dp = {} x {}",
                                   cfg.train.batch_size, cfg.train.micro_batch, dp_))
         .with_yaml("train.batch_size")
@@ -81,7 +86,16 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
                                "micro-batches; e.g. train.batch_size={}",
                                (cfg.train.batch_size + denom - 1) / denom * denom));
   }
-  grad_accum_ = cfg.train.batch_size / denom;
+  if (lopt.mode == io::SampleMode::Documents || lopt.policy == io::SchedulePolicy::Dynamic) {
+    // Micro-batch shapes vary (documents: rows as long as their longest document; dynamic:
+    // shares that change), and Gpt re-allocates its activations for every new shape. By
+    // default glibc hands those pages back to the OS and the next allocation faults them in
+    // again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
+    // of examples/small.yaml). Keep freed memory in the heap for reuse instead.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  }
+  grad_accum_ = std::max(1, cfg.train.batch_size / denom);
   per_rank_batch_ = cfg.train.batch_size / dp_;
 
   // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
@@ -115,13 +129,16 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   data_ = io::make_data_source(cfg);
   MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
            data_->vocab_size(), cfg.model.vocab_size);
+  loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
   verify_identical_init();
 }
 
 Trainer::~Trainer() = default;
 
 int64_t Trainer::tokens_per_step() const {
-  return static_cast<int64_t>(cfg_.train.batch_size) * cfg_.model.seq_len;
+  return loader_->options().mode == io::SampleMode::Documents
+             ? loader_->options().batch_tokens
+             : static_cast<int64_t>(cfg_.train.batch_size) * cfg_.model.seq_len;
 }
 
 double Trainer::peak_gflops_per_rank() const {
@@ -161,16 +178,26 @@ void Trainer::verify_identical_init() {
   }
 }
 
-void Trainer::fill_batch(io::Split split, uint64_t first_sample, int count) {
-  const int T = cfg_.model.seq_len;
-  tokens_.resize(static_cast<size_t>(T + 1));
-  inputs_.resize(static_cast<size_t>(count) * T);
-  targets_.resize(static_cast<size_t>(count) * T);
-  for (int b = 0; b < count; ++b) {
-    data_->sample(split, first_sample + b, T, tokens_.data());
-    std::copy(tokens_.begin(), tokens_.begin() + T, inputs_.begin() + static_cast<size_t>(b) * T);
-    std::copy(tokens_.begin() + 1, tokens_.end(), targets_.begin() + static_cast<size_t>(b) * T);
+// After a step: every rank's modelled cost and compute time to every rank (a small
+// all-gather on this thread; the loader's thread never calls MPI). A dp replica's time is its
+// slowest tp rank's. Feeds the dynamic schedule and returns the imbalance (max / mean time).
+double Trainer::exchange_work(int64_t s, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens) {
+  tokens->assign(static_cast<size_t>(dp_), batch.targets);
+  if (dp_ == 1) return 1.0;
+  const double mine[3] = {batch.cost, compute_ms, static_cast<double>(batch.targets)};
+  std::vector<double> all(3 * static_cast<size_t>(world_.size()));
+  world_.all_gather(mine, all.data(), 3, parallel::DType::F64);
+  std::vector<double> c(static_cast<size_t>(dp_), 0.0), t(static_cast<size_t>(dp_), 0.0);
+  for (int r = 0; r < world_.size(); ++r) {
+    const auto co = mesh_->coords(r);
+    const size_t d = static_cast<size_t>(co.dp), i = 3 * static_cast<size_t>(r);
+    if (co.tp == 0) c[d] = all[i], (*tokens)[d] = static_cast<int64_t>(all[i + 2]);
+    t[d] = std::max(t[d], all[i + 1]);
   }
+  loader_->report(s, c, t);
+  double mx = 0, mean = 0;
+  for (double v : t) mx = std::max(mx, v), mean += v / dp_;
+  return mean > 0 ? mx / mean : 1.0;
 }
 
 // Sum of squared gradients over the whole model: each element counted once in the mesh
@@ -202,21 +229,22 @@ double Trainer::tp_blocked_s() const {
 }
 
 StepStats Trainer::step(int64_t s) {
-  const int T = cfg_.model.seq_len, mb = cfg_.train.micro_batch;
   const auto t0 = Clock::now();
   const double tp_blocked0 = tp_blocked_s();
-  double data_ms = 0;
+  double data_ms = 0;  // time this thread waited for the loader
+  const io::Batch& batch = loader_->next(s, &data_ms);
   model_->zero_grads();
-  const float loss_weight = 1.0f / static_cast<float>(tokens_per_step());
+  const int64_t step_tokens = batch.global_targets;  // the same on every rank
+  const float loss_weight = 1.0f / static_cast<float>(step_tokens);
   double loss_sum = 0;  // sum of token losses of this rank's share
-  const uint64_t first = static_cast<uint64_t>(s) * cfg_.train.batch_size +
-                         static_cast<uint64_t>(dp_rank_) * per_rank_batch_;
-  for (int m = 0; m < grad_accum_; ++m) {
-    const auto td = Clock::now();
-    fill_batch(io::Split::Train, first + static_cast<uint64_t>(m) * mb, mb);
-    data_ms += ms_between(td, Clock::now());
-    loss_sum += model_->forward(inputs_.data(), targets_.data(), mb, T) * model_->loss_tokens();
-    const bool last = m == grad_accum_ - 1;
+  const auto tc = Clock::now();
+  // a replica with no samples this step (dynamic schedule) runs no backward; begin() lets
+  // finish() join every bucket's collective with zero gradients
+  if (batch.n_micro == 0) sync_->begin(model_->grads().f32(), model_->params().f32());
+  for (int m = 0; m < batch.n_micro; ++m) {
+    const io::MicroBatch& mb = batch.micro[static_cast<size_t>(m)];
+    loss_sum += model_->forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T) * model_->loss_tokens();
+    const bool last = m == batch.n_micro - 1;
     if (last) {
       sync_->begin(model_->grads().f32(), model_->params().f32());
       model_->backward(loss_weight, [this](int i) { sync_->on_grad_ready(i); });
@@ -224,7 +252,16 @@ StepStats Trainer::step(int64_t s) {
       model_->backward(loss_weight);
     }
   }
+  device_->synchronize();  // a GPU's backward is queued: the schedule needs its real compute time
+  double compute_ms = ms_between(tc, Clock::now());
+  if (dp_rank_ == cfg_.data.debug_slow_rank && cfg_.data.debug_slow_factor > 1.0) {
+    // testing heterogeneous ranks: this replica takes debug_slow_factor x its compute time
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>((cfg_.data.debug_slow_factor - 1.0) * compute_ms));
+    compute_ms = ms_between(tc, Clock::now());
+  }
   sync_->finish();
+  std::vector<int64_t> replica_tokens;
+  const double imbalance = exchange_work(s, batch, compute_ms, &replica_tokens);
   if (s == cfg_.train.debug_nan_step) {  // on every rank: a consistent fault
     const float nan = NAN;
     device_->copy(model_->grads().raw(), &nan, sizeof(nan));
@@ -241,11 +278,15 @@ StepStats Trainer::step(int64_t s) {
     StepStats st;
     st.step = s;
     st.skipped = true;
-    st.loss = loss_sum / static_cast<double>(tokens_per_step());
+    st.loss = loss_sum / static_cast<double>(step_tokens);
     st.lr = parallel::learning_rate(cfg_.optim, s, cfg_.train.steps);
     st.grad_norm = norm;
     st.ms = ms_between(t0, Clock::now());
-    st.tokens_per_s = tokens_per_step() / (st.ms / 1000.0);
+    st.tokens = step_tokens;
+    st.tokens_per_s = step_tokens / (st.ms / 1000.0);
+    st.data_ms = data_ms;
+    st.imbalance = imbalance;
+    st.replica_tokens = std::move(replica_tokens);
     return st;
   }
   if (cfg_.optim.grad_clip > 0 && norm > cfg_.optim.grad_clip) {
@@ -262,11 +303,14 @@ StepStats Trainer::step(int64_t s) {
 
   StepStats st;
   st.step = s;
-  st.loss = loss_sum / static_cast<double>(tokens_per_step());
+  st.loss = loss_sum / static_cast<double>(step_tokens);
   st.lr = lr;
   st.grad_norm = norm;
   st.ms = ms_between(t0, t1);
-  st.tokens_per_s = tokens_per_step() / (st.ms / 1000.0);
+  st.tokens = step_tokens;
+  st.tokens_per_s = step_tokens / (st.ms / 1000.0);
+  st.imbalance = imbalance;
+  st.replica_tokens = std::move(replica_tokens);
   // tensor-parallel all-reduces block the step: all of their time is exposed
   const double tp_ms = (tp_blocked_s() - tp_blocked0) * 1e3;
   st.comm_ms = sync_->comm_ms() + tp_ms;
@@ -277,15 +321,14 @@ StepStats Trainer::step(int64_t s) {
 }
 
 double Trainer::evaluate() {
-  const int T = cfg_.model.seq_len, mb = cfg_.train.micro_batch;
-  const int64_t total = static_cast<int64_t>(cfg_.train.eval_batches) * cfg_.train.batch_size;
-  const int64_t share = total / dp_;
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
-  for (int64_t i = 0; i < share; i += mb) {
-    const int n = static_cast<int>(std::min<int64_t>(mb, share - i));
-    fill_batch(io::Split::Eval, static_cast<uint64_t>(dp_rank_ * share + i), n);
-    acc[0] += model_->forward(inputs_.data(), targets_.data(), n, T) * model_->loss_tokens();
-    acc[1] += static_cast<double>(model_->loss_tokens());
+  for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
+    loader_->eval_batch(k, eval_batch_);
+    for (int m = 0; m < eval_batch_.n_micro; ++m) {
+      const io::MicroBatch& mb = eval_batch_.micro[static_cast<size_t>(m)];
+      acc[0] += model_->forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T) * model_->loss_tokens();
+      acc[1] += static_cast<double>(model_->loss_tokens());
+    }
   }
   if (dp_ > 1) comms_.dp->all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
   return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
@@ -328,20 +371,33 @@ TrainSummary Trainer::run() {
     if (cfg_.run.tensorboard) tb = io::TbWriter(cfg_.run.dir + "/tb");
     peak_flops = peak_gflops_per_rank() * 1e9 * world_.size();
   }
-  const double flops_per_step = model_->flops_per_token(cfg_.model.seq_len) * tokens_per_step();
+  const double flops_per_token = model_->flops_per_token(cfg_.model.seq_len);
+  double tokens_done = 0;
   const bool live = leader && want_progress_line();  // progress line with ETA on a terminal (not mpirun's pty)
   const auto floor = data_->entropy_floor(cfg_.model.seq_len);
   if (leader) {
     log::info("model: {} parameters ({} layers, {} heads, width {}, vocab {} padded to {}), seq_len {}",
               model_->num_full_params(), cfg_.model.n_layer, cfg_.model.n_head, cfg_.model.n_embd,
               cfg_.model.vocab_size, model_->dims().Vp, cfg_.model.seq_len);
-    log::info("mesh: world {} = dp {} x tp {}; global batch {} = dp {} x grad_accum {} x micro_batch {}; "
-              "{} tokens/step",
-              world_.size(), dp_, tp_, tc.batch_size, dp_, grad_accum_, tc.micro_batch, tokens_per_step());
+    const auto& lo = loader_->options();
+    if (lo.mode == io::SampleMode::Concat) {
+      log::info("mesh: world {} = dp {} x tp {}; global batch {} = dp {} x grad_accum {} x micro_batch {}; "
+                "{} tokens/step",
+                world_.size(), dp_, tp_, tc.batch_size, dp_, grad_accum_, tc.micro_batch, tokens_per_step());
+    } else {
+      log::info("mesh: world {} = dp {} x tp {}; global batch: documents up to {} target tokens, micro-batches of "
+                "up to {} positions", world_.size(), dp_, tp_, lo.batch_tokens,
+                static_cast<int64_t>(tc.micro_batch) * cfg_.model.seq_len);
+    }
     log::info("compute: {} on {}", ops_->describe(), device_->description());
     log::info("data: {}{}", data_->describe(),
               floor ? fmt::format("; entropy floor at seq_len {}: {:.4f} nats/token", cfg_.model.seq_len, *floor)
                     : "");
+    log::info("loader: schedule {} over {} dp replica(s), {} batch(es) prefetched{}", io::policy_name(lo.policy), dp_,
+              lo.prefetch,
+              cfg_.data.debug_slow_rank >= 0 ? fmt::format("; debug: dp replica {} runs {}x slower",
+                                                           cfg_.data.debug_slow_rank, cfg_.data.debug_slow_factor)
+                                             : "");
   }
   log::info("{}", memory_report());
 
@@ -376,6 +432,7 @@ TrainSummary Trainer::run() {
   for (int64_t s = start; s < tc.steps; ++s) {
     const StepStats st = step(s);
     train_ms += st.ms;
+    tokens_done += static_cast<double>(st.tokens);
     sum.losses.push_back(st.loss);
     sum.final_loss = st.loss;
     sum.steps_done = s + 1;
@@ -386,7 +443,7 @@ TrainSummary Trainer::run() {
       throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
     }
     if (leader) {
-      const double mfu = peak_flops > 0 ? flops_per_step / (st.ms / 1000.0) / peak_flops : 0.0;
+      const double mfu = peak_flops > 0 ? flops_per_token * st.tokens / (st.ms / 1000.0) / peak_flops : 0.0;
       tb.scalar("train/loss", s, static_cast<float>(st.loss));
       tb.scalar("train/lr", s, static_cast<float>(st.lr));
       tb.scalar("train/grad_norm", s, static_cast<float>(st.grad_norm));
@@ -396,12 +453,15 @@ TrainSummary Trainer::run() {
       metrics.write({{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm}, {"mfu", mfu},
                      {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
                      {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
+                     {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
                      {"skipped", st.skipped}});
       if (live) std::printf("\r\033[K");
       if (s % tc.log_every == 0 || s + 1 == tc.steps) {
-        log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s{}", s + 1,
-                  tc.steps, st.loss, st.lr, st.grad_norm, st.ms, st.tokens_per_s,
-                  dp_ > 1 ? fmt::format(" | comm {:.1f} ms (exposed {:.1f})", st.comm_ms, st.exposed_comm_ms) : "");
+        log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s | data wait "
+                  "{:.2f} ms{}", s + 1, tc.steps, st.loss, st.lr, st.grad_norm, st.ms, st.tokens_per_s, st.data_ms,
+                  dp_ > 1 ? fmt::format(" | comm {:.1f} ms (exposed {:.1f}) | imbalance {:.2f}", st.comm_ms,
+                                        st.exposed_comm_ms, st.imbalance)
+                          : "");
       }
       if (live) {
         const double eta_s = (tc.steps - s - 1) * (train_ms / (s + 1 - start)) / 1000.0;
@@ -440,7 +500,7 @@ TrainSummary Trainer::run() {
   }
   do_eval(sum.steps_done);
   sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;
-  sum.tokens_per_s = train_ms > 0 ? sum.steps_done * tokens_per_step() / (train_ms / 1000.0) : 0;
+  sum.tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit
   std::vector<int64_t> sums(world_.size(), 0);
   const int64_t mine = static_cast<int64_t>(param_checksum());

@@ -3,9 +3,11 @@
 // buckets, then runs steps: micro-batches (forward, backward with bucketed all-reduce on the
 // last one), global-norm clipping, the LR schedule, the update, periodic eval, early stopping,
 // and the run directory (resolved config, metrics.jsonl, summary.json).
-// Why: the global batch of step s is the fixed set of samples [s*B, (s+1)*B) of the train
-// split whatever dp is; each dp rank takes a contiguous 1/dp of it in micro-batches, and each
-// token's loss is weighted by 1/(B*T), so the summed gradient is exactly the full-batch one.
+// Why: the global batch of step s is a fixed set of samples whatever dp is (io/loader.h plans
+// it and gives each dp replica its share, prefetched by a background thread); each token's
+// loss is weighted by 1 / (the step's global count of target tokens), so the gradients summed
+// over ranks are exactly the full-batch gradient. After each step the ranks exchange their
+// compute times (the dynamic schedule's throughput and the `imbalance` metric).
 // Devices: the model, gradients and optimizer state live on one core::Device (train.device)
 // and run through its kernels::Ops. On a GPU the dp and tp collectives on device buffers go
 // through parallel::make_device_communicator (NCCL or host staging); host scalars (loss sums,
@@ -23,6 +25,7 @@
 #include "core/device.h"
 #include "core/tensor.h"
 #include "io/data_source.h"
+#include "io/loader.h"
 #include "io/metrics.h"
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
@@ -38,6 +41,9 @@ struct StepStats {
   double loss = 0, lr = 0, grad_norm = 0;
   double ms = 0, tokens_per_s = 0;
   double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
+  double imbalance = 1.0;  // max / mean compute time of the dp replicas
+  std::vector<int64_t> replica_tokens;  // target tokens each dp replica trained on
+  int64_t tokens = 0;      // target tokens of the global batch
   bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
 };
 
@@ -87,7 +93,8 @@ class Trainer {
   parallel::Gpt& model() { return *model_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
   int grad_accum() const { return grad_accum_; }
-  int64_t tokens_per_step() const;
+  int64_t tokens_per_step() const;  // nominal (documents mode: data.batch_tokens)
+  io::Loader& loader() { return *loader_; }
   // An FNV-1a hash of this rank's parameter bytes.
   uint64_t param_checksum() const;
   std::string memory_report() const;
@@ -95,7 +102,8 @@ class Trainer {
  private:
   void verify_identical_init();
   void load_resharded(const std::string& dir, const nlohmann::json& manifest);
-  void fill_batch(io::Split split, uint64_t first_sample, int count);
+  // After a step: all-gathers the replicas' cost, compute time and tokens; returns imbalance.
+  double exchange_work(int64_t step, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens);
   double grad_sumsq();
 
   core::Config cfg_;
@@ -111,9 +119,10 @@ class Trainer {
   std::unique_ptr<parallel::GradSync> sync_;
   std::unique_ptr<parallel::Optimizer> optim_;
   std::unique_ptr<io::DataSource> data_;
+  std::unique_ptr<io::Loader> loader_;  // after data_: it reads from it
+  io::Batch eval_batch_;
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
   int grad_accum_ = 1, per_rank_batch_ = 0;
-  std::vector<int32_t> tokens_, inputs_, targets_;
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   core::Tensor norm_partials_;

@@ -73,6 +73,7 @@ void Trainer::save_checkpoint(int64_t steps_done) {
   d.v = !optim_->has_v() ? nullptr : on_host ? optim_->state_v() : hv.data();
   d.num_state = optim_->num_elements();
   d.ranges = sync_->owned_ranges();
+  d.loader_state = loader_->state();
   const int64_t sum = static_cast<int64_t>(io::write_shard(tmp_dir, world_.rank(), d));
   std::vector<int64_t> sums(world_.size());
   world_.all_gather(&sum, sums.data(), 1, parallel::DType::I64);  // also: every shard is written
@@ -151,6 +152,11 @@ int64_t Trainer::restore_checkpoint() {
   best_eval_ = m.at("trainer").at("best_eval").get<double>();
   evals_without_gain_ = m.at("trainer").at("evals_without_gain").get<int>();
   const int64_t step = m.at("step").get<int64_t>();
+  {  // the data loader continues exactly where it was (the state is the same in every shard)
+    const auto& own = m.at("shards").at(was_layout == now_layout ? world_.rank() : 0);
+    const std::string ls = io::read_shard_loader_state(chosen + "/" + own.at("file").get<std::string>());
+    if (!ls.empty()) loader_->restore(ls, step);
+  }
   if (was_layout != now_layout) {
     load_resharded(chosen, m);
     if (world_.rank() == 0) log::info("resumed from {} (step {}) in {:.0f} ms, resharded from {} to {}", chosen, step, ms(), was_layout, now_layout);

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <thread>
 
+#include "core/cuda_device.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "cuda_test_util.h"
@@ -204,22 +205,7 @@ TEST_F(Nccl, DeadlineAbortsAndNamesTheOp) {
 }
 
 TEST_F(Nccl, FactoryGivesNcclOnePerGpu) {
-  // A Device standing for this rank's GPU (its index and the legacy default stream): the
-  // CUDA device class lives with the kernels; the factory only needs these two.
-  struct Gpu final : mt::core::Device {
-    explicit Gpu(int i) : i(i) {}
-    mt::core::DeviceKind kind() const override { return mt::core::DeviceKind::CUDA; }
-    std::string name() const override { return "cuda:" + std::to_string(i); }
-    int index() const override { return i; }
-    void* alloc(size_t) override { return nullptr; }
-    void free(void*) override {}
-    void copy(void* d, const void* s, size_t n) override { cudaMemcpy(d, s, n, cudaMemcpyDefault); }
-    void memset_zero(void* p, size_t n) override { cudaMemset(p, 0, n); }
-    void synchronize() override { cudaDeviceSynchronize(); }
-    std::unique_ptr<mt::core::Event> create_event() override { return nullptr; }
-    size_t bytes_in_use() const override { return 0; }
-    int i;
-  } gpu(device_);
+  mt::core::Device& gpu = mt::core::cuda_device(device_);  // this rank's GPU
   auto c = make_device_communicator(*world_, gpu, "auto", 60);
   ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->backend_name(), "nccl");

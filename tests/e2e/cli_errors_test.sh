@@ -14,6 +14,8 @@ printf 'model:\n  n_embd: 100\n  n_head: 3\n' > "$WORK/bad.yaml"
 expect_error "bad.yaml:2" train "$WORK/bad.yaml" run.dir="$WORK/x"
 expect_error "not divisible by train.micro_batch" train "$CFG" train.batch_size=10 train.micro_batch=4 run.dir="$WORK/x"
 [ ! -e "$WORK/x" ] || fail "a failed start created the run directory"
-# (to a file: with pipefail, grep -q closing the pipe early would SIGPIPE a help text > 4 KiB)
-"$MESHTRAIN" train --help > "$WORK/help.txt" && grep -q "train.steps" "$WORK/help.txt" || fail "train --help lacks the config keys"
+# (to a file: grep -q would close the pipe early, and pipefail would see SIGPIPE once the help
+# is longer than one stdio buffer)
+"$MESHTRAIN" train --help > "$WORK/help.txt"
+grep -q "train.steps" "$WORK/help.txt" && grep -q "data.schedule" "$WORK/help.txt" || fail "train --help lacks the config keys"
 "$MESHTRAIN" bench step --help >/dev/null
