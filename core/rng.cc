@@ -2,6 +2,9 @@
 #include "core/rng.h"
 
 #include <cmath>
+#include <cstring>
+
+#include "core/hash.h"
 
 namespace mt::core {
 
@@ -57,13 +60,6 @@ void fill_normal_block(float* out, int64_t rows, int64_t cols, int64_t row0, int
   }
 }
 
-uint64_t hash_string(const char* s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; ++s) {
-    h ^= static_cast<unsigned char>(*s);
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+uint64_t hash_string(const char* s) { return fnv1a64(s, std::strlen(s)); }
 
 }  // namespace mt::core

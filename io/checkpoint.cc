@@ -17,15 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-uint64_t fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 // Closes an HDF5 handle at scope exit.
 struct H5Handle {
   hid_t id;
@@ -105,15 +96,14 @@ uint64_t write_shard(const std::string& tmp_dir, int rank, const ShardData& d) {
     }
     check_h5(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush", path);
   }
+  fsync_path(path);  // on disk before the manifest can name it: a node crash cannot lose it
   // The checksum covers the file's bytes as written, so truncation or bit flips are caught.
-  const std::string bytes = read_file(path);
-  return fnv1a(bytes.data(), bytes.size());
+  return file_checksum(path);
 }
 
 void read_shard(const std::string& path, uint64_t expected, std::vector<float>& params, std::vector<float>& m,
                 std::vector<float>& v, std::vector<std::pair<int64_t, int64_t>>& ranges) {
-  const std::string bytes = read_file(path);
-  const uint64_t got = fnv1a(bytes.data(), bytes.size());
+  const uint64_t got = file_checksum(path);
   if (got != expected) {
     throw core::Error(fmt::format("checkpoint shard checksum mismatch: expected {:016x}, file has {:016x}", expected, got))
         .with_file(path).with_hint("the shard is truncated or corrupted; resume=auto falls back to an older checkpoint");
@@ -157,6 +147,7 @@ void finalize_checkpoint(const std::string& tmp_dir, const std::string& final_di
   fs::remove_all(final_dir, ec);  // a same-step checkpoint from an earlier attempt
   fs::rename(tmp_dir, final_dir, ec);
   if (ec) throw core::Error("cannot rename the checkpoint into place").with_file(final_dir).with_library(ec.message());
+  fsync_path(fs::path(final_dir).parent_path().string());  // the rename itself is durable
 }
 
 std::vector<std::string> list_checkpoints(const std::string& dir) {
@@ -198,9 +189,8 @@ std::string verify_checkpoint(const std::string& ckpt_dir) {
       const std::string path = ckpt_dir + "/" + s.at("file").get<std::string>();
       std::error_code ec;
       if (!fs::exists(path, ec)) return path + ": missing shard";
-      const std::string bytes = read_file(path);
       const uint64_t want = std::stoull(s.at("checksum").get<std::string>(), nullptr, 16);
-      if (fnv1a(bytes.data(), bytes.size()) != want) return path + ": checksum mismatch (truncated or corrupted)";
+      if (file_checksum(path) != want) return path + ": checksum mismatch (truncated or corrupted)";
     }
   } catch (const std::exception& e) {
     return e.what();

@@ -50,14 +50,7 @@ void write_attr_int(hid_t obj, const char* name, int64_t value, const std::strin
 
 }  // namespace
 
-uint64_t token_checksum(const void* data, size_t bytes, uint64_t h) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+uint64_t token_checksum(const void* data, size_t bytes, uint64_t h) { return core::fnv1a64(data, bytes, h); }
 
 struct DatasetWriter::Split {
   std::string name;
@@ -235,7 +228,7 @@ void check_shard(const std::string& path, const std::string& dtype, int vocab, S
   // checksum and vocabulary, in blocks (bounded memory)
   const int64_t block = 1 << 20;
   std::vector<unsigned char> bytes;
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = core::kFnv1aOffset;
   for (int64_t start = 0; start < info.tokens; start += block) {
     const int64_t cnt = std::min(block, info.tokens - start);
     bytes.resize(static_cast<size_t>(cnt) * dtype_bytes(dtype));

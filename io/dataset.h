@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/hash.h"
 #include "io/data_source.h"
 #include "io/schedule.h"
 
@@ -111,7 +112,7 @@ class Dataset {
 };
 
 // FNV-1a 64 of a shard's token values as little-endian bytes of its dtype.
-uint64_t token_checksum(const void* data, size_t bytes, uint64_t h = 1469598103934665603ull);
+uint64_t token_checksum(const void* data, size_t bytes, uint64_t h = core::kFnv1aOffset);
 
 // Samples of a dataset (data.source: hdf5), addressed by id in [0, epoch_samples(split)):
 // concat: window w = tokens [w T, w T + T + 1) of the split's stream; documents: document d,

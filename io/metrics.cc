@@ -6,8 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace mt::io {
 
@@ -31,9 +36,39 @@ void write_file_atomic(const std::string& path, const std::string& text) {
     out.flush();
     if (!out) throw core::Error("write failed").with_file(tmp).with_library(std::strerror(errno));
   }
+  fsync_path(tmp);
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) throw core::Error("cannot rename the file into place").with_file(path).with_library(ec.message());
+  const fs::path parent = fs::path(path).parent_path();
+  fsync_path(parent.empty() ? std::string(".") : parent.string());
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw core::Error("cannot open for fsync").with_file(path).with_library(std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  // EINVAL: the file system does not support fsync on this object (some network file systems
+  // for directories): nothing more can be done, and the data was written
+  if (rc != 0 && err != EINVAL) {
+    throw core::Error("fsync failed").with_file(path).with_library(std::strerror(err))
+        .with_hint("the storage may be full or failing; the previous checkpoints are kept");
+  }
+}
+
+uint64_t file_checksum(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw core::Error("cannot open the file").with_file(path).with_library(std::strerror(errno));
+  std::vector<char> buf(4 << 20);  // reused: no first-touch cost per block
+  uint64_t h = core::kFnv1aOffset;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h = core::fnv1a64(buf.data(), static_cast<size_t>(in.gcount()), h);
+  }
+  if (in.bad()) throw core::Error("read failed").with_file(path).with_library(std::strerror(errno));
+  return h;
 }
 
 std::string read_file(const std::string& path) {

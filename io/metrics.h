@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -37,8 +38,13 @@ class MetricsWriter {
 void truncate_metrics(const std::string& dir, int64_t step);
 // Creates the directory (and parents); throws mt::core::Error naming it on failure.
 void ensure_directory(const std::string& dir);
-// Writes `text` to `path` via a temporary file and rename, so readers never see half a file.
+// Writes `text` to `path` via a temporary file, fsync and rename (then fsyncs the directory),
+// so readers never see half a file and a node crash after the call cannot lose it.
 void write_file_atomic(const std::string& path, const std::string& text);
+// fsync(2) of a file or a directory (a directory after renames in it); throws naming it.
+void fsync_path(const std::string& path);
+// FNV-1a 64 of a file's bytes, read in blocks (bounded memory whatever the file's size).
+uint64_t file_checksum(const std::string& path);
 // Reads a whole file (throws with the path on failure).
 std::string read_file(const std::string& path);
 

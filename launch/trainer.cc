@@ -13,6 +13,7 @@
 #include <cblas.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "io/tb_writer.h"
 #include "launch/blas_env.h"
@@ -157,12 +158,7 @@ uint64_t Trainer::param_checksum() const {
     device_->copy(host.data(), params.raw(), n);
     p = host.data();
   }
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
+  return core::fnv1a64(p, n);
 }
 
 // Every dp replica must start from the same parameters: compare checksums across the dp group.

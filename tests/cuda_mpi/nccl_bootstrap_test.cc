@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/hash.h"
 #include "core/error.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/nccl_communicator.h"
@@ -17,12 +18,7 @@ using namespace mt::parallel;
 using mt::core::Error;
 
 namespace {
-uint64_t fnv(const void* p, size_t n) {
-  const auto* b = static_cast<const unsigned char*>(p);
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
-  return h;
-}
+uint64_t fnv(const void* p, size_t n) { return mt::core::fnv1a64(p, n); }
 // Same value on every rank of `c`?
 bool same_everywhere(MPI_Comm c, uint64_t h) {
   uint64_t lo = h, hi = h;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <thread>
 
+#include "core/hash.h"
 #include "core/cuda_device.h"
 #include "core/device.h"
 #include "core/error.h"
@@ -139,9 +140,7 @@ TEST_F(Nccl, AllReduceBitwiseIdenticalAcrossRanks) {
     c->all_reduce(b.dev(), n, DType::F32, ReduceOp::Sum);
     c->synchronize();
     const auto& y = b.download();
-    uint64_t h = 1469598103934665603ULL;
-    const auto* bytes = reinterpret_cast<const unsigned char*>(y.data());
-    for (size_t i = 0; i < n * 4; ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
+    const uint64_t h = mt::core::fnv1a64(y.data(), n * 4);
     uint64_t lo = h, hi = h;
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/hash.h"
 #include "collective_cases.h"
 #include "parallel/mpi_communicator.h"
 
@@ -33,12 +34,7 @@ std::vector<Cfg> configs() {
   return {{"library", library}, {"small_pieces64", small}, {"ring_seg256", ring}, {"default", {}}};
 }
 
-uint64_t fnv(const void* p, size_t n) {
-  const auto* b = static_cast<const unsigned char*>(p);
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
-  return h;
-}
+uint64_t fnv(const void* p, size_t n) { return mt::core::fnv1a64(p, n); }
 
 // Values that need rounding: 1 + small fractions, different on every rank.
 float rough(int r, size_t i) { return 1.0f + std::sin(0.37f * static_cast<float>(i) + 1.3f * r) * 0.25f + 0.01f * r; }

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/hash.h"
 #include "core/error.h"
 #include "mt/build_config.h"
 #include "parallel/communicator.h"
@@ -221,12 +222,7 @@ void all_cases(Communicator& c, const std::string& tag) {
   }
 }
 
-uint64_t fnv(const void* p, size_t n) {
-  const auto* b = static_cast<const unsigned char*>(p);
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
-  return h;
-}
+uint64_t fnv(const void* p, size_t n) { return mt::core::fnv1a64(p, n); }
 
 }  // namespace
 
