@@ -269,19 +269,27 @@ struct NcclState {
     if (r.finished) return true;
     const cudaError_t q = cudaEventQuery(r.done);
     if (q == cudaSuccess) return r.finished = true;
-    // cudaErrorNotReady is a status, not an error: the runtime does not record it as the
-    // thread's last error, so it cannot leak into later cudaGetLastError checks.
     if (q != cudaErrorNotReady) fail(cuda_error(q, "cudaEventQuery in " + where(r.op, r.seq, r.bytes)));
+    clear_not_ready();
     state(where(r.op, r.seq, r.bytes));
     return false;
   }
+
+  // cudaErrorNotReady is a status, not an error, but whether the runtime also leaves it as
+  // the thread's last error is not documented; PyTorch clears it after every query. The CUDA
+  // kernels' launchers return cudaGetLastError() and would report a stale one as their own
+  // launch failure (GradSync polls these events between backward kernels), so clear it here.
+  // Launch errors are checked right after each launch, so nothing else is pending to lose.
+  static void clear_not_ready() { (void)cudaGetLastError(); }
 
   // Forgets completed ops at the front (one stream: they complete in order).
   void prune() {
     while (!inflight.empty()) {
       OpRecord& r = *inflight.front();
       if (!r.finished) {
-        if (cudaEventQuery(r.done) != cudaSuccess) return;  // errors are reported by poll()
+        const cudaError_t q = cudaEventQuery(r.done);
+        if (q == cudaErrorNotReady) clear_not_ready();
+        if (q != cudaSuccess) return;  // errors are reported by poll()
         r.finished = true;
       }
       inflight.pop_front();
