@@ -150,14 +150,16 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
   return 0;
 }
 
-int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world) {
+int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   set_threads(1);
   parallel::AllreduceBenchOptions opt;
   opt.min_bytes = a.min_bytes;
   opt.max_bytes = a.max_bytes;
   opt.iters = a.iters;
   opt.warmup = a.warmup;
-  core::Device& dev = core::get_device(a.device);
+  // "cuda" binds GPU local_rank % (GPUs on the node), as train.device does: get_device("cuda")
+  // would put every rank of a node on cuda:0, where NCCL refuses two ranks on one GPU.
+  core::Device& dev = core::select_device(a.device, env.local_rank(), env.local_size());
   // Host buffers: the world communicator itself (MPI). Device buffers: the device
   // communicator parallel.backend would give the trainer (NCCL, or host staging over MPI).
   auto dcomm = parallel::make_device_communicator(world, dev, a.backend);

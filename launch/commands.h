@@ -34,10 +34,10 @@ struct BenchAllreduceArgs {
   int iters = 20;
   int warmup = 3;
   std::string json_out;  // optional: the rows as JSON
-  std::string device = "cpu";    // cpu | cuda | cuda:N: where the buffers live
+  std::string device = "cpu";    // cpu | cuda | cuda:N: where the buffers live ("cuda": GPU local_rank % GPUs)
   std::string backend = "auto";  // auto | mpi | nccl (device buffers: nccl, or mpi = host staging)
 };
-int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world);
+int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 
 int cmd_bench_sgemm(int threads, parallel::Communicator& world);
 

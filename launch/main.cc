@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   c_bar->add_option("--iters", bar.iters, "timed iterations per size")->capture_default_str();
   c_bar->add_option("--warmup", bar.warmup, "warm-up iterations per size")->capture_default_str();
   c_bar->add_option("--json", bar.json_out, "also write the table as JSON here");
-  c_bar->add_option("--device", bar.device, "where the buffers live: cpu, cuda, cuda:N")->capture_default_str();
+  c_bar->add_option("--device", bar.device, "where the buffers live: cpu, cuda (GPU local_rank % GPUs per node), cuda:N")->capture_default_str();
   c_bar->add_option("--backend", bar.backend, "device buffers: nccl, mpi (host staging) or auto")
       ->check(CLI::IsMember({"auto", "mpi", "nccl"}))
       ->capture_default_str();
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
       if (c_info->parsed()) rc = launch::cmd_info(launch::detect_job(env), info_json);
       else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
-      else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world);
+      else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());

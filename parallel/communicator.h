@@ -45,7 +45,10 @@
 //   polling for asynchronous failures (ncclCommGetAsyncError) and the deadline; failures
 //   surface through Work::error()/wait()/synchronize(), always after ncclCommAbort so that
 //   this rank's kernels stop. abort() maps to ncclCommAbort + MPI_Abort. Pointers are device
-//   pointers; nothing in the caller changes. Host staging (staging_communicator.h) presents
+//   pointers; nothing in the caller changes, except one rule: before the host blocks on the
+//   device (Device::copy, Device::synchronize) behind device-backend ops, call synchronize():
+//   otherwise a dead peer leaves the host in cudaStreamSynchronize with no deadline (Gpt and
+//   GradSync do so). Host staging (staging_communicator.h) presents
 //   a host backend to device pointers: its ops copy device -> pinned host, reduce over MPI and
 //   copy back, so its waits block the host like the MPI backend's.
 // ------------------------------------------------------------------------------------------

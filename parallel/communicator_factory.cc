@@ -104,6 +104,12 @@ std::unique_ptr<Communicator> make_device_communicator(Communicator& host, core:
   NcclOptions opt;
   opt.timeout_s = timeout_s;
   opt.init_timeout_s = std::max(600.0, timeout_s);
+  // GPU-UNVERIFIED: the trainer holds one NCCL communicator per group (dp and tp) on the same
+  // GPU, each with its own stream, and their kernels overlap (dp buckets in flight while the
+  // backward's tp all-reduces run). NCCL documents that concurrent communicators can deadlock
+  // when their kernels are not co-scheduled in the same order on every rank; every rank here
+  // issues them in the same program order from one thread. If a dp x tp run hangs with both
+  // in flight, NCCL_LAUNCH_ORDER_IMPLICIT=1 (NCCL 2.28 reads it) orders launches by host order.
   return std::make_unique<NcclCommunicator>(host, device.index(), device.stream(), opt);
 #else
   if (backend == "nccl")

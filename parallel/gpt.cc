@@ -229,11 +229,20 @@ void Gpt::tp_sum_f32(float* x, int64_t n) {
 void Gpt::tp_max_f32(float* x, int64_t n) {
   if (d_.tp > 1) tp_comm_->all_reduce(x, static_cast<size_t>(n), DType::F32, ReduceOp::Max);
 }
+// On a device communicator (NCCL) all_reduce() only makes the compute stream wait for the op;
+// a host wait on the device (Device::copy, synchronize) behind such an op would block in
+// cudaStreamSynchronize forever if a peer died. synchronize() waits for the ops with the
+// communicator's deadline and asynchronous-error polling (ncclCommAbort, then an Error), so
+// every host wait on the device below is preceded by it. A no-op on host backends.
+void Gpt::sync_tp() {
+  if (d_.tp > 1) tp_comm_->synchronize();
+}
 
 void Gpt::ensure_acts(int B, int T) {
   MT_CHECK(T >= 1 && T <= d_.maxT, "sequence length {} exceeds model.seq_len {}", T, d_.maxT);
   if (B == B_ && T == T_) return;
   core::Device& dev = device();
+  sync_tp();
   dev.synchronize();  // queued work may still use the buffers (and staging memory) replaced here
   B_ = B;
   T_ = T;
@@ -389,6 +398,7 @@ double Gpt::forward(const int32_t* inputs, const int32_t* targets, int B, int T,
   k.xent_loss(losses_.f32(), rowmax_.f32(), sumexp_.f32(), tgt_logit_.f32(), N);
   // the per-token losses to the host (waits for the forward); positions without a target own
   // no logit: their "loss" is meaningless, zero it
+  sync_tp();
   device().copy(losses_host_.data(), losses_.raw(), static_cast<size_t>(N) * sizeof(float));
   double sum = 0.0;
   for (int i = 0; i < N; ++i) {
@@ -484,6 +494,8 @@ void Gpt::backward(float loss_weight, const GradReadyFn& on_ready) {
   ready(wpe_idx());
   k.token_embedding_backward(grad(wte_idx()), dres, tokens, N, C, d_.v_start, d_.Vl);
   ready(wte_idx());
+  // the caller's next host wait on the device (end of step) must not outlive a dead tp peer
+  sync_tp();
 }
 
 }  // namespace mt::parallel

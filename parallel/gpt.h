@@ -173,6 +173,7 @@ class Gpt {
   void tp_sum(void* x, int64_t n);
   void tp_sum_f32(float* x, int64_t n);
   void tp_max_f32(float* x, int64_t n);
+  void sync_tp();  // tp_comm_->synchronize() before a host wait on the device (no-op at tp = 1)
   void init_param(const ParamInfo& p, float* dst, uint64_t seed) const;
 
   core::ModelConfig cfg_;

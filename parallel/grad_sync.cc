@@ -136,6 +136,12 @@ void GradSync::finish() {
     if (!b.work) launch(b);
   const auto t0 = Clock::now();
   for (auto& b : buckets_) b.work->wait();
+  // A device communicator's wait() returns at once (the compute stream waits, not the host);
+  // synchronize() blocks until the collectives are done, under the communicator's deadline
+  // and asynchronous-error polling. Without it the next host wait on the device (the gradient
+  // norm's readback) would hang without a deadline behind a dead peer, and exposed_ms would
+  // read ~0 on NCCL. Host backends have already blocked in wait(): a no-op there.
+  dp_->synchronize();
   const double waited = ms_since(t0);
   exposed_ms_ = waited;
   comm_ms_ += waited;
@@ -168,6 +174,7 @@ void GradSync::gather_params() {
     works.push_back(dp_->iall_gather(base + dp_rank_ * chunk, base, static_cast<size_t>(chunk), DType::F32));
   }
   for (auto& w : works) w->wait();
+  dp_->synchronize();  // as in finish(): the deadline covers the all-gathers
   comm_ms_ += ms_since(t0);
   exposed_ms_ += ms_since(t0);
 }

@@ -202,6 +202,10 @@ struct NcclState {
   }
 
   // ncclCommAbort once: this rank's NCCL kernels stop and its resources are freed.
+  // GPU-UNVERIFIED: that ncclCommAbort returns while this rank's kernel spins on a peer that
+  // never arrives (the late-peer case of tests/cuda_mpi/nccl_communicator_test.cc, Deadline...),
+  // and that the op's completion event then completes, so a compute stream that waits on it
+  // (Work::wait) drains and the Error reaches main (MPI_Abort) instead of a hang.
   void abort_comm(const std::string& reason) {
     if (aborted) return;
     aborted = true;
@@ -269,19 +273,27 @@ struct NcclState {
     if (r.finished) return true;
     const cudaError_t q = cudaEventQuery(r.done);
     if (q == cudaSuccess) return r.finished = true;
-    // cudaErrorNotReady is a status, not an error: the runtime does not record it as the
-    // thread's last error, so it cannot leak into later cudaGetLastError checks.
     if (q != cudaErrorNotReady) fail(cuda_error(q, "cudaEventQuery in " + where(r.op, r.seq, r.bytes)));
+    clear_not_ready();
     state(where(r.op, r.seq, r.bytes));
     return false;
   }
+
+  // cudaErrorNotReady is a status, not an error, but whether the runtime also leaves it as
+  // the thread's last error is not documented; PyTorch clears it after every query. The CUDA
+  // kernels' launchers return cudaGetLastError() and would report a stale one as their own
+  // launch failure (GradSync polls these events between backward kernels), so clear it here.
+  // Launch errors are checked right after each launch, so nothing else is pending to lose.
+  static void clear_not_ready() { (void)cudaGetLastError(); }
 
   // Forgets completed ops at the front (one stream: they complete in order).
   void prune() {
     while (!inflight.empty()) {
       OpRecord& r = *inflight.front();
       if (!r.finished) {
-        if (cudaEventQuery(r.done) != cudaSuccess) return;  // errors are reported by poll()
+        const cudaError_t q = cudaEventQuery(r.done);
+        if (q == cudaErrorNotReady) clear_not_ready();
+        if (q != cudaSuccess) return;  // errors are reported by poll()
         r.finished = true;
       }
       inflight.pop_front();
@@ -623,6 +635,9 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   ncclConfig_t cfg = nonblocking_config(child->name);
   const std::string what = fmt::format("ncclCommSplit(color={}, key={}) in {}", color, key, s.where("split", seq, 0));
   ncclComm_t nc = nullptr;
+  // GPU-UNVERIFIED: a nonblocking split is polled on the parent and on the child (NCCL's
+  // documented rule is the child); that NOCOLOR ranks get nc == nullptr with the parent back
+  // to ncclSuccess, and a split in which every rank passes NOCOLOR (SplitEvenOddAndBarrier).
   const ncclResult_t rc = ncclCommSplit(s.comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &nc, &cfg);
   if (rc != ncclSuccess && rc != ncclInProgress) s.fail(nccl_error(rc, what));
   child->comm = nc;  // the child's state frees it if anything below throws

@@ -22,8 +22,10 @@ namespace mt::testing {
     ASSERT_EQ(rc_, cudaSuccess) << #call << ": " << cudaGetErrorName(rc_) << " " << cudaGetErrorString(rc_); \
   } while (0)
 
-// Device memory through the legacy default stream (cudaMemcpy is ordered after it, which is
-// the compute stream the tests give the communicator).
+// Device memory through the legacy default stream. upload() waits for that stream: a
+// cudaMemcpy from pageable memory returns once the bytes are staged, before the DMA to the
+// device is done, and a communicator whose compute stream is not the legacy one (the factory
+// test hands it the CUDA device's non-blocking stream) would otherwise read the buffer early.
 class CudaMem final : public Mem {
  public:
   void* alloc(size_t bytes) override {
@@ -33,12 +35,15 @@ class CudaMem final : public Mem {
     return p;
   }
   void free(void* p) override { cudaFree(p); }
-  void upload(void* d, const void* s, size_t n) override { check(cudaMemcpy(d, s, n, cudaMemcpyHostToDevice)); }
+  void upload(void* d, const void* s, size_t n) override {
+    check(cudaMemcpy(d, s, n, cudaMemcpyHostToDevice));
+    check(cudaStreamSynchronize(nullptr));
+  }
   void download(void* d, const void* s, size_t n) override { check(cudaMemcpy(d, s, n, cudaMemcpyDeviceToHost)); }
 
  private:
   static void check(cudaError_t rc) {
-    if (rc != cudaSuccess) throw std::runtime_error(std::string("cudaMemcpy: ") + cudaGetErrorString(rc));
+    if (rc != cudaSuccess) throw std::runtime_error(std::string("cudaMemcpy/cudaStreamSynchronize: ") + cudaGetErrorString(rc));
   }
 };
 

@@ -18,6 +18,11 @@
 // for doc_ids. Scores are computed exactly as in the forward in both backward kernels (same
 // dot-product order), so P matches the forward's softmax.
 // Launch: 4 warps (4 consecutive rows of one head, sharing K/V in cache) per 128-thread block.
+// GPU-UNVERIFIED (speed): each lane computes whole q.k dot products on CUDA cores, reading its
+// own key row 2 bytes at a time; at GPT-2 small sizes (T = 1024, HS = 64) a rough L1-traffic
+// estimate puts forward + backward at several times the step's matmul time, so bench step's
+// MFU will be far below the cuBLASLt matmuls' until the cuDNN seam (or a tiled tensor-core
+// kernel) replaces it. Measure with `bench step` before drawing conclusions.
 //
 // NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc compares it with the CPU reference
 // (with and without doc_ids, odd T and head sizes) where a GPU is.

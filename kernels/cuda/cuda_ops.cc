@@ -27,6 +27,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/cuda/attention_cudnn.h"
+#include "kernels/cuda/gemm_args.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/matmul.h"
 
@@ -98,7 +99,9 @@ class CudaOps final : public Ops {
       return;
     }
     // out^T (OC x N, col-major) = W (stored C x OC col-major)^T * inp^T (C x N col-major)
-    const bool fused = mm_.run(true, false, OC, N, C, weight, C, inp, C, out, OC, dt_, dt_, false, bias);
+    const cuda::GemmArgs g = cuda::linear_forward_args(N, C, OC);
+    const bool fused = mm_.run(g.trans_a, g.trans_b, g.m, g.n, g.k, weight, g.lda, inp, g.ldb, out, g.ldd, dt_, dt_,
+                               false, bias);
     if (!fused) add_bias(out, bias, N, OC);
   }
   void matmul_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* inp,
@@ -107,9 +110,16 @@ class CudaOps final : public Ops {
     if (N == 0 || OC == 0) return;
     if (C > 0) {
       // dinp^T (C x N) += W^T (C x OC, = W stored row-major (OC, C)) * dout^T (OC x N)
-      if (dinp) mm_.run(false, false, C, N, OC, weight, C, dout, OC, dinp, C, dt_, dt_, true, nullptr);
+      if (dinp) {
+        const cuda::GemmArgs g = cuda::linear_dinp_args(N, C, OC);
+        mm_.run(g.trans_a, g.trans_b, g.m, g.n, g.k, weight, g.lda, dout, g.ldb, dinp, g.ldd, dt_, dt_, true, nullptr);
+      }
       // dweight^T (C x OC) += inp^T (C x N) * dout (N x OC); fp32 output from working inputs
-      if (dweight) mm_.run(false, true, C, OC, N, inp, C, dout, OC, dweight, C, dt_, Dt::F32, true, nullptr);
+      if (dweight) {
+        const cuda::GemmArgs g = cuda::linear_dweight_args(N, C, OC);
+        mm_.run(g.trans_a, g.trans_b, g.m, g.n, g.k, inp, g.lda, dout, g.ldb, dweight, g.ldd, dt_, Dt::F32, true,
+                nullptr);
+      }
     }
     if (dbias) bias_backward(dbias, dout, N, OC);
   }

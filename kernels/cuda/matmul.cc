@@ -124,6 +124,12 @@ LtMatmul::Plan& LtMatmul::plan(const Key& key, bool trans_a, bool trans_b, int m
     }
   }
   if (!found) found = query();
+  // GPU-UNVERIFIED: that cuBLASLt 13 on sm_90 offers an algorithm for bf16 operands whose
+  // pointers are only 2-byte aligned (views at odd offsets of the flat parameter buffer when
+  // n_embd is not a multiple of 128) or whose leading dimension is not a multiple of 8
+  // elements (the odd shapes of tests/cuda/cuda_ops_test.cc: C = 3, 20), and the bias
+  // epilogue with such a bias pointer. If it has none, this error names the product; the
+  // GPT-2 sizes (n_embd % 128 == 0) give 256-byte aligned operands throughout.
   if (!found) {
     throw core::Error(fmt::format("cuBLASLt has no algorithm for a {}x{}x{} product (trans {}{}, {} inputs, {} output, "
                                   "alignments A {} B {} D {} bytes)",

@@ -7,7 +7,7 @@
 //   sum_squares: kSsqBlocks(n) blocks x 256 threads, double accumulation; block partials to
 //                scratch; one block adds them.
 //   column sums: the (N, OC) input is cut into chunks of kRowsPerChunk rows; block (x, y)
-//                sums channels [32x, 32x+32) over chunk y with 32 x 8 threads (8 row phases,
+//                sums channels [32y, 32y+32) over chunk x with 32 x 8 threads (8 row phases,
 //                combined in phase order); a finish kernel adds the chunk partials in chunk
 //                order into the fp32 output (+=).
 //

@@ -88,6 +88,9 @@ TEST_P(CudaTraining, TwentyStepsMatchTheCpu) {
   const TrainRun cpu = train(nullptr, 20);
   const TrainRun gpu = train(ops.get(), 20);
   ASSERT_EQ(cpu.losses.size(), gpu.losses.size());
+  // GPU-UNVERIFIED: the bf16 bounds (3e-2 on the loss over 20 steps, 3e-2 on the step-0
+  // gradient norm difference) are estimates (bf16 rounding ~2^-9 per stored activation over
+  // ~10 ops per layer), not measurements; fp32 should agree to ~1e-5.
   const double rtol = bf16 ? 3e-2 : 1e-3;
   for (size_t i = 0; i < cpu.losses.size(); ++i) {
     EXPECT_NEAR(gpu.losses[i], cpu.losses[i], rtol * cpu.losses[i]) << "step " << i;

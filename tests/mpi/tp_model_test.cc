@@ -6,9 +6,13 @@
 //    all-reduces), never materialising the full logits on one rank;
 //  - every parameter's gradient slice (embedding, each block's norms, QKV, attention
 //    projection, MLP, final norm) agrees with the full gradient within 1e-5 relative (norm).
+// And that Gpt and GradSync call synchronize() on their communicator after their last
+// collective, before they (or the trainer right after them) block the host on the device:
+// on NCCL that is where the deadline and the asynchronous-error polling live.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -16,6 +20,7 @@
 #include "core/error.h"
 #include "parallel/communicator.h"
 #include "parallel/gpt.h"
+#include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 
 using namespace mt::parallel;
@@ -119,6 +124,92 @@ TEST(TensorParallel, TpWorldMatchesFullModel) {
   auto world = make_world_communicator("mpi");
   if (world->size() == 2) GTEST_SKIP() << "same as Tp2 at np 2";
   check_tp(*world, world->size());
+}
+
+// A real communicator that logs its calls: 'c' per collective issued, 's' per synchronize().
+class Recording final : public Communicator {
+ public:
+  explicit Recording(Communicator& inner) : inner_(inner) { set_name(inner.name()); }
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  std::string backend_name() const override { return inner_.backend_name(); }
+  std::shared_ptr<Work> iall_reduce(void* b, size_t n, DType t, ReduceOp op) override {
+    log += 'c';
+    return inner_.iall_reduce(b, n, t, op);
+  }
+  std::shared_ptr<Work> ireduce_scatter(const void* s, void* r, size_t n, DType t, ReduceOp op) override {
+    log += 'c';
+    return inner_.ireduce_scatter(s, r, n, t, op);
+  }
+  std::shared_ptr<Work> iall_gather(const void* s, void* r, size_t n, DType t) override {
+    log += 'c';
+    return inner_.iall_gather(s, r, n, t);
+  }
+  std::shared_ptr<Work> ibroadcast(void* b, size_t n, DType t, int root) override {
+    log += 'c';
+    return inner_.ibroadcast(b, n, t, root);
+  }
+  void barrier() override { inner_.barrier(); }
+  void synchronize() override {
+    log += 's';
+    inner_.synchronize();
+  }
+  std::unique_ptr<Communicator> split(int, int) override { throw mt::core::Error("not used"); }
+  [[noreturn]] void abort(int code) override {
+    inner_.abort(code);
+    std::abort();  // not reached
+  }
+  // true if collectives were issued and a synchronize() followed the last one
+  bool synced_after_last_collective() const {
+    const size_t c = log.rfind('c');
+    return c != std::string::npos && log.find('s', c) != std::string::npos;
+  }
+  std::string log;
+
+ private:
+  Communicator& inner_;
+};
+
+TEST(TensorParallel, HostWaitsOnTheDeviceComeAfterASynchronize) {
+  auto world = make_world_communicator("mpi");
+  mt::core::ModelConfig cfg;
+  cfg.n_layer = 1;
+  cfg.n_head = 2;
+  cfg.n_embd = 16;
+  cfg.vocab_size = 30;
+  cfg.seq_len = 4;
+  const int B = 2, T = 4;
+  std::vector<int32_t> x(B * T), y(B * T);
+  for (int i = 0; i < B * T; ++i) x[i] = (i * 7) % 30, y[i] = (i * 11 + 3) % 30;
+  {  // tp = 2: forward's loss readback, end of backward
+    MeshComms comms = make_mesh_comms(*world, Mesh(world->size(), world->size() / 2, 2));
+    Recording tp(*comms.tp);
+    Gpt part(cfg, 2, comms.tp->rank(), &tp);
+    part.init_weights(5);
+    part.forward(x.data(), y.data(), B, T);
+    EXPECT_TRUE(tp.synced_after_last_collective()) << "forward: " << tp.log;
+    tp.log.clear();
+    part.backward(1.0f / (B * T));
+    EXPECT_TRUE(tp.synced_after_last_collective()) << "backward: " << tp.log;
+  }
+  for (bool zero1 : {false, true}) {  // data parallel over the world: finish(), gather_params()
+    Recording dp(*world);
+    const int64_t align = GradSync::flat_alignment(world->size());
+    Gpt model(cfg, 1, 0, nullptr, align);
+    model.init_weights(5);
+    GradSync sync(&dp, model.params_info(), model.num_local_params(), /*bucket_mb=*/0.001, zero1);
+    model.zero_grads();
+    model.forward(x.data(), y.data(), B, T);
+    sync.begin(model.grads().f32(), model.params().f32());
+    model.backward(1.0f / (B * T), [&](int i) { sync.on_grad_ready(i); });
+    sync.finish();
+    EXPECT_TRUE(dp.synced_after_last_collective()) << "finish (zero1 " << zero1 << "): " << dp.log;
+    if (zero1) {
+      dp.log.clear();
+      sync.gather_params();
+      EXPECT_TRUE(dp.synced_after_last_collective()) << "gather_params: " << dp.log;
+    }
+  }
 }
 
 TEST(TensorParallel, InvalidLayoutsAreClearErrors) {
