@@ -45,6 +45,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "parallel/buffer_pool.h"
 #include "parallel/mpi_env.h"
 
 namespace mt::parallel {
@@ -198,78 +199,13 @@ MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base) {
 
 namespace detail {
 
-// Scratch buffers kept for the life of the engine and reused: fresh pages are slow here.
-// A lease takes the smallest free buffer that fits, else grows a free one, else adds one.
-class ScratchPool {
- public:
-  struct Buf {
-    std::byte* data = nullptr;
-    size_t cap = 0;
-    bool used = false;
-  };
-  class Lease {
-   public:
-    Lease() = default;
-    explicit Lease(Buf* b) : buf_(b) {}
-    Lease(Lease&& o) noexcept : buf_(o.buf_) { o.buf_ = nullptr; }
-    Lease& operator=(Lease&& o) noexcept {
-      if (this != &o) {
-        reset();
-        buf_ = o.buf_;
-        o.buf_ = nullptr;
-      }
-      return *this;
-    }
-    ~Lease() { reset(); }
-    void reset() {
-      if (buf_) buf_->used = false;
-      buf_ = nullptr;
-    }
-    std::byte* data() const { return buf_ ? buf_->data : nullptr; }
-
-   private:
-    Buf* buf_ = nullptr;
-  };
-
-  ~ScratchPool() {
-    for (auto& b : bufs_) std::free(b->data);
-  }
-
-  Lease acquire(size_t bytes) {
-    bytes = std::max<size_t>(bytes, kScratchAlign);
-    Buf* best = nullptr;
-    Buf* largest_free = nullptr;
-    for (auto& b : bufs_) {
-      if (b->used) continue;
-      if (b->cap >= bytes && (!best || b->cap < best->cap)) best = b.get();
-      if (!largest_free || b->cap > largest_free->cap) largest_free = b.get();
-    }
-    if (!best) {
-      best = largest_free;
-      if (!best) {
-        bufs_.push_back(std::make_unique<Buf>());
-        best = bufs_.back().get();
-      }
-      size_t cap = 64u << 10;
-      while (cap < bytes) cap *= 2;  // virtual size only: untouched pages cost nothing
-      std::free(best->data);
-      best->data = static_cast<std::byte*>(std::aligned_alloc(kScratchAlign, cap));
-      best->cap = best->data ? cap : 0;
-      if (!best->data) MT_FAIL("cannot allocate {} bytes of communication scratch", cap);
-    }
-    best->used = true;
-    return Lease(best);
-  }
-
-  size_t total_bytes() const {
-    size_t s = 0;
-    for (auto& b : bufs_) s += b->cap;
-    return s;
-  }
-
- private:
-  std::vector<std::unique_ptr<Buf>> bufs_;
-};
+// The engine's scratch: plain 64-byte-aligned host memory (capacities are powers of two
+// >= 64 KiB, so multiples of the alignment).
+void* alloc_scratch(size_t bytes) {
+  void* p = std::aligned_alloc(kScratchAlign, bytes);
+  if (!p) MT_FAIL("cannot allocate {} bytes of communication scratch", bytes);
+  return p;
+}
 
 class MpiOp;
 
@@ -284,11 +220,12 @@ class MpiEngine {
   }
   size_t outstanding(MPI_Comm c) const;
   size_t outstanding() const { return active_.size(); }
-  ScratchPool& pool() { return pool_; }
+  BufferPool& pool() { return pool_; }
 
  private:
   std::vector<std::shared_ptr<MpiOp>> active_;
-  ScratchPool pool_;
+  // Reused for the life of the engine: fresh pages are slow here (buffer_pool.h).
+  BufferPool pool_{alloc_scratch, [](void* p) { std::free(p); }};
 };
 
 // What an operation is, for error messages (formatted only when an error happens).
@@ -390,7 +327,7 @@ class NativeOp final : public MpiOp {
   using MpiOp::MpiOp;
   std::vector<MPI_Request> reqs;
   std::function<void()> on_done;  // Avg division, copy out of scratch
-  ScratchPool::Lease scratch;
+  BufferPool::Lease scratch;
 
   // After `rc = MPI_Ixxx(..., &q)` returned (not as one expression: argument evaluation order
   // is unspecified). Throws at issue time, so bad arguments surface in the caller.
@@ -530,7 +467,7 @@ class RdOp final : public P2pOp {
   std::vector<Step> steps_;
   size_t step_ = 0;
   bool in_step_ = false;
-  ScratchPool::Lease scratch_;
+  BufferPool::Lease scratch_;
   std::byte* staging_ = nullptr;
 };
 
@@ -685,7 +622,7 @@ class RingOp final : public P2pOp {
   size_t count_;
   int r_, p_, left_ = 0, right_ = 0;
   size_t bs_ = 0, total_ = 0, seg_ = 0;
-  ScratchPool::Lease scratch_;
+  BufferPool::Lease scratch_;
   std::byte* staging_ = nullptr;
   std::byte* acc_[2] = {nullptr, nullptr};
 
