@@ -46,6 +46,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "parallel/buffer_pool.h"
+#include "parallel/collective_args.h"
 #include "parallel/mpi_engine.h"
 #include "parallel/mpi_env.h"
 
@@ -78,12 +79,6 @@ MPI_Datatype mpi_type(DType t) {
 }
 
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::Max ? MPI_MAX : MPI_SUM; }
-
-bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
-  const auto* pa = static_cast<const std::byte*>(a);
-  const auto* pb = static_cast<const std::byte*>(b);
-  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
-}
 
 }  // namespace
 
@@ -184,15 +179,6 @@ using detail::OpInfo;
 using detail::RingKind;
 using detail::divide;
 
-namespace {
-void check_reduce_args(const char* op_name, DType dt, ReduceOp op) {
-  if (op == ReduceOp::Avg && !is_floating(dt))
-    throw core::Error(fmt::format("{} with op avg needs a floating-point dtype, got {}", op_name, dtype_name(dt)))
-        .with_hint("use sum and divide yourself, or reduce in f64")
-        .with_where(__FILE__, __LINE__);
-}
-}  // namespace
-
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, MpiCommOptions opt) : opt_(opt) {
   MT_CHECK(MpiEnv::active(), "the MPI communicator '{}' needs MPI initialised (create a parallel::MpiEnv first)",
            name);
@@ -238,7 +224,7 @@ uint32_t MpiCommunicator::next_tag() {
 }
 
 std::shared_ptr<Work> MpiCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  check_reduce_args("all_reduce", dtype, op);
+  check_reduce_op("all_reduce", dtype, op);
   const size_t bytes = count * dtype_size(dtype);
   const uint32_t tag = next_tag();
   if (count == 0 || size_ == 1) {  // Avg over one rank: x / 1 == x
@@ -271,7 +257,7 @@ std::shared_ptr<Work> MpiCommunicator::iall_reduce(void* buf, size_t count, DTyp
 
 std::shared_ptr<Work> MpiCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
                                                        ReduceOp op) {
-  check_reduce_args("reduce_scatter", dtype, op);
+  check_reduce_op("reduce_scatter", dtype, op);
   const size_t es = dtype_size(dtype);
   const size_t block = recv_count * es, bytes = block * size_;
   const uint32_t tag = next_tag();
@@ -279,11 +265,7 @@ std::shared_ptr<Work> MpiCommunicator::ireduce_scatter(const void* send, void* r
     engine_->progress();
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", name());
-  const void* own = static_cast<const std::byte*>(send) + rank_ * block;
-  const bool in_place = recv == own;
-  MT_CHECK(in_place || !overlaps(send, bytes, recv, block),
-           "reduce_scatter: recv overlaps send; the only overlap allowed is recv == send + rank * recv_count");
+  const bool in_place = check_reduce_scatter_buffers(send, recv, block, rank_, size_, name());
   if (size_ == 1) {
     if (!in_place) std::memcpy(recv, send, block);
     engine_->progress();
@@ -322,11 +304,8 @@ std::shared_ptr<Work> MpiCommunicator::iall_gather(const void* send, void* recv,
     engine_->progress();
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(send && recv, "all_gather on communicator '{}' got a null buffer", name());
+  const bool in_place = check_all_gather_buffers(send, recv, block, rank_, size_, name());
   std::byte* own = static_cast<std::byte*>(recv) + rank_ * block;
-  const bool in_place = send == own;
-  MT_CHECK(in_place || !overlaps(send, block, recv, bytes),
-           "all_gather: send overlaps recv; the only overlap allowed is send == recv + rank * send_count");
   OpInfo info{"all_gather", bytes, dtype, -1, -1, name(), rank_, size_, comm_};
   if (size_ == 1 || large(bytes, send_count) || opt_.small_algorithm == SmallAlgorithm::Framework) {
     if (!in_place) std::memcpy(own, send, block);
@@ -353,10 +332,7 @@ std::shared_ptr<Work> MpiCommunicator::iall_gather(const void* send, void* recv,
 std::shared_ptr<Work> MpiCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
   const size_t bytes = count * dtype_size(dtype);
   next_tag();
-  if (root < 0 || root >= size_)
-    throw core::Error(fmt::format("broadcast root {} is out of range for communicator '{}' of size {}", root,
-                                  name(), size_))
-        .with_where(__FILE__, __LINE__);
+  check_broadcast_root(root, size_, name());
   if (count == 0 || size_ == 1) {
     engine_->progress();
     return std::make_shared<CompletedWork>();

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "parallel/buffer_pool.h"
+#include "parallel/collective_args.h"
 
 namespace mt::parallel {
 
@@ -117,14 +118,6 @@ std::exception_ptr StagingEngine::wait_all() {
 using detail::StagingEngine;
 using detail::StagingWork;
 
-namespace {
-bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
-  const auto* pa = static_cast<const std::byte*>(a);
-  const auto* pb = static_cast<const std::byte*>(b);
-  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
-}
-}  // namespace
-
 StagingCommunicator::StagingCommunicator(Communicator& host, core::Device& device)
     : StagingCommunicator(nullptr, &host, device, std::make_shared<StagingEngine>(device)) {}
 
@@ -186,10 +179,7 @@ std::shared_ptr<Work> StagingCommunicator::ireduce_scatter(const void* send, voi
   engine_->progress();
   const size_t block = recv_count * dtype_size(dtype), bytes = block * size();
   if (recv_count == 0) return host_->ireduce_scatter(nullptr, nullptr, 0, dtype, op);
-  MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", name());
-  const bool in_place = recv == static_cast<const std::byte*>(send) + rank() * block;
-  MT_CHECK(in_place || !overlaps(send, bytes, recv, block),
-           "reduce_scatter: recv overlaps send; the only overlap allowed is recv == send + rank * recv_count");
+  check_reduce_scatter_buffers(send, recv, block, rank(), size(), name());
   // On the host always the in-place form: one buffer of size() blocks, the result in block rank().
   auto lease = engine_->pool.acquire(bytes);
   std::byte* h = lease.data();
@@ -205,10 +195,7 @@ std::shared_ptr<Work> StagingCommunicator::iall_gather(const void* send, void* r
   engine_->progress();
   const size_t block = send_count * dtype_size(dtype), bytes = block * size();
   if (send_count == 0) return host_->iall_gather(nullptr, nullptr, 0, dtype);
-  MT_CHECK(send && recv, "all_gather on communicator '{}' got a null buffer", name());
-  const bool in_place = send == static_cast<const std::byte*>(recv) + rank() * block;
-  MT_CHECK(in_place || !overlaps(send, block, recv, bytes),
-           "all_gather: send overlaps recv; the only overlap allowed is send == recv + rank * send_count");
+  check_all_gather_buffers(send, recv, block, rank(), size(), name());
   auto lease = engine_->pool.acquire(bytes);
   std::byte* h = lease.data();
   std::byte* own = h + rank() * block;
