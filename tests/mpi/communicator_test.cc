@@ -58,6 +58,16 @@ std::unique_ptr<MpiCommunicator> make(const Cfg& c) {
   return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, c.name, c.opt);
 }
 
+// Every case of collective_cases.h for dtype T, under every configuration.
+template <class T>
+void all_cases_every_config() {
+  HostMem mem;
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    all_cases<T>(*c, mem, cfg.name);
+  }
+}
+
 uint64_t fnv(const void* p, size_t n) { return mt::core::fnv1a64(p, n); }
 
 }  // namespace
@@ -78,34 +88,10 @@ TEST(Communicator, Basics) {
   EXPECT_EQ(dtype_size(DType::I64), 8u);
 }
 
-TEST(Communicator, AllCollectivesF32) {
-  HostMem mem;
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<float>(*c, mem, cfg.name);
-  }
-}
-TEST(Communicator, AllCollectivesF64) {
-  HostMem mem;
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<double>(*c, mem, cfg.name);
-  }
-}
-TEST(Communicator, AllCollectivesI32) {
-  HostMem mem;
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<int32_t>(*c, mem, cfg.name);
-  }
-}
-TEST(Communicator, AllCollectivesI64) {
-  HostMem mem;
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<int64_t>(*c, mem, cfg.name);
-  }
-}
+TEST(Communicator, AllCollectivesF32) { all_cases_every_config<float>(); }
+TEST(Communicator, AllCollectivesF64) { all_cases_every_config<double>(); }
+TEST(Communicator, AllCollectivesI32) { all_cases_every_config<int32_t>(); }
+TEST(Communicator, AllCollectivesI64) { all_cases_every_config<int64_t>(); }
 
 TEST(Communicator, ZeroSizeCompletesAtOnce) {
   for (const auto& cfg : configs()) {
