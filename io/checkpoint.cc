@@ -4,9 +4,7 @@
 #include <hdf5.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
 #include "io/h5_util.h"
