@@ -56,17 +56,6 @@ namespace {
 
 constexpr size_t kScratchAlign = 64;
 
-std::string mpi_error_string(int code) {
-  char buf[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  std::string s;
-  if (MPI_Error_string(code, buf, &len) == MPI_SUCCESS) s.assign(buf, static_cast<size_t>(len));
-  else s = "unknown MPI error";
-  int cls = 0;
-  if (MPI_Error_class(code, &cls) == MPI_SUCCESS) s += fmt::format(" (MPI error code {}, class {})", code, cls);
-  return s;
-}
-
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
     case DType::F32: return MPI_FLOAT;
