@@ -4,11 +4,10 @@
 #include <hdf5.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
+#include "io/h5_util.h"
 #include "io/metrics.h"
 
 namespace mt::io {
@@ -17,20 +16,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Closes an HDF5 handle at scope exit.
-struct H5Handle {
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~H5Handle() {
-    if (id >= 0) close(id);
-  }
-};
-
-void check_h5(herr_t rc, const char* what, const std::string& file) {
-  if (rc < 0) {
-    throw core::Error(fmt::format("HDF5 call {} failed", what)).with_file(file)
-        .with_hint("check free disk space and permissions of the checkpoint directory");
-  }
+// Every HDF5 failure on a checkpoint shard carries the same hint.
+void check_h5(herr_t rc, const char* call, const std::string& file) {
+  h5check(rc, call, file, "check free disk space and permissions of the checkpoint directory");
 }
 
 void write_f32(hid_t file, const char* name, const float* data, int64_t n, const std::string& path) {

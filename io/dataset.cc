@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/h5_util.h"
 #include "io/markov_source.h"
 #include "io/metrics.h"
 #include "io/shard_reader.h"
@@ -19,31 +20,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct H5 {  // closes an HDF5 handle at scope exit
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~H5() {
-    if (id >= 0) close(id);
-  }
-};
-void h5check(herr_t rc, const char* call, const std::string& file) {
-  if (rc < 0) throw core::Error(fmt::format("HDF5 call {} failed", call)).with_file(file);
-}
 hid_t file_type(const std::string& dtype) { return dtype == "uint32" ? H5T_STD_U32LE : H5T_STD_U16LE; }
 hid_t mem_type(const std::string& dtype) { return dtype == "uint32" ? H5T_NATIVE_UINT32 : H5T_NATIVE_UINT16; }
 size_t dtype_bytes(const std::string& dtype) { return dtype == "uint32" ? 4 : 2; }
 
 void write_attr_string(hid_t obj, const char* name, const std::string& value, const std::string& file) {
-  H5 type{H5Tcopy(H5T_C_S1), H5Tclose};
+  H5Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
   H5Tset_size(type.id, value.size() + 1);
-  H5 space{H5Screate(H5S_SCALAR), H5Sclose};
-  H5 a{H5Acreate2(obj, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  H5Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  H5Handle a{H5Acreate2(obj, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   h5check(a.id, "H5Acreate2", file);
   h5check(H5Awrite(a.id, type.id, value.c_str()), "H5Awrite", file);
 }
 void write_attr_int(hid_t obj, const char* name, int64_t value, const std::string& file) {
-  H5 space{H5Screate(H5S_SCALAR), H5Sclose};
-  H5 a{H5Acreate2(obj, name, H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  H5Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  H5Handle a{H5Acreate2(obj, name, H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   h5check(a.id, "H5Acreate2", file);
   h5check(H5Awrite(a.id, H5T_NATIVE_INT64, &value), "H5Awrite", file);
 }
@@ -105,20 +96,20 @@ void DatasetWriter::flush_shard(Split& s) {
   }
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   {
-    H5 f{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+    H5Handle f{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
     h5check(f.id, "H5Fcreate", tmp);
     hsize_t n[1] = {s.tokens.size()};
-    H5 space{H5Screate_simple(1, n, nullptr), H5Sclose};
-    H5 dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+    H5Handle space{H5Screate_simple(1, n, nullptr), H5Sclose};
+    H5Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
     hsize_t chunk[1] = {std::min<hsize_t>(n[0], static_cast<hsize_t>(opt_.chunk_tokens))};
     H5Pset_chunk(dcpl.id, 1, chunk);
     if (opt_.compress) H5Pset_deflate(dcpl.id, 4);
-    H5 ds{H5Dcreate2(f.id, "tokens", file_type(opt_.dtype), space.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT), H5Dclose};
+    H5Handle ds{H5Dcreate2(f.id, "tokens", file_type(opt_.dtype), space.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT), H5Dclose};
     h5check(ds.id, "H5Dcreate2(tokens)", tmp);
     h5check(H5Dwrite(ds.id, mem_type(opt_.dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()), "H5Dwrite(tokens)", tmp);
     hsize_t nd[1] = {s.doc_offsets.size()};
-    H5 dspace{H5Screate_simple(1, nd, nullptr), H5Sclose};
-    H5 dd{H5Dcreate2(f.id, "doc_offsets", H5T_STD_U64LE, dspace.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+    H5Handle dspace{H5Screate_simple(1, nd, nullptr), H5Sclose};
+    H5Handle dd{H5Dcreate2(f.id, "doc_offsets", H5T_STD_U64LE, dspace.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
     h5check(dd.id, "H5Dcreate2(doc_offsets)", tmp);
     h5check(H5Dwrite(dd.id, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.doc_offsets.data()), "H5Dwrite", tmp);
     write_attr_int(f.id, "format_version", kDatasetFormatVersion, tmp);
@@ -186,17 +177,17 @@ const char* int_type_name(hid_t t) {
 // vocabulary. Throws Error naming the shard.
 void check_shard(const std::string& path, const std::string& dtype, int vocab, ShardInfo& info, bool verify,
                  std::vector<int64_t>& starts) {
-  H5 f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  H5Handle f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
   if (f.id < 0) throw core::Error("unreadable or truncated shard (HDF5 cannot open it)").with_file(path);
-  H5 ds{H5Dopen2(f.id, "tokens", H5P_DEFAULT), H5Dclose};
+  H5Handle ds{H5Dopen2(f.id, "tokens", H5P_DEFAULT), H5Dclose};
   if (ds.id < 0) throw core::Error("shard has no 'tokens' dataset").with_file(path);
-  H5 type{H5Dget_type(ds.id), H5Tclose};
+  H5Handle type{H5Dget_type(ds.id), H5Tclose};
   if (H5Tget_class(type.id) != H5T_INTEGER || H5Tget_sign(type.id) != H5T_SGN_NONE ||
       H5Tget_size(type.id) != dtype_bytes(dtype)) {
     throw core::Error(fmt::format("the shard's tokens are stored as {}, the manifest says {}", int_type_name(type.id),
                                   dtype)).with_file(path).with_hint("rebuild the dataset with `meshtrain prep`");
   }
-  H5 space{H5Dget_space(ds.id), H5Sclose};
+  H5Handle space{H5Dget_space(ds.id), H5Sclose};
   hsize_t n[1] = {0};
   if (H5Sget_simple_extent_ndims(space.id) != 1) throw core::Error("the shard's 'tokens' is not 1-D").with_file(path);
   H5Sget_simple_extent_dims(space.id, n, nullptr);
@@ -204,9 +195,9 @@ void check_shard(const std::string& path, const std::string& dtype, int vocab, S
     throw core::Error(fmt::format("shard holds {} tokens, the manifest says {}", n[0], info.tokens)).with_file(path);
   }
   // document boundaries: docs + 1 non-decreasing offsets from 0 to the token count
-  H5 dd{H5Dopen2(f.id, "doc_offsets", H5P_DEFAULT), H5Dclose};
+  H5Handle dd{H5Dopen2(f.id, "doc_offsets", H5P_DEFAULT), H5Dclose};
   if (dd.id < 0) throw core::Error("shard has no 'doc_offsets' dataset").with_file(path);
-  H5 dspace{H5Dget_space(dd.id), H5Sclose};
+  H5Handle dspace{H5Dget_space(dd.id), H5Sclose};
   hsize_t nd[1] = {0};
   H5Sget_simple_extent_dims(dspace.id, nd, nullptr);
   if (static_cast<int64_t>(nd[0]) != info.docs + 1) {
@@ -232,9 +223,9 @@ void check_shard(const std::string& path, const std::string& dtype, int vocab, S
   for (int64_t start = 0; start < info.tokens; start += block) {
     const int64_t cnt = std::min(block, info.tokens - start);
     bytes.resize(static_cast<size_t>(cnt) * dtype_bytes(dtype));
-    H5 fs{H5Dget_space(ds.id), H5Sclose};
+    H5Handle fs{H5Dget_space(ds.id), H5Sclose};
     hsize_t s0[1] = {static_cast<hsize_t>(start)}, c0[1] = {static_cast<hsize_t>(cnt)};
-    H5 ms{H5Screate_simple(1, c0, nullptr), H5Sclose};
+    H5Handle ms{H5Screate_simple(1, c0, nullptr), H5Sclose};
     h5check(H5Sselect_hyperslab(fs.id, H5S_SELECT_SET, s0, nullptr, c0, nullptr), "H5Sselect_hyperslab", path);
     h5check(H5Dread(ds.id, mem_type(dtype), ms.id, fs.id, H5P_DEFAULT, bytes.data()), "H5Dread(tokens)", path);
     h = token_checksum(bytes.data(), bytes.size(), h);

@@ -11,18 +11,9 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "io/h5_util.h"
 
 namespace mt::io {
-
-namespace {
-struct H5 {  // closes an HDF5 handle at scope exit
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~H5() {
-    if (id >= 0) close(id);
-  }
-};
-}  // namespace
 
 ShardReader::ShardReader(const std::string& path, const std::string& dtype, int64_t tokens, bool allow_map)
     : path_(path), width_(dtype == "uint32" ? 4 : 2), tokens_(tokens) {
@@ -39,13 +30,13 @@ ShardReader::~ShardReader() {
 // layout is anything but raw little-endian chunks or a contiguous block.
 void ShardReader::map_raw_chunks() {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  H5 f{H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  H5Handle f{H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
   if (f.id < 0) return;
-  H5 ds{H5Dopen2(f.id, "tokens", H5P_DEFAULT), H5Dclose};
+  H5Handle ds{H5Dopen2(f.id, "tokens", H5P_DEFAULT), H5Dclose};
   if (ds.id < 0) return;
-  H5 type{H5Dget_type(ds.id), H5Tclose};
+  H5Handle type{H5Dget_type(ds.id), H5Tclose};
   if (H5Tget_order(type.id) != H5T_ORDER_LE || H5Tget_size(type.id) != width_) return;
-  H5 dcpl{H5Dget_create_plist(ds.id), H5Pclose};
+  H5Handle dcpl{H5Dget_create_plist(ds.id), H5Pclose};
   const H5D_layout_t layout = H5Pget_layout(dcpl.id);
   std::vector<uint64_t> addr;
   int64_t chunk = 0;
@@ -139,9 +130,9 @@ void ShardReader::read_hdf5(int64_t offset, int64_t count, int32_t* out) const {
   if (dset_ < 0) throw core::Error("cannot open the shard's 'tokens' for reading").with_file(path_);
   if (count == 0) return;
   const hid_t ds = static_cast<hid_t>(dset_);
-  H5 fspace{H5Dget_space(ds), H5Sclose};
+  H5Handle fspace{H5Dget_space(ds), H5Sclose};
   hsize_t start[1] = {static_cast<hsize_t>(offset)}, cnt[1] = {static_cast<hsize_t>(count)};
-  H5 mspace{H5Screate_simple(1, cnt, nullptr), H5Sclose};
+  H5Handle mspace{H5Screate_simple(1, cnt, nullptr), H5Sclose};
   // HDF5 converts the file's integers to native int32 (values < 2^31: vocabularies are smaller)
   if (H5Sselect_hyperslab(fspace.id, H5S_SELECT_SET, start, nullptr, cnt, nullptr) < 0 ||
       H5Dread(ds, H5T_NATIVE_INT32, mspace.id, fspace.id, H5P_DEFAULT, out) < 0) {

@@ -3,9 +3,7 @@
 // blas_env.h), initialises MPI once, runs the subcommand, and turns any error into a clear
 // message; with more than one rank a failing rank aborts the whole job (MPI_Abort) so no
 // peer waits forever in a collective.
-#include <cstdio>
 #include <cstdlib>
-#include <iostream>
 
 #include <CLI/CLI.hpp>
 

@@ -97,7 +97,6 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
   }
   grad_accum_ = std::max(1, cfg.train.batch_size / denom);
-  per_rank_batch_ = cfg.train.batch_size / dp_;
 
   // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
   // Groups of one rank exchange nothing, so they need none.

@@ -122,7 +122,7 @@ class Trainer {
   std::unique_ptr<io::Loader> loader_;  // after data_: it reads from it
   io::Batch eval_batch_;
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
-  int grad_accum_ = 1, per_rank_batch_ = 0;
+  int grad_accum_ = 1;
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   core::Tensor norm_partials_;

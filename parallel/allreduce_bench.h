@@ -4,7 +4,7 @@
 // closed form, and prints one table (rank 0). Buffers live on the communicator's device
 // (host memory for MPI, GPU memory for NCCL and host staging).
 // Why: the framework's collectives must not be slower than the library they wrap; this is
-// the number to look at when changing mpi_communicator.cc or nccl_communicator.cc.
+// the number to look at when changing mpi_communicator.cc, mpi_algorithms.cc or nccl_communicator.cc.
 // `meshtrain bench allreduce [--device cuda] [--backend nccl|mpi]` calls it.
 //
 // Columns: bytes, count (f32 elements), then for the framework and for the raw call: time(us),

@@ -11,14 +11,16 @@
 
 namespace mt::parallel {
 
-namespace {
-std::string error_string(int code) {
+std::string mpi_error_string(int code) {
   char buf[MPI_MAX_ERROR_STRING];
   int len = 0;
-  if (MPI_Error_string(code, buf, &len) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
-  return std::string(buf, static_cast<size_t>(len));
+  std::string s;
+  if (MPI_Error_string(code, buf, &len) == MPI_SUCCESS) s.assign(buf, static_cast<size_t>(len));
+  else s = "unknown MPI error";
+  int cls = 0;
+  if (MPI_Error_class(code, &cls) == MPI_SUCCESS) s += fmt::format(" (MPI error code {}, class {})", code, cls);
+  return s;
 }
-}  // namespace
 
 const char* MpiEnv::level_name(int level) {
   switch (level) {
@@ -46,7 +48,7 @@ MpiEnv::MpiEnv(int* argc, char*** argv) {
     const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &thread_level_);
     if (rc != MPI_SUCCESS) {
       throw core::Error("MPI_Init_thread failed")
-          .with_library(error_string(rc))
+          .with_library(mpi_error_string(rc))
           .with_hint("run under mpirun/srun, or check the MPI installation (ompi_info)")
           .with_where(__FILE__, __LINE__);
     }

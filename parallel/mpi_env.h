@@ -12,7 +12,13 @@
 // on log lines and errors (core::set_process_rank).
 #pragma once
 
+#include <string>
+
 namespace mt::parallel {
+
+// MPI's message for a return code, with the code and its error class (the library part of
+// every MPI error meshtrain reports).
+std::string mpi_error_string(int code);
 
 class MpiEnv {
  public:

@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "parallel/collective_args.h"
 #include "parallel/cuda_util.h"
 #include "parallel/mpi_env.h"
 
@@ -95,12 +96,6 @@ core::Error cuda_error(cudaError_t rc, const std::string& what) {
     return e;
   }
   return core::Error(what);  // not reached
-}
-
-bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
-  const auto* pa = static_cast<const std::byte*>(a);
-  const auto* pb = static_cast<const std::byte*>(b);
-  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
 }
 
 // Completion events are reused: creating one per op costs a driver call.
@@ -507,13 +502,6 @@ size_t NcclCommunicator::in_flight() const {
 
 namespace {
 
-void check_reduce_args(const char* op_name, DType dt, ReduceOp op) {
-  if (op == ReduceOp::Avg && !is_floating(dt))
-    throw core::Error(fmt::format("{} with op avg needs a floating-point dtype, got {}", op_name, dtype_name(dt)))
-        .with_hint("use sum and divide yourself, or reduce in f64")
-        .with_where(__FILE__, __LINE__);
-}
-
 // Issue protocol shared by the collectives: order after the compute stream, enqueue on the
 // own stream, record the completion event.
 template <class Enqueue>
@@ -540,7 +528,7 @@ std::shared_ptr<Work> issue(const std::shared_ptr<NcclState>& sp, const char* op
 
 std::shared_ptr<Work> NcclCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   st_->ensure_usable("all_reduce");
-  check_reduce_args("all_reduce", dtype, op);
+  check_reduce_op("all_reduce", dtype, op);
   const size_t bytes = count * dtype_size(dtype);
   if (count == 0) {  // every rank skips NCCL alike; still a collective call
     st_->seq++;
@@ -557,16 +545,13 @@ std::shared_ptr<Work> NcclCommunicator::iall_reduce(void* buf, size_t count, DTy
 std::shared_ptr<Work> NcclCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
                                                         ReduceOp op) {
   st_->ensure_usable("reduce_scatter");
-  check_reduce_args("reduce_scatter", dtype, op);
+  check_reduce_op("reduce_scatter", dtype, op);
   const size_t block = recv_count * dtype_size(dtype), bytes = block * size();
   if (recv_count == 0) {
     st_->seq++;
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", name());
-  const bool in_place = recv == static_cast<const std::byte*>(send) + rank() * block;
-  MT_CHECK(in_place || !overlaps(send, bytes, recv, block),
-           "reduce_scatter: recv overlaps send; the only overlap allowed is recv == send + rank * recv_count");
+  check_reduce_scatter_buffers(send, recv, block, rank(), size(), name());
   const ncclDataType_t t = nccl_type(dtype);
   const ncclRedOp_t o = nccl_op(op);
   return issue(st_, "reduce_scatter", "ncclReduceScatter", bytes, [&](ncclComm_t c, cudaStream_t s) {
@@ -581,10 +566,7 @@ std::shared_ptr<Work> NcclCommunicator::iall_gather(const void* send, void* recv
     st_->seq++;
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(send && recv, "all_gather on communicator '{}' got a null buffer", name());
-  const bool in_place = send == static_cast<const std::byte*>(recv) + rank() * block;
-  MT_CHECK(in_place || !overlaps(send, block, recv, bytes),
-           "all_gather: send overlaps recv; the only overlap allowed is send == recv + rank * send_count");
+  check_all_gather_buffers(send, recv, block, rank(), size(), name());
   const ncclDataType_t t = nccl_type(dtype);
   return issue(st_, "all_gather", "ncclAllGather", bytes, [&](ncclComm_t c, cudaStream_t s) {
     return ncclAllGather(send, recv, send_count, t, c, s);
@@ -594,10 +576,7 @@ std::shared_ptr<Work> NcclCommunicator::iall_gather(const void* send, void* recv
 std::shared_ptr<Work> NcclCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
   st_->ensure_usable("broadcast");
   const size_t bytes = count * dtype_size(dtype);
-  if (root < 0 || root >= size())
-    throw core::Error(fmt::format("broadcast root {} is out of range for communicator '{}' of size {}", root, name(),
-                                  size()))
-        .with_where(__FILE__, __LINE__);
+  check_broadcast_root(root, size(), name());
   if (count == 0) {
     st_->seq++;
     return std::make_shared<CompletedWork>();

@@ -1,5 +1,5 @@
-// What: StagingCommunicator (see the header): a host-buffer pool, Works that copy back when
-// the wrapped operation completes, and the four collectives expressed as "copy in, run the
+// What: StagingCommunicator (see the header): host buffers leased from a BufferPool over
+// Device::alloc_host, Works that copy back when the wrapped operation completes, and the four collectives expressed as "copy in, run the
 // host communicator's in-place form on the host buffer, copy out".
 #include "parallel/staging_communicator.h"
 
@@ -10,89 +10,12 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "parallel/buffer_pool.h"
+#include "parallel/collective_args.h"
 
 namespace mt::parallel {
 
 namespace detail {
-
-// Host buffers reused across operations: a lease takes the smallest free buffer that fits,
-// else replaces the largest free one with a bigger one, else adds a buffer. Sizes are powers
-// of two from 64 KiB, so a few distinct bucket sizes settle on a few buffers.
-class HostPool {
- public:
-  struct Buf {
-    std::byte* data = nullptr;
-    size_t cap = 0;
-    bool used = false;
-  };
-  class Lease {
-   public:
-    Lease() = default;
-    explicit Lease(Buf* b) : buf_(b) {}
-    Lease(Lease&& o) noexcept : buf_(o.buf_) { o.buf_ = nullptr; }
-    Lease& operator=(Lease&& o) noexcept {
-      if (this != &o) {
-        reset();
-        buf_ = o.buf_;
-        o.buf_ = nullptr;
-      }
-      return *this;
-    }
-    Lease(const Lease&) = delete;
-    Lease& operator=(const Lease&) = delete;
-    ~Lease() { reset(); }
-    void reset() {
-      if (buf_) buf_->used = false;
-      buf_ = nullptr;
-    }
-    std::byte* data() const { return buf_ ? buf_->data : nullptr; }
-
-   private:
-    Buf* buf_ = nullptr;
-  };
-
-  explicit HostPool(core::Device& dev) : dev_(dev) {}
-  ~HostPool() {
-    for (auto& b : bufs_)
-      if (b->data) dev_.free_host(b->data);
-  }
-
-  Lease acquire(size_t bytes) {
-    Buf* best = nullptr;
-    Buf* largest_free = nullptr;
-    for (auto& b : bufs_) {
-      if (b->used) continue;
-      if (b->cap >= bytes && (!best || b->cap < best->cap)) best = b.get();
-      if (!largest_free || b->cap > largest_free->cap) largest_free = b.get();
-    }
-    if (!best) {
-      best = largest_free;
-      if (!best) {
-        bufs_.push_back(std::make_unique<Buf>());
-        best = bufs_.back().get();
-      }
-      size_t cap = 64u << 10;
-      while (cap < bytes) cap *= 2;
-      if (best->data) dev_.free_host(best->data);
-      best->data = nullptr;
-      best->cap = 0;
-      best->data = static_cast<std::byte*>(dev_.alloc_host(cap));  // throws on failure
-      best->cap = cap;
-    }
-    best->used = true;
-    return Lease(best);
-  }
-
-  size_t total_bytes() const {
-    size_t s = 0;
-    for (auto& b : bufs_) s += b->cap;
-    return s;
-  }
-
- private:
-  core::Device& dev_;
-  std::vector<std::unique_ptr<Buf>> bufs_;
-};
 
 class StagingWork;
 
@@ -100,16 +23,17 @@ class StagingWork;
 // have to copy their result back.
 class StagingEngine {
  public:
-  explicit StagingEngine(core::Device& dev) : pool(dev) {}
+  explicit StagingEngine(core::Device& dev)
+      : pool([&dev](size_t bytes) { return dev.alloc_host(bytes); }, [&dev](void* p) { dev.free_host(p); }) {}
   void progress();
   std::exception_ptr wait_all();  // waits for every pending op; the first error, if any
-  HostPool pool;
+  BufferPool pool;  // page-locked on CUDA (Device::alloc_host)
   std::vector<std::shared_ptr<StagingWork>> pending;
 };
 
 class StagingWork final : public Work {
  public:
-  StagingWork(std::shared_ptr<StagingEngine> engine, std::shared_ptr<Work> inner, HostPool::Lease lease,
+  StagingWork(std::shared_ptr<StagingEngine> engine, std::shared_ptr<Work> inner, BufferPool::Lease lease,
               core::Device* device, void* dst, const void* src, size_t bytes)
       : engine_(std::move(engine)),
         inner_(std::move(inner)),
@@ -158,7 +82,7 @@ class StagingWork final : public Work {
  private:
   std::shared_ptr<StagingEngine> engine_;
   std::shared_ptr<Work> inner_;
-  HostPool::Lease lease_;
+  BufferPool::Lease lease_;
   core::Device* device_;
   void* dst_;
   const void* src_;
@@ -191,17 +115,8 @@ std::exception_ptr StagingEngine::wait_all() {
 
 }  // namespace detail
 
-using detail::HostPool;
 using detail::StagingEngine;
 using detail::StagingWork;
-
-namespace {
-bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
-  const auto* pa = static_cast<const std::byte*>(a);
-  const auto* pb = static_cast<const std::byte*>(b);
-  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
-}
-}  // namespace
 
 StagingCommunicator::StagingCommunicator(Communicator& host, core::Device& device)
     : StagingCommunicator(nullptr, &host, device, std::make_shared<StagingEngine>(device)) {}
@@ -238,7 +153,7 @@ void StagingCommunicator::ready_device() {
 
 namespace {
 std::shared_ptr<Work> track(const std::shared_ptr<StagingEngine>& engine, std::shared_ptr<Work> inner,
-                            HostPool::Lease lease, core::Device& dev, void* dst, const void* src, size_t bytes) {
+                            BufferPool::Lease lease, core::Device& dev, void* dst, const void* src, size_t bytes) {
   auto w = std::make_shared<StagingWork>(engine, std::move(inner), std::move(lease), &dev, dst, src, bytes);
   engine->pending.push_back(w);
   engine->progress();  // completes at once when the host op already has (one rank, small op)
@@ -264,10 +179,7 @@ std::shared_ptr<Work> StagingCommunicator::ireduce_scatter(const void* send, voi
   engine_->progress();
   const size_t block = recv_count * dtype_size(dtype), bytes = block * size();
   if (recv_count == 0) return host_->ireduce_scatter(nullptr, nullptr, 0, dtype, op);
-  MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", name());
-  const bool in_place = recv == static_cast<const std::byte*>(send) + rank() * block;
-  MT_CHECK(in_place || !overlaps(send, bytes, recv, block),
-           "reduce_scatter: recv overlaps send; the only overlap allowed is recv == send + rank * recv_count");
+  check_reduce_scatter_buffers(send, recv, block, rank(), size(), name());
   // On the host always the in-place form: one buffer of size() blocks, the result in block rank().
   auto lease = engine_->pool.acquire(bytes);
   std::byte* h = lease.data();
@@ -283,10 +195,7 @@ std::shared_ptr<Work> StagingCommunicator::iall_gather(const void* send, void* r
   engine_->progress();
   const size_t block = send_count * dtype_size(dtype), bytes = block * size();
   if (send_count == 0) return host_->iall_gather(nullptr, nullptr, 0, dtype);
-  MT_CHECK(send && recv, "all_gather on communicator '{}' got a null buffer", name());
-  const bool in_place = send == static_cast<const std::byte*>(recv) + rank() * block;
-  MT_CHECK(in_place || !overlaps(send, block, recv, bytes),
-           "all_gather: send overlaps recv; the only overlap allowed is send == recv + rank * send_count");
+  check_all_gather_buffers(send, recv, block, rank(), size(), name());
   auto lease = engine_->pool.acquire(bytes);
   std::byte* h = lease.data();
   std::byte* own = h + rank() * block;

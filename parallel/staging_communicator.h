@@ -23,9 +23,9 @@
 //    in f32, like NCCL); the bytes on the wire stay bf16.
 //  - Errors come from the wrapped communicator (argument errors at issue, MPI errors and
 //    TimeoutCommunicator deadlines from wait()); buffers of a failed op are not copied back.
-//  - Host buffers come from a pool that grows to the working set and never shrinks (page-
-//    locking memory costs about as much as copying it once), allocated with the device's
-//    alloc_host() (page-locked on CUDA, plain aligned memory on the CPU).
+//  - Host buffers come from a BufferPool (buffer_pool.h) that grows to the working set and
+//    never shrinks (page-locking memory costs about as much as copying it once), allocated
+//    with the device's alloc_host() (page-locked on CUDA, plain aligned memory on the CPU).
 #pragma once
 
 #include <cstddef>

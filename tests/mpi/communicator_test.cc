@@ -1,5 +1,6 @@
 // What: the MPI Communicator under 2 and 4 ranks: every collective x dtype (f32, f64, i32,
-// i64) x op (sum, avg for floats, max), blocking and nonblocking, against closed forms;
+// i64) x op (sum, avg for floats, max), blocking and nonblocking, against the closed forms
+// of collective_cases.h (shared with the staging and NCCL tests);
 // odd, zero and non-divisible sizes; both algorithms (the library's nonblocking collectives
 // and the framework's ring, forced by options, with tiny segments to exercise pipelining)
 // and the default thresholds with messages above them; in-place forms; broadcast from every
@@ -13,70 +14,24 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "core/hash.h"
+#include "collective_cases.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "mt/build_config.h"
 #include "parallel/communicator.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
 
 using namespace mt::parallel;
+using namespace mt::testing;
 using mt::core::Error;
 
 namespace {
-
-// ---- closed forms ----
-// w(r, i) = ((r + i) % p + 1) * (i % 11 + 1) - 5: over the p ranks the first factor takes
-// every value 1..p once, so sum = p(p+1)/2 * (i%11+1) - 5p and max = p * (i%11+1) - 5.
-long long w(int r, size_t i, int p) {
-  return static_cast<long long>((r + i) % static_cast<size_t>(p) + 1) * static_cast<long long>(i % 11 + 1) - 5;
-}
-long long w_sum(size_t i, int p) { return static_cast<long long>(p) * (p + 1) / 2 * static_cast<long long>(i % 11 + 1) - 5LL * p; }
-long long w_max(size_t i, int p) { return static_cast<long long>(p) * static_cast<long long>(i % 11 + 1) - 5; }
-
-template <class T> struct Ty;
-template <> struct Ty<float> { static constexpr DType dt = DType::F32; };
-template <> struct Ty<double> { static constexpr DType dt = DType::F64; };
-template <> struct Ty<int32_t> { static constexpr DType dt = DType::I32; };
-template <> struct Ty<int64_t> { static constexpr DType dt = DType::I64; };
-
-// 64-bit types get values beyond 32 bits (x 2^33; exact for both).
-template <class T>
-T val(long long x) {
-  if constexpr (sizeof(T) == 8) {
-    if constexpr (std::is_integral_v<T>) return static_cast<T>(x * (1LL << 33));
-    else return static_cast<T>(static_cast<double>(x) * 8589934592.0);
-  } else {
-    return static_cast<T>(x);
-  }
-}
-template <class T>
-T expected(ReduceOp op, size_t i, int p) {
-  if (op == ReduceOp::Max) return val<T>(w_max(i, p));
-  const T s = val<T>(w_sum(i, p));
-  if (op == ReduceOp::Avg) return s / static_cast<T>(p);
-  return s;
-}
-
-// Number of mismatches; the first is described in *msg.
-template <class T, class F>
-size_t mismatches(const T* x, size_t n, F&& want, std::string* msg) {
-  size_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const T e = want(i);
-    if (!(x[i] == e)) {
-      if (bad == 0 && msg) *msg = "first at " + std::to_string(i) + ": got " + std::to_string(x[i]) + " want " + std::to_string(e);
-      ++bad;
-    }
-  }
-  return bad;
-}
 
 // Communicator configurations covering every algorithm: the library's collectives, the
 // framework's small algorithms (recursive doubling, small ring) with default and tiny
@@ -102,123 +57,13 @@ std::unique_ptr<MpiCommunicator> make(const Cfg& c) {
   return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, c.name, c.opt);
 }
 
-const std::vector<size_t> kSizes = {1, 7, 64, 1023, 4099, 20000};
-std::vector<ReduceOp> ops_for(DType dt) {
-  if (is_floating(dt)) return {ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max};
-  return {ReduceOp::Sum, ReduceOp::Max};
-}
-
-// Waits on the works; odd ranks wait in reverse order (waits need not be in the same order).
-void wait_all(std::vector<std::shared_ptr<Work>>& ws, int rank) {
-  if (rank % 2 == 0) {
-    for (auto& w : ws) w->wait();
-  } else {
-    for (auto it = ws.rbegin(); it != ws.rend(); ++it) (*it)->wait();
-  }
-}
-
-// ---- all_reduce ----
+// Every case of collective_cases.h for dtype T, under every configuration.
 template <class T>
-void all_reduce_case(Communicator& c, const std::string& tag, bool nonblocking) {
-  const int p = c.size(), r = c.rank();
-  for (ReduceOp op : ops_for(Ty<T>::dt)) {
-    std::vector<std::vector<T>> bufs;
-    for (size_t n : kSizes) {
-      std::vector<T> b(n);
-      for (size_t i = 0; i < n; ++i) b[i] = val<T>(w(r, i, p));
-      bufs.push_back(std::move(b));
-    }
-    std::vector<std::shared_ptr<Work>> works;
-    for (auto& b : bufs) {
-      if (nonblocking) works.push_back(c.iall_reduce(b.data(), b.size(), Ty<T>::dt, op));
-      else c.all_reduce(b.data(), b.size(), Ty<T>::dt, op);
-    }
-    if (nonblocking) wait_all(works, r);
-    for (auto& b : bufs) {
-      std::string msg;
-      EXPECT_EQ(mismatches(b.data(), b.size(), [&](size_t i) { return expected<T>(op, i, p); }, &msg), 0u)
-          << tag << " all_reduce " << dtype_name(Ty<T>::dt) << " " << reduce_op_name(op) << " n=" << b.size()
-          << (nonblocking ? " nonblocking " : " blocking ") << msg;
-    }
-  }
-}
-
-// ---- reduce_scatter: send has p*n elements; rank r gets block r ----
-template <class T>
-void reduce_scatter_case(Communicator& c, const std::string& tag, bool nonblocking, bool in_place) {
-  const int p = c.size(), r = c.rank();
-  for (ReduceOp op : ops_for(Ty<T>::dt)) {
-    std::vector<std::vector<T>> sends, recvs;
-    for (size_t n : kSizes) {
-      std::vector<T> s(n * p);
-      for (size_t j = 0; j < s.size(); ++j) s[j] = val<T>(w(r, j, p));
-      sends.push_back(std::move(s));
-      recvs.emplace_back(in_place ? 0 : n, val<T>(-777));
-    }
-    std::vector<std::shared_ptr<Work>> works;
-    for (size_t k = 0; k < kSizes.size(); ++k) {
-      const size_t n = kSizes[k];
-      T* out = in_place ? sends[k].data() + r * n : recvs[k].data();
-      if (nonblocking) works.push_back(c.ireduce_scatter(sends[k].data(), out, n, Ty<T>::dt, op));
-      else c.reduce_scatter(sends[k].data(), out, n, Ty<T>::dt, op);
-    }
-    if (nonblocking) wait_all(works, r);
-    for (size_t k = 0; k < kSizes.size(); ++k) {
-      const size_t n = kSizes[k];
-      const T* out = in_place ? sends[k].data() + r * n : recvs[k].data();
-      std::string msg;
-      EXPECT_EQ(mismatches(out, n, [&](size_t i) { return expected<T>(op, r * n + i, p); }, &msg), 0u)
-          << tag << " reduce_scatter " << dtype_name(Ty<T>::dt) << " " << reduce_op_name(op) << " n=" << n
-          << (in_place ? " in place" : "") << (nonblocking ? " nonblocking " : " blocking ") << msg;
-      if (!in_place) {  // the send buffer is untouched
-        EXPECT_EQ(mismatches(sends[k].data(), n * p, [&](size_t j) { return val<T>(w(r, j, p)); }, &msg), 0u)
-            << tag << " reduce_scatter modified its send buffer, n=" << n;
-      }
-    }
-  }
-}
-
-// ---- all_gather: block q of recv comes from rank q ----
-long long g(int q, size_t i) { return q * 100000LL + static_cast<long long>(i % 99991) - 3; }
-
-template <class T>
-void all_gather_case(Communicator& c, const std::string& tag, bool nonblocking, bool in_place) {
-  const int p = c.size(), r = c.rank();
-  std::vector<std::vector<T>> sends, recvs;
-  for (size_t n : kSizes) {
-    std::vector<T> s(n);
-    for (size_t i = 0; i < n; ++i) s[i] = val<T>(g(r, i));
-    std::vector<T> out(n * p, val<T>(-1));
-    if (in_place) std::copy(s.begin(), s.end(), out.begin() + r * n);
-    sends.push_back(std::move(s));
-    recvs.push_back(std::move(out));
-  }
-  std::vector<std::shared_ptr<Work>> works;
-  for (size_t k = 0; k < kSizes.size(); ++k) {
-    const size_t n = kSizes[k];
-    const T* src = in_place ? recvs[k].data() + r * n : sends[k].data();
-    if (nonblocking) works.push_back(c.iall_gather(src, recvs[k].data(), n, Ty<T>::dt));
-    else c.all_gather(src, recvs[k].data(), n, Ty<T>::dt);
-  }
-  if (nonblocking) wait_all(works, r);
-  for (size_t k = 0; k < kSizes.size(); ++k) {
-    const size_t n = kSizes[k];
-    std::string msg;
-    EXPECT_EQ(mismatches(recvs[k].data(), n * p, [&](size_t j) { return val<T>(g(static_cast<int>(j / n), j % n)); }, &msg),
-              0u)
-        << tag << " all_gather " << dtype_name(Ty<T>::dt) << " n=" << n << (in_place ? " in place" : "")
-        << (nonblocking ? " nonblocking " : " blocking ") << msg;
-  }
-}
-
-template <class T>
-void all_cases(Communicator& c, const std::string& tag) {
-  for (bool nb : {false, true}) {
-    all_reduce_case<T>(c, tag, nb);
-    for (bool ip : {false, true}) {
-      reduce_scatter_case<T>(c, tag, nb, ip);
-      all_gather_case<T>(c, tag, nb, ip);
-    }
+void all_cases_every_config() {
+  HostMem mem;
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    all_cases<T>(*c, mem, cfg.name);
   }
 }
 
@@ -242,30 +87,10 @@ TEST(Communicator, Basics) {
   EXPECT_EQ(dtype_size(DType::I64), 8u);
 }
 
-TEST(Communicator, AllCollectivesF32) {
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<float>(*c, cfg.name);
-  }
-}
-TEST(Communicator, AllCollectivesF64) {
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<double>(*c, cfg.name);
-  }
-}
-TEST(Communicator, AllCollectivesI32) {
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<int32_t>(*c, cfg.name);
-  }
-}
-TEST(Communicator, AllCollectivesI64) {
-  for (const auto& cfg : configs()) {
-    auto c = make(cfg);
-    all_cases<int64_t>(*c, cfg.name);
-  }
-}
+TEST(Communicator, AllCollectivesF32) { all_cases_every_config<float>(); }
+TEST(Communicator, AllCollectivesF64) { all_cases_every_config<double>(); }
+TEST(Communicator, AllCollectivesI32) { all_cases_every_config<int32_t>(); }
+TEST(Communicator, AllCollectivesI64) { all_cases_every_config<int64_t>(); }
 
 TEST(Communicator, ZeroSizeCompletesAtOnce) {
   for (const auto& cfg : configs()) {
@@ -350,7 +175,7 @@ TEST(Communicator, BroadcastFromEveryRoot) {
       std::vector<std::vector<int32_t>> i32;
       std::vector<std::vector<uint16_t>> bf;
       std::vector<std::shared_ptr<Work>> ws;
-      for (size_t n : kSizes) {
+      for (size_t n : case_sizes()) {
         d.emplace_back(n, -1.0);
         i32.emplace_back(n, -1);
         bf.emplace_back(n, 0xFFFF);
@@ -361,20 +186,20 @@ TEST(Communicator, BroadcastFromEveryRoot) {
             bf.back()[i] = static_cast<uint16_t>(0x3F80 + (i + root) % 128);  // bf16 bit patterns
           }
       }
-      for (size_t k = 0; k < kSizes.size(); ++k) {
-        c->broadcast(d[k].data(), kSizes[k], DType::F64, root);
-        ws.push_back(c->ibroadcast(i32[k].data(), kSizes[k], DType::I32, root));
-        ws.push_back(c->ibroadcast(bf[k].data(), kSizes[k], DType::BF16, root));
+      for (size_t k = 0; k < case_sizes().size(); ++k) {
+        c->broadcast(d[k].data(), case_sizes()[k], DType::F64, root);
+        ws.push_back(c->ibroadcast(i32[k].data(), case_sizes()[k], DType::I32, root));
+        ws.push_back(c->ibroadcast(bf[k].data(), case_sizes()[k], DType::BF16, root));
       }
       wait_all(ws, r);
-      for (size_t k = 0; k < kSizes.size(); ++k) {
+      for (size_t k = 0; k < case_sizes().size(); ++k) {
         std::string msg;
-        EXPECT_EQ(mismatches(d[k].data(), kSizes[k], [&](size_t i) { return val<double>(g(root, i)); }, &msg), 0u)
+        EXPECT_EQ(mismatches(d[k].data(), case_sizes()[k], [&](size_t i) { return val<double>(g(root, i)); }, &msg), 0u)
             << cfg.name << " root " << root << " " << msg;
-        EXPECT_EQ(mismatches(i32[k].data(), kSizes[k], [&](size_t i) { return static_cast<int32_t>(g(root, i)); }, &msg),
+        EXPECT_EQ(mismatches(i32[k].data(), case_sizes()[k], [&](size_t i) { return static_cast<int32_t>(g(root, i)); }, &msg),
                   0u)
             << cfg.name << " root " << root << " " << msg;
-        EXPECT_EQ(mismatches(bf[k].data(), kSizes[k],
+        EXPECT_EQ(mismatches(bf[k].data(), case_sizes()[k],
                              [&](size_t i) { return static_cast<uint16_t>(0x3F80 + (i + root) % 128); }, &msg),
                   0u)
             << cfg.name << " root " << root << " " << msg;

@@ -2,8 +2,6 @@
 // naming the key, the line and a hint; overrides apply; the resolved dump parses back equal.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <fstream>
 
 #include "core/config.h"
 #include "core/error.h"

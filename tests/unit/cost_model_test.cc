@@ -3,7 +3,6 @@
 // fit on absolute seconds loses alpha), and the ring formula matches its definition.
 #include <gtest/gtest.h>
 
-#include <cmath>
 
 #include "launch/cost_model.h"
 

@@ -7,9 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 #include <random>
-#include <set>
 
 #include "core/error.h"
 #include "io/dataset.h"

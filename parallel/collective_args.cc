@@ -1,0 +1,48 @@
+// What: the argument checks shared by the communicator backends (see the header).
+#include "parallel/collective_args.h"
+
+#include "core/error.h"
+
+namespace mt::parallel {
+
+namespace {
+bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
+  const auto* pa = static_cast<const std::byte*>(a);
+  const auto* pb = static_cast<const std::byte*>(b);
+  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
+}
+}  // namespace
+
+void check_reduce_op(const char* op_name, DType dt, ReduceOp op) {
+  if (op == ReduceOp::Avg && !is_floating(dt))
+    throw core::Error(fmt::format("{} with op avg needs a floating-point dtype, got {}", op_name, dtype_name(dt)))
+        .with_hint("use sum and divide yourself, or reduce in f64")
+        .with_where(__FILE__, __LINE__);
+}
+
+bool check_reduce_scatter_buffers(const void* send, const void* recv, size_t block_bytes, int rank, int size,
+                                  const std::string& comm_name) {
+  MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", comm_name);
+  const bool in_place = recv == static_cast<const std::byte*>(send) + rank * block_bytes;
+  MT_CHECK(in_place || !overlaps(send, block_bytes * size, recv, block_bytes),
+           "reduce_scatter: recv overlaps send; the only overlap allowed is recv == send + rank * recv_count");
+  return in_place;
+}
+
+bool check_all_gather_buffers(const void* send, const void* recv, size_t block_bytes, int rank, int size,
+                              const std::string& comm_name) {
+  MT_CHECK(send && recv, "all_gather on communicator '{}' got a null buffer", comm_name);
+  const bool in_place = send == static_cast<const std::byte*>(recv) + rank * block_bytes;
+  MT_CHECK(in_place || !overlaps(send, block_bytes, recv, block_bytes * size),
+           "all_gather: send overlaps recv; the only overlap allowed is send == recv + rank * send_count");
+  return in_place;
+}
+
+void check_broadcast_root(int root, int size, const std::string& comm_name) {
+  if (root < 0 || root >= size)
+    throw core::Error(fmt::format("broadcast root {} is out of range for communicator '{}' of size {}", root,
+                                  comm_name, size))
+        .with_where(__FILE__, __LINE__);
+}
+
+}  // namespace mt::parallel

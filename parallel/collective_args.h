@@ -1,0 +1,35 @@
+// What: the argument checks of the Communicator contract (communicator.h) that every backend
+// applies when an operation is issued: avg only for floating-point dtypes, non-null buffers,
+// reduce_scatter / all_gather buffers that overlap only in the in-place form, a broadcast
+// root in range.
+// Why: the MPI, staging and NCCL backends must reject the same calls with the same messages
+// (tests check them on every backend); one copy keeps them from drifting apart.
+// Each throws mt::core::Error naming the operation and the communicator.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "parallel/communicator.h"
+
+namespace mt::parallel {
+
+// Avg of an integer dtype has no exact meaning: an error with a hint.
+void check_reduce_op(const char* op_name, DType dt, ReduceOp op);
+
+// reduce_scatter: `send` holds size blocks of block_bytes, `recv` one. Throws if either is
+// null or they overlap other than as recv == send + rank * block_bytes; returns whether
+// that in-place form is used. For block_bytes > 0.
+bool check_reduce_scatter_buffers(const void* send, const void* recv, size_t block_bytes, int rank, int size,
+                                  const std::string& comm_name);
+
+// all_gather: `send` holds one block of block_bytes, `recv` size blocks. Throws if either
+// is null or they overlap other than as send == recv + rank * block_bytes; returns whether
+// that in-place form is used. For block_bytes > 0.
+bool check_all_gather_buffers(const void* send, const void* recv, size_t block_bytes, int rank, int size,
+                              const std::string& comm_name);
+
+// broadcast: 0 <= root < size.
+void check_broadcast_root(int root, int size, const std::string& comm_name);
+
+}  // namespace mt::parallel
