@@ -353,12 +353,46 @@ TrainSummary Trainer::run() {
   const bool leader = world_.rank() == 0;
   const auto& tc = cfg_.train;
   const int64_t start = cfg_.checkpoint.resume.empty() ? 0 : restore_checkpoint();
+  // A checkpoint at (or past) train.steps, or of a run that early-stopped, ends the run: a
+  // requeued or repeated `resume=auto` trains nothing more. If summary.json already records
+  // that step, the run is done and nothing is rewritten; else (the job died after its last
+  // checkpoint) the final eval and the summary are redone.
+  const bool stopped_early = tc.early_stop_patience > 0 && evals_without_gain_ >= tc.early_stop_patience;
+  const bool ended = start > 0 && (start >= tc.steps || stopped_early);
+  if (ended) {
+    int32_t done = 0;
+    if (leader) {
+      try {
+        const auto j = nlohmann::json::parse(io::read_file(cfg_.run.dir + "/summary.json"));
+        done = j.value("steps", int64_t{-1}) == start ? 1 : 0;
+      } catch (const std::exception&) {
+        done = 0;  // no (readable) summary: finish the run below
+      }
+    }
+    if (world_.size() > 1) world_.all_reduce(&done, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+    if (leader) {
+      const std::string why = stopped_early && start < tc.steps
+                                  ? fmt::format("it stopped early at step {}", start)
+                                  : fmt::format("its checkpoint is at step {}, train.steps = {}", start, tc.steps);
+      log::info("the run is already complete ({}){}", why,
+                done ? fmt::format("; {}/summary.json has its result, nothing to do", cfg_.run.dir)
+                     : "; no summary.json for it yet: running the final eval");
+    }
+    if (done) {
+      TrainSummary sum;
+      sum.steps_done = start;
+      sum.final_loss = last_loss_;
+      sum.early_stopped = stopped_early;
+      return sum;
+    }
+  }
   io::MetricsWriter metrics;
   if (leader) {
     io::ensure_directory(cfg_.run.dir);
     io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
     if (on_run_start) on_run_start();
-    if (start > 0) io::truncate_metrics(cfg_.run.dir, start);  // drop steps after the checkpoint
+    // drop the records after the checkpoint (and, when the final eval is redone, its record)
+    if (start > 0) io::truncate_metrics(cfg_.run.dir, start, /*keep_eval_at_step=*/!ended);
     metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/start > 0);
   }
   io::TbWriter tb;
@@ -403,9 +437,11 @@ TrainSummary Trainer::run() {
   double train_ms = 0;
   double& best_eval = best_eval_;
   int& evals_without_gain = evals_without_gain_;
+  int64_t last_eval_step = -1;
   auto do_eval = [&](int64_t s) {
     const double ev = evaluate();
     sum.final_eval_loss = ev;
+    last_eval_step = s;
     if (leader) {
       nlohmann::json j{{"step", s}, {"eval_loss", ev}};
       if (floor) j["data_entropy"] = *floor;
@@ -425,12 +461,14 @@ TrainSummary Trainer::run() {
   };
 
   sum.steps_done = start;
-  for (int64_t s = start; s < tc.steps; ++s) {
+  sum.final_loss = last_loss_;
+  sum.early_stopped = ended && stopped_early;
+  for (int64_t s = start; !ended && s < tc.steps; ++s) {
     const StepStats st = step(s);
     train_ms += st.ms;
     tokens_done += static_cast<double>(st.tokens);
     sum.losses.push_back(st.loss);
-    sum.final_loss = st.loss;
+    sum.final_loss = last_loss_ = st.loss;
     sum.steps_done = s + 1;
     if (st.skipped) {
       ++sum.skipped_steps;
@@ -494,7 +532,7 @@ TrainSummary Trainer::run() {
     if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
     return sum;
   }
-  do_eval(sum.steps_done);
+  if (last_eval_step != sum.steps_done) do_eval(sum.steps_done);  // (an early stop has just evaluated)
   sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;
   sum.tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit

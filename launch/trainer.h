@@ -14,6 +14,7 @@
 // flags, checksums) keep using the MPI communicators.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -129,6 +130,7 @@ class Trainer {
   // trainer state carried by checkpoints
   double best_eval_ = 1e300;
   int evals_without_gain_ = 0;
+  double last_loss_ = NAN;  // loss of the last step done (summary.json of a run resumed at its end)
 };
 
 // Threads per rank: train.threads, else the cores of this node divided by its ranks

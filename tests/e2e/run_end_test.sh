@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The end of a run: an early stop evaluates once (one eval record per step in metrics.jsonl);
+# resuming a run that already ended (its checkpoint is at train.steps, or it early-stopped)
+# trains nothing more and leaves metrics.jsonl and summary.json as they were; if the job died
+# between its last checkpoint and summary.json, resume=auto finishes it: one final eval and a
+# summary with the run's final loss.
+source "$(dirname "$0")/lib.sh"
+CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
+common=(model.n_embd=32 model.seq_len=16 train.batch_size=8 train.micro_batch=4 train.threads=1
+        run.tensorboard=false train.log_every=100 train.eval_batches=1 run.peak_gflops=1)
+# check_evals RUN_DIR: no step has two eval records
+check_evals() { python3 - "$1" <<'PY'
+import json, sys
+steps = [json.loads(l)["step"] for l in open(sys.argv[1] + "/metrics.jsonl") if "eval_loss" in l]
+assert len(steps) == len(set(steps)), f"duplicate eval records: {steps}"
+PY
+}
+summary() { python3 -c 'import json,sys; s=json.load(open(sys.argv[1]+"/summary.json")); print(s["steps"], repr(s["final_loss"]), repr(s["final_eval_loss"]), s["early_stopped"])' "$1"; }
+
+# early stop: no gain of 100 nats is ever reached, so the second eval stops the run
+es=(train.steps=12 train.eval_every=2 train.early_stop_patience=1 train.early_stop_min_delta=100 checkpoint.every=5)
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${es[@]}" run.dir="$WORK/es" > "$WORK/es.log" 2>&1 || { cat "$WORK/es.log"; fail "early-stop run failed"; }
+check_evals "$WORK/es" || fail "early stop evaluated the same step twice"
+[ "$(summary "$WORK/es" | cut -d' ' -f1,4)" = "4 True" ] || fail "early stop: $(summary "$WORK/es")"
+cp "$WORK/es/metrics.jsonl" "$WORK/es.metrics"; summary "$WORK/es" > "$WORK/es.summary"
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${es[@]}" run.dir="$WORK/es" resume=auto > "$WORK/es2.log" 2>&1 || { cat "$WORK/es2.log"; fail "resume of an early-stopped run failed"; }
+cmp -s "$WORK/es.metrics" "$WORK/es/metrics.jsonl" || fail "resuming an early-stopped run changed metrics.jsonl"
+diff "$WORK/es.summary" <(summary "$WORK/es") || fail "resuming an early-stopped run changed summary.json"
+
+# a finished run (checkpoint at the last step), resumed: nothing changes
+fin=(train.steps=4 train.eval_every=2 checkpoint.every=2)
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${fin[@]}" run.dir="$WORK/fin" > /dev/null 2>&1
+cp "$WORK/fin/metrics.jsonl" "$WORK/fin.metrics"; summary "$WORK/fin" > "$WORK/fin.summary"
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${fin[@]}" run.dir="$WORK/fin" resume=auto > "$WORK/fin2.log" 2>&1 || { cat "$WORK/fin2.log"; fail "resume of a finished run failed"; }
+grep -q "already complete" "$WORK/fin2.log" || fail "no 'already complete' message: $(cat "$WORK/fin2.log")"
+cmp -s "$WORK/fin.metrics" "$WORK/fin/metrics.jsonl" || fail "resuming a finished run changed metrics.jsonl"
+diff "$WORK/fin.summary" <(summary "$WORK/fin") || fail "resuming a finished run changed summary.json"
+# ... killed after its last checkpoint, before summary.json: resume=auto finishes it
+rm "$WORK/fin/summary.json"
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${fin[@]}" run.dir="$WORK/fin" resume=auto > "$WORK/fin3.log" 2>&1 || { cat "$WORK/fin3.log"; fail "finishing a run failed"; }
+check_evals "$WORK/fin" || fail "the finishing eval duplicated the step-4 eval record"
+diff "$WORK/fin.summary" <(summary "$WORK/fin") || fail "the finished summary differs from the uninterrupted run's"
+echo "run end: early stop, resume of ended runs passed"
