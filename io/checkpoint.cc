@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
@@ -207,6 +208,33 @@ void prune_checkpoints(const std::string& dir, int keep) {
     const std::string name = e.path().filename().string();
     if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(e.path(), ec);
   }
+}
+
+std::pair<std::string, std::vector<std::string>> supersede_checkpoints(const std::string& dir, int64_t step) {
+  std::vector<std::string> newer;
+  for (const auto& c : list_checkpoints(dir)) {
+    const std::string name = fs::path(c).filename().string();
+    if (step_of(name) > step) newer.push_back(name);
+  }
+  if (newer.empty()) return {"", {}};
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+  std::string aside = fmt::format("{}/superseded_{}", dir, stamp);
+  for (int k = 1; fs::exists(aside); ++k) aside = fmt::format("{}/superseded_{}_{}", dir, stamp, k);
+  ensure_directory(aside);
+  for (const auto& name : newer) {
+    std::error_code ec;
+    fs::rename(dir + "/" + name, aside + "/" + name, ec);
+    if (ec) {
+      throw core::Error("cannot move a superseded checkpoint aside").with_file(dir + "/" + name)
+          .with_library(ec.message()).with_hint("remove the checkpoints newer than the step this run starts from");
+    }
+  }
+  fsync_path(dir);
+  return {aside, newer};
 }
 
 }  // namespace mt::io

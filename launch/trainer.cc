@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "io/checkpoint.h"
 #include "io/tb_writer.h"
 #include "launch/blas_env.h"
 #include "launch/launch_env.h"
@@ -391,6 +392,11 @@ TrainSummary Trainer::run() {
     io::ensure_directory(cfg_.run.dir);
     io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
     if (on_run_start) on_run_start();
+    if (const auto [aside, moved] = io::supersede_checkpoints(checkpoint_dir(), start); !moved.empty()) {
+      log::warn("{} checkpoint(s) under {} are newer than step {} where this run starts ({} ... {}): they belong to "
+                "the run this one replaces and would shadow its checkpoints; moved to {} (delete it if not needed)",
+                moved.size(), checkpoint_dir(), start, moved.back(), moved.front(), aside);
+    }
     // drop the records after the checkpoint (and, when the final eval is redone, its record)
     if (start > 0) io::truncate_metrics(cfg_.run.dir, start, /*keep_eval_at_step=*/!ended);
     metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/start > 0);
