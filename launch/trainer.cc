@@ -7,7 +7,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdlib>
+#include <filesystem>
+#include <system_error>
 #include <thread>
 
 #include <cblas.h>
@@ -28,6 +31,18 @@ using Clock = std::chrono::steady_clock;
 namespace {
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
+}
+// Creates `dir` (and parents) and checks that this process may write into it; else an Error
+// naming the config key, raised before the first step rather than at the first checkpoint.
+void ensure_writable_dir(const std::string& dir, const char* key, const char* what) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (!ec && ::access(dir.c_str(), W_OK) != 0) ec = std::error_code(errno, std::generic_category());
+  if (ec) {
+    throw core::Error(fmt::format("cannot write {} into {}", what, dir)).with_file(dir).with_yaml(key)
+        .with_library(ec.message())
+        .with_hint(fmt::format("set {} to a writable directory (checked before the first step)", key));
+  }
 }
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -389,7 +404,10 @@ TrainSummary Trainer::run() {
   }
   io::MetricsWriter metrics;
   if (leader) {
-    io::ensure_directory(cfg_.run.dir);
+    // the run directory and the checkpoint directory (a preemption writes one even with
+    // checkpoint.every = 0) must be writable now, not after hours of training
+    ensure_writable_dir(cfg_.run.dir, "run.dir", "the run's records");
+    ensure_writable_dir(checkpoint_dir(), cfg_.checkpoint.dir.empty() ? "run.dir" : "checkpoint.dir", "checkpoints");
     io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
     if (on_run_start) on_run_start();
     if (const auto [aside, moved] = io::supersede_checkpoints(checkpoint_dir(), start); !moved.empty()) {

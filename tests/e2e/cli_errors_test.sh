@@ -19,3 +19,10 @@ expect_error "not divisible by train.micro_batch" train "$CFG" train.batch_size=
 "$MESHTRAIN" train --help > "$WORK/help.txt"
 grep -q "train.steps" "$WORK/help.txt" && grep -q "data.schedule" "$WORK/help.txt" || fail "train --help lacks the config keys"
 "$MESHTRAIN" bench step --help >/dev/null
+# a checkpoint directory that cannot be written fails before the first step, not at the
+# first checkpoint (or preemption) after hours of training; it names the key
+touch "$WORK/afile"
+tiny=(model.n_embd=32 model.seq_len=16 train.batch_size=8 train.micro_batch=4 train.threads=1 train.steps=3)
+expect_error "checkpoint.dir" train "$CFG" "${tiny[@]}" checkpoint.every=2 checkpoint.dir="$WORK/afile/ck" run.dir="$WORK/y"
+! echo "$out" | grep -q "step .*/3" || fail "training started before the checkpoint directory error: $out"
+expect_error "run.dir" train "$CFG" "${tiny[@]}" run.dir="$WORK/afile/run"
