@@ -172,9 +172,27 @@ int64_t Trainer::restore_checkpoint() {
   io::read_shard(chosen + "/" + shard.at("file").get<std::string>(),
                  std::stoull(shard.at("checksum").get<std::string>(), nullptr, 16), params, mm, vv, ranges);
   const size_t nstate = static_cast<size_t>(optim_->num_elements());
-  MT_CHECK(static_cast<int64_t>(params.size()) == model_->num_local_params() && ranges == sync_->owned_ranges() &&
-               mm.size() == nstate && vv.size() == (optim_->has_v() ? nstate : 0),
-           "checkpoint shard {} does not match this rank's parameter or optimizer layout", shard.at("file").dump());
+  const std::string file = chosen + "/" + shard.at("file").get<std::string>();
+  if (static_cast<int64_t>(params.size()) != model_->num_local_params()) {
+    throw core::Error(fmt::format("the shard holds {} parameters, this rank's slice has {}", params.size(),
+                                  model_->num_local_params()))
+        .with_file(file).with_hint("the checkpoint was written by another model or meshtrain version");
+  }
+  if (ranges != sync_->owned_ranges()) {
+    // same layout, but the optimizer state is cut differently (ZeRO-1 shards it by gradient
+    // bucket: parallel.bucket_mb changed): rebuild this rank's share from every shard
+    load_resharded(chosen, m);
+    if (world_.rank() == 0) {
+      log::info("resumed from {} (step {}) in {:.0f} ms; optimizer state resharded (its shards are cut differently: "
+                "parallel.bucket_mb changed?)", chosen, step, ms());
+    }
+    return step;
+  }
+  if (mm.size() != nstate || vv.size() != (optim_->has_v() ? nstate : 0)) {
+    throw core::Error(fmt::format("the shard's optimizer state ({} + {} values) does not fit optim.name = {} ({} x {} "
+                                  "values)", mm.size(), vv.size(), cfg_.optim.name, optim_->has_v() ? 2 : 1, nstate))
+        .with_file(file).with_yaml("optim.name").with_hint("resume with the optimizer the checkpoint was written with");
+  }
   device_->copy(model_->params().raw(), params.data(), params.size() * sizeof(float));
   model_->refresh_working_params();
   optim_->load_state(mm, vv);
