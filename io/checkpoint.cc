@@ -193,6 +193,9 @@ std::string verify_checkpoint(const std::string& ckpt_dir) {
       const uint64_t want = std::stoull(s.at("checksum").get<std::string>(), nullptr, 16);
       if (file_checksum(path) != want) return path + ": checksum mismatch (truncated or corrupted)";
     }
+  } catch (const core::Error& e) {  // file, message and library text: the caller adds the rank
+    const auto& c = e.context();
+    return (c.file.empty() ? "" : c.file + ": ") + e.message() + (c.library.empty() ? "" : " [" + c.library + "]");
   } catch (const std::exception& e) {
     return e.what();
   }

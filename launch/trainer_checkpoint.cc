@@ -107,7 +107,7 @@ int64_t Trainer::restore_checkpoint() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
   const std::string& want = cfg_.checkpoint.resume;
-  std::string chosen, reason;
+  std::string chosen, reason, hint = "resume=auto picks the newest valid checkpoint under <run.dir>/checkpoints";
   if (world_.rank() == 0) {
     if (want == "auto") {
       for (const auto& c : io::list_checkpoints(checkpoint_dir())) {
@@ -119,19 +119,37 @@ int64_t Trainer::restore_checkpoint() {
         log::warn("skipping checkpoint {}: {}", c, bad);
       }
     } else {
-      reason = io::verify_checkpoint(want);
+      std::error_code ec;
+      if (!fs::exists(want, ec)) {
+        reason = fmt::format("{} does not exist (relative paths start from the working directory, {})", want,
+                             fs::current_path(ec).string());
+      } else if (fs::is_directory(want, ec) && !fs::exists(fs::path(want) / "manifest.json", ec)) {
+        // a run directory or a checkpoints/ directory instead of one checkpoint: name the newest
+        auto found = io::list_checkpoints(want);
+        if (found.empty()) found = io::list_checkpoints(want + "/checkpoints");
+        if (!found.empty()) {
+          reason = fmt::format("{} is not a checkpoint but holds checkpoints; the newest is {}", want, found.front());
+          hint = fmt::format("resume={} (a step_<N> directory), or resume=auto with the run.dir (or checkpoint.dir) "
+                             "they belong to", found.front());
+        }
+      } else if (fs::exists(fs::path(want) / "manifest.json", ec) && !fs::exists(fs::path(want) / "COMPLETE", ec)) {
+        reason = fmt::format("{} is an incomplete checkpoint: it has no COMPLETE marker (its write did not finish)", want);
+        hint = "resume from an older checkpoint, or resume=auto (which only considers complete ones)";
+      }
+      if (reason.empty()) reason = io::verify_checkpoint(want);
       if (reason.empty()) chosen = want;
     }
   }
   chosen = broadcast_string(world_, chosen);
   reason = broadcast_string(world_, reason);
+  hint = broadcast_string(world_, hint);
   if (chosen.empty()) {
     if (want == "auto") {
       if (world_.rank() == 0) log::info("resume=auto: no complete checkpoint under {}, starting fresh", checkpoint_dir());
       return 0;
     }
-    throw core::Error("cannot resume from this checkpoint: " + reason).with_file(want)
-        .with_hint("resume=auto picks the newest valid checkpoint under <run.dir>/checkpoints");
+    throw core::Error("cannot resume from this checkpoint: " + reason).with_file(want).with_yaml("checkpoint.resume")
+        .with_hint(hint);
   }
   const nlohmann::json m = io::read_manifest(chosen);
   const auto& lay = m.at("layout");
