@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "io/markov_source.h"
 #include "io/metrics.h"
@@ -398,6 +399,10 @@ Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, Sam
   ds_.check_vocab(model_vocab);
   names_[0] = "train";
   names_[1] = ds_.num_tokens("val") > 0 ? "val" : "train";
+  if (names_[1] == "train" && core::process_rank() <= 0) {
+    core::log::warn("dataset {} has no val split: eval_loss is measured on the first batches of the train split "
+                    "(prep with --val-fraction > 0 for held-out data)", dir);
+  }
   views_[0] = ds_.view(names_[0]);
   views_[1] = ds_.view(names_[1]);
   for (int k = 0; k < 2; ++k) {
@@ -405,7 +410,10 @@ Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, Sam
     if (mode_ == SampleMode::Concat) {
       if (ds_.num_tokens(s) < seq_len + 1) {
         throw core::Error(fmt::format("split '{}' has {} tokens, fewer than one sample of seq_len + 1 = {}", s,
-                                      ds_.num_tokens(s), seq_len + 1)).with_file(dir);
+                                      ds_.num_tokens(s), seq_len + 1))
+            .with_file(dir).with_yaml("model.seq_len")
+            .with_hint(k == 1 ? "the val split is the eval set: prep with a larger --val-fraction, or a smaller seq_len"
+                              : "use a smaller model.seq_len, or more data");
       }
       continue;
     }

@@ -101,4 +101,8 @@ expect_bad "train_00001.h5" data.path="$WORK/ds-cut"
 cp -r "$WORK/ds" "$WORK/ds-miss"
 rm "$WORK/ds-miss/train_00002.h5"
 expect_bad "missing shard" data.path="$WORK/ds-miss"
+# a dataset without a val split: eval falls back to the train split, and says so
+"$MESHTRAIN" prep --from markov --docs 20 --doc-len 96 --markov-vocab 16 --val-fraction 0 --out "$WORK/noval" >/dev/null
+out=$("$MESHTRAIN" train "$CFG" "${common[@]}" data.path="$WORK/noval" train.steps=1 run.dir="$WORK/noval-run" 2>&1)
+echo "$out" | grep -q "warn: .*no val split.*train split" || fail "no warning that eval uses the train split: $out"
 echo "data loader e2e: equivalence, resume and bad inputs passed"
