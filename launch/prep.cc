@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -22,15 +23,23 @@ std::vector<int32_t> read_npy(const std::string& path) {
   const std::string bytes = io::read_file(path);
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw core::Error("not a .npy file").with_file(path);
   const int major = static_cast<unsigned char>(bytes[6]);
+  const size_t pre = major == 1 ? 10 : 12;  // magic, version, header length
+  if (bytes.size() < pre) throw core::Error("truncated .npy file (no header)").with_file(path);
   const size_t hlen = major == 1 ? (static_cast<unsigned char>(bytes[8]) | static_cast<unsigned char>(bytes[9]) << 8)
                                  : (static_cast<uint32_t>(static_cast<unsigned char>(bytes[8])) |
                                     static_cast<uint32_t>(static_cast<unsigned char>(bytes[9])) << 8 |
                                     static_cast<uint32_t>(static_cast<unsigned char>(bytes[10])) << 16 |
                                     static_cast<uint32_t>(static_cast<unsigned char>(bytes[11])) << 24);
-  const size_t start = (major == 1 ? 10 : 12) + hlen;
-  const std::string header = bytes.substr(major == 1 ? 10 : 12, hlen);
+  const size_t start = pre + hlen;
+  if (bytes.size() < start) {
+    throw core::Error(fmt::format("truncated .npy file: its header needs {} bytes, the file has {}", start,
+                                  bytes.size())).with_file(path);
+  }
+  const std::string header = bytes.substr(pre, hlen);
   if (header.find("'fortran_order': True") != std::string::npos) throw core::Error("Fortran-order array").with_file(path);
-  const auto lp = header.find("'shape': ("), rp = header.find(')', lp);
+  const auto lp = header.find("'shape': (");
+  const auto rp = lp == std::string::npos ? std::string::npos : header.find(')', lp);
+  if (rp == std::string::npos) throw core::Error("no shape in the .npy header").with_file(path).with_library(header);
   const std::string shape = header.substr(lp + 10, rp - lp - 10);
   if (shape.find(',') != shape.rfind(',') || shape.empty()) {
     throw core::Error(fmt::format("expected a 1-D array, shape ({})", shape)).with_file(path);
@@ -40,8 +49,15 @@ std::vector<int32_t> read_npy(const std::string& path) {
   if (header.find("'<u2'") != std::string::npos) width = 2;
   else if (header.find("'<u4'") != std::string::npos) width = 4;
   else if (header.find("'<i4'") != std::string::npos) width = 4, is_signed = true;
-  else throw core::Error("unsupported dtype (use <u2, <u4 or <i4)").with_file(path).with_library(header);
-  const size_t n = (bytes.size() - start) / width;
+  else throw core::Error("unsupported dtype (use <u2, <u4 or <i4)").with_file(path)
+      .with_library(header.substr(0, header.find_last_not_of(" \n") + 1));
+  // the data must be exactly the shape's values: a cut-short file is an error, not a shorter document
+  const uint64_t count = std::strtoull(shape.c_str(), nullptr, 10);
+  if (bytes.size() - start != count * width) {
+    throw core::Error(fmt::format("truncated or padded .npy file: its shape ({}) needs {} bytes of data, the file has {}",
+                                  count, count * width, bytes.size() - start)).with_file(path);
+  }
+  const size_t n = static_cast<size_t>(count);
   std::vector<int32_t> out(n);
   for (size_t i = 0; i < n; ++i) {
     uint32_t v = 0;
