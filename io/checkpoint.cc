@@ -183,10 +183,12 @@ nlohmann::json read_manifest(const std::string& ckpt_dir) {
   return j;
 }
 
-std::string verify_checkpoint(const std::string& ckpt_dir) {
+std::string verify_checkpoint(const std::string& ckpt_dir, int first, int stride) {
   try {
     const auto j = read_manifest(ckpt_dir);
-    for (const auto& s : j.at("shards")) {
+    const auto& shards = j.at("shards");
+    for (size_t i = static_cast<size_t>(first); i < shards.size(); i += static_cast<size_t>(std::max(stride, 1))) {
+      const auto& s = shards.at(i);
       const std::string path = ckpt_dir + "/" + s.at("file").get<std::string>();
       std::error_code ec;
       if (!fs::exists(path, ec)) return path + ": missing shard";

@@ -27,16 +27,29 @@ std::string Trainer::checkpoint_dir() const {
 }
 
 namespace {
-// Rank 0's string to every rank (length, then bytes).
-std::string broadcast_string(parallel::Communicator& c, std::string s) {
+// `root`'s string to every rank (length, then bytes).
+std::string broadcast_string(parallel::Communicator& c, std::string s, int root = 0) {
   int64_t n = static_cast<int64_t>(s.size());
-  c.broadcast(&n, 1, parallel::DType::I64, 0);
+  c.broadcast(&n, 1, parallel::DType::I64, root);
   s.resize(static_cast<size_t>(n));
   std::vector<int32_t> buf((n + 3) / 4, 0);
   std::memcpy(buf.data(), s.data(), s.size());
-  c.broadcast(buf.data(), buf.size(), parallel::DType::I32, 0);
+  c.broadcast(buf.data(), buf.size(), parallel::DType::I32, root);
   std::memcpy(s.data(), buf.data(), s.size());
   return s;
+}
+
+// Verifies checkpoint `dir` collectively: rank r checks the shards r, r + world, ... (each
+// shard is read once, in parallel, instead of every shard by rank 0 while the others wait
+// under the collective deadline). Returns "" on every rank if all shards are good, else the
+// problem the lowest such rank found.
+std::string verify_collectively(parallel::Communicator& world, const std::string& dir) {
+  const std::string bad = io::verify_checkpoint(dir, world.rank(), world.size());
+  int32_t neg_first = -(bad.empty() ? world.size() : world.rank());  // (a max of negatives: the min)
+  if (world.size() > 1) world.all_reduce(&neg_first, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+  const int first = -neg_first;
+  if (first == world.size()) return "";
+  return world.size() > 1 ? broadcast_string(world, bad, first) : bad;
 }
 }  // namespace
 
@@ -108,16 +121,10 @@ int64_t Trainer::restore_checkpoint() {
   };
   const std::string& want = cfg_.checkpoint.resume;
   std::string chosen, reason, hint = "resume=auto picks the newest valid checkpoint under <run.dir>/checkpoints";
+  std::string candidates;  // rank 0's list, newest first, one per line
   if (world_.rank() == 0) {
     if (want == "auto") {
-      for (const auto& c : io::list_checkpoints(checkpoint_dir())) {
-        const std::string bad = io::verify_checkpoint(c);
-        if (bad.empty()) {
-          chosen = c;
-          break;
-        }
-        log::warn("skipping checkpoint {}: {}", c, bad);
-      }
+      for (const auto& c : io::list_checkpoints(checkpoint_dir())) candidates += c + "\n";
     } else {
       std::error_code ec;
       if (!fs::exists(want, ec)) {
@@ -136,13 +143,22 @@ int64_t Trainer::restore_checkpoint() {
         reason = fmt::format("{} is an incomplete checkpoint: it has no COMPLETE marker (its write did not finish)", want);
         hint = "resume from an older checkpoint, or resume=auto (which only considers complete ones)";
       }
-      if (reason.empty()) reason = io::verify_checkpoint(want);
-      if (reason.empty()) chosen = want;
+      if (reason.empty()) candidates = want + "\n";
     }
   }
-  chosen = broadcast_string(world_, chosen);
+  candidates = broadcast_string(world_, candidates);
   reason = broadcast_string(world_, reason);
   hint = broadcast_string(world_, hint);
+  for (size_t at = 0, nl; (nl = candidates.find('\n', at)) != std::string::npos; at = nl + 1) {
+    const std::string c = candidates.substr(at, nl - at);
+    const std::string bad = verify_collectively(world_, c);
+    if (bad.empty()) {
+      chosen = c;
+      break;
+    }
+    if (want != "auto") reason = bad;
+    else if (world_.rank() == 0) log::warn("skipping checkpoint {}: {}", c, bad);
+  }
   if (chosen.empty()) {
     if (want == "auto") {
       if (world_.rank() == 0) log::info("resume=auto: no complete checkpoint under {}, starting fresh", checkpoint_dir());
