@@ -268,7 +268,7 @@ void check_shard(const std::string& path, const std::string& dtype, int vocab, S
 }
 }  // namespace
 
-Dataset Dataset::open(const std::string& dir, bool verify, bool mapped) {
+Dataset Dataset::open(const std::string& dir, bool verify, bool mapped, int verify_first, int verify_stride) {
   const std::string mpath = dir + "/manifest.json";
   if (!fs::exists(mpath)) {
     throw core::Error("no dataset manifest").with_file(mpath).with_hint("build a dataset with `meshtrain prep`");
@@ -295,6 +295,8 @@ Dataset Dataset::open(const std::string& dir, bool verify, bool mapped) {
   d.generator_ = m.value("generator", nlohmann::json());
   if (!m.contains("splits") || !m["splits"].is_object()) throw core::Error("the manifest has no splits").with_file(mpath);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  int64_t shard_index = 0;  // over all splits, for the share of the token pass
+  verify_stride = std::max(verify_stride, 1);
   for (auto& [name, list] : m.at("splits").items()) {
     int64_t first = 0;
     std::vector<int64_t>& starts = d.doc_starts_[name];
@@ -314,7 +316,8 @@ Dataset Dataset::open(const std::string& dir, bool verify, bool mapped) {
       first += info.tokens;
       const std::string path = dir + "/" + info.file;
       if (!fs::exists(path)) throw core::Error("missing shard").with_file(path).with_hint("the manifest lists it");
-      check_shard(path, d.dtype_, d.vocab_, info, verify, starts);
+      const bool mine = verify && shard_index++ % verify_stride == verify_first;
+      check_shard(path, d.dtype_, d.vocab_, info, mine, starts);
       d.splits_[name].push_back(info);
       d.readers_[name].push_back(std::make_shared<const ShardReader>(path, d.dtype_, info.tokens, mapped));
     }
@@ -394,8 +397,9 @@ void Dataset::read_tokens(const SplitView& v, int64_t offset, int64_t count, int
   }
 }
 
-Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode, bool verify)
-    : ds_(Dataset::open(dir, verify)), T_(seq_len), mode_(mode) {
+Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode, bool verify,
+                       int verify_first, int verify_stride)
+    : ds_(Dataset::open(dir, verify, true, verify_first, verify_stride)), T_(seq_len), mode_(mode) {
   ds_.check_vocab(model_vocab);
   names_[0] = "train";
   names_[1] = ds_.num_tokens("val") > 0 ? "val" : "train";

@@ -143,7 +143,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   }
   norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
                                        core::DType::F64, *device_);
-  data_ = io::make_data_source(cfg);
+  data_ = io::make_data_source(cfg, world.rank(), world.size());  // the ranks share the dataset's verification
   MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
            data_->vocab_size(), cfg.model.vocab_size);
   loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
