@@ -545,8 +545,12 @@ TrainSummary Trainer::run() {
     if (preempt && !last) {
       sum.preempted = stop = true;
       if (leader) log::warn("preempted after step {}: writing a checkpoint and exiting (resume=auto continues)", s + 1);
+    } else if (preempt && leader) {
+      // the last step: checkpoint before the final eval, which may outlast the grace period
+      log::warn("preemption signal in the last step: writing a checkpoint, then the final eval (if it is cut short, "
+                "resume=auto finishes the run)");
     }
-    if ((cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last || stop)) || sum.preempted) {
+    if ((cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last || stop)) || preempt) {
       save_checkpoint(s + 1);
     }
     if (stop) break;
