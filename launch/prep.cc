@@ -84,6 +84,13 @@ std::vector<int32_t> read_raw(const std::string& path, const std::string& dtype)
 
 int run_prep(const PrepArgs& a) {
   MT_CHECK(!a.out.empty(), "prep needs --out DIR");
+  // options that can only give a dataset training refuses: say so before converting anything
+  if (!(a.val_fraction >= 0 && a.val_fraction < 1)) {
+    throw core::Error(fmt::format("--val-fraction {} leaves no train split", a.val_fraction))
+        .with_hint("the share of documents in the val split: 0 <= --val-fraction < 1 (default 0.05)");
+  }
+  if (a.shard_tokens < 1) throw core::Error(fmt::format("--shard-tokens {} must be >= 1", a.shard_tokens));
+  if (a.from == "markov" && a.docs < 1) throw core::Error(fmt::format("--docs {}: no documents to write", a.docs));
   std::vector<std::vector<int32_t>> file_docs;  // tokens / text: one document per input file
   int vocab = a.vocab;
   std::string tokenizer = "none";
@@ -168,6 +175,7 @@ int run_prep(const PrepArgs& a) {
   }
   w.finish();
   progress(true);
+  io::Dataset::open(a.out, /*verify=*/false);  // an empty train split (few documents, all drawn for val) is an error now
   std::printf("dataset written to %s (%lld tokens, vocab %d)\n", a.out.c_str(), static_cast<long long>(w.tokens_written()),
               vocab);
   return 0;

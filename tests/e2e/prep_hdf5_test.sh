@@ -81,3 +81,9 @@ for f in cut cuthdr; do
   set +e; out=$("$MESHTRAIN" prep --from tokens "$WORK/$f.npy" --out "$WORK/$f-ds" 2>&1); rc=$?; set -e
   [ $rc -ne 0 ] && echo "$out" | grep -q "$f.npy: .*truncated" || fail "truncated $f.npy accepted: $out"
 done
+# options that can only produce an unusable dataset are refused before converting anything
+for bad in "--val-fraction 1" "--val-fraction -0.1" "--docs 0" "--shard-tokens 0"; do
+  set +e; out=$("$MESHTRAIN" prep --from markov --docs 10 --doc-len 50 $bad --out "$WORK/badprep" 2>&1); rc=$?; set -e
+  [ $rc -ne 0 ] && echo "$out" | grep -q -- "${bad%% *}" || fail "prep accepted $bad: $out"
+  [ ! -e "$WORK/badprep/manifest.json" ] || fail "prep $bad wrote a dataset"
+done
