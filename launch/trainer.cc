@@ -332,9 +332,18 @@ StepStats Trainer::step(int64_t s) {
   return st;
 }
 
-double Trainer::evaluate() {
+double Trainer::evaluate() { return *evaluate_unless_preempted(false); }
+
+bool Trainer::agree_preemption() {
+  int32_t preempt = preemption_requested() ? 1 : 0;
+  if (world_.size() > 1) world_.all_reduce(&preempt, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+  return preempt != 0;
+}
+
+std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
+    if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
     loader_->eval_batch(k, eval_batch_);
     for (int m = 0; m < eval_batch_.n_micro; ++m) {
       const io::MicroBatch& mb = eval_batch_.micro[static_cast<size_t>(m)];
@@ -461,9 +470,15 @@ TrainSummary Trainer::run() {
   double train_ms = 0;
   double& best_eval = best_eval_;
   int& evals_without_gain = evals_without_gain_;
-  int64_t last_eval_step = -1;
-  auto do_eval = [&](int64_t s) {
-    const double ev = evaluate();
+  int64_t last_eval_step = -1, last_checkpoint_step = -1;
+  // The eval after `s` steps; false if a preemption signal abandoned it (nothing recorded).
+  auto do_eval = [&](int64_t s) -> bool {
+    const std::optional<double> res = evaluate_unless_preempted(/*interruptible=*/true);
+    if (!res) {
+      if (leader) log::warn("eval at step {} abandoned for preemption (resume=auto redoes it)", s);
+      return false;
+    }
+    const double ev = *res;
     sum.final_eval_loss = ev;
     last_eval_step = s;
     if (leader) {
@@ -482,12 +497,46 @@ TrainSummary Trainer::run() {
     } else {
       ++evals_without_gain;
     }
+    return true;
+  };
+  // After `at` steps: agree on preemption before the eval (a long eval must not outlast the
+  // grace period), the eval if due (abandoned on a signal: the checkpoint records it as due,
+  // and resume=auto redoes it first), early stopping, the checkpoint. True: the run stops.
+  auto eval_point = [&](int64_t at, bool eval_now, bool checkpoint_due) -> bool {
+    const bool last = at >= tc.steps;
+    bool preempt = agree_preemption(), stop = false;
+    if (eval_now && !preempt) {
+      if (!do_eval(at)) {
+        preempt = true;
+      } else if (tc.early_stop_patience > 0 && evals_without_gain >= tc.early_stop_patience) {
+        sum.early_stopped = stop = true;
+        if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
+      }
+    }
+    if (preempt) {  // also after the last step: the final eval may outlast the grace period
+      sum.preempted = stop = true;
+      if (leader) {
+        log::warn("preempted after step {}: writing a checkpoint and exiting (resume=auto {})", at,
+                  last ? "runs the final eval" : "continues");
+      }
+    }
+    if (checkpoint_due || (cfg_.checkpoint.every > 0 && stop) || preempt) {
+      eval_due_ = eval_now && preempt;  // an eval that did not happen
+      save_checkpoint(at);
+      eval_due_ = false;
+      last_checkpoint_step = at;
+    }
+    return stop;
   };
 
   sum.steps_done = start;
   sum.final_loss = last_loss_;
   sum.early_stopped = ended && stopped_early;
-  for (int64_t s = start; !ended && s < tc.steps; ++s) {
+  // a run preempted during an eval: that eval first (and what follows from it)
+  bool stopped = false;
+  if (!ended && eval_due_ && start < tc.steps) stopped = eval_point(start, true, false);
+  eval_due_ = false;
+  for (int64_t s = start; !ended && !stopped && s < tc.steps; ++s) {
     const StepStats st = step(s);
     train_ms += st.ms;
     tokens_done += static_cast<double>(st.tokens);
@@ -530,37 +579,23 @@ TrainSummary Trainer::run() {
         std::fflush(stdout);
       }
     }
-    const bool last = s + 1 == tc.steps;
-    bool stop = false;
-    if (!last && tc.eval_every > 0 && (s + 1) % tc.eval_every == 0) {
-      do_eval(s + 1);
-      if (tc.early_stop_patience > 0 && evals_without_gain >= tc.early_stop_patience) {
-        sum.early_stopped = stop = true;
-        if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
-      }
-    }
     // preemption: every rank learns whether any rank got SIGTERM/SIGUSR1 (4 bytes per step)
-    int32_t preempt = preemption_requested() ? 1 : 0;
-    if (world_.size() > 1) world_.all_reduce(&preempt, 1, parallel::DType::I32, parallel::ReduceOp::Max);
-    if (preempt && !last) {
-      sum.preempted = stop = true;
-      if (leader) log::warn("preempted after step {}: writing a checkpoint and exiting (resume=auto continues)", s + 1);
-    } else if (preempt && leader) {
-      // the last step: checkpoint before the final eval, which may outlast the grace period
-      log::warn("preemption signal in the last step: writing a checkpoint, then the final eval (if it is cut short, "
-                "resume=auto finishes the run)");
-    }
-    if ((cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last || stop)) || preempt) {
-      save_checkpoint(s + 1);
-    }
-    if (stop) break;
+    const bool last = s + 1 == tc.steps;
+    const bool eval_now = !last && tc.eval_every > 0 && (s + 1) % tc.eval_every == 0;
+    const bool checkpoint_due = cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last);
+    if (eval_point(s + 1, eval_now, checkpoint_due)) break;
   }
   if (live) std::printf("\r\033[K");
+  // the final eval (unless an early stop has just evaluated); a preemption signal abandons it,
+  // after a checkpoint of the finished training, and resume=auto finishes the run
+  if (!sum.preempted && last_eval_step != sum.steps_done && !do_eval(sum.steps_done)) {
+    sum.preempted = true;
+    if (last_checkpoint_step != sum.steps_done) save_checkpoint(sum.steps_done);
+  }
   if (sum.preempted) {
     if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
     return sum;
   }
-  if (last_eval_step != sum.steps_done) do_eval(sum.steps_done);  // (an early stop has just evaluated)
   sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;
   sum.tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit

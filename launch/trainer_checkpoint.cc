@@ -103,7 +103,7 @@ void Trainer::save_checkpoint(int64_t steps_done) {
                                 {"n_embd", cfg_.model.n_embd}, {"vocab_size", cfg_.model.vocab_size},
                                 {"seq_len", cfg_.model.seq_len}, {"params", model_->num_full_params()}}},
                      {"trainer", {{"best_eval", best_eval_}, {"evals_without_gain", evals_without_gain_},
-                                  {"last_loss", last_loss_}}},
+                                  {"last_loss", last_loss_}, {"eval_due", eval_due_}}},
                      {"config", core::config_to_yaml(cfg_)},
                      {"shards", shards}};
     io::finalize_checkpoint(tmp_dir, final_dir, m);
@@ -188,6 +188,7 @@ int64_t Trainer::restore_checkpoint() {
   evals_without_gain_ = m.at("trainer").at("evals_without_gain").get<int>();
   const auto& ll = m.at("trainer").value("last_loss", nlohmann::json());  // (null: NaN, or older checkpoints)
   last_loss_ = ll.is_number() ? ll.get<double>() : NAN;
+  eval_due_ = m.at("trainer").value("eval_due", false);
   const int64_t step = m.at("step").get<int64_t>();
   {  // the data loader continues exactly where it was (the state is the same in every shard)
     const auto& own = m.at("shards").at(was_layout == now_layout ? world_.rank() : 0);

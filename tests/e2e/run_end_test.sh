@@ -3,8 +3,8 @@
 # resuming a run that already ended (its checkpoint is at train.steps, or it early-stopped)
 # trains nothing more and leaves metrics.jsonl and summary.json as they were; if the job died
 # between its last checkpoint and summary.json, resume=auto finishes it: one final eval and a
-# summary with the run's final loss. A preemption signal in the last step checkpoints before
-# the final eval.
+# summary with the run's final loss. A preemption signal in the last step checkpoints and
+# leaves the final eval to resume=auto.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(model.n_embd=32 model.seq_len=16 train.batch_size=8 train.micro_batch=4 train.threads=1
@@ -43,13 +43,16 @@ check_evals "$WORK/fin" || fail "the finishing eval duplicated the step-4 eval r
 diff "$WORK/fin.summary" <(summary "$WORK/fin") || fail "the finished summary differs from the uninterrupted run's"
 
 # a preemption signal during the last step (checkpoint.every = 0): the final eval can outlast
-# the grace period, so the job checkpoints before it; killed during that eval, it is finished
-# by resume=auto rather than lost. (The only step is made slow: debug_slow_factor.)
+# the grace period, so the job checkpoints and exits 0 without it; resume=auto finishes the run
+# (the final eval and summary.json). (The only step is made slow: debug_slow_factor.)
 last=(train.steps=1 train.eval_every=0 data.debug_slow_rank=0 data.debug_slow_factor=400)
 "$MESHTRAIN" train "$CFG" "${common[@]}" "${last[@]}" run.dir="$WORK/last" > "$WORK/last.log" 2>&1 & pid=$!
 for _ in $(seq 1 300); do grep -q "memory per rank" "$WORK/last.log" && break; sleep 0.02; done
 kill -USR1 $pid; wait $pid || { cat "$WORK/last.log"; fail "a run signalled in its last step failed"; }
 grep -q "preemption signal received" "$WORK/last.log" || fail "the signal came too late; the test proves nothing"
 [ -e "$WORK/last/checkpoints/step_00000001/COMPLETE" ] || fail "no checkpoint after a signal in the last step: $(cat "$WORK/last.log")"
-[ -e "$WORK/last/summary.json" ] || fail "the signalled last step did not finish the run"
+[ ! -e "$WORK/last/summary.json" ] || fail "the final eval ran despite the signal"
+"$MESHTRAIN" train "$CFG" "${common[@]}" "${last[@]}" data.debug_slow_rank=-1 run.dir="$WORK/last" resume=auto > "$WORK/last2.log" 2>&1 \
+  || { cat "$WORK/last2.log"; fail "finishing the signalled run failed"; }
+[ -e "$WORK/last/summary.json" ] && check_evals "$WORK/last" || fail "resume=auto did not finish the signalled run"
 echo "run end: early stop, resume of ended runs, a signal in the last step passed"
