@@ -531,6 +531,7 @@ TrainSummary Trainer::run() {
 
   sum.steps_done = start;
   sum.final_loss = last_loss_;
+  sum.skipped_steps = skipped_steps_;  // (a resumed run counts those before its checkpoint too)
   sum.early_stopped = ended && stopped_early;
   // a run preempted during an eval: that eval first (and what follows from it)
   bool stopped = false;
@@ -544,7 +545,7 @@ TrainSummary Trainer::run() {
     sum.final_loss = last_loss_ = st.loss;
     sum.steps_done = s + 1;
     if (st.skipped) {
-      ++sum.skipped_steps;
+      sum.skipped_steps = ++skipped_steps_;
       if (leader) log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", s + 1, sum.skipped_steps);
     } else if (!std::isfinite(st.loss)) {
       throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");

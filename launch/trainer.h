@@ -137,6 +137,7 @@ class Trainer {
   int evals_without_gain_ = 0;
   double last_loss_ = NAN;  // loss of the last step done (summary.json of a run resumed at its end)
   bool eval_due_ = false;   // the eval at the checkpoint's step was abandoned for preemption
+  int64_t skipped_steps_ = 0;  // updates dropped for a non-finite gradient norm, over the whole run
 };
 
 // Threads per rank: train.threads, else the cores of this node divided by its ranks

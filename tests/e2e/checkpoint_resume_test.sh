@@ -88,6 +88,11 @@ ref = [json.loads(l) for l in open(sys.argv[2] + "/metrics.jsonl") if '"loss"' i
 assert [r["skipped"] for r in recs].count(True) == 1 and recs[12]["skipped"]
 assert recs[12]["loss"] == ref[12]["loss"] and recs[13]["loss"] != ref[13]["loss"]
 PY
+# ... and the count survives a resume (the skip at step 12 is in the step-20 checkpoint)
+mkdir -p "$WORK/skip-b/checkpoints"; cp -r "$WORK/skip/checkpoints/step_00000020" "$WORK/skip-b/checkpoints/"
+"$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/skip-b" train.nonfinite=skip train.debug_nan_step=12 resume=auto >/dev/null
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["skipped_steps"] == 1, s' "$WORK/skip-b/summary.json" \
+  || fail "the resumed run's summary lost the skipped step"
 set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/stop" train.debug_nan_step=12 2>&1); rc=$?
 set -e
