@@ -4,6 +4,8 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
 
 #include "core/error.h"
@@ -170,16 +172,21 @@ nlohmann::json read_manifest(const std::string& ckpt_dir) {
   return j;
 }
 
-std::string verify_checkpoint(const std::string& ckpt_dir) {
+std::string verify_checkpoint(const std::string& ckpt_dir, int first, int stride) {
   try {
     const auto j = read_manifest(ckpt_dir);
-    for (const auto& s : j.at("shards")) {
+    const auto& shards = j.at("shards");
+    for (size_t i = static_cast<size_t>(first); i < shards.size(); i += static_cast<size_t>(std::max(stride, 1))) {
+      const auto& s = shards.at(i);
       const std::string path = ckpt_dir + "/" + s.at("file").get<std::string>();
       std::error_code ec;
       if (!fs::exists(path, ec)) return path + ": missing shard";
       const uint64_t want = std::stoull(s.at("checksum").get<std::string>(), nullptr, 16);
       if (file_checksum(path) != want) return path + ": checksum mismatch (truncated or corrupted)";
     }
+  } catch (const core::Error& e) {  // file, message and library text: the caller adds the rank
+    const auto& c = e.context();
+    return (c.file.empty() ? "" : c.file + ": ") + e.message() + (c.library.empty() ? "" : " [" + c.library + "]");
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -195,6 +202,33 @@ void prune_checkpoints(const std::string& dir, int keep) {
     const std::string name = e.path().filename().string();
     if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(e.path(), ec);
   }
+}
+
+std::pair<std::string, std::vector<std::string>> supersede_checkpoints(const std::string& dir, int64_t step) {
+  std::vector<std::string> newer;
+  for (const auto& c : list_checkpoints(dir)) {
+    const std::string name = fs::path(c).filename().string();
+    if (step_of(name) > step) newer.push_back(name);
+  }
+  if (newer.empty()) return {"", {}};
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+  std::string aside = fmt::format("{}/superseded_{}", dir, stamp);
+  for (int k = 1; fs::exists(aside); ++k) aside = fmt::format("{}/superseded_{}_{}", dir, stamp, k);
+  ensure_directory(aside);
+  for (const auto& name : newer) {
+    std::error_code ec;
+    fs::rename(dir + "/" + name, aside + "/" + name, ec);
+    if (ec) {
+      throw core::Error("cannot move a superseded checkpoint aside").with_file(dir + "/" + name)
+          .with_library(ec.message()).with_hint("remove the checkpoints newer than the step this run starts from");
+    }
+  }
+  fsync_path(dir);
+  return {aside, newer};
 }
 
 }  // namespace mt::io

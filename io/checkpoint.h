@@ -49,9 +49,16 @@ void finalize_checkpoint(const std::string& tmp_dir, const std::string& final_di
 // Complete checkpoints under `dir`, newest first (by step), without verifying shards.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 nlohmann::json read_manifest(const std::string& ckpt_dir);
-// Verifies every shard's checksum; returns "" if valid, else what is wrong (file and reason).
-std::string verify_checkpoint(const std::string& ckpt_dir);
+// Verifies the shards' checksums (every shard, or those with index = first mod stride, so that
+// ranks can share the work); returns "" if valid, else what is wrong (file and reason).
+std::string verify_checkpoint(const std::string& ckpt_dir, int first = 0, int stride = 1);
 // Deletes all but the `keep` newest complete checkpoints and any stale *.tmp directories.
 void prune_checkpoints(const std::string& dir, int keep);
+// Checkpoints under `dir` newer than `step` (the step a run starts from) belong to a run it
+// replaces (a fresh start in a used directory, or a resume from an older checkpoint): left in
+// place, pruning would keep them and delete the new run's, and resume=auto would pick them.
+// Moves them into a new `dir/superseded_<time>/` (nothing is deleted); returns that directory
+// and the names moved ("" and none if there were none).
+std::pair<std::string, std::vector<std::string>> supersede_checkpoints(const std::string& dir, int64_t step);
 
 }  // namespace mt::io

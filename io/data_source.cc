@@ -7,7 +7,7 @@
 
 namespace mt::io {
 
-std::unique_ptr<DataSource> make_data_source(const core::Config& cfg) {
+std::unique_ptr<DataSource> make_data_source(const core::Config& cfg, int verify_first, int verify_stride) {
   if (cfg.data.source == "markov") {
     const int vocab = cfg.data.markov_vocab > 0 ? cfg.data.markov_vocab : cfg.model.vocab_size;
     return std::make_unique<MarkovSource>(vocab, cfg.data.markov_order,
@@ -15,7 +15,8 @@ std::unique_ptr<DataSource> make_data_source(const core::Config& cfg) {
   }
   if (cfg.data.source == "hdf5") {
     return std::make_unique<Hdf5Source>(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len,
-                                        parse_sample_mode(cfg.data.mode), cfg.data.verify);
+                                        parse_sample_mode(cfg.data.mode), cfg.data.verify, verify_first,
+                                        verify_stride);
   }
   throw core::Error(fmt::format("unknown data source '{}'", cfg.data.source)).with_yaml("data.source");
 }

@@ -38,6 +38,7 @@ class DataSource {
   virtual std::string describe() const = 0;
 };
 
-std::unique_ptr<DataSource> make_data_source(const core::Config& cfg);
+// verify_first / verify_stride: this process's share of a dataset's verification (rank, world).
+std::unique_ptr<DataSource> make_data_source(const core::Config& cfg, int verify_first = 0, int verify_stride = 1);
 
 }  // namespace mt::io

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "io/h5_util.h"
 #include "io/markov_source.h"
@@ -258,7 +259,7 @@ void check_shard(const std::string& path, const std::string& dtype, int vocab, S
 }
 }  // namespace
 
-Dataset Dataset::open(const std::string& dir, bool verify, bool mapped) {
+Dataset Dataset::open(const std::string& dir, bool verify, bool mapped, int verify_first, int verify_stride) {
   const std::string mpath = dir + "/manifest.json";
   if (!fs::exists(mpath)) {
     throw core::Error("no dataset manifest").with_file(mpath).with_hint("build a dataset with `meshtrain prep`");
@@ -285,6 +286,8 @@ Dataset Dataset::open(const std::string& dir, bool verify, bool mapped) {
   d.generator_ = m.value("generator", nlohmann::json());
   if (!m.contains("splits") || !m["splits"].is_object()) throw core::Error("the manifest has no splits").with_file(mpath);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  int64_t shard_index = 0;  // over all splits, for the share of the token pass
+  verify_stride = std::max(verify_stride, 1);
   for (auto& [name, list] : m.at("splits").items()) {
     int64_t first = 0;
     std::vector<int64_t>& starts = d.doc_starts_[name];
@@ -304,7 +307,8 @@ Dataset Dataset::open(const std::string& dir, bool verify, bool mapped) {
       first += info.tokens;
       const std::string path = dir + "/" + info.file;
       if (!fs::exists(path)) throw core::Error("missing shard").with_file(path).with_hint("the manifest lists it");
-      check_shard(path, d.dtype_, d.vocab_, info, verify, starts);
+      const bool mine = verify && shard_index++ % verify_stride == verify_first;
+      check_shard(path, d.dtype_, d.vocab_, info, mine, starts);
       d.splits_[name].push_back(info);
       d.readers_[name].push_back(std::make_shared<const ShardReader>(path, d.dtype_, info.tokens, mapped));
     }
@@ -384,11 +388,16 @@ void Dataset::read_tokens(const SplitView& v, int64_t offset, int64_t count, int
   }
 }
 
-Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode, bool verify)
-    : ds_(Dataset::open(dir, verify)), T_(seq_len), mode_(mode) {
+Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode, bool verify,
+                       int verify_first, int verify_stride)
+    : ds_(Dataset::open(dir, verify, true, verify_first, verify_stride)), T_(seq_len), mode_(mode) {
   ds_.check_vocab(model_vocab);
   names_[0] = "train";
   names_[1] = ds_.num_tokens("val") > 0 ? "val" : "train";
+  if (names_[1] == "train" && core::process_rank() <= 0) {
+    core::log::warn("dataset {} has no val split: eval_loss is measured on the first batches of the train split "
+                    "(prep with --val-fraction > 0 for held-out data)", dir);
+  }
   views_[0] = ds_.view(names_[0]);
   views_[1] = ds_.view(names_[1]);
   for (int k = 0; k < 2; ++k) {
@@ -396,7 +405,10 @@ Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, Sam
     if (mode_ == SampleMode::Concat) {
       if (ds_.num_tokens(s) < seq_len + 1) {
         throw core::Error(fmt::format("split '{}' has {} tokens, fewer than one sample of seq_len + 1 = {}", s,
-                                      ds_.num_tokens(s), seq_len + 1)).with_file(dir);
+                                      ds_.num_tokens(s), seq_len + 1))
+            .with_file(dir).with_yaml("model.seq_len")
+            .with_hint(k == 1 ? "the val split is the eval set: prep with a larger --val-fraction, or a smaller seq_len"
+                              : "use a smaller model.seq_len, or more data");
       }
       continue;
     }

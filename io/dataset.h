@@ -73,8 +73,12 @@ class Dataset {
  public:
   // Validates manifest and shards (sizes, stored type, document offsets; with `verify` also
   // checksums and every token id < vocab_size, reading each shard once). Throws Error naming
-  // the file (and offset). `mapped` = false reads through H5Dread only (tests).
-  static Dataset open(const std::string& dir, bool verify = true, bool mapped = true);
+  // the file (and offset). `mapped` = false reads through H5Dread only (tests). Ranks share
+  // the token pass: only the shards with index = verify_first mod verify_stride (in manifest
+  // order, train then val) are read (a bad shard fails the rank that reads it, which ends
+  // the job).
+  static Dataset open(const std::string& dir, bool verify = true, bool mapped = true, int verify_first = 0,
+                      int verify_stride = 1);
   int64_t num_tokens(const std::string& split) const;
   int64_t num_documents(const std::string& split) const;
   int vocab_size() const { return vocab_; }
@@ -121,7 +125,7 @@ uint64_t token_checksum(const void* data, size_t bytes, uint64_t h = core::kFnv1
 class Hdf5Source final : public DataSource {
  public:
   Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode = SampleMode::Concat,
-             bool verify = true);
+             bool verify = true, int verify_first = 0, int verify_stride = 1);
   int vocab_size() const override { return ds_.vocab_size(); }
   void sample(Split split, uint64_t index, int seq_len, int32_t* out) const override;
   uint64_t epoch_samples(Split split) const override;

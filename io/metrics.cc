@@ -79,7 +79,7 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-void truncate_metrics(const std::string& dir, int64_t step) {
+void truncate_metrics(const std::string& dir, int64_t step, bool keep_eval_at_step) {
   const std::string path = dir + "/metrics.jsonl";
   if (!fs::exists(path)) return;
   std::istringstream in(read_file(path));
@@ -90,7 +90,7 @@ void truncate_metrics(const std::string& dir, int64_t step) {
       const auto j = nlohmann::json::parse(line);
       // step records are 0-based steps; eval records are labelled with the steps done
       const int64_t s = j.value("step", int64_t{0});
-      if (j.contains("eval_loss") ? s > step : s >= step) continue;
+      if (j.contains("eval_loss") ? (keep_eval_at_step ? s > step : s >= step) : s >= step) continue;
     } catch (const nlohmann::json::exception&) {
       continue;  // a line cut short by a crash
     }

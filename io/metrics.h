@@ -34,8 +34,10 @@ class MetricsWriter {
 };
 
 // Keeps only the records of <dir>/metrics.jsonl from before `step` steps were done (a resumed
-// run rewrites the steps after its checkpoint), via a temporary file and rename.
-void truncate_metrics(const std::string& dir, int64_t step);
+// run rewrites the steps after its checkpoint), via a temporary file and rename. The eval
+// record of step `step` itself (an eval done before that checkpoint) is kept unless
+// keep_eval_at_step is false (the resumed run redoes it).
+void truncate_metrics(const std::string& dir, int64_t step, bool keep_eval_at_step = true);
 // Creates the directory (and parents); throws mt::core::Error naming it on failure.
 void ensure_directory(const std::string& dir);
 // Writes `text` to `path` via a temporary file, fsync and rename (then fsyncs the directory),

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
@@ -21,15 +22,23 @@ std::vector<int32_t> read_npy(const std::string& path) {
   const std::string bytes = io::read_file(path);
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw core::Error("not a .npy file").with_file(path);
   const int major = static_cast<unsigned char>(bytes[6]);
+  const size_t pre = major == 1 ? 10 : 12;  // magic, version, header length
+  if (bytes.size() < pre) throw core::Error("truncated .npy file (no header)").with_file(path);
   const size_t hlen = major == 1 ? (static_cast<unsigned char>(bytes[8]) | static_cast<unsigned char>(bytes[9]) << 8)
                                  : (static_cast<uint32_t>(static_cast<unsigned char>(bytes[8])) |
                                     static_cast<uint32_t>(static_cast<unsigned char>(bytes[9])) << 8 |
                                     static_cast<uint32_t>(static_cast<unsigned char>(bytes[10])) << 16 |
                                     static_cast<uint32_t>(static_cast<unsigned char>(bytes[11])) << 24);
-  const size_t start = (major == 1 ? 10 : 12) + hlen;
-  const std::string header = bytes.substr(major == 1 ? 10 : 12, hlen);
+  const size_t start = pre + hlen;
+  if (bytes.size() < start) {
+    throw core::Error(fmt::format("truncated .npy file: its header needs {} bytes, the file has {}", start,
+                                  bytes.size())).with_file(path);
+  }
+  const std::string header = bytes.substr(pre, hlen);
   if (header.find("'fortran_order': True") != std::string::npos) throw core::Error("Fortran-order array").with_file(path);
-  const auto lp = header.find("'shape': ("), rp = header.find(')', lp);
+  const auto lp = header.find("'shape': (");
+  const auto rp = lp == std::string::npos ? std::string::npos : header.find(')', lp);
+  if (rp == std::string::npos) throw core::Error("no shape in the .npy header").with_file(path).with_library(header);
   const std::string shape = header.substr(lp + 10, rp - lp - 10);
   if (shape.find(',') != shape.rfind(',') || shape.empty()) {
     throw core::Error(fmt::format("expected a 1-D array, shape ({})", shape)).with_file(path);
@@ -39,8 +48,15 @@ std::vector<int32_t> read_npy(const std::string& path) {
   if (header.find("'<u2'") != std::string::npos) width = 2;
   else if (header.find("'<u4'") != std::string::npos) width = 4;
   else if (header.find("'<i4'") != std::string::npos) width = 4, is_signed = true;
-  else throw core::Error("unsupported dtype (use <u2, <u4 or <i4)").with_file(path).with_library(header);
-  const size_t n = (bytes.size() - start) / width;
+  else throw core::Error("unsupported dtype (use <u2, <u4 or <i4)").with_file(path)
+      .with_library(header.substr(0, header.find_last_not_of(" \n") + 1));
+  // the data must be exactly the shape's values: a cut-short file is an error, not a shorter document
+  const uint64_t count = std::strtoull(shape.c_str(), nullptr, 10);
+  if (bytes.size() - start != count * width) {
+    throw core::Error(fmt::format("truncated or padded .npy file: its shape ({}) needs {} bytes of data, the file has {}",
+                                  count, count * width, bytes.size() - start)).with_file(path);
+  }
+  const size_t n = static_cast<size_t>(count);
   std::vector<int32_t> out(n);
   for (size_t i = 0; i < n; ++i) {
     uint32_t v = 0;
@@ -67,6 +83,13 @@ std::vector<int32_t> read_raw(const std::string& path, const std::string& dtype)
 
 int run_prep(const PrepArgs& a) {
   MT_CHECK(!a.out.empty(), "prep needs --out DIR");
+  // options that can only give a dataset training refuses: say so before converting anything
+  if (!(a.val_fraction >= 0 && a.val_fraction < 1)) {
+    throw core::Error(fmt::format("--val-fraction {} leaves no train split", a.val_fraction))
+        .with_hint("the share of documents in the val split: 0 <= --val-fraction < 1 (default 0.05)");
+  }
+  if (a.shard_tokens < 1) throw core::Error(fmt::format("--shard-tokens {} must be >= 1", a.shard_tokens));
+  if (a.from == "markov" && a.docs < 1) throw core::Error(fmt::format("--docs {}: no documents to write", a.docs));
   std::vector<std::vector<int32_t>> file_docs;  // tokens / text: one document per input file
   int vocab = a.vocab;
   std::string tokenizer = "none";
@@ -151,6 +174,7 @@ int run_prep(const PrepArgs& a) {
   }
   w.finish();
   progress(true);
+  io::Dataset::open(a.out, /*verify=*/false);  // an empty train split (few documents, all drawn for val) is an error now
   std::printf("dataset written to %s (%lld tokens, vocab %d)\n", a.out.c_str(), static_cast<long long>(w.tokens_written()),
               vocab);
   return 0;

@@ -7,7 +7,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdlib>
+#include <filesystem>
+#include <system_error>
 #include <thread>
 
 #include <cblas.h>
@@ -15,6 +18,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "io/checkpoint.h"
 #include "io/tb_writer.h"
 #include "launch/blas_env.h"
 #include "launch/launch_env.h"
@@ -27,6 +31,18 @@ using Clock = std::chrono::steady_clock;
 namespace {
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
+}
+// Creates `dir` (and parents) and checks that this process may write into it; else an Error
+// naming the config key, raised before the first step rather than at the first checkpoint.
+void ensure_writable_dir(const std::string& dir, const char* key, const char* what) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (!ec && ::access(dir.c_str(), W_OK) != 0) ec = std::error_code(errno, std::generic_category());
+  if (ec) {
+    throw core::Error(fmt::format("cannot write {} into {}", what, dir)).with_file(dir).with_yaml(key)
+        .with_library(ec.message())
+        .with_hint(fmt::format("set {} to a writable directory (checked before the first step)", key));
+  }
 }
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -126,7 +142,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   }
   norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
                                        core::DType::F64, *device_);
-  data_ = io::make_data_source(cfg);
+  data_ = io::make_data_source(cfg, world.rank(), world.size());  // the ranks share the dataset's verification
   MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
            data_->vocab_size(), cfg.model.vocab_size);
   loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
@@ -315,9 +331,18 @@ StepStats Trainer::step(int64_t s) {
   return st;
 }
 
-double Trainer::evaluate() {
+double Trainer::evaluate() { return *evaluate_unless_preempted(false); }
+
+bool Trainer::agree_preemption() {
+  int32_t preempt = preemption_requested() ? 1 : 0;
+  if (world_.size() > 1) world_.all_reduce(&preempt, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+  return preempt != 0;
+}
+
+std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
+    if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
     loader_->eval_batch(k, eval_batch_);
     for (int m = 0; m < eval_batch_.n_micro; ++m) {
       const io::MicroBatch& mb = eval_batch_.micro[static_cast<size_t>(m)];
@@ -352,12 +377,54 @@ TrainSummary Trainer::run() {
   const bool leader = world_.rank() == 0;
   const auto& tc = cfg_.train;
   const int64_t start = cfg_.checkpoint.resume.empty() ? 0 : restore_checkpoint();
+  // A checkpoint at (or past) train.steps, or of a run that early-stopped, ends the run: a
+  // requeued or repeated `resume=auto` trains nothing more. If summary.json already records
+  // that step, the run is done and nothing is rewritten; else (the job died after its last
+  // checkpoint) the final eval and the summary are redone.
+  const bool stopped_early = tc.early_stop_patience > 0 && evals_without_gain_ >= tc.early_stop_patience;
+  const bool ended = start > 0 && (start >= tc.steps || stopped_early);
+  if (ended) {
+    int32_t done = 0;
+    if (leader) {
+      try {
+        const auto j = nlohmann::json::parse(io::read_file(cfg_.run.dir + "/summary.json"));
+        done = j.value("steps", int64_t{-1}) == start ? 1 : 0;
+      } catch (const std::exception&) {
+        done = 0;  // no (readable) summary: finish the run below
+      }
+    }
+    if (world_.size() > 1) world_.all_reduce(&done, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+    if (leader) {
+      const std::string why = stopped_early && start < tc.steps
+                                  ? fmt::format("it stopped early at step {}", start)
+                                  : fmt::format("its checkpoint is at step {}, train.steps = {}", start, tc.steps);
+      log::info("the run is already complete ({}){}", why,
+                done ? fmt::format("; {}/summary.json has its result, nothing to do", cfg_.run.dir)
+                     : "; no summary.json for it yet: running the final eval");
+    }
+    if (done) {
+      TrainSummary sum;
+      sum.steps_done = start;
+      sum.final_loss = last_loss_;
+      sum.early_stopped = stopped_early;
+      return sum;
+    }
+  }
   io::MetricsWriter metrics;
   if (leader) {
-    io::ensure_directory(cfg_.run.dir);
+    // the run directory and the checkpoint directory (a preemption writes one even with
+    // checkpoint.every = 0) must be writable now, not after hours of training
+    ensure_writable_dir(cfg_.run.dir, "run.dir", "the run's records");
+    ensure_writable_dir(checkpoint_dir(), cfg_.checkpoint.dir.empty() ? "run.dir" : "checkpoint.dir", "checkpoints");
     io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
     if (on_run_start) on_run_start();
-    if (start > 0) io::truncate_metrics(cfg_.run.dir, start);  // drop steps after the checkpoint
+    if (const auto [aside, moved] = io::supersede_checkpoints(checkpoint_dir(), start); !moved.empty()) {
+      log::warn("{} checkpoint(s) under {} are newer than step {} where this run starts ({} ... {}): they belong to "
+                "the run this one replaces and would shadow its checkpoints; moved to {} (delete it if not needed)",
+                moved.size(), checkpoint_dir(), start, moved.back(), moved.front(), aside);
+    }
+    // drop the records after the checkpoint (and, when the final eval is redone, its record)
+    if (start > 0) io::truncate_metrics(cfg_.run.dir, start, /*keep_eval_at_step=*/!ended);
     metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/start > 0);
   }
   io::TbWriter tb;
@@ -402,9 +469,17 @@ TrainSummary Trainer::run() {
   double train_ms = 0;
   double& best_eval = best_eval_;
   int& evals_without_gain = evals_without_gain_;
-  auto do_eval = [&](int64_t s) {
-    const double ev = evaluate();
+  int64_t last_eval_step = -1, last_checkpoint_step = -1;
+  // The eval after `s` steps; false if a preemption signal abandoned it (nothing recorded).
+  auto do_eval = [&](int64_t s) -> bool {
+    const std::optional<double> res = evaluate_unless_preempted(/*interruptible=*/true);
+    if (!res) {
+      if (leader) log::warn("eval at step {} abandoned for preemption (resume=auto redoes it)", s);
+      return false;
+    }
+    const double ev = *res;
     sum.final_eval_loss = ev;
+    last_eval_step = s;
     if (leader) {
       nlohmann::json j{{"step", s}, {"eval_loss", ev}};
       if (floor) j["data_entropy"] = *floor;
@@ -421,18 +496,55 @@ TrainSummary Trainer::run() {
     } else {
       ++evals_without_gain;
     }
+    return true;
+  };
+  // After `at` steps: agree on preemption before the eval (a long eval must not outlast the
+  // grace period), the eval if due (abandoned on a signal: the checkpoint records it as due,
+  // and resume=auto redoes it first), early stopping, the checkpoint. True: the run stops.
+  auto eval_point = [&](int64_t at, bool eval_now, bool checkpoint_due) -> bool {
+    const bool last = at >= tc.steps;
+    bool preempt = agree_preemption(), stop = false;
+    if (eval_now && !preempt) {
+      if (!do_eval(at)) {
+        preempt = true;
+      } else if (tc.early_stop_patience > 0 && evals_without_gain >= tc.early_stop_patience) {
+        sum.early_stopped = stop = true;
+        if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
+      }
+    }
+    if (preempt) {  // also after the last step: the final eval may outlast the grace period
+      sum.preempted = stop = true;
+      if (leader) {
+        log::warn("preempted after step {}: writing a checkpoint and exiting (resume=auto {})", at,
+                  last ? "runs the final eval" : "continues");
+      }
+    }
+    if (checkpoint_due || (cfg_.checkpoint.every > 0 && stop) || preempt) {
+      eval_due_ = eval_now && preempt;  // an eval that did not happen
+      save_checkpoint(at);
+      eval_due_ = false;
+      last_checkpoint_step = at;
+    }
+    return stop;
   };
 
   sum.steps_done = start;
-  for (int64_t s = start; s < tc.steps; ++s) {
+  sum.final_loss = last_loss_;
+  sum.skipped_steps = skipped_steps_;  // (a resumed run counts those before its checkpoint too)
+  sum.early_stopped = ended && stopped_early;
+  // a run preempted during an eval: that eval first (and what follows from it)
+  bool stopped = false;
+  if (!ended && eval_due_ && start < tc.steps) stopped = eval_point(start, true, false);
+  eval_due_ = false;
+  for (int64_t s = start; !ended && !stopped && s < tc.steps; ++s) {
     const StepStats st = step(s);
     train_ms += st.ms;
     tokens_done += static_cast<double>(st.tokens);
     sum.losses.push_back(st.loss);
-    sum.final_loss = st.loss;
+    sum.final_loss = last_loss_ = st.loss;
     sum.steps_done = s + 1;
     if (st.skipped) {
-      ++sum.skipped_steps;
+      sum.skipped_steps = ++skipped_steps_;
       if (leader) log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", s + 1, sum.skipped_steps);
     } else if (!std::isfinite(st.loss)) {
       throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
@@ -467,33 +579,23 @@ TrainSummary Trainer::run() {
         std::fflush(stdout);
       }
     }
-    const bool last = s + 1 == tc.steps;
-    bool stop = false;
-    if (!last && tc.eval_every > 0 && (s + 1) % tc.eval_every == 0) {
-      do_eval(s + 1);
-      if (tc.early_stop_patience > 0 && evals_without_gain >= tc.early_stop_patience) {
-        sum.early_stopped = stop = true;
-        if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
-      }
-    }
     // preemption: every rank learns whether any rank got SIGTERM/SIGUSR1 (4 bytes per step)
-    int32_t preempt = preemption_requested() ? 1 : 0;
-    if (world_.size() > 1) world_.all_reduce(&preempt, 1, parallel::DType::I32, parallel::ReduceOp::Max);
-    if (preempt && !last) {
-      sum.preempted = stop = true;
-      if (leader) log::warn("preempted after step {}: writing a checkpoint and exiting (resume=auto continues)", s + 1);
-    }
-    if ((cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last || stop)) || sum.preempted) {
-      save_checkpoint(s + 1);
-    }
-    if (stop) break;
+    const bool last = s + 1 == tc.steps;
+    const bool eval_now = !last && tc.eval_every > 0 && (s + 1) % tc.eval_every == 0;
+    const bool checkpoint_due = cfg_.checkpoint.every > 0 && ((s + 1) % cfg_.checkpoint.every == 0 || last);
+    if (eval_point(s + 1, eval_now, checkpoint_due)) break;
   }
   if (live) std::printf("\r\033[K");
+  // the final eval (unless an early stop has just evaluated); a preemption signal abandons it,
+  // after a checkpoint of the finished training, and resume=auto finishes the run
+  if (!sum.preempted && last_eval_step != sum.steps_done && !do_eval(sum.steps_done)) {
+    sum.preempted = true;
+    if (last_checkpoint_step != sum.steps_done) save_checkpoint(sum.steps_done);
+  }
   if (sum.preempted) {
     if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
     return sum;
   }
-  do_eval(sum.steps_done);
   sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;
   sum.tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit

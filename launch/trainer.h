@@ -14,6 +14,7 @@
 // flags, checksums) keep using the MPI communicators.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -75,6 +76,9 @@ class Trainer {
   StepStats step(int64_t step);
   // Mean loss over the eval set (identical on every rank).
   double evaluate();
+  // The same, or nullopt (on every rank) once any rank has a preemption signal pending and
+  // `interruptible` is set (checked before each eval batch: a collective).
+  std::optional<double> evaluate_unless_preempted(bool interruptible);
 
   // Checkpoints (launch/trainer_checkpoint.cc). save: every rank writes its shard of the
   // state after `steps_done` steps. restore: loads cfg.checkpoint.resume ("auto" = newest
@@ -101,6 +105,8 @@ class Trainer {
 
  private:
   void verify_identical_init();
+  // Whether any rank has received SIGTERM/SIGUSR1 (an all-reduce of the flag).
+  bool agree_preemption();
   void load_resharded(const std::string& dir, const nlohmann::json& manifest);
   // After a step: all-gathers the replicas' cost, compute time and tokens; returns imbalance.
   double exchange_work(int64_t step, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens);
@@ -129,6 +135,9 @@ class Trainer {
   // trainer state carried by checkpoints
   double best_eval_ = 1e300;
   int evals_without_gain_ = 0;
+  double last_loss_ = NAN;  // loss of the last step done (summary.json of a run resumed at its end)
+  bool eval_due_ = false;   // the eval at the checkpoint's step was abandoned for preemption
+  int64_t skipped_steps_ = 0;  // updates dropped for a non-finite gradient norm, over the whole run
 };
 
 // Threads per rank: train.threads, else the cores of this node divided by its ranks

@@ -27,16 +27,29 @@ std::string Trainer::checkpoint_dir() const {
 }
 
 namespace {
-// Rank 0's string to every rank (length, then bytes).
-std::string broadcast_string(parallel::Communicator& c, std::string s) {
+// `root`'s string to every rank (length, then bytes).
+std::string broadcast_string(parallel::Communicator& c, std::string s, int root = 0) {
   int64_t n = static_cast<int64_t>(s.size());
-  c.broadcast(&n, 1, parallel::DType::I64, 0);
+  c.broadcast(&n, 1, parallel::DType::I64, root);
   s.resize(static_cast<size_t>(n));
   std::vector<int32_t> buf((n + 3) / 4, 0);
   std::memcpy(buf.data(), s.data(), s.size());
-  c.broadcast(buf.data(), buf.size(), parallel::DType::I32, 0);
+  c.broadcast(buf.data(), buf.size(), parallel::DType::I32, root);
   std::memcpy(s.data(), buf.data(), s.size());
   return s;
+}
+
+// Verifies checkpoint `dir` collectively: rank r checks the shards r, r + world, ... (each
+// shard is read once, in parallel, instead of every shard by rank 0 while the others wait
+// under the collective deadline). Returns "" on every rank if all shards are good, else the
+// problem the lowest such rank found.
+std::string verify_collectively(parallel::Communicator& world, const std::string& dir) {
+  const std::string bad = io::verify_checkpoint(dir, world.rank(), world.size());
+  int32_t neg_first = -(bad.empty() ? world.size() : world.rank());  // (a max of negatives: the min)
+  if (world.size() > 1) world.all_reduce(&neg_first, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+  const int first = -neg_first;
+  if (first == world.size()) return "";
+  return world.size() > 1 ? broadcast_string(world, bad, first) : bad;
 }
 }  // namespace
 
@@ -89,7 +102,9 @@ void Trainer::save_checkpoint(int64_t steps_done) {
                      {"model", {{"n_layer", cfg_.model.n_layer}, {"n_head", cfg_.model.n_head},
                                 {"n_embd", cfg_.model.n_embd}, {"vocab_size", cfg_.model.vocab_size},
                                 {"seq_len", cfg_.model.seq_len}, {"params", model_->num_full_params()}}},
-                     {"trainer", {{"best_eval", best_eval_}, {"evals_without_gain", evals_without_gain_}}},
+                     {"trainer", {{"best_eval", best_eval_}, {"evals_without_gain", evals_without_gain_},
+                                  {"last_loss", last_loss_}, {"eval_due", eval_due_},
+                                  {"skipped_steps", skipped_steps_}}},
                      {"config", core::config_to_yaml(cfg_)},
                      {"shards", shards}};
     io::finalize_checkpoint(tmp_dir, final_dir, m);
@@ -106,31 +121,52 @@ int64_t Trainer::restore_checkpoint() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
   const std::string& want = cfg_.checkpoint.resume;
-  std::string chosen, reason;
+  std::string chosen, reason, hint = "resume=auto picks the newest valid checkpoint under <run.dir>/checkpoints";
+  std::string candidates;  // rank 0's list, newest first, one per line
   if (world_.rank() == 0) {
     if (want == "auto") {
-      for (const auto& c : io::list_checkpoints(checkpoint_dir())) {
-        const std::string bad = io::verify_checkpoint(c);
-        if (bad.empty()) {
-          chosen = c;
-          break;
-        }
-        log::warn("skipping checkpoint {}: {}", c, bad);
-      }
+      for (const auto& c : io::list_checkpoints(checkpoint_dir())) candidates += c + "\n";
     } else {
-      reason = io::verify_checkpoint(want);
-      if (reason.empty()) chosen = want;
+      std::error_code ec;
+      if (!fs::exists(want, ec)) {
+        reason = fmt::format("{} does not exist (relative paths start from the working directory, {})", want,
+                             fs::current_path(ec).string());
+      } else if (fs::is_directory(want, ec) && !fs::exists(fs::path(want) / "manifest.json", ec)) {
+        // a run directory or a checkpoints/ directory instead of one checkpoint: name the newest
+        auto found = io::list_checkpoints(want);
+        if (found.empty()) found = io::list_checkpoints(want + "/checkpoints");
+        if (!found.empty()) {
+          reason = fmt::format("{} is not a checkpoint but holds checkpoints; the newest is {}", want, found.front());
+          hint = fmt::format("resume={} (a step_<N> directory), or resume=auto with the run.dir (or checkpoint.dir) "
+                             "they belong to", found.front());
+        }
+      } else if (fs::exists(fs::path(want) / "manifest.json", ec) && !fs::exists(fs::path(want) / "COMPLETE", ec)) {
+        reason = fmt::format("{} is an incomplete checkpoint: it has no COMPLETE marker (its write did not finish)", want);
+        hint = "resume from an older checkpoint, or resume=auto (which only considers complete ones)";
+      }
+      if (reason.empty()) candidates = want + "\n";
     }
   }
-  chosen = broadcast_string(world_, chosen);
+  candidates = broadcast_string(world_, candidates);
   reason = broadcast_string(world_, reason);
+  hint = broadcast_string(world_, hint);
+  for (size_t at = 0, nl; (nl = candidates.find('\n', at)) != std::string::npos; at = nl + 1) {
+    const std::string c = candidates.substr(at, nl - at);
+    const std::string bad = verify_collectively(world_, c);
+    if (bad.empty()) {
+      chosen = c;
+      break;
+    }
+    if (want != "auto") reason = bad;
+    else if (world_.rank() == 0) log::warn("skipping checkpoint {}: {}", c, bad);
+  }
   if (chosen.empty()) {
     if (want == "auto") {
       if (world_.rank() == 0) log::info("resume=auto: no complete checkpoint under {}, starting fresh", checkpoint_dir());
       return 0;
     }
-    throw core::Error("cannot resume from this checkpoint: " + reason).with_file(want)
-        .with_hint("resume=auto picks the newest valid checkpoint under <run.dir>/checkpoints");
+    throw core::Error("cannot resume from this checkpoint: " + reason).with_file(want).with_yaml("checkpoint.resume")
+        .with_hint(hint);
   }
   const nlohmann::json m = io::read_manifest(chosen);
   const auto& lay = m.at("layout");
@@ -151,6 +187,10 @@ int64_t Trainer::restore_checkpoint() {
   const std::string now_layout = fmt::format("world {} dp {} tp {} zero {}", world_.size(), dp_, tp_, cfg_.parallel.zero);
   best_eval_ = m.at("trainer").at("best_eval").get<double>();
   evals_without_gain_ = m.at("trainer").at("evals_without_gain").get<int>();
+  const auto& ll = m.at("trainer").value("last_loss", nlohmann::json());  // (null: NaN, or older checkpoints)
+  last_loss_ = ll.is_number() ? ll.get<double>() : NAN;
+  eval_due_ = m.at("trainer").value("eval_due", false);
+  skipped_steps_ = m.at("trainer").value("skipped_steps", int64_t{0});
   const int64_t step = m.at("step").get<int64_t>();
   {  // the data loader continues exactly where it was (the state is the same in every shard)
     const auto& own = m.at("shards").at(was_layout == now_layout ? world_.rank() : 0);
@@ -169,9 +209,27 @@ int64_t Trainer::restore_checkpoint() {
   io::read_shard(chosen + "/" + shard.at("file").get<std::string>(),
                  std::stoull(shard.at("checksum").get<std::string>(), nullptr, 16), params, mm, vv, ranges);
   const size_t nstate = static_cast<size_t>(optim_->num_elements());
-  MT_CHECK(static_cast<int64_t>(params.size()) == model_->num_local_params() && ranges == sync_->owned_ranges() &&
-               mm.size() == nstate && vv.size() == (optim_->has_v() ? nstate : 0),
-           "checkpoint shard {} does not match this rank's parameter or optimizer layout", shard.at("file").dump());
+  const std::string file = chosen + "/" + shard.at("file").get<std::string>();
+  if (static_cast<int64_t>(params.size()) != model_->num_local_params()) {
+    throw core::Error(fmt::format("the shard holds {} parameters, this rank's slice has {}", params.size(),
+                                  model_->num_local_params()))
+        .with_file(file).with_hint("the checkpoint was written by another model or meshtrain version");
+  }
+  if (ranges != sync_->owned_ranges()) {
+    // same layout, but the optimizer state is cut differently (ZeRO-1 shards it by gradient
+    // bucket: parallel.bucket_mb changed): rebuild this rank's share from every shard
+    load_resharded(chosen, m);
+    if (world_.rank() == 0) {
+      log::info("resumed from {} (step {}) in {:.0f} ms; optimizer state resharded (its shards are cut differently: "
+                "parallel.bucket_mb changed?)", chosen, step, ms());
+    }
+    return step;
+  }
+  if (mm.size() != nstate || vv.size() != (optim_->has_v() ? nstate : 0)) {
+    throw core::Error(fmt::format("the shard's optimizer state ({} + {} values) does not fit optim.name = {} ({} x {} "
+                                  "values)", mm.size(), vv.size(), cfg_.optim.name, optim_->has_v() ? 2 : 1, nstate))
+        .with_file(file).with_yaml("optim.name").with_hint("resume with the optimizer the checkpoint was written with");
+  }
   device_->copy(model_->params().raw(), params.data(), params.size() * sizeof(float));
   model_->refresh_working_params();
   optim_->load_state(mm, vv);

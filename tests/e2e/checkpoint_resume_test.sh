@@ -40,6 +40,18 @@ truncate -s 100 "$WORK/t/checkpoints/step_00000030/shard_00000.h5"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/t" resume=auto 2>&1)
 echo "$out" | grep -q "skipping checkpoint .*step_00000030" || fail "truncation not reported"
 
+# a bit-flipped shard of rank 1 of 2 (the ranks share the verification): named, skipped
+mkdir -p "$WORK/c2/checkpoints"
+cp -r "$WORK/dp2-a/checkpoints/step_00000010" "$WORK/dp2-a/checkpoints/step_00000020" "$WORK/c2/checkpoints/"
+python3 - "$WORK/c2/checkpoints/step_00000020/shard_00001.h5" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 0x40; open(p, "wb").write(b)
+PY
+out=$(mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 run.dir="$WORK/c2" resume=auto 2>&1)
+echo "$out" | grep -q "rank 0/2.*skipping checkpoint .*step_00000020.*shard_00001.h5: checksum mismatch" || fail "rank 1's corrupt shard not reported: $out"
+echo "$out" | grep -q "resumed from .*step_00000010" || fail "np 2: did not fall back to step 10"
+diff <(step_losses "$WORK/dp2-a" 10) <(step_losses "$WORK/c2" 10) || fail "np 2 fallback resume differs"
+
 # SIGKILL mid-run, then resume=auto: the loss stream ends exactly like the uninterrupted run
 long=(train.steps=120 checkpoint.every=5)
 "$MESHTRAIN" train "$CFG" "${common[@]}" "${long[@]}" run.dir="$WORK/full" >/dev/null
@@ -76,6 +88,11 @@ ref = [json.loads(l) for l in open(sys.argv[2] + "/metrics.jsonl") if '"loss"' i
 assert [r["skipped"] for r in recs].count(True) == 1 and recs[12]["skipped"]
 assert recs[12]["loss"] == ref[12]["loss"] and recs[13]["loss"] != ref[13]["loss"]
 PY
+# ... and the count survives a resume (the skip at step 12 is in the step-20 checkpoint)
+mkdir -p "$WORK/skip-b/checkpoints"; cp -r "$WORK/skip/checkpoints/step_00000020" "$WORK/skip-b/checkpoints/"
+"$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/skip-b" train.nonfinite=skip train.debug_nan_step=12 resume=auto >/dev/null
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["skipped_steps"] == 1, s' "$WORK/skip-b/summary.json" \
+  || fail "the resumed run's summary lost the skipped step"
 set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/stop" train.debug_nan_step=12 2>&1); rc=$?
 set -e

@@ -19,3 +19,18 @@ expect_error "not divisible by train.micro_batch" train "$CFG" train.batch_size=
 "$MESHTRAIN" train --help > "$WORK/help.txt"
 grep -q "train.steps" "$WORK/help.txt" && grep -q "data.schedule" "$WORK/help.txt" || fail "train --help lacks the config keys"
 "$MESHTRAIN" bench step --help >/dev/null
+# a checkpoint directory that cannot be written fails before the first step, not at the
+# first checkpoint (or preemption) after hours of training; it names the key
+touch "$WORK/afile"
+tiny=(model.n_embd=32 model.seq_len=16 train.batch_size=8 train.micro_batch=4 train.threads=1 train.steps=3)
+expect_error "checkpoint.dir" train "$CFG" "${tiny[@]}" checkpoint.every=2 checkpoint.dir="$WORK/afile/ck" run.dir="$WORK/y"
+! echo "$out" | grep -q "step .*/3" || fail "training started before the checkpoint directory error: $out"
+expect_error "run.dir" train "$CFG" "${tiny[@]}" run.dir="$WORK/afile/run"
+# resume=PATH naming a run directory or its checkpoints/ (not one checkpoint) says which to pass;
+# a checkpoint directory without its COMPLETE marker is refused as incomplete
+"$MESHTRAIN" train "$CFG" "${tiny[@]}" checkpoint.every=2 run.dir="$WORK/ok" > /dev/null 2>&1
+expect_error "resume=$WORK/ok/checkpoints/step_00000003" train "$CFG" "${tiny[@]}" run.dir="$WORK/z" resume="$WORK/ok"
+expect_error "resume=$WORK/ok/checkpoints/step_00000003" train "$CFG" "${tiny[@]}" run.dir="$WORK/z" resume="$WORK/ok/checkpoints"
+! echo "$out" | grep -q "(rank 0) (rank 0)" || fail "the rank is named twice: $out"
+cp -r "$WORK/ok/checkpoints/step_00000002" "$WORK/half"; rm "$WORK/half/COMPLETE"
+expect_error "COMPLETE" train "$CFG" "${tiny[@]}" run.dir="$WORK/z" resume="$WORK/half"

@@ -98,7 +98,19 @@ expect_bad "no dataset manifest" data.path="$WORK/nowhere"
 cp -r "$WORK/ds" "$WORK/ds-cut"
 truncate -s 3000 "$WORK/ds-cut/train_00001.h5"
 expect_bad "train_00001.h5" data.path="$WORK/ds-cut"
+# a bit flip in the tokens of shard 1 under np 2 (the ranks share the token pass): the job stops
+cp -r "$WORK/ds" "$WORK/ds-flip"
+python3 - "$WORK/ds-flip/train_00001.h5" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) - 100] ^= 0x01; open(p, "wb").write(b)
+PY
+set +e; out=$(mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 data.path="$WORK/ds-flip" run.dir="$WORK/bad" 2>&1); rc=$?; set -e
+[ $rc -ne 0 ] && echo "$out" | grep -q "train_00001.h5: shard checksum mismatch" || fail "np 2: corrupt shard 1 not caught: $out"
 cp -r "$WORK/ds" "$WORK/ds-miss"
 rm "$WORK/ds-miss/train_00002.h5"
 expect_bad "missing shard" data.path="$WORK/ds-miss"
+# a dataset without a val split: eval falls back to the train split, and says so
+"$MESHTRAIN" prep --from markov --docs 20 --doc-len 96 --markov-vocab 16 --val-fraction 0 --out "$WORK/noval" >/dev/null
+out=$("$MESHTRAIN" train "$CFG" "${common[@]}" data.path="$WORK/noval" train.steps=1 run.dir="$WORK/noval-run" 2>&1)
+echo "$out" | grep -q "warn: .*no val split.*train split" || fail "no warning that eval uses the train split: $out"
 echo "data loader e2e: equivalence, resume and bad inputs passed"

@@ -38,3 +38,9 @@ resume_as to2x1 2 parallel.dp=2 parallel.tp=1
 mkdir -p "$WORK/up/checkpoints"; cp -r "$WORK/one/checkpoints/step_00000010" "$WORK/up/checkpoints/"
 mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 parallel.tp=2 run.dir="$WORK/up" resume=auto
 compare_from "$WORK/one" "$WORK/up" 10 || fail "1x1 -> 2x2 continuation differs"
+# the same layout with another parallel.bucket_mb: ZeRO-1 shards the optimizer state by
+# bucket, so the shards' ranges differ; the state is resharded, not refused
+mkdir -p "$WORK/bucket/checkpoints"; cp -r "$WORK/src/checkpoints/step_00000020" "$WORK/bucket/checkpoints/"
+mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 parallel.tp=2 parallel.zero=1 parallel.bucket_mb=0.004 \
+  run.dir="$WORK/bucket" resume=auto > "$WORK/bucket.log" 2>&1 || { cat "$WORK/bucket.log"; fail "bucket_mb change: resume failed"; }
+compare_from "$WORK/src" "$WORK/bucket" 20 || fail "bucket_mb change: continuation differs"

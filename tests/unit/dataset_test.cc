@@ -213,6 +213,24 @@ TEST(Hdf5Source, ConcatWindowsAndDocumentsAreSlicesOfTheStream) {
   fs::remove_all(c.dir);
 }
 
+// Ranks share the token pass of verification (checksums, token ids): rank r of n reads the
+// shards r, r + n, ... (in manifest order), so a bad shard is caught by exactly one rank and
+// no rank reads the whole dataset; the structure (sizes, doc_offsets) is checked by all.
+TEST(Dataset, VerificationIsSharedAcrossRanks) {
+  Corpus c = make("share", "uint16", 100);
+  const std::string shard = c.dir + "/" + Dataset::open(c.dir).shards("train")[1].file;
+  std::string bytes = read_file(shard);
+  bytes[bytes.size() - 100] ^= 0x01;
+  std::ofstream(shard, std::ios::binary) << bytes;
+  EXPECT_EQ(error_of([&] { Dataset::open(c.dir, true, true, 0, 2); }), "");  // shards 0, 2, ...
+  const std::string e = error_of([&] { Dataset::open(c.dir, true, true, 1, 2); });
+  EXPECT_NE(e.find("checksum mismatch"), std::string::npos) << e;
+  EXPECT_NE(e.find(shard), std::string::npos) << e;
+  EXPECT_NE(error_of([&] { Dataset::open(c.dir, true, true, 1, 3); }).find(shard), std::string::npos);
+  EXPECT_EQ(error_of([&] { Dataset::open(c.dir, true, true, 2, 3); }), "");
+  fs::remove_all(c.dir);
+}
+
 TEST(Dataset, MappedReadsEqualHdf5Reads) {
   for (const std::string dtype : {"uint16", "uint32"}) {
     Corpus c = make("map" + dtype, dtype, dtype == "uint16" ? 50000 : 70000, 0.2, 64);
