@@ -328,7 +328,8 @@ void validate_config(const Config& c) {
                  fmt::format("n_embd = {} is not divisible by n_head = {}", c.model.n_embd, c.model.n_head),
                  "choose n_embd as a multiple of n_head (head size = n_embd / n_head)");
   }
-  if (c.train.micro_batch > c.train.batch_size) {
+  // documents mode sizes the global batch by data.batch_tokens: batch_size does not apply
+  if (c.data.mode != "documents" && c.train.micro_batch > c.train.batch_size) {
     throw at_key(c, "train.micro_batch",
                  fmt::format("micro_batch = {} is larger than batch_size = {}", c.train.micro_batch, c.train.batch_size),
                  "micro_batch is per rank and per micro-step; batch_size is the global batch per step");

@@ -14,8 +14,17 @@ std::atomic<int> g_signal{0};
 void on_signal(int sig) {
   int expected = 0;
   if (!g_signal.compare_exchange_strong(expected, sig)) _exit(128 + sig);  // second signal
-  static const char msg[] = "meshtrain: preemption signal received; checkpointing after this step\n";
-  [[maybe_unused]] ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  // SIGTERM also comes from mpirun when another rank failed and the job is being aborted:
+  // say both, so a log of a failed job does not read like a clean preemption
+  static const char usr1[] = "meshtrain: SIGUSR1 received (preemption): checkpointing after this step\n";
+  static const char term[] =
+      "meshtrain: SIGTERM received (preemption, or the job is being aborted because a rank failed: "
+      "see the first error above): checkpointing after this step\n";
+  if (sig == SIGUSR1) {
+    [[maybe_unused]] ssize_t n = write(STDERR_FILENO, usr1, sizeof(usr1) - 1);
+  } else {
+    [[maybe_unused]] ssize_t n = write(STDERR_FILENO, term, sizeof(term) - 1);
+  }
 }
 }  // namespace
 

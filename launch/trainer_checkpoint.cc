@@ -182,6 +182,29 @@ int64_t Trainer::restore_checkpoint() {
                   : cfg_.model.seq_len;
     if (mod.at(k).get<int>() != now) mismatch(std::string("model.") + k, mod.at(k).dump(), std::to_string(now));
   }
+  if (world_.rank() == 0 && m.contains("config")) {
+    // The learning rate is a function of (step, train.steps, optim.*): a resumed run with other
+    // values follows another schedule from here on. Legal (extending a run is common), but say it.
+    try {
+      const core::Config was = core::parse_config(m.at("config").get<std::string>(), chosen + "/manifest.json");
+      std::string changed;
+      auto note = [&](const char* key, double a, double b) {
+        if (a != b) changed += fmt::format("{}{} {} -> {}", changed.empty() ? "" : ", ", key, a, b);
+      };
+      note("train.steps", static_cast<double>(was.train.steps), static_cast<double>(cfg_.train.steps));
+      note("optim.lr", was.optim.lr, cfg_.optim.lr);
+      note("optim.warmup_steps", was.optim.warmup_steps, cfg_.optim.warmup_steps);
+      note("optim.min_lr_ratio", was.optim.min_lr_ratio, cfg_.optim.min_lr_ratio);
+      if (was.optim.schedule != cfg_.optim.schedule)
+        changed += fmt::format("{}optim.schedule {} -> {}", changed.empty() ? "" : ", ", was.optim.schedule,
+                               cfg_.optim.schedule);
+      if (!changed.empty())
+        log::warn("resuming with a different learning-rate schedule than the checkpointed run ({}): the lr "
+                  "from step {} on follows the new values", changed, m.at("step").get<int64_t>());
+    } catch (const std::exception& e) {
+      log::warn("could not compare the checkpoint's config with this run's: {}", e.what());
+    }
+  }
   const std::string was_layout = fmt::format("world {} dp {} tp {} zero {}", lay.at("world").get<int>(),
                                              lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>());
   const std::string now_layout = fmt::format("world {} dp {} tp {} zero {}", world_.size(), dp_, tp_, cfg_.parallel.zero);

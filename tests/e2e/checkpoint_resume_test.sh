@@ -76,6 +76,12 @@ set -e
 [ $r3 -ne 0 ] && echo "$o3" | grep -q "format version 99" || fail "newer format: $o3"
 [ "$(ls "$WORK/one-a/checkpoints")" = "$before" ] || fail "a failed resume changed the checkpoints"
 
+# extending a run (train.steps 30 -> 40) is allowed, but its learning-rate schedule changes: said
+mkdir -p "$WORK/ext/checkpoints"; cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/ext/checkpoints/"
+out=$("$MESHTRAIN" train "$CFG" "${common[@]}" train.steps=40 run.dir="$WORK/ext" resume=auto 2>&1)
+echo "$out" | grep -q "different learning-rate schedule.*train.steps 30 -> 40" || fail "no schedule warning: $out"
+[ "$(step_losses "$WORK/ext" 30 | wc -l)" = 10 ] || fail "the extended run should train steps 30..39"
+
 # numerical faults: skip drops the update and counts it; stop exits non-zero keeping the last
 # good checkpoint
 "$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/skip" train.nonfinite=skip train.debug_nan_step=12

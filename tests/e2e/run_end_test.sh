@@ -49,7 +49,7 @@ last=(train.steps=1 train.eval_every=0 data.debug_slow_rank=0 data.debug_slow_fa
 "$MESHTRAIN" train "$CFG" "${common[@]}" "${last[@]}" run.dir="$WORK/last" > "$WORK/last.log" 2>&1 & pid=$!
 for _ in $(seq 1 300); do grep -q "memory per rank" "$WORK/last.log" && break; sleep 0.02; done
 kill -USR1 $pid; wait $pid || { cat "$WORK/last.log"; fail "a run signalled in its last step failed"; }
-grep -q "preemption signal received" "$WORK/last.log" || fail "the signal came too late; the test proves nothing"
+grep -q "SIGUSR1 received (preemption)" "$WORK/last.log" || fail "the signal came too late; the test proves nothing"
 [ -e "$WORK/last/checkpoints/step_00000001/COMPLETE" ] || fail "no checkpoint after a signal in the last step: $(cat "$WORK/last.log")"
 [ ! -e "$WORK/last/summary.json" ] || fail "the final eval ran despite the signal"
 "$MESHTRAIN" train "$CFG" "${common[@]}" "${last[@]}" data.debug_slow_rank=-1 run.dir="$WORK/last" resume=auto > "$WORK/last2.log" 2>&1 \

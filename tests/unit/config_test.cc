@@ -61,6 +61,10 @@ TEST(Config, BadInputsGiveSpecificMessages) {
       {"override without =", "", {"train.steps"}, {"not of the form section.key=value"}},
       {"micro > batch", "train:\n  batch_size: 4\n  micro_batch: 8\n", {}, {"'train.micro_batch'", "larger than batch_size"}},
   };
+  // documents mode sizes the global batch by data.batch_tokens: a micro_batch above the
+  // (unused) batch_size is fine there
+  EXPECT_EQ(error_of("train:\n  batch_size: 4\n  micro_batch: 8\ndata:\n  source: hdf5\n  path: d\n"
+                     "  mode: documents\n", {}), "");
   for (const auto& c : cases) {
     const std::string msg = error_of(c.yaml, c.overrides);
     ASSERT_FALSE(msg.empty()) << c.name << ": no error";
