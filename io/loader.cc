@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -115,8 +116,10 @@ void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Spli
   if (b.micro.size() < sc.shapes.size()) b.micro.resize(sc.shapes.size());
   b.n_micro = static_cast<int>(sc.shapes.size());
   sc.tokens.resize(static_cast<size_t>(o_.seq_len) + 1);
-  // samples are scattered over the dataset: start fetching a few rows ahead of the copy
-  constexpr size_t kAhead = 4;
+  // samples are scattered over the dataset: start fetching about 1 Ki tokens ahead of the copy.
+  // Measured (bench data, 16 M uint16 tokens in the page cache): seq_len 1024 reads 5% faster
+  // 1 row ahead than 4; seq_len 128 reads 20% faster 4-8 rows ahead than 1.
+  const size_t kAhead = std::clamp<size_t>(1024 / static_cast<size_t>(o_.seq_len + 1), 1, 8);
   for (size_t i = 0; i < std::min(kAhead, b.samples.size()); ++i) src_.prefetch(split, b.samples[i].id);
   size_t row = 0;
   for (size_t m = 0; m < sc.shapes.size(); ++m) {
@@ -130,12 +133,15 @@ void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Spli
     for (int32_t r = 0; r < s.rows; ++r) {
       const SampleRef& ref = b.samples[static_cast<size_t>(s.first + r)];
       if (++row + kAhead <= b.samples.size()) src_.prefetch(split, b.samples[row + kAhead - 1].id);
-      src_.sample(split, ref.id, o_.seq_len, sc.tokens.data());
-      const int32_t len = ref.tokens - 1;  // positions with a target
+      src_.sample(split, ref.id, o_.seq_len, sc.tokens.data());  // ref.tokens = len + 1 tokens
+      const int32_t len = ref.tokens - 1;                          // positions with a target
       int32_t* in = mb.inputs.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T);
       int32_t* tg = mb.targets.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T);
-      std::copy(sc.tokens.begin(), sc.tokens.begin() + len, in);
-      std::copy(sc.tokens.begin() + 1, sc.tokens.begin() + len + 1, tg);
+      const int32_t* t = sc.tokens.data();
+      for (int32_t i = 0; i < len; ++i) {  // one pass over the (L1-resident) row for both
+        in[i] = t[i];
+        tg[i] = t[i + 1];
+      }
       std::fill(in + len, in + s.T, 0);  // padding after the document: never attended to (causal)
       std::fill(tg + len, tg + s.T, -1);
     }
