@@ -540,6 +540,8 @@ TrainSummary Trainer::run() {
     const StepStats st = step(s);
     train_ms += st.ms;
     tokens_done += static_cast<double>(st.tokens);
+    totals_.train_ms += st.ms;
+    totals_.tokens += static_cast<double>(st.tokens);
     sum.losses.push_back(st.loss);
     sum.final_loss = last_loss_ = st.loss;
     sum.steps_done = s + 1;
@@ -596,8 +598,11 @@ TrainSummary Trainer::run() {
     if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
     return sum;
   }
-  sum.wall_s = ms_between(t_start, Clock::now()) / 1000.0;
-  sum.tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
+  // the whole run (every process that trained it, resumes included) and this process alone
+  sum.wall_s = totals_.wall_s + ms_between(started_, Clock::now()) / 1000.0;
+  sum.tokens_per_s = totals_.train_ms > 0 ? totals_.tokens / (totals_.train_ms / 1000.0) : 0;
+  const double process_wall_s = ms_between(t_start, Clock::now()) / 1000.0;
+  const double process_tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit
   std::vector<int64_t> sums(world_.size(), 0);
   const int64_t mine = static_cast<int64_t>(param_checksum());
@@ -611,6 +616,10 @@ TrainSummary Trainer::run() {
                      {"data_entropy", floor ? nlohmann::json(*floor) : nlohmann::json()},
                      {"tokens_per_s", sum.tokens_per_s},
                      {"wall_s", sum.wall_s},
+                     {"tokens", totals_.tokens},
+                     {"starts", totals_.starts + 1},
+                     {"this_process", {{"steps", sum.steps_done - start}, {"tokens_per_s", process_tokens_per_s},
+                                       {"wall_s", process_wall_s}}},
                      {"steps", sum.steps_done},
                      {"early_stopped", sum.early_stopped},
                      {"skipped_steps", sum.skipped_steps},

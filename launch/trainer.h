@@ -14,6 +14,7 @@
 // flags, checksums) keep using the MPI communicators.
 #pragma once
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -138,6 +139,15 @@ class Trainer {
   double last_loss_ = NAN;  // loss of the last step done (summary.json of a run resumed at its end)
   bool eval_due_ = false;   // the eval at the checkpoint's step was abandoned for preemption
   int64_t skipped_steps_ = 0;  // updates dropped for a non-finite gradient norm, over the whole run
+  // The whole run's totals over every process that trained it (a resumed run continues the
+  // checkpoint's; work after the last checkpoint of a killed process is lost and not counted):
+  // summary.json's tokens_per_s and wall_s. started_ is this process's start of training.
+  struct RunTotals {
+    double train_ms = 0, tokens = 0, wall_s = 0;  // wall_s: of the processes before this one
+    int64_t starts = 0;                           // processes before this one
+  };
+  RunTotals totals_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 // Threads per rank: train.threads, else the cores of this node divided by its ranks

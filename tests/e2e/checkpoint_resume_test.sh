@@ -61,6 +61,21 @@ kill -9 $pid; wait $pid 2>/dev/null || true
 [ ! -e "$WORK/killed/summary.json" ] || fail "the run finished before it was killed; the test proves nothing"
 "$MESHTRAIN" train "$CFG" "${common[@]}" "${long[@]}" run.dir="$WORK/killed" resume=auto >/dev/null
 diff <(step_losses "$WORK/full" 0) <(step_losses "$WORK/killed" 0) || fail "killed+resumed run differs"
+# summary.json covers the whole run: every step's tokens once (the killed process's work after
+# its checkpoint is lost, not counted), two processes, this process's own figures apart
+python3 - "$WORK/killed" "$WORK/full" <<'PY' || fail "the resumed run's summary does not cover the whole run"
+import json, sys
+k, f = (json.load(open(d + "/summary.json")) for d in sys.argv[1:])
+resumed = 120 - k["this_process"]["steps"]  # the checkpoint it resumed from
+ms = sum(json.loads(l)["ms"] for l in open(sys.argv[1] + "/metrics.jsonl") if '"loss"' in l)
+assert k["tokens"] == f["tokens"] == 120 * 8 * 16, (k, f)
+assert k["starts"] == 2 and f["starts"] == 1, (k, f)
+assert resumed % 5 == 0 and 15 <= resumed < 120, (k, resumed)
+assert f["this_process"]["steps"] == 120 and f["tokens_per_s"] == f["this_process"]["tokens_per_s"], f
+# metrics.jsonl was cut back to the checkpoint: its step times are the whole run's
+assert abs(k["tokens"] / (ms / 1000) - k["tokens_per_s"]) <= 1e-4 * k["tokens_per_s"], (k, ms)
+assert k["wall_s"] > k["this_process"]["wall_s"], k
+PY
 
 # bad resumes: different model size, missing directory, newer format; nothing overwritten
 before=$(ls "$WORK/one-a/checkpoints")
