@@ -5,7 +5,8 @@
 // Resharding: a checkpoint written under one dp x tp layout (with or without ZeRO-1) loads
 // under any other valid layout: each rank reads the old shards, maps every element of every
 // old tp slice to its position in the full tensor (gpt.h: full_position) and keeps those
-// that its new slice owns; optimizer state is rebuilt the same way from the dp shards.
+// that its new slice owns; optimizer state is rebuilt the same way from the dp shards (all of
+// them under ZeRO-1; one replica's otherwise, as each holds the whole state of its tp slice).
 // Devices: parameters and optimizer state live on the trainer's device; they are read and
 // written here through host copies (on the CPU the buffers are used in place).
 #include <algorithm>
@@ -289,7 +290,10 @@ void Trainer::load_resharded(const std::string& dir, const nlohmann::json& m) {
     const auto oinfo = parallel::gpt_param_layout(cfg_.model, od, parallel::GradSync::flat_alignment(old_dp), &ototal);
     std::vector<float> op, om(ototal, 0.0f), ov(ototal, 0.0f), sm, sv;
     std::vector<std::pair<int64_t, int64_t>> ranges;
-    for (int dpi = 0; dpi < old_dp; ++dpi) {  // params from any replica; optimizer state from all
+    // params from any replica; optimizer state from every replica under ZeRO-1, else from
+    // any (each holds all of it: reading one is old_dp times less I/O at scale)
+    const int read_dp = lay.at("zero").get<int>() > 0 ? old_dp : 1;
+    for (int dpi = 0; dpi < read_dp; ++dpi) {
       auto [path, sum] = shard_of(old_mesh.rank_of(dpi, t));
       std::vector<float> p;
       io::read_shard(path, sum, p, sm, sv, ranges);

@@ -44,3 +44,14 @@ mkdir -p "$WORK/bucket/checkpoints"; cp -r "$WORK/src/checkpoints/step_00000020"
 mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 parallel.tp=2 parallel.zero=1 parallel.bucket_mb=0.004 \
   run.dir="$WORK/bucket" resume=auto > "$WORK/bucket.log" 2>&1 || { cat "$WORK/bucket.log"; fail "bucket_mb change: resume failed"; }
 compare_from "$WORK/src" "$WORK/bucket" 20 || fail "bucket_mb change: continuation differs"
+# without ZeRO-1 every dp replica holds the whole optimizer state of its tp slice: the
+# resharded load reads one replica's shards (dp 2 x tp 2 -> dp 1 x tp 2 and 1 x 1)
+mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 parallel.tp=2 run.dir="$WORK/src0"
+for to in "1 parallel.dp=1 parallel.tp=1" "2 parallel.dp=1 parallel.tp=2"; do
+  set -- $to; np=$1; shift
+  d="$WORK/from0-$np"; mkdir -p "$d/checkpoints"; cp -r "$WORK/src0/checkpoints/step_00000020" "$d/checkpoints/"
+  mpi -np "$np" "$MESHTRAIN" train "$CFG" "${common[@]}" "$@" run.dir="$d" resume=auto > "$d.log" 2>&1 \
+    || { cat "$d.log"; fail "zero-0 checkpoint -> np $np: resume failed"; }
+  grep -q "resharded from world 4 dp 2 tp 2 zero 0" "$d.log" || fail "np $np: no resharding reported"
+  compare_from "$WORK/src0" "$d" 20 || fail "zero-0 checkpoint -> np $np: continuation differs"
+done
