@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -271,6 +272,30 @@ Error at_key(const Config& cfg, const std::string& path, const std::string& msg,
   return e;
 }
 
+// The keys whose values are filesystem paths: a leading `~` (the value `~` or `~/...`) is
+// expanded from $HOME here, once, after the file and the overrides, so every consumer and
+// the resolved config.yaml see the real path (YAML and `section.key=~/x` on a command line
+// reach us unexpanded: the shell expands `~` only at the start of a word). `~user/...` is
+// left as written. checkpoint.resume's other values ("", auto) do not start with `~`.
+void expand_home_paths(Config& cfg) {
+  const std::pair<const char*, std::string*> paths[] = {{"run.dir", &cfg.run.dir},
+                                                        {"data.path", &cfg.data.path},
+                                                        {"checkpoint.dir", &cfg.checkpoint.dir},
+                                                        {"checkpoint.resume", &cfg.checkpoint.resume}};
+  for (const auto& [key, value] : paths) {
+    std::string& v = *value;
+    if (v != "~" && v.rfind("~/", 0) != 0) continue;
+    const char* home = std::getenv("HOME");
+    if (!home || !*home) {
+      throw at_key(cfg, key, fmt::format("{} = '{}' starts with ~ but $HOME is not set", key, v),
+                   fmt::format("set HOME, or write {} as an absolute path", key));
+    }
+    std::string h = home;
+    while (h.size() > 1 && h.back() == '/') h.pop_back();  // HOME=/home/u/ gives /home/u/x, not //x
+    v = v == "~" ? h : (h == "/" ? "" : h) + v.substr(1);
+  }
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> config_keys() {
@@ -311,7 +336,8 @@ void apply_override(Config& cfg, const std::string& assignment) {
   } catch (const YAML::Exception& ex) {
     throw Error("cannot parse the value").with_file(origin).with_library(ex.what());
   }
-  if (f->kind == Kind::String && n.IsScalar()) n = YAML::Node(value);  // keep strings verbatim
+  // keep strings verbatim (also `~`, YAML's null: `run.dir=~` means the home directory)
+  if (f->kind == Kind::String && (n.IsScalar() || n.IsNull())) n = YAML::Node(value);
   try {
     set_field(cfg, *f, n);
   } catch (Error& e) {
@@ -390,6 +416,7 @@ Config parse_config(const std::string& text, const std::string& origin, const st
   }
   apply_yaml(cfg, root, origin);
   for (const auto& o : overrides) apply_override(cfg, o);
+  expand_home_paths(cfg);
   validate_config(cfg);
   return cfg;
 }

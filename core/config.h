@@ -108,7 +108,9 @@ struct Config {
   std::vector<std::string> overrides;    // command-line overrides, in order
 };
 
-// Parse a YAML file (throws mt::core::Error with file, YAML path, line and a hint).
+// Parse a YAML file (throws mt::core::Error with file, YAML path, line and a hint). After the
+// file and the overrides, a leading `~` / `~/` of the path keys (run.dir, data.path,
+// checkpoint.dir, checkpoint.resume) is expanded from $HOME.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // Parse YAML text (for tests and embedded configs); `origin` names it in messages.
 Config parse_config(const std::string& yaml_text, const std::string& origin,
