@@ -105,7 +105,9 @@ const std::vector<Field>& schema() {
     v.push_back(F<std::string>("train.precision", MT_REF(train, precision), 0, 0, "auto = fp32 on cpu, bf16 on cuda (bf16 weights/activations, fp32 master weights, grads and optimizer state)", {"auto", "fp32", "bf16"}));
     v.push_back(F<std::string>("train.attention", MT_REF(train, attention), 0, 0, "CUDA attention: auto (cuDNN fused attention where supported, else own kernel) | cudnn | own", {"auto", "cudnn", "own"}));
     v.push_back(F<std::string>("train.nonfinite", MT_REF(train, nonfinite), 0, 0, "on a non-finite loss or gradient norm: skip the update or stop", {"skip", "stop"}));
+    v.push_back(F<int>("train.max_skips_in_row", MT_REF(train, max_skips_in_row), 0, 1 << 30, "nonfinite: skip: after this many consecutive skipped steps the run stops like nonfinite: stop (0 = unlimited)"));
     v.push_back(F<int64_t>("train.debug_nan_step", MT_REF(train, debug_nan_step), -1, 1e15, "testing: poison gradients at this step (-1 = off)"));
+    v.push_back(F<int64_t>("train.debug_nan_steps", MT_REF(train, debug_nan_steps), 1, 1e15, "testing: consecutive steps poisoned from train.debug_nan_step on"));
     // optim
     v.push_back(F<std::string>("optim.name", MT_REF(optim, name), 0, 0, "optimizer", {"adamw", "sgd"}));
     v.push_back(F<double>("optim.lr", MT_REF(optim, lr), 0, 100, "peak learning rate"));

@@ -33,7 +33,9 @@ struct TrainConfig {
   double early_stop_min_delta = 0.0;
   int threads = 0;           // OpenMP/BLAS threads per rank; 0 = cores / ranks on the node
   std::string nonfinite = "stop";  // non-finite loss or grad norm: skip the update | stop
+  int max_skips_in_row = 10;       // skip: stop after this many consecutive skipped steps (0 = unlimited)
   int64_t debug_nan_step = -1;     // testing: poison the gradients at this step (-1 = off)
+  int64_t debug_nan_steps = 1;     // testing: ... and at the debug_nan_steps - 1 steps after it
   std::string device = "cpu";      // cpu | cuda (GPU local_rank % GPUs per node) | cuda:N
   std::string precision = "auto";  // auto (cpu: fp32, cuda: bf16) | fp32 | bf16 (CUDA only)
   std::string attention = "auto";  // CUDA attention kernel: auto | cudnn | own

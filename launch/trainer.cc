@@ -273,7 +273,8 @@ StepStats Trainer::step(int64_t s) {
   sync_->finish();
   std::vector<int64_t> replica_tokens;
   const double imbalance = exchange_work(s, batch, compute_ms, &replica_tokens);
-  if (s == cfg_.train.debug_nan_step) {  // on every rank: a consistent fault
+  const int64_t nan0 = cfg_.train.debug_nan_step;
+  if (nan0 >= 0 && s >= nan0 && s - nan0 < cfg_.train.debug_nan_steps) {  // on every rank: a consistent fault
     const float nan = NAN;
     device_->copy(model_->grads().raw(), &nan, sizeof(nan));
   }
@@ -545,9 +546,11 @@ TrainSummary Trainer::run() {
     sum.steps_done = s + 1;
     if (st.skipped) {
       sum.skipped_steps = ++skipped_steps_;
+      ++skipped_in_row_;
       if (leader) log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", s + 1, sum.skipped_steps);
-    } else if (!std::isfinite(st.loss)) {
-      throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
+    } else {
+      skipped_in_row_ = 0;
+      if (!std::isfinite(st.loss)) throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
     }
     if (leader) {
       const double mfu = peak_flops > 0 ? flops_per_token * st.tokens / (st.ms / 1000.0) / peak_flops : 0.0;
@@ -578,6 +581,19 @@ TrainSummary Trainer::run() {
                     static_cast<int>(eta_s) % 60);
         std::fflush(stdout);
       }
+    }
+    // a run that diverged skips every step: stop it as nonfinite=stop does, after this step's
+    // record and before its checkpoint, so the last good one is kept (every rank stops here:
+    // the gradient norm is the same on every rank)
+    if (st.skipped && tc.max_skips_in_row > 0 && skipped_in_row_ >= tc.max_skips_in_row) {
+      if (live) std::printf("\r\033[K");
+      throw core::Error(fmt::format("{} consecutive steps skipped for a non-finite gradient norm (steps {} to {}), "
+                                    "train.max_skips_in_row = {}: the run has diverged; stopping with the last "
+                                    "checkpoint kept",
+                                    skipped_in_row_, s + 1 - skipped_in_row_, s, tc.max_skips_in_row))
+          .with_yaml("train.max_skips_in_row")
+          .with_hint("lower optim.lr or check the data, then resume from the last checkpoint; "
+                     "train.max_skips_in_row=0 skips without limit");
     }
     // preemption: every rank learns whether any rank got SIGTERM/SIGUSR1 (4 bytes per step)
     const bool last = s + 1 == tc.steps;

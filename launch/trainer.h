@@ -138,6 +138,7 @@ class Trainer {
   double last_loss_ = NAN;  // loss of the last step done (summary.json of a run resumed at its end)
   bool eval_due_ = false;   // the eval at the checkpoint's step was abandoned for preemption
   int64_t skipped_steps_ = 0;  // updates dropped for a non-finite gradient norm, over the whole run
+  int skipped_in_row_ = 0;     // ... of them the last consecutive ones (train.max_skips_in_row)
 };
 
 // Threads per rank: train.threads, else the cores of this node divided by its ranks

@@ -104,7 +104,7 @@ void Trainer::save_checkpoint(int64_t steps_done) {
                                 {"seq_len", cfg_.model.seq_len}, {"params", model_->num_full_params()}}},
                      {"trainer", {{"best_eval", best_eval_}, {"evals_without_gain", evals_without_gain_},
                                   {"last_loss", last_loss_}, {"eval_due", eval_due_},
-                                  {"skipped_steps", skipped_steps_}}},
+                                  {"skipped_steps", skipped_steps_}, {"skipped_in_row", skipped_in_row_}}},
                      {"config", core::config_to_yaml(cfg_)},
                      {"shards", shards}};
     io::finalize_checkpoint(tmp_dir, final_dir, m);
@@ -214,6 +214,7 @@ int64_t Trainer::restore_checkpoint() {
   last_loss_ = ll.is_number() ? ll.get<double>() : NAN;
   eval_due_ = m.at("trainer").value("eval_due", false);
   skipped_steps_ = m.at("trainer").value("skipped_steps", int64_t{0});
+  skipped_in_row_ = m.at("trainer").value("skipped_in_row", 0);  // (older checkpoints: 0)
   const int64_t step = m.at("step").get<int64_t>();
   {  // the data loader continues exactly where it was (the state is the same in every shard)
     const auto& own = m.at("shards").at(was_layout == now_layout ? world_.rank() : 0);
