@@ -149,7 +149,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<std::string>("checkpoint.resume", MT_REF(checkpoint, resume), 0, 0, "'' | auto | PATH (also `resume=...` on the command line)"));
     // run
     v.push_back(F<std::string>("run.dir", MT_REF(run, dir), 0, 0, "run directory (config, metrics.jsonl, summary.json)"));
-    v.push_back(F<double>("run.peak_gflops", MT_REF(run, peak_gflops), 0, 1e9, "per-rank peak GFLOP/s for MFU (0 = measured sgemm on cpu, 989e3 = H100 dense bf16 on cuda)"));
+    v.push_back(F<double>("run.peak_gflops", MT_REF(run, peak_gflops), 0, 1e9, "per-rank peak GFLOP/s for MFU (0 = measured sgemm on cpu; on cuda the H100 SXM dense peak of train.precision: bf16 989e3, fp32 67e3 (fp32 matmuls use CUBLAS_COMPUTE_32F, no TF32))"));
     v.push_back(F<bool>("run.tensorboard", MT_REF(run, tensorboard), 0, 0, "write TensorBoard event files under <run.dir>/tb"));
     v.push_back(F<std::string>("run.log_level", MT_REF(run, log_level), 0, 0, "log level", {"debug", "info", "warn", "error", "off"}));
     return v;

@@ -92,7 +92,7 @@ struct CheckpointConfig {
 struct RunConfig {
   std::string dir = "runs/default";
   std::string log_level = "info";
-  double peak_gflops = 0;   // per-rank peak for MFU; 0 = measured sgemm (CPU), 989e3 (CUDA: H100 bf16)
+  double peak_gflops = 0;   // per-rank peak for MFU; 0 = measured sgemm (CPU), H100 SXM on CUDA: 989e3 bf16, 67e3 fp32
   bool tensorboard = true;  // write <run.dir>/tb event files
 };
 

@@ -68,11 +68,22 @@ void set_threads(int n) {
   openblas_set_num_threads(1);
 }
 
+core::DType working_dtype(const std::string& precision, core::DeviceKind kind) {
+  if (precision == "fp32") return core::DType::F32;
+  if (precision == "bf16") return core::DType::BF16;
+  return kind == core::DeviceKind::CPU ? core::DType::F32 : core::DType::BF16;
+}
+
 core::DType working_dtype(const core::Config& cfg, const core::Device& device) {
-  const std::string& p = cfg.train.precision;
-  if (p == "fp32") return core::DType::F32;
-  if (p == "bf16") return core::DType::BF16;
-  return device.kind() == core::DeviceKind::CPU ? core::DType::F32 : core::DType::BF16;
+  return working_dtype(cfg.train.precision, device.kind());
+}
+
+double default_peak_gflops(core::DeviceKind kind, const std::string& precision) {
+  if (kind != core::DeviceKind::CUDA) return 0.0;  // CPU: measured by the caller
+  // H100 SXM dense peaks (NVIDIA's datasheet): bf16 tensor cores 989 TFLOP/s; fp32 67 TFLOP/s.
+  // fp32 is the CUDA-core peak, not TF32's 494 TFLOP/s: our fp32 matmuls use
+  // CUBLAS_COMPUTE_32F (kernels/cuda/matmul.cc), which keeps full fp32 and no TF32.
+  return working_dtype(precision, kind) == core::DType::BF16 ? 989e3 : 67e3;
 }
 
 Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
@@ -159,7 +170,7 @@ int64_t Trainer::tokens_per_step() const {
 
 double Trainer::peak_gflops_per_rank() const {
   if (cfg_.run.peak_gflops > 0) return cfg_.run.peak_gflops;
-  if (device_->kind() == core::DeviceKind::CUDA) return 989e3;  // H100 SXM dense bf16
+  if (const double peak = default_peak_gflops(device_->kind(), cfg_.train.precision); peak > 0) return peak;
   return measure_sgemm_gflops(512, 2);
 }
 

@@ -90,8 +90,8 @@ class Trainer {
 
   core::Device& device() const { return *device_; }
   const kernels::Ops& ops() const { return *ops_; }
-  // Per-rank peak GFLOP/s for MFU: run.peak_gflops, else 989e3 (H100 dense bf16) on CUDA,
-  // else the measured sgemm rate.
+  // Per-rank peak GFLOP/s for MFU: run.peak_gflops, else default_peak_gflops (CUDA: H100
+  // dense bf16 989e3, fp32 67e3), else (CPU) the measured sgemm rate.
   double peak_gflops_per_rank() const;
   const parallel::Gpt& model() const { return *model_; }
   parallel::Gpt& model() { return *model_; }
@@ -148,5 +148,14 @@ void set_threads(int n);
 
 // The working dtype train.precision asks for on `device` (auto: fp32 on the CPU, bf16 on GPUs).
 core::DType working_dtype(const core::Config& cfg, const core::Device& device);
+core::DType working_dtype(const std::string& precision, core::DeviceKind kind);
+
+// The per-rank peak GFLOP/s that MFU is measured against when run.peak_gflops is 0, for a
+// device kind and train.precision (auto resolved as working_dtype does). CUDA, bf16: 989e3,
+// H100 SXM dense bf16 on tensor cores. CUDA, fp32: 67e3, H100 SXM fp32 on the CUDA cores: the
+// fp32 matmuls (kernels/cuda/matmul.cc) ask cuBLASLt for CUBLAS_COMPUTE_32F, which does not
+// use TF32 tensor cores, so the TF32 dense peak (494e3) would understate MFU ~7x. CPU: 0, for
+// "measure sgemm" (the caller does).
+double default_peak_gflops(core::DeviceKind kind, const std::string& precision);
 
 }  // namespace mt::launch
