@@ -174,6 +174,41 @@ double Trainer::peak_gflops_per_rank() const {
   return measure_sgemm_gflops(512, 2);
 }
 
+std::string describe_batch(const io::LoaderOptions& lo) {
+  const int64_t B = lo.batch_samples, M = lo.micro_batch, N = lo.dp;
+  if (lo.mode == io::SampleMode::Documents) {
+    const char* how = "";
+    switch (lo.policy) {
+      case io::SchedulePolicy::Static: how = "in contiguous runs of equal document count"; break;
+      case io::SchedulePolicy::RoundRobin: how = "round-robin (equal document counts)"; break;
+      case io::SchedulePolicy::Balanced: how = "by modelled cost (longest first, equal work)"; break;
+      case io::SchedulePolicy::Dynamic: how = "by modelled cost and measured throughput"; break;
+    }
+    return fmt::format("global batch: documents up to {} target tokens, {}, micro-batches of up to {} positions",
+                       lo.batch_tokens,
+                       N == 1 ? std::string("on 1 dp replica") : fmt::format("split across dp {} replicas {}", N, how),
+                       M * lo.seq_len);
+  }
+  const std::string tokens = fmt::format("{} tokens/step", B * lo.seq_len);
+  const bool even = lo.policy != io::SchedulePolicy::Dynamic || N == 1;  // (concat: balanced splits evenly)
+  if (even && B % (M * N) == 0) {
+    return fmt::format("global batch {} = dp {} x grad_accum {} x micro_batch {}; {}", B, N, B / (M * N), M, tokens);
+  }
+  if (N == 1) {  // (dynamic: B not a multiple of M)
+    return fmt::format("global batch {} on dp 1 in {} micro-batches of up to {} rows (the last of {}); {}", B,
+                       (B + M - 1) / M, M, B % M, tokens);
+  }
+  if (!even) {
+    return fmt::format("global batch {} samples split across dp {} replicas by measured throughput (even shares "
+                       "until measured; they change from step to step), micro-batches of up to {} rows; {}",
+                       B, N, M, tokens);
+  }
+  // an even split that does not divide (the trainer refuses it in concat mode; said as it is)
+  return fmt::format("global batch {} samples split across dp {} replicas, {} to {} each ({}), micro-batches of up "
+                     "to {} rows; {}", B, N, B / N, (B + N - 1) / N,
+                     lo.policy == io::SchedulePolicy::RoundRobin ? "interleaved" : "contiguous", M, tokens);
+}
+
 uint64_t Trainer::param_checksum() const {
   core::Tensor& params = const_cast<parallel::Gpt&>(*model_).params();
   const size_t n = params.nbytes();
@@ -454,15 +489,7 @@ TrainSummary Trainer::run() {
               model_->num_full_params(), cfg_.model.n_layer, cfg_.model.n_head, cfg_.model.n_embd,
               cfg_.model.vocab_size, model_->dims().Vp, cfg_.model.seq_len);
     const auto& lo = loader_->options();
-    if (lo.mode == io::SampleMode::Concat) {
-      log::info("mesh: world {} = dp {} x tp {}; global batch {} = dp {} x grad_accum {} x micro_batch {}; "
-                "{} tokens/step",
-                world_.size(), dp_, tp_, tc.batch_size, dp_, grad_accum_, tc.micro_batch, tokens_per_step());
-    } else {
-      log::info("mesh: world {} = dp {} x tp {}; global batch: documents up to {} target tokens, micro-batches of "
-                "up to {} positions", world_.size(), dp_, tp_, lo.batch_tokens,
-                static_cast<int64_t>(tc.micro_batch) * cfg_.model.seq_len);
-    }
+    log::info("mesh: world {} = dp {} x tp {}; {}", world_.size(), dp_, tp_, describe_batch(lo));
     log::info("compute: {} on {}", ops_->describe(), device_->description());
     log::info("data: {}{}", data_->describe(),
               floor ? fmt::format("; entropy floor at seq_len {}: {:.4f} nats/token", cfg_.model.seq_len, *floor)

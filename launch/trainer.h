@@ -158,4 +158,11 @@ core::DType working_dtype(const std::string& precision, core::DeviceKind kind);
 // "measure sgemm" (the caller does).
 double default_peak_gflops(core::DeviceKind kind, const std::string& precision);
 
+// The start-up log's account of a step's global batch and its split across the dp replicas
+// (the loader's options: mode, schedule, dp, sizes). The exact decomposition "global batch B
+// = dp N x grad_accum G x micro_batch M" where it holds (concat mode, an even split that
+// divides: static, round_robin, balanced); otherwise what happens: dynamic shares follow the
+// measured throughput (and need not divide), documents are split by count or modelled cost.
+std::string describe_batch(const io::LoaderOptions& lo);
+
 }  // namespace mt::launch
