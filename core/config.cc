@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -104,7 +105,9 @@ const std::vector<Field>& schema() {
     v.push_back(F<std::string>("train.precision", MT_REF(train, precision), 0, 0, "auto = fp32 on cpu, bf16 on cuda (bf16 weights/activations, fp32 master weights, grads and optimizer state)", {"auto", "fp32", "bf16"}));
     v.push_back(F<std::string>("train.attention", MT_REF(train, attention), 0, 0, "CUDA attention: auto (cuDNN fused attention where supported, else own kernel) | cudnn | own", {"auto", "cudnn", "own"}));
     v.push_back(F<std::string>("train.nonfinite", MT_REF(train, nonfinite), 0, 0, "on a non-finite loss or gradient norm: skip the update or stop", {"skip", "stop"}));
+    v.push_back(F<int>("train.max_skips_in_row", MT_REF(train, max_skips_in_row), 0, 1 << 30, "nonfinite: skip: after this many consecutive skipped steps the run stops like nonfinite: stop (0 = unlimited)"));
     v.push_back(F<int64_t>("train.debug_nan_step", MT_REF(train, debug_nan_step), -1, 1e15, "testing: poison gradients at this step (-1 = off)"));
+    v.push_back(F<int64_t>("train.debug_nan_steps", MT_REF(train, debug_nan_steps), 1, 1e15, "testing: consecutive steps poisoned from train.debug_nan_step on"));
     // optim
     v.push_back(F<std::string>("optim.name", MT_REF(optim, name), 0, 0, "optimizer", {"adamw", "sgd"}));
     v.push_back(F<double>("optim.lr", MT_REF(optim, lr), 0, 100, "peak learning rate"));
@@ -146,7 +149,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<std::string>("checkpoint.resume", MT_REF(checkpoint, resume), 0, 0, "'' | auto | PATH (also `resume=...` on the command line)"));
     // run
     v.push_back(F<std::string>("run.dir", MT_REF(run, dir), 0, 0, "run directory (config, metrics.jsonl, summary.json)"));
-    v.push_back(F<double>("run.peak_gflops", MT_REF(run, peak_gflops), 0, 1e9, "per-rank peak GFLOP/s for MFU (0 = measured sgemm on cpu, 989e3 = H100 dense bf16 on cuda)"));
+    v.push_back(F<double>("run.peak_gflops", MT_REF(run, peak_gflops), 0, 1e9, "per-rank peak GFLOP/s for MFU (0 = measured sgemm on cpu; on cuda the H100 SXM dense peak of train.precision: bf16 989e3, fp32 67e3 (fp32 matmuls use CUBLAS_COMPUTE_32F, no TF32))"));
     v.push_back(F<bool>("run.tensorboard", MT_REF(run, tensorboard), 0, 0, "write TensorBoard event files under <run.dir>/tb"));
     v.push_back(F<std::string>("run.log_level", MT_REF(run, log_level), 0, 0, "log level", {"debug", "info", "warn", "error", "off"}));
     return v;
@@ -271,6 +274,30 @@ Error at_key(const Config& cfg, const std::string& path, const std::string& msg,
   return e;
 }
 
+// The keys whose values are filesystem paths: a leading `~` (the value `~` or `~/...`) is
+// expanded from $HOME here, once, after the file and the overrides, so every consumer and
+// the resolved config.yaml see the real path (YAML and `section.key=~/x` on a command line
+// reach us unexpanded: the shell expands `~` only at the start of a word). `~user/...` is
+// left as written. checkpoint.resume's other values ("", auto) do not start with `~`.
+void expand_home_paths(Config& cfg) {
+  const std::pair<const char*, std::string*> paths[] = {{"run.dir", &cfg.run.dir},
+                                                        {"data.path", &cfg.data.path},
+                                                        {"checkpoint.dir", &cfg.checkpoint.dir},
+                                                        {"checkpoint.resume", &cfg.checkpoint.resume}};
+  for (const auto& [key, value] : paths) {
+    std::string& v = *value;
+    if (v != "~" && v.rfind("~/", 0) != 0) continue;
+    const char* home = std::getenv("HOME");
+    if (!home || !*home) {
+      throw at_key(cfg, key, fmt::format("{} = '{}' starts with ~ but $HOME is not set", key, v),
+                   fmt::format("set HOME, or write {} as an absolute path", key));
+    }
+    std::string h = home;
+    while (h.size() > 1 && h.back() == '/') h.pop_back();  // HOME=/home/u/ gives /home/u/x, not //x
+    v = v == "~" ? h : (h == "/" ? "" : h) + v.substr(1);
+  }
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> config_keys() {
@@ -311,7 +338,8 @@ void apply_override(Config& cfg, const std::string& assignment) {
   } catch (const YAML::Exception& ex) {
     throw Error("cannot parse the value").with_file(origin).with_library(ex.what());
   }
-  if (f->kind == Kind::String && n.IsScalar()) n = YAML::Node(value);  // keep strings verbatim
+  // keep strings verbatim (also `~`, YAML's null: `run.dir=~` means the home directory)
+  if (f->kind == Kind::String && (n.IsScalar() || n.IsNull())) n = YAML::Node(value);
   try {
     set_field(cfg, *f, n);
   } catch (Error& e) {
@@ -390,6 +418,7 @@ Config parse_config(const std::string& text, const std::string& origin, const st
   }
   apply_yaml(cfg, root, origin);
   for (const auto& o : overrides) apply_override(cfg, o);
+  expand_home_paths(cfg);
   validate_config(cfg);
   return cfg;
 }

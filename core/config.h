@@ -33,7 +33,9 @@ struct TrainConfig {
   double early_stop_min_delta = 0.0;
   int threads = 0;           // OpenMP/BLAS threads per rank; 0 = cores / ranks on the node
   std::string nonfinite = "stop";  // non-finite loss or grad norm: skip the update | stop
+  int max_skips_in_row = 10;       // skip: stop after this many consecutive skipped steps (0 = unlimited)
   int64_t debug_nan_step = -1;     // testing: poison the gradients at this step (-1 = off)
+  int64_t debug_nan_steps = 1;     // testing: ... and at the debug_nan_steps - 1 steps after it
   std::string device = "cpu";      // cpu | cuda (GPU local_rank % GPUs per node) | cuda:N
   std::string precision = "auto";  // auto (cpu: fp32, cuda: bf16) | fp32 | bf16 (CUDA only)
   std::string attention = "auto";  // CUDA attention kernel: auto | cudnn | own
@@ -90,7 +92,7 @@ struct CheckpointConfig {
 struct RunConfig {
   std::string dir = "runs/default";
   std::string log_level = "info";
-  double peak_gflops = 0;   // per-rank peak for MFU; 0 = measured sgemm (CPU), 989e3 (CUDA: H100 bf16)
+  double peak_gflops = 0;   // per-rank peak for MFU; 0 = measured sgemm (CPU), H100 SXM on CUDA: 989e3 bf16, 67e3 fp32
   bool tensorboard = true;  // write <run.dir>/tb event files
 };
 
@@ -108,7 +110,9 @@ struct Config {
   std::vector<std::string> overrides;    // command-line overrides, in order
 };
 
-// Parse a YAML file (throws mt::core::Error with file, YAML path, line and a hint).
+// Parse a YAML file (throws mt::core::Error with file, YAML path, line and a hint). After the
+// file and the overrides, a leading `~` / `~/` of the path keys (run.dir, data.path,
+// checkpoint.dir, checkpoint.resume) is expanded from $HOME.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // Parse YAML text (for tests and embedded configs); `origin` names it in messages.
 Config parse_config(const std::string& yaml_text, const std::string& origin,

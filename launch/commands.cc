@@ -108,7 +108,7 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
   const double flops = trainer.model().flops_per_token(cfg.model.seq_len) * tokens;
   const double model_gflops = flops / (ms / 1000.0) / 1e9;
   // CPU: against the measured sgemm rate; GPU: MFU against the configured peak (run.peak_gflops,
-  // default 989e3 = H100 dense bf16). The GPU measures no sgemm rate.
+  // default: default_peak_gflops, H100 dense bf16 989e3 or fp32 67e3). The GPU measures no sgemm rate.
   const double sgemm = gpu ? 0.0 : measure_sgemm_gflops(1024, 5);  // per rank, same threads
   const double peak = gpu ? trainer.peak_gflops_per_rank() : (cfg.run.peak_gflops > 0 ? cfg.run.peak_gflops : 0.0);
   const double frac = sgemm > 0 ? model_gflops / (sgemm * world.size()) : 0.0;

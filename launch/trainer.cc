@@ -68,11 +68,22 @@ void set_threads(int n) {
   openblas_set_num_threads(1);
 }
 
+core::DType working_dtype(const std::string& precision, core::DeviceKind kind) {
+  if (precision == "fp32") return core::DType::F32;
+  if (precision == "bf16") return core::DType::BF16;
+  return kind == core::DeviceKind::CPU ? core::DType::F32 : core::DType::BF16;
+}
+
 core::DType working_dtype(const core::Config& cfg, const core::Device& device) {
-  const std::string& p = cfg.train.precision;
-  if (p == "fp32") return core::DType::F32;
-  if (p == "bf16") return core::DType::BF16;
-  return device.kind() == core::DeviceKind::CPU ? core::DType::F32 : core::DType::BF16;
+  return working_dtype(cfg.train.precision, device.kind());
+}
+
+double default_peak_gflops(core::DeviceKind kind, const std::string& precision) {
+  if (kind != core::DeviceKind::CUDA) return 0.0;  // CPU: measured by the caller
+  // H100 SXM dense peaks (NVIDIA's datasheet): bf16 tensor cores 989 TFLOP/s; fp32 67 TFLOP/s.
+  // fp32 is the CUDA-core peak, not TF32's 494 TFLOP/s: our fp32 matmuls use
+  // CUBLAS_COMPUTE_32F (kernels/cuda/matmul.cc), which keeps full fp32 and no TF32.
+  return working_dtype(precision, kind) == core::DType::BF16 ? 989e3 : 67e3;
 }
 
 Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
@@ -159,8 +170,43 @@ int64_t Trainer::tokens_per_step() const {
 
 double Trainer::peak_gflops_per_rank() const {
   if (cfg_.run.peak_gflops > 0) return cfg_.run.peak_gflops;
-  if (device_->kind() == core::DeviceKind::CUDA) return 989e3;  // H100 SXM dense bf16
+  if (const double peak = default_peak_gflops(device_->kind(), cfg_.train.precision); peak > 0) return peak;
   return measure_sgemm_gflops(512, 2);
+}
+
+std::string describe_batch(const io::LoaderOptions& lo) {
+  const int64_t B = lo.batch_samples, M = lo.micro_batch, N = lo.dp;
+  if (lo.mode == io::SampleMode::Documents) {
+    const char* how = "";
+    switch (lo.policy) {
+      case io::SchedulePolicy::Static: how = "in contiguous runs of equal document count"; break;
+      case io::SchedulePolicy::RoundRobin: how = "round-robin (equal document counts)"; break;
+      case io::SchedulePolicy::Balanced: how = "by modelled cost (longest first, equal work)"; break;
+      case io::SchedulePolicy::Dynamic: how = "by modelled cost and measured throughput"; break;
+    }
+    return fmt::format("global batch: documents up to {} target tokens, {}, micro-batches of up to {} positions",
+                       lo.batch_tokens,
+                       N == 1 ? std::string("on 1 dp replica") : fmt::format("split across dp {} replicas {}", N, how),
+                       M * lo.seq_len);
+  }
+  const std::string tokens = fmt::format("{} tokens/step", B * lo.seq_len);
+  const bool even = lo.policy != io::SchedulePolicy::Dynamic || N == 1;  // (concat: balanced splits evenly)
+  if (even && B % (M * N) == 0) {
+    return fmt::format("global batch {} = dp {} x grad_accum {} x micro_batch {}; {}", B, N, B / (M * N), M, tokens);
+  }
+  if (N == 1) {  // (dynamic: B not a multiple of M)
+    return fmt::format("global batch {} on dp 1 in {} micro-batches of up to {} rows (the last of {}); {}", B,
+                       (B + M - 1) / M, M, B % M, tokens);
+  }
+  if (!even) {
+    return fmt::format("global batch {} samples split across dp {} replicas by measured throughput (even shares "
+                       "until measured; they change from step to step), micro-batches of up to {} rows; {}",
+                       B, N, M, tokens);
+  }
+  // an even split that does not divide (the trainer refuses it in concat mode; said as it is)
+  return fmt::format("global batch {} samples split across dp {} replicas, {} to {} each ({}), micro-batches of up "
+                     "to {} rows; {}", B, N, B / N, (B + N - 1) / N,
+                     lo.policy == io::SchedulePolicy::RoundRobin ? "interleaved" : "contiguous", M, tokens);
 }
 
 uint64_t Trainer::param_checksum() const {
@@ -273,7 +319,8 @@ StepStats Trainer::step(int64_t s) {
   sync_->finish();
   std::vector<int64_t> replica_tokens;
   const double imbalance = exchange_work(s, batch, compute_ms, &replica_tokens);
-  if (s == cfg_.train.debug_nan_step) {  // on every rank: a consistent fault
+  const int64_t nan0 = cfg_.train.debug_nan_step;
+  if (nan0 >= 0 && s >= nan0 && s - nan0 < cfg_.train.debug_nan_steps) {  // on every rank: a consistent fault
     const float nan = NAN;
     device_->copy(model_->grads().raw(), &nan, sizeof(nan));
   }
@@ -442,15 +489,7 @@ TrainSummary Trainer::run() {
               model_->num_full_params(), cfg_.model.n_layer, cfg_.model.n_head, cfg_.model.n_embd,
               cfg_.model.vocab_size, model_->dims().Vp, cfg_.model.seq_len);
     const auto& lo = loader_->options();
-    if (lo.mode == io::SampleMode::Concat) {
-      log::info("mesh: world {} = dp {} x tp {}; global batch {} = dp {} x grad_accum {} x micro_batch {}; "
-                "{} tokens/step",
-                world_.size(), dp_, tp_, tc.batch_size, dp_, grad_accum_, tc.micro_batch, tokens_per_step());
-    } else {
-      log::info("mesh: world {} = dp {} x tp {}; global batch: documents up to {} target tokens, micro-batches of "
-                "up to {} positions", world_.size(), dp_, tp_, lo.batch_tokens,
-                static_cast<int64_t>(tc.micro_batch) * cfg_.model.seq_len);
-    }
+    log::info("mesh: world {} = dp {} x tp {}; {}", world_.size(), dp_, tp_, describe_batch(lo));
     log::info("compute: {} on {}", ops_->describe(), device_->description());
     log::info("data: {}{}", data_->describe(),
               floor ? fmt::format("; entropy floor at seq_len {}: {:.4f} nats/token", cfg_.model.seq_len, *floor)
@@ -547,9 +586,11 @@ TrainSummary Trainer::run() {
     sum.steps_done = s + 1;
     if (st.skipped) {
       sum.skipped_steps = ++skipped_steps_;
+      ++skipped_in_row_;
       if (leader) log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", s + 1, sum.skipped_steps);
-    } else if (!std::isfinite(st.loss)) {
-      throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
+    } else {
+      skipped_in_row_ = 0;
+      if (!std::isfinite(st.loss)) throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
     }
     if (leader) {
       const double mfu = peak_flops > 0 ? flops_per_token * st.tokens / (st.ms / 1000.0) / peak_flops : 0.0;
@@ -580,6 +621,19 @@ TrainSummary Trainer::run() {
                     static_cast<int>(eta_s) % 60);
         std::fflush(stdout);
       }
+    }
+    // a run that diverged skips every step: stop it as nonfinite=stop does, after this step's
+    // record and before its checkpoint, so the last good one is kept (every rank stops here:
+    // the gradient norm is the same on every rank)
+    if (st.skipped && tc.max_skips_in_row > 0 && skipped_in_row_ >= tc.max_skips_in_row) {
+      if (live) std::printf("\r\033[K");
+      throw core::Error(fmt::format("{} consecutive steps skipped for a non-finite gradient norm (steps {} to {}), "
+                                    "train.max_skips_in_row = {}: the run has diverged; stopping with the last "
+                                    "checkpoint kept",
+                                    skipped_in_row_, s + 1 - skipped_in_row_, s, tc.max_skips_in_row))
+          .with_yaml("train.max_skips_in_row")
+          .with_hint("lower optim.lr or check the data, then resume from the last checkpoint; "
+                     "train.max_skips_in_row=0 skips without limit");
     }
     // preemption: every rank learns whether any rank got SIGTERM/SIGUSR1 (4 bytes per step)
     const bool last = s + 1 == tc.steps;

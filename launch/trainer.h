@@ -91,8 +91,8 @@ class Trainer {
 
   core::Device& device() const { return *device_; }
   const kernels::Ops& ops() const { return *ops_; }
-  // Per-rank peak GFLOP/s for MFU: run.peak_gflops, else 989e3 (H100 dense bf16) on CUDA,
-  // else the measured sgemm rate.
+  // Per-rank peak GFLOP/s for MFU: run.peak_gflops, else default_peak_gflops (CUDA: H100
+  // dense bf16 989e3, fp32 67e3), else (CPU) the measured sgemm rate.
   double peak_gflops_per_rank() const;
   const parallel::Gpt& model() const { return *model_; }
   parallel::Gpt& model() { return *model_; }
@@ -139,6 +139,7 @@ class Trainer {
   double last_loss_ = NAN;  // loss of the last step done (summary.json of a run resumed at its end)
   bool eval_due_ = false;   // the eval at the checkpoint's step was abandoned for preemption
   int64_t skipped_steps_ = 0;  // updates dropped for a non-finite gradient norm, over the whole run
+  int skipped_in_row_ = 0;     // ... of them the last consecutive ones (train.max_skips_in_row)
   // The whole run's totals over every process that trained it (a resumed run continues the
   // checkpoint's; work after the last checkpoint of a killed process is lost and not counted):
   // summary.json's tokens_per_s and wall_s. started_ is this process's start of training.
@@ -157,5 +158,21 @@ void set_threads(int n);
 
 // The working dtype train.precision asks for on `device` (auto: fp32 on the CPU, bf16 on GPUs).
 core::DType working_dtype(const core::Config& cfg, const core::Device& device);
+core::DType working_dtype(const std::string& precision, core::DeviceKind kind);
+
+// The per-rank peak GFLOP/s that MFU is measured against when run.peak_gflops is 0, for a
+// device kind and train.precision (auto resolved as working_dtype does). CUDA, bf16: 989e3,
+// H100 SXM dense bf16 on tensor cores. CUDA, fp32: 67e3, H100 SXM fp32 on the CUDA cores: the
+// fp32 matmuls (kernels/cuda/matmul.cc) ask cuBLASLt for CUBLAS_COMPUTE_32F, which does not
+// use TF32 tensor cores, so the TF32 dense peak (494e3) would understate MFU ~7x. CPU: 0, for
+// "measure sgemm" (the caller does).
+double default_peak_gflops(core::DeviceKind kind, const std::string& precision);
+
+// The start-up log's account of a step's global batch and its split across the dp replicas
+// (the loader's options: mode, schedule, dp, sizes). The exact decomposition "global batch B
+// = dp N x grad_accum G x micro_batch M" where it holds (concat mode, an even split that
+// divides: static, round_robin, balanced); otherwise what happens: dynamic shares follow the
+// measured throughput (and need not divide), documents are split by count or modelled cost.
+std::string describe_batch(const io::LoaderOptions& lo);
 
 }  // namespace mt::launch

@@ -105,7 +105,7 @@ void Trainer::save_checkpoint(int64_t steps_done) {
                                 {"seq_len", cfg_.model.seq_len}, {"params", model_->num_full_params()}}},
                      {"trainer", {{"best_eval", best_eval_}, {"evals_without_gain", evals_without_gain_},
                                   {"last_loss", last_loss_}, {"eval_due", eval_due_},
-                                  {"skipped_steps", skipped_steps_},
+                                  {"skipped_steps", skipped_steps_}, {"skipped_in_row", skipped_in_row_},
                                   {"totals", {{"train_ms", totals_.train_ms}, {"tokens", totals_.tokens},
                                               {"wall_s", totals_.wall_s + std::chrono::duration<double>(
                                                              std::chrono::steady_clock::now() - started_).count()},
@@ -219,6 +219,7 @@ int64_t Trainer::restore_checkpoint() {
   last_loss_ = ll.is_number() ? ll.get<double>() : NAN;
   eval_due_ = m.at("trainer").value("eval_due", false);
   skipped_steps_ = m.at("trainer").value("skipped_steps", int64_t{0});
+  skipped_in_row_ = m.at("trainer").value("skipped_in_row", 0);  // (older checkpoints: 0)
   if (m.at("trainer").contains("totals")) {  // (older checkpoints: this process's figures only)
     const auto& t = m.at("trainer").at("totals");
     totals_ = {t.at("train_ms").get<double>(), t.at("tokens").get<double>(), t.at("wall_s").get<double>(),

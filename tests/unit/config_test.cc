@@ -1,7 +1,10 @@
 // Config: good input parses into typed fields; each bad input gives its specific message
-// naming the key, the line and a hint; overrides apply; the resolved dump parses back equal.
+// naming the key, the line and a hint; overrides apply; the resolved dump parses back equal;
+// `~` in the path keys expands from $HOME.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <optional>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -106,6 +109,56 @@ TEST(Config, SuggestKey) {
   EXPECT_EQ(mt::core::suggest_key("model.vocabsize"), "model.vocab_size");
   EXPECT_EQ(mt::core::suggest_key("train.sed"), "train.seed");
   EXPECT_EQ(mt::core::suggest_key("zzzzzzzzzzzzzzzzzzzz"), "");
+}
+
+// Sets $HOME for one test and restores it (unset if it was unset).
+class ScopedHome {
+ public:
+  explicit ScopedHome(const char* value) {
+    if (const char* h = std::getenv("HOME")) old_ = h;
+    if (value) setenv("HOME", value, 1); else unsetenv("HOME");
+  }
+  ~ScopedHome() {
+    if (old_) setenv("HOME", old_->c_str(), 1); else unsetenv("HOME");
+  }
+
+ private:
+  std::optional<std::string> old_;
+};
+
+TEST(Config, TildeInPathKeysExpandsFromHome) {
+  ScopedHome home("/home/tester");
+  // from the file and from overrides (resume=PATH included); the value `~` alone too
+  Config c = parse_config("run:\n  dir: ~/runs/a\ndata:\n  source: hdf5\n  path: ~/data/set\n", "t.yaml",
+                          {"checkpoint.dir=~", "resume=~/ckpt/step_00000010"});
+  EXPECT_EQ(c.run.dir, "/home/tester/runs/a");
+  EXPECT_EQ(c.data.path, "/home/tester/data/set");
+  EXPECT_EQ(c.checkpoint.dir, "/home/tester");
+  EXPECT_EQ(c.checkpoint.resume, "/home/tester/ckpt/step_00000010");
+  // the resolved config (written to <run.dir>/config.yaml) shows the expanded paths
+  const std::string y = mt::core::config_to_yaml(c);
+  EXPECT_NE(y.find("dir: /home/tester/runs/a\n"), std::string::npos) << y;
+  EXPECT_NE(y.find("path: /home/tester/data/set\n"), std::string::npos) << y;
+  EXPECT_EQ(y.find("~", y.find("model:")), std::string::npos) << y;  // (the "# override:" comments keep the input)
+  // not a leading `~/`: kept as written; resume=auto is no path
+  Config d = parse_config("", "t.yaml", {"run.dir=runs/~/x", "checkpoint.dir=~other/ck", "resume=auto"});
+  EXPECT_EQ(d.run.dir, "runs/~/x");
+  EXPECT_EQ(d.checkpoint.dir, "~other/ck");
+  EXPECT_EQ(d.checkpoint.resume, "auto");
+  // in YAML a lone ~ is null: quoted it is the home directory
+  EXPECT_EQ(parse_config("run:\n  dir: \"~\"\n", "t.yaml").run.dir, "/home/tester");
+  // a trailing slash in HOME gives no double slash
+  ScopedHome slash("/home/tester/");
+  EXPECT_EQ(parse_config("", "t.yaml", {"run.dir=~/r"}).run.dir, "/home/tester/r");
+}
+
+TEST(Config, TildeWithoutHomeIsAnErrorNamingTheKey) {
+  ScopedHome home(nullptr);
+  const std::string msg = error_of("run:\n  dir: ~/runs/a\n");
+  EXPECT_NE(msg.find("run.dir = '~/runs/a' starts with ~ but $HOME is not set"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("test.yaml:2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("absolute path"), std::string::npos) << msg;
+  EXPECT_EQ(error_of("run:\n  dir: /abs/runs\n"), "");  // no `~`: HOME is not needed
 }
 
 }  // namespace
