@@ -111,7 +111,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
                                   cfg.train.batch_size, cfg.train.micro_batch, dp_))
         .with_yaml("train.batch_size")
         .with_hint(fmt::format("the global batch is split into dp ranks x gradient-accumulation steps x "
-                               "micro-batches; e.g. train.batch_size={}",
+                               "micro-batches; e.g. train.batch_size={}, or data.schedule=dynamic (uneven shares)",
                                (cfg.train.batch_size + denom - 1) / denom * denom));
   }
   if (lopt.mode == io::SampleMode::Documents || lopt.policy == io::SchedulePolicy::Dynamic) {
@@ -123,7 +123,6 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
   }
-  grad_accum_ = std::max(1, cfg.train.batch_size / denom);
 
   // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
   // Groups of one rank exchange nothing, so they need none.

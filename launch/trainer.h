@@ -97,7 +97,6 @@ class Trainer {
   const parallel::Gpt& model() const { return *model_; }
   parallel::Gpt& model() { return *model_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
-  int grad_accum() const { return grad_accum_; }
   int64_t tokens_per_step() const;  // nominal (documents mode: data.batch_tokens)
   io::Loader& loader() { return *loader_; }
   // An FNV-1a hash of this rank's parameter bytes.
@@ -129,7 +128,6 @@ class Trainer {
   std::unique_ptr<io::Loader> loader_;  // after data_: it reads from it
   io::Batch eval_batch_;
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
-  int grad_accum_ = 1;
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   core::Tensor norm_partials_;
