@@ -14,6 +14,7 @@
 // memory (the NCCL or host-staging communicator for CUDA). reduce_dtype BF16 (CUDA) casts
 // each bucket to bf16 before the collective and back to fp32 after it (half the bytes on
 // the wire, bf16 rounding of the summed gradient); F32 reduces the fp32 buffer in place.
+#pragma once
 
 #include <cstdint>
 #include <memory>
