@@ -90,10 +90,9 @@ class StagingWork final : public Work {
 };
 
 void StagingEngine::progress() {
-  // try_finish never adds operations; copy the list anyway so a throwing copy cannot leave
-  // it half-erased.
-  auto ops = pending;
-  for (auto& w : ops) w->try_finish();
+  // Index loop, no copy of the list (this runs on every call and every test()): try_finish
+  // never adds operations, and an exception leaves the list whole (the erase comes after).
+  for (size_t i = 0; i < pending.size(); ++i) pending[i]->try_finish();
   pending.erase(std::remove_if(pending.begin(), pending.end(), [](const auto& w) { return w->completed(); }),
                 pending.end());
 }
