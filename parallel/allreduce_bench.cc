@@ -53,16 +53,6 @@ bool all_ranks(MPI_Comm raw, bool ok) {
 
 }  // namespace
 
-std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, MPI_Comm raw, const AllreduceBenchOptions& opt,
-                                                   std::ostream& out) {
-  AllreduceBaseline mpi{"MPI_Allreduce",
-                        [raw](float* x, size_t n) {
-                          MPI_Allreduce(MPI_IN_PLACE, x, static_cast<int>(n), MPI_FLOAT, MPI_SUM, raw);
-                        },
-                        [] {}};
-  return run_allreduce_bench(comm, core::cpu_device(), mpi, raw, opt, out);
-}
-
 std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, core::Device& device,
                                                    const AllreduceBaseline& raw_call, MPI_Comm raw,
                                                    const AllreduceBenchOptions& opt, std::ostream& out) {

@@ -69,8 +69,5 @@ AllreduceBaseline make_allreduce_baseline(Communicator& comm);
 std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, core::Device& device,
                                                    const AllreduceBaseline& raw, MPI_Comm timing,
                                                    const AllreduceBenchOptions& opt, std::ostream& out);
-// Host buffers, baseline MPI_Allreduce on `raw` (the form `meshtrain bench allreduce` has on CPU).
-std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, MPI_Comm raw, const AllreduceBenchOptions& opt,
-                                                   std::ostream& out);
 
 }  // namespace mt::parallel
