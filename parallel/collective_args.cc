@@ -20,6 +20,10 @@ void check_reduce_op(const char* op_name, DType dt, ReduceOp op) {
         .with_where(__FILE__, __LINE__);
 }
 
+void check_buffer(const void* buf, const char* op_name, size_t count, const std::string& comm_name) {
+  MT_CHECK(buf != nullptr, "{} of {} elements on communicator '{}' got a null buffer", op_name, count, comm_name);
+}
+
 bool check_reduce_scatter_buffers(const void* send, const void* recv, size_t block_bytes, int rank, int size,
                                   const std::string& comm_name) {
   MT_CHECK(send && recv, "reduce_scatter on communicator '{}' got a null buffer", comm_name);

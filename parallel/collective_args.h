@@ -17,6 +17,9 @@ namespace mt::parallel {
 // Avg of an integer dtype has no exact meaning: an error with a hint.
 void check_reduce_op(const char* op_name, DType dt, ReduceOp op);
 
+// all_reduce / broadcast of count > 0 elements: `buf` is not null.
+void check_buffer(const void* buf, const char* op_name, size_t count, const std::string& comm_name);
+
 // reduce_scatter: `send` holds size blocks of block_bytes, `recv` one. Throws if either is
 // null or they overlap other than as recv == send + rank * block_bytes; returns whether
 // that in-place form is used. For block_bytes > 0.

@@ -220,7 +220,7 @@ std::shared_ptr<Work> MpiCommunicator::iall_reduce(void* buf, size_t count, DTyp
     engine_->progress();
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(buf != nullptr, "all_reduce of {} elements on communicator '{}' got a null buffer", count, name());
+  check_buffer(buf, "all_reduce", count, name());
   OpInfo info{"all_reduce", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
   if (large(bytes, count)) {
     auto w = detail::make_ring(engine_, std::move(info), RingKind::AllReduce, dtype, op, nullptr, buf, count, tag,
@@ -326,7 +326,7 @@ std::shared_ptr<Work> MpiCommunicator::ibroadcast(void* buf, size_t count, DType
     engine_->progress();
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(buf != nullptr, "broadcast on communicator '{}' got a null buffer", name());
+  check_buffer(buf, "broadcast", count, name());
   auto w = std::make_shared<NativeOp>(engine_, OpInfo{"broadcast", bytes, dtype, -1, root, name(), rank_, size_, comm_});
   auto* p = static_cast<std::byte*>(buf);
   for (size_t o = 0; o < bytes; o += kMaxMessageBytes) {  // int counts: chunk huge messages

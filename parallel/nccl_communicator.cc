@@ -534,7 +534,7 @@ std::shared_ptr<Work> NcclCommunicator::iall_reduce(void* buf, size_t count, DTy
     st_->seq++;
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(buf != nullptr, "all_reduce of {} elements on communicator '{}' got a null buffer", count, name());
+  check_buffer(buf, "all_reduce", count, name());
   const ncclDataType_t t = nccl_type(dtype);
   const ncclRedOp_t o = nccl_op(op);
   return issue(st_, "all_reduce", "ncclAllReduce", bytes, [&](ncclComm_t c, cudaStream_t s) {
@@ -581,7 +581,7 @@ std::shared_ptr<Work> NcclCommunicator::ibroadcast(void* buf, size_t count, DTyp
     st_->seq++;
     return std::make_shared<CompletedWork>();
   }
-  MT_CHECK(buf != nullptr, "broadcast on communicator '{}' got a null buffer", name());
+  check_buffer(buf, "broadcast", count, name());
   const ncclDataType_t t = nccl_type(dtype);
   return issue(st_, "broadcast", "ncclBroadcast", bytes, [&](ncclComm_t c, cudaStream_t s) {
     return ncclBroadcast(buf, buf, count, t, root, c, s);

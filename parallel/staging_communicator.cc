@@ -164,7 +164,7 @@ std::shared_ptr<Work> StagingCommunicator::iall_reduce(void* buf, size_t count, 
   engine_->progress();
   const size_t bytes = count * dtype_size(dtype);
   if (count == 0) return host_->iall_reduce(nullptr, 0, dtype, op);  // still a collective call
-  MT_CHECK(buf != nullptr, "all_reduce of {} elements on communicator '{}' got a null buffer", count, name());
+  check_buffer(buf, "all_reduce", count, name());
   auto lease = engine_->pool.acquire(bytes);
   std::byte* h = lease.data();
   ready_device();
@@ -207,9 +207,9 @@ std::shared_ptr<Work> StagingCommunicator::iall_gather(const void* send, void* r
 std::shared_ptr<Work> StagingCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
   engine_->progress();
   const size_t bytes = count * dtype_size(dtype);
-  if (count == 0 || root < 0 || root >= size())  // the host communicator reports a bad root
-    return host_->ibroadcast(count == 0 ? nullptr : buf, count, dtype, root);
-  MT_CHECK(buf != nullptr, "broadcast on communicator '{}' got a null buffer", name());
+  check_broadcast_root(root, size(), name());
+  if (count == 0) return host_->ibroadcast(nullptr, 0, dtype, root);  // still a collective call
+  check_buffer(buf, "broadcast", count, name());
   auto lease = engine_->pool.acquire(bytes);
   std::byte* h = lease.data();
   if (rank() == root) {
