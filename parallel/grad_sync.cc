@@ -21,7 +21,7 @@ GradSync::GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64
   MT_CHECK(reduce_dtype == DType::F32 || reduce_dtype == DType::BF16,
            "gradient reduction dtype must be f32 or bf16, not {}", dtype_name(reduce_dtype));
   if (reduce_dtype == DType::BF16 && ops_->device().kind() == core::DeviceKind::CPU) {
-    throw core::Error("bf16 gradient all-reduce needs the CUDA device (MPI does not reduce bf16)")
+    throw core::Error("bf16 gradient all-reduce needs the CUDA device (the CPU kernels have no f32 <-> bf16 cast)")
         .with_yaml("parallel.grad_reduce_dtype")
         .with_hint("use parallel.grad_reduce_dtype=fp32 with train.device=cpu");
   }
