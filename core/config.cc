@@ -399,7 +399,7 @@ void validate_config(const Config& c) {
   }
   if (c.train.device == "cpu" && c.parallel.grad_reduce_dtype == "bf16") {
     throw at_key(c, "parallel.grad_reduce_dtype",
-                 "parallel.grad_reduce_dtype = bf16 needs train.device = cuda (MPI does not reduce bf16)",
+                 "parallel.grad_reduce_dtype = bf16 needs train.device = cuda (the CPU kernels have no fp32 <-> bf16 cast for the gradients)",
                  "use parallel.grad_reduce_dtype=fp32 on the CPU");
   }
 }
