@@ -7,7 +7,7 @@
 // backward is elementwise. Reductions: each thread covers a fixed strided set of columns in
 // order, warps combine by butterfly, and warp results are added in warp order (deterministic).
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks it against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks it against the CPU.
 #include <math_constants.h>
 
 #include "kernels/cuda/common.cuh"

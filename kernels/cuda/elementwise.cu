@@ -6,7 +6,7 @@
 // Launch shape: grid-stride loops, 256 threads per block, int64 indices. Every element is
 // independent, so the results do not depend on the launch shape.
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks them against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks them against the CPU.
 #include "kernels/cuda/common.cuh"
 
 namespace mt::kernels::cuda {

@@ -8,7 +8,7 @@
 // a thread reads every id but does work only for its 1/kGroups of them. The position
 // backward gives each (t, c) to one thread, summing over b in order.
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks it against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks it against the CPU.
 #include "kernels/cuda/common.cuh"
 
 namespace mt::kernels::cuda {

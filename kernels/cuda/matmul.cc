@@ -9,7 +9,7 @@
 // for a shape, the plan falls back to a plain product and run() says so (the caller adds the
 // bias with its own kernel).
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc compares the matmuls with the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc compares the matmuls with the CPU.
 #include "kernels/cuda/matmul.h"
 
 #include <cublasLt.h>
