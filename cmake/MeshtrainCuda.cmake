@@ -2,8 +2,7 @@
 # (on unless -DMT_WITH_NCCL=OFF / -DMT_WITH_CUDNN=OFF; a missing one is a configure error that
 # says how to switch it off). Sets MT_HAVE_CUDA/NCCL/CUDNN (0/1, into mt/build_config.h), the
 # versions for the configure summary, and the targets CUDA::cudart/cublas/cublasLt (from
-# FindCUDAToolkit), NCCL::nccl and CUDNN::cudnn (cmake/FindNCCL.cmake, cmake/FindCUDNN.cmake),
-# also reachable as mt::nccl and mt::cudnn.
+# FindCUDAToolkit), NCCL::nccl and CUDNN::cudnn (cmake/FindNCCL.cmake, cmake/FindCUDNN.cmake).
 #
 # Architectures: CMAKE_CUDA_ARCHITECTURES defaults to 80;90 (A100, H100) in CMakeLists.txt;
 # `native` fails on a machine without a GPU (the CI machine).
@@ -38,9 +37,6 @@ if(MT_WITH_NCCL)
   endif()
   set(MT_HAVE_NCCL 1)
   set(MT_NCCL_VERSION ${NCCL_VERSION})
-  if(NOT TARGET mt::nccl)
-    add_library(mt::nccl ALIAS NCCL::nccl)
-  endif()
 endif()
 
 if(MT_WITH_CUDNN)
@@ -52,7 +48,4 @@ if(MT_WITH_CUDNN)
   endif()
   set(MT_HAVE_CUDNN 1)
   set(MT_CUDNN_VERSION ${CUDNN_VERSION})
-  if(NOT TARGET mt::cudnn)
-    add_library(mt::cudnn ALIAS CUDNN::cudnn)
-  endif()
 endif()

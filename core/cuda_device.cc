@@ -19,7 +19,7 @@
 // static destructors after the runtime has shut down is an error of its own.
 //
 // NOT RUN ON A GPU: written and compiled on a machine whose CUDA runtime returns error 35
-// (insufficient driver); tests/cuda/allocator_test.cc exercises it where a GPU exists.
+// (insufficient driver); tests/cuda/cuda_device_test.cc exercises it where a GPU exists.
 #include "core/cuda_device.h"
 
 #include <cuda_runtime_api.h>

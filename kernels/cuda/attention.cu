@@ -24,7 +24,7 @@
 // MFU will be far below the cuBLASLt matmuls' until the cuDNN seam (or a tiled tensor-core
 // kernel) replaces it. Measure with `bench step` before drawing conclusions.
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc compares it with the CPU reference
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc compares it with the CPU reference
 // (with and without doc_ids, odd T and head sizes) where a GPU is.
 #include <math_constants.h>
 

@@ -1,5 +1,5 @@
 // What: small device helpers shared by the .cu files: fp32/bf16 loads and stores, warp
-// reductions, launch-size arithmetic and the element-type dispatch macro.
+// reductions, launch-size arithmetic, the grid-stride loop and the element-type dispatch macro.
 // Why: every kernel is written once as a template over the working type T (float or
 // __nv_bfloat16) and computes in fp32; loads widen, stores round to nearest even.
 #pragma once
@@ -52,6 +52,12 @@ inline unsigned int grid_for(int64_t n, int threads = kThreads) {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace mt::kernels::cuda
+
+// MT_GRID_STRIDE(i, n) { body }: a grid-stride loop, int64_t i over [0, n), for kernels
+// launched with grid_for(n) blocks.
+#define MT_GRID_STRIDE(i, n)                                                             \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // MT_DISPATCH(dt, T, body): runs `body` with T = float or T = bf16 according to dt.
 #define MT_DISPATCH(dt, T, ...)                          \

@@ -7,7 +7,7 @@
 // backward is elementwise. Reductions: each thread covers a fixed strided set of columns in
 // order, warps combine by butterfly, and warp results are added in warp order (deterministic).
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks it against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks it against the CPU.
 #include <math_constants.h>
 
 #include "kernels/cuda/common.cuh"
@@ -73,8 +73,7 @@ template <typename T>
 __global__ void xent_backward_k(T* dlogits, const T* logits, const float* rowmax, const float* sumexp,
                                 const int32_t* targets, const float* dloss, int N, int Vl, int v_start, int v_valid) {
   const int64_t total = static_cast<int64_t>(N) * Vl;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  MT_GRID_STRIDE(i, total) {
     const int64_t n = i / Vl;
     const int v = static_cast<int>(i % Vl);
     if (v >= v_valid) {

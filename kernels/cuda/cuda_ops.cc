@@ -41,7 +41,11 @@ using core::Tensor;
 void check(cudaError_t e, const char* op) {
   if (e == cudaSuccess) return;
   (void)cudaGetLastError();
-  throw core::Error(fmt::format("CUDA kernel {} failed", op)).with_library(core::cuda_error_string(e));
+  // cudaGetLastError also reports a fault of earlier, asynchronous work (sticky errors).
+  throw core::Error(fmt::format("CUDA kernel {} failed", op))
+      .with_library(core::cuda_error_string(e))
+      .with_hint("an error of earlier queued work can surface at a later launch: rerun with CUDA_LAUNCH_BLOCKING=1 "
+                 "to stop at the kernel that failed");
 }
 
 float bf16_to_float(uint16_t h) {

@@ -6,7 +6,7 @@
 // Launch shape: grid-stride loops, 256 threads per block, int64 indices. Every element is
 // independent, so the results do not depend on the launch shape.
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks them against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks them against the CPU.
 #include "kernels/cuda/common.cuh"
 
 namespace mt::kernels::cuda {
@@ -22,13 +22,9 @@ __device__ __forceinline__ float gelu_gate(float x) {
   return 1.0f / (1.0f + expf(-2.0f * u));
 }
 
-#define GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
 template <typename T>
 __global__ void gelu_forward_k(T* out, const T* inp, int64_t n) {
-  GRID_STRIDE(i, n) {
+  MT_GRID_STRIDE(i, n) {
     const float x = ld(inp[i]);
     out[i] = st<T>(x * gelu_gate(x));
   }
@@ -36,7 +32,7 @@ __global__ void gelu_forward_k(T* out, const T* inp, int64_t n) {
 
 template <typename T>
 __global__ void gelu_backward_k(T* dinp, const T* inp, const T* dout, int64_t n) {
-  GRID_STRIDE(i, n) {
+  MT_GRID_STRIDE(i, n) {
     const float x = ld(inp[i]);
     const float s = gelu_gate(x);
     const float du_dx = kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
@@ -47,13 +43,13 @@ __global__ void gelu_backward_k(T* dinp, const T* inp, const T* dout, int64_t n)
 
 template <typename T>
 __global__ void residual_forward_k(T* out, const T* a, const T* b, int64_t n) {
-  GRID_STRIDE(i, n) { out[i] = st<T>(ld(a[i]) + ld(b[i])); }
+  MT_GRID_STRIDE(i, n) { out[i] = st<T>(ld(a[i]) + ld(b[i])); }
 }
 
 // dout may alias da or db: it is read before either is written.
 template <typename T>
 __global__ void residual_backward_k(T* da, T* db, const T* dout, int64_t n) {
-  GRID_STRIDE(i, n) {
+  MT_GRID_STRIDE(i, n) {
     const float d = ld(dout[i]);
     if (da != nullptr) da[i] = st<T>(ld(da[i]) + d);
     if (db != nullptr) db[i] = st<T>(ld(db[i]) + d);
@@ -62,16 +58,16 @@ __global__ void residual_backward_k(T* da, T* db, const T* dout, int64_t n) {
 
 template <typename T>
 __global__ void add_bias_k(T* out, const T* bias, int64_t total, int OC) {
-  GRID_STRIDE(i, total) { out[i] = st<T>(ld(out[i]) + ld(bias[i % OC])); }
+  MT_GRID_STRIDE(i, total) { out[i] = st<T>(ld(out[i]) + ld(bias[i % OC])); }
 }
 
 template <typename D, typename S>
 __global__ void cast_k(D* dst, const S* src, int64_t n) {
-  GRID_STRIDE(i, n) { dst[i] = st<D>(ld(src[i])); }
+  MT_GRID_STRIDE(i, n) { dst[i] = st<D>(ld(src[i])); }
 }
 
 __global__ void scale_k(float* x, int64_t n, float factor) {
-  GRID_STRIDE(i, n) { x[i] *= factor; }
+  MT_GRID_STRIDE(i, n) { x[i] *= factor; }
 }
 
 // The CPU reference's AdamW step, element by element (kernels/cpu/optim.cc).
@@ -80,7 +76,7 @@ __global__ void adamw_k(float* params, W* working, const float* grads, float* m,
                         float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2) {
   const float one_minus_b1 = 1.0f - beta1;
   const float one_minus_b2 = 1.0f - beta2;
-  GRID_STRIDE(i, n) {
+  MT_GRID_STRIDE(i, n) {
     const float g = grads[i];
     const float mi = beta1 * m[i] + one_minus_b1 * g;
     const float vi = beta2 * v[i] + one_minus_b2 * g * g;
@@ -97,7 +93,7 @@ __global__ void adamw_k(float* params, W* working, const float* grads, float* m,
 template <typename W>
 __global__ void sgd_k(float* params, W* working, const float* grads, float* buf, int64_t n, float lr,
                       float momentum, float weight_decay) {
-  GRID_STRIDE(i, n) {
+  MT_GRID_STRIDE(i, n) {
     const float p = params[i];
     const float d = grads[i] + weight_decay * p;
     const float b = momentum * buf[i] + d;

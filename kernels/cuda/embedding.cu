@@ -8,7 +8,7 @@
 // a thread reads every id but does work only for its 1/kGroups of them. The position
 // backward gives each (t, c) to one thread, summing over b in order.
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks it against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks it against the CPU.
 #include "kernels/cuda/common.cuh"
 
 namespace mt::kernels::cuda {
@@ -23,8 +23,7 @@ template <typename T>
 __global__ void token_embedding_forward_k(T* out, const int32_t* tokens, const T* wte, int N, int C, int v_start,
                                           int v_count) {
   const int64_t total = static_cast<int64_t>(N) * C;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  MT_GRID_STRIDE(i, total) {
     const int64_t n = i / C, c = i % C;
     const int64_t r = static_cast<int64_t>(tokens[n]) - v_start;
     out[i] = (r >= 0 && r < v_count) ? wte[r * C + c] : st<T>(0.0f);
@@ -57,8 +56,7 @@ __global__ void token_embedding_backward_k(float* dwte, const T* dout, const int
 template <typename T>
 __global__ void position_embedding_forward_k(T* out, const T* wpe, int B, int T_, int C) {
   const int64_t total = static_cast<int64_t>(B) * T_ * C;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  MT_GRID_STRIDE(i, total) {
     const int64_t t = (i / C) % T_, c = i % C;
     out[i] = st<T>(ld(out[i]) + ld(wpe[t * C + c]));
   }
@@ -67,8 +65,7 @@ __global__ void position_embedding_forward_k(T* out, const T* wpe, int B, int T_
 template <typename T>
 __global__ void position_embedding_backward_k(float* dwpe, const T* dout, int B, int T_, int C) {
   const int64_t total = static_cast<int64_t>(T_) * C;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  MT_GRID_STRIDE(i, total) {
     float acc = dwpe[i];
     for (int b = 0; b < B; ++b) acc += ld(dout[static_cast<int64_t>(b) * total + i]);  // batch order
     dwpe[i] = acc;

@@ -8,7 +8,7 @@
 // reductions over tokens and go through reduce.cuh's fixed-order column sums.
 // Launch: 256 threads = 8 rows per block; grid ceil(N / 8).
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks it against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks it against the CPU.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/reduce.cuh"
 

@@ -9,7 +9,7 @@
 // for a shape, the plan falls back to a plain product and run() says so (the caller adds the
 // bias with its own kernel).
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc compares the matmuls with the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc compares the matmuls with the CPU.
 #include "kernels/cuda/matmul.h"
 
 #include <cublasLt.h>
@@ -73,8 +73,8 @@ LtMatmul::~LtMatmul() {
 }
 
 LtMatmul::Plan& LtMatmul::plan(const Key& key, bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb,
-                               int ldd, Dt ab, Dt d, bool bias, const void* bias_ptr, unsigned align_a,
-                               unsigned align_b, unsigned align_d) {
+                               int ldd, Dt ab, Dt d, const void* bias, unsigned align_a, unsigned align_b,
+                               unsigned align_d) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   auto p = std::make_unique<Plan>();
@@ -111,11 +111,11 @@ LtMatmul::Plan& LtMatmul::plan(const Key& key, bool trans_a, bool trans_b, int m
     return true;
   };
   bool found = false;
-  if (bias) {
+  if (bias != nullptr) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
     // The heuristic reads the bias pointer's alignment (the bias type defaults to D's type).
-    LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     found = query();
     p->fused_bias = found;
     if (!found) {
@@ -146,9 +146,8 @@ bool LtMatmul::run(bool trans_a, bool trans_b, int m, int n, int k, const void* 
   const unsigned al_a = alignment(A), al_b = alignment(B), al_d = alignment(D);
   const unsigned al_bias = bias ? alignment(bias) : 0;
   const Key key{trans_a, trans_b, m, n, k, lda, ldb, ldd, static_cast<int>(ab), static_cast<int>(d), bias != nullptr,
-                false, static_cast<int>(al_a), static_cast<int>(al_b), static_cast<int>(al_d),
-                static_cast<int>(al_bias)};
-  Plan& p = plan(key, trans_a, trans_b, m, n, k, lda, ldb, ldd, ab, d, bias != nullptr, bias, al_a, al_b, al_d);
+                static_cast<int>(al_a), static_cast<int>(al_b), static_cast<int>(al_d), static_cast<int>(al_bias)};
+  Plan& p = plan(key, trans_a, trans_b, m, n, k, lda, ldb, ldd, ab, d, bias, al_a, al_b, al_d);
   if (p.fused_bias) {
     LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }

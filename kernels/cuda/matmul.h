@@ -36,9 +36,10 @@ class LtMatmul {
 
  private:
   struct Plan;
-  using Key = std::tuple<bool, bool, int, int, int, int, int, int, int, int, bool, bool, int, int, int, int>;
+  // trans_a, trans_b, m, n, k, lda, ldb, ldd, ab, d, has bias, alignments of A, B, D and the bias
+  using Key = std::tuple<bool, bool, int, int, int, int, int, int, int, int, bool, int, int, int, int>;
   Plan& plan(const Key& key, bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldd, Dt ab, Dt d,
-             bool bias, const void* bias_ptr, unsigned align_a, unsigned align_b, unsigned align_d);
+             const void* bias, unsigned align_a, unsigned align_b, unsigned align_d);
 
   core::Device& dev_;
   void* handle_ = nullptr;  // cublasLtHandle_t

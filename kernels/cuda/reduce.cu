@@ -11,7 +11,7 @@
 //                combined in phase order); a finish kernel adds the chunk partials in chunk
 //                order into the fp32 output (+=).
 //
-// NOT RUN ON A GPU: compiled only; tests/cuda/ops_test.cc checks them against the CPU.
+// NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks them against the CPU.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/reduce.cuh"
 
