@@ -44,22 +44,7 @@ void ensure_writable_dir(const std::string& dir, const char* key, const char* wh
         .with_hint(fmt::format("set {} to a writable directory (checked before the first step)", key));
   }
 }
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : fallback;
-}
 }  // namespace
-
-int choose_threads(int configured, int local_ranks) {
-  if (configured > 0) return configured;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  // ranks on this node: MPI knows; else Open MPI and Slurm say so; without a launcher we are alone
-  int local = local_ranks;
-  if (local <= 0) local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0);
-  if (local <= 0) local = env_int("SLURM_NTASKS_PER_NODE", 0);
-  if (local <= 0) local = 1;
-  return std::max(1, cores / local);
-}
 
 // OpenMP threads do all the parallel work; BLAS stays single-threaded inside them (see
 // kernels/cpu/linear.cc: deterministic results, no competing thread pools).

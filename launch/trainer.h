@@ -149,9 +149,8 @@ class Trainer {
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
-// Threads per rank: train.threads, else the cores of this node divided by its ranks
-// (local_ranks from MPI when known, > 0; else the launcher's variables).
-int choose_threads(int configured, int local_ranks = 0);
+// Sets this rank's thread count (OpenMP; BLAS single-threaded inside). The count itself comes
+// from train.threads or the CPU affinity masks (launch_env.h: threads_per_rank).
 void set_threads(int n);
 
 // The working dtype train.precision asks for on `device` (auto: fp32 on the CPU, bf16 on GPUs).
