@@ -488,7 +488,6 @@ TrainSummary Trainer::run() {
 
   TrainSummary sum;
   sum.data_entropy = floor;
-  const auto t_start = Clock::now();
   double train_ms = 0;
   double& best_eval = best_eval_;
   int& evals_without_gain = evals_without_gain_;
@@ -636,10 +635,11 @@ TrainSummary Trainer::run() {
     if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
     return sum;
   }
-  // the whole run (every process that trained it, resumes included) and this process alone
-  sum.wall_s = totals_.wall_s + ms_between(started_, Clock::now()) / 1000.0;
+  // this process alone (from the trainer's construction, as the checkpoints count it) and the
+  // whole run (every process that trained it, resumes included): equal for a run of one start
+  const double process_wall_s = ms_between(started_, Clock::now()) / 1000.0;
+  sum.wall_s = totals_.wall_s + process_wall_s;
   sum.tokens_per_s = totals_.train_ms > 0 ? totals_.tokens / (totals_.train_ms / 1000.0) : 0;
-  const double process_wall_s = ms_between(t_start, Clock::now()) / 1000.0;
   const double process_tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit
   std::vector<int64_t> sums(world_.size(), 0);

@@ -140,7 +140,7 @@ class Trainer {
   int skipped_in_row_ = 0;     // ... of them the last consecutive ones (train.max_skips_in_row)
   // The whole run's totals over every process that trained it (a resumed run continues the
   // checkpoint's; work after the last checkpoint of a killed process is lost and not counted):
-  // summary.json's tokens_per_s and wall_s. started_ is this process's start of training.
+  // summary.json's tokens_per_s and wall_s. started_: this process's start (the trainer's construction).
   struct RunTotals {
     double train_ms = 0, tokens = 0, wall_s = 0;  // wall_s: of the processes before this one
     int64_t starts = 0;                           // processes before this one
