@@ -135,6 +135,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
       if (lo < hi) norm_ranges_.push_back({lo, hi});
     }
   }
+  norm_host_.resize(norm_ranges_.size());
   norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
                                        core::DType::F64, *device_);
   data_ = io::make_data_source(cfg, world.rank(), world.size());  // the ranks share the dataset's verification
@@ -252,10 +253,9 @@ double Trainer::grad_sumsq() {
     const auto [lo, hi] = norm_ranges_[i];
     ops_->sum_squares(partial + i, g + lo, hi - lo);
   }
-  std::vector<double> host(norm_ranges_.size());
-  device_->copy(host.data(), partial, host.size() * sizeof(double));
+  device_->copy(norm_host_.data(), partial, norm_host_.size() * sizeof(double));
   double local = 0;
-  for (double v : host) local += v;
+  for (double v : norm_host_) local += v;
   if (cfg_.parallel.zero == 1 && dp_ > 1) {
     world_.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   } else if (tp_ > 1) {

@@ -131,6 +131,7 @@ class Trainer {
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   core::Tensor norm_partials_;
+  std::vector<double> norm_host_;  // their host copy (allocated once, not per step)
   // trainer state carried by checkpoints
   double best_eval_ = 1e300;
   int evals_without_gain_ = 0;
