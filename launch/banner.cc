@@ -80,7 +80,7 @@ void print_banner(const JobLaunch& job, parallel::Communicator& world, const cor
 int cmd_info(const JobLaunch& job, bool json) {
   if (job.self.mpi.rank != 0) return job.self.errors.empty() ? 0 : 1;
   const BuildInfo b = build_info();
-  const int threads = std::max(1, job.self.cores_per_rank);
+  const int threads = threads_per_rank(0, job.self);
   int errors = 0;
   for (const auto& i : job.ranks) errors += static_cast<int>(i.errors.size());
   if (json) {

@@ -43,7 +43,7 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
   const JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0
   report_launch_problems(job);
-  *threads_out = cfg.train.threads > 0 ? cfg.train.threads : std::max(1, job.self.cores_per_rank);
+  *threads_out = threads_per_rank(cfg.train.threads, job.self);
   set_threads(*threads_out);
   print_banner(job, world, cfg, *threads_out);
   if (job_out) *job_out = job;
@@ -182,8 +182,9 @@ int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& wor
   return 0;
 }
 
-int cmd_bench_sgemm(int threads, parallel::Communicator& world) {
-  const int t = choose_threads(threads);
+int cmd_bench_sgemm(int threads, parallel::Communicator& world, const parallel::MpiEnv& env) {
+  // the threads a training rank would run (the affinity masks), so the figures compare
+  const int t = threads_per_rank(threads, detect_job(env).self);
   set_threads(t);
   if (world.rank() == 0) {
     std::printf("sgemm (OpenBLAS core %s, %d thread(s))\n", blas_core_name().c_str(), t);

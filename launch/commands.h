@@ -39,7 +39,7 @@ struct BenchAllreduceArgs {
 };
 int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 
-int cmd_bench_sgemm(int threads, parallel::Communicator& world);
+int cmd_bench_sgemm(int threads, parallel::Communicator& world, const parallel::MpiEnv& env);
 
 // Prints a checkpoint's manifest (or, for a run directory or checkpoint directory, lists the
 // checkpoints) and verifies every shard's checksum. Returns 0 if all verify, 1 otherwise.

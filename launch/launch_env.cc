@@ -219,6 +219,10 @@ int cores_per_rank(int mine, int sum, int union_count, int local_size) {
   return std::max(1, union_count / std::max(1, local_size));
 }
 
+int threads_per_rank(int configured, const LaunchInfo& self) {
+  return configured > 0 ? configured : std::max(1, self.cores_per_rank);
+}
+
 std::vector<HostRanks> group_hosts(const std::vector<std::string>& host_of_rank) {
   std::vector<HostRanks> hosts;
   std::map<std::string, size_t> index;

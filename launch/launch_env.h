@@ -76,6 +76,10 @@ LaunchInfo classify_launch(const MpiPlacement& mpi, const EnvMap& env, const std
 // count alone would oversubscribe a node shared with other jobs.
 int cores_per_rank(int mine, int sum, int union_count, int local_size);
 
+// Threads for this rank: `configured` (train.threads, bench sgemm --threads) when > 0, else
+// the cores detect_job() measured for it (at least 1). Every command that computes uses it.
+int threads_per_rank(int configured, const LaunchInfo& self);
+
 // Hosts in order of their lowest rank, with the ranks on each.
 struct HostRanks {
   std::string host;

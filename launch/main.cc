@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
       else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
-      else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world);
+      else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       if (world->size() > 1) {

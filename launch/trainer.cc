@@ -44,22 +44,7 @@ void ensure_writable_dir(const std::string& dir, const char* key, const char* wh
         .with_hint(fmt::format("set {} to a writable directory (checked before the first step)", key));
   }
 }
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoi(v) : fallback;
-}
 }  // namespace
-
-int choose_threads(int configured, int local_ranks) {
-  if (configured > 0) return configured;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  // ranks on this node: MPI knows; else Open MPI and Slurm say so; without a launcher we are alone
-  int local = local_ranks;
-  if (local <= 0) local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0);
-  if (local <= 0) local = env_int("SLURM_NTASKS_PER_NODE", 0);
-  if (local <= 0) local = 1;
-  return std::max(1, cores / local);
-}
 
 // OpenMP threads do all the parallel work; BLAS stays single-threaded inside them (see
 // kernels/cpu/linear.cc: deterministic results, no competing thread pools).
@@ -150,6 +135,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
       if (lo < hi) norm_ranges_.push_back({lo, hi});
     }
   }
+  norm_host_.resize(norm_ranges_.size());
   norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
                                        core::DType::F64, *device_);
   data_ = io::make_data_source(cfg, world.rank(), world.size());  // the ranks share the dataset's verification
@@ -267,10 +253,9 @@ double Trainer::grad_sumsq() {
     const auto [lo, hi] = norm_ranges_[i];
     ops_->sum_squares(partial + i, g + lo, hi - lo);
   }
-  std::vector<double> host(norm_ranges_.size());
-  device_->copy(host.data(), partial, host.size() * sizeof(double));
+  device_->copy(norm_host_.data(), partial, norm_host_.size() * sizeof(double));
   double local = 0;
-  for (double v : host) local += v;
+  for (double v : norm_host_) local += v;
   if (cfg_.parallel.zero == 1 && dp_ > 1) {
     world_.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   } else if (tp_ > 1) {
@@ -503,7 +488,6 @@ TrainSummary Trainer::run() {
 
   TrainSummary sum;
   sum.data_entropy = floor;
-  const auto t_start = Clock::now();
   double train_ms = 0;
   double& best_eval = best_eval_;
   int& evals_without_gain = evals_without_gain_;
@@ -651,10 +635,11 @@ TrainSummary Trainer::run() {
     if (leader) log::info("stopped for preemption at step {}; checkpoint under {}", sum.steps_done, checkpoint_dir());
     return sum;
   }
-  // the whole run (every process that trained it, resumes included) and this process alone
-  sum.wall_s = totals_.wall_s + ms_between(started_, Clock::now()) / 1000.0;
+  // this process alone (from the trainer's construction, as the checkpoints count it) and the
+  // whole run (every process that trained it, resumes included): equal for a run of one start
+  const double process_wall_s = ms_between(started_, Clock::now()) / 1000.0;
+  sum.wall_s = totals_.wall_s + process_wall_s;
   sum.tokens_per_s = totals_.train_ms > 0 ? totals_.tokens / (totals_.train_ms / 1000.0) : 0;
-  const double process_wall_s = ms_between(t_start, Clock::now()) / 1000.0;
   const double process_tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit
   std::vector<int64_t> sums(world_.size(), 0);

@@ -131,6 +131,7 @@ class Trainer {
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   core::Tensor norm_partials_;
+  std::vector<double> norm_host_;  // their host copy (allocated once, not per step)
   // trainer state carried by checkpoints
   double best_eval_ = 1e300;
   int evals_without_gain_ = 0;
@@ -140,7 +141,7 @@ class Trainer {
   int skipped_in_row_ = 0;     // ... of them the last consecutive ones (train.max_skips_in_row)
   // The whole run's totals over every process that trained it (a resumed run continues the
   // checkpoint's; work after the last checkpoint of a killed process is lost and not counted):
-  // summary.json's tokens_per_s and wall_s. started_ is this process's start of training.
+  // summary.json's tokens_per_s and wall_s. started_: this process's start (the trainer's construction).
   struct RunTotals {
     double train_ms = 0, tokens = 0, wall_s = 0;  // wall_s: of the processes before this one
     int64_t starts = 0;                           // processes before this one
@@ -149,9 +150,8 @@ class Trainer {
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
-// Threads per rank: train.threads, else the cores of this node divided by its ranks
-// (local_ranks from MPI when known, > 0; else the launcher's variables).
-int choose_threads(int configured, int local_ranks = 0);
+// Sets this rank's thread count (OpenMP; BLAS single-threaded inside). The count itself comes
+// from train.threads or the CPU affinity masks (launch_env.h: threads_per_rank).
 void set_threads(int n);
 
 // The working dtype train.precision asks for on `device` (auto: fp32 on the CPU, bf16 on GPUs).

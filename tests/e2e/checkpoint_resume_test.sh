@@ -72,6 +72,7 @@ assert k["tokens"] == f["tokens"] == 120 * 8 * 16, (k, f)
 assert k["starts"] == 2 and f["starts"] == 1, (k, f)
 assert resumed % 5 == 0 and 15 <= resumed < 120, (k, resumed)
 assert f["this_process"]["steps"] == 120 and f["tokens_per_s"] == f["this_process"]["tokens_per_s"], f
+assert f["wall_s"] == f["this_process"]["wall_s"], f  # one start: the run is this process
 # metrics.jsonl was cut back to the checkpoint: its step times are the whole run's
 assert abs(k["tokens"] / (ms / 1000) - k["tokens_per_s"]) <= 1e-4 * k["tokens_per_s"], (k, ms)
 assert k["wall_s"] > k["this_process"]["wall_s"], k

@@ -40,6 +40,9 @@ check_info "$WORK/np4.json" mpirun 4
 taskset -c 0 "$MESHTRAIN" info --json > "$WORK/one-cpu.json"
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["threads_per_rank"] == 1 and j["ranks"][0]["cpus"] == 1, j' "$WORK/one-cpu.json" \
   || fail "threads per rank ignore the affinity mask"
+# bench sgemm measures with the threads a training rank would run
+taskset -c 0 "$MESHTRAIN" bench sgemm > "$WORK/sgemm.txt"
+grep -q "^sgemm (OpenBLAS core .*, 1 thread(s))" "$WORK/sgemm.txt" || { cat "$WORK/sgemm.txt"; fail "bench sgemm ignores the affinity mask"; }
 
 # the variables mpirun inside an sbatch script passes on: SLURM_PROCID=0 on every rank
 SLURM_JOB_ID=77 SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NTASKS=2 ENVIRONMENT=BATCH \

@@ -218,3 +218,12 @@ TEST(LaunchEnv, CoresPerRankFromAffinityMasks) {
   EXPECT_EQ(cores_per_rank(2, 2, 2, 1), 2);     // alone
   EXPECT_EQ(cores_per_rank(0, 0, 0, 1), 1);     // not measured
 }
+
+TEST(LaunchEnv, ThreadsPerRankConfiguredElseMeasured) {
+  LaunchInfo self;
+  self.cores_per_rank = 6;
+  EXPECT_EQ(threads_per_rank(3, self), 3);  // train.threads / --threads wins
+  EXPECT_EQ(threads_per_rank(0, self), 6);  // else the affinity masks' figure
+  self.cores_per_rank = 0;                  // not measured
+  EXPECT_EQ(threads_per_rank(0, self), 1);
+}
