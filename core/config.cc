@@ -84,6 +84,7 @@ const std::vector<Field>& schema() {
   static const std::vector<Field> fields = [] {
     std::vector<Field> v;
     // model
+    v.push_back(F<std::string>("model.arch", MT_REF(model, arch), 0, 0, "model architecture: gpt2 (parallel/models/registry.cc lists them)"));
     v.push_back(F<int>("model.n_layer", MT_REF(model, n_layer), 1, 1024, "transformer blocks"));
     v.push_back(F<int>("model.n_head", MT_REF(model, n_head), 1, 1024, "attention heads"));
     v.push_back(F<int>("model.n_embd", MT_REF(model, n_embd), 1, 65536, "model width (divisible by n_head)"));

@@ -13,6 +13,7 @@
 namespace mt::core {
 
 struct ModelConfig {
+  std::string arch = "gpt2";  // parallel/models/registry.cc lists the architectures
   int n_layer = 2;
   int n_head = 4;
   int n_embd = 64;

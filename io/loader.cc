@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "parallel/models/registry.h"
 
 namespace mt::io {
 
@@ -37,7 +38,8 @@ LoaderOptions LoaderOptions::from_config(const core::Config& cfg, int dp, int dp
   o.dp = dp;
   o.dp_rank = dp_rank;
   o.prefetch = cfg.data.prefetch;
-  o.cost = CostModel::for_gpt(cfg.model.n_layer, cfg.model.n_embd, cfg.model.vocab_size);
+  const auto c = parallel::make_architecture(cfg.model)->sample_cost();
+  o.cost = CostModel{c.per_token, c.per_token_sq};
   return o;
 }
 

@@ -152,26 +152,6 @@ PlannerState Planner::state_at(int64_t step, PlannerState from) {
   return s;
 }
 
-// ------------------------------------------------------------------------- cost model
-// Attention FLOPs run through the reference kernel's plain loops (kernels/cpu/attention.cc),
-// not a blocked matmul, so a FLOP of attention costs more time than a FLOP of matmul.
-// Measured (bench step, 2 layers, width 128, vocab 512, 1 thread, 2048 positions per
-// micro-batch as 64 x 32, 16 x 128, 4 x 512: 131, 147, 272 ms): time per position grows by
-// ~0.0024 of its T-independent part per unit of T, 4.3x the FLOP ratio 5.6e-4. The figure
-// only shapes the balance (docs/dataset-format.md).
-constexpr double kAttentionSlowdown = 4.0;
-
-CostModel CostModel::for_gpt(int n_layer, int n_embd, int vocab) {
-  const double L = n_layer, C = n_embd, V = vocab;
-  CostModel m;
-  m.per_token = 6.0 * (12.0 * L * C * C + V * C);        // forward + backward matmul FLOPs
-  m.per_token_sq = kAttentionSlowdown * 6.0 * L * C;      // causal attention: 6 L C t^2
-  // normalise so costs stay readable (units: matmul FLOPs / 1e6)
-  m.per_token *= 1e-6;
-  m.per_token_sq *= 1e-6;
-  return m;
-}
-
 // ------------------------------------------------------------------------- split
 std::vector<int64_t> apportion(int64_t count, const std::vector<double>& weights) {
   const size_t n = weights.size();

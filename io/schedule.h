@@ -97,8 +97,8 @@ class Planner {
 };
 
 // Modelled forward+backward cost of a sample of `tokens` tokens: linear layers grow with the
-// length, attention with its square. Coefficients from the model's sizes (FLOPs, the
-// attention term scaled by how much slower the attention kernel runs than a matmul).
+// length, attention with its square. The coefficients are the model's
+// (parallel::Architecture::sample_cost; LoaderOptions::from_config takes them from model.arch).
 struct CostModel {
   double per_token = 1.0;
   double per_token_sq = 0.0;
@@ -106,7 +106,6 @@ struct CostModel {
     const double t = tokens > 1 ? tokens - 1 : 0;  // positions that run through the model
     return per_token * t + per_token_sq * t * t;
   }
-  static CostModel for_gpt(int n_layer, int n_embd, int vocab);
 };
 
 // Splits `count` items in proportion to `weights` (largest remainder; ties to the lower index).

@@ -246,13 +246,16 @@ int cmd_inspect(const std::string& path) {
     const auto m = io::read_manifest(c);
     const auto& lay = m.at("layout");
     const auto& mod = m.at("model");
-    std::printf("%s\n  step %lld | layout world %d = dp %d x tp %d, zero %d | model %d layers, width %d, %d heads, "
-                "vocab %d, seq_len %d, %lld params | format v%d\n",
+    // the model's shape-fixing values as the manifest records them (checkpoints from before
+    // model.arch are GPT-2's)
+    std::string shape;
+    for (const auto& [k, v] : mod.items())
+      if (k != "arch" && k != "params") shape += fmt::format("{}{} {}", shape.empty() ? "" : ", ", k, v.dump());
+    std::printf("%s\n  step %lld | layout world %d = dp %d x tp %d, zero %d | model %s (%s), %lld params | format v%d\n",
                 c.c_str(), static_cast<long long>(m.at("step").get<int64_t>()), lay.at("world").get<int>(),
-                lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>(), mod.at("n_layer").get<int>(),
-                mod.at("n_embd").get<int>(), mod.at("n_head").get<int>(), mod.at("vocab_size").get<int>(),
-                mod.at("seq_len").get<int>(), static_cast<long long>(mod.at("params").get<int64_t>()),
-                m.at("format_version").get<int>());
+                lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>(),
+                mod.value("arch", std::string("gpt2")).c_str(), shape.c_str(),
+                static_cast<long long>(mod.at("params").get<int64_t>()), m.at("format_version").get<int>());
     for (const auto& s : m.at("shards")) {
       std::error_code ec;
       const auto size = fs::file_size(c + "/" + s.at("file").get<std::string>(), ec);

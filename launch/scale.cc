@@ -19,6 +19,7 @@
 #include "io/metrics.h"
 #include "launch/cost_model.h"
 #include "launch/svg.h"
+#include "parallel/models/registry.h"
 
 namespace mt::launch {
 
@@ -210,14 +211,17 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
     pts.emplace_back(row.at("bytes").get<double>(), row.at("fw_us").get<double>() * 1e-6);
   }
   const AlphaBeta ab = fit_alpha_beta(pts, 2);
+  const auto arch = parallel::make_architecture(base.model);
   const double cores = std::max(1u, std::thread::hardware_concurrency());
   const auto used = [&](const Row& r) { return std::min(r.p.np * r.threads, cores); };
   for (auto& r : rows) {
     const double work = spec.mode == "weak" ? static_cast<double>(r.p.dp) / ref.p.dp : 1.0;
     const double compute = ref.compute * work * used(ref) / used(r);
-    const double act_bytes = r.tokens / r.p.dp * base.model.n_embd * 4.0;
-    const double comm = ring_allreduce_s(ab, r.grad_bytes, r.p.dp) +
-                        (4.0 * base.model.n_layer + 3) * ring_allreduce_s(ab, act_bytes, r.p.tp);
+    // the model's tensor-parallel all-reduces over one tp group's tokens (fp32 on the CPU)
+    const auto tpt = arch->tp_traffic(static_cast<int64_t>(r.tokens / r.p.dp), 4);
+    const double tp_comm =
+        tpt.all_reduces > 0 ? tpt.all_reduces * ring_allreduce_s(ab, tpt.bytes / tpt.all_reduces, r.p.tp) : 0.0;
+    const double comm = ring_allreduce_s(ab, r.grad_bytes, r.p.dp) + tp_comm;
     r.predicted_ms = compute + comm * 1e3;
   }
   io::write_file_atomic(out + "/commands.txt", commands);

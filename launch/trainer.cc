@@ -80,7 +80,8 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   const int world_size = world.size();
   tp_ = cfg.parallel.tp;
   dp_ = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world_size / tp_);
-  parallel::Mesh::validate(world_size, dp_, tp_, cfg.model.n_head);
+  arch_ = parallel::make_architecture(cfg.model);
+  parallel::Mesh::validate(world_size, dp_, tp_, parallel::tp_rule(*arch_));
   mesh_ = std::make_unique<parallel::Mesh>(world_size, dp_, tp_);
   comms_ = parallel::make_mesh_comms(world, *mesh_);
   dp_rank_ = comms_.dp->rank();
@@ -116,8 +117,13 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
   parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
 
-  model_ = std::make_unique<parallel::Gpt>(cfg.model, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr,
-                                           parallel::GradSync::flat_alignment(dp_), ops_.get());
+  parallel::ModelContext mctx;
+  mctx.tp = tp_;
+  mctx.tp_rank = tp_rank_;
+  mctx.tp_comm = tp_ > 1 ? tp_comm : nullptr;
+  mctx.flat_align = parallel::GradSync::flat_alignment(dp_);
+  mctx.ops = ops_.get();
+  model_ = arch_->build(mctx);
   model_->init_weights(cfg.train.seed);
   const auto reduce_dtype =
       cfg.parallel.grad_reduce_dtype == "bf16" ? parallel::DType::BF16 : parallel::DType::F32;
@@ -129,7 +135,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   // Gradient-norm ranges: each element counted once in the mesh (parameters replicated
   // across tp on tp rank 0 only), per parameter and owned range, in this fixed order.
   for (const auto& p : model_->params_info()) {
-    if (p.split == parallel::TpSplit::Replicated && tp_rank_ != 0) continue;
+    if (p.partition.replicated_over_tp() && tp_rank_ != 0) continue;
     for (const auto& [b, e] : sync_->owned_ranges()) {
       const int64_t lo = std::max(b, p.offset), hi = std::min(e, p.offset + p.numel);
       if (lo < hi) norm_ranges_.push_back({lo, hi});
@@ -195,7 +201,7 @@ std::string describe_batch(const io::LoaderOptions& lo) {
 }
 
 uint64_t Trainer::param_checksum() const {
-  core::Tensor& params = const_cast<parallel::Gpt&>(*model_).params();
+  core::Tensor& params = model_->params();
   const size_t n = params.nbytes();
   std::vector<unsigned char> host;  // device parameters are read through a host copy
   const unsigned char* p = static_cast<const unsigned char*>(params.raw());
@@ -469,9 +475,7 @@ TrainSummary Trainer::run() {
   const bool live = leader && want_progress_line();  // progress line with ETA on a terminal (not mpirun's pty)
   const auto floor = data_->entropy_floor(cfg_.model.seq_len);
   if (leader) {
-    log::info("model: {} parameters ({} layers, {} heads, width {}, vocab {} padded to {}), seq_len {}",
-              model_->num_full_params(), cfg_.model.n_layer, cfg_.model.n_head, cfg_.model.n_embd,
-              cfg_.model.vocab_size, model_->dims().Vp, cfg_.model.seq_len);
+    log::info("model: {}", arch_->describe(tp_));
     const auto& lo = loader_->options();
     log::info("mesh: world {} = dp {} x tp {}; {}", world_.size(), dp_, tp_, describe_batch(lo));
     log::info("compute: {} on {}", ops_->describe(), device_->description());

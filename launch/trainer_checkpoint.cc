@@ -4,7 +4,7 @@
 // shards all verify and falls back to older ones, naming what was wrong with each.
 // Resharding: a checkpoint written under one dp x tp layout (with or without ZeRO-1) loads
 // under any other valid layout: each rank reads the old shards, maps every element of every
-// old tp slice to its position in the full tensor (gpt.h: full_position) and keeps those
+// old tp slice to its position in the full tensor (parallel/models/partition.h) and keeps those
 // that its new slice owns; optimizer state is rebuilt the same way from the dp shards (all of
 // them under ZeRO-1; one replica's otherwise, as each holds the whole state of its tp slice).
 // Devices: parameters and optimizer state live on the trainer's device; they are read and
@@ -28,6 +28,14 @@ std::string Trainer::checkpoint_dir() const {
 }
 
 namespace {
+// The manifest's "model": the architecture, the config values that fix its shapes, and its
+// parameter count (what `inspect` shows and a resume compares).
+nlohmann::json model_manifest(const parallel::Architecture& arch) {
+  nlohmann::json j{{"arch", arch.name()}, {"params", arch.num_params()}};
+  for (const auto& [k, v] : arch.shape_keys()) j[k] = v;
+  return j;
+}
+
 // `root`'s string to every rank (length, then bytes).
 std::string broadcast_string(parallel::Communicator& c, std::string s, int root = 0) {
   int64_t n = static_cast<int64_t>(s.size());
@@ -100,9 +108,7 @@ void Trainer::save_checkpoint(int64_t steps_done) {
     nlohmann::json m{{"format_version", io::kCheckpointFormatVersion},
                      {"step", steps_done},
                      {"layout", {{"world", world_.size()}, {"dp", dp_}, {"tp", tp_}, {"zero", cfg_.parallel.zero}}},
-                     {"model", {{"n_layer", cfg_.model.n_layer}, {"n_head", cfg_.model.n_head},
-                                {"n_embd", cfg_.model.n_embd}, {"vocab_size", cfg_.model.vocab_size},
-                                {"seq_len", cfg_.model.seq_len}, {"params", model_->num_full_params()}}},
+                     {"model", model_manifest(*arch_)},
                      {"trainer", {{"best_eval", best_eval_}, {"evals_without_gain", evals_without_gain_},
                                   {"last_loss", last_loss_}, {"eval_due", eval_due_},
                                   {"skipped_steps", skipped_steps_}, {"skipped_in_row", skipped_in_row_},
@@ -181,11 +187,12 @@ int64_t Trainer::restore_checkpoint() {
         .with_file(chosen + "/manifest.json")
         .with_hint("resume with the model sizes the checkpoint was written with (the parallel layout may differ)");
   };
-  for (const char* k : {"n_layer", "n_head", "n_embd", "vocab_size", "seq_len"}) {
-    const int now = k == std::string("n_layer") ? cfg_.model.n_layer : k == std::string("n_head") ? cfg_.model.n_head
-                  : k == std::string("n_embd") ? cfg_.model.n_embd : k == std::string("vocab_size") ? cfg_.model.vocab_size
-                  : cfg_.model.seq_len;
-    if (mod.at(k).get<int>() != now) mismatch(std::string("model.") + k, mod.at(k).dump(), std::to_string(now));
+  // checkpoints from before model.arch existed are GPT-2's
+  const std::string was_arch = mod.value("arch", std::string("gpt2"));
+  if (was_arch != arch_->name()) mismatch("model.arch", was_arch, arch_->name());
+  for (const auto& [k, now] : arch_->shape_keys()) {
+    if (!mod.contains(k)) mismatch("model." + k, "(not recorded)", std::to_string(now));
+    if (mod.at(k).get<int64_t>() != now) mismatch("model." + k, mod.at(k).dump(), std::to_string(now));
   }
   if (world_.rank() == 0 && m.contains("config")) {
     // The learning rate is a function of (step, train.steps, optim.*): a resumed run with other
@@ -275,7 +282,6 @@ void Trainer::load_resharded(const std::string& dir, const nlohmann::json& m) {
   const auto& lay = m.at("layout");
   const int old_world = lay.at("world").get<int>(), old_dp = lay.at("dp").get<int>(), old_tp = lay.at("tp").get<int>();
   const parallel::Mesh old_mesh(old_world, old_dp, old_tp);
-  const parallel::GptDims& nd = model_->dims();
   const auto& ninfo = model_->params_info();
   const int64_t ntotal = model_->num_local_params();
   const bool adam = optim_->has_v();
@@ -285,10 +291,11 @@ void Trainer::load_resharded(const std::string& dir, const nlohmann::json& m) {
     return std::make_pair(dir + "/" + s.at("file").get<std::string>(),
                           std::stoull(s.at("checksum").get<std::string>(), nullptr, 16));
   };
+  // the old slices' layout (every old tp rank's is the same): the model's parameters at old_tp
+  int64_t ototal = 0;
+  const auto oinfo = parallel::layout_params(arch_->param_specs(), old_tp, parallel::GradSync::flat_alignment(old_dp),
+                                             &ototal);
   for (int t = 0; t < old_tp; ++t) {
-    const parallel::GptDims od = parallel::make_gpt_dims(cfg_.model, old_tp, t);
-    int64_t ototal = 0;
-    const auto oinfo = parallel::gpt_param_layout(cfg_.model, od, parallel::GradSync::flat_alignment(old_dp), &ototal);
     std::vector<float> op, om(ototal, 0.0f), ov(ototal, 0.0f), sm, sv;
     std::vector<std::pair<int64_t, int64_t>> ranges;
     // params from any replica; optimizer state from every replica under ZeRO-1, else from
@@ -313,35 +320,14 @@ void Trainer::load_resharded(const std::string& dir, const nlohmann::json& m) {
         off += e - b;
       }
     }
+    // every parameter: the elements old slice t shares with this rank's new slice
     for (size_t k = 0; k < ninfo.size(); ++k) {
       const parallel::ParamInfo& o = oinfo[k];
       const parallel::ParamInfo& n = ninfo[k];
-      const int64_t orows = o.local_shape[0], ocols = o.local_shape.size() > 1 ? o.local_shape[1] : 1;
-      const int64_t nrows = n.local_shape[0], ncols = n.local_shape.size() > 1 ? n.local_shape[1] : 1;
-      for (int64_t r = 0; r < orows; ++r) {
-        for (int64_t c = 0; c < ocols; ++c) {
-          const auto [fr, fc] = parallel::full_position(o, od, r, c);
-          if (o.split == parallel::TpSplit::Vocab && fr >= nd.V) continue;  // padding rows
-          int owner = nd.tp_rank;
-          int64_t lr = fr, lc = fc;
-          switch (n.split) {
-            case parallel::TpSplit::Replicated: break;
-            case parallel::TpSplit::Rows:
-            case parallel::TpSplit::Vocab: owner = static_cast<int>(fr / nrows); lr = fr % nrows; break;
-            case parallel::TpSplit::Cols: owner = static_cast<int>(fc / ncols); lc = fc % ncols; break;
-            case parallel::TpSplit::Qkv: {
-              const int64_t part = nrows / 3, j = fr / nd.C, within = fr % nd.C;
-              owner = static_cast<int>(within / part);
-              lr = j * part + within % part;
-              break;
-            }
-          }
-          if (owner != nd.tp_rank) continue;
-          const int64_t src = o.offset + r * ocols + c, dst = n.offset + lr * ncols + lc;
-          np[dst] = op[src];
-          nm[dst] = om[src];
-          if (adam) nv[dst] = ov[src];
-        }
+      for (auto [src, dst] : {std::pair{&op, &np}, std::pair{&om, &nm}, std::pair{&ov, &nv}}) {
+        if (dst->empty()) continue;
+        parallel::copy_shared_elements(n.partition, n.full_shape, old_tp, t, src->data() + o.offset, tp_, tp_rank_,
+                                       dst->data() + n.offset);
       }
     }
   }

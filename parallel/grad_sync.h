@@ -2,7 +2,7 @@
 // The flat gradient buffer is cut into contiguous buckets (parallel.bucket_mb) from its END,
 // because backward finalises gradients in reverse order of the forward (the buffer's order).
 // Each bucket's collective starts as soon as the last parameter overlapping it reports its
-// gradient final (Gpt::backward's on_ready), and all are waited for only in finish(), just
+// gradient final (Model::backward's on_ready), and all are waited for only in finish(), just
 // before the optimizer step. Without ZeRO each bucket is all-reduced (sum); with ZeRO-1 it is
 // reduce-scattered so rank d owns slice d of every bucket, the optimizer updates only those
 // slices, and gather_params() all-gathers the updated parameters.
@@ -24,14 +24,14 @@
 #include "core/tensor.h"
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
-#include "parallel/gpt.h"
+#include "parallel/models/model.h"
 
 namespace mt::parallel {
 
 class GradSync {
  public:
   // dp may be null or of size 1 (then every call is a no-op). `total` must be a multiple of
-  // flat_alignment(dp size) (Gpt pads its flat buffers for that).
+  // flat_alignment(dp size) (Model pads its flat buffers for that).
   // ops: the device and kernels of the buffers (null = CPU); reduce_dtype: F32 or BF16.
   GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64_t total,
            double bucket_mb, bool zero1, kernels::Ops* ops = nullptr, DType reduce_dtype = DType::F32);
@@ -40,7 +40,7 @@ class GradSync {
   // Call before the backward of the last micro-step (or before finish() on a rank that runs
   // no backward this step).
   void begin(float* grads, float* params);
-  // Gpt::backward hook: parameter i's gradient is final.
+  // Model::backward hook: parameter i's gradient is final.
   void on_grad_ready(int param_index);
   // Wait for all buckets (and, for ZeRO-1, place the reduced slices into grads).
   void finish();

@@ -54,19 +54,18 @@ std::vector<int> Mesh::dp_group(int rank) const {
   return g;
 }
 
-std::vector<std::pair<int, int>> Mesh::valid_shapes(int world, int n_head) {
+std::vector<std::pair<int, int>> Mesh::valid_shapes(int world, const TpRule& rule) {
   std::vector<std::pair<int, int>> v;
   for (int t = 1; t <= world; ++t)
-    if (world % t == 0 && n_head > 0 && n_head % t == 0) v.emplace_back(world / t, t);
+    if (world % t == 0 && rule.allows(t)) v.emplace_back(world / t, t);
   return v;
 }
 
-void Mesh::validate(int world, int dp, int tp, int n_head) {
+void Mesh::validate(int world, int dp, int tp, const TpRule& rule) {
   MT_CHECK(world >= 1, "world size must be at least 1, got {}", world);
-  MT_CHECK(n_head >= 1, "model.n_head must be at least 1, got {}", n_head);
-  const auto shapes = valid_shapes(world, n_head);
-  const std::string valid = fmt::format("valid choices for {} rank(s) and model.n_head = {}: {}", world, n_head,
-                                        shapes_text(shapes));
+  const auto shapes = valid_shapes(world, rule);
+  const std::string valid = fmt::format("valid choices for {} rank(s){}: {}", world,
+                                        rule.constraint.empty() ? "" : " and " + rule.constraint, shapes_text(shapes));
   const std::string hint = "set parallel.tp (and parallel.dp, or parallel.dp=0 for world / tp) to one of the "
                            "valid choices, or launch a different number of ranks";
   if (tp < 1 || dp < 1)
@@ -81,10 +80,8 @@ void Mesh::validate(int world, int dp, int tp, int n_head) {
         .with_yaml("parallel.dp")
         .with_hint(hint)
         .with_where(__FILE__, __LINE__);
-  if (n_head % tp != 0)
-    throw core::Error(fmt::format("parallel.tp = {} does not divide model.n_head = {} (attention heads are split "
-                                  "across the tensor-parallel group); {}",
-                                  tp, n_head, valid))
+  if (!rule.allows(tp))
+    throw core::Error(fmt::format("{}; {}", rule.violation(tp), valid))
         .with_yaml("parallel.tp")
         .with_hint(hint)
         .with_where(__FILE__, __LINE__);

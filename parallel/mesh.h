@@ -9,7 +9,9 @@
 //   world 8, dp 4 x tp 2:   tp groups {0,1} {2,3} {4,5} {6,7}    dp groups {0,2,4,6} {1,3,5,7}
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -21,6 +23,16 @@ struct MeshCoords {
   int dp = 0;  // index of the data-parallel replica, 0 .. dp_size-1
   int tp = 0;  // index within the tensor-parallel group, 0 .. tp_size-1
   bool operator==(const MeshCoords& o) const { return dp == o.dp && tp == o.tp; }
+};
+
+// The tensor-parallel sizes a model allows (Architecture::tp_violation / tp_constraint; a
+// model's rule, so the mesh needs no model sizes): `violation(tp)` is "" when tp is allowed,
+// else why not, naming the config key; `constraint` names what limits it in the list of
+// valid choices ("model.n_head = 8"). The default allows every tp.
+struct TpRule {
+  std::string constraint;
+  std::function<std::string(int tp)> violation;
+  bool allows(int tp) const { return !violation || violation(tp).empty(); }
 };
 
 class Mesh {
@@ -42,12 +54,12 @@ class Mesh {
 
   bool operator==(const Mesh& o) const { return world_ == o.world_ && dp_ == o.dp_ && tp_ == o.tp_; }
 
-  // Checks a configuration: dp, tp >= 1, dp * tp == world, and tp divides n_head (heads are
-  // split across the tp group). The error lists the valid (dp, tp) choices for this world
-  // size and head count, with the config keys to set.
-  static void validate(int world, int dp, int tp, int n_head);
-  // All (dp, tp) with dp * tp == world and n_head % tp == 0, by ascending tp.
-  static std::vector<std::pair<int, int>> valid_shapes(int world, int n_head);
+  // Checks a configuration: dp, tp >= 1, dp * tp == world, and the model's rule allows tp
+  // (e.g. tp divides the heads). The error lists the valid (dp, tp) choices for this world
+  // size and model, with the config keys to set.
+  static void validate(int world, int dp, int tp, const TpRule& rule);
+  // All (dp, tp) with dp * tp == world that the rule allows, by ascending tp.
+  static std::vector<std::pair<int, int>> valid_shapes(int world, const TpRule& rule);
 
  private:
   void check_rank(int rank) const;

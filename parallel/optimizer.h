@@ -13,7 +13,7 @@
 #include "core/config.h"
 #include "core/tensor.h"
 #include "kernels/ops.h"
-#include "parallel/gpt.h"
+#include "parallel/models/model.h"
 
 namespace mt::parallel {
 

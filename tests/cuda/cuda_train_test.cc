@@ -1,5 +1,5 @@
 // Training on the GPU against training on the CPU: the same GPT (same init, same batches,
-// AdamW) for 20 steps through parallel::Gpt and parallel::Optimizer on each device. Losses
+// AdamW) for 20 steps through the gpt2 parallel::Model and parallel::Optimizer on each device. Losses
 // agree within 1e-3 (relative) in fp32 and within bf16 tolerance in mixed precision, the
 // first step's gradients agree, and the loss falls. The bf16 model also runs with doc_ids
 // (own attention kernel with document masking).
@@ -13,7 +13,7 @@
 #include "core/config.h"
 #include "cuda/cuda_test_util.h"
 #include "kernels/ops.h"
-#include "parallel/gpt.h"
+#include "parallel/models/registry.h"
 #include "parallel/optimizer.h"
 
 namespace {
@@ -52,7 +52,11 @@ struct TrainRun {
 
 TrainRun train(mt::kernels::Ops* ops, int steps, const int32_t* docs = nullptr) {
   const auto m = small_model();
-  mt::parallel::Gpt model(m, 1, 0, nullptr, 64, ops);
+  mt::parallel::ModelContext ctx;
+  ctx.flat_align = 64;
+  ctx.ops = ops;
+  auto owned = mt::parallel::make_model(m, ctx);
+  mt::parallel::Model& model = *owned;
   model.init_weights(42);
   mt::core::OptimConfig oc;
   oc.lr = 3e-3;

@@ -12,6 +12,7 @@
 #include <map>
 #include <random>
 
+#include "model_util.h"
 #include "io/dataset.h"
 #include "io/loader.h"
 
@@ -66,7 +67,7 @@ TEST(LoaderMpi, RanksTogetherCoverAnEpochOnceUnderEveryPolicy) {
       o.seed = 3;
       o.dp = size;
       o.dp_rank = rank;
-      o.cost = CostModel::for_gpt(2, 32, 300);
+      o.cost = mt::test_gpt2_cost(2, 32, 300);
       Loader l(src, o);
       std::vector<uint64_t> mine;  // ids of epoch 0 this rank received
       int64_t first_share = -1, last_share = -1;

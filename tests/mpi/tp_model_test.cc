@@ -6,7 +6,7 @@
 //    all-reduces), never materialising the full logits on one rank;
 //  - every parameter's gradient slice (embedding, each block's norms, QKV, attention
 //    projection, MLP, final norm) agrees with the full gradient within 1e-5 relative (norm).
-// And that Gpt and GradSync call synchronize() on their communicator after their last
+// And that the model and GradSync call synchronize() on their communicator after their last
 // collective, before they (or the trainer right after them) block the host on the device:
 // on NCCL that is where the deadline and the asynchronous-error polling live.
 #include <gtest/gtest.h>
@@ -19,7 +19,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "parallel/communicator.h"
-#include "parallel/gpt.h"
+#include "parallel/models/registry.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 
@@ -27,30 +27,18 @@ using namespace mt::parallel;
 
 namespace {
 
-// Copies the part of full parameter `full` (from the tp = 1 model) that local parameter `p`
-// (from the tp-sliced model with dims d) holds; rows of padding vocabulary are marked NaN.
-std::vector<float> slice_of(const ParamInfo& p, const float* full, const ParamInfo& fp, const GptDims& d) {
+// Copies the part of full parameter `full` (from the tp = 1 model, parameter fp) that local
+// parameter `p` of tp rank `rank` holds, by the Partition's own local -> full map; rows of
+// padding vocabulary are marked NaN.
+std::vector<float> slice_of(const ParamInfo& p, const float* full, const ParamInfo& fp, int tp, int rank) {
   std::vector<float> out(p.numel);
-  const int64_t rows = p.local_shape[0];
-  const int64_t cols = p.local_shape.size() > 1 ? p.local_shape[1] : 1;
-  const int64_t fcols = fp.full_shape.size() > 1 ? fp.full_shape[1] : 1;
-  const int64_t frows = fp.local_shape[0];
+  const int64_t rows = shape_rows(p.local_shape), cols = shape_cols(p.local_shape);
+  const int64_t fcols = shape_cols(fp.local_shape);
   for (int64_t r = 0; r < rows; ++r) {
+    const Partition::Place at = p.partition.to_full(p.full_shape, tp, rank, r);
     for (int64_t c = 0; c < cols; ++c) {
-      int64_t fr = r, fc = c;
-      switch (p.split) {
-        case TpSplit::Replicated: break;
-        case TpSplit::Rows:
-        case TpSplit::Vocab: fr = d.tp_rank * rows + r; break;
-        case TpSplit::Cols: fc = d.tp_rank * cols + c; break;
-        case TpSplit::Qkv: {
-          const int64_t part = rows / 3;
-          fr = (r / part) * d.C + d.tp_rank * part + r % part;
-          break;
-        }
-      }
-      const bool pad = p.split == TpSplit::Vocab && fr >= d.V;
-      out[r * cols + c] = pad || fr >= frows ? NAN : full[fr * fcols + fc];
+      const bool pad = at.row >= shape_rows(p.full_shape);
+      out[r * cols + c] = pad ? NAN : full[at.row * fcols + at.col + c];
     }
   }
   return out;
@@ -67,8 +55,13 @@ void check_tp(Communicator& world, int tp) {
   cfg.vocab_size = 50;  // padded differently at tp 1 (64) and tp 2/4 (128/256)
   cfg.seq_len = 8;
   cfg.init_std = 0.1;
-  Gpt full(cfg, 1, 0, nullptr);
-  Gpt part(cfg, tp, comms.tp->rank(), comms.tp.get());
+  auto full_owned = make_model(cfg);
+  ModelContext ctx;
+  ctx.tp = tp;
+  ctx.tp_rank = comms.tp->rank();
+  ctx.tp_comm = comms.tp.get();
+  auto part_owned = make_model(cfg, ctx);
+  Model &full = *full_owned, &part = *part_owned;
   full.init_weights(11);
   part.init_weights(11);
   const int B = 2, T = 8;
@@ -90,15 +83,15 @@ void check_tp(Communicator& world, int tp) {
   ASSERT_EQ(pi.size(), fi.size());
   for (size_t k = 0; k < pi.size(); ++k) {
     ASSERT_EQ(pi[k].name, fi[k].name);
-    const auto pv = slice_of(pi[k], full.params().f32() + fi[k].offset, fi[k], part.dims());
-    const auto gv = slice_of(pi[k], full.grads().f32() + fi[k].offset, fi[k], part.dims());
+    const auto pv = slice_of(pi[k], full.params().f32() + fi[k].offset, fi[k], tp, comms.tp->rank());
+    const auto gv = slice_of(pi[k], full.grads().f32() + fi[k].offset, fi[k], tp, comms.tp->rank());
     const float* mp = part.params().f32() + pi[k].offset;
     const float* mg = part.grads().f32() + pi[k].offset;
     double diff = 0, ref = 0;
     int64_t mismatched = 0, real = 0;
     for (int64_t e = 0; e < pi[k].numel; ++e) {
       if (std::isnan(pv[e])) {
-        if (pi[k].split == TpSplit::Vocab) {
+        if (pi[k].partition.kind() == Partition::Kind::Vocab) {
           EXPECT_EQ(mg[e], 0.0f) << pi[k].name << " padding row gets gradient";
         }
         continue;
@@ -184,7 +177,12 @@ TEST(TensorParallel, HostWaitsOnTheDeviceComeAfterASynchronize) {
   {  // tp = 2: forward's loss readback, end of backward
     MeshComms comms = make_mesh_comms(*world, Mesh(world->size(), world->size() / 2, 2));
     Recording tp(*comms.tp);
-    Gpt part(cfg, 2, comms.tp->rank(), &tp);
+    ModelContext ctx;
+    ctx.tp = 2;
+    ctx.tp_rank = comms.tp->rank();
+    ctx.tp_comm = &tp;
+    auto owned = make_model(cfg, ctx);
+    Model& part = *owned;
     part.init_weights(5);
     part.forward(x.data(), y.data(), B, T);
     EXPECT_TRUE(tp.synced_after_last_collective()) << "forward: " << tp.log;
@@ -195,7 +193,10 @@ TEST(TensorParallel, HostWaitsOnTheDeviceComeAfterASynchronize) {
   for (bool zero1 : {false, true}) {  // data parallel over the world: finish(), gather_params()
     Recording dp(*world);
     const int64_t align = GradSync::flat_alignment(world->size());
-    Gpt model(cfg, 1, 0, nullptr, align);
+    ModelContext ctx;
+    ctx.flat_align = align;
+    auto owned = make_model(cfg, ctx);
+    Model& model = *owned;
     model.init_weights(5);
     GradSync sync(&dp, model.params_info(), model.num_local_params(), /*bucket_mb=*/0.001, zero1);
     model.zero_grads();
@@ -214,13 +215,16 @@ TEST(TensorParallel, HostWaitsOnTheDeviceComeAfterASynchronize) {
 
 TEST(TensorParallel, InvalidLayoutsAreClearErrors) {
   try {
-    Mesh::validate(4, 1, 4, 6);
+    mt::core::ModelConfig six;
+    six.n_head = 6;
+    six.n_embd = 48;
+    Mesh::validate(4, 1, 4, tp_rule(*make_architecture(six)));
     FAIL() << "tp 4 with 6 heads accepted";
   } catch (const mt::core::Error& e) {
     EXPECT_NE(std::string(e.what()).find("n_head"), std::string::npos) << e.what();
   }
   try {
-    Mesh::validate(4, 1, 3, 6);
+    Mesh::validate(4, 1, 3, TpRule{});
     FAIL() << "dp 1 x tp 3 != 4 accepted";
   } catch (const mt::core::Error& e) {
     EXPECT_NE(std::string(e.what()).find("4"), std::string::npos) << e.what();

@@ -10,10 +10,12 @@
 
 #include "core/error.h"
 #include "parallel/mesh.h"
+#include "parallel/models/registry.h"
 
 using mt::core::Error;
 using mt::parallel::Mesh;
 using mt::parallel::MeshCoords;
+using mt::parallel::TpRule;
 
 namespace {
 
@@ -24,9 +26,17 @@ std::vector<std::pair<int, int>> factorisations(int world) {
   return v;
 }
 
+// GPT-2's rule for n_head heads (the model's rule is what the mesh checks)
+TpRule heads(int n_head) {
+  mt::core::ModelConfig m;
+  m.n_head = n_head;
+  m.n_embd = 4 * n_head;
+  return mt::parallel::tp_rule(*mt::parallel::make_architecture(m));
+}
+
 std::string error_of(int world, int dp, int tp, int n_head) {
   try {
-    Mesh::validate(world, dp, tp, n_head);
+    Mesh::validate(world, dp, tp, heads(n_head));
   } catch (const Error& e) {
     return e.what();
   }
@@ -103,7 +113,7 @@ TEST(Mesh, GroupsPartitionTheWorld) {
 TEST(Mesh, ValidShapesAreExactlyTheAcceptedOnes) {
   for (int world = 1; world <= 64; ++world) {
     for (int n_head : {1, 2, 3, 4, 6, 8, 12, 16, 25, 32}) {
-      const auto shapes = Mesh::valid_shapes(world, n_head);
+      const auto shapes = Mesh::valid_shapes(world, heads(n_head));
       std::set<std::pair<int, int>> valid(shapes.begin(), shapes.end());
       for (int tp = 1; tp <= world; ++tp) {
         for (int dp = 1; dp <= world; ++dp) {

@@ -9,11 +9,12 @@
 #include <vector>
 
 #include "core/config.h"
-#include "parallel/gpt.h"
+#include "parallel/models/registry.h"
 #include "parallel/optimizer.h"
 
 using mt::core::ModelConfig;
-using mt::parallel::Gpt;
+using mt::parallel::make_model;
+using mt::parallel::Model;
 
 namespace {
 
@@ -40,8 +41,9 @@ Batch make_batch(int B, int T, int V, int seed) {
   return b;
 }
 
-TEST(Gpt, BackwardMatchesFiniteDifferences) {
-  Gpt model(tiny(), 1, 0, nullptr);
+TEST(Gpt2, BackwardMatchesFiniteDifferences) {
+  auto owned = make_model(tiny());
+  Model& model = *owned;
   model.init_weights(3);
   // larger weights than GPT-2's 0.02 so every path carries signal
   float* p = model.params().f32();
@@ -79,8 +81,9 @@ TEST(Gpt, BackwardMatchesFiniteDifferences) {
   EXPECT_GT(checked, 100);
 }
 
-TEST(Gpt, PaddingVocabRowsGetNoGradientAndLossIsFinite) {
-  Gpt model(tiny(), 1, 0, nullptr);
+TEST(Gpt2, PaddingVocabRowsGetNoGradientAndLossIsFinite) {
+  auto owned = make_model(tiny());
+  Model& model = *owned;
   model.init_weights(1);
   Batch b = make_batch(2, 6, 11, 2);
   model.zero_grads();
@@ -94,12 +97,13 @@ TEST(Gpt, PaddingVocabRowsGetNoGradientAndLossIsFinite) {
     for (int c = 0; c < 16; ++c) ASSERT_EQ(g[r * 16 + c], 0.0f) << "padding row " << r;
 }
 
-TEST(Gpt, InitIsDeterministicAndFollowsGpt2) {
+TEST(Gpt2, InitIsDeterministicAndFollowsGpt2) {
   ModelConfig m = tiny();
   m.n_embd = 64;
   m.n_head = 4;
   m.vocab_size = 500;
-  Gpt a(m, 1, 0, nullptr), b(m, 1, 0, nullptr), c(m, 1, 0, nullptr);
+  auto pa = make_model(m), pb = make_model(m), pc = make_model(m);
+  Model &a = *pa, &b = *pb, &c = *pc;
   a.init_weights(9);
   b.init_weights(9);
   c.init_weights(10);
@@ -125,7 +129,10 @@ TEST(Gpt, InitIsDeterministicAndFollowsGpt2) {
 
 TEST(Optimizer, AdamWMatchesFormulaAndSplitRangesMatchWhole) {
   ModelConfig m = tiny();
-  Gpt model(m, 1, 0, nullptr, 64);
+  mt::parallel::ModelContext ctx;
+  ctx.flat_align = 64;
+  auto owned = make_model(m, ctx);
+  Model& model = *owned;
   model.init_weights(2);
   const int64_t n = model.num_local_params();
   std::vector<float> grads(n);
@@ -177,8 +184,9 @@ TEST(Optimizer, LearningRateSchedule) {
 }  // namespace
 
 namespace {
-TEST(Gpt, NegativeTargetsCarryNoLossAndNoGradient) {
-  Gpt model(tiny(), 1, 0, nullptr);
+TEST(Gpt2, NegativeTargetsCarryNoLossAndNoGradient) {
+  auto owned = make_model(tiny());
+  Model& model = *owned;
   model.init_weights(4);
   const int B = 2, T = 6;
   Batch b = make_batch(B, T, 11, 9);

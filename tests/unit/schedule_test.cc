@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "model_util.h"
 #include "io/schedule.h"
 
 using namespace mt::io;
@@ -141,7 +142,7 @@ TEST(Apportion, LargestRemainder) {
 TEST(Schedule, EveryPolicyAndDpCoversEachSampleOncePerEpoch) {
   const int T = 32;
   const auto len = skewed_lengths(211, T, 11);
-  const CostModel cost = CostModel::for_gpt(2, 64, 256);
+  const CostModel cost = mt::test_gpt2_cost(2, 64, 256);
   for (SampleMode mode : {SampleMode::Concat, SampleMode::Documents}) {
     PlannerOptions o;
     o.mode = mode;
@@ -227,7 +228,7 @@ TEST(Schedule, BalancedAndDynamicEvenOutModelledTime) {
   o.seq_len = T;
   o.batch_tokens = 8192;
   Planner pl(o);
-  const CostModel cost = CostModel::for_gpt(2, 64, 256);
+  const CostModel cost = mt::test_gpt2_cost(2, 64, 256);
   StepPlan plan;
   std::vector<std::vector<int32_t>> shares;
   double rr = 0, bal = 0, st = 0, dyn = 0;

@@ -1,0 +1,178 @@
+// What: the layers of blocks.h. Every kernel is a kernels::Ops call; `void*` activations are
+// in the working dtype, `float*` statistics and gradients in fp32. Shapes: N = B*T tokens,
+// an `l` suffix marks a tp rank's local slice.
+#include "parallel/models/blocks.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace mt::parallel {
+
+using core::Tensor;
+
+namespace {
+// The first n elements of a scratch tensor as an (n) tensor.
+Tensor first(const Tensor& t, int64_t n) {
+  MT_CHECK(n <= t.numel(), "scratch of {} elements used for {}", t.numel(), n);
+  return t.view(0, {n});
+}
+}  // namespace
+
+// ------------------------------------------------------------------ linear layers
+void ColumnLinear::forward(Model& m, void* out, const void* inp, int N) const {
+  m.ops().matmul_forward(out, inp, m.wparam(w), b >= 0 ? m.wparam(b) : nullptr, N, C, OCl);
+}
+
+void ColumnLinear::backward(Model& m, Tensor& dinp, const void* dout, const void* inp, int N,
+                            const GradReadyFn& ready) const {
+  // the input is replicated: each rank's contribution is a partial sum over its columns
+  dinp.zero_();
+  m.ops().matmul_backward(dinp.raw(), m.grad(w), b >= 0 ? m.grad(b) : nullptr, dout, inp, m.wparam(w), N, C, OCl);
+  report_ready(ready, b);
+  if (!tied) report_ready(ready, w);
+  m.tp().sum(dinp.raw(), static_cast<int64_t>(N) * C, m.working_dtype());
+}
+
+void RowLinear::forward(Model& m, void* out, const void* inp, int N) const {
+  kernels::Ops& k = m.ops();
+  k.matmul_forward(out, inp, m.wparam(w), nullptr, N, ICl, C);  // this rank's partial sum
+  m.tp().sum(out, static_cast<int64_t>(N) * C, m.working_dtype());
+  if (b >= 0) k.add_bias(out, m.wparam(b), N, C);
+}
+
+void RowLinear::backward(Model& m, Tensor& dinp, const void* dout, const void* inp, int N,
+                         const GradReadyFn& ready) const {
+  kernels::Ops& k = m.ops();
+  if (b >= 0) k.bias_backward(m.grad(b), dout, N, C);
+  dinp.zero_();
+  k.matmul_backward(dinp.raw(), m.grad(w), nullptr, dout, inp, m.wparam(w), N, ICl, C);
+  report_ready(ready, b);
+  report_ready(ready, w);
+}
+
+// ------------------------------------------------------------------ layernorm
+void LayerNormLayer::alloc(core::Device& dev, core::DType wdt, int64_t N) {
+  out = Tensor::empty({N, C}, wdt, dev);
+  mean = Tensor::empty({N}, core::DType::F32, dev);
+  rstd = Tensor::empty({N}, core::DType::F32, dev);
+}
+
+void LayerNormLayer::forward(Model& m, const void* x, int N) {
+  m.ops().layernorm_forward(out.raw(), mean.f32(), rstd.f32(), x, m.wparam(w), m.wparam(b), N, C);
+}
+
+void LayerNormLayer::backward(Model& m, void* dx, const void* dout, const void* x, int N,
+                              const GradReadyFn& ready) const {
+  m.ops().layernorm_backward(dx, m.grad(w), m.grad(b), dout, x, m.wparam(w), mean.f32(), rstd.f32(), N, C);
+  report_ready(ready, b);
+  report_ready(ready, w);
+}
+
+// ------------------------------------------------------------------ attention
+void Gpt2Attention::alloc(kernels::Ops& k, core::DType wdt, int B, int T) {
+  const int64_t N = static_cast<int64_t>(B) * T;
+  core::Device& dev = k.device();
+  qkv_out = Tensor::empty({N, 3 * Cl}, wdt, dev);
+  att = Tensor::empty({k.attention_state_elems(B, T, NHl)}, core::DType::F32, dev);
+  atty = Tensor::empty({N, Cl}, wdt, dev);
+}
+
+void Gpt2Attention::forward(Model& m, void* out, const void* x, const int32_t* doc_ids, int B, int T) {
+  const int N = B * T;
+  qkv.forward(m, qkv_out.raw(), x, N);
+  m.ops().attention_forward(atty.raw(), att.f32(), qkv_out.raw(), doc_ids, B, T, Cl, NHl);
+  proj.forward(m, out, atty.raw(), N);
+}
+
+void Gpt2Attention::backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* doc_ids, int B,
+                             int T, const GradReadyFn& ready) const {
+  const int N = B * T;
+  Tensor dproj_in = first(s.dmid, static_cast<int64_t>(N) * Cl);
+  proj.backward(m, dproj_in, dout, atty.raw(), N, ready);
+  Tensor dqkv = first(s.dmid2, static_cast<int64_t>(N) * 3 * Cl);
+  dqkv.zero_();
+  m.ops().attention_backward(dqkv.raw(), dproj_in.raw(), qkv_out.raw(), atty.raw(), att.f32(), doc_ids, B, T, Cl,
+                             NHl);
+  qkv.backward(m, s.dln, dqkv.raw(), x, N, ready);
+}
+
+// ------------------------------------------------------------------ MLP
+void GeluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N) {
+  fch = Tensor::empty({N, Fl}, wdt, dev);
+  fch_gelu = Tensor::empty({N, Fl}, wdt, dev);
+}
+
+void GeluMlp::forward(Model& m, void* out, const void* x, int N) {
+  fc.forward(m, fch.raw(), x, N);
+  m.ops().gelu_forward(fch_gelu.raw(), fch.raw(), static_cast<int64_t>(N) * Fl);
+  proj.forward(m, out, fch_gelu.raw(), N);
+}
+
+void GeluMlp::backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const {
+  const int64_t NF = static_cast<int64_t>(N) * Fl;
+  Tensor dfch_gelu = first(s.dmid, NF);
+  proj.backward(m, dfch_gelu, dout, fch_gelu.raw(), N, ready);
+  Tensor dfch = first(s.dmid2, NF);
+  dfch.zero_();
+  m.ops().gelu_backward(dfch.raw(), fch.raw(), dfch_gelu.raw(), NF);
+  fc.backward(m, s.dln, dfch.raw(), x, N, ready);
+}
+
+// ------------------------------------------------------------------ embeddings
+VocabSlice VocabSlice::of(const ParamInfo& e, int tp, int tp_rank) {
+  VocabSlice v;
+  v.V = static_cast<int>(e.full_shape[0]);
+  v.Vp = static_cast<int>(e.partition.padded_rows(e.full_shape, tp));
+  v.Vl = static_cast<int>(e.local_shape[0]);
+  v.v_start = tp_rank * v.Vl;
+  v.v_valid = std::max(0, std::min(v.Vl, v.V - v.v_start));
+  return v;
+}
+
+void VocabEmbedding::forward(Model& m, void* x, const int32_t* tokens, int N) const {
+  m.ops().token_embedding_forward(x, tokens, m.wparam(w), N, C, vs.v_start, vs.Vl);
+  m.tp().sum(x, static_cast<int64_t>(N) * C, m.working_dtype());
+}
+
+void VocabEmbedding::backward(Model& m, const void* dx, const int32_t* tokens, int N, const GradReadyFn& ready) const {
+  m.ops().token_embedding_backward(m.grad(w), dx, tokens, N, C, vs.v_start, vs.Vl);
+  report_ready(ready, w);
+}
+
+void PositionEmbedding::forward(Model& m, void* x, int B, int T) const {
+  m.ops().position_embedding_forward(x, m.wparam(w), B, T, C);
+}
+
+void PositionEmbedding::backward(Model& m, const void* dx, int B, int T, const GradReadyFn& ready) const {
+  m.ops().position_embedding_backward(m.grad(w), dx, B, T, C);
+  report_ready(ready, w);
+}
+
+// ------------------------------------------------------------------ cross-entropy
+void VocabCrossEntropy::alloc(core::Device& dev, int64_t N) {
+  rowmax = Tensor::empty({N}, core::DType::F32, dev);
+  sumexp = Tensor::empty({N}, core::DType::F32, dev);
+  tgt_logit = Tensor::empty({N}, core::DType::F32, dev);
+  losses = Tensor::empty({N}, core::DType::F32, dev);
+}
+
+void VocabCrossEntropy::forward(Model& m, const void* logits, const int32_t* targets, int N) {
+  kernels::Ops& k = m.ops();
+  // global max, global sum of exp, the owner's target logit
+  k.xent_row_max(rowmax.f32(), logits, N, vs.Vl, vs.v_valid);
+  m.tp().max_f32(rowmax.f32(), N);
+  k.xent_sum_exp(sumexp.f32(), logits, rowmax.f32(), N, vs.Vl, vs.v_valid);
+  m.tp().sum_f32(sumexp.f32(), N);
+  k.xent_target_logit(tgt_logit.f32(), logits, targets, N, vs.Vl, vs.v_start, vs.v_valid);
+  m.tp().sum_f32(tgt_logit.f32(), N);
+  k.xent_loss(losses.f32(), rowmax.f32(), sumexp.f32(), tgt_logit.f32(), N);
+}
+
+void VocabCrossEntropy::backward(Model& m, void* dlogits, const void* logits, const int32_t* targets,
+                                 const float* dloss, int N) const {
+  m.ops().xent_backward(dlogits, logits, rowmax.f32(), sumexp.f32(), targets, dloss, N, vs.Vl, vs.v_start,
+                        vs.v_valid);
+}
+
+}  // namespace mt::parallel

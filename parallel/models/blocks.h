@@ -1,0 +1,138 @@
+// What: the reusable tensor-parallel layers models are composed of, each with an explicit
+// forward and backward (llm.c style) over N = B*T tokens of width C. Megatron's partition of
+// a linear Y = X A (A = W^T, W stored (out, in) like nn.Linear):
+//   ColumnLinear  W split by rows (Partition::rows, fused blocks allowed): rank r computes its
+//                 output columns Y_r = X A_r from the replicated X. Forward: no communication.
+//                 Backward: dX = sum_r dY_r A_r^T, an all-reduce over the tp group.
+//   RowLinear     W split by columns (Partition::cols), X split by columns: Y = sum_r X_r A_r.
+//                 Forward: all-reduce of Y, then the replicated bias. Backward: none (dY is
+//                 replicated; dX_r = dY A_r^T).
+//   A ColumnLinear feeding a RowLinear needs no communication between them, so an attention
+//   or MLP block costs one all-reduce forward and one backward.
+//   VocabEmbedding  vocabulary rows split (Partition::vocab): x = sum_r onehot(tokens)_r E_r,
+//                 an all-reduce; PositionEmbedding: learned positions, replicated.
+//   VocabCrossEntropy  the loss over vocabulary-sliced logits: a max all-reduce, a sum-of-exp
+//                 all-reduce and a target-logit all-reduce; (tokens x vocab) never exists on
+//                 one rank.
+//   LayerNormLayer, Gpt2Attention (causal, heads split across ranks), GeluMlp.
+// Parameters are indices into the Model's flat buffers; layers read the working copy
+// (Model::wparam), accumulate fp32 gradients (Model::grad) and report each parameter's
+// gradient final through `ready` in the order they finish. Activations a layer keeps for its
+// backward are its own tensors; backward scratch is shared across layers (Scratch).
+// Why: a second architecture composes these instead of copying a model file.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "parallel/models/model.h"
+
+namespace mt::parallel {
+
+// Notifies the hook, if any, that parameter i's gradient is final.
+inline void report_ready(const GradReadyFn& ready, int i) {
+  if (ready && i >= 0) ready(i);
+}
+
+// Column-parallel linear: out (N, OCl) = inp (N, C) @ W_l^T + b_l. b may be -1 (no bias).
+// tied: W is another layer's parameter whose gradient is not final here (no ready report).
+struct ColumnLinear {
+  int w = -1, b = -1;
+  int C = 0, OCl = 0;
+  bool tied = false;
+  void forward(Model& m, void* out, const void* inp, int N) const;
+  // dinp (N, C) = the all-reduced input gradient (overwritten); W and b gradients accumulate.
+  void backward(Model& m, core::Tensor& dinp, const void* dout, const void* inp, int N, const GradReadyFn& ready) const;
+};
+
+// Row-parallel linear: out (N, C) = sum over tp of inp_l (N, ICl) @ W_l^T, + b (replicated).
+struct RowLinear {
+  int w = -1, b = -1;
+  int ICl = 0, C = 0;
+  void forward(Model& m, void* out, const void* inp, int N) const;
+  // dinp (N, ICl) = the local input gradient (overwritten); dout (N, C) is replicated.
+  void backward(Model& m, core::Tensor& dinp, const void* dout, const void* inp, int N, const GradReadyFn& ready) const;
+};
+
+// LayerNorm (eps 1e-5) with weight w and bias b over C; keeps out, mean, rstd.
+struct LayerNormLayer {
+  LayerNormLayer() = default;
+  LayerNormLayer(int w_, int b_, int C_) : w(w_), b(b_), C(C_) {}
+  int w = -1, b = -1, C = 0;
+  core::Tensor out, mean, rstd;
+  void alloc(core::Device& dev, core::DType wdt, int64_t N);
+  void forward(Model& m, const void* x, int N);
+  // dx (N, C) += the input gradient of dout (N, C); x is the forward's input.
+  void backward(Model& m, void* dx, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
+  size_t bytes() const { return out.nbytes() + mean.nbytes() + rstd.nbytes(); }
+};
+
+// Backward scratch shared by the blocks of one model (sized for the largest use).
+struct Scratch {
+  core::Tensor dln;       // (N, C): gradient of a block's normalised input, all-reduced
+  core::Tensor dmid;      // (N, max local inner width): a row-parallel input gradient
+  core::Tensor dmid2;     // (N, max local inner width): one op further back
+};
+
+// Causal self-attention with NHl local heads of HS channels (Cl = NHl * HS): fused q|k|v
+// column-parallel, attention over the local heads, output projection row-parallel.
+struct Gpt2Attention {
+  ColumnLinear qkv;  // OCl = 3 Cl
+  RowLinear proj;    // ICl = Cl
+  int NHl = 0, Cl = 0;
+  core::Tensor qkv_out, att, atty;  // (N, 3Cl), attention state, (N, Cl)
+  void alloc(kernels::Ops& k, core::DType wdt, int B, int T);
+  // out (N, C) = the block's output (all-reduced, bias added); x the normalised input.
+  void forward(Model& m, void* out, const void* x, const int32_t* doc_ids, int B, int T);
+  // dx (scratch.dln) = the all-reduced gradient of x, from dout (N, C).
+  void backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* doc_ids, int B, int T,
+                const GradReadyFn& ready) const;
+  size_t bytes() const { return qkv_out.nbytes() + att.nbytes() + atty.nbytes(); }
+};
+
+// MLP: fc column-parallel (Fl = F / tp), GELU on the local slice, proj row-parallel.
+struct GeluMlp {
+  ColumnLinear fc;
+  RowLinear proj;
+  int Fl = 0;
+  core::Tensor fch, fch_gelu;  // (N, Fl) each
+  void alloc(core::Device& dev, core::DType wdt, int64_t N);
+  void forward(Model& m, void* out, const void* x, int N);
+  void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
+  size_t bytes() const { return fch.nbytes() + fch_gelu.nbytes(); }
+};
+
+// The vocabulary slice of a tp rank: rows [v_start, v_start + Vl) of the padded vocabulary,
+// of which v_valid are real tokens (< V).
+struct VocabSlice {
+  int V = 0, Vp = 0, Vl = 0, v_start = 0, v_valid = 0;
+  static VocabSlice of(const ParamInfo& embedding, int tp, int tp_rank);
+};
+
+// Token embedding over a vocabulary-parallel table w (Vl, C): x (N, C) = summed over tp.
+struct VocabEmbedding {
+  int w = -1, C = 0;
+  VocabSlice vs;
+  void forward(Model& m, void* x, const int32_t* tokens, int N) const;
+  void backward(Model& m, const void* dx, const int32_t* tokens, int N, const GradReadyFn& ready) const;
+};
+
+// Learned positions w (maxT, C), replicated: x (B, T, C) += w[t].
+struct PositionEmbedding {
+  int w = -1, C = 0;
+  void forward(Model& m, void* x, int B, int T) const;
+  void backward(Model& m, const void* dx, int B, int T, const GradReadyFn& ready) const;
+};
+
+// Cross-entropy over vocabulary-sliced logits (N, Vl): per-token losses (N) fp32.
+struct VocabCrossEntropy {
+  VocabSlice vs;
+  core::Tensor rowmax, sumexp, tgt_logit, losses;  // (N) fp32 each
+  void alloc(core::Device& dev, int64_t N);
+  void forward(Model& m, const void* logits, const int32_t* targets, int N);
+  // dlogits (N, Vl) written from the per-token loss weights dloss (N).
+  void backward(Model& m, void* dlogits, const void* logits, const int32_t* targets, const float* dloss,
+                int N) const;
+};
+
+}  // namespace mt::parallel

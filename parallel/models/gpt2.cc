@@ -1,0 +1,275 @@
+// What: GPT-2 as an Architecture and its Model (see gpt2.h). Shapes use N = B*T tokens; an
+// `l` suffix marks a tp rank's local slice (Cl = C/tp attention width, Fl = 4C/tp MLP width,
+// Vl = Vp/tp vocabulary rows).
+#include "parallel/models/gpt2.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "parallel/models/blocks.h"
+
+namespace mt::parallel {
+
+using core::Tensor;
+
+Gpt2Architecture::Gpt2Architecture(const core::ModelConfig& cfg) : Architecture(cfg) {
+  MT_CHECK(cfg.n_head >= 1 && cfg.n_embd % cfg.n_head == 0, "model.n_embd {} not divisible by model.n_head {}",
+           cfg.n_embd, cfg.n_head);
+}
+
+std::string Gpt2Architecture::tp_violation(int tp) const {
+  if (tp >= 1 && config().n_head % tp == 0) return "";
+  return fmt::format("parallel.tp = {} does not divide model.n_head = {} (attention heads are split across the "
+                     "tensor-parallel group)", tp, config().n_head);
+}
+
+std::string Gpt2Architecture::tp_constraint() const { return fmt::format("model.n_head = {}", config().n_head); }
+
+std::vector<ParamSpec> Gpt2Architecture::param_specs() const {
+  const core::ModelConfig& m = config();
+  const int64_t C = m.n_embd, L = m.n_layer;
+  const float std = static_cast<float>(m.init_std);
+  const float proj_std = std / std::sqrt(2.0f * static_cast<float>(L));  // residual projections
+  std::vector<ParamSpec> v;
+  auto add = [&](std::string name, core::Shape full, Partition part, bool decay, float sd, float value, int layer) {
+    v.push_back({std::move(name), std::move(full), std::move(part), decay, sd, value, layer});
+  };
+  const Partition rep, rows = Partition::rows(), cols = Partition::cols(), qkv = Partition::rows({C, C, C});
+  add("wte", {m.vocab_size, C}, Partition::vocab(kVocabAlign), true, std, 0, -1);
+  add("wpe", {m.seq_len, C}, rep, true, std, 0, -1);
+  for (int l = 0; l < L; ++l) {
+    const std::string h = "h" + std::to_string(l) + ".";
+    add(h + "ln1.w", {C}, rep, false, 0, 1, l);
+    add(h + "ln1.b", {C}, rep, false, 0, 0, l);
+    add(h + "attn.qkv.w", {3 * C, C}, qkv, true, std, 0, l);
+    add(h + "attn.qkv.b", {3 * C}, qkv, false, 0, 0, l);
+    add(h + "attn.proj.w", {C, C}, cols, true, proj_std, 0, l);
+    add(h + "attn.proj.b", {C}, rep, false, 0, 0, l);
+    add(h + "ln2.w", {C}, rep, false, 0, 1, l);
+    add(h + "ln2.b", {C}, rep, false, 0, 0, l);
+    add(h + "mlp.fc.w", {4 * C, C}, rows, true, std, 0, l);
+    add(h + "mlp.fc.b", {4 * C}, rows, false, 0, 0, l);
+    add(h + "mlp.proj.w", {C, 4 * C}, cols, true, proj_std, 0, l);
+    add(h + "mlp.proj.b", {C}, rep, false, 0, 0, l);
+  }
+  add("lnf.w", {C}, rep, false, 0, 1, static_cast<int>(L));
+  add("lnf.b", {C}, rep, false, 0, 0, static_cast<int>(L));
+  return v;
+}
+
+double Gpt2Architecture::flops_per_token(int T) const {
+  // 6 FLOPs per multiply-accumulate weight per token (fwd 2 + bwd 4), counting the tied output
+  // projection (V x C) but not the position table; attention scores and mixing add
+  // 12 * L * C * T per token (PaLM appendix B, without the causal halving).
+  double matmul_params = 0;
+  for (const auto& p : param_specs()) {
+    if (p.name != "wpe") matmul_params += static_cast<double>(core::shape_numel(p.full_shape));
+  }
+  const core::ModelConfig& m = config();
+  return 6.0 * matmul_params + 12.0 * m.n_layer * m.n_embd * static_cast<double>(T);
+}
+
+Architecture::TpTraffic Gpt2Architecture::tp_traffic(int64_t tokens, int elem_bytes) const {
+  // activations (tokens, C): the embedding and two per block forward, the head's input
+  // gradient and two per block backward; the cross-entropy's three (tokens) fp32 pieces
+  const core::ModelConfig& m = config();
+  const int64_t act = 4 * static_cast<int64_t>(m.n_layer) + 2;
+  TpTraffic t;
+  t.all_reduces = act + 3;
+  t.bytes = static_cast<double>(act) * tokens * m.n_embd * elem_bytes + 3.0 * tokens * 4;
+  return t;
+}
+
+Architecture::SampleCost Gpt2Architecture::sample_cost() const {
+  // Linear layers grow with the length, attention with its square: FLOPs, the attention term
+  // scaled by how much slower a FLOP of attention runs than one of matmul: the reference
+  // kernel (kernels/cpu/attention.cc) uses plain loops, not a blocked matmul. Measured (bench
+  // step, 2 layers, width 128, vocab 512, 1 thread, 2048 positions per micro-batch as 64 x 32,
+  // 16 x 128, 4 x 512: 131, 147, 272 ms): time per position grows by ~0.0024 of its
+  // T-independent part per unit of T, 4.3x the FLOP ratio 5.6e-4. The figure only shapes the
+  // balance (docs/dataset-format.md). Units: matmul FLOPs / 1e6.
+  constexpr double kAttentionSlowdown = 4.0;
+  const core::ModelConfig& m = config();
+  const double L = m.n_layer, C = m.n_embd, V = m.vocab_size;
+  SampleCost c;
+  c.per_token = 6.0 * (12.0 * L * C * C + V * C) * 1e-6;
+  c.per_token_sq = kAttentionSlowdown * 6.0 * L * C * 1e-6;
+  return c;
+}
+
+std::vector<std::pair<std::string, int64_t>> Gpt2Architecture::shape_keys() const {
+  const core::ModelConfig& m = config();
+  return {{"n_layer", m.n_layer}, {"n_head", m.n_head}, {"n_embd", m.n_embd}, {"vocab_size", m.vocab_size},
+          {"seq_len", m.seq_len}};
+}
+
+std::string Gpt2Architecture::describe(int tp) const {
+  const core::ModelConfig& m = config();
+  const auto wte = layout_params({param_specs().front()}, tp, 1, nullptr).front();
+  return fmt::format("gpt2, {} parameters ({} layers, {} heads, width {}, vocab {} padded to {}), seq_len {}", num_params(),
+                     m.n_layer, m.n_head, m.n_embd, m.vocab_size, wte.partition.padded_rows(wte.full_shape, tp),
+                     m.seq_len);
+}
+
+namespace {
+
+// One transformer block: its layers and the residual stream after each half.
+struct Gpt2Block {
+  LayerNormLayer ln1;
+  Gpt2Attention attn;
+  Tensor res2;  // (N, C) = x + attention
+  LayerNormLayer ln2;
+  GeluMlp mlp;
+  Tensor res3;  // (N, C) = res2 + MLP: the block's output
+};
+
+class Gpt2Model final : public Model {
+ public:
+  Gpt2Model(std::shared_ptr<const Gpt2Architecture> arch, const ModelContext& ctx) : Model(std::move(arch), ctx) {
+    const int C = cfg_.n_embd, tp = tp_.size();
+    const int Cl = C / tp;
+    // parameter indices follow param_specs(): wte, wpe, 12 per block, lnf.w, lnf.b
+    constexpr int kPerLayer = 12;
+    embed_ = {0, C, VocabSlice::of(params_info()[0], tp, tp_.rank())};
+    pos_ = {1, C};
+    blocks_.resize(static_cast<size_t>(cfg_.n_layer));
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const int p = 2 + l * kPerLayer;
+      Gpt2Block& b = blocks_[static_cast<size_t>(l)];
+      b.ln1 = {p + 0, p + 1, C};
+      b.attn.qkv = {p + 2, p + 3, C, 3 * Cl, false};
+      b.attn.proj = {p + 4, p + 5, Cl, C};
+      b.attn.NHl = cfg_.n_head / tp;
+      b.attn.Cl = Cl;
+      b.ln2 = {p + 6, p + 7, C};
+      b.mlp.fc = {p + 8, p + 9, C, 4 * C / tp, false};
+      b.mlp.proj = {p + 10, p + 11, 4 * C / tp, C};
+      b.mlp.Fl = 4 * C / tp;
+    }
+    const int lnf = 2 + cfg_.n_layer * kPerLayer;
+    lnf_ = {lnf, lnf + 1, C};
+    head_ = {0, -1, C, embed_.vs.Vl, /*tied=*/true};
+    xent_.vs = embed_.vs;
+  }
+
+  double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
+    ensure_acts(B, T);
+    const int N = B * T;
+    const int64_t NC = static_cast<int64_t>(N) * cfg_.n_embd;
+    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, N, cfg_.vocab_size);
+    tokens_ = tok.tokens;
+    doc_ids_ = tok.doc_ids;
+    kernels::Ops& k = ops();
+    void* x = encoded_.raw();
+    embed_.forward(*this, x, tok.tokens, N);
+    pos_.forward(*this, x, B, T);
+    for (Gpt2Block& b : blocks_) {
+      b.ln1.forward(*this, x, N);
+      b.attn.forward(*this, b.res2.raw(), b.ln1.out.raw(), doc_ids_, B, T);
+      k.residual_forward(b.res2.raw(), x, b.res2.raw(), NC);
+      b.ln2.forward(*this, b.res2.raw(), N);
+      b.mlp.forward(*this, b.res3.raw(), b.ln2.out.raw(), N);
+      k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
+      x = b.res3.raw();
+    }
+    lnf_.forward(*this, x, N);
+    head_.forward(*this, logits_.raw(), lnf_.out.raw(), N);  // (N, Vl) = lnf @ wte_l^T
+    if (!tok.targets) return 0.0;
+    targets_d_ = tok.targets;
+    xent_.forward(*this, logits_.raw(), tok.targets, N);
+    return finish_losses(xent_.losses.f32(), targets, N);
+  }
+
+  void backward(float loss_weight, const GradReadyFn& ready) override {
+    MT_CHECK(has_targets(), "backward() needs a forward() with targets");
+    const int B = B_, T = T_, N = B * T;
+    const float* dloss = stage_loss_weights(loss_weight);
+    xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
+    head_.backward(*this, scratch_.dln, dlogits_.raw(), lnf_.out.raw(), N, ready);  // partial sums over slices
+    // dres_ becomes d(residual stream) = d(res3 of the last block)
+    dres_.zero_();
+    const void* x_last = blocks_.empty() ? encoded_.raw() : blocks_.back().res3.raw();
+    lnf_.backward(*this, dres_.raw(), scratch_.dln.raw(), x_last, N, ready);
+    void* dres = dres_.raw();
+    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+      const Gpt2Block& b = blocks_[static_cast<size_t>(l)];
+      const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      // res3 = res2 + mlp(ln2(res2)): d(mlp) = d(res3) = dres; dres += the path through ln2
+      b.mlp.backward(*this, scratch_, dres, b.ln2.out.raw(), N, ready);
+      b.ln2.backward(*this, dres, scratch_.dln.raw(), b.res2.raw(), N, ready);
+      // res2 = x + attn(ln1(x))
+      b.attn.backward(*this, scratch_, dres, b.ln1.out.raw(), doc_ids_, B, T, ready);
+      b.ln1.backward(*this, dres, scratch_.dln.raw(), x, N, ready);
+    }
+    pos_.backward(*this, dres, B, T, ready);
+    embed_.backward(*this, dres, tokens_, N, ready);
+    // the caller's next host wait on the device (end of step) must not outlive a dead tp peer
+    tp_.host_wait();
+  }
+
+  size_t activation_bytes() const override {
+    size_t n = 0;
+    for (const Gpt2Block& b : blocks_)
+      n += b.ln1.bytes() + b.attn.bytes() + b.res2.nbytes() + b.ln2.bytes() + b.mlp.bytes() + b.res3.nbytes();
+    for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
+      if (t->defined()) n += t->nbytes();
+    return n + lnf_.bytes();
+  }
+
+ private:
+  void ensure_acts(int B, int T) {
+    MT_CHECK(T >= 1 && T <= cfg_.seq_len, "sequence length {} exceeds model.seq_len {}", T, cfg_.seq_len);
+    if (B == B_ && T == T_) return;
+    core::Device& dev = device();
+    tp_.host_wait();
+    dev.synchronize();  // queued work may still use the buffers (and staging memory) replaced here
+    B_ = B;
+    T_ = T;
+    const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd;
+    const core::DType W = working_dtype();
+    encoded_ = Tensor::empty({N, C}, W, dev);
+    for (Gpt2Block& b : blocks_) {
+      b.ln1.alloc(dev, W, N);
+      b.attn.alloc(ops(), W, B, T);
+      b.res2 = Tensor::empty({N, C}, W, dev);
+      b.ln2.alloc(dev, W, N);
+      b.mlp.alloc(dev, W, N);
+      b.res3 = Tensor::empty({N, C}, W, dev);
+    }
+    lnf_.alloc(dev, W, N);
+    logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
+    xent_.alloc(dev, N);
+    const int64_t Cl = C / tp_.size(), Fl = 4 * C / tp_.size();
+    dres_ = Tensor::empty({N, C}, W, dev);
+    scratch_.dln = Tensor::empty({N, C}, W, dev);
+    scratch_.dmid = Tensor::empty({N * std::max(Cl, Fl)}, W, dev);
+    scratch_.dmid2 = Tensor::empty({N * std::max(3 * Cl, Fl)}, W, dev);
+    dlogits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
+    ensure_token_buffers(N);
+  }
+
+  VocabEmbedding embed_;
+  PositionEmbedding pos_;
+  std::vector<Gpt2Block> blocks_;
+  LayerNormLayer lnf_;
+  ColumnLinear head_;  // tied to the embedding
+  VocabCrossEntropy xent_;
+  // activations for the current (B, T)
+  int B_ = 0, T_ = 0;
+  Tensor encoded_, logits_, dres_, dlogits_;
+  Scratch scratch_;
+  const int32_t* tokens_ = nullptr;
+  const int32_t* targets_d_ = nullptr;
+  const int32_t* doc_ids_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> Gpt2Architecture::build(const ModelContext& ctx) const {
+  return std::make_unique<Gpt2Model>(std::static_pointer_cast<const Gpt2Architecture>(shared_from_this()), ctx);
+}
+
+}  // namespace mt::parallel

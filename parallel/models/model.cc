@@ -1,0 +1,204 @@
+// What: the parts of every model that do not depend on its architecture (see model.h): the
+// flat-buffer layout, layout-independent init, the working copy, token staging and losses.
+#include "parallel/models/model.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace mt::parallel {
+
+using core::Tensor;
+
+std::vector<ParamInfo> layout_params(const std::vector<ParamSpec>& specs, int tp, int64_t flat_align,
+                                     int64_t* total_out) {
+  std::vector<ParamInfo> v;
+  v.reserve(specs.size());
+  int64_t total = 0;
+  for (const ParamSpec& s : specs) {
+    const std::string bad = s.partition.check(s.full_shape, tp);
+    MT_CHECK(bad.empty(), "parameter {} ({} split {}) at tensor-parallel size {}: {}", s.name,
+             core::shape_str(s.full_shape), s.partition.describe(), tp, bad);
+    ParamInfo p;
+    static_cast<ParamSpec&>(p) = s;
+    p.local_shape = s.partition.local_shape(s.full_shape, tp);
+    p.numel = core::shape_numel(p.local_shape);
+    p.offset = total;
+    total += p.numel;
+    v.push_back(std::move(p));
+  }
+  MT_CHECK(flat_align >= 1, "flat alignment {} < 1", flat_align);
+  if (total_out) *total_out = (total + flat_align - 1) / flat_align * flat_align;
+  return v;
+}
+
+int64_t Architecture::num_params() const {
+  int64_t n = 0;
+  for (const auto& p : param_specs()) n += core::shape_numel(p.full_shape);
+  return n;
+}
+
+TpRule tp_rule(const Architecture& arch) {
+  TpRule r;
+  r.constraint = arch.tp_constraint();
+  r.violation = [a = arch.shared_from_this()](int tp) { return a->tp_violation(tp); };
+  return r;
+}
+
+Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
+    : cfg_(arch->config()),
+      tp_(ctx.tp_comm, ctx.tp, ctx.tp_rank),
+      arch_(std::move(arch)),
+      ops_(ctx.ops ? ctx.ops : &kernels::cpu_ops()) {
+  if (const std::string bad = arch_->tp_violation(ctx.tp); !bad.empty()) {
+    throw core::Error(bad).with_yaml("parallel.tp").with_hint(fmt::format("tensor-parallel sizes need {}",
+                                                                          arch_->tp_constraint()));
+  }
+  wdt_ = ops_->working_dtype();
+  core::Device& dev = ops_->device();
+  int64_t total = 0;
+  info_ = layout_params(arch_->param_specs(), ctx.tp, ctx.flat_align, &total);
+  params_ = Tensor::zeros({total}, core::DType::F32, dev);
+  grads_ = Tensor::zeros({total}, core::DType::F32, dev);
+  work_is_master_ = wdt_ == core::DType::F32;
+  work_ = work_is_master_ ? params_ : Tensor::zeros({total}, wdt_, dev);
+  stage_free_ = dev.create_event();
+}
+
+Model::~Model() {
+  // Queued work may still read the staging memory or the buffers: let it finish first.
+  try {
+    device().synchronize();
+  } catch (...) {
+  }
+}
+
+void Model::init_weights(uint64_t seed) {
+  // Host memory first (the RNG runs on the host), then one copy to the device. On the CPU the
+  // parameter buffer is host memory already.
+  core::Device& dev = device();
+  const bool host_params = dev.kind() == core::DeviceKind::CPU;
+  std::vector<float> staging(host_params ? 0 : static_cast<size_t>(params_.numel()), 0.0f);
+  float* base = host_params ? params_.f32() : staging.data();
+  for (const ParamInfo& p : info_) {
+    float* dst = base + p.offset;
+    if (p.init_std == 0.0f) {
+      for (int64_t i = 0; i < p.numel; ++i) dst[i] = p.init_value;
+      continue;
+    }
+    // element (r, c) of the slice draws normal01(seed, hash(name), its index in the FULL
+    // tensor); a slice row is a run of columns of one full row
+    const uint64_t stream = core::hash_string(p.name.c_str());
+    const int64_t rows = shape_rows(p.local_shape), cols = shape_cols(p.local_shape);
+    const int64_t full_cols = shape_cols(p.full_shape);
+    if (p.partition.kind() == Partition::Kind::Rows && !p.partition.blocks().empty()) {
+      // fused blocks: one contiguous run of full rows per block
+      int64_t r = 0;
+      for (int64_t s : p.partition.blocks()) {
+        const int64_t piece = s / tp_.size();
+        const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), r);
+        core::fill_normal_block(dst + r * cols, piece, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
+        r += piece;
+      }
+    } else {
+      const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), 0);
+      core::fill_normal_block(dst, rows, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
+    }
+  }
+  if (!host_params) dev.copy(params_.raw(), staging.data(), params_.nbytes());
+  refresh_working_params();
+  grads_.zero_();
+}
+
+void Model::refresh_working_params() {
+  if (!work_is_master_) ops_->cast(work_.raw(), wdt_, params_.raw(), core::DType::F32, params_.numel());
+}
+
+const void* Model::wparam(int i) const {
+  return static_cast<const char*>(work_.raw()) + info_[i].offset * static_cast<int64_t>(core::dtype_size(wdt_));
+}
+
+void Model::ensure_token_buffers(int64_t N) {
+  if (N == staged_n_) return;
+  core::Device& dev = device();
+  staged_n_ = N;
+  tokens_d_ = Tensor::empty({N}, core::DType::I32, dev);
+  targets_d_ = Tensor::empty({N}, core::DType::I32, dev);
+  doc_ids_d_ = Tensor::empty({N}, core::DType::I32, dev);
+  dloss_d_ = Tensor::empty({N}, core::DType::F32, dev);
+  // staging memory only grows (page-locked allocations are slow; eval alternates shapes)
+  const size_t stage_bytes = static_cast<size_t>(4 * N) * sizeof(int32_t);
+  if (stage_.bytes() < stage_bytes) stage_ = core::HostBuffer(dev, stage_bytes);
+  losses_host_.assign(static_cast<size_t>(N), 0.0f);
+}
+
+// The staging memory holds four (N) arrays: inputs | targets | doc_ids (int32) | loss weights
+// (fp32). Before it is rewritten, the copies queued out of it by the previous call must be done.
+Model::StagedTokens Model::stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids,
+                                        int N, int vocab) {
+  MT_CHECK(N == staged_n_, "stage_tokens: {} positions, buffers for {}", N, staged_n_);
+  for (int i = 0; i < N; ++i) {
+    MT_CHECK(inputs[i] >= 0 && inputs[i] < vocab, "token id {} at position {} outside vocab [0, {})", inputs[i], i,
+             vocab);
+  }
+  if (targets) {
+    for (int i = 0; i < N; ++i) {
+      MT_CHECK(targets[i] >= -1 && targets[i] < vocab, "target id {} outside vocab [0, {}) (-1 = no loss)",
+               targets[i], vocab);
+    }
+  }
+  core::Device& dev = device();
+  const size_t bytes = static_cast<size_t>(N) * sizeof(int32_t);
+  int32_t* stage = static_cast<int32_t*>(stage_.data());
+  stage_free_->synchronize();
+  std::memcpy(stage, inputs, bytes);
+  dev.copy_async(tokens_d_.raw(), stage, bytes);
+  if (targets) {
+    std::memcpy(stage + N, targets, bytes);
+    dev.copy_async(targets_d_.raw(), stage + N, bytes);
+  }
+  if (doc_ids) {
+    std::memcpy(stage + 2 * N, doc_ids, bytes);
+    dev.copy_async(doc_ids_d_.raw(), stage + 2 * N, bytes);
+  }
+  stage_free_->record();
+  loss_tokens_ = 0;
+  if (targets) {
+    targets_.assign(targets, targets + N);
+    for (int i = 0; i < N; ++i) loss_tokens_ += targets[i] >= 0;
+  } else {
+    targets_.clear();
+  }
+  StagedTokens s;
+  s.tokens = static_cast<const int32_t*>(tokens_d_.raw());
+  s.targets = targets ? static_cast<const int32_t*>(targets_d_.raw()) : nullptr;
+  s.doc_ids = doc_ids ? static_cast<const int32_t*>(doc_ids_d_.raw()) : nullptr;
+  return s;
+}
+
+const float* Model::stage_loss_weights(float loss_weight) {
+  MT_CHECK(!targets_.empty(), "backward() needs a forward() with targets");
+  const int64_t N = staged_n_;
+  float* dloss = reinterpret_cast<float*>(static_cast<int32_t*>(stage_.data()) + 3 * N);
+  stage_free_->synchronize();
+  for (int64_t i = 0; i < N; ++i) dloss[i] = targets_[static_cast<size_t>(i)] >= 0 ? loss_weight : 0.0f;
+  device().copy_async(dloss_d_.raw(), dloss, static_cast<size_t>(N) * sizeof(float));
+  stage_free_->record();
+  return dloss_d_.f32();
+}
+
+double Model::finish_losses(const float* losses_dev, const int32_t* targets, int N) {
+  // the per-token losses to the host (waits for the forward); positions without a target own
+  // no logit: their "loss" is meaningless, zero it
+  tp_.host_wait();
+  device().copy(losses_host_.data(), losses_dev, static_cast<size_t>(N) * sizeof(float));
+  double sum = 0.0;
+  for (int i = 0; i < N; ++i) {
+    if (targets[i] < 0) losses_host_[static_cast<size_t>(i)] = 0.0f;
+    sum += losses_host_[static_cast<size_t>(i)];
+  }
+  return loss_tokens_ > 0 ? sum / loss_tokens_ : 0.0;
+}
+
+}  // namespace mt::parallel

@@ -1,0 +1,223 @@
+// What: the model plug-in interface. Two halves:
+//   Architecture  what a model IS, from its config alone, without memory: the named parameter
+//                 list (full shape, Partition, init rule, weight decay), the tensor-parallel
+//                 sizes it allows (with the error naming the key), FLOPs per token, its
+//                 tensor-parallel traffic per step (the `scale` cost model), the data
+//                 scheduler's cost of a sample, the shape-fixing config values a checkpoint
+//                 records, and build(): the Model on one rank.
+//   Model         one rank's slice: the flat parameter / gradient buffers (and the bf16
+//                 working copy), layout-independent init, forward to a loss, backward with a
+//                 per-parameter "gradient ready" hook, activation bytes.
+// The trainer, gradient sync, optimizer, checkpoints (and their resharding), the memory
+// report, `bench` and `scale` use only these, so they do not know which architecture runs.
+// models/registry.cc is the one file that knows the list (model.arch); tests may register
+// their own. Architectures compose the reusable layers of models/blocks.h.
+// Why: adding an architecture (or pipeline stages) used to mean editing ~25 files.
+// Layout: all parameters of a rank live in ONE flat fp32 buffer (gradients in another, same
+// layout), in the order of param_specs(), padded with zeros to a multiple of flat_align, so
+// data-parallel buckets, ZeRO shards and checkpoints are ranges of it. Parameter i's slice is
+// Partition::local_shape of its full shape. Init draws each element from a counter-based
+// RNG at its index in the FULL tensor (vocab padding included), so a seed gives the same
+// model at every tensor-parallel size.
+// Devices: buffers live on ops.device(); every op is a kernels::Ops call. With mixed
+// precision the fp32 flat buffer is the MASTER copy and a second flat buffer in the working
+// dtype (bf16) is what the forward reads; with fp32 they are one buffer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/config.h"
+#include "core/tensor.h"
+#include "kernels/ops.h"
+#include "parallel/mesh.h"
+#include "parallel/models/partition.h"
+#include "parallel/models/tp_group.h"
+
+namespace mt::parallel {
+
+class Communicator;
+class Model;
+
+// One parameter tensor of the full model (independent of the parallel layout).
+struct ParamSpec {
+  std::string name;           // "h3.attn.qkv.w"
+  core::Shape full_shape;     // unpartitioned (vocabularies unpadded)
+  Partition partition;        // how tp ranks split it
+  bool weight_decay = false;  // matrices decay, biases and norms do not
+  float init_std = 0.0f;      // > 0: N(0, init_std); 0: the constant init_value
+  float init_value = 0.0f;
+  int layer = -1;             // block index; -1 before the first block, n_layer after the last
+};
+
+// A parameter on one tp rank: its spec plus where its slice sits in the flat buffers.
+struct ParamInfo : ParamSpec {
+  core::Shape local_shape;  // Partition::local_shape(full_shape, tp)
+  int64_t offset = 0;       // element offset in the flat parameter/gradient buffers
+  int64_t numel = 0;        // local elements
+};
+
+// The slices of every parameter at tensor-parallel size tp (the same on every rank), with
+// offsets; *total_out gets the flat length padded to a multiple of flat_align. Used by Model
+// and by checkpoint resharding (the layout of another tp size without allocating it).
+std::vector<ParamInfo> layout_params(const std::vector<ParamSpec>& specs, int tp, int64_t flat_align,
+                                     int64_t* total_out);
+
+// Called during backward with the index of a parameter whose gradient is final.
+using GradReadyFn = std::function<void(int param_index)>;
+
+// Where a Model is built: its tp group (comm may be null at tp 1; for CUDA a device
+// communicator, make_device_communicator), the flat-buffer alignment (data-parallel buckets
+// need multiples of the dp size), the kernels (null = the CPU reference kernels; not owned).
+struct ModelContext {
+  int tp = 1, tp_rank = 0;
+  Communicator* tp_comm = nullptr;
+  int64_t flat_align = 1;
+  kernels::Ops* ops = nullptr;
+};
+
+// Held by shared_ptr (make_architecture): every Model built from it keeps it alive.
+class Architecture : public std::enable_shared_from_this<Architecture> {
+ public:
+  explicit Architecture(core::ModelConfig cfg) : cfg_(std::move(cfg)) {}
+  virtual ~Architecture() = default;
+  const core::ModelConfig& config() const { return cfg_; }
+
+  virtual std::string name() const = 0;  // its model.arch value
+  // "" if tp ranks can split the model, else why not, naming the config key ("parallel.tp = 3
+  // does not divide model.n_head = 8 (attention heads are split across the tensor-parallel
+  // group)"); and the words for the list of valid choices ("model.n_head = 8").
+  virtual std::string tp_violation(int tp) const = 0;
+  virtual std::string tp_constraint() const = 0;
+  virtual std::vector<ParamSpec> param_specs() const = 0;
+  // Model FLOPs per token of forward + backward at context T (MFU's numerator).
+  virtual double flops_per_token(int T) const = 0;
+  // Tensor-parallel all-reduces of one forward + backward over `tokens` tokens on one tp
+  // group, activations of elem_bytes bytes: how many, and their bytes in all.
+  struct TpTraffic {
+    int64_t all_reduces = 0;
+    double bytes = 0;
+  };
+  virtual TpTraffic tp_traffic(int64_t tokens, int elem_bytes) const = 0;
+  // Modelled cost of a sample of t positions, per_token * t + per_token_sq * t^2 (the data
+  // scheduler balances replicas with it; units are arbitrary but shared).
+  struct SampleCost {
+    double per_token = 1.0, per_token_sq = 0.0;
+  };
+  virtual SampleCost sample_cost() const = 0;
+  // The config values that fix the parameter shapes: a checkpoint records them (manifest
+  // "model") and a resume refuses others, naming the key.
+  virtual std::vector<std::pair<std::string, int64_t>> shape_keys() const = 0;
+  // The start-up log's account of the model at tp ("124439808 parameters (12 layers, ...)").
+  virtual std::string describe(int tp) const = 0;
+  // This rank's slice, parameters zero (call Model::init_weights).
+  virtual std::unique_ptr<Model> build(const ModelContext& ctx) const = 0;
+
+  // Parameters of the full model (vocabularies unpadded).
+  int64_t num_params() const;
+
+ private:
+  core::ModelConfig cfg_;
+};
+
+// The architecture's rule for the mesh (Mesh::validate).
+TpRule tp_rule(const Architecture& arch);
+
+class Model {
+ public:
+  Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx);
+  virtual ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const Architecture& arch() const { return *arch_; }
+  const std::vector<ParamInfo>& params_info() const { return info_; }
+  kernels::Ops& ops() const { return *ops_; }
+  core::Device& device() const { return ops_->device(); }
+  const TpGroup& tp() const { return tp_; }
+  core::Tensor& params() { return params_; }  // flat fp32 master parameters (device memory)
+  core::Tensor& grads() { return grads_; }    // flat fp32 gradients, same layout
+  float* param(int i) { return params_.f32() + info_[i].offset; }
+  float* grad(int i) { return grads_.f32() + info_[i].offset; }
+  // The working copy in the working dtype when it is a separate buffer (bf16), else null
+  // (fp32: the forward reads the master buffer itself).
+  void* working_copy() { return work_is_master_ ? nullptr : work_.raw(); }
+  // Re-derives the working copy from the master parameters (after the master changed other
+  // than through an optimizer that writes both: init, checkpoint load, ZeRO all-gather).
+  void refresh_working_params();
+  int64_t num_local_params() const { return params_.numel(); }  // flat length, padding included
+  int64_t num_full_params() const { return arch_->num_params(); }
+  size_t working_copy_bytes() const { return work_is_master_ ? 0 : work_.nbytes(); }
+  double flops_per_token(int T) const { return arch_->flops_per_token(T); }
+  core::DType working_dtype() const { return wdt_; }
+  // Parameter i in the working dtype (what the forward reads).
+  const void* wparam(int i) const;
+
+  // Every parameter from its spec: N(0, std) at its index in the full tensor, or constant.
+  void init_weights(uint64_t seed);
+  void zero_grads() { grads_.zero_(); }
+
+  // inputs, targets: (B, T) token ids in host memory; targets may be null (no loss); a
+  // target < 0 marks a position without loss (padding). doc_ids: (B, T) or null: attention
+  // stays within positions of the same document id (packed documents). Returns the mean loss
+  // over the positions with a target (0 if none). Keeps activations for backward.
+  virtual double forward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                         const int32_t* doc_ids = nullptr) = 0;
+  // Accumulates gradients for the last forward into grads(); each token's loss is weighted
+  // by loss_weight (e.g. 1 / tokens in the global batch). Calls on_ready(i) once parameter
+  // i's gradient is final for this backward.
+  virtual void backward(float loss_weight, const GradReadyFn& on_ready = {}) = 0;
+  virtual size_t activation_bytes() const = 0;
+
+  // Positions with a target (>= 0) in the last forward, and their losses (host, (B*T); 0
+  // where there is no target).
+  int64_t loss_tokens() const { return loss_tokens_; }
+  const float* losses() const { return losses_host_.data(); }
+
+ protected:
+  // Token ids (and targets, doc ids) of a forward to device buffers, through host staging
+  // memory; checks them against the vocabulary. Returns the device pointers.
+  struct StagedTokens {
+    const int32_t* tokens = nullptr;
+    const int32_t* targets = nullptr;  // null when the forward has none
+    const int32_t* doc_ids = nullptr;  // null when the forward has none
+  };
+  StagedTokens stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids, int N,
+                            int vocab);
+  // The device copy of the per-token loss weights of the last forward's targets (weight, 0
+  // where there is no target), staged like the tokens.
+  const float* stage_loss_weights(float loss_weight);
+  // Per-token losses (device, (N) fp32) to the host, zeroed where there is no target;
+  // returns their mean over the positions with a target. Sets loss_tokens().
+  double finish_losses(const float* losses_dev, const int32_t* targets, int N);
+  bool has_targets() const { return !targets_.empty(); }
+  // (Re)allocates the token buffers for N positions; queued device work must be done
+  // (callers synchronize before replacing activations).
+  void ensure_token_buffers(int64_t N);
+
+  core::ModelConfig cfg_;
+  TpGroup tp_;
+
+ private:
+  std::shared_ptr<const Architecture> arch_;
+  kernels::Ops* ops_;
+  core::DType wdt_;
+  std::vector<ParamInfo> info_;
+  core::Tensor params_, grads_, work_;
+  bool work_is_master_ = true;
+  // token staging: host staging memory holds inputs | targets | doc_ids (int32) | loss
+  // weights (fp32), N each; device copies of each
+  core::Tensor tokens_d_, targets_d_, doc_ids_d_, dloss_d_;
+  core::HostBuffer stage_;
+  std::unique_ptr<core::Event> stage_free_;  // recorded after the copies out of stage_
+  int64_t staged_n_ = 0;
+  std::vector<int32_t> targets_;  // host copy of the last forward's targets
+  std::vector<float> losses_host_;
+  int64_t loss_tokens_ = 0;
+};
+
+}  // namespace mt::parallel

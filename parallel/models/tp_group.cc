@@ -1,0 +1,38 @@
+// What: TpGroup (see tp_group.h).
+#include "parallel/models/tp_group.h"
+
+#include "core/error.h"
+#include "parallel/communicator.h"
+
+namespace mt::parallel {
+
+namespace {
+DType comm_dtype(core::DType t) {
+  switch (t) {
+    case core::DType::F32: return DType::F32;
+    case core::DType::BF16: return DType::BF16;
+    default: MT_FAIL("no communicator type for {}", core::dtype_name(t));
+  }
+}
+}  // namespace
+
+TpGroup::TpGroup(Communicator* comm, int size, int rank) : comm_(comm), size_(size), rank_(rank) {
+  MT_CHECK(size >= 1 && rank >= 0 && rank < size, "tensor-parallel rank {} of {}", rank, size);
+  MT_CHECK(size == 1 || comm != nullptr, "tp = {} needs a tensor-parallel communicator", size);
+  MT_CHECK(comm == nullptr || comm->size() == size, "tensor-parallel communicator '{}' has {} ranks, the model {}",
+           comm ? comm->name() : "", comm ? comm->size() : 0, size);
+}
+
+void TpGroup::sum(void* x, int64_t n, core::DType dtype) const {
+  if (size_ > 1) comm_->all_reduce(x, static_cast<size_t>(n), comm_dtype(dtype), ReduceOp::Sum);
+}
+
+void TpGroup::max_f32(float* x, int64_t n) const {
+  if (size_ > 1) comm_->all_reduce(x, static_cast<size_t>(n), DType::F32, ReduceOp::Max);
+}
+
+void TpGroup::host_wait() const {
+  if (size_ > 1) comm_->synchronize();
+}
+
+}  // namespace mt::parallel

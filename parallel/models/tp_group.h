@@ -1,0 +1,42 @@
+// What: TpGroup, the tensor-parallel group as a model's layers see it: its size, this rank's
+// index, and the all-reduces Megatron-style layers need (sum of working-dtype activations,
+// sum and max of fp32 pieces), each a no-op at size 1.
+// Why: one place decides how a model waits for its collectives. Inside forward and backward
+// an all-reduce only has to be ordered before the kernels that read it (stream order on a
+// device backend); before the host reads a device result (losses, the end of backward) the
+// host waits for the group with its deadline, so a dead peer raises an error instead of
+// hanging in a device synchronisation.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mt::parallel {
+
+class Communicator;
+
+class TpGroup {
+ public:
+  TpGroup() = default;
+  // comm may be null when size == 1; it must work on the model's device memory.
+  TpGroup(Communicator* comm, int size, int rank);
+
+  int size() const { return size_; }
+  int rank() const { return rank_; }
+  Communicator* comm() const { return comm_; }
+
+  // x: (n) in place, summed over the group; dtype F32 or BF16 (activations).
+  void sum(void* x, int64_t n, core::DType dtype) const;
+  void sum_f32(float* x, int64_t n) const { sum(x, n, core::DType::F32); }
+  void max_f32(float* x, int64_t n) const;
+  // Blocks the host until every collective issued so far is complete (deadline-checked).
+  // Call before the host waits on device results that follow them.
+  void host_wait() const;
+
+ private:
+  Communicator* comm_ = nullptr;
+  int size_ = 1, rank_ = 0;
+};
+
+}  // namespace mt::parallel
