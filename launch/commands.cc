@@ -26,6 +26,7 @@
 #include "launch/trainer.h"
 #include "mt/build_config.h"
 #include "parallel/allreduce_bench.h"
+#include "parallel/models/registry.h"
 #include "parallel/timeout_communicator.h"
 
 namespace mt::launch {
@@ -247,14 +248,14 @@ int cmd_inspect(const std::string& path) {
     const auto& lay = m.at("layout");
     const auto& mod = m.at("model");
     // the model's shape-fixing values as the manifest records them (checkpoints from before
-    // model.arch are GPT-2's)
+    // model.arch hold the default architecture)
     std::string shape;
     for (const auto& [k, v] : mod.items())
       if (k != "arch" && k != "params") shape += fmt::format("{}{} {}", shape.empty() ? "" : ", ", k, v.dump());
     std::printf("%s\n  step %lld | layout world %d = dp %d x tp %d, zero %d | model %s (%s), %lld params | format v%d\n",
                 c.c_str(), static_cast<long long>(m.at("step").get<int64_t>()), lay.at("world").get<int>(),
                 lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>(),
-                mod.value("arch", std::string("gpt2")).c_str(), shape.c_str(),
+                mod.value("arch", std::string(parallel::kDefaultArch)).c_str(), shape.c_str(),
                 static_cast<long long>(mod.at("params").get<int64_t>()), m.at("format_version").get<int>());
     for (const auto& s : m.at("shards")) {
       std::error_code ec;

@@ -33,7 +33,7 @@ std::string config_keys_help() {
 int main(int argc, char** argv) {
   launch::maybe_reexec_for_blas(argc, argv);
 
-  CLI::App app{"meshtrain: data- and tensor-parallel GPT training on CPU (MPI) and GPU (NCCL) clusters"};
+  CLI::App app{"meshtrain: data- and tensor-parallel transformer training on CPU (MPI) and GPU (NCCL) clusters"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
 

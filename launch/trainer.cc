@@ -102,7 +102,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   }
   if (lopt.mode == io::SampleMode::Documents || lopt.policy == io::SchedulePolicy::Dynamic) {
     // Micro-batch shapes vary (documents: rows as long as their longest document; dynamic:
-    // shares that change), and Gpt re-allocates its activations for every new shape. By
+    // shares that change), and the model re-allocates its activations for every new shape. By
     // default glibc hands those pages back to the OS and the next allocation faults them in
     // again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
     // of examples/small.yaml). Keep freed memory in the heap for reuse instead.

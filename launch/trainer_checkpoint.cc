@@ -187,8 +187,8 @@ int64_t Trainer::restore_checkpoint() {
         .with_file(chosen + "/manifest.json")
         .with_hint("resume with the model sizes the checkpoint was written with (the parallel layout may differ)");
   };
-  // checkpoints from before model.arch existed are GPT-2's
-  const std::string was_arch = mod.value("arch", std::string("gpt2"));
+  // (checkpoints from before model.arch existed hold the default architecture)
+  const std::string was_arch = mod.value("arch", std::string(parallel::kDefaultArch));
   if (was_arch != arch_->name()) mismatch("model.arch", was_arch, arch_->name());
   for (const auto& [k, now] : arch_->shape_keys()) {
     if (!mod.contains(k)) mismatch("model." + k, "(not recorded)", std::to_string(now));

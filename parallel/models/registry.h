@@ -14,6 +14,9 @@
 
 namespace mt::parallel {
 
+// model.arch's default, and the architecture of checkpoints written before model.arch existed.
+inline constexpr const char* kDefaultArch = "gpt2";
+
 using ArchitectureFactory = std::function<std::shared_ptr<const Architecture>(const core::ModelConfig&)>;
 
 // The architecture cfg.arch names, built from cfg. An unknown name is an Error naming
