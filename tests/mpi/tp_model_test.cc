@@ -255,6 +255,7 @@ TEST(TensorParallel, HostWaitsOnTheDeviceComeAfterAHostWaitOfTheCollectives) {
     model.backward(1.0f / (B * T), [&](int i) { sync.on_grad_ready(i); });
     sync.finish();
     EXPECT_TRUE(dp.all_host_waited()) << "finish (zero1 " << zero1 << "): " << dp.log;
+    EXPECT_EQ(dp.log.find('s'), std::string::npos) << "finish needs no synchronize(): " << dp.log;
     if (zero1) {
       dp.clear();
       sync.gather_params();
