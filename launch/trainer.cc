@@ -271,8 +271,7 @@ double Trainer::grad_sumsq() {
 }
 
 double Trainer::tp_blocked_s() const {
-  const auto* t = dynamic_cast<const parallel::TimeoutCommunicator*>(comms_.tp.get());
-  return t && tp_ > 1 ? t->blocked_s() : 0.0;
+  return tp_ > 1 ? (tp_dev_ ? tp_dev_ : comms_.tp)->stats().blocked_s : 0.0;  // the model's tp communicator
 }
 
 StepStats Trainer::step(int64_t s) {

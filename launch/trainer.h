@@ -119,7 +119,7 @@ class Trainer {
   std::unique_ptr<kernels::Ops> ops_;  // declared before everything that uses it
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::MeshComms comms_;
-  double tp_blocked_s() const;  // time blocked in tensor-parallel collectives so far (MPI groups)
+  double tp_blocked_s() const;  // host time blocked in the model's tensor-parallel collectives so far
   // Collectives on device buffers (null on the CPU: the MPI groups in comms_ serve).
   std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_;
   std::shared_ptr<const parallel::Architecture> arch_;  // model.arch (parallel/models/registry.h)

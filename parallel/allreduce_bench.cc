@@ -128,7 +128,9 @@ std::vector<AllreduceBenchRow> run_allreduce_bench(Communicator& comm, core::Dev
     // timed runs reduce zeros: no growth towards inf
     if (on_host) std::fill(x, x + cnt, 0.0f);
     else device.memset_zero(x, cnt * sizeof(float));
-    auto fw = [&] { comm.all_reduce(x, cnt, DType::F32, ReduceOp::Sum); };
+    // wait_stream(): enqueued and ordered, like the raw call, with one host wait per loop
+    // (fw_sync); a host backend's wait_stream() is its wait().
+    auto fw = [&] { comm.iall_reduce(x, cnt, DType::F32, ReduceOp::Sum)->wait_stream(); };
     auto fw_sync = [&] {
       comm.synchronize();
       device.synchronize();

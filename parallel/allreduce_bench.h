@@ -1,7 +1,8 @@
 // What: an nccl-tests-style all-reduce benchmark: for message sizes from min_bytes to
-// max_bytes it times the framework's Communicator::all_reduce and the backend's raw library
-// call (MPI_Allreduce, ncclAllReduce) on the same buffers, checks both results against a
-// closed form, and prints one table (rank 0). Buffers live on the communicator's device
+// max_bytes it times the framework's Communicator::iall_reduce + Work::wait_stream() (on a
+// host backend the same as all_reduce) and the backend's raw library call (MPI_Allreduce,
+// ncclAllReduce) on the same buffers, checks both results against a closed form, and
+// prints one table (rank 0). Buffers live on the communicator's device
 // (host memory for MPI, GPU memory for NCCL and host staging).
 // Why: the framework's collectives must not be slower than the library they wrap; this is
 // the number to look at when changing mpi_communicator.cc, mpi_algorithms.cc or nccl_communicator.cc.

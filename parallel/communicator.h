@@ -1,5 +1,7 @@
 // What: the Communicator interface (all_reduce, reduce_scatter, all_gather, broadcast,
-// barrier, split, abort), its async Work handle, and the factory that picks a backend.
+// barrier, split, abort), its async Work handle (wait, wait_stream, test), the statistics
+// every communicator keeps (CommStats: ops, bytes, time blocked), and the factory that picks
+// a backend.
 // Why: the model, the gradient sync and the trainer talk to one small interface in the spirit
 // of PyTorch's c10d ProcessGroup, so the MPI backend (CPU, built everywhere) and the NCCL
 // backend (GPU, later) are interchangeable without changing any caller.
@@ -12,7 +14,8 @@
 // Buffers. Pointers are in the backend's memory space: host memory for MPI, device memory
 //   for NCCL (callers pass what their Device allocated). Counts are in elements of `dtype`.
 //   A buffer passed to a nonblocking op must stay alive and must not be read or written by
-//   the caller until its Work completes (wait() returned or test() returned true). Dropping a
+//   the caller until its Work completes (wait() returned or test() returned true; for work
+//   queued on the device's compute stream, wait_stream() returned). Dropping a
 //   Work does not cancel the operation: it still completes during later calls on the
 //   communicator, so the buffers must outlive it regardless (call wait()).
 // In place. all_reduce and broadcast work in place. reduce_scatter: `recv` must not overlap
@@ -32,29 +35,49 @@
 //   arguments) or complete with an error, which Work::error() holds and Work::wait()
 //   rethrows (test() then returns true without throwing). An error on one rank usually
 //   leaves its peers blocked: the caller aborts the job (abort(), MpiEnv::abort_job).
+// Waits. Work::wait() blocks the host until the operation is complete, on every backend (on
+//   a device backend: complete on the device, so the host may then read the buffers, e.g. with
+//   Device::copy, and later device work sees the result), and rethrows its error. It is where
+//   deadlines apply. Work::wait_stream() only orders the device's compute stream after the
+//   operation, without blocking the host: kernels queued on the compute stream afterwards see
+//   the result, the host must not read the buffers. Host backends have no stream to order, so
+//   there wait_stream() is wait(). Rule of thumb: wait_stream() for a result that only later
+//   device work consumes (a tensor-parallel all-reduce in the middle of the forward), wait()
+//   for one the host reads or blocks behind (a loss, a norm, the end of a step). There is no
+//   other rule for callers: no synchronize() is needed before a host wait on the device if
+//   the last op was waited with wait(). synchronize() still exists (every op issued so far;
+//   on device backends dropped Works included).
+// Numbering and statistics. The base class numbers the operations of each communicator (a
+//   sequence number per collective or barrier, 0, 1, ... in issue order, identical on all
+//   ranks), counts their bytes and adds the host time spent blocked in Work::wait() /
+//   wait_stream(), synchronize() and barrier() to stats() (CommStats), for every backend.
+//   The public collectives are non-virtual; backends implement the protected do_* hooks.
+//   Each Work a communicator returns knows its op(), seq() and bytes().
 // Timeouts. Host backends do not time out on their own: a peer that never joins a collective
 //   blocks wait() forever; TimeoutCommunicator (timeout_communicator.h) gives them deadlines.
-//   The NCCL backend has its own (its host-side waits: synchronize(), barrier(), split()),
-//   because its wait() does not block the host. The job-level guards remain the launcher's
+//   The NCCL backend has its own, applied in every host-side wait: Work::wait(),
+//   synchronize(), barrier(), split(). The job-level guards remain the launcher's
 //   (mpirun/srun time limits, ctest TIMEOUT) and abort() from a rank that failed.
 // Device backends (NCCL: nccl_communicator.h). Ops are enqueued on the communicator's own
 //   stream, ordered after the compute stream's pending work by an event recorded at issue
-//   time; Work::wait() makes the compute stream wait for the op's completion event (it does
-//   not block the host: later kernels on the compute stream see the result), and Work::test()
-//   queries that event. synchronize() blocks the host until every op issued so far is done,
-//   polling for asynchronous failures (ncclCommGetAsyncError) and the deadline; failures
-//   surface through Work::error()/wait()/synchronize(), always after ncclCommAbort so that
-//   this rank's kernels stop. abort() maps to ncclCommAbort + MPI_Abort. Pointers are device
-//   pointers; nothing in the caller changes, except one rule: before the host blocks on the
-//   device (Device::copy, Device::synchronize) behind device-backend ops, call synchronize():
-//   otherwise a dead peer leaves the host in cudaStreamSynchronize with no deadline (Gpt and
-//   GradSync do so). Host staging (staging_communicator.h) presents
-//   a host backend to device pointers: its ops copy device -> pinned host, reduce over MPI and
-//   copy back, so its waits block the host like the MPI backend's.
+//   time, and record a completion event. Work::wait() polls that event on the host, with the
+//   communicator's deadline and its checks for asynchronous failures (ncclCommGetAsyncError);
+//   Work::wait_stream() makes the compute stream wait for it (cudaStreamWaitEvent) and returns
+//   at once; Work::test() queries it. synchronize() blocks the host until every op issued so
+//   far is done, with the same polling. Failures surface through Work::error()/wait()/
+//   synchronize(), always after ncclCommAbort so that this rank's kernels stop. abort() maps
+//   to ncclCommAbort + MPI_Abort. Pointers are device pointers; nothing else in the caller
+//   changes. A host wait on the device (Device::copy, Device::synchronize) behind ops that
+//   were only wait_stream()ed has no deadline: wait() the last of them first (the ops of one
+//   NCCL communicator complete in issue order, on its stream) or synchronize(). Host staging
+//   (staging_communicator.h) presents a host backend to device pointers: its ops copy
+//   device -> pinned host, reduce over MPI and copy back, so its waits block the host like
+//   the MPI backend's.
 // ------------------------------------------------------------------------------------------
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
@@ -108,9 +131,17 @@ inline bool is_floating(DType t) { return t == DType::F32 || t == DType::F64 || 
 class Work {
  public:
   virtual ~Work() = default;
-  // Blocks until the operation completes (progressing every outstanding op of the backend);
-  // rethrows the error the operation failed with. Calling it again returns (or rethrows) at once.
+  // Blocks the host until the operation is complete (on a device backend: on the device),
+  // progressing every outstanding op of the backend, and rethrows the error the operation
+  // failed with. Deadlines apply here (TimeoutCommunicator, NCCL): past one it throws, and the
+  // operation may still be in flight (NCCL: aborted first). Calling it again returns (or
+  // rethrows) at once.
   virtual void wait() = 0;
+  // Orders the device's compute stream after the operation without blocking the host (NCCL:
+  // cudaStreamWaitEvent); later kernels on that stream see the result, the host must not
+  // read the buffers before wait() or test() says the op is complete. Rethrows an error
+  // already known. Host backends have no stream to order: the default is wait().
+  virtual void wait_stream() { wait(); }
   // Progresses outstanding ops; true once this one has completed (successfully or not).
   // Does not throw for a failed operation: see error().
   virtual bool test() = 0;
@@ -118,16 +149,32 @@ class Work {
   virtual std::exception_ptr error() const { return error_; }
   bool completed() const { return completed_; }
 
+  // What the operation is, on the Works a Communicator returns (a backend's own inner Works
+  // leave them empty): "all_reduce", "reduce_scatter", "all_gather" or "broadcast"; its
+  // sequence number on its communicator (0, 1, ... in issue order, the same on every rank);
+  // and its bytes, as counted in CommStats.
+  const char* op() const { return op_; }
+  uint64_t seq() const { return seq_; }
+  size_t bytes() const { return bytes_; }
+
  protected:
   // Backends call this exactly once when the operation is over.
   void mark_completed(std::exception_ptr err = nullptr) {
     error_ = std::move(err);
     completed_ = true;
   }
+  void describe(const char* op, uint64_t seq, size_t bytes) {
+    op_ = op;
+    seq_ = seq;
+    bytes_ = bytes;
+  }
 
  private:
   bool completed_ = false;
   std::exception_ptr error_;
+  const char* op_ = "";
+  uint64_t seq_ = 0;
+  size_t bytes_ = 0;
 };
 
 // A Work that is already complete (zero-size ops, single-rank communicators, backends that
@@ -139,6 +186,17 @@ class CompletedWork final : public Work {
     if (error()) std::rethrow_exception(error());
   }
   bool test() override { return true; }
+};
+
+// What a communicator has done so far (Communicator::stats()); kept by the base class, so
+// every backend reports the same quantities.
+struct CommStats {
+  uint64_t ops = 0;      // collectives and barriers issued: the next sequence number
+  double bytes = 0;      // their bytes: all_reduce and broadcast count x dtype size,
+                         // reduce_scatter and all_gather the whole array (count x size() x
+                         // dtype size), barrier 0
+  double blocked_s = 0;  // host seconds spent in Work::wait() / wait_stream() of its Works,
+                         // synchronize() and barrier() (the exposed communication time)
 };
 
 class Communicator {
@@ -155,49 +213,86 @@ class Communicator {
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }
 
+  // The collectives are non-virtual: they number the op, count it in stats() and return a
+  // Work that knows its op, sequence number and bytes and adds the host time blocked in
+  // wait()/wait_stream() to stats(); the backend's do_* hook does the op. An op whose issue
+  // throws (bad arguments) gets no number.
+
   // In place: buf[0..count) becomes the reduction over ranks.
-  virtual std::shared_ptr<Work> iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) = 0;
+  std::shared_ptr<Work> iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op);
   void all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
     iall_reduce(buf, count, dtype, op)->wait();
   }
 
   // send holds size() * recv_count elements; rank r receives the reduction of block r.
-  virtual std::shared_ptr<Work> ireduce_scatter(const void* send, void* recv, size_t recv_count,
-                                                DType dtype, ReduceOp op) = 0;
+  std::shared_ptr<Work> ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype, ReduceOp op);
   void reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype, ReduceOp op) {
     ireduce_scatter(send, recv, recv_count, dtype, op)->wait();
   }
 
   // recv holds size() * send_count elements; block r comes from rank r. In place when
   // send == recv + rank() * send_count.
-  virtual std::shared_ptr<Work> iall_gather(const void* send, void* recv, size_t send_count, DType dtype) = 0;
+  std::shared_ptr<Work> iall_gather(const void* send, void* recv, size_t send_count, DType dtype);
   void all_gather(const void* send, void* recv, size_t send_count, DType dtype) {
     iall_gather(send, recv, send_count, dtype)->wait();
   }
 
   // buf on `root` is copied to every rank.
-  virtual std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root) = 0;
+  std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root);
   void broadcast(void* buf, size_t count, DType dtype, int root) { ibroadcast(buf, count, dtype, root)->wait(); }
 
-  virtual void barrier() = 0;
+  // Blocks the host until every rank has entered the barrier (with the backend's deadline).
+  // Numbered and timed like a collective of 0 bytes.
+  void barrier();
 
   // Blocks the host until every operation issued so far on this communicator has completed
-  // (for device backends: on the device), rethrowing the first failure. Host backends whose
-  // wait() already blocks the host need not override it: the default does nothing, so it
-  // does not wait for dropped Works there. Device backends poll their deadline here.
-  virtual void synchronize() {}
+  // (for device backends: on the device; NCCL and host staging include dropped Works, the
+  // MPI backend, whose waits already block the host, does nothing), rethrowing the first
+  // failure. Timed into stats().blocked_s.
+  void synchronize();
 
   // Like MPI_Comm_split: ranks with the same color form a new communicator, ordered by key
   // (ties by this communicator's rank). Collective over this communicator. color < 0 means
   // "no group": that rank gets nullptr. Outstanding ops of this communicator complete first.
+  // The new communicator numbers its ops from 0 and has its own stats().
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 
   // Ends the whole job now (MPI_Abort / ncclCommAbort + exit). Use when this rank cannot
   // continue and peers may be blocked in a collective.
   [[noreturn]] virtual void abort(int code) = 0;
 
+  const CommStats& stats() const { return *stats_; }
+
+ protected:
+  // The backends' operations, called by the public functions above with the same arguments.
+  // They return the backend's own Work (the base wraps it).
+  virtual std::shared_ptr<Work> do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) = 0;
+  virtual std::shared_ptr<Work> do_ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                                                   ReduceOp op) = 0;
+  virtual std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) = 0;
+  virtual std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) = 0;
+  virtual void do_barrier() = 0;
+  // Host backends whose wait() already blocks the host need not override it: the default does
+  // nothing (it does not wait for dropped Works there). Device backends poll their deadline.
+  virtual void do_synchronize() {}
+
+  // The op being issued, valid inside the do_* hooks (for the backends' error messages): its
+  // name, its sequence number and its bytes as above.
+  struct Issuing {
+    const char* op = "";
+    uint64_t seq = 0;
+    size_t bytes = 0;
+  };
+  const Issuing& issuing() const { return issuing_; }
+
  private:
+  // Wraps the backend's Work: numbered, counted, its waits timed.
+  std::shared_ptr<Work> wrap_op(std::shared_ptr<Work> w);
+  void start_op(const char* op, size_t bytes);
+
   std::string name_ = "world";
+  std::shared_ptr<CommStats> stats_ = std::make_shared<CommStats>();  // shared with the Works
+  Issuing issuing_;
 };
 
 // The world communicator: the host communicator of every rank, for control traffic on host

@@ -134,18 +134,16 @@ void GradSync::finish() {
   for (auto& b : buckets_)
     if (!b.work) launch(b);
   const auto t0 = Clock::now();
+  // Host waits (every backend: on NCCL until the op is complete on the device), under the
+  // communicator's deadline and asynchronous-error polling: the next host wait on the device
+  // (the gradient norm's readback) then cannot hang behind a dead peer, and exposed_ms is the
+  // real exposed communication on every backend.
   for (auto& b : buckets_) b.work->wait();
-  // A device communicator's wait() returns at once (the compute stream waits, not the host);
-  // synchronize() blocks until the collectives are done, under the communicator's deadline
-  // and asynchronous-error polling. Without it the next host wait on the device (the gradient
-  // norm's readback) would hang without a deadline behind a dead peer, and exposed_ms would
-  // read ~0 on NCCL. Host backends have already blocked in wait(): a no-op there.
-  dp_->synchronize();
   const double waited = ms_since(t0);
   exposed_ms_ = waited;
   comm_ms_ += waited;
-  // The reduced values back into the fp32 gradients (queued after the waits above, which
-  // order the device's compute stream after the collectives).
+  // The reduced values back into the fp32 gradients (queued after the waits above: the
+  // collectives are complete, so the compute stream's work reads their results).
   if (zero1_) {
     for (size_t i = 0; i < buckets_.size(); ++i) {
       const Bucket& b = buckets_[i];
@@ -172,8 +170,9 @@ void GradSync::gather_params() {
     float* base = params_ + b.begin;
     works.push_back(dp_->iall_gather(base + dp_rank_ * chunk, base, static_cast<size_t>(chunk), DType::F32));
   }
+  // Host waits, as in finish(): the updated parameters are complete for the next forward and
+  // for any host read (checkpoint), under the communicator's deadline.
   for (auto& w : works) w->wait();
-  dp_->synchronize();  // as in finish(): the deadline covers the all-gathers
   comm_ms_ += ms_since(t0);
   exposed_ms_ += ms_since(t0);
 }

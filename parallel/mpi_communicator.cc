@@ -209,10 +209,10 @@ bool MpiCommunicator::large(size_t total_bytes, size_t count) const {
 uint32_t MpiCommunicator::next_tag() {
   // Point-to-point tags of the ring; MPI guarantees tags up to 32767. Tags are unique among
   // any 32768 consecutive collectives, and MPI's non-overtaking order does the rest.
-  return static_cast<uint32_t>(seq_++ % 32768);
+  return static_cast<uint32_t>(tag_seq_++ % 32768);
 }
 
-std::shared_ptr<Work> MpiCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+std::shared_ptr<Work> MpiCommunicator::do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   check_reduce_op("all_reduce", dtype, op);
   const size_t bytes = count * dtype_size(dtype);
   const uint32_t tag = next_tag();
@@ -244,8 +244,8 @@ std::shared_ptr<Work> MpiCommunicator::iall_reduce(void* buf, size_t count, DTyp
   return w;
 }
 
-std::shared_ptr<Work> MpiCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
-                                                       ReduceOp op) {
+std::shared_ptr<Work> MpiCommunicator::do_ireduce_scatter(const void* send, void* recv, size_t recv_count,
+                                                          DType dtype, ReduceOp op) {
   check_reduce_op("reduce_scatter", dtype, op);
   const size_t es = dtype_size(dtype);
   const size_t block = recv_count * es, bytes = block * size_;
@@ -285,7 +285,8 @@ std::shared_ptr<Work> MpiCommunicator::ireduce_scatter(const void* send, void* r
   return w;
 }
 
-std::shared_ptr<Work> MpiCommunicator::iall_gather(const void* send, void* recv, size_t send_count, DType dtype) {
+std::shared_ptr<Work> MpiCommunicator::do_iall_gather(const void* send, void* recv, size_t send_count,
+                                                      DType dtype) {
   const size_t es = dtype_size(dtype);
   const size_t block = send_count * es, bytes = block * size_;
   const uint32_t tag = next_tag();
@@ -318,7 +319,7 @@ std::shared_ptr<Work> MpiCommunicator::iall_gather(const void* send, void* recv,
   return w;
 }
 
-std::shared_ptr<Work> MpiCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
+std::shared_ptr<Work> MpiCommunicator::do_ibroadcast(void* buf, size_t count, DType dtype, int root) {
   const size_t bytes = count * dtype_size(dtype);
   next_tag();
   check_broadcast_root(root, size_, name());
@@ -338,7 +339,7 @@ std::shared_ptr<Work> MpiCommunicator::ibroadcast(void* buf, size_t count, DType
   return w;
 }
 
-void MpiCommunicator::barrier() {
+void MpiCommunicator::do_barrier() {
   next_tag();
   auto w = std::make_shared<NativeOp>(engine_, OpInfo{"barrier", 0, DType::F32, -1, -1, name(), rank_, size_, comm_});
   MPI_Request q = MPI_REQUEST_NULL;

@@ -69,12 +69,6 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string backend_name() const override { return "mpi"; }
 
-  std::shared_ptr<Work> iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  std::shared_ptr<Work> ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
-                                        ReduceOp op) override;
-  std::shared_ptr<Work> iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
-  std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root) override;
-  void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
   [[noreturn]] void abort(int code) override;
 
@@ -84,6 +78,14 @@ class MpiCommunicator final : public Communicator {
   size_t outstanding() const;
   // Bytes held by the engine's scratch pool (grows to the working set, never shrinks).
   size_t scratch_bytes() const;
+
+ protected:
+  std::shared_ptr<Work> do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  std::shared_ptr<Work> do_ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                                           ReduceOp op) override;
+  std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
+  std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_barrier() override;
 
  private:
   struct Adopt {};
@@ -96,7 +98,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   MpiCommOptions opt_;
-  uint64_t seq_ = 0;  // collectives issued so far; identical on all ranks
+  uint64_t tag_seq_ = 0;  // collectives and splits issued so far (the tags); identical on all ranks
   std::shared_ptr<detail::MpiEngine> engine_;
 };
 

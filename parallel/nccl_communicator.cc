@@ -153,7 +153,6 @@ struct NcclState {
   int device = 0, rank = 0, size = 1;
   std::string name;
   NcclOptions opt;
-  uint64_t seq = 0;
   bool aborted = false;
   std::string abort_reason;
   std::shared_ptr<EventPool> events = std::make_shared<EventPool>();
@@ -200,7 +199,7 @@ struct NcclState {
   // GPU-UNVERIFIED: that ncclCommAbort returns while this rank's kernel spins on a peer that
   // never arrives (the late-peer case of tests/cuda_mpi/nccl_communicator_test.cc, Deadline...),
   // and that the op's completion event then completes, so a compute stream that waits on it
-  // (Work::wait) drains and the Error reaches main (MPI_Abort) instead of a hang.
+  // (Work::wait_stream) drains and the Error reaches main (MPI_Abort) instead of a hang.
   void abort_comm(const std::string& reason) {
     if (aborted) return;
     aborted = true;
@@ -295,27 +294,33 @@ struct NcclState {
     }
   }
 
+  // Host waits until `r` has completed, polling its event and the communicator's
+  // asynchronous errors; past timeout_s (counted from `start`) it aborts and throws.
+  void wait_for(OpRecord& r, Clock::time_point start) {
+    for (int spin = 0; !poll(r); ++spin) {
+      if (opt.timeout_s > 0 && (spin & 63) == 0 && seconds_since(start) > opt.timeout_s)
+        fail(core::Error(fmt::format("timed out after {:.0f} s waiting in {} #{} ({} bytes) on communicator '{}' "
+                                     "(rank {} of {}), NCCL backend",
+                                     seconds_since(start), r.op, r.seq, r.bytes, name, rank, size))
+                 .with_hint("a peer rank probably died or stopped progressing (parallel.timeout_s sets the "
+                            "limit)"));
+      backoff(spin);
+    }
+  }
+
   // Host waits for every op issued so far, one deadline for all of them.
   void wait_all() {
     const auto start = Clock::now();
     while (!inflight.empty()) {
-      OpRecord& r = *inflight.front();
-      for (int spin = 0; !poll(r); ++spin) {
-        if (opt.timeout_s > 0 && (spin & 63) == 0 && seconds_since(start) > opt.timeout_s)
-          fail(core::Error(fmt::format("timed out after {:.0f} s waiting in {} #{} ({} bytes) on communicator '{}' "
-                                       "(rank {} of {}), NCCL backend",
-                                       seconds_since(start), r.op, r.seq, r.bytes, name, rank, size))
-                   .with_hint("a peer rank probably died or stopped progressing (parallel.timeout_s sets the "
-                              "limit)"));
-        backoff(spin);
-      }
+      wait_for(*inflight.front(), start);
       inflight.pop_front();
     }
   }
 };
 
-// The Work of an op: test() queries its completion event; wait() orders the compute stream
-// after it and returns without blocking the host.
+// The Work of an op: test() queries its completion event; wait() blocks the host until it has
+// completed (deadline, asynchronous errors, ncclCommAbort before raising, as synchronize());
+// wait_stream() orders the compute stream after it and returns without blocking the host.
 class NcclWork final : public Work {
  public:
   NcclWork(std::shared_ptr<NcclState> st, std::shared_ptr<OpRecord> rec) : st_(std::move(st)), rec_(std::move(rec)) {}
@@ -333,6 +338,20 @@ class NcclWork final : public Work {
   }
 
   void wait() override {
+    if (!completed()) {
+      try {
+        st_->ensure_usable(rec_->op);
+        st_->wait_for(*rec_, Clock::now());
+        mark_completed();
+      } catch (...) {
+        // A timeout or a failure has aborted the communicator: the op will not complete.
+        mark_completed(std::current_exception());
+      }
+    }
+    if (error()) std::rethrow_exception(error());
+  }
+
+  void wait_stream() override {
     if (!completed()) {
       try {
         st_->ensure_usable(rec_->op);
@@ -491,7 +510,6 @@ NcclCommunicator::~NcclCommunicator() {
 int NcclCommunicator::rank() const { return st_->rank; }
 int NcclCommunicator::size() const { return st_->size; }
 int NcclCommunicator::cuda_device() const { return st_->device; }
-uint64_t NcclCommunicator::ops_issued() const { return st_->seq; }
 bool NcclCommunicator::aborted() const { return st_->aborted; }
 void* NcclCommunicator::raw_comm() const { return st_->comm; }
 void* NcclCommunicator::raw_stream() const { return st_->stream; }
@@ -505,10 +523,9 @@ namespace {
 // Issue protocol shared by the collectives: order after the compute stream, enqueue on the
 // own stream, record the completion event.
 template <class Enqueue>
-std::shared_ptr<Work> issue(const std::shared_ptr<NcclState>& sp, const char* op, const char* call, size_t bytes,
-                            Enqueue&& enqueue) {
+std::shared_ptr<Work> issue(const std::shared_ptr<NcclState>& sp, uint64_t seq, const char* op, size_t bytes,
+                            const char* call, Enqueue&& enqueue) {
   NcclState& s = *sp;
-  const uint64_t seq = s.seq++;
   s.prune();
   s.cuda(cudaEventRecord(s.issue_ev, s.compute), "cudaEventRecord(compute stream)", op, seq, bytes);
   s.cuda(cudaStreamWaitEvent(s.stream, s.issue_ev, 0), "cudaStreamWaitEvent(NCCL stream)", op, seq, bytes);
@@ -526,78 +543,66 @@ std::shared_ptr<Work> issue(const std::shared_ptr<NcclState>& sp, const char* op
 
 }  // namespace
 
-std::shared_ptr<Work> NcclCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+std::shared_ptr<Work> NcclCommunicator::do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   st_->ensure_usable("all_reduce");
   check_reduce_op("all_reduce", dtype, op);
   const size_t bytes = count * dtype_size(dtype);
-  if (count == 0) {  // every rank skips NCCL alike; still a collective call
-    st_->seq++;
-    return std::make_shared<CompletedWork>();
-  }
+  if (count == 0) return std::make_shared<CompletedWork>();  // every rank skips NCCL alike; still numbered
   check_buffer(buf, "all_reduce", count, name());
   const ncclDataType_t t = nccl_type(dtype);
   const ncclRedOp_t o = nccl_op(op);
-  return issue(st_, "all_reduce", "ncclAllReduce", bytes, [&](ncclComm_t c, cudaStream_t s) {
+  return issue(st_, issuing().seq, "all_reduce", bytes, "ncclAllReduce", [&](ncclComm_t c, cudaStream_t s) {
     return ncclAllReduce(buf, buf, count, t, o, c, s);
   });
 }
 
-std::shared_ptr<Work> NcclCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
-                                                        ReduceOp op) {
+std::shared_ptr<Work> NcclCommunicator::do_ireduce_scatter(const void* send, void* recv, size_t recv_count,
+                                                           DType dtype, ReduceOp op) {
   st_->ensure_usable("reduce_scatter");
   check_reduce_op("reduce_scatter", dtype, op);
   const size_t block = recv_count * dtype_size(dtype), bytes = block * size();
-  if (recv_count == 0) {
-    st_->seq++;
-    return std::make_shared<CompletedWork>();
-  }
+  if (recv_count == 0) return std::make_shared<CompletedWork>();
   check_reduce_scatter_buffers(send, recv, block, rank(), size(), name());
   const ncclDataType_t t = nccl_type(dtype);
   const ncclRedOp_t o = nccl_op(op);
-  return issue(st_, "reduce_scatter", "ncclReduceScatter", bytes, [&](ncclComm_t c, cudaStream_t s) {
+  return issue(st_, issuing().seq, "reduce_scatter", bytes, "ncclReduceScatter", [&](ncclComm_t c, cudaStream_t s) {
     return ncclReduceScatter(send, recv, recv_count, t, o, c, s);
   });
 }
 
-std::shared_ptr<Work> NcclCommunicator::iall_gather(const void* send, void* recv, size_t send_count, DType dtype) {
+std::shared_ptr<Work> NcclCommunicator::do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) {
   st_->ensure_usable("all_gather");
   const size_t block = send_count * dtype_size(dtype), bytes = block * size();
-  if (send_count == 0) {
-    st_->seq++;
-    return std::make_shared<CompletedWork>();
-  }
+  if (send_count == 0) return std::make_shared<CompletedWork>();
   check_all_gather_buffers(send, recv, block, rank(), size(), name());
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(st_, "all_gather", "ncclAllGather", bytes, [&](ncclComm_t c, cudaStream_t s) {
+  return issue(st_, issuing().seq, "all_gather", bytes, "ncclAllGather", [&](ncclComm_t c, cudaStream_t s) {
     return ncclAllGather(send, recv, send_count, t, c, s);
   });
 }
 
-std::shared_ptr<Work> NcclCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
+std::shared_ptr<Work> NcclCommunicator::do_ibroadcast(void* buf, size_t count, DType dtype, int root) {
   st_->ensure_usable("broadcast");
   const size_t bytes = count * dtype_size(dtype);
   check_broadcast_root(root, size(), name());
-  if (count == 0) {
-    st_->seq++;
-    return std::make_shared<CompletedWork>();
-  }
+  if (count == 0) return std::make_shared<CompletedWork>();
   check_buffer(buf, "broadcast", count, name());
   const ncclDataType_t t = nccl_type(dtype);
-  return issue(st_, "broadcast", "ncclBroadcast", bytes, [&](ncclComm_t c, cudaStream_t s) {
+  return issue(st_, issuing().seq, "broadcast", bytes, "ncclBroadcast", [&](ncclComm_t c, cudaStream_t s) {
     return ncclBroadcast(buf, buf, count, t, root, c, s);
   });
 }
 
-void NcclCommunicator::barrier() {
+void NcclCommunicator::do_barrier() {
   st_->ensure_usable("barrier");
   void* scratch = st_->scratch;
-  issue(st_, "barrier", "ncclAllReduce", 4, [&](ncclComm_t c, cudaStream_t s) {
+  issue(st_, issuing().seq, "barrier", 4, "ncclAllReduce", [&](ncclComm_t c, cudaStream_t s) {
     return ncclAllReduce(scratch, scratch, 1, ncclInt32, ncclSum, c, s);
   });
   st_->wait_all();
 }
 
-void NcclCommunicator::synchronize() {
+void NcclCommunicator::do_synchronize() {
   st_->ensure_usable("synchronize");
   st_->wait_all();
 }
@@ -605,14 +610,14 @@ void NcclCommunicator::synchronize() {
 std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   NcclState& s = *st_;
   s.ensure_usable("split");
-  const uint64_t seq = s.seq++;
   auto child = std::make_shared<NcclState>();
   child->name = fmt::format("{}/split(color={},key={})", s.name, color, key);
   child->device = s.device;
   child->compute = s.compute;
   child->opt = s.opt;
   ncclConfig_t cfg = nonblocking_config(child->name);
-  const std::string what = fmt::format("ncclCommSplit(color={}, key={}) in {}", color, key, s.where("split", seq, 0));
+  const std::string what = fmt::format("ncclCommSplit(color={}, key={}) on NCCL communicator '{}' (rank {} of {})",
+                                       color, key, s.name, s.rank, s.size);
   ncclComm_t nc = nullptr;
   // GPU-UNVERIFIED: a nonblocking split is polled on the parent and on the child (NCCL's
   // documented rule is the child); that NOCOLOR ranks get nc == nullptr with the parent back

@@ -18,10 +18,12 @@
 //  - Each op: record an event on the compute stream, make the communicator's own stream wait
 //    for it (so the op reads what the compute stream wrote), enqueue the NCCL call on the
 //    own stream (polling ncclInProgress away), record a completion event. The Work's test()
-//    queries that event; wait() makes the compute stream wait for it and returns at once.
-//  - synchronize() (and barrier(), split()) block the host, polling the completion events and
-//    ncclCommGetAsyncError; past timeout_s they call ncclCommAbort and throw an Error naming
-//    the rank, the op, its sequence number and bytes, like TimeoutCommunicator's.
+//    queries that event; wait_stream() makes the compute stream wait for it and returns at
+//    once; wait() blocks the host until it has completed.
+//  - Work::wait(), synchronize() (and barrier(), split()) block the host, polling the
+//    completion events and ncclCommGetAsyncError; past timeout_s they call ncclCommAbort and
+//    throw an Error naming the rank, the op, its sequence number (the base class's, see
+//    Communicator::stats()) and bytes, like TimeoutCommunicator's.
 //  - Every CUDA/NCCL failure once a communicator exists calls ncclCommAbort first (this
 //    rank's kernels stop, so nothing blocks at exit) and then throws; later calls throw
 //    "aborted after an earlier error". The caller ends the job: launch/main.cc catches the
@@ -44,7 +46,7 @@
 namespace mt::parallel {
 
 struct NcclOptions {
-  double timeout_s = 0;         // deadline of host-side waits (synchronize, barrier, split); 0 = none
+  double timeout_s = 0;         // deadline of host-side waits (Work::wait, synchronize, barrier, split); 0 = none
   double init_timeout_s = 600;  // deadline of ncclCommInitRankConfig (minutes at scale); 0 = none
 };
 
@@ -66,24 +68,25 @@ class NcclCommunicator final : public Communicator {
   int size() const override;
   std::string backend_name() const override { return "nccl"; }
 
-  std::shared_ptr<Work> iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  std::shared_ptr<Work> ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
-                                        ReduceOp op) override;
-  std::shared_ptr<Work> iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
-  std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root) override;
-  void barrier() override;      // a 1-element all-reduce, then synchronize()
-  void synchronize() override;  // host waits for every op issued so far (deadline, async errors)
   // ncclCommSplit (collective over this communicator); the child shares the device and the
   // compute stream and has its own stream.
   std::unique_ptr<Communicator> split(int color, int key) override;
   [[noreturn]] void abort(int code) override;  // ncclCommAbort, then MpiEnv::abort_job
 
   int cuda_device() const;
-  uint64_t ops_issued() const;
   size_t in_flight() const;    // ops whose completion has not been observed yet
   bool aborted() const;
   void* raw_comm() const;      // ncclComm_t (benchmarks)
   void* raw_stream() const;    // the communicator's cudaStream_t (benchmarks)
+
+ protected:
+  std::shared_ptr<Work> do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  std::shared_ptr<Work> do_ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                                           ReduceOp op) override;
+  std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
+  std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_barrier() override;      // a 1-element all-reduce, then synchronize()
+  void do_synchronize() override;  // host waits for every op issued so far (deadline, async errors)
 
  private:
   explicit NcclCommunicator(std::shared_ptr<detail::NcclState> st);

@@ -160,7 +160,7 @@ std::shared_ptr<Work> track(const std::shared_ptr<StagingEngine>& engine, std::s
 }
 }  // namespace
 
-std::shared_ptr<Work> StagingCommunicator::iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+std::shared_ptr<Work> StagingCommunicator::do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   engine_->progress();
   const size_t bytes = count * dtype_size(dtype);
   if (count == 0) return host_->iall_reduce(nullptr, 0, dtype, op);  // still a collective call
@@ -173,8 +173,8 @@ std::shared_ptr<Work> StagingCommunicator::iall_reduce(void* buf, size_t count, 
   return track(engine_, std::move(inner), std::move(lease), device_, buf, h, bytes);
 }
 
-std::shared_ptr<Work> StagingCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count,
-                                                           DType dtype, ReduceOp op) {
+std::shared_ptr<Work> StagingCommunicator::do_ireduce_scatter(const void* send, void* recv, size_t recv_count,
+                                                              DType dtype, ReduceOp op) {
   engine_->progress();
   const size_t block = recv_count * dtype_size(dtype), bytes = block * size();
   if (recv_count == 0) return host_->ireduce_scatter(nullptr, nullptr, 0, dtype, op);
@@ -189,8 +189,8 @@ std::shared_ptr<Work> StagingCommunicator::ireduce_scatter(const void* send, voi
   return track(engine_, std::move(inner), std::move(lease), device_, recv, own, block);
 }
 
-std::shared_ptr<Work> StagingCommunicator::iall_gather(const void* send, void* recv, size_t send_count,
-                                                       DType dtype) {
+std::shared_ptr<Work> StagingCommunicator::do_iall_gather(const void* send, void* recv, size_t send_count,
+                                                          DType dtype) {
   engine_->progress();
   const size_t block = send_count * dtype_size(dtype), bytes = block * size();
   if (send_count == 0) return host_->iall_gather(nullptr, nullptr, 0, dtype);
@@ -204,7 +204,7 @@ std::shared_ptr<Work> StagingCommunicator::iall_gather(const void* send, void* r
   return track(engine_, std::move(inner), std::move(lease), device_, recv, h, bytes);
 }
 
-std::shared_ptr<Work> StagingCommunicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
+std::shared_ptr<Work> StagingCommunicator::do_ibroadcast(void* buf, size_t count, DType dtype, int root) {
   engine_->progress();
   const size_t bytes = count * dtype_size(dtype);
   check_broadcast_root(root, size(), name());
@@ -222,7 +222,7 @@ std::shared_ptr<Work> StagingCommunicator::ibroadcast(void* buf, size_t count, D
   return track(engine_, std::move(inner), std::move(lease), device_, buf, h, rank() == root ? 0 : bytes);
 }
 
-void StagingCommunicator::synchronize() {
+void StagingCommunicator::do_synchronize() {
   if (auto err = engine_->wait_all()) std::rethrow_exception(err);
   host_->synchronize();
 }

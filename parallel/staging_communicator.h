@@ -13,8 +13,9 @@
 //    Device::copy moves the input to host memory; the host operation is then in flight.
 //  - Completion: when the host operation completes (noticed in any call on this communicator
 //    or on a Work of it: issue, test, wait, synchronize), the result is copied back with
-//    Device::copy. wait() blocks the host like the MPI backend's; dropped Works still copy
-//    back during later calls, as the contract asks.
+//    Device::copy. wait() blocks the host like the MPI backend's, and so does wait_stream()
+//    (the default: the copy back is what orders the device); dropped Works still copy back
+//    during later calls, as the contract asks.
 //  - Device::copy must return when the bytes are at their destination (and, for host ->
 //    device, be ordered before later work on the compute stream). The CPU device's memcpy
 //    does; the CUDA device must (cudaMemcpyAsync on its compute stream + synchronize, or a
@@ -57,13 +58,6 @@ class StagingCommunicator final : public Communicator {
   int size() const override { return host_->size(); }
   std::string backend_name() const override { return "mpi-staging"; }
 
-  std::shared_ptr<Work> iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  std::shared_ptr<Work> ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
-                                        ReduceOp op) override;
-  std::shared_ptr<Work> iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
-  std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root) override;
-  void barrier() override { host_->barrier(); }
-  void synchronize() override;  // waits for every operation issued so far and copies back
   std::unique_ptr<Communicator> split(int color, int key) override;
   [[noreturn]] void abort(int code) override;
 
@@ -71,6 +65,15 @@ class StagingCommunicator final : public Communicator {
   core::Device& device() { return device_; }
   size_t staging_bytes() const;  // host bytes held by the pool (shared with splits)
   size_t outstanding() const;    // operations not yet copied back (this communicator and its splits)
+
+ protected:
+  std::shared_ptr<Work> do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  std::shared_ptr<Work> do_ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                                           ReduceOp op) override;
+  std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
+  std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_barrier() override { host_->barrier(); }
+  void do_synchronize() override;  // waits for every operation issued so far and copies back
 
  private:
   StagingCommunicator(std::unique_ptr<Communicator> owned, Communicator* host, core::Device& device,

@@ -24,15 +24,22 @@ TpGroup::TpGroup(Communicator* comm, int size, int rank) : comm_(comm), size_(si
 }
 
 void TpGroup::sum(void* x, int64_t n, core::DType dtype) const {
-  if (size_ > 1) comm_->all_reduce(x, static_cast<size_t>(n), comm_dtype(dtype), ReduceOp::Sum);
+  if (size_ == 1) return;
+  last_ = comm_->iall_reduce(x, static_cast<size_t>(n), comm_dtype(dtype), ReduceOp::Sum);
+  last_->wait_stream();
 }
 
 void TpGroup::max_f32(float* x, int64_t n) const {
-  if (size_ > 1) comm_->all_reduce(x, static_cast<size_t>(n), DType::F32, ReduceOp::Max);
+  if (size_ == 1) return;
+  last_ = comm_->iall_reduce(x, static_cast<size_t>(n), DType::F32, ReduceOp::Max);
+  last_->wait_stream();
 }
 
 void TpGroup::host_wait() const {
-  if (size_ > 1) comm_->synchronize();
+  if (!last_) return;
+  const std::shared_ptr<Work> w = std::move(last_);
+  last_.reset();
+  w->wait();
 }
 
 }  // namespace mt::parallel

@@ -9,12 +9,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "core/tensor.h"
 
 namespace mt::parallel {
 
 class Communicator;
+class Work;
 
 class TpGroup {
  public:
@@ -26,17 +28,21 @@ class TpGroup {
   int rank() const { return rank_; }
   Communicator* comm() const { return comm_; }
 
-  // x: (n) in place, summed over the group; dtype F32 or BF16 (activations).
+  // x: (n) in place, summed over the group; dtype F32 or BF16 (activations). Ordered before
+  // the kernels queued after it (Work::wait_stream: the host does not wait on a device
+  // backend; host backends complete it here).
   void sum(void* x, int64_t n, core::DType dtype) const;
   void sum_f32(float* x, int64_t n) const { sum(x, n, core::DType::F32); }
   void max_f32(float* x, int64_t n) const;
-  // Blocks the host until every collective issued so far is complete (deadline-checked).
+  // Blocks the host until every collective issued so far is complete: Work::wait() of the
+  // last one (a communicator completes its ops in order), with the communicator's deadline.
   // Call before the host waits on device results that follow them.
   void host_wait() const;
 
  private:
   Communicator* comm_ = nullptr;
   int size_ = 1, rank_ = 0;
+  mutable std::shared_ptr<Work> last_;  // the last collective not yet host-waited
 };
 
 }  // namespace mt::parallel

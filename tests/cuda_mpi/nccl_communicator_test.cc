@@ -3,8 +3,10 @@
 // closed forms of collective_cases.h, in place and not, nonblocking with waits in different
 // orders, zero and odd sizes; splits; barrier; ordering against a non-blocking compute
 // stream (the op reads what the compute stream wrote, later compute work sees the result);
-// bitwise-identical results; argument errors; the factory; and the deadline: a late peer
-// makes synchronize() time out, abort the communicator and name the op.
+// bitwise-identical results; Work::wait() blocking the host and Work::wait_stream() only the
+// compute stream; the base class's numbering; argument errors; the factory; and the deadline:
+// a late peer makes synchronize() and Work::wait() time out, abort the communicator and name
+// the op.
 // Every test SKIPS (visibly, with the CUDA error) where a rank has no GPU of its own, as on
 // the dev machine (error 35): NONE OF THIS HAS RUN ON A GPU YET.
 #include <gtest/gtest.h>
@@ -82,7 +84,7 @@ TEST_F(Nccl, SplitEvenOddAndBarrier) {
 }
 
 // A user stream (non-blocking: no implicit order with anything) as the compute stream: the
-// op must see the copy queued on it before, and the copy queued after wait() the result.
+// op must see the copy queued on it before, and the copy queued after wait_stream() the result.
 TEST_F(Nccl, OrderedAgainstTheComputeStream) {
   cudaStream_t compute = nullptr;
   MT_CUDA_OK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
@@ -101,7 +103,7 @@ TEST_F(Nccl, OrderedAgainstTheComputeStream) {
     MT_CUDA_OK(cudaMemsetAsync(d, 0, n * 4, compute));
     MT_CUDA_OK(cudaMemcpyAsync(d, h_in, n * 4, cudaMemcpyHostToDevice, compute));
     auto w = c->iall_reduce(d, n, DType::F32, ReduceOp::Sum);
-    w->wait();  // the compute stream waits; the host does not
+    w->wait_stream();  // the compute stream waits; the host does not
     MT_CUDA_OK(cudaMemcpyAsync(h_out, d, n * 4, cudaMemcpyDeviceToHost, compute));
     MT_CUDA_OK(cudaStreamSynchronize(compute));
     EXPECT_TRUE(w->test());
@@ -114,6 +116,33 @@ TEST_F(Nccl, OrderedAgainstTheComputeStream) {
     cudaFreeHost(h_out);
   }
   cudaStreamDestroy(compute);
+}
+
+// Work::wait() blocks the host until the op is complete on the device: the Work is complete
+// and the result can be read back on another stream without a synchronize(). The base class
+// numbers the ops and times the wait.
+TEST_F(Nccl, WorkWaitBlocksTheHost) {
+  auto c = make();
+  const size_t n = 1u << 22;
+  CudaMem mem;
+  Buf<float> b(mem, std::vector<float>(n, 1.f));
+  Buf<float> z(mem, std::vector<float>(1, 1.f));
+  auto w0 = c->iall_reduce(z.dev(), 0, DType::F32, ReduceOp::Sum);
+  auto w = c->iall_reduce(b.dev(), n, DType::F32, ReduceOp::Sum);
+  w->wait();
+  EXPECT_TRUE(w->completed());
+  EXPECT_EQ(w->error(), nullptr);
+  EXPECT_EQ(c->in_flight(), 0u);
+  EXPECT_EQ(w0->seq(), 0u);
+  EXPECT_EQ(w->seq(), 1u);
+  EXPECT_EQ(w->bytes(), n * 4);
+  EXPECT_EQ(c->stats().ops, 2u);
+  EXPECT_GE(c->stats().blocked_s, 0.0);
+  std::vector<float> host(n, -1.f);
+  // cudaMemcpy on the legacy default stream, which the communicator's non-blocking stream
+  // does not order against: only the host wait makes the result visible here.
+  MT_CUDA_OK(cudaMemcpy(host.data(), b.dev(), n * 4, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(host[n - 1], static_cast<float>(c->size()));
 }
 
 TEST_F(Nccl, WorkTestPollsTheCompletionEvent) {
@@ -153,6 +182,7 @@ TEST_F(Nccl, ArgumentErrorsDoNotAbort) {
   const int p = c->size(), r = c->rank();
   CudaMem mem;
   Buf<int32_t> i(mem, std::vector<int32_t>(8, 1));
+  const uint64_t ops = c->stats().ops;
   EXPECT_THROW(c->all_reduce(i.dev(), 8, DType::I32, ReduceOp::Avg), Error);
   EXPECT_THROW(c->broadcast(i.dev(), 8, DType::I32, p), Error);
   EXPECT_THROW(c->all_reduce(nullptr, 8, DType::F32, ReduceOp::Sum), Error);
@@ -161,6 +191,7 @@ TEST_F(Nccl, ArgumentErrorsDoNotAbort) {
     EXPECT_THROW(c->reduce_scatter(buf.dev(), buf.dev() + (r == 0 ? 1 : 0), 2, DType::F32, ReduceOp::Sum), Error);
   }
   EXPECT_FALSE(c->aborted());
+  EXPECT_EQ(c->stats().ops, ops);  // argument errors are not numbered
   c->all_reduce(i.dev(), 8, DType::I32, ReduceOp::Sum);
   c->synchronize();
   EXPECT_EQ(i.download()[7], p);
@@ -199,6 +230,35 @@ TEST_F(Nccl, DeadlineAbortsAndNamesTheOp) {
     EXPECT_THROW(c->iall_reduce(b.dev(), 1, DType::F32, ReduceOp::Sum), Error);
     EXPECT_TRUE(w->test());
     EXPECT_NE(w->error(), nullptr);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// The same through Work::wait(), which now blocks the host with the deadline: the early ranks'
+// wait() times out, aborts and names the op; the Work completes with that error.
+TEST_F(Nccl, DeadlineInWorkWait) {
+  auto c = make(1.0);
+  const int p = c->size(), r = c->rank();
+  if (p < 2) return;  // as above
+  CudaMem mem;
+  Buf<float> b(mem, std::vector<float>(1024, 1.f));
+  c->all_reduce(b.dev(), 1024, DType::F32, ReduceOp::Sum);  // #0, completes (host wait)
+  if (r == p - 1) std::this_thread::sleep_for(std::chrono::seconds(4));
+  auto w = c->iall_reduce(b.dev(), 1024, DType::F32, ReduceOp::Sum);  // #1
+  try {
+    w->wait();
+    ADD_FAILURE() << "rank " << r << ": wait() returned although a peer was late or had aborted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    if (r != p - 1) {
+      EXPECT_NE(m.find("timed out after"), std::string::npos) << m;
+    }
+    EXPECT_NE(m.find("all_reduce #1 (4096 bytes) on"), std::string::npos) << m;
+    EXPECT_NE(m.find("[ncclCommAbort called on this rank]"), std::string::npos) << m;
+    EXPECT_TRUE(c->aborted());
+    EXPECT_TRUE(w->completed());
+    EXPECT_NE(w->error(), nullptr);
+    EXPECT_GE(c->stats().blocked_s, r != p - 1 ? 0.9 : 0.0);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

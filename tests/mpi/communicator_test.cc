@@ -4,19 +4,23 @@
 // odd, zero and non-divisible sizes; both algorithms (the library's nonblocking collectives
 // and the framework's ring, forced by options, with tiny segments to exercise pipelining)
 // and the default thresholds with messages above them; in-place forms; broadcast from every
-// root; Work::test polling and waits in a different order on different ranks; splits
-// (even/odd, reversed keys, mesh dp/tp groups); argument and MPI error paths. bf16 reductions
-// have their own file (bf16_reduce_test.cc).
+// root; Work::test polling and waits in a different order on different ranks; wait_stream()
+// (wait() on a host backend); splits (even/odd, reversed keys, mesh dp/tp groups); the base
+// class's sequence numbers and statistics (ops, bytes, host time blocked waiting for a late
+// peer); argument and MPI error paths. bf16 reductions have their own file
+// (bf16_reduce_test.cc).
 // Tests issue all their collectives before checking and use EXPECT_ so that a failing rank
 // does not leave the others blocked (see tests/mpi_main.cc).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "collective_cases.h"
@@ -26,6 +30,7 @@
 #include "parallel/communicator.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/timeout_communicator.h"
 
 using namespace mt::parallel;
 using namespace mt::testing;
@@ -361,6 +366,141 @@ TEST(Communicator, MeshGroups) {
     std::vector<int32_t> me{r}, members(mesh.tp());
     mc.tp->all_gather(me.data(), members.data(), 1, DType::I32);
     EXPECT_EQ(std::vector<int>(members.begin(), members.end()), mesh.tp_group(r));
+  }
+}
+
+// The base class numbers the ops of each communicator across op kinds (collectives and
+// barriers; zero counts too), every Work knows its op, number and bytes, stats() adds them up,
+// an op whose issue throws gets no number, and a split numbers its own ops from 0.
+TEST(Communicator, SequenceNumbersAndStats) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    const int p = c->size(), r = c->rank();
+    EXPECT_EQ(c->stats().ops, 0u);
+    EXPECT_EQ(c->stats().bytes, 0.0);
+    EXPECT_EQ(c->stats().blocked_s, 0.0);
+    std::vector<float> a(1000, 1.f);
+    std::vector<double> rs(3 * p, 1.0), rs_out(3);
+    std::vector<int32_t> ag(5 * p, r);
+    std::vector<int64_t> bc(7, r);
+    std::vector<std::shared_ptr<Work>> ws;
+    ws.push_back(c->iall_reduce(a.data(), a.size(), DType::F32, ReduceOp::Sum));
+    ws.push_back(c->ireduce_scatter(rs.data(), rs_out.data(), 3, DType::F64, ReduceOp::Sum));
+    ws.push_back(c->iall_gather(ag.data() + r * 5, ag.data(), 5, DType::I32));
+    ws.push_back(c->ibroadcast(bc.data(), bc.size(), DType::I64, p - 1));
+    ws.push_back(c->iall_reduce(nullptr, 0, DType::F32, ReduceOp::Max));
+    wait_all(ws, r);
+    const char* names[] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "all_reduce"};
+    const size_t bytes[] = {4000, 24u * p, 20u * p, 56, 0};
+    for (size_t k = 0; k < ws.size(); ++k) {
+      EXPECT_EQ(ws[k]->seq(), k) << cfg.name;
+      EXPECT_EQ(std::string(ws[k]->op()), names[k]) << cfg.name << " #" << k;
+      EXPECT_EQ(ws[k]->bytes(), bytes[k]) << cfg.name << " #" << k;
+    }
+    c->all_reduce(a.data(), 10, DType::F32, ReduceOp::Sum);  // #5, 40 bytes
+    c->barrier();                                            // #6, 0 bytes
+    auto last = c->ibroadcast(bc.data(), 1, DType::I64, 0);  // #7, 8 bytes
+    last->wait();
+    EXPECT_EQ(last->seq(), 7u) << cfg.name;
+    EXPECT_EQ(c->stats().ops, 8u) << cfg.name;
+    EXPECT_EQ(c->stats().bytes, 4000.0 + 24 * p + 20 * p + 56 + 0 + 40 + 0 + 8) << cfg.name;
+    EXPECT_GE(c->stats().blocked_s, 0.0);
+    EXPECT_EQ(rs_out[2], static_cast<double>(p));  // the ops did run
+    EXPECT_THROW(c->ibroadcast(bc.data(), 1, DType::I64, p), Error);  // bad root on every rank
+    EXPECT_EQ(c->stats().ops, 8u) << cfg.name;
+    EXPECT_EQ(c->iall_reduce(a.data(), 1, DType::F32, ReduceOp::Sum)->seq(), 8u) << cfg.name;
+    auto sub = c->split(r % 2, r);
+    ASSERT_NE(sub, nullptr);
+    EXPECT_EQ(sub->stats().ops, 0u);
+    auto sw = sub->iall_reduce(a.data(), 2, DType::F32, ReduceOp::Sum);
+    sw->wait();
+    EXPECT_EQ(sw->seq(), 0u);
+    EXPECT_EQ(sub->stats().ops, 1u);
+    EXPECT_EQ(sub->stats().bytes, 8.0);
+  }
+}
+
+// A TimeoutCommunicator's Works carry the base class's numbers (its own, which match the
+// inner communicator's: it forwards every op, its barrier as a 1-element all-reduce).
+TEST(Communicator, TimeoutCommunicatorNumbersLikeItsInner) {
+  TimeoutCommunicator c(make_world_communicator("mpi"), 60);
+  std::vector<float> a(100, 1.f);
+  auto w0 = c.iall_reduce(a.data(), a.size(), DType::F32, ReduceOp::Sum);
+  c.barrier();
+  std::vector<float> b(3, 2.f);
+  auto w2 = c.ibroadcast(b.data(), b.size(), DType::F32, 0);
+  w2->wait();
+  w0->wait();
+  EXPECT_EQ(w0->seq(), 0u);
+  EXPECT_EQ(std::string(w0->op()), "all_reduce");
+  EXPECT_EQ(w0->bytes(), 400u);
+  EXPECT_EQ(w2->seq(), 2u);
+  EXPECT_EQ(std::string(w2->op()), "broadcast");
+  EXPECT_EQ(c.stats().ops, 3u);
+  EXPECT_EQ(c.stats().bytes, 412.0);
+  EXPECT_EQ(c.inner().stats().ops, 3u);
+  EXPECT_EQ(c.inner().stats().bytes, 416.0);  // the barrier's 4-byte all-reduce
+  EXPECT_EQ(a[99], static_cast<float>(c.size()));
+}
+
+// The host time blocked in waits is a real measurement: rank 0 waits for peers that join
+// ~50 ms late (they start sleeping only once rank 0 has issued the op, told by a message), in
+// wait(), wait_stream() (the same on a host backend) and barrier(); the peers' own waits
+// are not asserted (they only time this code).
+TEST(Communicator, BlockedTimeGrowsWhileWaitingForALatePeer) {
+  MpiCommunicator c(MPI_COMM_WORLD, "world", {});
+  const int p = c.size(), r = c.rank();
+  if (p < 2) return;  // the mpi tests run with 2 and 4 ranks
+  const char* how[] = {"wait", "wait_stream", "barrier"};
+  for (int k = 0; k < 3; ++k) {
+    const double before = c.stats().blocked_s;
+    float x = 1.f;
+    int go = 1;
+    if (r == 0) {
+      std::shared_ptr<Work> w;
+      if (k < 2) w = c.iall_reduce(&x, 1, DType::F32, ReduceOp::Sum);
+      for (int q = 1; q < p; ++q) MPI_Send(&go, 1, MPI_INT, q, 77, MPI_COMM_WORLD);
+      if (k == 0) w->wait();
+      else if (k == 1) w->wait_stream();
+      else c.barrier();
+      EXPECT_GE(c.stats().blocked_s - before, 0.03) << how[k];
+      EXPECT_LT(c.stats().blocked_s - before, 30.0) << how[k];
+    } else {
+      MPI_Recv(&go, 1, MPI_INT, 0, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (k < 2) c.all_reduce(&x, 1, DType::F32, ReduceOp::Sum);
+      else c.barrier();
+    }
+    if (k < 2) {
+      EXPECT_EQ(x, static_cast<float>(p)) << how[k];
+    }
+  }
+}
+
+// On a host backend wait_stream() is wait(): the op is complete when it returns and its
+// result is there for the host to read.
+TEST(Communicator, WaitStreamCompletesOnTheMpiBackend) {
+  for (const auto& cfg : configs()) {
+    auto c = make(cfg);
+    const int p = c->size(), r = c->rank();
+    const size_t n = 20003;
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>(w(r, i, p));
+    std::vector<int32_t> mine(3, r), all(3 * p, -1);
+    auto w1 = c->iall_reduce(x.data(), n, DType::F32, ReduceOp::Sum);
+    auto w2 = c->iall_gather(mine.data(), all.data(), 3, DType::I32);
+    if (r % 2) w2->wait_stream();
+    w1->wait_stream();
+    EXPECT_TRUE(w1->completed()) << cfg.name;
+    EXPECT_EQ(w1->error(), nullptr) << cfg.name;
+    std::string msg;
+    EXPECT_EQ(mismatches(x.data(), n, [&](size_t i) { return expected<float>(ReduceOp::Sum, i, p); }, &msg), 0u)
+        << cfg.name << " " << msg;
+    w2->wait_stream();
+    EXPECT_TRUE(w2->completed()) << cfg.name;
+    for (int q = 0; q < p; ++q) EXPECT_EQ(all[q * 3 + 2], q) << cfg.name;
+    w1->wait_stream();  // again: returns at once
+    EXPECT_EQ(c->outstanding(), 0u);
   }
 }
 

@@ -3,8 +3,9 @@
 // collective x dtype (bf16 included) x op against closed forms, in place and out of place,
 // nonblocking waits in different orders, zero sizes, splits; the copy protocol (device work
 // waited for before the copy out, one copy out and one copy back per op, dropped Works still
-// copied back, the host pool reused); deadlines of a TimeoutCommunicator underneath; and
-// make_device_communicator's choices.
+// copied back, the host pool reused); wait_stream() (wait() here) and the base class's
+// numbering; deadlines of a TimeoutCommunicator underneath; and make_device_communicator's
+// choices.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -151,6 +152,34 @@ TEST(Staging, DroppedWorkIsStillCopiedBack) {
       << msg;
   EXPECT_EQ(mismatches(b.data(), b.size(), [&](size_t i) { return expected<float>(ReduceOp::Max, i, p); }, &msg), 0u)
       << msg;
+}
+
+// wait_stream() on host staging is wait() (the result is copied back in it); the base class
+// numbers and counts the staging communicator's ops like any other's, and its host
+// communicator sees each op once (the barrier included).
+TEST(Staging, WaitStreamCopiesBackAndOpsAreNumbered) {
+  auto host = world("world");
+  StagingCommunicator c(*host, mt::core::cpu_device());
+  const int p = c.size(), r = c.rank();
+  std::vector<float> a(300000);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(w(r, i, p));
+  auto wa = c.iall_reduce(a.data(), a.size(), DType::F32, ReduceOp::Sum);
+  wa->wait_stream();
+  EXPECT_TRUE(wa->completed());
+  std::string msg;
+  EXPECT_EQ(mismatches(a.data(), a.size(), [&](size_t i) { return expected<float>(ReduceOp::Sum, i, p); }, &msg), 0u)
+      << msg;
+  c.barrier();
+  auto wz = c.iall_reduce(nullptr, 0, DType::F32, ReduceOp::Sum);
+  wz->wait_stream();
+  EXPECT_EQ(wa->seq(), 0u);
+  EXPECT_EQ(std::string(wa->op()), "all_reduce");
+  EXPECT_EQ(wa->bytes(), a.size() * 4);
+  EXPECT_EQ(wz->seq(), 2u);
+  EXPECT_EQ(c.stats().ops, 3u);
+  EXPECT_EQ(c.stats().bytes, static_cast<double>(a.size() * 4));
+  EXPECT_EQ(host->stats().ops, 3u);
+  EXPECT_EQ(c.outstanding(), 0u);
 }
 
 TEST(Staging, HostPoolIsReused) {
