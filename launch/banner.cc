@@ -12,7 +12,7 @@
 #include "launch/build_info.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
-#include "launch/trainer.h"
+#include "launch/train/trainer.h"
 
 namespace mt::launch {
 

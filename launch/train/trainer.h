@@ -81,7 +81,7 @@ class Trainer {
   // `interruptible` is set (checked before each eval batch: a collective).
   std::optional<double> evaluate_unless_preempted(bool interruptible);
 
-  // Checkpoints (launch/trainer_checkpoint.cc). save: every rank writes its shard of the
+  // Checkpoints (launch/train/checkpoint_manager.cc). save: every rank writes its shard of the
   // state after `steps_done` steps. restore: loads cfg.checkpoint.resume ("auto" = newest
   // valid checkpoint, falling back to older ones) and returns the step to continue from
   // (0 if "auto" found none). Both are collective over the world.

@@ -1,5 +1,5 @@
 // What: Trainer (see trainer.h).
-#include "launch/trainer.h"
+#include "launch/train/trainer.h"
 
 #include <malloc.h>
 #include <omp.h>

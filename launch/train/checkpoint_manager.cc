@@ -16,7 +16,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/checkpoint.h"
-#include "launch/trainer.h"
+#include "launch/train/trainer.h"
 
 namespace mt::launch {
 
