@@ -103,13 +103,7 @@ void Trainer::save_checkpoint(int64_t steps_done) {
                      {"model", {{"n_layer", cfg_.model.n_layer}, {"n_head", cfg_.model.n_head},
                                 {"n_embd", cfg_.model.n_embd}, {"vocab_size", cfg_.model.vocab_size},
                                 {"seq_len", cfg_.model.seq_len}, {"params", model_->num_full_params()}}},
-                     {"trainer", {{"best_eval", best_eval_}, {"evals_without_gain", evals_without_gain_},
-                                  {"last_loss", last_loss_}, {"eval_due", eval_due_},
-                                  {"skipped_steps", skipped_steps_}, {"skipped_in_row", skipped_in_row_},
-                                  {"totals", {{"train_ms", totals_.train_ms}, {"tokens", totals_.tokens},
-                                              {"wall_s", totals_.wall_s + std::chrono::duration<double>(
-                                                             std::chrono::steady_clock::now() - started_).count()},
-                                              {"starts", totals_.starts + 1}}}}},
+                     {"trainer", state_.to_json(std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count())},
                      {"config", core::config_to_yaml(cfg_)},
                      {"shards", shards}};
     io::finalize_checkpoint(tmp_dir, final_dir, m);
@@ -213,18 +207,7 @@ int64_t Trainer::restore_checkpoint() {
   const std::string was_layout = fmt::format("world {} dp {} tp {} zero {}", lay.at("world").get<int>(),
                                              lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>());
   const std::string now_layout = fmt::format("world {} dp {} tp {} zero {}", world_.size(), dp_, tp_, cfg_.parallel.zero);
-  best_eval_ = m.at("trainer").at("best_eval").get<double>();
-  evals_without_gain_ = m.at("trainer").at("evals_without_gain").get<int>();
-  const auto& ll = m.at("trainer").value("last_loss", nlohmann::json());  // (null: NaN, or older checkpoints)
-  last_loss_ = ll.is_number() ? ll.get<double>() : NAN;
-  eval_due_ = m.at("trainer").value("eval_due", false);
-  skipped_steps_ = m.at("trainer").value("skipped_steps", int64_t{0});
-  skipped_in_row_ = m.at("trainer").value("skipped_in_row", 0);  // (older checkpoints: 0)
-  if (m.at("trainer").contains("totals")) {  // (older checkpoints: this process's figures only)
-    const auto& t = m.at("trainer").at("totals");
-    totals_ = {t.at("train_ms").get<double>(), t.at("tokens").get<double>(), t.at("wall_s").get<double>(),
-               t.at("starts").get<int64_t>()};
-  }
+  state_ = TrainState::from_json(m.at("trainer"));
   const int64_t step = m.at("step").get<int64_t>();
   {  // the data loader continues exactly where it was (the state is the same in every shard)
     const auto& own = m.at("shards").at(was_layout == now_layout ? world_.rank() : 0);

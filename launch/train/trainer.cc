@@ -345,7 +345,7 @@ TrainSummary Trainer::run() {
   // requeued or repeated `resume=auto` trains nothing more. If summary.json already records
   // that step, the run is done and nothing is rewritten; else (the job died after its last
   // checkpoint) the final eval and the summary are redone.
-  const bool stopped_early = tc.early_stop_patience > 0 && evals_without_gain_ >= tc.early_stop_patience;
+  const bool stopped_early = state_.patience_exhausted(tc.early_stop_patience);
   const bool ended = start > 0 && (start >= tc.steps || stopped_early);
   if (ended) {
     int32_t done = 0;
@@ -369,7 +369,7 @@ TrainSummary Trainer::run() {
     if (done) {
       TrainSummary sum;
       sum.steps_done = start;
-      sum.final_loss = last_loss_;
+      sum.final_loss = state_.last_loss;
       sum.early_stopped = stopped_early;
       return sum;
     }
@@ -422,8 +422,8 @@ TrainSummary Trainer::run() {
   TrainSummary sum;
   sum.data_entropy = floor;
   double train_ms = 0;
-  double& best_eval = best_eval_;
-  int& evals_without_gain = evals_without_gain_;
+  double& best_eval = state_.best_eval;
+  int& evals_without_gain = state_.evals_without_gain;
   int64_t last_eval_step = -1, last_checkpoint_step = -1;
   // The eval after `s` steps; false if a preemption signal abandoned it (nothing recorded).
   auto do_eval = [&](int64_t s) -> bool {
@@ -462,7 +462,7 @@ TrainSummary Trainer::run() {
     if (eval_now && !preempt) {
       if (!do_eval(at)) {
         preempt = true;
-      } else if (tc.early_stop_patience > 0 && evals_without_gain >= tc.early_stop_patience) {
+      } else if (state_.patience_exhausted(tc.early_stop_patience)) {
         sum.early_stopped = stop = true;
         if (leader) log::info("early stop: eval loss has not improved for {} evals", evals_without_gain);
       }
@@ -475,37 +475,37 @@ TrainSummary Trainer::run() {
       }
     }
     if (checkpoint_due || (cfg_.checkpoint.every > 0 && stop) || preempt) {
-      eval_due_ = eval_now && preempt;  // an eval that did not happen
+      state_.eval_due = eval_now && preempt;  // an eval that did not happen
       save_checkpoint(at);
-      eval_due_ = false;
+      state_.eval_due = false;
       last_checkpoint_step = at;
     }
     return stop;
   };
 
   sum.steps_done = start;
-  sum.final_loss = last_loss_;
-  sum.skipped_steps = skipped_steps_;  // (a resumed run counts those before its checkpoint too)
+  sum.final_loss = state_.last_loss;
+  sum.skipped_steps = state_.skipped_steps;  // (a resumed run counts those before its checkpoint too)
   sum.early_stopped = ended && stopped_early;
   // a run preempted during an eval: that eval first (and what follows from it)
   bool stopped = false;
-  if (!ended && eval_due_ && start < tc.steps) stopped = eval_point(start, true, false);
-  eval_due_ = false;
+  if (!ended && state_.eval_due && start < tc.steps) stopped = eval_point(start, true, false);
+  state_.eval_due = false;
   for (int64_t s = start; !ended && !stopped && s < tc.steps; ++s) {
     const StepStats st = step(s);
     train_ms += st.ms;
     tokens_done += static_cast<double>(st.tokens);
-    totals_.train_ms += st.ms;
-    totals_.tokens += static_cast<double>(st.tokens);
+    state_.totals.train_ms += st.ms;
+    state_.totals.tokens += static_cast<double>(st.tokens);
     sum.losses.push_back(st.loss);
-    sum.final_loss = last_loss_ = st.loss;
+    sum.final_loss = state_.last_loss = st.loss;
     sum.steps_done = s + 1;
     if (st.skipped) {
-      sum.skipped_steps = ++skipped_steps_;
-      ++skipped_in_row_;
+      sum.skipped_steps = ++state_.skipped_steps;
+      ++state_.skipped_in_row;
       if (leader) log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", s + 1, sum.skipped_steps);
     } else {
-      skipped_in_row_ = 0;
+      state_.skipped_in_row = 0;
       if (!std::isfinite(st.loss)) throw core::Error(fmt::format("non-finite loss at step {}", s)).with_hint("lower optim.lr");
     }
     if (leader) {
@@ -541,12 +541,12 @@ TrainSummary Trainer::run() {
     // a run that diverged skips every step: stop it as nonfinite=stop does, after this step's
     // record and before its checkpoint, so the last good one is kept (every rank stops here:
     // the gradient norm is the same on every rank)
-    if (st.skipped && tc.max_skips_in_row > 0 && skipped_in_row_ >= tc.max_skips_in_row) {
+    if (st.skipped && tc.max_skips_in_row > 0 && state_.skipped_in_row >= tc.max_skips_in_row) {
       if (live) std::printf("\r\033[K");
       throw core::Error(fmt::format("{} consecutive steps skipped for a non-finite gradient norm (steps {} to {}), "
                                     "train.max_skips_in_row = {}: the run has diverged; stopping with the last "
                                     "checkpoint kept",
-                                    skipped_in_row_, s + 1 - skipped_in_row_, s, tc.max_skips_in_row))
+                                    state_.skipped_in_row, s + 1 - state_.skipped_in_row, s, tc.max_skips_in_row))
           .with_yaml("train.max_skips_in_row")
           .with_hint("lower optim.lr or check the data, then resume from the last checkpoint; "
                      "train.max_skips_in_row=0 skips without limit");
@@ -571,8 +571,8 @@ TrainSummary Trainer::run() {
   // this process alone (from the trainer's construction, as the checkpoints count it) and the
   // whole run (every process that trained it, resumes included): equal for a run of one start
   const double process_wall_s = ms_between(started_, Clock::now()) / 1000.0;
-  sum.wall_s = totals_.wall_s + process_wall_s;
-  sum.tokens_per_s = totals_.train_ms > 0 ? totals_.tokens / (totals_.train_ms / 1000.0) : 0;
+  sum.wall_s = state_.totals.wall_s + process_wall_s;
+  sum.tokens_per_s = state_.totals.train_ms > 0 ? state_.totals.tokens / (state_.totals.train_ms / 1000.0) : 0;
   const double process_tokens_per_s = train_ms > 0 ? tokens_done / (train_ms / 1000.0) : 0;
   // parameter checksums of every rank, so callers can verify replicas agree bit for bit
   std::vector<int64_t> sums(world_.size(), 0);
@@ -587,8 +587,8 @@ TrainSummary Trainer::run() {
                      {"data_entropy", floor ? nlohmann::json(*floor) : nlohmann::json()},
                      {"tokens_per_s", sum.tokens_per_s},
                      {"wall_s", sum.wall_s},
-                     {"tokens", totals_.tokens},
-                     {"starts", totals_.starts + 1},
+                     {"tokens", state_.totals.tokens},
+                     {"starts", state_.totals.starts + 1},
                      {"this_process", {{"steps", sum.steps_done - start}, {"tokens_per_s", process_tokens_per_s},
                                        {"wall_s", process_wall_s}}},
                      {"steps", sum.steps_done},

@@ -30,6 +30,7 @@
 #include "io/loader.h"
 #include "io/metrics.h"
 #include "kernels/ops.h"
+#include "launch/train/train_state.h"
 #include "launch/train/train_util.h"
 #include "parallel/communicator.h"
 #include "parallel/gpt.h"
@@ -133,21 +134,8 @@ class Trainer {
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   core::Tensor norm_partials_;
   std::vector<double> norm_host_;  // their host copy (allocated once, not per step)
-  // trainer state carried by checkpoints
-  double best_eval_ = 1e300;
-  int evals_without_gain_ = 0;
-  double last_loss_ = NAN;  // loss of the last step done (summary.json of a run resumed at its end)
-  bool eval_due_ = false;   // the eval at the checkpoint's step was abandoned for preemption
-  int64_t skipped_steps_ = 0;  // updates dropped for a non-finite gradient norm, over the whole run
-  int skipped_in_row_ = 0;     // ... of them the last consecutive ones (train.max_skips_in_row)
-  // The whole run's totals over every process that trained it (a resumed run continues the
-  // checkpoint's; work after the last checkpoint of a killed process is lost and not counted):
-  // summary.json's tokens_per_s and wall_s. started_: this process's start (the trainer's construction).
-  struct RunTotals {
-    double train_ms = 0, tokens = 0, wall_s = 0;  // wall_s: of the processes before this one
-    int64_t starts = 0;                           // processes before this one
-  };
-  RunTotals totals_;
+  TrainState state_;  // carried by checkpoints
+  // this process's start (the trainer's construction), for the run totals' wall time
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
