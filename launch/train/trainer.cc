@@ -84,9 +84,8 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
   parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
 
-  model_ = std::make_unique<parallel::Gpt>(cfg.model, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr,
-                                           parallel::GradSync::flat_alignment(dp_), ops_.get());
-  model_->init_weights(cfg.train.seed);
+  model_ = make_model(cfg, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, parallel::GradSync::flat_alignment(dp_),
+                      ops_.get());
   const auto reduce_dtype =
       cfg.parallel.grad_reduce_dtype == "bf16" ? parallel::DType::BF16 : parallel::DType::F32;
   sync_ = std::make_unique<parallel::GradSync>(dp_comm, model_->params_info(), model_->num_local_params(),
@@ -128,7 +127,7 @@ double Trainer::peak_gflops_per_rank() const {
 }
 
 uint64_t Trainer::param_checksum() const {
-  core::Tensor& params = const_cast<parallel::Gpt&>(*model_).params();
+  core::Tensor& params = const_cast<TrainModel&>(*model_).params();
   const size_t n = params.nbytes();
   std::vector<unsigned char> host;  // device parameters are read through a host copy
   const unsigned char* p = static_cast<const unsigned char*>(params.raw());
@@ -402,9 +401,7 @@ TrainSummary Trainer::run() {
   const bool live = leader && want_progress_line();  // progress line with ETA on a terminal (not mpirun's pty)
   const auto floor = data_->entropy_floor(cfg_.model.seq_len);
   if (leader) {
-    log::info("model: {} parameters ({} layers, {} heads, width {}, vocab {} padded to {}), seq_len {}",
-              model_->num_full_params(), cfg_.model.n_layer, cfg_.model.n_head, cfg_.model.n_embd,
-              cfg_.model.vocab_size, model_->dims().Vp, cfg_.model.seq_len);
+    log::info("model: {}", describe_model(cfg_, *model_));
     const auto& lo = loader_->options();
     log::info("mesh: world {} = dp {} x tp {}; {}", world_.size(), dp_, tp_, describe_batch(lo));
     log::info("compute: {} on {}", ops_->describe(), device_->description());

@@ -30,6 +30,7 @@
 #include "io/loader.h"
 #include "io/metrics.h"
 #include "kernels/ops.h"
+#include "launch/train/model.h"
 #include "launch/train/train_state.h"
 #include "launch/train/train_util.h"
 #include "parallel/communicator.h"
@@ -96,8 +97,8 @@ class Trainer {
   // Per-rank peak GFLOP/s for MFU: run.peak_gflops, else default_peak_gflops (CUDA: H100
   // dense bf16 989e3, fp32 67e3), else (CPU) the measured sgemm rate.
   double peak_gflops_per_rank() const;
-  const parallel::Gpt& model() const { return *model_; }
-  parallel::Gpt& model() { return *model_; }
+  const TrainModel& model() const { return *model_; }
+  TrainModel& model() { return *model_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
   int64_t tokens_per_step() const;  // nominal (documents mode: data.batch_tokens)
   io::Loader& loader() { return *loader_; }
@@ -123,7 +124,7 @@ class Trainer {
   double tp_blocked_s() const;  // time blocked in tensor-parallel collectives so far (MPI groups)
   // Collectives on device buffers (null on the CPU: the MPI groups in comms_ serve).
   std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_;
-  std::unique_ptr<parallel::Gpt> model_;
+  std::unique_ptr<TrainModel> model_;  // make_model (model.h)
   std::unique_ptr<parallel::GradSync> sync_;
   std::unique_ptr<parallel::Optimizer> optim_;
   std::unique_ptr<io::DataSource> data_;
