@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "launch/train/step.h"
 #include "io/checkpoint.h"
 #include "io/tb_writer.h"
 #include "launch/blas_env.h"
@@ -40,7 +41,7 @@ void ensure_writable_dir(const std::string& dir, const char* key, const char* wh
 }  // namespace
 
 Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
-    : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)) {
+    : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)), faults_(cfg_) {
   kernels::OpsOptions opt;
   opt.working = working_dtype(cfg, *device_);
   opt.attention = cfg.train.attention;
@@ -93,22 +94,12 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
                                                reduce_dtype);
   optim_ = std::make_unique<parallel::Optimizer>(cfg.optim, model_->params_info(), sync_->owned_ranges(),
                                                  ops_.get());
-  // Gradient-norm ranges: each element counted once in the mesh (parameters replicated
-  // across tp on tp rank 0 only), per parameter and owned range, in this fixed order.
-  for (const auto& p : model_->params_info()) {
-    if (p.split == parallel::TpSplit::Replicated && tp_rank_ != 0) continue;
-    for (const auto& [b, e] : sync_->owned_ranges()) {
-      const int64_t lo = std::max(b, p.offset), hi = std::min(e, p.offset + p.numel);
-      if (lo < hi) norm_ranges_.push_back({lo, hi});
-    }
-  }
-  norm_host_.resize(norm_ranges_.size());
-  norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
-                                       core::DType::F64, *device_);
   data_ = io::make_data_source(cfg, world.rank(), world.size());  // the ranks share the dataset's verification
   MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
            data_->vocab_size(), cfg.model.vocab_size);
   loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
+  stepper_ = std::make_unique<Stepper>(
+      StepParts{cfg_, world_, *mesh_, comms_, *device_, *ops_, *model_, *sync_, *optim_, *loader_, faults_});
   verify_identical_init();
 }
 
@@ -152,147 +143,7 @@ void Trainer::verify_identical_init() {
   }
 }
 
-// After a step: every rank's modelled cost and compute time to every rank (a small
-// all-gather on this thread; the loader's thread never calls MPI). A dp replica's time is its
-// slowest tp rank's. Feeds the dynamic schedule and returns the imbalance (max / mean time).
-double Trainer::exchange_work(int64_t s, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens) {
-  tokens->assign(static_cast<size_t>(dp_), batch.targets);
-  if (dp_ == 1) return 1.0;
-  const double mine[3] = {batch.cost, compute_ms, static_cast<double>(batch.targets)};
-  std::vector<double> all(3 * static_cast<size_t>(world_.size()));
-  world_.all_gather(mine, all.data(), 3, parallel::DType::F64);
-  std::vector<double> c(static_cast<size_t>(dp_), 0.0), t(static_cast<size_t>(dp_), 0.0);
-  for (int r = 0; r < world_.size(); ++r) {
-    const auto co = mesh_->coords(r);
-    const size_t d = static_cast<size_t>(co.dp), i = 3 * static_cast<size_t>(r);
-    if (co.tp == 0) c[d] = all[i], (*tokens)[d] = static_cast<int64_t>(all[i + 2]);
-    t[d] = std::max(t[d], all[i + 1]);
-  }
-  loader_->report(s, c, t);
-  double mx = 0, mean = 0;
-  for (double v : t) mx = std::max(mx, v), mean += v / dp_;
-  return mean > 0 ? mx / mean : 1.0;
-}
-
-// Sum of squared gradients over the whole model: each element counted once in the mesh
-// (parameters replicated across tp are counted on tp rank 0 only).
-// Each range's sum of squares lands in a device double; the host adds them in range order
-// (deterministic on every device).
-double Trainer::grad_sumsq() {
-  const float* g = model_->grads().f32();
-  double* partial = static_cast<double*>(norm_partials_.raw());
-  for (size_t i = 0; i < norm_ranges_.size(); ++i) {
-    const auto [lo, hi] = norm_ranges_[i];
-    ops_->sum_squares(partial + i, g + lo, hi - lo);
-  }
-  device_->copy(norm_host_.data(), partial, norm_host_.size() * sizeof(double));
-  double local = 0;
-  for (double v : norm_host_) local += v;
-  if (cfg_.parallel.zero == 1 && dp_ > 1) {
-    world_.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
-  } else if (tp_ > 1) {
-    comms_.tp->all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
-  }
-  return local;
-}
-
-double Trainer::tp_blocked_s() const {
-  const auto* t = dynamic_cast<const parallel::TimeoutCommunicator*>(comms_.tp.get());
-  return t && tp_ > 1 ? t->blocked_s() : 0.0;
-}
-
-StepStats Trainer::step(int64_t s) {
-  const auto t0 = Clock::now();
-  const double tp_blocked0 = tp_blocked_s();
-  double data_ms = 0;  // time this thread waited for the loader
-  const io::Batch& batch = loader_->next(s, &data_ms);
-  model_->zero_grads();
-  const int64_t step_tokens = batch.global_targets;  // the same on every rank
-  const float loss_weight = 1.0f / static_cast<float>(step_tokens);
-  double loss_sum = 0;  // sum of token losses of this rank's share
-  const auto tc = Clock::now();
-  // a replica with no samples this step (dynamic schedule) runs no backward; begin() lets
-  // finish() join every bucket's collective with zero gradients
-  if (batch.n_micro == 0) sync_->begin(model_->grads().f32(), model_->params().f32());
-  for (int m = 0; m < batch.n_micro; ++m) {
-    const io::MicroBatch& mb = batch.micro[static_cast<size_t>(m)];
-    loss_sum += model_->forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T) * model_->loss_tokens();
-    const bool last = m == batch.n_micro - 1;
-    if (last) {
-      sync_->begin(model_->grads().f32(), model_->params().f32());
-      model_->backward(loss_weight, [this](int i) { sync_->on_grad_ready(i); });
-    } else {
-      model_->backward(loss_weight);
-    }
-  }
-  device_->synchronize();  // a GPU's backward is queued: the schedule needs its real compute time
-  double compute_ms = ms_between(tc, Clock::now());
-  if (dp_rank_ == cfg_.data.debug_slow_rank && cfg_.data.debug_slow_factor > 1.0) {
-    // testing heterogeneous ranks: this replica takes debug_slow_factor x its compute time
-    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>((cfg_.data.debug_slow_factor - 1.0) * compute_ms));
-    compute_ms = ms_between(tc, Clock::now());
-  }
-  sync_->finish();
-  std::vector<int64_t> replica_tokens;
-  const double imbalance = exchange_work(s, batch, compute_ms, &replica_tokens);
-  const int64_t nan0 = cfg_.train.debug_nan_step;
-  if (nan0 >= 0 && s >= nan0 && s - nan0 < cfg_.train.debug_nan_steps) {  // on every rank: a consistent fault
-    const float nan = NAN;
-    device_->copy(model_->grads().raw(), &nan, sizeof(nan));
-  }
-  const double norm = std::sqrt(grad_sumsq());  // identical on every rank
-  float* g = model_->grads().f32();
-  if (!std::isfinite(norm)) {
-    if (cfg_.train.nonfinite == "stop") {
-      throw core::Error(fmt::format("non-finite gradient norm at step {}; stopping with the last checkpoint kept", s))
-          .with_hint("lower optim.lr, check the data, or set train.nonfinite=skip to drop such updates");
-    }
-    // skip: no update; the step still counts (its batch is consumed) and is reported
-    if (dp_ > 1) comms_.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
-    StepStats st;
-    st.step = s;
-    st.skipped = true;
-    st.loss = loss_sum / static_cast<double>(step_tokens);
-    st.lr = parallel::learning_rate(cfg_.optim, s, cfg_.train.steps);
-    st.grad_norm = norm;
-    st.ms = ms_between(t0, Clock::now());
-    st.tokens = step_tokens;
-    st.tokens_per_s = step_tokens / (st.ms / 1000.0);
-    st.data_ms = data_ms;
-    st.imbalance = imbalance;
-    st.replica_tokens = std::move(replica_tokens);
-    return st;
-  }
-  if (cfg_.optim.grad_clip > 0 && norm > cfg_.optim.grad_clip) {
-    const float scale = static_cast<float>(cfg_.optim.grad_clip / (norm + 1e-6));
-    for (const auto& [b, e] : sync_->owned_ranges()) ops_->scale(g + b, e - b, scale);
-  }
-  const double lr = parallel::learning_rate(cfg_.optim, s, cfg_.train.steps);
-  optim_->step(model_->params().f32(), model_->working_copy(), g, static_cast<float>(lr), s + 1);
-  sync_->gather_params();
-  if (cfg_.parallel.zero == 1 && dp_ > 1) model_->refresh_working_params();  // gathered master -> bf16 copy
-  if (dp_ > 1) comms_.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
-  device_->synchronize();  // the step's device work is done (timings are real)
-  const auto t1 = Clock::now();
-
-  StepStats st;
-  st.step = s;
-  st.loss = loss_sum / static_cast<double>(step_tokens);
-  st.lr = lr;
-  st.grad_norm = norm;
-  st.ms = ms_between(t0, t1);
-  st.tokens = step_tokens;
-  st.tokens_per_s = step_tokens / (st.ms / 1000.0);
-  st.imbalance = imbalance;
-  st.replica_tokens = std::move(replica_tokens);
-  // tensor-parallel all-reduces block the step: all of their time is exposed
-  const double tp_ms = (tp_blocked_s() - tp_blocked0) * 1e3;
-  st.comm_ms = sync_->comm_ms() + tp_ms;
-  st.exposed_comm_ms = sync_->exposed_ms() + tp_ms;
-  st.data_ms = data_ms;
-  st.compute_ms = st.ms - st.exposed_comm_ms - data_ms;
-  return st;
-}
+StepStats Trainer::step(int64_t s) { return stepper_->step(s); }
 
 double Trainer::evaluate() { return *evaluate_unless_preempted(false); }
 
@@ -410,9 +261,7 @@ TrainSummary Trainer::run() {
                     : "");
     log::info("loader: schedule {} over {} dp replica(s), {} batch(es) prefetched{}", io::policy_name(lo.policy), dp_,
               lo.prefetch,
-              cfg_.data.debug_slow_rank >= 0 ? fmt::format("; debug: dp replica {} runs {}x slower",
-                                                           cfg_.data.debug_slow_rank, cfg_.data.debug_slow_factor)
-                                             : "");
+              faults_.describe());
   }
   log::info("{}", memory_report());
 

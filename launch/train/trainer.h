@@ -30,7 +30,9 @@
 #include "io/loader.h"
 #include "io/metrics.h"
 #include "kernels/ops.h"
+#include "launch/train/fault_injection.h"
 #include "launch/train/model.h"
+#include "launch/train/stats.h"
 #include "launch/train/train_state.h"
 #include "launch/train/train_util.h"
 #include "parallel/communicator.h"
@@ -41,28 +43,7 @@
 
 namespace mt::launch {
 
-struct StepStats {
-  int64_t step = 0;
-  double loss = 0, lr = 0, grad_norm = 0;
-  double ms = 0, tokens_per_s = 0;
-  double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
-  double imbalance = 1.0;  // max / mean compute time of the dp replicas
-  std::vector<int64_t> replica_tokens;  // target tokens each dp replica trained on
-  int64_t tokens = 0;      // target tokens of the global batch
-  bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
-};
-
-struct TrainSummary {
-  int64_t steps_done = 0;
-  double final_loss = 0;
-  std::optional<double> final_eval_loss;
-  std::optional<double> data_entropy;
-  double tokens_per_s = 0, wall_s = 0;
-  bool early_stopped = false;
-  bool preempted = false;
-  int64_t skipped_steps = 0;   // stopped by SIGTERM/SIGUSR1 after writing a checkpoint
-  std::vector<double> losses;  // per step, identical on every rank
-};
+class Stepper;
 
 class Trainer {
  public:
@@ -111,9 +92,6 @@ class Trainer {
   // Whether any rank has received SIGTERM/SIGUSR1 (an all-reduce of the flag).
   bool agree_preemption();
   void load_resharded(const std::string& dir, const nlohmann::json& manifest);
-  // After a step: all-gathers the replicas' cost, compute time and tokens; returns imbalance.
-  double exchange_work(int64_t step, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens);
-  double grad_sumsq();
 
   core::Config cfg_;
   parallel::Communicator& world_;
@@ -121,7 +99,6 @@ class Trainer {
   std::unique_ptr<kernels::Ops> ops_;  // declared before everything that uses it
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::MeshComms comms_;
-  double tp_blocked_s() const;  // time blocked in tensor-parallel collectives so far (MPI groups)
   // Collectives on device buffers (null on the CPU: the MPI groups in comms_ serve).
   std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_;
   std::unique_ptr<TrainModel> model_;  // make_model (model.h)
@@ -131,10 +108,8 @@ class Trainer {
   std::unique_ptr<io::Loader> loader_;  // after data_: it reads from it
   io::Batch eval_batch_;
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
-  // gradient norm: the flat ranges summed (in this order), one device double each
-  std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
-  core::Tensor norm_partials_;
-  std::vector<double> norm_host_;  // their host copy (allocated once, not per step)
+  FaultInjector faults_;  // test-only (the config's debug keys)
+  std::unique_ptr<Stepper> stepper_;  // after everything it works on
   TrainState state_;  // carried by checkpoints
   // this process's start (the trainer's construction), for the run totals' wall time
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
