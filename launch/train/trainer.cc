@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "launch/train/checkpoint_manager.h"
 #include "launch/train/step.h"
 #include "io/checkpoint.h"
 #include "io/tb_writer.h"
@@ -100,6 +101,8 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
   stepper_ = std::make_unique<Stepper>(
       StepParts{cfg_, world_, *mesh_, comms_, *device_, *ops_, *model_, *sync_, *optim_, *loader_, faults_});
+  checkpoints_ = std::make_unique<CheckpointManager>(cfg_, world_, *mesh_, *device_, *model_, *optim_, *sync_,
+                                                     *loader_, started_);
   verify_identical_init();
 }
 
@@ -144,6 +147,10 @@ void Trainer::verify_identical_init() {
 }
 
 StepStats Trainer::step(int64_t s) { return stepper_->step(s); }
+
+void Trainer::save_checkpoint(int64_t steps_done) { checkpoints_->save(steps_done, state_); }
+int64_t Trainer::restore_checkpoint() { return checkpoints_->restore(&state_); }
+std::string Trainer::checkpoint_dir() const { return checkpoints_->dir(); }
 
 double Trainer::evaluate() { return *evaluate_unless_preempted(false); }
 
@@ -232,11 +239,7 @@ TrainSummary Trainer::run() {
     ensure_writable_dir(checkpoint_dir(), cfg_.checkpoint.dir.empty() ? "run.dir" : "checkpoint.dir", "checkpoints");
     io::write_file_atomic(cfg_.run.dir + "/config.yaml", core::config_to_yaml(cfg_));
     if (on_run_start) on_run_start();
-    if (const auto [aside, moved] = io::supersede_checkpoints(checkpoint_dir(), start); !moved.empty()) {
-      log::warn("{} checkpoint(s) under {} are newer than step {} where this run starts ({} ... {}): they belong to "
-                "the run this one replaces and would shadow its checkpoints; moved to {} (delete it if not needed)",
-                moved.size(), checkpoint_dir(), start, moved.back(), moved.front(), aside);
-    }
+    checkpoints_->supersede_after(start);
     // drop the records after the checkpoint (and, when the final eval is redone, its record)
     if (start > 0) io::truncate_metrics(cfg_.run.dir, start, /*keep_eval_at_step=*/!ended);
     metrics = io::MetricsWriter(cfg_.run.dir, /*append=*/start > 0);

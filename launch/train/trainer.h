@@ -43,6 +43,7 @@
 
 namespace mt::launch {
 
+class CheckpointManager;
 class Stepper;
 
 class Trainer {
@@ -65,7 +66,7 @@ class Trainer {
   // `interruptible` is set (checked before each eval batch: a collective).
   std::optional<double> evaluate_unless_preempted(bool interruptible);
 
-  // Checkpoints (launch/train/checkpoint_manager.cc). save: every rank writes its shard of the
+  // Checkpoints (checkpoint_manager.h). save: every rank writes its shard of the
   // state after `steps_done` steps. restore: loads cfg.checkpoint.resume ("auto" = newest
   // valid checkpoint, falling back to older ones) and returns the step to continue from
   // (0 if "auto" found none). Both are collective over the world.
@@ -91,7 +92,6 @@ class Trainer {
   void verify_identical_init();
   // Whether any rank has received SIGTERM/SIGUSR1 (an all-reduce of the flag).
   bool agree_preemption();
-  void load_resharded(const std::string& dir, const nlohmann::json& manifest);
 
   core::Config cfg_;
   parallel::Communicator& world_;
@@ -110,6 +110,7 @@ class Trainer {
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
   FaultInjector faults_;  // test-only (the config's debug keys)
   std::unique_ptr<Stepper> stepper_;  // after everything it works on
+  std::unique_ptr<CheckpointManager> checkpoints_;  // (likewise)
   TrainState state_;  // carried by checkpoints
   // this process's start (the trainer's construction), for the run totals' wall time
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
