@@ -89,6 +89,7 @@ class Trainer {
   std::string memory_report() const;
 
  private:
+  friend class RunLoop;  // run() (run_loop.cc): the run's state and decisions around the steps
   void verify_identical_init();
   // Whether any rank has received SIGTERM/SIGUSR1 (an all-reduce of the flag).
   bool agree_preemption();
