@@ -15,6 +15,33 @@
 
 namespace mt::launch {
 
+namespace {
+// concat mode splits the global batch evenly (static, round_robin, balanced): whole
+// micro-batches of the same shape on every rank
+void check_batch_split(const core::Config& cfg, const io::LoaderOptions& lopt, int dp) {
+  const int denom = cfg.train.micro_batch * dp;
+  if (lopt.mode == io::SampleMode::Concat && lopt.policy != io::SchedulePolicy::Dynamic &&
+      cfg.train.batch_size % denom != 0) {
+    throw core::Error(fmt::format("train.batch_size = {} is not divisible by train.micro_batch x dp = {} x {}",
+                                  cfg.train.batch_size, cfg.train.micro_batch, dp))
+        .with_yaml("train.batch_size")
+        .with_hint(fmt::format("the global batch is split into dp ranks x gradient-accumulation steps x "
+                               "micro-batches; e.g. train.batch_size={}, or data.schedule=dynamic (uneven shares)",
+                               (cfg.train.batch_size + denom - 1) / denom * denom));
+  }
+}
+
+// Micro-batch shapes vary (documents: rows as long as their longest document; dynamic:
+// shares that change), and Gpt re-allocates its activations for every new shape. By
+// default glibc hands those pages back to the OS and the next allocation faults them in
+// again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
+// of examples/small.yaml). Keep freed memory in the heap for reuse instead.
+void keep_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+}  // namespace
+
 Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
     : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)), faults_(cfg_) {
   kernels::OpsOptions opt;
@@ -31,27 +58,8 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   tp_rank_ = comms_.tp->rank();
 
   const io::LoaderOptions lopt = io::LoaderOptions::from_config(cfg, dp_, dp_rank_);
-  const int denom = cfg.train.micro_batch * dp_;
-  // concat mode splits the global batch evenly (static, round_robin, balanced): whole
-  // micro-batches of the same shape on every rank
-  if (lopt.mode == io::SampleMode::Concat && lopt.policy != io::SchedulePolicy::Dynamic &&
-      cfg.train.batch_size % denom != 0) {
-    throw core::Error(fmt::format("train.batch_size = {} is not divisible by train.micro_batch x dp = {} x {}",
-                                  cfg.train.batch_size, cfg.train.micro_batch, dp_))
-        .with_yaml("train.batch_size")
-        .with_hint(fmt::format("the global batch is split into dp ranks x gradient-accumulation steps x "
-                               "micro-batches; e.g. train.batch_size={}, or data.schedule=dynamic (uneven shares)",
-                               (cfg.train.batch_size + denom - 1) / denom * denom));
-  }
-  if (lopt.mode == io::SampleMode::Documents || lopt.policy == io::SchedulePolicy::Dynamic) {
-    // Micro-batch shapes vary (documents: rows as long as their longest document; dynamic:
-    // shares that change), and Gpt re-allocates its activations for every new shape. By
-    // default glibc hands those pages back to the OS and the next allocation faults them in
-    // again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
-    // of examples/small.yaml). Keep freed memory in the heap for reuse instead.
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  }
+  check_batch_split(cfg, lopt, dp_);
+  if (lopt.mode == io::SampleMode::Documents || lopt.policy == io::SchedulePolicy::Dynamic) keep_freed_memory();
 
   // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
   // Groups of one rank exchange nothing, so they need none.

@@ -1,8 +1,13 @@
-// What: the training loop. One Trainer per rank: builds the dp x tp mesh and its
-// sub-communicators, the model slice, the optimizer (sharded with ZeRO-1) and the gradient
-// buckets, then runs steps: micro-batches (forward, backward with bucketed all-reduce on the
-// last one), global-norm clipping, the LR schedule, the update, periodic eval, early stopping,
-// and the run directory (resolved config, metrics.jsonl, summary.json).
+// What: the Trainer, one per rank: it builds the dp x tp mesh and its sub-communicators, the
+// model slice (make_model), the gradient buckets (GradSync), the optimizer (sharded with
+// ZeRO-1), the data source and its loader, and owns the pieces that use them:
+//   step.h              Stepper: one optimizer step (forward/backward, sync, norm, update)
+//   run_loop.cc         run(): resume, steps, evals, early stopping, preemption, checkpoints
+//   reporter.h          what the user sees: log lines, progress line, metrics.jsonl, tb/, summary.json
+//   checkpoint_manager.h save / restore (reshard.h: the element-wise resharding)
+//   train_state.h       the state a checkpoint carries besides the tensors
+//   fault_injection.h   the test-only faults of the config's debug keys
+//   model.h, stats.h, train_util.h: the model type, StepStats / TrainSummary, free helpers
 // Why: the global batch of step s is a fixed set of samples whatever dp is (io/loader.h plans
 // it and gives each dp replica its share, prefetched by a background thread); each token's
 // loss is weighted by 1 / (the step's global count of target tokens), so the gradients summed
@@ -15,7 +20,6 @@
 #pragma once
 
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -25,10 +29,8 @@
 
 #include "core/config.h"
 #include "core/device.h"
-#include "core/tensor.h"
 #include "io/data_source.h"
 #include "io/loader.h"
-#include "io/metrics.h"
 #include "kernels/ops.h"
 #include "launch/train/fault_injection.h"
 #include "launch/train/model.h"
@@ -36,7 +38,6 @@
 #include "launch/train/train_state.h"
 #include "launch/train/train_util.h"
 #include "parallel/communicator.h"
-#include "parallel/gpt.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/optimizer.h"
@@ -114,7 +115,7 @@ class Trainer {
   std::unique_ptr<CheckpointManager> checkpoints_;  // (likewise)
   TrainState state_;  // carried by checkpoints
   // this process's start (the trainer's construction), for the run totals' wall time
-  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  Clock::time_point started_ = Clock::now();
 };
 
 }  // namespace mt::launch
