@@ -12,7 +12,6 @@
 #include "launch/build_info.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
-#include "launch/trainer.h"
 
 namespace mt::launch {
 

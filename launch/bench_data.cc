@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "io/dataset.h"
 #include "io/loader.h"
-#include "launch/trainer.h"
+#include "launch/train/train_util.h"
 
 namespace mt::launch {
 

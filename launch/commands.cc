@@ -23,7 +23,7 @@
 #include "launch/blas_env.h"
 #include "launch/svg.h"
 #include "launch/signals.h"
-#include "launch/trainer.h"
+#include "launch/train/trainer.h"
 #include "mt/build_config.h"
 #include "parallel/allreduce_bench.h"
 #include "parallel/models/registry.h"

@@ -22,7 +22,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "launch/trainer.h"
+#include "launch/train/trainer.h"
 #include "parallel/communicator.h"
 #include "parallel/models/blocks.h"
 #include "parallel/models/registry.h"

@@ -4,7 +4,7 @@
 // not a made-up grad_accum where it is not).
 #include <gtest/gtest.h>
 
-#include "launch/trainer.h"
+#include "launch/train/train_util.h"
 
 namespace {
 

@@ -1,0 +1,23 @@
+// What: make_model and describe_model (see model.h).
+#include "launch/train/model.h"
+
+namespace mt::launch {
+
+std::unique_ptr<TrainModel> make_model(const core::Config& cfg, int tp, int tp_rank, parallel::Communicator* tp_comm,
+                                       int64_t flat_align, kernels::Ops* ops) {
+  parallel::ModelContext ctx;
+  ctx.tp = tp;
+  ctx.tp_rank = tp_rank;
+  ctx.tp_comm = tp_comm;
+  ctx.flat_align = flat_align;
+  ctx.ops = ops;
+  auto model = parallel::make_model(cfg.model, ctx);
+  model->init_weights(cfg.train.seed);
+  return model;
+}
+
+std::string describe_model(const core::Config&, const TrainModel& model) {
+  return model.arch().describe(model.tp().size());
+}
+
+}  // namespace mt::launch

@@ -1,0 +1,31 @@
+// What: the model the trainer trains: its type and the one function that builds it.
+// Why: the trainer reaches the model through its public training methods only (forward,
+// backward, zero_grads, params, grads, working_copy, refresh_working_params, params_info,
+// num_local_params, num_full_params, flops_per_token, activation_bytes, working_copy_bytes,
+// loss_tokens) and its Architecture (parallel/models/model.h); model.arch picks it from the
+// registry (parallel/models/registry.h), so nothing here knows which architecture it is.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "kernels/ops.h"
+#include "parallel/communicator.h"
+#include "parallel/models/registry.h"
+
+namespace mt::launch {
+
+using TrainModel = parallel::Model;
+
+// This rank's slice (tp rank `tp_rank` of `tp`), initialised from train.seed (the same
+// parameters whatever the layout). tp_comm: the tp group on device buffers, null at tp = 1;
+// flat_align: the flat buffers' padding (GradSync::flat_alignment(dp)). ops must outlive it.
+std::unique_ptr<TrainModel> make_model(const core::Config& cfg, int tp, int tp_rank, parallel::Communicator* tp_comm,
+                                       int64_t flat_align, kernels::Ops* ops);
+
+// The start-up log's description of the model, after "model: ".
+std::string describe_model(const core::Config& cfg, const TrainModel& model);
+
+}  // namespace mt::launch

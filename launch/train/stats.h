@@ -1,0 +1,35 @@
+// What: what a training step and a whole run report: StepStats (one optimizer step, the same
+// loss, lr and norm on every rank; timings this rank's) and TrainSummary (Trainer::run()).
+// Why: shared by the step, the run loop, the reporter and `meshtrain bench step`.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace mt::launch {
+
+struct StepStats {
+  int64_t step = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  double ms = 0, tokens_per_s = 0;
+  double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
+  double imbalance = 1.0;  // max / mean compute time of the dp replicas
+  std::vector<int64_t> replica_tokens;  // target tokens each dp replica trained on
+  int64_t tokens = 0;      // target tokens of the global batch
+  bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
+};
+
+struct TrainSummary {
+  int64_t steps_done = 0;
+  double final_loss = 0;
+  std::optional<double> final_eval_loss;
+  std::optional<double> data_entropy;
+  double tokens_per_s = 0, wall_s = 0;
+  bool early_stopped = false;
+  bool preempted = false;
+  int64_t skipped_steps = 0;   // stopped by SIGTERM/SIGUSR1 after writing a checkpoint
+  std::vector<double> losses;  // per step, identical on every rank
+};
+
+}  // namespace mt::launch

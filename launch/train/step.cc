@@ -1,0 +1,155 @@
+// What: Stepper (see step.h).
+#include "launch/train/step.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "launch/train/train_util.h"
+#include "parallel/timeout_communicator.h"
+
+namespace mt::launch {
+
+Stepper::Stepper(const StepParts& parts) : p_(parts) {
+  dp_ = p_.mesh.dp();
+  tp_ = p_.mesh.tp();
+  dp_rank_ = p_.comms.dp->rank();
+  tp_rank_ = p_.comms.tp->rank();
+  // Gradient-norm ranges: each element counted once in the mesh (parameters replicated
+  // across tp on tp rank 0 only), per parameter and owned range, in this fixed order.
+  for (const auto& p : p_.model.params_info()) {
+    if (p.partition.replicated_over_tp() && tp_rank_ != 0) continue;
+    for (const auto& [b, e] : p_.sync.owned_ranges()) {
+      const int64_t lo = std::max(b, p.offset), hi = std::min(e, p.offset + p.numel);
+      if (lo < hi) norm_ranges_.push_back({lo, hi});
+    }
+  }
+  norm_host_.resize(norm_ranges_.size());
+  norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
+                                       core::DType::F64, p_.device);
+}
+
+StepStats Stepper::step(int64_t s) {
+  const auto t0 = Clock::now();
+  const double tp_blocked0 = tp_blocked_s();
+  StepStats st;
+  st.step = s;
+  const io::Batch& batch = p_.loader.next(s, &st.data_ms);  // (the time this thread waited for it)
+  st.tokens = batch.global_targets;                         // the same on every rank
+  double compute_ms = 0;
+  double loss_sum = forward_backward(batch, &compute_ms);  // this replica's share
+  p_.sync.finish();
+  st.imbalance = exchange_work(s, batch, compute_ms, &st.replica_tokens);
+  p_.faults.before_norm(s, p_.model.grads());
+  st.grad_norm = std::sqrt(grad_sumsq());  // identical on every rank
+  st.lr = parallel::learning_rate(p_.cfg.optim, s, p_.cfg.train.steps);
+  st.skipped = !std::isfinite(st.grad_norm);
+  if (st.skipped && p_.cfg.train.nonfinite == "stop") {
+    throw core::Error(fmt::format("non-finite gradient norm at step {}; stopping with the last checkpoint kept", s))
+        .with_hint("lower optim.lr, check the data, or set train.nonfinite=skip to drop such updates");
+  }
+  // skip: no update; the step still counts (its batch is consumed) and is reported
+  if (!st.skipped) update(s, st.grad_norm, st.lr);
+  if (dp_ > 1) p_.comms.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  st.loss = loss_sum / static_cast<double>(st.tokens);
+  if (st.skipped) {  // (reported without the communication figures)
+    st.ms = ms_between(t0, Clock::now());
+    st.tokens_per_s = st.tokens / (st.ms / 1000.0);
+    return st;
+  }
+  p_.device.synchronize();  // the step's device work is done (timings are real)
+  st.ms = ms_between(t0, Clock::now());
+  st.tokens_per_s = st.tokens / (st.ms / 1000.0);
+  // tensor-parallel all-reduces block the step: all of their time is exposed
+  const double tp_ms = (tp_blocked_s() - tp_blocked0) * 1e3;
+  st.comm_ms = p_.sync.comm_ms() + tp_ms;
+  st.exposed_comm_ms = p_.sync.exposed_ms() + tp_ms;
+  st.compute_ms = st.ms - st.exposed_comm_ms - st.data_ms;
+  return st;
+}
+
+double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
+  TrainModel& model = p_.model;
+  model.zero_grads();
+  const float loss_weight = 1.0f / static_cast<float>(batch.global_targets);
+  double loss_sum = 0;  // sum of token losses of this rank's share
+  const auto tc = Clock::now();
+  // a replica with no samples this step (dynamic schedule) runs no backward; begin() lets
+  // finish() join every bucket's collective with zero gradients
+  if (batch.n_micro == 0) p_.sync.begin(model.grads().f32(), model.params().f32());
+  for (int m = 0; m < batch.n_micro; ++m) {
+    const io::MicroBatch& mb = batch.micro[static_cast<size_t>(m)];
+    loss_sum += model.forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T) * model.loss_tokens();
+    const bool last = m == batch.n_micro - 1;
+    if (last) {
+      p_.sync.begin(model.grads().f32(), model.params().f32());
+      model.backward(loss_weight, [this](int i) { p_.sync.on_grad_ready(i); });
+    } else {
+      model.backward(loss_weight);
+    }
+  }
+  p_.device.synchronize();  // a GPU's backward is queued: the schedule needs its real compute time
+  *compute_ms = p_.faults.after_compute(dp_rank_, ms_between(tc, Clock::now()));
+  return loss_sum;
+}
+
+void Stepper::update(int64_t s, double norm, double lr) {
+  TrainModel& model = p_.model;
+  float* g = model.grads().f32();
+  if (p_.cfg.optim.grad_clip > 0 && norm > p_.cfg.optim.grad_clip) {
+    const float scale = static_cast<float>(p_.cfg.optim.grad_clip / (norm + 1e-6));
+    for (const auto& [b, e] : p_.sync.owned_ranges()) p_.ops.scale(g + b, e - b, scale);
+  }
+  p_.optim.step(model.params().f32(), model.working_copy(), g, static_cast<float>(lr), s + 1);
+  p_.sync.gather_params();
+  if (p_.cfg.parallel.zero == 1 && dp_ > 1) model.refresh_working_params();  // gathered master -> bf16 copy
+}
+
+// After a step: every rank's modelled cost and compute time to every rank (a small
+// all-gather on this thread; the loader's thread never calls MPI). A dp replica's time is its
+// slowest tp rank's. Feeds the dynamic schedule and returns the imbalance (max / mean time).
+double Stepper::exchange_work(int64_t s, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens) {
+  tokens->assign(static_cast<size_t>(dp_), batch.targets);
+  if (dp_ == 1) return 1.0;
+  const double mine[3] = {batch.cost, compute_ms, static_cast<double>(batch.targets)};
+  std::vector<double> all(3 * static_cast<size_t>(p_.world.size()));
+  p_.world.all_gather(mine, all.data(), 3, parallel::DType::F64);
+  std::vector<double> c(static_cast<size_t>(dp_), 0.0), t(static_cast<size_t>(dp_), 0.0);
+  for (int r = 0; r < p_.world.size(); ++r) {
+    const auto co = p_.mesh.coords(r);
+    const size_t d = static_cast<size_t>(co.dp), i = 3 * static_cast<size_t>(r);
+    if (co.tp == 0) c[d] = all[i], (*tokens)[d] = static_cast<int64_t>(all[i + 2]);
+    t[d] = std::max(t[d], all[i + 1]);
+  }
+  p_.loader.report(s, c, t);
+  double mx = 0, mean = 0;
+  for (double v : t) mx = std::max(mx, v), mean += v / dp_;
+  return mean > 0 ? mx / mean : 1.0;
+}
+
+// Each element counted once in the mesh (parameters replicated across tp are counted on tp
+// rank 0 only). Each range's sum of squares lands in a device double; the host adds them in
+// range order (deterministic on every device).
+double Stepper::grad_sumsq() {
+  const float* g = p_.model.grads().f32();
+  double* partial = static_cast<double*>(norm_partials_.raw());
+  for (size_t i = 0; i < norm_ranges_.size(); ++i) {
+    const auto [lo, hi] = norm_ranges_[i];
+    p_.ops.sum_squares(partial + i, g + lo, hi - lo);
+  }
+  p_.device.copy(norm_host_.data(), partial, norm_host_.size() * sizeof(double));
+  double local = 0;
+  for (double v : norm_host_) local += v;
+  if (p_.cfg.parallel.zero == 1 && dp_ > 1) {
+    p_.world.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  } else if (tp_ > 1) {
+    p_.comms.tp->all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  }
+  return local;
+}
+
+double Stepper::tp_blocked_s() const {
+  return tp_ > 1 ? p_.model.tp().comm()->stats().blocked_s : 0.0;  // the model's tp communicator
+}
+
+}  // namespace mt::launch

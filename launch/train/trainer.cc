@@ -1,0 +1,178 @@
+// What: Trainer (see trainer.h): construction, the eval, and the small queries; run() is in
+// run_loop.cc, step() in step.cc, the checkpoints in checkpoint_manager.cc.
+#include "launch/train/trainer.h"
+
+#include <malloc.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "launch/blas_env.h"
+#include "launch/signals.h"
+#include "launch/train/checkpoint_manager.h"
+#include "launch/train/step.h"
+
+namespace mt::launch {
+
+namespace {
+// concat mode splits the global batch evenly (static, round_robin, balanced): whole
+// micro-batches of the same shape on every rank
+void check_batch_split(const core::Config& cfg, const io::LoaderOptions& lopt, int dp) {
+  const int denom = cfg.train.micro_batch * dp;
+  if (lopt.mode == io::SampleMode::Concat && lopt.policy != io::SchedulePolicy::Dynamic &&
+      cfg.train.batch_size % denom != 0) {
+    throw core::Error(fmt::format("train.batch_size = {} is not divisible by train.micro_batch x dp = {} x {}",
+                                  cfg.train.batch_size, cfg.train.micro_batch, dp))
+        .with_yaml("train.batch_size")
+        .with_hint(fmt::format("the global batch is split into dp ranks x gradient-accumulation steps x "
+                               "micro-batches; e.g. train.batch_size={}, or data.schedule=dynamic (uneven shares)",
+                               (cfg.train.batch_size + denom - 1) / denom * denom));
+  }
+}
+
+// Micro-batch shapes vary (documents: rows as long as their longest document; dynamic:
+// shares that change), and the model re-allocates its activations for every new shape. By
+// default glibc hands those pages back to the OS and the next allocation faults them in
+// again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
+// of examples/small.yaml). Keep freed memory in the heap for reuse instead.
+void keep_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+}  // namespace
+
+Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
+    : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)), faults_(cfg_) {
+  kernels::OpsOptions opt;
+  opt.working = working_dtype(cfg, *device_);
+  opt.attention = cfg.train.attention;
+  ops_ = kernels::make_ops(*device_, opt);
+  const int world_size = world.size();
+  tp_ = cfg.parallel.tp;
+  dp_ = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world_size / tp_);
+  parallel::Mesh::validate(world_size, dp_, tp_, parallel::tp_rule(*parallel::make_architecture(cfg.model)));
+  mesh_ = std::make_unique<parallel::Mesh>(world_size, dp_, tp_);
+  comms_ = parallel::make_mesh_comms(world, *mesh_);
+  dp_rank_ = comms_.dp->rank();
+  tp_rank_ = comms_.tp->rank();
+
+  const io::LoaderOptions lopt = io::LoaderOptions::from_config(cfg, dp_, dp_rank_);
+  check_batch_split(cfg, lopt, dp_);
+  if (lopt.mode == io::SampleMode::Documents || lopt.policy == io::SchedulePolicy::Dynamic) keep_freed_memory();
+
+  // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
+  // Groups of one rank exchange nothing, so they need none.
+  if (dp_ > 1) dp_dev_ = parallel::make_device_communicator(*comms_.dp, *device_, cfg.parallel.backend);
+  if (tp_ > 1) tp_dev_ = parallel::make_device_communicator(*comms_.tp, *device_, cfg.parallel.backend);
+  parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
+  parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
+
+  model_ = make_model(cfg, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, parallel::GradSync::flat_alignment(dp_),
+                      ops_.get());
+  const auto reduce_dtype =
+      cfg.parallel.grad_reduce_dtype == "bf16" ? parallel::DType::BF16 : parallel::DType::F32;
+  sync_ = std::make_unique<parallel::GradSync>(dp_comm, model_->params_info(), model_->num_local_params(),
+                                               cfg.parallel.bucket_mb, cfg.parallel.zero == 1, ops_.get(),
+                                               reduce_dtype);
+  optim_ = std::make_unique<parallel::Optimizer>(cfg.optim, model_->params_info(), sync_->owned_ranges(),
+                                                 ops_.get());
+  data_ = io::make_data_source(cfg, world.rank(), world.size());  // the ranks share the dataset's verification
+  MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
+           data_->vocab_size(), cfg.model.vocab_size);
+  loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
+  stepper_ = std::make_unique<Stepper>(
+      StepParts{cfg_, world_, *mesh_, comms_, *device_, *ops_, *model_, *sync_, *optim_, *loader_, faults_});
+  checkpoints_ = std::make_unique<CheckpointManager>(cfg_, world_, *mesh_, *device_, *model_, *optim_, *sync_,
+                                                     *loader_, started_);
+  verify_identical_init();
+}
+
+Trainer::~Trainer() = default;
+
+int64_t Trainer::tokens_per_step() const {
+  return loader_->options().mode == io::SampleMode::Documents
+             ? loader_->options().batch_tokens
+             : static_cast<int64_t>(cfg_.train.batch_size) * cfg_.model.seq_len;
+}
+
+double Trainer::peak_gflops_per_rank() const {
+  if (cfg_.run.peak_gflops > 0) return cfg_.run.peak_gflops;
+  if (const double peak = default_peak_gflops(device_->kind(), cfg_.train.precision); peak > 0) return peak;
+  return measure_sgemm_gflops(512, 2);
+}
+
+uint64_t Trainer::param_checksum() const {
+  core::Tensor& params = const_cast<TrainModel&>(*model_).params();
+  const size_t n = params.nbytes();
+  std::vector<unsigned char> host;  // device parameters are read through a host copy
+  const unsigned char* p = static_cast<const unsigned char*>(params.raw());
+  if (device_->kind() != core::DeviceKind::CPU) {
+    host.resize(n);
+    device_->copy(host.data(), params.raw(), n);
+    p = host.data();
+  }
+  return core::fnv1a64(p, n);
+}
+
+// Every dp replica must start from the same parameters: compare checksums across the dp group.
+void Trainer::verify_identical_init() {
+  if (dp_ == 1) return;
+  int64_t mine = static_cast<int64_t>(param_checksum() >> 1);
+  int64_t mx = mine, mn = -mine;
+  comms_.dp->all_reduce(&mx, 1, parallel::DType::I64, parallel::ReduceOp::Max);
+  comms_.dp->all_reduce(&mn, 1, parallel::DType::I64, parallel::ReduceOp::Max);
+  if (mx != mine || -mn != mine) {
+    throw core::Error("parameters differ across data-parallel ranks after initialisation")
+        .with_hint("all ranks must use the same train.seed and model config");
+  }
+}
+
+StepStats Trainer::step(int64_t s) { return stepper_->step(s); }
+
+void Trainer::save_checkpoint(int64_t steps_done) { checkpoints_->save(steps_done, state_); }
+int64_t Trainer::restore_checkpoint() { return checkpoints_->restore(&state_); }
+std::string Trainer::checkpoint_dir() const { return checkpoints_->dir(); }
+
+double Trainer::evaluate() { return *evaluate_unless_preempted(false); }
+
+bool Trainer::agree_preemption() {
+  int32_t preempt = preemption_requested() ? 1 : 0;
+  if (world_.size() > 1) world_.all_reduce(&preempt, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+  return preempt != 0;
+}
+
+std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
+  double acc[2] = {0, 0};  // sum of token losses, tokens with a target
+  for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
+    if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
+    loader_->eval_batch(k, eval_batch_);
+    for (int m = 0; m < eval_batch_.n_micro; ++m) {
+      const io::MicroBatch& mb = eval_batch_.micro[static_cast<size_t>(m)];
+      acc[0] += model_->forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T) * model_->loss_tokens();
+      acc[1] += static_cast<double>(model_->loss_tokens());
+    }
+  }
+  if (dp_ > 1) comms_.dp->all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+  return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
+}
+
+std::string Trainer::memory_report() const {
+  const double mib = 1.0 / 1048576.0;
+  const double params = model_->num_local_params() * 4.0 * mib;
+  std::string extra;
+  if (model_->working_copy_bytes() > 0)
+    extra += fmt::format(", {} working copy {:.1f} MiB", core::dtype_name(ops_->working_dtype()),
+                         model_->working_copy_bytes() * mib);
+  std::string dev;
+  if (device_->kind() != core::DeviceKind::CPU)
+    dev = fmt::format("; {}: {:.1f} MiB allocated (peak {:.1f} MiB)", device_->name(), device_->bytes_in_use() * mib,
+                      device_->peak_bytes_in_use() * mib);
+  return fmt::format("memory per rank: params {:.1f} MiB{}, grads {:.1f} MiB, optimizer state {:.1f} MiB{}, "
+                     "activations {:.1f} MiB{}",
+                     params, extra, params, optim_->state_bytes() * mib,
+                     cfg_.parallel.zero == 1 && dp_ > 1 ? fmt::format(" (ZeRO-1, 1/{} shard)", dp_) : "",
+                     model_->activation_bytes() * mib, dev);
+}
+
+}  // namespace mt::launch
