@@ -3,7 +3,8 @@
 
 namespace mt::launch {
 
-std::unique_ptr<TrainModel> make_model(const core::Config& cfg, int tp, int tp_rank, parallel::Communicator* tp_comm,
+std::unique_ptr<TrainModel> make_model(const core::Config& cfg, const parallel::Architecture& arch, int tp, int tp_rank,
+                                       parallel::Communicator* tp_comm,
                                        int64_t flat_align, kernels::Ops* ops) {
   parallel::ModelContext ctx;
   ctx.tp = tp;
@@ -11,7 +12,7 @@ std::unique_ptr<TrainModel> make_model(const core::Config& cfg, int tp, int tp_r
   ctx.tp_comm = tp_comm;
   ctx.flat_align = flat_align;
   ctx.ops = ops;
-  auto model = parallel::make_model(cfg.model, ctx);
+  auto model = arch.build(ctx);
   model->init_weights(cfg.train.seed);
   return model;
 }

@@ -19,10 +19,12 @@ namespace mt::launch {
 
 using TrainModel = parallel::Model;
 
-// This rank's slice (tp rank `tp_rank` of `tp`), initialised from train.seed (the same
+// This rank's slice of `arch` (which must be held by a shared_ptr, as make_architecture
+// gives it; the model keeps it alive) for tp rank `tp_rank` of `tp`, initialised from train.seed (the same
 // parameters whatever the layout). tp_comm: the tp group on device buffers, null at tp = 1;
 // flat_align: the flat buffers' padding (GradSync::flat_alignment(dp)). ops must outlive it.
-std::unique_ptr<TrainModel> make_model(const core::Config& cfg, int tp, int tp_rank, parallel::Communicator* tp_comm,
+std::unique_ptr<TrainModel> make_model(const core::Config& cfg, const parallel::Architecture& arch, int tp, int tp_rank,
+                                       parallel::Communicator* tp_comm,
                                        int64_t flat_align, kernels::Ops* ops);
 
 // The start-up log's description of the model, after "model: ".

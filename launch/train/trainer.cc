@@ -51,7 +51,8 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   const int world_size = world.size();
   tp_ = cfg.parallel.tp;
   dp_ = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world_size / tp_);
-  parallel::Mesh::validate(world_size, dp_, tp_, parallel::tp_rule(*parallel::make_architecture(cfg.model)));
+  const auto arch = parallel::make_architecture(cfg.model);  // model.arch: the mesh rule, then the model
+  parallel::Mesh::validate(world_size, dp_, tp_, parallel::tp_rule(*arch));
   mesh_ = std::make_unique<parallel::Mesh>(world_size, dp_, tp_);
   comms_ = parallel::make_mesh_comms(world, *mesh_);
   dp_rank_ = comms_.dp->rank();
@@ -68,7 +69,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
   parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
 
-  model_ = make_model(cfg, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, parallel::GradSync::flat_alignment(dp_),
+  model_ = make_model(cfg, *arch, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, parallel::GradSync::flat_alignment(dp_),
                       ops_.get());
   const auto reduce_dtype =
       cfg.parallel.grad_reduce_dtype == "bf16" ? parallel::DType::BF16 : parallel::DType::F32;
