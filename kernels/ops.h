@@ -1,8 +1,8 @@
-// What: Ops, the device-kernel interface: one virtual per op of the GPT model (forward and
+// What: Ops, the device-kernel interface: one virtual per op of the models (GPT-2, Llama) (forward and
 // backward), the optimizer updates, and the reductions, casts and copies around them; and
 // make_ops(), which picks the implementation for a device (kernels/ops_factory.cc is the one
 // file that knows the list: the CPU reference kernels, the CUDA kernels).
-// Why: one model file (parallel/gpt.cc), one optimizer and one trainer serve the CPU and the
+// Why: one model file per architecture (parallel/models/), one optimizer and one trainer serve the CPU and the
 // GPU without #ifdef. The CPU implementation forwards every call to kernels::cpu unchanged,
 // so the CPU path keeps its reference semantics bit for bit.
 //
@@ -73,17 +73,38 @@ class Ops {
   virtual void residual_backward(void* da, void* db, const void* dout, int64_t n) = 0;       // da, db += dout
 
   // ------------------------------------------------------------ causal self-attention
-  // qkv: (B, T, 3C) per token [q | k | v], NH heads of C/NH channels; out: (B, T, C).
-  // `state` holds what the backward needs, attention_state_elems(B, T, NH) fp32 values whose
-  // meaning is the implementation's (CPU: the probabilities (B, NH, T, T); CUDA: the
-  // log-sum-exp of every score row (B, NH, T)). doc_ids: (B, T) or null (see kernels.h).
+  // qkv: (B, T, (NH + 2 NKV) HS) per token [q (NH HS) | k (NKV HS) | v (NKV HS)], HS = C/NH;
+  // query head h reads kv head h / (NH/NKV) (grouped-query; NKV == NH is multi-head).
+  // out: (B, T, C). `state` holds what the backward needs, attention_state_elems(B, T, NH)
+  // fp32 values whose meaning is the implementation's (CPU: the probabilities (B, NH, T, T);
+  // CUDA: the log-sum-exp of every score row (B, NH, T)). doc_ids: (B, T) or null (see
+  // kernels.h).
   virtual int64_t attention_state_elems(int B, int T, int NH) const = 0;
   virtual void attention_forward(void* out, float* state, const void* qkv, const int32_t* doc_ids, int B, int T,
-                                 int C, int NH) = 0;
-  // dqkv: (B, T, 3C) +=. out is the forward's output, doc_ids the forward's (implementations
-  // that recompute the probabilities need them).
+                                 int C, int NH, int NKV) = 0;
+  // dqkv: (B, T, (NH + 2 NKV) HS) +=. out is the forward's output, doc_ids the forward's
+  // (implementations that recompute the probabilities need them).
   virtual void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
-                                  const float* state, const int32_t* doc_ids, int B, int T, int C, int NH) = 0;
+                                  const float* state, const int32_t* doc_ids, int B, int T, int C, int NH,
+                                  int NKV) = 0;
+
+  // ------------------------------------------------------------ Llama blocks
+  // RMSNorm: out: (N, C) = inp * rstd * weight; rstd: (N) fp32 = 1/sqrt(mean(inp^2) + eps).
+  virtual void rmsnorm_forward(void* out, float* rstd, const void* inp, const void* weight, int N, int C,
+                               float eps) = 0;
+  // dinp: (N, C) +=; dweight: (C) += (fp32).
+  virtual void rmsnorm_backward(void* dinp, float* dweight, const void* dout, const void* inp, const void* weight,
+                                const float* rstd, int N, int C) = 0;
+  // SwiGLU: inp: (N, 2F) per token [gate | up]; out: (N, F) = silu(gate) * up.
+  virtual void swiglu_forward(void* out, const void* inp, int64_t N, int F) = 0;
+  virtual void swiglu_backward(void* dinp, const void* inp, const void* dout, int64_t N, int F) = 0;  // dinp +=
+  // Rotary embedding, IN PLACE, on the first n_heads heads (HS channels) of each of the N rows
+  // of x (row stride `stride` elements); cos, sin: (max_pos, HS/2) fp32 tables; pos: (N).
+  // rope_backward applies the inverse rotation to a gradient (also in place).
+  virtual void rope_forward(void* x, const float* cos, const float* sin, const int32_t* pos, int N, int stride,
+                            int n_heads, int HS) = 0;
+  virtual void rope_backward(void* dx, const float* cos, const float* sin, const int32_t* pos, int N, int stride,
+                             int n_heads, int HS) = 0;
 
   // ------------------------------------------------------------ embeddings
   // out: (N, C) = wte[tokens - v_start] for tokens in [v_start, v_start + v_count), else 0.
@@ -92,10 +113,12 @@ class Ops {
   // dwte: (v_count, C) += (fp32).
   virtual void token_embedding_backward(float* dwte, const void* dout, const int32_t* tokens, int N, int C,
                                         int v_start, int v_count) = 0;
-  // out: (B, T, C) += wpe[t].
-  virtual void position_embedding_forward(void* out, const void* wpe, int B, int T, int C) = 0;
-  // dwpe: (T, C) += sum over b (fp32).
-  virtual void position_embedding_backward(float* dwpe, const void* dout, int B, int T, int C) = 0;
+  // out: (B, T, C) += wpe[p], p = pos[b, t] if pos (B, T) is given (packed documents restart
+  // at 0), else t.
+  virtual void position_embedding_forward(void* out, const void* wpe, const int32_t* pos, int B, int T, int C) = 0;
+  // dwpe: (T_max, C) += the rows of dout at their positions (fp32).
+  virtual void position_embedding_backward(float* dwpe, const void* dout, const int32_t* pos, int B, int T,
+                                           int C) = 0;
 
   // ------------------------------------------------------------ vocab-sliced cross-entropy
   // logits: (N, Vl) working dtype; rowmax, sumexp, target_logit, losses: (N) fp32.

@@ -1,5 +1,7 @@
-// What: the elementwise ops of the transformer block: GELU (the MLP nonlinearity) and the
-// residual add, forward and backward.
+// What: the elementwise ops of the transformer blocks: GELU (GPT-2's MLP nonlinearity),
+// SwiGLU (Llama's gated MLP) and the residual add, forward and backward.
+//   SwiGLU over a row [gate (F) | up (F)]: out = silu(gate) * up, silu(g) = g * sigmoid(g);
+//     dgate = dout * up * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  dup = dout * silu(g)
 //   GELU (tanh approximation, as GPT-2):
 //     gelu(x) = 0.5 * x * (1 + tanh(u)),  u = sqrt(2/pi) * (x + 0.044715 * x^3)
 //   residual: out = a + b;  da += dout, db += dout
@@ -60,6 +62,42 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
     const float du_dx = kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
     const float local_grad = s + x * 2.0f * s * (1.0f - s) * du_dx;
     dinp[i] += local_grad * dout[i];
+  }
+}
+
+// ---------------------------------------------------------------------------- SwiGLU
+// out: (N, F) written;  inp: (N, 2F) per row [gate | up]
+void swiglu_forward(float* out, const float* inp, int64_t N, int F) {
+  MT_CHECK(N >= 0 && F > 0, "swiglu_forward: bad shape N={} F={}", N, F);
+#pragma omp parallel for schedule(static) if (N * F >= kParallelMinElems)
+  for (int64_t n = 0; n < N; n++) {
+    const float* gate = inp + n * 2 * F;
+    const float* up = gate + F;
+    float* o = out + n * F;
+    for (int i = 0; i < F; i++) {
+      const float g = gate[i];
+      o[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  }
+}
+
+// dinp: (N, 2F) += (null to skip);  inp: (N, 2F) the forward's input;  dout: (N, F)
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int64_t N, int F) {
+  MT_CHECK(N >= 0 && F > 0, "swiglu_backward: bad shape N={} F={}", N, F);
+  if (dinp == nullptr) return;
+#pragma omp parallel for schedule(static) if (N * F >= kParallelMinElems)
+  for (int64_t n = 0; n < N; n++) {
+    const float* gate = inp + n * 2 * F;
+    const float* up = gate + F;
+    const float* dy = dout + n * F;
+    float* dgate = dinp + n * 2 * F;
+    float* dup = dgate + F;
+    for (int i = 0; i < F; i++) {
+      const float g = gate[i];
+      const float sg = 1.0f / (1.0f + std::exp(-g));
+      dgate[i] += dy[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+      dup[i] += dy[i] * g * sg;
+    }
   }
 }
 

@@ -1,6 +1,9 @@
-// What: causal multi-head self-attention, forward and backward, on a rank's local heads.
-//   qkv: (B, T, 3C) per token [q (C) | k (C) | v (C)]; head h owns channels [h*HS, (h+1)*HS)
-//   of each of q, k, v (HS = C / NH). For every (b, h, t):
+// What: causal self-attention with grouped key/value heads, forward and backward, on a rank's
+// local heads.
+//   qkv: (B, T, (NH + 2 NKV) HS) per token [q (NH HS) | k (NKV HS) | v (NKV HS)], HS = C / NH.
+//   Query head h owns q channels [h*HS, (h+1)*HS) and reads kv head g = h / (NH / NKV) (the
+//   group of NH/NKV consecutive query heads sharing it, as Hugging Face's repeat_kv); k_s and
+//   v_s below are kv head g's. NKV == NH is GPT-2's multi-head attention. For every (b, h, t):
 //     preatt[s] = q_t . k_s / sqrt(HS)                 for allowed s (s <= t, same document)
 //     att[t, s] = exp(preatt[s] - max) / sum_s' exp(preatt[s'] - max)    (0 if not allowed)
 //     out_t     = sum_s att[t, s] * v_s
@@ -15,10 +18,12 @@
 // The saved `att` (B, NH, T, T) holds exact zeros above the diagonal and at masked entries, so
 // the backward needs no mask: it skips zero probabilities (their contribution is exactly 0).
 // Parallelism and determinism: the forward is independent per (b, h, t) and is split over all
-// of them. In the backward every (b, h) pair owns its own q/k/v gradient channels, but dk_s
-// and dv_s gather contributions from all rows t >= s; so the backward is split over (b, h)
-// pairs only, and each pair walks t = 0..T-1 in order: every gradient element is summed in a
-// fixed order whatever the thread count. Per-thread scratch is one row of T floats.
+// of them. In the backward every (b, g) pair (a kv head and its group of query heads) owns
+// its own q/k/v gradient channels, but dk_s and dv_s gather contributions from all rows t >= s
+// of every query head of the group; so the backward is split over (b, g) pairs only, and each
+// pair walks its query heads in order and t = 0..T-1 in order: every gradient element is summed
+// in a fixed order whatever the thread count (for NKV == NH the order of the multi-head
+// kernel). K and v are never copied per query head. Per-thread scratch is one row of T floats.
 // Inner loops run over the HS contiguous channels of a head (dot products with a fixed set of
 // kLanes partial sums, and axpys), which the compiler vectorises.
 #include <cmath>
@@ -53,10 +58,11 @@ inline void axpy(float* __restrict y, float alpha, const float* __restrict x, in
   for (int i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
-void check_shapes(const char* fn, int B, int T, int C, int NH) {
-  MT_CHECK(B >= 0 && T >= 0 && C > 0 && NH > 0, "{}: bad shape B={} T={} C={} NH={}", fn, B, T,
-           C, NH);
+void check_shapes(const char* fn, int B, int T, int C, int NH, int NKV) {
+  MT_CHECK(B >= 0 && T >= 0 && C > 0 && NH > 0 && NKV > 0, "{}: bad shape B={} T={} C={} NH={} NKV={}", fn, B,
+           T, C, NH, NKV);
   MT_CHECK(C % NH == 0, "{}: C={} is not divisible by NH={}", fn, C, NH);
+  MT_CHECK(NH % NKV == 0, "{}: NH={} query heads are not divisible by NKV={} kv heads", fn, NH, NKV);
 }
 
 }  // namespace
@@ -64,13 +70,15 @@ void check_shapes(const char* fn, int B, int T, int C, int NH) {
 // ---------------------------------------------------------------------------- forward
 // out:     (B, T, C)      written
 // att:     (B, NH, T, T)  written (probabilities; 0 above the diagonal and where masked)
-// qkv:     (B, T, 3C)
+// qkv:     (B, T, (NH + 2 NKV) HS)
 // doc_ids: (B, T) or null
 void attention_forward(float* out, float* att, const float* qkv, const int32_t* doc_ids,
-                       int B, int T, int C, int NH) {
-  check_shapes("attention_forward", B, T, C, NH);
+                       int B, int T, int C, int NH, int NKV) {
+  check_shapes("attention_forward", B, T, C, NH, NKV);
   const int HS = C / NH;
-  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const int64_t C3 = C + 2 * static_cast<int64_t>(NKV) * HS;  // qkv row width
+  const int64_t koff = C, voff = C + static_cast<int64_t>(NKV) * HS;
+  const int group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
@@ -92,7 +100,7 @@ void attention_forward(float* out, float* att, const float* qkv, const int32_t* 
             att_row[s] = neg_inf;
             continue;
           }
-          const float* k = qkv + (static_cast<int64_t>(b) * T + s) * C3 + C + h * HS;
+          const float* k = qkv + (static_cast<int64_t>(b) * T + s) * C3 + koff + (h / group) * HS;
           const float score = dot(q, k, HS) * scale;
           att_row[s] = score;
           if (score > maxval) maxval = score;
@@ -115,7 +123,7 @@ void attention_forward(float* out, float* att, const float* qkv, const int32_t* 
         for (int s = 0; s <= t; s++) {
           const float a = att_row[s];
           if (a == 0.0f) continue;  // masked (or underflowed): contributes exactly nothing
-          const float* v = qkv + (static_cast<int64_t>(b) * T + s) * C3 + 2 * C + h * HS;
+          const float* v = qkv + (static_cast<int64_t>(b) * T + s) * C3 + voff + (h / group) * HS;
           axpy(o, a, v, HS);
         }
       }
@@ -124,16 +132,17 @@ void attention_forward(float* out, float* att, const float* qkv, const int32_t* 
 }
 
 // ---------------------------------------------------------------------------- backward
-// dqkv: (B, T, 3C)     += (q, k and v gradients in the qkv layout)
+// dqkv: (B, T, (NH + 2 NKV) HS) += (q, k and v gradients in the qkv layout)
 // dout: (B, T, C)
-// qkv:  (B, T, 3C)     the forward's input
-// att:  (B, NH, T, T)  saved by attention_forward
+// qkv:  (B, T, (NH + 2 NKV) HS)  the forward's input
+// att:  (B, NH, T, T)            saved by attention_forward
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                        int B, int T, int C, int NH) {
-  check_shapes("attention_backward", B, T, C, NH);
+                        int B, int T, int C, int NH, int NKV) {
+  check_shapes("attention_backward", B, T, C, NH, NKV);
   if (dqkv == nullptr || B == 0 || T == 0) return;
   const int HS = C / NH;
-  const int64_t C3 = 3 * static_cast<int64_t>(C);
+  const int64_t C3 = C + 2 * static_cast<int64_t>(NKV) * HS;
+  const int group = NH / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
 
 #pragma omp parallel if (static_cast<int64_t>(B) * NH * T * T * HS >= (1 << 16))
@@ -142,41 +151,45 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
-      for (int h = 0; h < NH; h++) {
-        for (int t = 0; t < T; t++) {
-          const float* att_row = att + ((static_cast<int64_t>(b) * NH + h) * T + t) * T;
-          const int64_t row_t = static_cast<int64_t>(b) * T + t;
-          const float* q_t = qkv + row_t * C3 + h * HS;
-          float* dq_t = dqkv + row_t * C3 + h * HS;
-          const float* dout_t = dout + row_t * C + h * HS;
+      for (int g = 0; g < NKV; g++) {
+        const int64_t koff = C + static_cast<int64_t>(g) * HS;
+        const int64_t voff = C + (static_cast<int64_t>(NKV) + g) * HS;
+        for (int h = g * group; h < (g + 1) * group; h++) {
+          for (int t = 0; t < T; t++) {
+            const float* att_row = att + ((static_cast<int64_t>(b) * NH + h) * T + t) * T;
+            const int64_t row_t = static_cast<int64_t>(b) * T + t;
+            const float* q_t = qkv + row_t * C3 + h * HS;
+            float* dq_t = dqkv + row_t * C3 + h * HS;
+            const float* dout_t = dout + row_t * C + h * HS;
 
-          // 1) through out_t = sum_s att[t,s] v_s: datt[s] = dout_t . v_s and dv_s.
-          //    Also the softmax's row sum  sum_s att[t,s] * datt[s].
-          float dsum = 0.0f;
-          for (int s = 0; s <= t; s++) {
-            const float a = att_row[s];
-            if (a == 0.0f) {
-              datt[s] = 0.0f;
-              continue;
+            // 1) through out_t = sum_s att[t,s] v_s: datt[s] = dout_t . v_s and dv_s.
+            //    Also the softmax's row sum  sum_s att[t,s] * datt[s].
+            float dsum = 0.0f;
+            for (int s = 0; s <= t; s++) {
+              const float a = att_row[s];
+              if (a == 0.0f) {
+                datt[s] = 0.0f;
+                continue;
+              }
+              const int64_t row_s = static_cast<int64_t>(b) * T + s;
+              const float* v_s = qkv + row_s * C3 + voff;
+              float* dv_s = dqkv + row_s * C3 + voff;
+              datt[s] = dot(dout_t, v_s, HS);
+              dsum += a * datt[s];
+              axpy(dv_s, a, dout_t, HS);
             }
-            const int64_t row_s = static_cast<int64_t>(b) * T + s;
-            const float* v_s = qkv + row_s * C3 + 2 * C + h * HS;
-            float* dv_s = dqkv + row_s * C3 + 2 * C + h * HS;
-            datt[s] = dot(dout_t, v_s, HS);
-            dsum += a * datt[s];
-            axpy(dv_s, a, dout_t, HS);
-          }
 
-          // 2) through the softmax and the scaled scores into q_t and every k_s.
-          for (int s = 0; s <= t; s++) {
-            const float a = att_row[s];
-            if (a == 0.0f) continue;
-            const float dpre = a * (datt[s] - dsum) * scale;
-            const int64_t row_s = static_cast<int64_t>(b) * T + s;
-            const float* k_s = qkv + row_s * C3 + C + h * HS;
-            float* dk_s = dqkv + row_s * C3 + C + h * HS;
-            axpy(dq_t, dpre, k_s, HS);
-            axpy(dk_s, dpre, q_t, HS);
+            // 2) through the softmax and the scaled scores into q_t and every k_s.
+            for (int s = 0; s <= t; s++) {
+              const float a = att_row[s];
+              if (a == 0.0f) continue;
+              const float dpre = a * (datt[s] - dsum) * scale;
+              const int64_t row_s = static_cast<int64_t>(b) * T + s;
+              const float* k_s = qkv + row_s * C3 + koff;
+              float* dk_s = dqkv + row_s * C3 + koff;
+              axpy(dq_t, dpre, k_s, HS);
+              axpy(dk_s, dpre, q_t, HS);
+            }
           }
         }
       }

@@ -61,13 +61,36 @@ class CpuOps final : public Ops {
     return static_cast<int64_t>(B) * NH * T * T;  // the probabilities
   }
   void attention_forward(void* out, float* state, const void* qkv, const int32_t* doc_ids, int B, int T, int C,
-                         int NH) override {
-    cpu::attention_forward(F(out), state, F(qkv), doc_ids, B, T, C, NH);
+                         int NH, int NKV) override {
+    cpu::attention_forward(F(out), state, F(qkv), doc_ids, B, T, C, NH, NKV);
   }
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* /*out*/, const float* state,
-                          const int32_t* /*doc_ids: masked entries of state are 0*/, int B, int T, int C,
-                          int NH) override {
-    cpu::attention_backward(F(dqkv), F(dout), F(qkv), state, B, T, C, NH);
+                          const int32_t* /*doc_ids: masked entries of state are 0*/, int B, int T, int C, int NH,
+                          int NKV) override {
+    cpu::attention_backward(F(dqkv), F(dout), F(qkv), state, B, T, C, NH, NKV);
+  }
+
+  void rmsnorm_forward(void* out, float* rstd, const void* inp, const void* weight, int N, int C,
+                       float eps) override {
+    cpu::rmsnorm_forward(F(out), rstd, F(inp), F(weight), N, C, eps);
+  }
+  void rmsnorm_backward(void* dinp, float* dweight, const void* dout, const void* inp, const void* weight,
+                        const float* rstd, int N, int C) override {
+    cpu::rmsnorm_backward(F(dinp), dweight, F(dout), F(inp), F(weight), rstd, N, C);
+  }
+  void swiglu_forward(void* out, const void* inp, int64_t N, int Fw) override {
+    cpu::swiglu_forward(F(out), F(inp), N, Fw);
+  }
+  void swiglu_backward(void* dinp, const void* inp, const void* dout, int64_t N, int Fw) override {
+    cpu::swiglu_backward(F(dinp), F(inp), F(dout), N, Fw);
+  }
+  void rope_forward(void* x, const float* cos, const float* sin, const int32_t* pos, int N, int stride, int n_heads,
+                    int HS) override {
+    cpu::rope_forward(F(x), cos, sin, pos, N, stride, n_heads, HS);
+  }
+  void rope_backward(void* dx, const float* cos, const float* sin, const int32_t* pos, int N, int stride,
+                     int n_heads, int HS) override {
+    cpu::rope_backward(F(dx), cos, sin, pos, N, stride, n_heads, HS);
   }
 
   void token_embedding_forward(void* out, const int32_t* tokens, const void* wte, int N, int C, int v_start,
@@ -78,11 +101,12 @@ class CpuOps final : public Ops {
                                 int v_count) override {
     cpu::token_embedding_backward(dwte, F(dout), tokens, N, C, v_start, v_count);
   }
-  void position_embedding_forward(void* out, const void* wpe, int B, int T, int C) override {
-    cpu::position_embedding_forward(F(out), F(wpe), B, T, C);
+  void position_embedding_forward(void* out, const void* wpe, const int32_t* pos, int B, int T, int C) override {
+    cpu::position_embedding_forward(F(out), F(wpe), pos, B, T, C);
   }
-  void position_embedding_backward(float* dwpe, const void* dout, int B, int T, int C) override {
-    cpu::position_embedding_backward(dwpe, F(dout), B, T, C);
+  void position_embedding_backward(float* dwpe, const void* dout, const int32_t* pos, int B, int T,
+                                   int C) override {
+    cpu::position_embedding_backward(dwpe, F(dout), pos, B, T, C);
   }
 
   void xent_row_max(float* rowmax, const void* logits, int N, int Vl, int v_valid) override {

@@ -82,32 +82,51 @@ void token_embedding_backward(float* dwte, const float* dout, const int32_t* tok
 }
 
 // ---------------------------------------------------------------------------- position embedding
-// out: (B, T, C) += wpe[t, :];  wpe: (T_max >= T, C)
-void position_embedding_forward(float* out, const float* wpe, int B, int T, int C) {
+// out: (B, T, C) += wpe[p, :], p = pos[b*T + t] (pos: (B, T), packed documents restart at 0) or
+// t when pos is null;  wpe: (T_max > every p, C)
+void position_embedding_forward(float* out, const float* wpe, const int32_t* pos, int B, int T, int C) {
   MT_CHECK(B >= 0 && T >= 0 && C >= 0, "position_embedding_forward: bad shape B={} T={} C={}", B,
            T, C);
 #pragma omp parallel for collapse(2) schedule(static) \
     if (static_cast<int64_t>(B) * T * C >= kParallelMinElems)
   for (int b = 0; b < B; b++) {
     for (int t = 0; t < T; t++) {
-      float* out_bt = out + (static_cast<int64_t>(b) * T + t) * C;
-      const float* wpe_t = wpe + static_cast<int64_t>(t) * C;
+      const int64_t n = static_cast<int64_t>(b) * T + t;
+      float* out_bt = out + n * C;
+      const float* wpe_t = wpe + static_cast<int64_t>(pos != nullptr ? pos[n] : t) * C;
       for (int c = 0; c < C; c++) out_bt[c] += wpe_t[c];
     }
   }
 }
 
-// dwpe: (T, C) += sum over b of dout[b, t, :] (null to skip);  dout: (B, T, C)
-void position_embedding_backward(float* dwpe, const float* dout, int B, int T, int C) {
+// dwpe: (T_max, C) += the rows of dout at their positions (null to skip);  dout: (B, T, C)
+void position_embedding_backward(float* dwpe, const float* dout, const int32_t* pos, int B, int T, int C) {
   MT_CHECK(B >= 0 && T >= 0 && C >= 0, "position_embedding_backward: bad shape B={} T={} C={}", B,
            T, C);
   if (dwpe == nullptr) return;
+  if (pos == nullptr) {
 #pragma omp parallel for schedule(static) if (static_cast<int64_t>(B) * T * C >= kParallelMinElems)
-  for (int t = 0; t < T; t++) {
-    float* dst = dwpe + static_cast<int64_t>(t) * C;
-    for (int b = 0; b < B; b++) {  // in batch order: fixes the summation order per element
-      const float* src = dout + (static_cast<int64_t>(b) * T + t) * C;
-      for (int c = 0; c < C; c++) dst[c] += src[c];
+    for (int t = 0; t < T; t++) {
+      float* dst = dwpe + static_cast<int64_t>(t) * C;
+      for (int b = 0; b < B; b++) {  // in batch order: fixes the summation order per element
+        const float* src = dout + (static_cast<int64_t>(b) * T + t) * C;
+        for (int c = 0; c < C; c++) dst[c] += src[c];
+      }
+    }
+    return;
+  }
+  // Explicit positions: several tokens share a row of dwpe, so split over channels and walk
+  // the tokens in order (a fixed summation order per element, whatever the thread count).
+  constexpr int kBlock = 64;
+  const int nblocks = (C + kBlock - 1) / kBlock;
+  const int64_t N = static_cast<int64_t>(B) * T;
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMinElems)
+  for (int blk = 0; blk < nblocks; blk++) {
+    const int c0 = blk * kBlock, c1 = std::min(C, c0 + kBlock);
+    for (int64_t n = 0; n < N; n++) {
+      float* dst = dwpe + static_cast<int64_t>(pos[n]) * C;
+      const float* src = dout + n * C;
+      for (int c = c0; c < c1; c++) dst[c] += src[c];
     }
   }
 }

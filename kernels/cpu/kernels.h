@@ -1,4 +1,4 @@
-// What: the CPU reference kernels, forward and backward, for every op of the GPT model,
+// What: the CPU reference kernels, forward and backward, for every op of the GPT-2 and Llama models,
 // plus the optimizers. Plain float arrays, row-major, shapes in the comments
 // (N = number of tokens = B*T). Backward kernels ACCUMULATE (+=) into their gradient
 // outputs, so callers zero gradients once per step; any gradient pointer may be null
@@ -46,18 +46,48 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 void residual_forward(float* out, const float* a, const float* b, int64_t n);  // out = a + b
 void residual_backward(float* da, float* db, const float* dout, int64_t n);     // da += dout, db += dout
 
-// ---------------------------------------------------------------- causal multi-head attention
-// qkv: (B, T, 3*C) laid out per token as [q (C) | k (C) | v (C)], each split into NH heads of
-// HS = C/NH channels (head h owns channels [h*HS, (h+1)*HS) of q, k and v).
+// ---------------------------------------------------------------- causal attention, grouped kv heads
+// qkv: (B, T, (NH + 2*NKV) * HS) laid out per token as [q (NH*HS) | k (NKV*HS) | v (NKV*HS)],
+// HS = C/NH channels per head, C = NH*HS the output width. Query head h reads key/value head
+// h / (NH/NKV) (grouped-query attention as Hugging Face's repeat_kv: consecutive query heads
+// share a kv head; NKV == NH is plain multi-head attention, NKV == 1 multi-query). No k/v is
+// copied per query head.
 // out: (B, T, C); att: (B, NH, T, T) softmax probabilities, saved for backward (entries above
 // the diagonal, and masked ones, are 0). Scale 1/sqrt(HS).
 // doc_ids: (B, T) or null. If given, position t attends only to s <= t with
 // doc_ids[b,s] == doc_ids[b,t] (documents packed into one sequence stay separate).
 void attention_forward(float* out, float* att, const float* qkv, const int32_t* doc_ids,
-                       int B, int T, int C, int NH);
-// dqkv: (B, T, 3*C) +=.
+                       int B, int T, int C, int NH, int NKV);
+// dqkv: (B, T, (NH + 2*NKV) * HS) +=.
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                        int B, int T, int C, int NH);
+                        int B, int T, int C, int NH, int NKV);
+
+// ---------------------------------------------------------------- RMSNorm (Llama)
+// out: (N, C) = inp * rstd[n] * weight, rstd: (N) = 1 / sqrt(mean_c inp^2 + eps), saved.
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                     float eps);
+// dinp: (N, C) +=; dweight: (C) += sum_n dout * inp * rstd.
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int N, int C);
+
+// ---------------------------------------------------------------- SwiGLU (Llama MLP)
+// inp: (N, 2F) per token [gate (F) | up (F)]; out: (N, F) = silu(gate) * up.
+void swiglu_forward(float* out, const float* inp, int64_t N, int F);
+// dinp: (N, 2F) += the gate and up gradients of dout: (N, F).
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int64_t N, int F);
+
+// ---------------------------------------------------------------- rotary position embedding
+// Hugging Face's rotate-half layout: for each of the first n_heads heads of HS channels in
+// each row of x (rows of `stride` elements; the q and k heads of a fused qkv row), with
+// i < HS/2, c = cos[pos[n], i], s = sin[pos[n], i]:
+//   x'[i] = x[i] c - x[i + HS/2] s;   x'[i + HS/2] = x[i + HS/2] c + x[i] s
+// cos, sin: (max_pos, HS/2) tables; pos: (N) position of each row (restarting at 0 for each
+// packed document). In place.
+void rope_forward(float* x, const float* cos, const float* sin, const int32_t* pos, int N,
+                  int stride, int n_heads, int HS);
+// dx: the gradient of the rotated x, rotated back in place (the transpose rotation).
+void rope_backward(float* dx, const float* cos, const float* sin, const int32_t* pos, int N,
+                   int stride, int n_heads, int HS);
 
 // ---------------------------------------------------------------- embeddings
 // Token embedding over a (possibly vocab-parallel) slice of the table: wte holds rows
@@ -68,10 +98,11 @@ void token_embedding_forward(float* out, const int32_t* tokens, const float* wte
 // dwte: (v_count, C) += for owned tokens.
 void token_embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int N, int C,
                               int v_start, int v_count);
-// out: (B, T, C) += wpe[t], wpe: (T_max >= T, C).
-void position_embedding_forward(float* out, const float* wpe, int B, int T, int C);
-// dwpe: (T, C) += sum over b.
-void position_embedding_backward(float* dwpe, const float* dout, int B, int T, int C);
+// out: (B, T, C) += wpe[p], wpe: (T_max >= T, C); p = pos[b*T + t] when pos (B, T) is given
+// (positions restarting at each packed document), else t.
+void position_embedding_forward(float* out, const float* wpe, const int32_t* pos, int B, int T, int C);
+// dwpe: (T_max, C) += the rows of dout at their positions.
+void position_embedding_backward(float* dwpe, const float* dout, const int32_t* pos, int B, int T, int C);
 
 // ---------------------------------------------------------------- softmax cross-entropy, in pieces
 // logits: (N, Vl), a rank's slice of the vocabulary: global columns [v_start, v_start + Vl).

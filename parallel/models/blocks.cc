@@ -81,7 +81,7 @@ void Gpt2Attention::alloc(kernels::Ops& k, core::DType wdt, int B, int T) {
 void Gpt2Attention::forward(Model& m, void* out, const void* x, const int32_t* doc_ids, int B, int T) {
   const int N = B * T;
   qkv.forward(m, qkv_out.raw(), x, N);
-  m.ops().attention_forward(atty.raw(), att.f32(), qkv_out.raw(), doc_ids, B, T, Cl, NHl);
+  m.ops().attention_forward(atty.raw(), att.f32(), qkv_out.raw(), doc_ids, B, T, Cl, NHl, NHl);
   proj.forward(m, out, atty.raw(), N);
 }
 
@@ -93,7 +93,7 @@ void Gpt2Attention::backward(Model& m, Scratch& s, const void* dout, const void*
   Tensor dqkv = first(s.dmid2, static_cast<int64_t>(N) * 3 * Cl);
   dqkv.zero_();
   m.ops().attention_backward(dqkv.raw(), dproj_in.raw(), qkv_out.raw(), atty.raw(), att.f32(), doc_ids, B, T, Cl,
-                             NHl);
+                             NHl, NHl);
   qkv.backward(m, s.dln, dqkv.raw(), x, N, ready);
 }
 
@@ -140,12 +140,13 @@ void VocabEmbedding::backward(Model& m, const void* dx, const int32_t* tokens, i
   report_ready(ready, w);
 }
 
-void PositionEmbedding::forward(Model& m, void* x, int B, int T) const {
-  m.ops().position_embedding_forward(x, m.wparam(w), B, T, C);
+void PositionEmbedding::forward(Model& m, void* x, const int32_t* pos, int B, int T) const {
+  m.ops().position_embedding_forward(x, m.wparam(w), pos, B, T, C);
 }
 
-void PositionEmbedding::backward(Model& m, const void* dx, int B, int T, const GradReadyFn& ready) const {
-  m.ops().position_embedding_backward(m.grad(w), dx, B, T, C);
+void PositionEmbedding::backward(Model& m, const void* dx, const int32_t* pos, int B, int T,
+                                 const GradReadyFn& ready) const {
+  m.ops().position_embedding_backward(m.grad(w), dx, pos, B, T, C);
   report_ready(ready, w);
 }
 

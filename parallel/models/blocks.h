@@ -117,11 +117,12 @@ struct VocabEmbedding {
   void backward(Model& m, const void* dx, const int32_t* tokens, int N, const GradReadyFn& ready) const;
 };
 
-// Learned positions w (maxT, C), replicated: x (B, T, C) += w[t].
+// Learned positions w (maxT, C), replicated: x (B, T, C) += w[pos] (pos (B, T) device ids,
+// or null for t).
 struct PositionEmbedding {
   int w = -1, C = 0;
-  void forward(Model& m, void* x, int B, int T) const;
-  void backward(Model& m, const void* dx, int B, int T, const GradReadyFn& ready) const;
+  void forward(Model& m, void* x, const int32_t* pos, int B, int T) const;
+  void backward(Model& m, const void* dx, const int32_t* pos, int B, int T, const GradReadyFn& ready) const;
 };
 
 // Cross-entropy over vocabulary-sliced logits (N, Vl): per-token losses (N) fp32.

@@ -159,13 +159,14 @@ class Gpt2Model final : public Model {
     ensure_acts(B, T);
     const int N = B * T;
     const int64_t NC = static_cast<int64_t>(N) * cfg_.n_embd;
-    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, N, cfg_.vocab_size);
+    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
     tokens_ = tok.tokens;
     doc_ids_ = tok.doc_ids;
+    positions_ = tok.doc_ids ? tok.positions : nullptr;  // packed documents restart at 0
     kernels::Ops& k = ops();
     void* x = encoded_.raw();
     embed_.forward(*this, x, tok.tokens, N);
-    pos_.forward(*this, x, B, T);
+    pos_.forward(*this, x, positions_, B, T);
     for (Gpt2Block& b : blocks_) {
       b.ln1.forward(*this, x, N);
       b.attn.forward(*this, b.res2.raw(), b.ln1.out.raw(), doc_ids_, B, T);
@@ -204,7 +205,7 @@ class Gpt2Model final : public Model {
       b.attn.backward(*this, scratch_, dres, b.ln1.out.raw(), doc_ids_, B, T, ready);
       b.ln1.backward(*this, dres, scratch_.dln.raw(), x, N, ready);
     }
-    pos_.backward(*this, dres, B, T, ready);
+    pos_.backward(*this, dres, positions_, B, T, ready);
     embed_.backward(*this, dres, tokens_, N, ready);
     // the caller's next host wait on the device (end of step) must not outlive a dead tp peer
     tp_.host_wait();
@@ -264,6 +265,7 @@ class Gpt2Model final : public Model {
   const int32_t* tokens_ = nullptr;
   const int32_t* targets_d_ = nullptr;
   const int32_t* doc_ids_ = nullptr;
+  const int32_t* positions_ = nullptr;
 };
 
 }  // namespace

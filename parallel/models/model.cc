@@ -126,17 +126,20 @@ void Model::ensure_token_buffers(int64_t N) {
   tokens_d_ = Tensor::empty({N}, core::DType::I32, dev);
   targets_d_ = Tensor::empty({N}, core::DType::I32, dev);
   doc_ids_d_ = Tensor::empty({N}, core::DType::I32, dev);
+  positions_d_ = Tensor::empty({N}, core::DType::I32, dev);
   dloss_d_ = Tensor::empty({N}, core::DType::F32, dev);
   // staging memory only grows (page-locked allocations are slow; eval alternates shapes)
-  const size_t stage_bytes = static_cast<size_t>(4 * N) * sizeof(int32_t);
+  const size_t stage_bytes = static_cast<size_t>(5 * N) * sizeof(int32_t);
   if (stage_.bytes() < stage_bytes) stage_ = core::HostBuffer(dev, stage_bytes);
   losses_host_.assign(static_cast<size_t>(N), 0.0f);
 }
 
-// The staging memory holds four (N) arrays: inputs | targets | doc_ids (int32) | loss weights
-// (fp32). Before it is rewritten, the copies queued out of it by the previous call must be done.
+// The staging memory holds five (N) arrays: inputs | targets | doc_ids | positions (int32) |
+// loss weights (fp32). Before it is rewritten, the copies queued out of it by the previous call
+// must be done.
 Model::StagedTokens Model::stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids,
-                                        int N, int vocab) {
+                                        int B, int T, int vocab) {
+  const int N = B * T;
   MT_CHECK(N == staged_n_, "stage_tokens: {} positions, buffers for {}", N, staged_n_);
   for (int i = 0; i < N; ++i) {
     MT_CHECK(inputs[i] >= 0 && inputs[i] < vocab, "token id {} at position {} outside vocab [0, {})", inputs[i], i,
@@ -162,6 +165,16 @@ Model::StagedTokens Model::stage_tokens(const int32_t* inputs, const int32_t* ta
     std::memcpy(stage + 2 * N, doc_ids, bytes);
     dev.copy_async(doc_ids_d_.raw(), stage + 2 * N, bytes);
   }
+  // positions: t, or restarting at 0 wherever the document id changes along a row
+  int32_t* pos = stage + 3 * N;
+  for (int b = 0; b < B; ++b) {
+    const int64_t row = static_cast<int64_t>(b) * T;
+    for (int t = 0; t < T; ++t) {
+      const bool restart = doc_ids != nullptr && t > 0 && doc_ids[row + t] != doc_ids[row + t - 1];
+      pos[row + t] = t == 0 || restart ? 0 : (doc_ids != nullptr ? pos[row + t - 1] + 1 : t);
+    }
+  }
+  dev.copy_async(positions_d_.raw(), pos, bytes);
   stage_free_->record();
   loss_tokens_ = 0;
   if (targets) {
@@ -174,13 +187,14 @@ Model::StagedTokens Model::stage_tokens(const int32_t* inputs, const int32_t* ta
   s.tokens = static_cast<const int32_t*>(tokens_d_.raw());
   s.targets = targets ? static_cast<const int32_t*>(targets_d_.raw()) : nullptr;
   s.doc_ids = doc_ids ? static_cast<const int32_t*>(doc_ids_d_.raw()) : nullptr;
+  s.positions = static_cast<const int32_t*>(positions_d_.raw());
   return s;
 }
 
 const float* Model::stage_loss_weights(float loss_weight) {
   MT_CHECK(!targets_.empty(), "backward() needs a forward() with targets");
   const int64_t N = staged_n_;
-  float* dloss = reinterpret_cast<float*>(static_cast<int32_t*>(stage_.data()) + 3 * N);
+  float* dloss = reinterpret_cast<float*>(static_cast<int32_t*>(stage_.data()) + 4 * N);
   stage_free_->synchronize();
   for (int64_t i = 0; i < N; ++i) dloss[i] = targets_[static_cast<size_t>(i)] >= 0 ? loss_weight : 0.0f;
   device().copy_async(dloss_d_.raw(), dloss, static_cast<size_t>(N) * sizeof(float));

@@ -179,14 +179,15 @@ class Model {
   const float* losses() const { return losses_host_.data(); }
 
  protected:
-  // Token ids (and targets, doc ids) of a forward to device buffers, through host staging
-  // memory; checks them against the vocabulary. Returns the device pointers.
+  // Token ids (and targets, doc ids) of a forward of (B, T) to device buffers, through host
+  // staging memory; checks them against the vocabulary. Returns the device pointers.
   struct StagedTokens {
     const int32_t* tokens = nullptr;
-    const int32_t* targets = nullptr;  // null when the forward has none
-    const int32_t* doc_ids = nullptr;  // null when the forward has none
+    const int32_t* targets = nullptr;    // null when the forward has none
+    const int32_t* doc_ids = nullptr;    // null when the forward has none
+    const int32_t* positions = nullptr;  // (B, T): t, or restarting at 0 at each document
   };
-  StagedTokens stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids, int N,
+  StagedTokens stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids, int B, int T,
                             int vocab);
   // The device copy of the per-token loss weights of the last forward's targets (weight, 0
   // where there is no target), staged like the tokens.
@@ -209,9 +210,9 @@ class Model {
   std::vector<ParamInfo> info_;
   core::Tensor params_, grads_, work_;
   bool work_is_master_ = true;
-  // token staging: host staging memory holds inputs | targets | doc_ids (int32) | loss
-  // weights (fp32), N each; device copies of each
-  core::Tensor tokens_d_, targets_d_, doc_ids_d_, dloss_d_;
+  // token staging: host staging memory holds inputs | targets | doc_ids | positions (int32) |
+  // loss weights (fp32), N each; device copies of each
+  core::Tensor tokens_d_, targets_d_, doc_ids_d_, positions_d_, dloss_d_;
   core::HostBuffer stage_;
   std::unique_ptr<core::Event> stage_free_;  // recorded after the copies out of stage_
   int64_t staged_n_ = 0;

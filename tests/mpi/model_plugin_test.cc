@@ -93,7 +93,7 @@ class TestMlp final : public Model {
   double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
     const int N = B * T;
     alloc(N);
-    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, N, cfg_.vocab_size);
+    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
     tokens_ = tok.tokens;
     targets_ = tok.targets;
     void* x = x0_.raw();

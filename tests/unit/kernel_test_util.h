@@ -126,8 +126,7 @@ inline double gelu_ref(double x) {
 }
 
 // Causal attention in double: out (B,T,C), att (B,NH,T,T).
-inline VecD attention_ref(const VecD& qkv, const int32_t* doc, int B, int T, int C, int NH,
-                   VecD* att_out = nullptr) {
+inline VecD mha_ref(const VecD& qkv, const int32_t* doc, int B, int T, int C, int NH, VecD* att_out) {
   const int HS = C / NH;
   VecD out(static_cast<size_t>(B) * T * C, 0.0);
   if (att_out) att_out->assign(static_cast<size_t>(B) * NH * T * T, 0.0);
@@ -159,6 +158,25 @@ inline VecD attention_ref(const VecD& qkv, const int32_t* doc, int B, int T, int
         }
       }
   return out;
+}
+
+// Grouped-query attention as Hugging Face computes it: k and v of each of the NKV heads repeated
+// for the NH/NKV consecutive query heads of its group (repeat_kv), then multi-head attention.
+// qkv: (B, T, (NH + 2 NKV) HS); NKV = 0 means NH.
+inline VecD attention_ref(const VecD& qkv, const int32_t* doc, int B, int T, int C, int NH,
+                          VecD* att_out = nullptr, int NKV = 0) {
+  if (NKV == 0 || NKV == NH) return mha_ref(qkv, doc, B, T, C, NH, att_out);
+  const int HS = C / NH, rep = NH / NKV, W = C + 2 * NKV * HS;
+  VecD full(static_cast<size_t>(B) * T * 3 * C);
+  for (int n = 0; n < B * T; n++)
+    for (int h = 0; h < NH; h++)
+      for (int i = 0; i < HS; i++) {
+        const int g = h / rep;
+        full[n * 3 * C + h * HS + i] = qkv[n * W + h * HS + i];
+        full[n * 3 * C + C + h * HS + i] = qkv[n * W + C + g * HS + i];
+        full[n * 3 * C + 2 * C + h * HS + i] = qkv[n * W + C + NKV * HS + g * HS + i];
+      }
+  return mha_ref(full, doc, B, T, C, NH, att_out);
 }
 
 // Per-token cross-entropy over the valid columns of (N, Vl) logits, in double.

@@ -197,6 +197,9 @@ TEST(Residual, ForwardAndBackward) {
 struct AttnCase {
   int B, T, C, NH;
   bool docs;
+  int NKV = 0;  // kv heads (0: NH, multi-head)
+  int nkv() const { return NKV == 0 ? NH : NKV; }
+  int width() const { return C + 2 * nkv() * (C / NH); }  // qkv row
 };
 
 class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
@@ -217,14 +220,15 @@ std::vector<int32_t> make_docs(int B, int T) {
 }
 
 TEST_P(AttentionTest, ForwardMatchesNaive) {
-  const auto [B, T, C, NH, docs] = GetParam();
-  const VecF qkv = uniform(static_cast<size_t>(B) * T * 3 * C, 81, -1.5f, 1.5f);
+  const auto [B, T, C, NH, docs, NKV0] = GetParam();
+  const int NKV = GetParam().nkv();
+  const VecF qkv = uniform(static_cast<size_t>(B) * T * GetParam().width(), 81, -1.5f, 1.5f);
   const std::vector<int32_t> doc = make_docs(B, T);
   const int32_t* dp = docs ? doc.data() : nullptr;
   VecF out(static_cast<size_t>(B) * T * C, 5.0f), att(static_cast<size_t>(B) * NH * T * T, 5.0f);
-  k::attention_forward(out.data(), att.data(), qkv.data(), dp, B, T, C, NH);
+  k::attention_forward(out.data(), att.data(), qkv.data(), dp, B, T, C, NH, NKV);
   VecD watt;
-  const VecD want = attention_ref(to_double(qkv), dp, B, T, C, NH, &watt);
+  const VecD want = attention_ref(to_double(qkv), dp, B, T, C, NH, &watt, NKV);
   expect_close(out, want, 1e-5, 1e-5, "attention out");
   expect_close(att, watt, 1e-6, 1e-5, "attention att");
   // Structure: rows sum to 1; above the diagonal and masked entries exactly 0.
@@ -244,19 +248,20 @@ TEST_P(AttentionTest, ForwardMatchesNaive) {
 }
 
 TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
-  const auto [B, T, C, NH, docs] = GetParam();
-  const size_t nqkv = static_cast<size_t>(B) * T * 3 * C;
+  const auto [B, T, C, NH, docs, NKV0] = GetParam();
+  const int NKV = GetParam().nkv();
+  const size_t nqkv = static_cast<size_t>(B) * T * GetParam().width();
   const VecF qkv = uniform(nqkv, 91, -1.5f, 1.5f);
   const std::vector<int32_t> doc = make_docs(B, T);
   const int32_t* dp = docs ? doc.data() : nullptr;
   VecF out(static_cast<size_t>(B) * T * C), att(static_cast<size_t>(B) * NH * T * T);
-  k::attention_forward(out.data(), att.data(), qkv.data(), dp, B, T, C, NH);
+  k::attention_forward(out.data(), att.data(), qkv.data(), dp, B, T, C, NH, NKV);
   const VecF R = uniform(out.size(), 92);
   const VecF dqkv0 = uniform(nqkv, 93);
   VecF dqkv = dqkv0;
-  k::attention_backward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, C, NH);
+  k::attention_backward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, C, NH, NKV);
   VecD xd = to_double(qkv);
-  auto loss = [&] { return dot_all(attention_ref(xd, dp, B, T, C, NH), R); };
+  auto loss = [&] { return dot_all(attention_ref(xd, dp, B, T, C, NH, nullptr, NKV), R); };
   expect_close(added(dqkv, dqkv0), fd_grad(xd, loss), kGradAtol, kGradRtol, "attention dqkv");
 }
 
@@ -266,7 +271,10 @@ INSTANTIATE_TEST_SUITE_P(
                       AttnCase{2, 7, 12, 3, true},
                       AttnCase{1, 9, 40, 2, false},   // HS = 20: one 16-lane chunk + tail
                       AttnCase{3, 8, 40, 2, true},    // batch 2: alternating documents
-                      AttnCase{1, 1, 8, 2, false}));  // T = 1: att = 1, out = v
+                      AttnCase{1, 1, 8, 2, false},    // T = 1: att = 1, out = v
+                      AttnCase{2, 7, 24, 6, false, 2},  // grouped: 3 query heads per kv head
+                      AttnCase{3, 8, 40, 2, true, 1},   // multi-query, packed documents
+                      AttnCase{1, 9, 64, 4, true, 2})); // HS = 16, 2 per group
 
 // ================================================================ embeddings
 TEST(TokenEmbedding, ForwardOnASlice) {
@@ -310,7 +318,7 @@ TEST(PositionEmbedding, ForwardAndBackward) {
   const int B = 3, T = 5, T_max = 8, C = 7;
   const VecF wpe = uniform(T_max * C, 121), x0 = uniform(B * T * C, 122);
   VecF out = x0;
-  k::position_embedding_forward(out.data(), wpe.data(), B, T, C);
+  k::position_embedding_forward(out.data(), wpe.data(), nullptr, B, T, C);
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++)
       for (int c = 0; c < C; c++) {
@@ -319,7 +327,7 @@ TEST(PositionEmbedding, ForwardAndBackward) {
       }
   const VecF R = uniform(B * T * C, 123), dwpe0 = uniform(T * C, 124);
   VecF dwpe = dwpe0;
-  k::position_embedding_backward(dwpe.data(), R.data(), B, T, C);
+  k::position_embedding_backward(dwpe.data(), R.data(), nullptr, B, T, C);
   VecD wd = to_double(VecF(wpe.begin(), wpe.begin() + T * C));
   auto loss = [&] {
     double L = 0.0;
