@@ -84,13 +84,19 @@ const std::vector<Field>& schema() {
   static const std::vector<Field> fields = [] {
     std::vector<Field> v;
     // model
-    v.push_back(F<std::string>("model.arch", MT_REF(model, arch), 0, 0, "model architecture: gpt2 (parallel/models/registry.cc lists them)"));
+    v.push_back(F<std::string>("model.arch", MT_REF(model, arch), 0, 0, "model architecture: gpt2 | llama (parallel/models/registry.cc lists them)"));
     v.push_back(F<int>("model.n_layer", MT_REF(model, n_layer), 1, 1024, "transformer blocks"));
     v.push_back(F<int>("model.n_head", MT_REF(model, n_head), 1, 1024, "attention heads"));
     v.push_back(F<int>("model.n_embd", MT_REF(model, n_embd), 1, 65536, "model width (divisible by n_head)"));
     v.push_back(F<int>("model.vocab_size", MT_REF(model, vocab_size), 2, 1 << 24, "vocabulary size"));
     v.push_back(F<int>("model.seq_len", MT_REF(model, seq_len), 1, 1 << 20, "context length"));
     v.push_back(F<double>("model.init_std", MT_REF(model, init_std), 0, 10, "init std of weights (GPT-2: 0.02)"));
+    v.push_back(F<int>("model.n_kv_head", MT_REF(model, n_kv_head), 0, 1024, "llama: key/value heads, grouped-query attention (0 = n_head; divides n_head)"));
+    v.push_back(F<int>("model.ffn_dim", MT_REF(model, ffn_dim), 0, 1 << 22, "llama: SwiGLU hidden width (0 = Llama's rule: 2/3 of 4 n_embd rounded up to ffn_multiple_of)"));
+    v.push_back(F<int>("model.ffn_multiple_of", MT_REF(model, ffn_multiple_of), 1, 1 << 20, "llama: the default ffn_dim is a multiple of this"));
+    v.push_back(F<double>("model.rope_theta", MT_REF(model, rope_theta), 1, 1e12, "llama: rotary embedding base (Llama 2: 10000, Llama 3: 500000)"));
+    v.push_back(F<double>("model.norm_eps", MT_REF(model, norm_eps), 0, 1, "llama: RMSNorm epsilon"));
+    v.push_back(F<bool>("model.tie_embeddings", MT_REF(model, tie_embeddings), 0, 0, "llama: the output head shares the token embedding (default false: its own lm_head)"));
     // train
     v.push_back(F<int64_t>("train.steps", MT_REF(train, steps), 0, 1e15, "optimizer steps"));
     v.push_back(F<int>("train.batch_size", MT_REF(train, batch_size), 1, 1 << 30, "global batch in sequences per step"));

@@ -20,6 +20,13 @@ struct ModelConfig {
   int vocab_size = 64;
   int seq_len = 64;
   double init_std = 0.02;
+  // llama (ignored by gpt2)
+  int n_kv_head = 0;           // key/value heads (grouped-query attention); 0 = n_head
+  int ffn_dim = 0;             // SwiGLU hidden width; 0 = Llama's rule from n_embd and ffn_multiple_of
+  int ffn_multiple_of = 256;   // ... rounded up to a multiple of this
+  double rope_theta = 10000.0; // rotary embedding base
+  double norm_eps = 1e-5;      // RMSNorm epsilon
+  bool tie_embeddings = false; // output head shares the token embedding
 };
 
 struct TrainConfig {

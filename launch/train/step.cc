@@ -15,13 +15,16 @@ Stepper::Stepper(const StepParts& parts) : p_(parts) {
   tp_ = p_.mesh.tp();
   dp_rank_ = p_.comms.dp->rank();
   tp_rank_ = p_.comms.tp->rank();
-  // Gradient-norm ranges: each element counted once in the mesh (parameters replicated
-  // across tp on tp rank 0 only), per parameter and owned range, in this fixed order.
+  // Gradient-norm ranges: each element counted once in the mesh (elements replicated across
+  // tp, whole tensors or shared k/v heads, on their first holder only), per parameter, counted
+  // row run and owned range, in this fixed order.
   for (const auto& p : p_.model.params_info()) {
-    if (p.partition.replicated_over_tp() && tp_rank_ != 0) continue;
-    for (const auto& [b, e] : p_.sync.owned_ranges()) {
-      const int64_t lo = std::max(b, p.offset), hi = std::min(e, p.offset + p.numel);
-      if (lo < hi) norm_ranges_.push_back({lo, hi});
+    const int64_t cols = parallel::shape_cols(p.local_shape);
+    for (const auto& [r0, r1] : p.partition.counted_rows(p.full_shape, tp_, tp_rank_)) {
+      for (const auto& [b, e] : p_.sync.owned_ranges()) {
+        const int64_t lo = std::max(b, p.offset + r0 * cols), hi = std::min(e, p.offset + r1 * cols);
+        if (lo < hi) norm_ranges_.push_back({lo, hi});
+      }
     }
   }
   norm_host_.resize(norm_ranges_.size());

@@ -4,6 +4,8 @@
 #include "parallel/models/blocks.h"
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "core/error.h"
 
@@ -117,6 +119,98 @@ void GeluMlp::backward(Model& m, Scratch& s, const void* dout, const void* x, in
   dfch.zero_();
   m.ops().gelu_backward(dfch.raw(), fch.raw(), dfch_gelu.raw(), NF);
   fc.backward(m, s.dln, dfch.raw(), x, N, ready);
+}
+
+// ------------------------------------------------------------------ Llama blocks
+void RmsNormLayer::alloc(core::Device& dev, core::DType wdt, int64_t N) {
+  out = Tensor::empty({N, C}, wdt, dev);
+  rstd = Tensor::empty({N}, core::DType::F32, dev);
+}
+
+void RmsNormLayer::forward(Model& m, const void* x, int N) {
+  m.ops().rmsnorm_forward(out.raw(), rstd.f32(), x, m.wparam(w), N, C, eps);
+}
+
+void RmsNormLayer::backward(Model& m, void* dx, const void* dout, const void* x, int N,
+                            const GradReadyFn& ready) const {
+  m.ops().rmsnorm_backward(dx, m.grad(w), dout, x, m.wparam(w), rstd.f32(), N, C);
+  report_ready(ready, w);
+}
+
+void RopeTables::init(core::Device& dev, int max_pos, int HS_, double theta) {
+  HS = HS_;
+  const int H = HS / 2;
+  std::vector<float> c(static_cast<size_t>(max_pos) * H), s(c.size());
+  for (int p = 0; p < max_pos; ++p) {
+    for (int i = 0; i < H; ++i) {
+      // fp32 as transformers' LlamaRotaryEmbedding: inv_freq, then pos * inv_freq
+      const float inv = 1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * i) / static_cast<float>(HS));
+      const float ang = static_cast<float>(p) * inv;
+      c[static_cast<size_t>(p) * H + i] = static_cast<float>(std::cos(static_cast<double>(ang)));
+      s[static_cast<size_t>(p) * H + i] = static_cast<float>(std::sin(static_cast<double>(ang)));
+    }
+  }
+  cos = Tensor::empty({max_pos, H}, core::DType::F32, dev);
+  sin = Tensor::empty({max_pos, H}, core::DType::F32, dev);
+  dev.copy(cos.raw(), c.data(), c.size() * sizeof(float));
+  dev.copy(sin.raw(), s.data(), s.size() * sizeof(float));
+}
+
+void LlamaAttention::alloc(kernels::Ops& k, core::DType wdt, int B, int T) {
+  const int64_t N = static_cast<int64_t>(B) * T;
+  core::Device& dev = k.device();
+  qkv_out = Tensor::empty({N, qkv_width()}, wdt, dev);
+  att = Tensor::empty({k.attention_state_elems(B, T, NHl)}, core::DType::F32, dev);
+  atty = Tensor::empty({N, static_cast<int64_t>(NHl) * HS}, wdt, dev);
+}
+
+void LlamaAttention::forward(Model& m, void* out, const void* x, const int32_t* pos, const int32_t* doc_ids, int B,
+                             int T) {
+  const int N = B * T;
+  kernels::Ops& k = m.ops();
+  qkv.forward(m, qkv_out.raw(), x, N);
+  // q and k heads are adjacent at the start of each row: rotate NHl + NKVl heads
+  k.rope_forward(qkv_out.raw(), rope->cos.f32(), rope->sin.f32(), pos, N, qkv_width(), NHl + NKVl, HS);
+  k.attention_forward(atty.raw(), att.f32(), qkv_out.raw(), doc_ids, B, T, NHl * HS, NHl, NKVl);
+  o.forward(m, out, atty.raw(), N);
+}
+
+void LlamaAttention::backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* pos,
+                              const int32_t* doc_ids, int B, int T, const GradReadyFn& ready) const {
+  const int N = B * T;
+  kernels::Ops& k = m.ops();
+  Tensor datty = first(s.dmid, static_cast<int64_t>(N) * NHl * HS);
+  o.backward(m, datty, dout, atty.raw(), N, ready);
+  Tensor dqkv = first(s.dmid2, static_cast<int64_t>(N) * qkv_width());
+  dqkv.zero_();
+  k.attention_backward(dqkv.raw(), datty.raw(), qkv_out.raw(), atty.raw(), att.f32(), doc_ids, B, T, NHl * HS, NHl,
+                       NKVl);
+  k.rope_backward(dqkv.raw(), rope->cos.f32(), rope->sin.f32(), pos, N, qkv_width(), NHl + NKVl, HS);
+  // the weight gradient of shared kv heads is summed over their holders before it is final
+  qkv.backward(m, s.dln, dqkv.raw(), x, N, GradReadyFn{});
+  m.sum_replicated_grad(qkv.w);
+  report_ready(ready, qkv.w);
+}
+
+void SwiGluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N) {
+  gu = Tensor::empty({N, 2 * static_cast<int64_t>(Fl)}, wdt, dev);
+  act = Tensor::empty({N, Fl}, wdt, dev);
+}
+
+void SwiGluMlp::forward(Model& m, void* out, const void* x, int N) {
+  gate_up.forward(m, gu.raw(), x, N);
+  m.ops().swiglu_forward(act.raw(), gu.raw(), N, Fl);
+  down.forward(m, out, act.raw(), N);
+}
+
+void SwiGluMlp::backward(Model& m, Scratch& s, const void* dout, const void* x, int N,
+                         const GradReadyFn& ready) const {
+  Tensor dact = first(s.dmid, static_cast<int64_t>(N) * Fl);
+  down.backward(m, dact, dout, act.raw(), N, ready);
+  Tensor dgu = first(s.dmid2, static_cast<int64_t>(N) * 2 * Fl);
+  dgu.zero_();
+  m.ops().swiglu_backward(dgu.raw(), gu.raw(), dact.raw(), N, Fl);
+  gate_up.backward(m, s.dln, dgu.raw(), x, N, ready);
 }
 
 // ------------------------------------------------------------------ embeddings

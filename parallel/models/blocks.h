@@ -14,7 +14,8 @@
 //   VocabCrossEntropy  the loss over vocabulary-sliced logits: a max all-reduce, a sum-of-exp
 //                 all-reduce and a target-logit all-reduce; (tokens x vocab) never exists on
 //                 one rank.
-//   LayerNormLayer, Gpt2Attention (causal, heads split across ranks), GeluMlp.
+//   LayerNormLayer, Gpt2Attention (causal, heads split across ranks), GeluMlp (GPT-2);
+//   RmsNormLayer, LlamaAttention (grouped kv heads, rotary positions), SwiGluMlp (Llama).
 // Parameters are indices into the Model's flat buffers; layers read the working copy
 // (Model::wparam), accumulate fp32 gradients (Model::grad) and report each parameter's
 // gradient final through `ready` in the order they finish. Activations a layer keeps for its
@@ -100,6 +101,61 @@ struct GeluMlp {
   void forward(Model& m, void* out, const void* x, int N);
   void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return fch.nbytes() + fch_gelu.nbytes(); }
+};
+
+// RMSNorm (Llama) with weight w over C; keeps out, rstd.
+struct RmsNormLayer {
+  RmsNormLayer() = default;
+  RmsNormLayer(int w_, int C_, float eps_) : w(w_), C(C_), eps(eps_) {}
+  int w = -1, C = 0;
+  float eps = 1e-5f;
+  core::Tensor out, rstd;
+  void alloc(core::Device& dev, core::DType wdt, int64_t N);
+  void forward(Model& m, const void* x, int N);
+  // dx (N, C) += the input gradient of dout (N, C); x is the forward's input.
+  void backward(Model& m, void* dx, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
+  size_t bytes() const { return out.nbytes() + rstd.nbytes(); }
+};
+
+// Rotary tables of a model: cos, sin (max_pos, HS/2) fp32 on the device, computed once as
+// Hugging Face does (inv_freq = 1 / theta^(2i/HS) and angle = pos * inv_freq in fp32).
+struct RopeTables {
+  core::Tensor cos, sin;
+  int HS = 0;
+  void init(core::Device& dev, int max_pos, int HS, double theta);
+};
+
+// Causal self-attention with grouped kv heads (Llama): fused q|k|v column-parallel by heads
+// (NHl query heads, NKVl kv heads of HS channels on this rank; kv heads fewer than tp ranks
+// are replicated, their weight gradient summed over the group), rotary embedding of q and k
+// at each token's position, attention, o row-parallel. No biases.
+struct LlamaAttention {
+  ColumnLinear qkv;  // OCl = (NHl + 2 NKVl) HS
+  RowLinear o;       // ICl = NHl HS
+  int NHl = 0, NKVl = 0, HS = 0;
+  const RopeTables* rope = nullptr;
+  core::Tensor qkv_out, att, atty;  // (N, (NHl + 2 NKVl) HS) rotated, attention state, (N, NHl HS)
+  int qkv_width() const { return (NHl + 2 * NKVl) * HS; }
+  void alloc(kernels::Ops& k, core::DType wdt, int B, int T);
+  // out (N, C) = the block's output (all-reduced); x the normalised input; pos (N) positions.
+  void forward(Model& m, void* out, const void* x, const int32_t* pos, const int32_t* doc_ids, int B, int T);
+  // dx (scratch.dln) = the all-reduced gradient of x, from dout (N, C).
+  void backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* pos, const int32_t* doc_ids,
+                int B, int T, const GradReadyFn& ready) const;
+  size_t bytes() const { return qkv_out.nbytes() + att.nbytes() + atty.nbytes(); }
+};
+
+// SwiGLU MLP (Llama): down(silu(gate(x)) * up(x)); gate|up fused column-parallel (local rows
+// [gate_l | up_l], Fl = F / tp each), down row-parallel. No biases.
+struct SwiGluMlp {
+  ColumnLinear gate_up;  // OCl = 2 Fl
+  RowLinear down;        // ICl = Fl
+  int Fl = 0;
+  core::Tensor gu, act;  // (N, 2Fl), (N, Fl)
+  void alloc(core::Device& dev, core::DType wdt, int64_t N);
+  void forward(Model& m, void* out, const void* x, int N);
+  void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
+  size_t bytes() const { return gu.nbytes() + act.nbytes(); }
 };
 
 // The vocabulary slice of a tp rank: rows [v_start, v_start + Vl) of the padded vocabulary,

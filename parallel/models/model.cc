@@ -93,13 +93,13 @@ void Model::init_weights(uint64_t seed) {
     const int64_t rows = shape_rows(p.local_shape), cols = shape_cols(p.local_shape);
     const int64_t full_cols = shape_cols(p.full_shape);
     if (p.partition.kind() == Partition::Kind::Rows && !p.partition.blocks().empty()) {
-      // fused blocks: one contiguous run of full rows per block
-      int64_t r = 0;
-      for (int64_t s : p.partition.blocks()) {
-        const int64_t piece = s / tp_.size();
+      // fused blocks (replicated units included): runs of local rows at consecutive full rows
+      for (int64_t r = 0; r < rows;) {
         const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), r);
-        core::fill_normal_block(dst + r * cols, piece, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
-        r += piece;
+        int64_t n = 1;
+        while (r + n < rows && p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), r + n).row == at.row + n) ++n;
+        core::fill_normal_block(dst + r * cols, n, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
+        r += n;
       }
     } else {
       const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), 0);
@@ -109,6 +109,35 @@ void Model::init_weights(uint64_t seed) {
   if (!host_params) dev.copy(params_.raw(), staging.data(), params_.nbytes());
   refresh_working_params();
   grads_.zero_();
+}
+
+void Model::sum_replicated_grad(int i) {
+  const ParamInfo& p = info_[static_cast<size_t>(i)];
+  const auto runs = p.partition.replicated_runs(p.full_shape, tp_.size(), tp_.rank());
+  if (runs.empty()) return;
+  // The replicated blocks at full size, one after the other: each rank adds its partial sums
+  // at its units' rows (zeros elsewhere); the sum over the group is every unit's gradient.
+  const int64_t cols = shape_cols(p.local_shape);
+  int64_t total = 0;
+  for (const auto& r : runs) total += r.block_rows * cols;
+  if (replica_scratch_.numel() < total) replica_scratch_ = Tensor::empty({total}, core::DType::F32, device());
+  float* scratch = replica_scratch_.f32();
+  core::Device& dev = device();
+  dev.memset_zero(scratch, static_cast<size_t>(total) * sizeof(float));
+  const size_t fbytes = sizeof(float);
+  int64_t at = 0;
+  for (const auto& r : runs) {
+    dev.copy_async(scratch + at + (r.full_row - r.block_row) * cols, grad(i) + r.local_row * cols,
+                   static_cast<size_t>(r.rows * cols) * fbytes);
+    at += r.block_rows * cols;
+  }
+  tp_.sum_f32(scratch, total);
+  at = 0;
+  for (const auto& r : runs) {
+    dev.copy_async(grad(i) + r.local_row * cols, scratch + at + (r.full_row - r.block_row) * cols,
+                   static_cast<size_t>(r.rows * cols) * fbytes);
+    at += r.block_rows * cols;
+  }
 }
 
 void Model::refresh_working_params() {

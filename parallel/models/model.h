@@ -157,6 +157,12 @@ class Model {
   // Parameter i in the working dtype (what the forward reads).
   const void* wparam(int i) const;
 
+  // Parameter i's gradient rows that are replicated units (k/v heads shared by several tp
+  // ranks, Partition::rows with units) hold this rank's partial sum: sums them over the tp
+  // group so every holder has the full gradient. A no-op for other parameters. Call before
+  // reporting the gradient ready.
+  void sum_replicated_grad(int i);
+
   // Every parameter from its spec: N(0, std) at its index in the full tensor, or constant.
   void init_weights(uint64_t seed);
   void zero_grads() { grads_.zero_(); }
@@ -209,6 +215,7 @@ class Model {
   core::DType wdt_;
   std::vector<ParamInfo> info_;
   core::Tensor params_, grads_, work_;
+  core::Tensor replica_scratch_;  // sum_replicated_grad: the replicated blocks, full size
   bool work_is_master_ = true;
   // token staging: host staging memory holds inputs | targets | doc_ids | positions (int32) |
   // loss weights (fp32), N each; device copies of each

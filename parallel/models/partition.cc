@@ -11,10 +11,12 @@
 
 namespace mt::parallel {
 
-Partition Partition::rows(std::vector<int64_t> blocks) {
+Partition Partition::rows(std::vector<int64_t> blocks, int64_t unit) {
+  MT_CHECK(unit >= 0, "rows partition unit {} < 0", unit);
   Partition p;
   p.kind_ = Kind::Rows;
   p.blocks_ = std::move(blocks);
+  p.unit_ = unit;
   return p;
 }
 
@@ -37,7 +39,10 @@ std::string Partition::describe() const {
     case Kind::Replicated: return "replicated";
     case Kind::Cols: return "cols";
     case Kind::Vocab: return fmt::format("vocab(align {})", align_);
-    case Kind::Rows: return blocks_.empty() ? "rows" : fmt::format("rows[{}]", fmt::join(blocks_, "|"));
+    case Kind::Rows: {
+      std::string d = blocks_.empty() ? "rows" : fmt::format("rows[{}]", fmt::join(blocks_, "|"));
+      return unit_ > 0 ? fmt::format("{} by units of {}", d, unit_) : d;
+    }
   }
   return "?";
 }
@@ -48,6 +53,17 @@ std::vector<int64_t> row_blocks(const std::vector<int64_t>& blocks, const core::
   return blocks.empty() ? std::vector<int64_t>{shape_rows(full)} : blocks;
 }
 }  // namespace
+
+// Even split when possible; with units, u units over tp > u ranks (u divides tp): one unit per
+// rank, each on tp/u ranks. piece = 0 marks a block that does not split.
+Partition::Split Partition::split(int64_t s, int tp) const {
+  if (unit_ == 0) return s % tp == 0 ? Split{s / tp, 1} : Split{};
+  if (s % unit_ != 0) return {};
+  const int64_t u = s / unit_;
+  if (u % tp == 0) return {s / tp, 1};
+  if (u > 0 && tp % u == 0) return {unit_, static_cast<int>(tp / u)};
+  return {};
+}
 
 std::string Partition::check(const core::Shape& full, int tp) const {
   if (tp < 1) return fmt::format("tensor-parallel size {} < 1", tp);
@@ -63,8 +79,13 @@ std::string Partition::check(const core::Shape& full, int tp) const {
       const auto b = row_blocks(blocks_, full);
       const int64_t sum = std::accumulate(b.begin(), b.end(), int64_t{0});
       if (sum != full[0]) return fmt::format("its blocks {} do not add up to its {} rows", describe(), full[0]);
-      for (int64_t s : b)
-        if (s % tp != 0) return fmt::format("a block of {} rows does not split over {} ranks", s, tp);
+      for (int64_t s : b) {
+        if (split(s, tp).piece > 0) continue;
+        if (unit_ > 0)
+          return fmt::format("a block of {} units of {} rows neither splits over {} ranks nor divides them", s / unit_,
+                             unit_, tp);
+        return fmt::format("a block of {} rows does not split over {} ranks", s, tp);
+      }
       return "";
     }
   }
@@ -83,7 +104,11 @@ core::Shape Partition::local_shape(const core::Shape& full, int tp) const {
   core::Shape s = full;
   switch (kind_) {
     case Kind::Replicated: break;
-    case Kind::Rows: s[0] /= tp; break;  // every block splits evenly, so their sum does
+    case Kind::Rows: {
+      s[0] = 0;
+      for (int64_t b : row_blocks(blocks_, full)) s[0] += split(b, tp).piece;
+      break;
+    }
     case Kind::Cols: s[1] /= tp; break;
     case Kind::Vocab: s[0] = padded_rows(full, tp) / tp; break;
   }
@@ -98,9 +123,9 @@ Partition::Place Partition::to_full(const core::Shape& full, int tp, int rank, i
     case Kind::Rows: {
       int64_t local0 = 0, full0 = 0;  // where the block starts in the slice and in the full tensor
       for (int64_t s : row_blocks(blocks_, full)) {
-        const int64_t piece = s / tp;
-        if (r < local0 + piece) return {full0 + rank * piece + (r - local0), 0};
-        local0 += piece;
+        const Split sp = split(s, tp);
+        if (r < local0 + sp.piece) return {full0 + (rank / sp.replicas) * sp.piece + (r - local0), 0};
+        local0 += sp.piece;
         full0 += s;
       }
       MT_FAIL("local row {} is outside a slice of {} rows", r, local0);
@@ -123,18 +148,57 @@ Partition::Local Partition::to_local(const core::Shape& full, int tp, int64_t ro
     case Kind::Rows: {
       int64_t local0 = 0, full0 = 0;
       for (int64_t s : row_blocks(blocks_, full)) {
-        const int64_t piece = s / tp;
+        const Split sp = split(s, tp);
         if (row < full0 + s) {
           const int64_t within = row - full0;
-          return {static_cast<int>(within / piece), local0 + within % piece, col};
+          return {static_cast<int>(within / sp.piece) * sp.replicas, local0 + within % sp.piece, col, sp.replicas};
         }
-        local0 += piece;
+        local0 += sp.piece;
         full0 += s;
       }
       MT_FAIL("full row {} is outside a tensor of {} rows", row, full0);
     }
   }
   return {-1, row, col};
+}
+
+bool Partition::has_replicas(const core::Shape& full, int tp) const {
+  if (kind_ == Kind::Replicated) return tp > 1;
+  if (kind_ != Kind::Rows) return false;
+  for (int64_t s : row_blocks(blocks_, full))
+    if (split(s, tp).replicas > 1) return true;
+  return false;
+}
+
+std::vector<std::pair<int64_t, int64_t>> Partition::counted_rows(const core::Shape& full, int tp, int rank) const {
+  const int64_t rows = shape_rows(local_shape(full, tp));
+  if (kind_ == Kind::Replicated) return rank == 0 ? std::vector<std::pair<int64_t, int64_t>>{{0, rows}}
+                                                  : std::vector<std::pair<int64_t, int64_t>>{};
+  if (kind_ != Kind::Rows) return {{0, rows}};
+  std::vector<std::pair<int64_t, int64_t>> v;
+  int64_t local0 = 0;
+  for (int64_t s : row_blocks(blocks_, full)) {
+    const Split sp = split(s, tp);
+    if (rank % sp.replicas == 0) {
+      if (!v.empty() && v.back().second == local0) v.back().second += sp.piece;
+      else v.push_back({local0, local0 + sp.piece});
+    }
+    local0 += sp.piece;
+  }
+  return v;
+}
+
+std::vector<Partition::ReplicatedRun> Partition::replicated_runs(const core::Shape& full, int tp, int rank) const {
+  std::vector<ReplicatedRun> v;
+  if (kind_ != Kind::Rows) return v;
+  int64_t local0 = 0, full0 = 0;
+  for (int64_t s : row_blocks(blocks_, full)) {
+    const Split sp = split(s, tp);
+    if (sp.replicas > 1) v.push_back({local0, sp.piece, full0 + (rank / sp.replicas) * sp.piece, full0, s});
+    local0 += sp.piece;
+    full0 += s;
+  }
+  return v;
 }
 
 void copy_shared_elements(const Partition& p, const core::Shape& full, int src_tp, int src_rank, const float* src,
@@ -148,7 +212,7 @@ void copy_shared_elements(const Partition& p, const core::Shape& full, int src_t
     for (int64_t c = 0; c < scols;) {
       const Partition::Local to = p.to_local(full, dst_tp, at.row, at.col + c);
       const int64_t n = p.kind() == Partition::Kind::Cols ? std::min(scols - c, dcols - to.col) : scols - c;
-      if (to.rank == dst_rank || to.rank < 0) {
+      if (to.held_by(dst_rank)) {
         std::memcpy(dst + to.row * dcols + to.col, src + r * scols + c, static_cast<size_t>(n) * sizeof(float));
       }
       c += n;

@@ -7,6 +7,11 @@
 //                 on its own, a rank's slice being its piece of every block in order:
 //                   q|k|v with 8 query and 2 key/value heads of 64: blocks {512, 128, 128},
 //                   at tp 2 each rank holds 256 | 64 | 64 rows; gate|up: {F, F}.
+//                 With a `unit` (rows per head), a block of u units splits by whole units:
+//                 evenly when tp divides u; when u divides tp (tp > u, e.g. 2 kv heads at
+//                 tp 4) each unit is REPLICATED on tp/u consecutive ranks (Megatron's rule for
+//                 k/v heads): rank r holds unit r / (tp/u). Replicas hold equal values; a
+//                 model sums their gradients over the group (Model::sum_replicated_grads).
 //   cols          dim 1 split: row-parallel linear weights (out, in)
 //   vocab(align)  dim 0 is a vocabulary of V rows, padded up to a multiple of align * tp and
 //                 split evenly; the padding rows are storage only (no token has them), and
@@ -17,13 +22,11 @@
 // Why: the slicing arithmetic was written four times (init, checkpoint resharding, tests,
 // full-position lookups) and only knew equal q|k|v blocks. Init, checkpoints, the tests and
 // Hugging Face import/export all use this one type now.
-// Not here yet: blocks whose units (heads) are fewer than tp (Megatron replicates each k/v
-// head on tp / n_kv ranks); the Llama issue adds it (its gradients then need a sum over the
-// ranks sharing a head).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -36,18 +39,20 @@ class Partition {
 
   Partition() = default;  // replicated
   static Partition replicated() { return Partition(); }
-  // blocks: the fused blocks' sizes along dim 0 (empty = one block, the whole dim 0).
-  static Partition rows(std::vector<int64_t> blocks = {});
+  // blocks: the fused blocks' sizes along dim 0 (empty = one block, the whole dim 0); unit:
+  // rows per indivisible unit (0 = single rows; > 0 allows replicated units, see above).
+  static Partition rows(std::vector<int64_t> blocks = {}, int64_t unit = 0);
   static Partition cols();
   static Partition vocab(int64_t align);
 
   Kind kind() const { return kind_; }
   bool replicated_over_tp() const { return kind_ == Kind::Replicated; }
   const std::vector<int64_t>& blocks() const { return blocks_; }
+  int64_t unit() const { return unit_; }
   int64_t align() const { return align_; }
   std::string describe() const;  // "replicated", "rows", "rows[512|128|128]", "cols", "vocab(align 64)"
   bool operator==(const Partition& o) const {
-    return kind_ == o.kind_ && blocks_ == o.blocks_ && align_ == o.align_;
+    return kind_ == o.kind_ && blocks_ == o.blocks_ && unit_ == o.unit_ && align_ == o.align_;
   }
 
   // "" if a tensor of shape `full` splits over tp ranks, else why not (for an error naming the
@@ -66,17 +71,42 @@ class Partition {
   };
   Place to_full(const core::Shape& full, int tp, int rank, int64_t r) const;
 
-  // The rank holding element (row, col) of the full tensor and its local position. Replicated
-  // tensors: every rank does; `rank` is -1.
+  // The ranks holding element (row, col) of the full tensor, [rank, rank + replicas), and its
+  // local position (the same on each). Replicated tensors: every rank does; `rank` is -1.
   struct Local {
     int rank = -1;
     int64_t row = 0, col = 0;
+    int replicas = 1;
+    bool held_by(int r) const { return rank < 0 || (r >= rank && r < rank + replicas); }
   };
   Local to_local(const core::Shape& full, int tp, int64_t row, int64_t col) const;
 
+  // True if some element of this tensor is held by more than one rank at tp (replicated
+  // tensors, replicated units).
+  bool has_replicas(const core::Shape& full, int tp) const;
+  // Runs [begin, end) of rank `rank`'s local rows it is the FIRST holder of (each element of
+  // the full tensor counted once in the group: gradient norms). Replicated: all rows on rank
+  // 0, none elsewhere.
+  std::vector<std::pair<int64_t, int64_t>> counted_rows(const core::Shape& full, int tp, int rank) const;
+  // Runs [begin, end) of local rows that are replicated units (their gradients are partial
+  // sums over the ranks sharing them), with the full row each run starts at.
+  struct ReplicatedRun {
+    int64_t local_row = 0, rows = 0, full_row = 0;
+    int64_t block_row = 0, block_rows = 0;  // the fused block it belongs to, in the full tensor
+  };
+  std::vector<ReplicatedRun> replicated_runs(const core::Shape& full, int tp, int rank) const;
+
  private:
   Kind kind_ = Kind::Replicated;
+  // One block of a Rows partition at tp: rows per rank and ranks sharing each piece.
+  struct Split {
+    int64_t piece = 0;
+    int replicas = 1;
+  };
+  Split split(int64_t block_rows, int tp) const;
+
   std::vector<int64_t> blocks_;  // Rows only; empty = the whole dim 0
+  int64_t unit_ = 0;             // Rows only; rows per unit, 0 = none
   int64_t align_ = 1;            // Vocab only
 };
 

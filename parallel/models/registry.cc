@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "parallel/models/gpt2.h"
+#include "parallel/models/llama.h"
 
 namespace mt::parallel {
 
@@ -19,6 +20,7 @@ std::map<std::string, ArchitectureFactory>& table() {
   static std::map<std::string, ArchitectureFactory> t = [] {
     std::map<std::string, ArchitectureFactory> builtin;
     builtin["gpt2"] = [](const core::ModelConfig& c) { return std::make_shared<Gpt2Architecture>(c); };
+    builtin["llama"] = [](const core::ModelConfig& c) { return std::make_shared<LlamaArchitecture>(c); };
     return builtin;
   }();
   return t;

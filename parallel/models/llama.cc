@@ -1,0 +1,314 @@
+// What: Llama as an Architecture and its Model (see llama.h). Shapes use N = B*T tokens; an
+// `l` suffix marks a tp rank's local slice (NHl = n_head/tp query heads, NKVl kv heads, HS
+// channels per head, Fl = ffn_dim/tp, Vl vocabulary rows).
+#include "parallel/models/llama.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "parallel/models/blocks.h"
+
+namespace mt::parallel {
+
+using core::Tensor;
+
+namespace {
+core::Error key_error(const std::string& key, const std::string& msg, const std::string& hint) {
+  core::Error e(msg);
+  e.with_yaml(key).with_hint(hint);
+  return e;
+}
+}  // namespace
+
+int LlamaArchitecture::default_ffn_dim(int n_embd, int multiple_of) {
+  const int hidden = 2 * (4 * n_embd) / 3;  // int(2 * hidden / 3) of Llama's reference code
+  return (hidden + multiple_of - 1) / multiple_of * multiple_of;
+}
+
+LlamaArchitecture::LlamaArchitecture(const core::ModelConfig& cfg) : Architecture(cfg) {
+  n_kv_ = cfg.n_kv_head > 0 ? cfg.n_kv_head : cfg.n_head;
+  ffn_ = cfg.ffn_dim > 0 ? cfg.ffn_dim : default_ffn_dim(cfg.n_embd, cfg.ffn_multiple_of);
+  if (cfg.n_head < 1 || cfg.n_embd % cfg.n_head != 0) {
+    throw key_error("model.n_embd", fmt::format("n_embd = {} is not divisible by n_head = {}", cfg.n_embd, cfg.n_head),
+                    "the head size is n_embd / n_head");
+  }
+  if (cfg.n_head % n_kv_ != 0) {
+    throw key_error("model.n_kv_head",
+                    fmt::format("n_kv_head = {} does not divide n_head = {}", n_kv_, cfg.n_head),
+                    "grouped-query attention shares each key/value head among n_head / n_kv_head query heads");
+  }
+  if ((cfg.n_embd / cfg.n_head) % 2 != 0) {
+    throw key_error("model.n_head",
+                    fmt::format("the head size n_embd / n_head = {} / {} = {} is odd", cfg.n_embd, cfg.n_head,
+                                cfg.n_embd / cfg.n_head),
+                    "rotary embedding rotates channel pairs: choose an even head size");
+  }
+}
+
+std::string LlamaArchitecture::tp_violation(int tp) const {
+  const core::ModelConfig& m = config();
+  if (tp < 1 || m.n_head % tp != 0) {
+    return fmt::format("parallel.tp = {} does not divide model.n_head = {} (query heads are split across the "
+                       "tensor-parallel group)", tp, m.n_head);
+  }
+  if (n_kv_ % tp != 0 && tp % n_kv_ != 0) {
+    return fmt::format("parallel.tp = {} neither divides nor is a multiple of model.n_kv_head = {} (key/value heads "
+                       "are split across the group, or each replicated on tp / n_kv_head ranks)", tp, n_kv_);
+  }
+  if (ffn_ % tp != 0) {
+    return fmt::format("parallel.tp = {} does not divide model.ffn_dim = {} (the SwiGLU width is split across the "
+                       "tensor-parallel group)", tp, ffn_);
+  }
+  return "";
+}
+
+std::string LlamaArchitecture::tp_constraint() const {
+  return fmt::format("model.n_head = {}, model.n_kv_head = {}, model.ffn_dim = {}", config().n_head, n_kv_, ffn_);
+}
+
+std::vector<ParamSpec> LlamaArchitecture::param_specs() const {
+  const core::ModelConfig& m = config();
+  const int64_t C = m.n_embd, L = m.n_layer, HS = head_size(), F = ffn_;
+  const int64_t Q = m.n_head * HS, KV = n_kv_ * HS;
+  const float std = static_cast<float>(m.init_std);
+  const float proj_std = std / std::sqrt(2.0f * static_cast<float>(L));  // residual projections
+  std::vector<ParamSpec> v;
+  auto add = [&](std::string name, core::Shape full, Partition part, bool decay, float sd, float value, int layer) {
+    v.push_back({std::move(name), std::move(full), std::move(part), decay, sd, value, layer});
+  };
+  const Partition rep, cols = Partition::cols();
+  add("tok_emb", {m.vocab_size, C}, Partition::vocab(kVocabAlign), true, std, 0, -1);
+  for (int l = 0; l < L; ++l) {
+    const std::string h = "h" + std::to_string(l) + ".";
+    add(h + "attn_norm.w", {C}, rep, false, 0, 1, l);
+    add(h + "attn.qkv.w", {Q + 2 * KV, C}, Partition::rows({Q, KV, KV}, HS), true, std, 0, l);
+    add(h + "attn.o.w", {C, Q}, cols, true, proj_std, 0, l);
+    add(h + "mlp_norm.w", {C}, rep, false, 0, 1, l);
+    add(h + "mlp.gate_up.w", {2 * F, C}, Partition::rows({F, F}), true, std, 0, l);
+    add(h + "mlp.down.w", {C, F}, cols, true, proj_std, 0, l);
+  }
+  add("norm.w", {C}, rep, false, 0, 1, static_cast<int>(L));
+  if (!m.tie_embeddings) add("lm_head", {m.vocab_size, C}, Partition::vocab(kVocabAlign), true, std, 0, static_cast<int>(L));
+  return v;
+}
+
+double LlamaArchitecture::flops_per_token(int T) const {
+  // 6 FLOPs per multiply-accumulate weight per token: every matrix but the token table, which
+  // counts once more when it is the (tied) head; attention scores and mixing over n_head
+  // heads of HS channels add 12 * L * (n_head * HS) * T (PaLM appendix B, no causal halving).
+  double matmul_params = 0;
+  for (const auto& p : param_specs()) {
+    if (p.full_shape.size() == 2 && p.name != "tok_emb") matmul_params += static_cast<double>(core::shape_numel(p.full_shape));
+  }
+  const core::ModelConfig& m = config();
+  if (m.tie_embeddings) matmul_params += static_cast<double>(m.vocab_size) * m.n_embd;
+  return 6.0 * matmul_params + 12.0 * m.n_layer * m.n_embd * static_cast<double>(T);
+}
+
+Architecture::TpTraffic LlamaArchitecture::tp_traffic(int64_t tokens, int elem_bytes) const {
+  // as GPT-2: activations (tokens, C) for the embedding and two per block forward, the head's
+  // input gradient and two per block backward; the cross-entropy's three (tokens) fp32
+  // pieces; plus, with replicated kv heads, the k and v weight gradients (fp32, full size)
+  const core::ModelConfig& m = config();
+  const int64_t act = 4 * static_cast<int64_t>(m.n_layer) + 2;
+  TpTraffic t;
+  t.all_reduces = act + 3;
+  t.bytes = static_cast<double>(act) * tokens * m.n_embd * elem_bytes + 3.0 * tokens * 4;
+  return t;
+}
+
+Architecture::SampleCost LlamaArchitecture::sample_cost() const {
+  // GPT-2's model (gpt2.cc) with Llama's matrices: linear layers grow with the length,
+  // attention with its square, scaled by the reference attention kernel's slowdown.
+  constexpr double kAttentionSlowdown = 4.0;
+  const core::ModelConfig& m = config();
+  const double L = m.n_layer, C = m.n_embd, V = m.vocab_size;
+  const double HS = head_size(), per_layer = C * (m.n_head * HS + 2.0 * n_kv_ * HS) + C * m.n_head * HS + 3.0 * C * ffn_;
+  SampleCost c;
+  c.per_token = 6.0 * (L * per_layer + V * C) * 1e-6;
+  c.per_token_sq = kAttentionSlowdown * 6.0 * L * C * 1e-6;
+  return c;
+}
+
+std::vector<std::pair<std::string, int64_t>> LlamaArchitecture::shape_keys() const {
+  const core::ModelConfig& m = config();
+  return {{"n_layer", m.n_layer}, {"n_head", m.n_head},     {"n_kv_head", n_kv_},
+          {"n_embd", m.n_embd},   {"ffn_dim", ffn_},        {"vocab_size", m.vocab_size},
+          {"tie_embeddings", m.tie_embeddings ? 1 : 0}};
+}
+
+std::string LlamaArchitecture::describe(int tp) const {
+  const core::ModelConfig& m = config();
+  const auto emb = layout_params({param_specs().front()}, tp, 1, nullptr).front();
+  return fmt::format("llama, {} parameters ({} layers, {} heads / {} kv heads, width {}, ffn {}, vocab {} padded to {}, "
+                     "{} head), seq_len {}, rope theta {}",
+                     num_params(), m.n_layer, m.n_head, n_kv_, m.n_embd, ffn_, m.vocab_size,
+                     emb.partition.padded_rows(emb.full_shape, tp), m.tie_embeddings ? "tied" : "untied", m.seq_len,
+                     m.rope_theta);
+}
+
+namespace {
+
+// One transformer block: its layers and the residual stream after each half.
+struct LlamaBlock {
+  RmsNormLayer attn_norm;
+  LlamaAttention attn;
+  Tensor res2;  // (N, C) = x + attention
+  RmsNormLayer mlp_norm;
+  SwiGluMlp mlp;
+  Tensor res3;  // (N, C) = res2 + MLP: the block's output
+};
+
+class LlamaModel final : public Model {
+ public:
+  LlamaModel(std::shared_ptr<const LlamaArchitecture> arch, const ModelContext& ctx) : Model(arch, ctx) {
+    const int C = cfg_.n_embd, tp = tp_.size(), HS = arch->head_size();
+    const float eps = static_cast<float>(cfg_.norm_eps);
+    const int NHl = cfg_.n_head / tp;
+    const int NKVl = std::max(1, arch->n_kv_head() / tp);  // replicated when tp > n_kv_head
+    const int Fl = arch->ffn_dim() / tp;
+    rope_.init(device(), cfg_.seq_len, HS, cfg_.rope_theta);
+    // parameter indices follow param_specs(): tok_emb, 6 per block, norm.w, [lm_head]
+    constexpr int kPerLayer = 6;
+    embed_ = {0, C, VocabSlice::of(params_info()[0], tp, tp_.rank())};
+    blocks_.resize(static_cast<size_t>(cfg_.n_layer));
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const int p = 1 + l * kPerLayer;
+      LlamaBlock& b = blocks_[static_cast<size_t>(l)];
+      b.attn_norm = {p + 0, C, eps};
+      b.attn.qkv = {p + 1, -1, C, (NHl + 2 * NKVl) * HS, false};
+      b.attn.o = {p + 2, -1, NHl * HS, C};
+      b.attn.NHl = NHl;
+      b.attn.NKVl = NKVl;
+      b.attn.HS = HS;
+      b.attn.rope = &rope_;
+      b.mlp_norm = {p + 3, C, eps};
+      b.mlp.gate_up = {p + 4, -1, C, 2 * Fl, false};
+      b.mlp.down = {p + 5, -1, Fl, C};
+      b.mlp.Fl = Fl;
+    }
+    const int nf = 1 + cfg_.n_layer * kPerLayer;
+    norm_ = {nf, C, eps};
+    const bool tied = cfg_.tie_embeddings;
+    head_ = {tied ? 0 : nf + 1, -1, C, embed_.vs.Vl, tied};
+    if (!tied) MT_CHECK(VocabSlice::of(params_info()[nf + 1], tp, tp_.rank()).Vl == embed_.vs.Vl, "lm_head slice");
+    xent_.vs = embed_.vs;
+    max_inner_ = std::max({NHl * HS, (NHl + 2 * NKVl) * HS, 2 * Fl});
+  }
+
+  double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
+    ensure_acts(B, T);
+    const int N = B * T;
+    const int64_t NC = static_cast<int64_t>(N) * cfg_.n_embd;
+    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
+    tokens_ = tok.tokens;
+    doc_ids_ = tok.doc_ids;
+    pos_ = tok.positions;
+    kernels::Ops& k = ops();
+    void* x = encoded_.raw();
+    embed_.forward(*this, x, tok.tokens, N);
+    for (LlamaBlock& b : blocks_) {
+      b.attn_norm.forward(*this, x, N);
+      b.attn.forward(*this, b.res2.raw(), b.attn_norm.out.raw(), pos_, doc_ids_, B, T);
+      k.residual_forward(b.res2.raw(), x, b.res2.raw(), NC);
+      b.mlp_norm.forward(*this, b.res2.raw(), N);
+      b.mlp.forward(*this, b.res3.raw(), b.mlp_norm.out.raw(), N);
+      k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
+      x = b.res3.raw();
+    }
+    norm_.forward(*this, x, N);
+    head_.forward(*this, logits_.raw(), norm_.out.raw(), N);  // (N, Vl) = norm @ lm_head_l^T
+    if (!tok.targets) return 0.0;
+    targets_d_ = tok.targets;
+    xent_.forward(*this, logits_.raw(), tok.targets, N);
+    return finish_losses(xent_.losses.f32(), targets, N);
+  }
+
+  void backward(float loss_weight, const GradReadyFn& ready) override {
+    MT_CHECK(has_targets(), "backward() needs a forward() with targets");
+    const int B = B_, T = T_, N = B * T;
+    const float* dloss = stage_loss_weights(loss_weight);
+    xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
+    head_.backward(*this, scratch_.dln, dlogits_.raw(), norm_.out.raw(), N, ready);
+    dres_.zero_();
+    const void* x_last = blocks_.empty() ? encoded_.raw() : blocks_.back().res3.raw();
+    norm_.backward(*this, dres_.raw(), scratch_.dln.raw(), x_last, N, ready);
+    void* dres = dres_.raw();
+    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+      const LlamaBlock& b = blocks_[static_cast<size_t>(l)];
+      const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      b.mlp.backward(*this, scratch_, dres, b.mlp_norm.out.raw(), N, ready);
+      b.mlp_norm.backward(*this, dres, scratch_.dln.raw(), b.res2.raw(), N, ready);
+      b.attn.backward(*this, scratch_, dres, b.attn_norm.out.raw(), pos_, doc_ids_, B, T, ready);
+      b.attn_norm.backward(*this, dres, scratch_.dln.raw(), x, N, ready);
+    }
+    embed_.backward(*this, dres, tokens_, N, ready);
+    tp_.host_wait();  // the caller's next host wait must not outlive a dead tp peer
+  }
+
+  size_t activation_bytes() const override {
+    size_t n = 0;
+    for (const LlamaBlock& b : blocks_)
+      n += b.attn_norm.bytes() + b.attn.bytes() + b.res2.nbytes() + b.mlp_norm.bytes() + b.mlp.bytes() + b.res3.nbytes();
+    for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
+      if (t->defined()) n += t->nbytes();
+    return n + norm_.bytes();
+  }
+
+ private:
+  void ensure_acts(int B, int T) {
+    MT_CHECK(T >= 1 && T <= cfg_.seq_len, "sequence length {} exceeds model.seq_len {}", T, cfg_.seq_len);
+    if (B == B_ && T == T_) return;
+    core::Device& dev = device();
+    tp_.host_wait();
+    dev.synchronize();  // queued work may still use the buffers (and staging memory) replaced here
+    B_ = B;
+    T_ = T;
+    const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd;
+    const core::DType W = working_dtype();
+    encoded_ = Tensor::empty({N, C}, W, dev);
+    for (LlamaBlock& b : blocks_) {
+      b.attn_norm.alloc(dev, W, N);
+      b.attn.alloc(ops(), W, B, T);
+      b.res2 = Tensor::empty({N, C}, W, dev);
+      b.mlp_norm.alloc(dev, W, N);
+      b.mlp.alloc(dev, W, N);
+      b.res3 = Tensor::empty({N, C}, W, dev);
+    }
+    norm_.alloc(dev, W, N);
+    logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
+    xent_.alloc(dev, N);
+    dres_ = Tensor::empty({N, C}, W, dev);
+    scratch_.dln = Tensor::empty({N, C}, W, dev);
+    scratch_.dmid = Tensor::empty({N * max_inner_}, W, dev);
+    scratch_.dmid2 = Tensor::empty({N * max_inner_}, W, dev);
+    dlogits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
+    ensure_token_buffers(N);
+  }
+
+  RopeTables rope_;
+  VocabEmbedding embed_;
+  std::vector<LlamaBlock> blocks_;
+  RmsNormLayer norm_;
+  ColumnLinear head_;  // lm_head, or the token embedding when tied
+  VocabCrossEntropy xent_;
+  int64_t max_inner_ = 0;  // the widest local activation a backward scratch holds
+  int B_ = 0, T_ = 0;
+  Tensor encoded_, logits_, dres_, dlogits_;
+  Scratch scratch_;
+  const int32_t* tokens_ = nullptr;
+  const int32_t* targets_d_ = nullptr;
+  const int32_t* doc_ids_ = nullptr;
+  const int32_t* pos_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> LlamaArchitecture::build(const ModelContext& ctx) const {
+  return std::make_unique<LlamaModel>(std::static_pointer_cast<const LlamaArchitecture>(shared_from_this()), ctx);
+}
+
+}  // namespace mt::parallel
