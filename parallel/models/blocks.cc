@@ -187,6 +187,7 @@ void LlamaAttention::backward(Model& m, Scratch& s, const void* dout, const void
                        NKVl);
   k.rope_backward(dqkv.raw(), rope->cos.f32(), rope->sin.f32(), pos, N, qkv_width(), NHl + NKVl, HS);
   // the weight gradient of shared kv heads is summed over their holders before it is final
+  m.begin_replicated_grad(qkv.w);
   qkv.backward(m, s.dln, dqkv.raw(), x, N, GradReadyFn{});
   m.sum_replicated_grad(qkv.w);
   report_ready(ready, qkv.w);

@@ -111,6 +111,14 @@ void Model::init_weights(uint64_t seed) {
   grads_.zero_();
 }
 
+void Model::begin_replicated_grad(int i) {
+  const ParamInfo& p = info_[static_cast<size_t>(i)];
+  const int64_t cols = shape_cols(p.local_shape);
+  for (const auto& r : p.partition.replicated_runs(p.full_shape, tp_.size(), tp_.rank())) {
+    if (!r.first_holder) device().memset_zero(grad(i) + r.local_row * cols, static_cast<size_t>(r.rows * cols) * sizeof(float));
+  }
+}
+
 void Model::sum_replicated_grad(int i) {
   const ParamInfo& p = info_[static_cast<size_t>(i)];
   const auto runs = p.partition.replicated_runs(p.full_shape, tp_.size(), tp_.rank());

@@ -157,10 +157,14 @@ class Model {
   // Parameter i in the working dtype (what the forward reads).
   const void* wparam(int i) const;
 
-  // Parameter i's gradient rows that are replicated units (k/v heads shared by several tp
-  // ranks, Partition::rows with units) hold this rank's partial sum: sums them over the tp
-  // group so every holder has the full gradient. A no-op for other parameters. Call before
-  // reporting the gradient ready.
+  // Gradients of replicated units (k/v heads shared by several tp ranks, Partition::rows with
+  // units): each holder computes a partial sum. Call begin_replicated_grad(i) before the
+  // backward op that accumulates parameter i's gradient (the holders other than the first
+  // zero those rows: the first keeps what earlier micro-batches accumulated), and
+  // sum_replicated_grad(i) after it: the rows are summed over the tp group, so every holder
+  // has the accumulated full gradient. No-ops for other parameters. Call before reporting
+  // the gradient ready.
+  void begin_replicated_grad(int i);
   void sum_replicated_grad(int i);
 
   // Every parameter from its spec: N(0, std) at its index in the full tensor, or constant.

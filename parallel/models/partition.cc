@@ -194,7 +194,8 @@ std::vector<Partition::ReplicatedRun> Partition::replicated_runs(const core::Sha
   int64_t local0 = 0, full0 = 0;
   for (int64_t s : row_blocks(blocks_, full)) {
     const Split sp = split(s, tp);
-    if (sp.replicas > 1) v.push_back({local0, sp.piece, full0 + (rank / sp.replicas) * sp.piece, full0, s});
+    if (sp.replicas > 1)
+      v.push_back({local0, sp.piece, full0 + (rank / sp.replicas) * sp.piece, full0, s, rank % sp.replicas == 0});
     local0 += sp.piece;
     full0 += s;
   }

@@ -93,6 +93,7 @@ class Partition {
   struct ReplicatedRun {
     int64_t local_row = 0, rows = 0, full_row = 0;
     int64_t block_row = 0, block_rows = 0;  // the fused block it belongs to, in the full tensor
+    bool first_holder = true;               // this rank is the first of the unit's holders
   };
   std::vector<ReplicatedRun> replicated_runs(const core::Shape& full, int tp, int rank) const;
 
