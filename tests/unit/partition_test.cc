@@ -38,6 +38,9 @@ std::vector<Case> cases() {
           {"q|k|v 8 q heads, 2 kv heads of 2", Partition::rows({16, 8, 8}), {32, 4}},
           {"q|k|v bias", Partition::rows({16, 8, 8}), {32}},
           {"gate|up", Partition::rows({24, 24}), {48, 2}},
+          // Llama q|k|v by heads of 2 rows: 8 query heads, 2 kv heads (replicated at tp 4, 8)
+          {"q|k|v by heads, 2 kv heads", Partition::rows({16, 4, 4}, 2), {24, 3}},
+          {"q|k|v by heads, 1 kv head (multi-query)", Partition::rows({16, 2, 2}, 2), {20, 3}},
           {"cols", Partition::cols(), {3, 16}},
           {"vocab 50 rows, align 4", Partition::vocab(4), {50, 3}}};
 }
@@ -61,7 +64,7 @@ TEST(Partition, RoundTripAndEveryElementHeldOnce) {
     for (int tp : {1, 2, 4, 8}) {
       ASSERT_EQ(k.p.check(k.full, tp), "") << k.what << " tp " << tp;
       const Shape l = k.p.local_shape(k.full, tp);
-      std::map<std::pair<int64_t, int64_t>, int> held;
+      std::map<std::pair<int64_t, int64_t>, int> held, replicas;
       for (int rank = 0; rank < tp; ++rank) {
         for (int64_t r = 0; r < shape_rows(l); ++r) {
           const auto at = k.p.to_full(k.full, tp, rank, r);
@@ -72,17 +75,26 @@ TEST(Partition, RoundTripAndEveryElementHeldOnce) {
             }
             ++held[{at.row, at.col + c}];
             const auto back = k.p.to_local(k.full, tp, at.row, at.col + c);
-            if (k.p.kind() != Partition::Kind::Replicated) {
-              ASSERT_EQ(back.rank, rank) << k.what;
-            }
+            ASSERT_TRUE(back.held_by(rank)) << k.what << " tp " << tp << " rank " << rank;
+            replicas[{at.row, at.col + c}] = k.p.kind() == Partition::Kind::Replicated ? tp : back.replicas;
             ASSERT_EQ(back.row, r) << k.what;
             ASSERT_EQ(back.col, c) << k.what;
           }
         }
       }
-      const int want = k.p.kind() == Partition::Kind::Replicated ? tp : 1;
       ASSERT_EQ(static_cast<int64_t>(held.size()), shape_rows(k.full) * shape_cols(k.full)) << k.what << " tp " << tp;
-      for (const auto& [pos, n] : held) ASSERT_EQ(n, want) << k.what << " tp " << tp;
+      for (const auto& [pos, n] : held) ASSERT_EQ(n, replicas[pos]) << k.what << " tp " << tp;
+      // counted_rows: every element of the full tensor counted by exactly one rank
+      std::map<std::pair<int64_t, int64_t>, int> counted;
+      for (int rank = 0; rank < tp; ++rank)
+        for (const auto& [r0, r1] : k.p.counted_rows(k.full, tp, rank))
+          for (int64_t r = r0; r < r1; ++r) {
+            const auto at = k.p.to_full(k.full, tp, rank, r);
+            if (at.row >= shape_rows(k.full)) continue;
+            for (int64_t c = 0; c < shape_cols(l); ++c) ++counted[{at.row, at.col + c}];
+          }
+      ASSERT_EQ(counted.size(), held.size()) << k.what << " tp " << tp;
+      for (const auto& [pos, n] : counted) ASSERT_EQ(n, 1) << k.what << " tp " << tp;
     }
   }
 }
@@ -106,6 +118,34 @@ TEST(Partition, FusedBlocksOfUnequalSizeSplitEachBlock) {
         ASSERT_EQ(qkv.to_full({3 * C, C}, tp, rank, r).row, j * C + rank * part + i);
       }
   EXPECT_EQ(p.describe(), "rows[8|4|4]");
+}
+
+TEST(Partition, KvHeadsFewerThanRanksAreReplicated) {
+  // 4 query heads, 2 kv heads of 2 rows: at tp 4 rank r holds query head r and kv head r / 2
+  const Partition p = Partition::rows({8, 4, 4}, 2);
+  const Shape full{16, 3};
+  EXPECT_EQ(p.check(full, 4), "");
+  EXPECT_EQ(p.local_shape(full, 4), (Shape{6, 3}));
+  for (int rank = 0; rank < 4; ++rank) {
+    std::vector<int64_t> rows;
+    for (int64_t r = 0; r < 6; ++r) rows.push_back(p.to_full(full, 4, rank, r).row);
+    const int64_t q = 2 * rank, kv = 2 * (rank / 2);
+    EXPECT_EQ(rows, (std::vector<int64_t>{q, q + 1, 8 + kv, 9 + kv, 12 + kv, 13 + kv})) << "rank " << rank;
+    const auto runs = p.replicated_runs(full, 4, rank);
+    ASSERT_EQ(runs.size(), 2u);
+    EXPECT_EQ(runs[0].local_row, 2);
+    EXPECT_EQ(runs[0].full_row, 8 + kv);
+    EXPECT_EQ(runs[1].full_row, 12 + kv);
+    EXPECT_EQ(runs[0].first_holder, rank % 2 == 0);
+  }
+  const auto own = p.to_local(full, 4, 10, 1);  // kv head 1's first row: ranks 2 and 3
+  EXPECT_EQ(own.rank, 2);
+  EXPECT_EQ(own.replicas, 2);
+  EXPECT_TRUE(p.has_replicas(full, 4));
+  EXPECT_FALSE(p.has_replicas(full, 2));
+  // 3 kv heads neither split over 2 ranks nor divide 4... (3 units vs tp 2)
+  EXPECT_NE(Partition::rows({12, 6, 6}, 2).check({24, 3}, 2).find("3 units"), std::string::npos);
+  EXPECT_EQ(p.describe(), "rows[8|4|4] by units of 2");
 }
 
 TEST(Partition, VocabPadsToAlignTimesTp) {
