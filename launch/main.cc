@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "launch/bench_data.h"
+#include "launch/dry_run.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
@@ -54,6 +55,12 @@ int main(int argc, char** argv) {
   c_bstep->add_option("--json", bstep.json_out, "also write the figures to this JSON file");
   c_bstep->add_option("--metrics", bstep.metrics_dir,
                       "also write the timed steps to DIR/metrics.jsonl (one record per step, as train does)");
+  bool bstep_dry = false;
+  int bstep_world = 0;
+  c_bstep->add_flag("--dry-run", bstep_dry,
+                    "print the memory per rank at the config's layout (and the other tp sizes) without allocating "
+                    "anything or starting MPI");
+  c_bstep->add_option("--world", bstep_world, "--dry-run: plan for this many ranks (default parallel.dp x parallel.tp)");
   launch::BenchAllreduceArgs bar;
   auto* c_bar = c_bench->add_subcommand("allreduce", "nccl-tests-style all-reduce table: framework vs raw MPI/NCCL");
   c_bar->add_option("--min-bytes", bar.min_bytes, "smallest message")->capture_default_str();
@@ -127,8 +134,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed()) {  // no MPI needed
+  const bool dry_run = c_bstep->parsed() && bstep_dry;
+  if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed() || dry_run) {  // no MPI
     try {
+      if (dry_run) return launch::cmd_bench_dry_run({bstep.config, bstep.overrides, bstep_world});
       if (c_prep->parsed()) return launch::run_prep(prep);
       if (c_bdata->parsed()) return launch::cmd_bench_data(bdata);
       return c_plot->parsed() ? launch::cmd_plot(plot_dir, plot_out) : launch::cmd_inspect(inspect_path);

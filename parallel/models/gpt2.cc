@@ -106,6 +106,20 @@ std::vector<std::pair<std::string, int64_t>> Gpt2Architecture::shape_keys() cons
           {"seq_len", m.seq_len}};
 }
 
+double Gpt2Architecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row) const {
+  // mirrors Gpt2Model::ensure_acts
+  const core::ModelConfig& m = config();
+  const double N = static_cast<double>(B) * T, C = m.n_embd, W = elem_bytes;
+  const double NHl = m.n_head / tp, Cl = C / tp, Fl = 4 * C / tp;
+  const auto wte = layout_params({param_specs().front()}, tp, 1, nullptr).front();
+  const double Vl = static_cast<double>(wte.local_shape[0]);
+  const double ln = N * C * W + 2 * N * 4;
+  const double per_block = ln + N * 3 * Cl * W + B * NHl * T * att_state_per_row * 4.0 + N * Cl * W + N * C * W + ln +
+                           2 * N * Fl * W + N * C * W;
+  return m.n_layer * per_block + N * C * W + ln + 2 * N * Vl * W + 4 * N * 4 + 2 * N * C * W +
+         N * std::max(Cl, Fl) * W + N * std::max(3 * Cl, Fl) * W;
+}
+
 std::string Gpt2Architecture::describe(int tp) const {
   const core::ModelConfig& m = config();
   const auto wte = layout_params({param_specs().front()}, tp, 1, nullptr).front();

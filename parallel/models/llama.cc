@@ -140,6 +140,21 @@ std::vector<std::pair<std::string, int64_t>> LlamaArchitecture::shape_keys() con
           {"tie_embeddings", m.tie_embeddings ? 1 : 0}};
 }
 
+double LlamaArchitecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row) const {
+  // mirrors LlamaModel::ensure_acts
+  const core::ModelConfig& m = config();
+  const double N = static_cast<double>(B) * T, C = m.n_embd, HS = head_size(), W = elem_bytes;
+  const double NHl = m.n_head / tp, NKVl = std::max(1, n_kv_ / tp), Fl = ffn_ / tp;
+  const auto emb = layout_params({param_specs().front()}, tp, 1, nullptr).front();
+  const double Vl = static_cast<double>(emb.local_shape[0]);
+  const double inner = std::max({NHl * HS, (NHl + 2 * NKVl) * HS, 2 * Fl});
+  const double norm = N * C * W + N * 4;
+  const double per_block = norm + N * (NHl + 2 * NKVl) * HS * W + B * NHl * T * att_state_per_row * 4.0 +
+                           N * NHl * HS * W + N * C * W + norm + N * 3 * Fl * W + N * C * W;
+  return m.n_layer * per_block + N * C * W /*encoded*/ + norm + 2 * N * Vl * W /*logits, dlogits*/ +
+         4 * N * 4 /*cross-entropy*/ + 2 * N * C * W /*dres, dln*/ + 2 * N * inner * W /*dmid, dmid2*/;
+}
+
 std::string LlamaArchitecture::describe(int tp) const {
   const core::ModelConfig& m = config();
   const auto emb = layout_params({param_specs().front()}, tp, 1, nullptr).front();

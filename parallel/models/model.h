@@ -114,6 +114,16 @@ class Architecture : public std::enable_shared_from_this<Architecture> {
   virtual std::vector<std::pair<std::string, int64_t>> shape_keys() const = 0;
   // The start-up log's account of the model at tp ("124439808 parameters (12 layers, ...)").
   virtual std::string describe(int tp) const = 0;
+  // Bytes of the activations and backward scratch a Model of this architecture holds for a
+  // micro-batch of (B, T) on one of tp ranks, working-dtype elements of elem_bytes bytes; the
+  // attention state is B x local heads x T x att_state_per_row fp32 values (the CPU kernels
+  // keep probabilities: T; CUDA a log-sum-exp: 1). What Model::activation_bytes() reports after
+  // such a forward (a test keeps them equal), without building anything: `bench step
+  // --dry-run`. 0 = not modelled.
+  virtual double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row) const {
+    (void)B, (void)T, (void)tp, (void)elem_bytes, (void)att_state_per_row;
+    return 0;
+  }
   // This rank's slice, parameters zero (call Model::init_weights).
   virtual std::unique_ptr<Model> build(const ModelContext& ctx) const = 0;
 

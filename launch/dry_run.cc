@@ -1,0 +1,78 @@
+// What: the memory plan of `bench step --dry-run` (see dry_run.h).
+#include "launch/dry_run.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "parallel/models/registry.h"
+
+namespace mt::launch {
+
+namespace {
+
+struct Plan {
+  int dp = 1, tp = 1;
+  double params = 0, working = 0, grads = 0, optim = 0, acts = 0;
+  double total() const { return params + working + grads + optim + acts; }
+};
+
+Plan plan(const core::Config& cfg, const parallel::Architecture& arch, int dp, int tp) {
+  const bool cuda = cfg.train.device != "cpu";
+  const bool bf16 = cfg.train.precision == "bf16" || (cfg.train.precision == "auto" && cuda);
+  int64_t flat = 0;
+  parallel::layout_params(arch.param_specs(), tp, dp, &flat);
+  Plan p;
+  p.dp = dp;
+  p.tp = tp;
+  p.params = 4.0 * static_cast<double>(flat);
+  p.working = bf16 ? 2.0 * static_cast<double>(flat) : 0.0;
+  p.grads = p.params;
+  const double state = cfg.optim.name == "adamw" ? 2.0 : (cfg.optim.momentum > 0 ? 1.0 : 0.0);
+  p.optim = state * p.params / (cfg.parallel.zero == 1 ? dp : 1);
+  p.acts = arch.activation_bytes(cfg.train.micro_batch, cfg.model.seq_len, tp, bf16 ? 2 : 4, cuda ? 1 : cfg.model.seq_len);
+  return p;
+}
+
+std::string gib(double b) { return fmt::format("{:.2f}", b / (1024.0 * 1024.0 * 1024.0)); }
+
+}  // namespace
+
+int cmd_bench_dry_run(const DryRunArgs& a) {
+  const core::Config cfg = core::load_config(a.config, a.overrides);
+  const auto arch = parallel::make_architecture(cfg.model);
+  const int tp = cfg.parallel.tp;
+  const int world = a.world > 0 ? a.world : std::max(1, cfg.parallel.dp) * tp;
+  if (world % tp != 0) {
+    throw core::Error(fmt::format("--world {} is not a multiple of parallel.tp = {}", world, tp))
+        .with_yaml("parallel.tp")
+        .with_hint("plan for a world of dp x tp ranks");
+  }
+  if (const std::string bad = arch->tp_violation(tp); !bad.empty()) {
+    throw core::Error(bad).with_yaml("parallel.tp").with_hint(fmt::format("valid sizes follow {}", arch->tp_constraint()));
+  }
+  const bool cuda = cfg.train.device != "cpu";
+  const bool bf16 = cfg.train.precision == "bf16" || (cfg.train.precision == "auto" && cuda);
+  std::printf("bench step --dry-run: %s\n  model       %s\n", a.config.c_str(), arch->describe(tp).c_str());
+  std::printf("  layout      world %d = dp %d x tp %d, ZeRO-%d, %s, micro_batch %d x seq_len %d, %s working copy, "
+              "%s kernels\n",
+              world, world / tp, tp, cfg.parallel.zero, cfg.optim.name.c_str(), cfg.train.micro_batch,
+              cfg.model.seq_len, bf16 ? "bf16" : "fp32 (no separate)", cuda ? "CUDA" : "CPU");
+  std::printf("  memory per rank in GiB (nothing allocated; not counted: library workspaces, communication buckets,\n"
+              "  data prefetch, fragmentation)\n");
+  std::printf("  %-12s %8s %8s %8s %8s %10s %12s %8s\n", "layout", "params", "working", "grads", "optim",
+              "activ.", "", "total");
+  for (int t = 1; t <= world; ++t) {
+    if (world % t != 0 || !arch->tp_violation(t).empty() || (t > 64 && t != tp)) continue;
+    const Plan p = plan(cfg, *arch, world / t, t);
+    std::printf("  %-12s %8s %8s %8s %8s %10s %12s %8s%s\n", fmt::format("dp {} x tp {}", p.dp, p.tp).c_str(),
+                gib(p.params).c_str(), gib(p.working).c_str(), gib(p.grads).c_str(), gib(p.optim).c_str(),
+                gib(p.acts).c_str(), "", gib(p.total()).c_str(), t == tp ? "   <- configured" : "");
+  }
+  return 0;
+}
+
+}  // namespace mt::launch
