@@ -5,6 +5,11 @@
 // its forward pairs with the own backward. The caller (CudaOps) falls back to the own kernel
 // whenever this returns false: cuDNN not built, no handle, a shape or type it does not
 // support, any cuDNN status error, or doc_ids (document masks are not expressed here).
+// Multi-head only: the interface takes qkv (B, T, 3C), i.e. NKV == NH; CudaOps runs grouped
+// kv heads (NKV < NH) on the own kernel. cuDNN's SDPA accepts k/v with fewer heads than q
+// (dims (B, NKV, T, HS), strides of the qkv row (NH + 2 NKV) HS), so a future graph can take
+// an NKV argument; it was not added because the graph itself is not written and nothing with
+// GQA could be run where this was written.
 #pragma once
 
 #include <cstdint>

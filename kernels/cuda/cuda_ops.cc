@@ -5,8 +5,9 @@
 // Why: the model calls Ops without knowing the device. Working buffers (activations, the
 // parameter working copy) are fp32 or bf16 (OpsOptions::working); gradients, master weights,
 // optimizer state and statistics are fp32 (mixed precision as in Megatron / llm.c).
-// Attention: own kernel, or cuDNN's fused forward (bf16 only, no doc_ids) with the own
-// backward; the first time cuDNN runs a shape its output is compared with the own kernel's,
+// Attention: own kernel (grouped kv heads, doc_ids), or cuDNN's fused forward (bf16 only, no
+// doc_ids, multi-head only: NKV == NH; grouped kv heads use the own kernel, logged once per
+// shape at debug level) with the own backward; the first time cuDNN runs a shape its output is compared with the own kernel's,
 // and any disagreement (or any cuDNN error) switches this process to the own kernel with a
 // warning. That guard exists because the cuDNN graph could not be run where it was written.
 // Scratch memory for the reductions comes from buffers that grow to the largest request
@@ -168,17 +169,60 @@ class CudaOps final : public Ops {
     return static_cast<int64_t>(B) * NH * T;  // log-sum-exp per score row
   }
   void attention_forward(void* out, float* state, const void* qkv, const int32_t* doc_ids, int B, int T, int C,
-                         int NH) override {
-    check_attention_shape(B, T, C, NH);
-    if (doc_ids == nullptr && cudnn_ && cudnn_forward(out, state, qkv, B, T, C, NH)) return;
-    check(cuda::attention_forward(dt_, out, state, qkv, doc_ids, B, T, C, NH, stream()), "attention_forward");
+                         int NH, int NKV) override {
+    check_attention_shape(B, T, C, NH, NKV);
+    if (doc_ids == nullptr && cudnn_) {
+      if (NKV != NH) {
+        const auto key = std::make_tuple(B, T, C, NH, NKV);
+        if (gqa_logged_.insert(key).second) {
+          core::log::debug("attention B={} T={} C={} NH={} NKV={}: own kernel (the cuDNN fused forward here takes "
+                           "multi-head qkv only, NKV == NH; grouped kv heads are not wired to it)",
+                           B, T, C, NH, NKV);
+        }
+      } else if (cudnn_forward(out, state, qkv, B, T, C, NH)) {
+        return;
+      }
+    }
+    check(cuda::attention_forward(dt_, out, state, qkv, doc_ids, B, T, C, NH, NKV, stream()), "attention_forward");
   }
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out, const float* state,
-                          const int32_t* doc_ids, int B, int T, int C, int NH) override {
-    check_attention_shape(B, T, C, NH);
+                          const int32_t* doc_ids, int B, int T, int C, int NH, int NKV) override {
+    check_attention_shape(B, T, C, NH, NKV);
     float* scratch = scratch_f(static_cast<int64_t>(B) * NH * T);
-    check(cuda::attention_backward(dt_, dqkv, dout, qkv, out, state, doc_ids, B, T, C, NH, scratch, stream()),
+    check(cuda::attention_backward(dt_, dqkv, dout, qkv, out, state, doc_ids, B, T, C, NH, NKV, scratch, stream()),
           "attention_backward");
+  }
+
+  // ------------------------------------------------------------ Llama blocks
+  void rmsnorm_forward(void* out, float* rstd, const void* inp, const void* weight, int N, int C,
+                       float eps) override {
+    MT_CHECK(N >= 0 && C > 0, "rmsnorm_forward: bad shape N={} C={}", N, C);
+    check(cuda::rmsnorm_forward(dt_, out, rstd, inp, weight, N, C, eps, stream()), "rmsnorm_forward");
+  }
+  void rmsnorm_backward(void* dinp, float* dweight, const void* dout, const void* inp, const void* weight,
+                        const float* rstd, int N, int C) override {
+    MT_CHECK(N >= 0 && C > 0, "rmsnorm_backward: bad shape N={} C={}", N, C);
+    float* scratch = dweight ? scratch_f(cuda::column_sum_scratch_floats(N, C)) : nullptr;
+    check(cuda::rmsnorm_backward(dt_, dinp, dweight, dout, inp, weight, rstd, N, C, scratch, stream()),
+          "rmsnorm_backward");
+  }
+  void swiglu_forward(void* out, const void* inp, int64_t N, int F) override {
+    MT_CHECK(N >= 0 && F > 0, "swiglu_forward: bad shape N={} F={}", N, F);
+    check(cuda::swiglu_forward(dt_, out, inp, N, F, stream()), "swiglu_forward");
+  }
+  void swiglu_backward(void* dinp, const void* inp, const void* dout, int64_t N, int F) override {
+    MT_CHECK(N >= 0 && F > 0, "swiglu_backward: bad shape N={} F={}", N, F);
+    check(cuda::swiglu_backward(dt_, dinp, inp, dout, N, F, stream()), "swiglu_backward");
+  }
+  void rope_forward(void* x, const float* cos, const float* sin, const int32_t* pos, int N, int stride, int n_heads,
+                    int HS) override {
+    check_rope_shape(N, stride, n_heads, HS);
+    check(cuda::rope_forward(dt_, x, cos, sin, pos, N, stride, n_heads, HS, stream()), "rope_forward");
+  }
+  void rope_backward(void* dx, const float* cos, const float* sin, const int32_t* pos, int N, int stride, int n_heads,
+                     int HS) override {
+    check_rope_shape(N, stride, n_heads, HS);
+    check(cuda::rope_backward(dt_, dx, cos, sin, pos, N, stride, n_heads, HS, stream()), "rope_backward");
   }
 
   // ------------------------------------------------------------ embeddings
@@ -192,11 +236,11 @@ class CudaOps final : public Ops {
     check(cuda::token_embedding_backward(dt_, dwte, dout, tokens, N, C, v_start, v_count, stream()),
           "token_embedding_backward");
   }
-  void position_embedding_forward(void* out, const void* wpe, int B, int T, int C) override {
-    check(cuda::position_embedding_forward(dt_, out, wpe, B, T, C, stream()), "position_embedding_forward");
+  void position_embedding_forward(void* out, const void* wpe, const int32_t* pos, int B, int T, int C) override {
+    check(cuda::position_embedding_forward(dt_, out, wpe, pos, B, T, C, stream()), "position_embedding_forward");
   }
-  void position_embedding_backward(float* dwpe, const void* dout, int B, int T, int C) override {
-    check(cuda::position_embedding_backward(dt_, dwpe, dout, B, T, C, stream()), "position_embedding_backward");
+  void position_embedding_backward(float* dwpe, const void* dout, const int32_t* pos, int B, int T, int C) override {
+    check(cuda::position_embedding_backward(dt_, dwpe, dout, pos, B, T, C, stream()), "position_embedding_backward");
   }
 
   // ------------------------------------------------------------ cross-entropy
@@ -270,9 +314,10 @@ class CudaOps final : public Ops {
     return static_cast<double*>(scratch_d_.raw());
   }
 
-  static void check_attention_shape(int B, int T, int C, int NH) {
-    MT_CHECK(B >= 0 && T >= 0 && C > 0 && NH > 0 && C % NH == 0, "attention: bad shape B={} T={} C={} NH={}", B, T,
-             C, NH);
+  static void check_attention_shape(int B, int T, int C, int NH, int NKV) {
+    MT_CHECK(B >= 0 && T >= 0 && C > 0 && NH > 0 && NKV > 0 && C % NH == 0,
+             "attention: bad shape B={} T={} C={} NH={} NKV={}", B, T, C, NH, NKV);
+    MT_CHECK(NH % NKV == 0, "attention: NH={} query heads are not divisible by NKV={} kv heads", NH, NKV);
     if (C / NH > cuda::kMaxHeadSize) {
       throw core::Error(fmt::format("attention head size {} exceeds the CUDA kernel's limit of {}", C / NH,
                                     cuda::kMaxHeadSize))
@@ -280,7 +325,12 @@ class CudaOps final : public Ops {
     }
   }
 
-  // cuDNN's forward; on its first run for a shape, checked against the own kernel. True when
+  static void check_rope_shape(int N, int stride, int n_heads, int HS) {
+    MT_CHECK(N >= 0 && HS > 0 && HS % 2 == 0 && n_heads >= 0 && static_cast<int64_t>(n_heads) * HS <= stride,
+             "rope: bad shape N={} stride={} n_heads={} HS={} (HS must be even)", N, stride, n_heads, HS);
+  }
+
+  // cuDNN's forward (multi-head: qkv (B, T, 3C)); on its first run for a shape, checked against the own kernel. True when
   // out and state hold a valid result (from cuDNN or, after a failed check, the own kernel).
   bool cudnn_forward(void* out, float* state, const void* qkv, int B, int T, int C, int NH) {
     std::string why;
@@ -294,7 +344,7 @@ class CudaOps final : public Ops {
     // Reference from the own kernel, compared on the host.
     const int64_t n_out = static_cast<int64_t>(B) * T * C, n_lse = static_cast<int64_t>(B) * NH * T;
     Tensor ref_out = Tensor::empty({n_out}, wdt_, dev_), ref_lse = Tensor::empty({n_lse}, core::DType::F32, dev_);
-    check(cuda::attention_forward(dt_, ref_out.raw(), ref_lse.f32(), qkv, nullptr, B, T, C, NH, stream()),
+    check(cuda::attention_forward(dt_, ref_out.raw(), ref_lse.f32(), qkv, nullptr, B, T, C, NH, NH, stream()),
           "attention_forward");
     std::vector<float> a_lse(n_lse), b_lse(n_lse), a_out(n_out), b_out(n_out);
     read_working(a_out.data(), out, n_out);
@@ -339,6 +389,7 @@ class CudaOps final : public Ops {
   cuda::LtMatmul mm_;
   std::unique_ptr<cuda::CudnnAttention> cudnn_;
   std::set<std::tuple<int, int, int, int>> validated_;
+  std::set<std::tuple<int, int, int, int, int>> gqa_logged_;  // shapes whose cuDNN fallback was logged
   std::set<std::string> warned_;
   Tensor scratch_f_, scratch_d_;
 };

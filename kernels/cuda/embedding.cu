@@ -6,9 +6,15 @@
 // dwte element receives its contributions in token order, exactly like the CPU reference
 // (so fp32 runs agree bit for bit). The token ids are staged through shared memory in tiles;
 // a thread reads every id but does work only for its 1/kGroups of them. The position
-// backward gives each (t, c) to one thread, summing over b in order.
+// backward without explicit positions gives each (t, c) to one thread, summing over b in
+// order; with explicit positions pos (B, T) (packed documents restart at 0, so many tokens
+// share a row) it is the same scatter-add as the token backward, with pos as the ids and the
+// whole table as the slice: each dwpe element sums its tokens in token order, as the CPU
+// reference does (bit-identical in fp32, no atomics).
 //
 // NOT RUN ON A GPU: compiled only; tests/cuda/cuda_ops_test.cc checks it against the CPU.
+#include <climits>
+
 #include "kernels/cuda/common.cuh"
 
 namespace mt::kernels::cuda {
@@ -53,15 +59,18 @@ __global__ void token_embedding_backward_k(float* dwte, const T* dout, const int
   }
 }
 
+// out: (B, T_, C) +=;  wpe: (T_max, C);  pos: (B, T_) or null (row t)
 template <typename T>
-__global__ void position_embedding_forward_k(T* out, const T* wpe, int B, int T_, int C) {
+__global__ void position_embedding_forward_k(T* out, const T* wpe, const int32_t* pos, int B, int T_, int C) {
   const int64_t total = static_cast<int64_t>(B) * T_ * C;
   MT_GRID_STRIDE(i, total) {
-    const int64_t t = (i / C) % T_, c = i % C;
-    out[i] = st<T>(ld(out[i]) + ld(wpe[t * C + c]));
+    const int64_t n = i / C, c = i % C;
+    const int64_t p = pos != nullptr ? static_cast<int64_t>(pos[n]) : n % T_;
+    out[i] = st<T>(ld(out[i]) + ld(wpe[p * C + c]));
   }
 }
 
+// dwpe: (T_, C) += sum over b of dout[b] (no explicit positions)
 template <typename T>
 __global__ void position_embedding_backward_k(float* dwpe, const T* dout, int B, int T_, int C) {
   const int64_t total = static_cast<int64_t>(T_) * C;
@@ -92,17 +101,26 @@ cudaError_t token_embedding_backward(Dt dt, float* dwte, const void* dout, const
   return cudaGetLastError();
 }
 
-cudaError_t position_embedding_forward(Dt dt, void* out, const void* wpe, int B, int T, int C, cudaStream_t s) {
+cudaError_t position_embedding_forward(Dt dt, void* out, const void* wpe, const int32_t* pos, int B, int T, int C,
+                                       cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(B) * T * C;
   if (total <= 0) return cudaSuccess;
   MT_DISPATCH(dt, X, position_embedding_forward_k<X><<<grid_for(total), kThreads, 0, s>>>(
-                         static_cast<X*>(out), static_cast<const X*>(wpe), B, T, C););
+                         static_cast<X*>(out), static_cast<const X*>(wpe), pos, B, T, C););
   return cudaGetLastError();
 }
 
-cudaError_t position_embedding_backward(Dt dt, float* dwpe, const void* dout, int B, int T, int C, cudaStream_t s) {
+cudaError_t position_embedding_backward(Dt dt, float* dwpe, const void* dout, const int32_t* pos, int B, int T, int C,
+                                        cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(T) * C;
   if (dwpe == nullptr || total <= 0 || B <= 0) return cudaSuccess;
+  if (pos != nullptr) {
+    // The token scatter with the positions as ids over the whole table (rows 0 .. INT_MAX-1:
+    // the caller's positions index its (T_max, C) table).
+    const int64_t N = static_cast<int64_t>(B) * T;
+    if (N > INT_MAX) return cudaErrorInvalidValue;
+    return token_embedding_backward(dt, dwpe, dout, pos, static_cast<int>(N), C, 0, INT_MAX, s);
+  }
   MT_DISPATCH(dt, X, position_embedding_backward_k<X><<<grid_for(total), kThreads, 0, s>>>(
                          dwpe, static_cast<const X*>(dout), B, T, C););
   return cudaGetLastError();

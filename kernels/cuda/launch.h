@@ -59,8 +59,31 @@ cudaError_t token_embedding_forward(Dt dt, void* out, const int32_t* tokens, con
                                     int v_start, int v_count, cudaStream_t s);
 cudaError_t token_embedding_backward(Dt dt, float* dwte, const void* dout, const int32_t* tokens, int N, int C,
                                      int v_start, int v_count, cudaStream_t s);
-cudaError_t position_embedding_forward(Dt dt, void* out, const void* wpe, int B, int T, int C, cudaStream_t s);
-cudaError_t position_embedding_backward(Dt dt, float* dwpe, const void* dout, int B, int T, int C, cudaStream_t s);
+// out: (B, T, C) += wpe[p], p = pos[b*T + t] if pos (B, T) is given, else t.
+cudaError_t position_embedding_forward(Dt dt, void* out, const void* wpe, const int32_t* pos, int B, int T, int C,
+                                       cudaStream_t s);
+// dwpe: (T_max, C) += the rows of dout at their positions; with pos, summed in token order
+// (the token backward's deterministic scatter), else in batch order.
+cudaError_t position_embedding_backward(Dt dt, float* dwpe, const void* dout, const int32_t* pos, int B, int T, int C,
+                                        cudaStream_t s);
+
+// ---------------------------------------------------------------- Llama blocks (rmsnorm.cu, swiglu.cu, rope.cu)
+// out: (N, C) = inp * rstd * weight; rstd: (N) fp32 written (may be null).
+cudaError_t rmsnorm_forward(Dt dt, void* out, float* rstd, const void* inp, const void* weight, int N, int C,
+                            float eps, cudaStream_t s);
+// dinp: (N, C) +=; dweight: (C) += (fp32). scratch: column_sum_scratch_floats(N, C) (only when
+// dweight is given).
+cudaError_t rmsnorm_backward(Dt dt, void* dinp, float* dweight, const void* dout, const void* inp, const void* weight,
+                             const float* rstd, int N, int C, float* scratch, cudaStream_t s);
+// inp: (N, 2F) per token [gate | up]; out: (N, F) = silu(gate) * up; dinp: (N, 2F) +=.
+cudaError_t swiglu_forward(Dt dt, void* out, const void* inp, int64_t N, int F, cudaStream_t s);
+cudaError_t swiglu_backward(Dt dt, void* dinp, const void* inp, const void* dout, int64_t N, int F, cudaStream_t s);
+// In place on the first n_heads heads (HS channels) of each of the N rows of x (row stride
+// `stride` elements); cos, sin: (max_pos, HS/2) fp32; pos: (N). rope_backward rotates back.
+cudaError_t rope_forward(Dt dt, void* x, const float* cos, const float* sin, const int32_t* pos, int N, int stride,
+                         int n_heads, int HS, cudaStream_t s);
+cudaError_t rope_backward(Dt dt, void* dx, const float* cos, const float* sin, const int32_t* pos, int N, int stride,
+                          int n_heads, int HS, cudaStream_t s);
 
 // ---------------------------------------------------------------- cross-entropy (cross_entropy.cu)
 cudaError_t xent_row_max(Dt dt, float* rowmax, const void* logits, int N, int Vl, int v_valid, cudaStream_t s);
@@ -75,14 +98,16 @@ cudaError_t xent_backward(Dt dt, void* dlogits, const void* logits, const float*
                           cudaStream_t s);
 
 // ---------------------------------------------------------------- attention (attention.cu)
-// The own causal attention (online softmax; the backward recomputes the probabilities from
-// the saved log-sum-exp). lse: (B, NH, T) fp32. Head size HS = C / NH must be <= kMaxHeadSize.
+// The own causal attention with NKV grouped kv heads (online softmax; the backward recomputes
+// the probabilities from the saved log-sum-exp). qkv: (B, T, (NH + 2 NKV) HS) per token
+// [q | k | v]; out: (B, T, C); lse: (B, NH, T) fp32. Head size HS = C / NH must be
+// <= kMaxHeadSize; NH % NKV == 0.
 constexpr int kMaxHeadSize = 256;
 cudaError_t attention_forward(Dt dt, void* out, float* lse, const void* qkv, const int32_t* doc_ids, int B, int T,
-                              int C, int NH, cudaStream_t s);
-// scratch: B * NH * T floats (the row dot products dout . out).
+                              int C, int NH, int NKV, cudaStream_t s);
+// dqkv: (B, T, (NH + 2 NKV) HS) +=. scratch: B * NH * T floats (the row dot products dout . out).
 cudaError_t attention_backward(Dt dt, void* dqkv, const void* dout, const void* qkv, const void* out,
-                               const float* lse, const int32_t* doc_ids, int B, int T, int C, int NH, float* scratch,
-                               cudaStream_t s);
+                               const float* lse, const int32_t* doc_ids, int B, int T, int C, int NH, int NKV,
+                               float* scratch, cudaStream_t s);
 
 }  // namespace mt::kernels::cuda

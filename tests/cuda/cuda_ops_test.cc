@@ -156,6 +156,7 @@ TEST_P(CudaOps, GeluAndResidual) {
   EXPECT_CLOSE(get(tb), rb, atol(), rtol());
 }
 
+// Multi-head attention (NKV == NH); grouped kv heads are in cuda_llama_ops_test.cc.
 TEST_P(CudaOps, CausalAttentionWithAndWithoutDocuments) {
   struct Shape {
     int B, T, C, NH;
@@ -172,18 +173,20 @@ TEST_P(CudaOps, CausalAttentionWithAndWithoutDocuments) {
       Tensor tq = W(qkv), out = W(std::vector<float>(N * s.C)), td = I(doc);
       Tensor state = F(std::vector<float>(ops_->attention_state_elems(s.B, s.T, s.NH)));
       const int32_t* dptr = docs ? static_cast<const int32_t*>(td.raw()) : nullptr;
-      ops_->attention_forward(out.raw(), state.f32(), tq.raw(), dptr, s.B, s.T, s.C, s.NH);
+      ops_->attention_forward(out.raw(), state.f32(), tq.raw(), dptr, s.B, s.T, s.C, s.NH, s.NH);
       std::vector<float> rout(N * s.C), ratt(static_cast<size_t>(s.B) * s.NH * s.T * s.T);
-      cpu::attention_forward(rout.data(), ratt.data(), qkv.data(), docs ? doc.data() : nullptr, s.B, s.T, s.C, s.NH);
+      cpu::attention_forward(rout.data(), ratt.data(), qkv.data(), docs ? doc.data() : nullptr, s.B, s.T, s.C, s.NH,
+                             s.NH);
       EXPECT_CLOSE(get(out), rout, atol(), rtol());
 
       const auto dout = seen(randn(N * s.C, 2)), dqkv0 = seen(randn(N * 3 * s.C, 3));
       Tensor tdo = W(dout), tdq = W(dqkv0);
       // the backward reads the forward output as stored (rounded); give the CPU's rounding
       Tensor tout = W(seen(rout));
-      ops_->attention_backward(tdq.raw(), tdo.raw(), tq.raw(), tout.raw(), state.f32(), dptr, s.B, s.T, s.C, s.NH);
+      ops_->attention_backward(tdq.raw(), tdo.raw(), tq.raw(), tout.raw(), state.f32(), dptr, s.B, s.T, s.C, s.NH,
+                               s.NH);
       auto rdq = dqkv0;
-      cpu::attention_backward(rdq.data(), dout.data(), qkv.data(), ratt.data(), s.B, s.T, s.C, s.NH);
+      cpu::attention_backward(rdq.data(), dout.data(), qkv.data(), ratt.data(), s.B, s.T, s.C, s.NH, s.NH);
       EXPECT_CLOSE(get(tdq), rdq, atol() * 2, rtol() * 2);
     }
   }
@@ -210,15 +213,15 @@ TEST_P(CudaOps, EmbeddingsOnAVocabularySlice) {
   const int B = 3, T = 11;
   const auto wpe = seen(randn(16 * C, 4)), x0 = seen(randn(B * T * C, 5));
   Tensor tp = W(wpe), tx = W(x0);
-  ops_->position_embedding_forward(tx.raw(), tp.raw(), B, T, C);
+  ops_->position_embedding_forward(tx.raw(), tp.raw(), nullptr, B, T, C);
   auto rx = x0;
-  cpu::position_embedding_forward(rx.data(), wpe.data(), B, T, C);
+  cpu::position_embedding_forward(rx.data(), wpe.data(), nullptr, B, T, C);
   EXPECT_CLOSE(get(tx), rx, atol(), rtol());
   const auto dpos0 = randn(T * C, 6);
   Tensor tdp = F(dpos0), tdx = W(x0);
-  ops_->position_embedding_backward(tdp.f32(), tdx.raw(), B, T, C);
+  ops_->position_embedding_backward(tdp.f32(), tdx.raw(), nullptr, B, T, C);
   auto rdp = dpos0;
-  cpu::position_embedding_backward(rdp.data(), x0.data(), B, T, C);
+  cpu::position_embedding_backward(rdp.data(), x0.data(), nullptr, B, T, C);
   EXPECT_EQ(get(tdp), rdp);  // batch order, fp32: bit-identical
 }
 
