@@ -186,6 +186,9 @@ struct VocabCrossEntropy {
   VocabSlice vs;
   core::Tensor rowmax, sumexp, tgt_logit, losses;  // (N) fp32 each
   void alloc(core::Device& dev, int64_t N);
+  size_t bytes() const {
+    return rowmax.defined() ? rowmax.nbytes() + sumexp.nbytes() + tgt_logit.nbytes() + losses.nbytes() : 0;
+  }
   void forward(Model& m, const void* logits, const int32_t* targets, int N);
   // dlogits (N, Vl) written from the per-token loss weights dloss (N).
   void backward(Model& m, void* dlogits, const void* logits, const int32_t* targets, const float* dloss,

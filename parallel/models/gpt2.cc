@@ -231,7 +231,7 @@ class Gpt2Model final : public Model {
       n += b.ln1.bytes() + b.attn.bytes() + b.res2.nbytes() + b.ln2.bytes() + b.mlp.bytes() + b.res3.nbytes();
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
-    return n + lnf_.bytes();
+    return n + lnf_.bytes() + xent_.bytes();
   }
 
  private:

@@ -270,7 +270,7 @@ class LlamaModel final : public Model {
       n += b.attn_norm.bytes() + b.attn.bytes() + b.res2.nbytes() + b.mlp_norm.bytes() + b.mlp.bytes() + b.res3.nbytes();
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
-    return n + norm_.bytes();
+    return n + norm_.bytes() + xent_.bytes();
   }
 
  private:
