@@ -111,7 +111,9 @@ double LlamaArchitecture::flops_per_token(int T) const {
 Architecture::TpTraffic LlamaArchitecture::tp_traffic(int64_t tokens, int elem_bytes) const {
   // as GPT-2: activations (tokens, C) for the embedding and two per block forward, the head's
   // input gradient and two per block backward; the cross-entropy's three (tokens) fp32
-  // pieces; plus, with replicated kv heads, the k and v weight gradients (fp32, full size)
+  // pieces. Not counted: with more tp ranks than kv heads, the sum of the k and v weight
+  // gradients over the group (2 x n_kv_head x head size x n_embd fp32 per layer; tp_traffic
+  // does not know tp)
   const core::ModelConfig& m = config();
   const int64_t act = 4 * static_cast<int64_t>(m.n_layer) + 2;
   TpTraffic t;
