@@ -129,7 +129,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<double>("data.markov_sharpness", MT_REF(data, markov_sharpness), 0, 100, "peakedness of its transitions"));
     v.push_back(F<uint64_t>("data.seed", MT_REF(data, seed), 0, 1.8e19, "seed of the synthetic language"));
     v.push_back(F<std::string>("data.mode", MT_REF(data, mode), 0, 0, "samples: concat = seq_len windows of the token stream, documents = one document per row (padded), packed = documents end to end in rows of seq_len (hdf5; packed needs data.eod_token)", {"concat", "documents", "packed"}));
-    v.push_back(F<std::string>("data.schedule", MT_REF(data, schedule), 0, 0, "split of each global batch across dp ranks: static (contiguous), round_robin (interleaved), balanced (documents: by modelled cost), dynamic (by measured throughput)", {"static", "round_robin", "balanced", "dynamic"}));
+    v.push_back(F<std::string>("data.schedule", MT_REF(data, schedule), 0, 0, "split of each global batch across dp ranks: static (contiguous), round_robin (interleaved), balanced (documents, packed rows: by modelled cost), dynamic (by measured throughput)", {"static", "round_robin", "balanced", "dynamic"}));
     v.push_back(F<int64_t>("data.batch_tokens", MT_REF(data, batch_tokens), 0, 1e15, "documents mode: target tokens per global batch (0 = train.batch_size x model.seq_len); packed mode's batch is train.batch_size rows"));
     v.push_back(F<int>("data.eod_token", MT_REF(data, eod_token), -1, 1 << 24, "documents/packed modes: end-of-document token id, appended to every document that does not end with it (-1 = none; required by packed)"));
     v.push_back(F<int>("data.prefetch", MT_REF(data, prefetch), 1, 64, "batches the background loader prepares ahead"));
