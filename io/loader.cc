@@ -179,7 +179,8 @@ void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Spli
     for (int32_t r = 0; r < s.rows; ++r) {
       // one sample per row; packed: the row's documents end to end, doc ids 0, 1, ...
       const int32_t row = mine[static_cast<size_t>(s.first + r)];
-      const int32_t docs = packed ? plan.row_starts[static_cast<size_t>(row) + 1] - plan.row_starts[static_cast<size_t>(row)] : 1;
+      const int32_t docs =
+          packed ? plan.row_starts[static_cast<size_t>(row) + 1] - plan.row_starts[static_cast<size_t>(row)] : 1;
       int32_t* in = mb.inputs.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T);
       int32_t* tg = mb.targets.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T);
       int32_t* id = packed ? mb.doc_ids.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T) : nullptr;
@@ -388,8 +389,8 @@ void Loader::restore(const std::string& text, int64_t step) {
                            j.value("step", int64_t{-1}) == step;
   if (!same_stream) {
     // a different data configuration: the planner position is recomputed for `step`
-    core::log::warn("the checkpoint's loader state is for another data stream (data, mode, eod_token, seq_len, batch or seed "
-                    "changed); the position is recomputed for step {}", step);
+    core::log::warn("the checkpoint's loader state is for another data stream (data, mode, eod_token, seq_len, "
+                    "batch or seed changed); the position is recomputed for step {}", step);
     anchor_ = PlannerState{};
     return;
   }

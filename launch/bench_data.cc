@@ -115,7 +115,8 @@ int cmd_bench_data(const BenchDataArgs& a) {
               a.mode.c_str(), 100.0 * pad, static_cast<long long>(targets),
               static_cast<long long>(positions));
   if (!a.json_out.empty()) {
-    nlohmann::json j{{"raw_tokens_per_s", raw}, {"raw_int32_tokens_per_s", raw32}, {"loader_tokens_per_s", rate}, {"ratio", rate / raw}, {"pad_fraction", pad},
+    nlohmann::json j{{"raw_tokens_per_s", raw}, {"raw_int32_tokens_per_s", raw32}, {"loader_tokens_per_s", rate}, {"ratio", rate / raw},
+                     {"pad_fraction", pad},
                      {"mode", a.mode}, {"seq_len", a.seq_len}, {"steps", steps}, {"tokens", tokens},
                      {"mapped_shards", ds.mapped_shards()}, {"shards", ds.num_shards()}};
     std::ofstream(a.json_out) << j.dump(2) << "\n";

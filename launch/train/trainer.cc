@@ -32,8 +32,8 @@ void check_batch_split(const core::Config& cfg, const io::LoaderOptions& lopt, i
 }
 
 // Micro-batch shapes vary (documents: rows as long as their longest document; packed
-// (balanced, dynamic) and dynamic: shares that change), and the model re-allocates its activations for every new shape. By
-// default glibc hands those pages back to the OS and the next allocation faults them in
+// (balanced, dynamic) and dynamic: shares that change), and the model re-allocates its
+// activations for every new shape. By default glibc hands those pages back to the OS and the next allocation faults them in
 // again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
 // of examples/small.yaml). Keep freed memory in the heap for reuse instead.
 void keep_freed_memory() {

@@ -1,8 +1,8 @@
 // The loader across real ranks (np 2 and 4, one dp replica per rank): for every mode
 // (concat, documents, packed) and every policy, the samples the ranks received during one
-// epoch, gathered on rank 0, are every sample exactly once; every rank agrees on each step's loss normaliser; the dynamic
-// schedule's measurements travel by a real all-gather (rank r reports r + 1 times slower)
-// and shift the work towards the faster ranks.
+// epoch, gathered on rank 0, are every sample exactly once; every rank agrees on each step's
+// loss normaliser; the dynamic schedule's measurements travel by a real all-gather (rank r
+// reports r + 1 times slower) and shift the work towards the faster ranks.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <unistd.h>
