@@ -134,9 +134,10 @@ const std::vector<Field>& schema() {
     v.push_back(F<int>("data.markov_vocab", MT_REF(data, markov_vocab), 0, 1 << 24, "tokens the Markov language uses (0 = model.vocab_size)"));
     v.push_back(F<double>("data.markov_sharpness", MT_REF(data, markov_sharpness), 0, 100, "peakedness of its transitions"));
     v.push_back(F<uint64_t>("data.seed", MT_REF(data, seed), 0, 1.8e19, "seed of the synthetic language"));
-    v.push_back(F<std::string>("data.mode", MT_REF(data, mode), 0, 0, "samples: concat = seq_len windows of the token stream, documents = one document each (hdf5)", {"concat", "documents"}));
-    v.push_back(F<std::string>("data.schedule", MT_REF(data, schedule), 0, 0, "split of each global batch across dp ranks: static (contiguous), round_robin (interleaved), balanced (documents: by modelled cost), dynamic (by measured throughput)", {"static", "round_robin", "balanced", "dynamic"}));
-    v.push_back(F<int64_t>("data.batch_tokens", MT_REF(data, batch_tokens), 0, 1e15, "documents mode: target tokens per global batch (0 = train.batch_size x model.seq_len)"));
+    v.push_back(F<std::string>("data.mode", MT_REF(data, mode), 0, 0, "samples: concat = seq_len windows of the token stream, documents = one document per row (padded), packed = documents end to end in rows of seq_len (hdf5; packed needs data.eod_token)", {"concat", "documents", "packed"}));
+    v.push_back(F<std::string>("data.schedule", MT_REF(data, schedule), 0, 0, "split of each global batch across dp ranks: static (contiguous), round_robin (interleaved), balanced (documents, packed rows: by modelled cost), dynamic (by measured throughput)", {"static", "round_robin", "balanced", "dynamic"}));
+    v.push_back(F<int64_t>("data.batch_tokens", MT_REF(data, batch_tokens), 0, 1e15, "documents mode: target tokens per global batch (0 = train.batch_size x model.seq_len); packed mode's batch is train.batch_size rows"));
+    v.push_back(F<int>("data.eod_token", MT_REF(data, eod_token), -1, 1 << 24, "documents/packed modes: end-of-document token id, appended to every document that does not end with it (-1 = none; required by packed)"));
     v.push_back(F<int>("data.prefetch", MT_REF(data, prefetch), 1, 64, "batches the background loader prepares ahead"));
     v.push_back(F<bool>("data.verify", MT_REF(data, verify), 0, 0, "hdf5: verify every shard's checksum and token ids before training"));
     v.push_back(F<int>("data.debug_slow_rank", MT_REF(data, debug_slow_rank), -1, 1 << 20, "testing: the dp replica that runs debug_slow_factor x slower (-1 = off)"));
@@ -373,9 +374,27 @@ void validate_config(const Config& c) {
     throw at_key(c, "data.source", "data.source is hdf5 but data.path is empty",
                  "set data.path to a directory made by `meshtrain prep`");
   }
-  if (c.data.mode == "documents" && c.data.source != "hdf5") {
-    throw at_key(c, "data.mode", "data.mode documents needs a dataset with document boundaries (data.source: hdf5)",
+  if (c.data.mode != "concat" && c.data.source != "hdf5") {
+    throw at_key(c, "data.mode",
+                 fmt::format("data.mode {} needs a dataset with document boundaries (data.source: hdf5)", c.data.mode),
                  "build one with `meshtrain prep`, or use data.mode: concat");
+  }
+  // packed rows hold several documents: without an end-of-document token the model could not
+  // learn where one ends (documents mode pads each on its own row, so the token is optional)
+  if (c.data.mode == "packed" && c.data.eod_token < 0) {
+    const auto mode_line = c.key_lines.find("data.mode");
+    const std::string where = mode_line != c.key_lines.end() && !c.source_file.empty()
+                                  ? fmt::format(" ({}:{})", c.source_file, mode_line->second)
+                                  : "";
+    throw at_key(c, "data.eod_token", fmt::format("data.mode packed{} needs data.eod_token (the end-of-document token "
+                                                  "id), which is -1 (none)", where),
+                 "set data.eod_token to the id your tokenizer uses to end a document (< model.vocab_size), or use "
+                 "data.mode: documents");
+  }
+  if (c.data.eod_token >= c.model.vocab_size) {
+    throw at_key(c, "data.eod_token",
+                 fmt::format("eod_token = {} is not below model.vocab_size = {}", c.data.eod_token, c.model.vocab_size),
+                 "the end-of-document token must be an id the model knows");
   }
   if (c.data.mode == "documents" && c.data.batch_tokens > 0 && c.data.batch_tokens < c.model.seq_len) {
     throw at_key(c, "data.batch_tokens",

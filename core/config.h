@@ -71,9 +71,10 @@ struct DataConfig {
   double markov_sharpness = 2.0;  // larger = more predictable language (lower entropy)
   uint64_t seed = 1234;           // the language itself (fixed across training seeds)
   // the loader (io/loader.h, docs/dataset-format.md)
-  std::string mode = "concat";        // concat (seq_len windows) | documents (one document per sample)
+  std::string mode = "concat";        // concat (seq_len windows) | documents (one per row) | packed (end to end in rows)
   std::string schedule = "balanced";  // split of each global batch across dp: static | round_robin | balanced | dynamic
   int64_t batch_tokens = 0;           // documents: target tokens per global batch (0 = batch_size x seq_len)
+  int eod_token = -1;                 // documents/packed: every document sample ends with it (-1 = none)
   int prefetch = 2;                   // batches prepared ahead by the background thread
   bool verify = true;                 // hdf5: checksums and token ids of every shard at start
   int debug_slow_rank = -1;           // testing: this dp replica sleeps to run debug_slow_factor x slower

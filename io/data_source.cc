@@ -16,7 +16,7 @@ std::unique_ptr<DataSource> make_data_source(const core::Config& cfg, int verify
   if (cfg.data.source == "hdf5") {
     return std::make_unique<Hdf5Source>(cfg.data.path, cfg.model.vocab_size, cfg.model.seq_len,
                                         parse_sample_mode(cfg.data.mode), cfg.data.verify, verify_first,
-                                        verify_stride);
+                                        verify_stride, cfg.data.eod_token);
   }
   throw core::Error(fmt::format("unknown data source '{}'", cfg.data.source)).with_yaml("data.source");
 }

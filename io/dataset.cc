@@ -389,8 +389,9 @@ void Dataset::read_tokens(const SplitView& v, int64_t offset, int64_t count, int
 }
 
 Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode, bool verify,
-                       int verify_first, int verify_stride)
-    : ds_(Dataset::open(dir, verify, true, verify_first, verify_stride)), T_(seq_len), mode_(mode) {
+                       int verify_first, int verify_stride, int eod_token)
+    : ds_(Dataset::open(dir, verify, true, verify_first, verify_stride)), T_(seq_len), mode_(mode),
+      eod_(mode == SampleMode::Concat ? -1 : eod_token) {
   ds_.check_vocab(model_vocab);
   names_[0] = "train";
   names_[1] = ds_.num_tokens("val") > 0 ? "val" : "train";
@@ -417,7 +418,14 @@ Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, Sam
     len.resize(starts.size() - 1);
     int64_t longest = 0, usable = 0;
     for (size_t d = 0; d + 1 < starts.size(); ++d) {
-      const int64_t n = starts[d + 1] - starts[d];
+      int64_t n = starts[d + 1] - starts[d];
+      // the end-of-document token: appended unless the document ends with it; only documents
+      // shorter than the sample (T + 1 tokens) need their last token read (the rest are cut)
+      if (eod_ >= 0 && n < seq_len + 1) {
+        int32_t last = -1;
+        if (n > 0) Dataset::read_tokens(views_[k], starts[d + 1] - 1, 1, &last);
+        if (last != eod_) ++n;
+      }
       longest = std::max(longest, n);
       usable += n >= 2;
       len[d] = static_cast<int32_t>(std::min<int64_t>(n, seq_len + 1));
@@ -426,7 +434,8 @@ Hdf5Source::Hdf5Source(const std::string& dir, int model_vocab, int seq_len, Sam
       throw core::Error(fmt::format("split '{}' has no document of 2 or more tokens (documents mode needs one "
                                     "token to predict from another)", s)).with_file(dir + "/manifest.json");
     }
-    if (k == 0 && longest < seq_len) {  // (the val split may be all short documents)
+    // (the val split may be all short documents; packed rows take several short ones)
+    if (k == 0 && mode_ == SampleMode::Documents && longest < seq_len) {
       throw core::Error(fmt::format("model.seq_len = {} is longer than every document of split '{}' (the longest has "
                                     "{} tokens)", seq_len, s, longest)).with_file(dir + "/manifest.json")
           .with_yaml("model.seq_len").with_hint("use a seq_len the documents fill, or data.mode: concat");
@@ -444,12 +453,12 @@ const std::string& Hdf5Source::split_name(Split split) const { return names_[spl
 
 uint64_t Hdf5Source::epoch_samples(Split split) const {
   const std::string& name = split_name(split);
-  if (mode_ == SampleMode::Documents) return static_cast<uint64_t>(ds_.num_documents(name));
+  if (mode_ != SampleMode::Concat) return static_cast<uint64_t>(ds_.num_documents(name));
   return static_cast<uint64_t>((ds_.num_tokens(name) - 1) / T_);
 }
 
 const std::vector<int32_t>* Hdf5Source::sample_tokens(Split split) const {
-  return mode_ == SampleMode::Documents ? &doc_tokens_[split == Split::Train ? 0 : 1] : nullptr;
+  return mode_ != SampleMode::Concat ? &doc_tokens_[split == Split::Train ? 0 : 1] : nullptr;
 }
 
 void Hdf5Source::sample(Split split, uint64_t index, int seq_len, int32_t* out) const {
@@ -460,7 +469,10 @@ void Hdf5Source::sample(Split split, uint64_t index, int seq_len, int32_t* out) 
     Dataset::read_tokens(v, static_cast<int64_t>(index) * T_, T_ + 1, out);  // range-checked there
   } else {
     MT_CHECK(index < doc_tokens_[k].size(), "document {} outside the {} of the split", index, doc_tokens_[k].size());
-    Dataset::read_tokens(v, (*v.doc_starts)[index], doc_tokens_[k][index], out);
+    const int64_t stored = (*v.doc_starts)[index + 1] - (*v.doc_starts)[index];
+    const int32_t n = doc_tokens_[k][index];
+    Dataset::read_tokens(v, (*v.doc_starts)[index], std::min<int64_t>(n, stored), out);
+    if (n > stored) out[stored] = eod_;  // (only when the eod was appended)
   }
 }
 
@@ -471,7 +483,8 @@ void Hdf5Source::prefetch(Split split, uint64_t index) const {
   if (mode_ == SampleMode::Concat) {
     offset = static_cast<int64_t>(index) * T_, count = T_ + 1;
   } else if (index < doc_tokens_[k].size()) {
-    offset = (*v.doc_starts)[index], count = doc_tokens_[k][index];
+    offset = (*v.doc_starts)[index];
+    count = std::min<int64_t>(doc_tokens_[k][index], (*v.doc_starts)[index + 1] - offset);
   }
   if (count <= 0 || offset + count > v.tokens) return;
   const size_t s = locate_shard(*v.shards, offset);
@@ -489,9 +502,10 @@ std::string Hdf5Source::describe() const {
                      "{} mode: {} train samples per epoch{}",
                      ds_.dir(), ds_.num_tokens("train"), ds_.num_tokens("val"), ds_.num_documents("train"),
                      ds_.num_documents("val"), ds_.vocab_size(), ds_.dtype(), ds_.mapped_shards(), ds_.num_shards(),
-                     mode_ == SampleMode::Concat ? "concat" : "documents", epoch_samples(Split::Train),
+                     mode_name(mode_), epoch_samples(Split::Train),
                      mode_ == SampleMode::Concat ? fmt::format(" (windows of seq_len + 1 = {} tokens)", T_ + 1)
-                                                 : fmt::format(" (documents truncated to {} tokens)", T_ + 1));
+                     : fmt::format(" (documents{} truncated to {} tokens)",
+                                   eod_ >= 0 ? fmt::format(" ending with eod token {}", eod_) : "", T_ + 1));
 }
 
 }  // namespace mt::io

@@ -119,13 +119,14 @@ class Dataset {
 uint64_t token_checksum(const void* data, size_t bytes, uint64_t h = core::kFnv1aOffset);
 
 // Samples of a dataset (data.source: hdf5), addressed by id in [0, epoch_samples(split)):
-// concat: window w = tokens [w T, w T + T + 1) of the split's stream; documents: document d,
-// truncated to its first T + 1 tokens. The loader permutes ids per epoch (schedule.h).
-// The eval split is `val`, or `train` if the dataset has no val split.
+// concat: window w = tokens [w T, w T + T + 1) of the split's stream; documents and packed:
+// document d, with `eod_token` appended when it is >= 0 and the document does not already end
+// with it, truncated to its first T + 1 tokens. The loader permutes ids per epoch
+// (schedule.h). The eval split is `val`, or `train` if the dataset has no val split.
 class Hdf5Source final : public DataSource {
  public:
   Hdf5Source(const std::string& dir, int model_vocab, int seq_len, SampleMode mode = SampleMode::Concat,
-             bool verify = true, int verify_first = 0, int verify_stride = 1);
+             bool verify = true, int verify_first = 0, int verify_stride = 1, int eod_token = -1);
   int vocab_size() const override { return ds_.vocab_size(); }
   void sample(Split split, uint64_t index, int seq_len, int32_t* out) const override;
   uint64_t epoch_samples(Split split) const override;
@@ -141,8 +142,9 @@ class Hdf5Source final : public DataSource {
   Dataset::SplitView views_[2];
   int T_;
   SampleMode mode_;
+  int eod_;  // appended to documents not ending with it (-1 = none)
   std::string names_[2];
-  std::vector<int32_t> doc_tokens_[2];  // documents: min(length, T + 1) per document
+  std::vector<int32_t> doc_tokens_[2];  // documents, packed: min(length (+ 1 for an appended eod), T + 1)
   std::unique_ptr<DataSource> markov_;  // the generator, when prep made it (entropy floor)
 };
 

@@ -34,6 +34,7 @@ LoaderOptions LoaderOptions::from_config(const core::Config& cfg, int dp, int dp
   o.batch_samples = cfg.train.batch_size;
   o.batch_tokens = cfg.data.batch_tokens > 0 ? cfg.data.batch_tokens
                                              : static_cast<int64_t>(cfg.train.batch_size) * cfg.model.seq_len;
+  o.eod_token = cfg.data.eod_token;
   o.seed = cfg.train.seed;
   o.dp = dp;
   o.dp_rank = dp_rank;
@@ -47,6 +48,7 @@ Loader::Loader(const DataSource& src, const LoaderOptions& o, const std::string&
   MT_CHECK(o_.dp >= 1 && o_.dp_rank >= 0 && o_.dp_rank < o_.dp, "loader: dp rank {} of {}", o_.dp_rank, o_.dp);
   MT_CHECK(o_.prefetch >= 1, "loader: prefetch must be >= 1");
   if (o_.dp == 1) o_.policy = SchedulePolicy::Static;  // one replica: nothing to split
+  if (o_.mode == SampleMode::Concat) o_.eod_token = -1;  // (concat reads the stream as stored)
   const std::string where = data_name.empty() ? src.describe() : data_name;
   for (int k = 0; k < 2; ++k) {
     const Split split = k == 0 ? Split::Train : Split::Eval;
@@ -68,6 +70,18 @@ Loader::Loader(const DataSource& src, const LoaderOptions& o, const std::string&
                                       label, t, o_.seq_len + 1, o_.batch_tokens))
             .with_file(where).with_yaml("data.batch_tokens")
             .with_hint(k == 0 ? "use a smaller data.batch_tokens (or train.batch_size), or more data"
+                              : "the eval set is train.eval_batches global batches of the val split: prep with a "
+                                "larger --val-fraction, or use a smaller batch");
+      }
+    } else if (o_.mode == SampleMode::Packed) {
+      MT_CHECK(p.sample_tokens != nullptr && p.num_samples > 0, "packed mode needs a dataset with documents");
+      const int64_t t = total_targets(*p.sample_tokens), rows = o_.batch_samples * o_.seq_len;
+      if (t < rows) {
+        throw core::Error(fmt::format("the {} split holds {} target tokens (documents truncated to seq_len + 1 = {}), "
+                                      "fewer than one global batch of train.batch_size = {} rows of {} positions",
+                                      label, t, o_.seq_len + 1, o_.batch_samples, o_.seq_len))
+            .with_file(where).with_yaml("train.batch_size")
+            .with_hint(k == 0 ? "use a smaller train.batch_size or model.seq_len, or more data"
                               : "the eval set is train.eval_batches global batches of the val split: prep with a "
                                 "larger --val-fraction, or use a smaller batch");
       }
@@ -97,19 +111,48 @@ int64_t Loader::steps_per_epoch_hint() const {
 }
 
 // ------------------------------------------------------------------------- batches
+namespace {
+int64_t positions_of(const std::vector<MicroShape>& shapes) {
+  int64_t p = 0;
+  for (const auto& s : shapes) p += static_cast<int64_t>(s.rows) * s.T;
+  return p;
+}
+}  // namespace
+
 void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Split split, Scratch& sc,
                   Batch& b) const {
   const SchedulePolicy policy = split == Split::Train ? o_.policy : SchedulePolicy::Static;
+  const bool packed = o_.mode == SampleMode::Packed;
   assign_samples(plan, o_.mode, policy, o_.dp, weights, o_.cost, sc.shares);
-  std::vector<int32_t>& mine = sc.shares[static_cast<size_t>(o_.dp_rank)];
+  b.global_positions = 0;
+  if (o_.mode == SampleMode::Documents) {  // rows are as long as a micro-batch's longest: every share's shapes
+    for (int r = 0; r < o_.dp; ++r) {
+      if (r == o_.dp_rank) continue;
+      sc.other = sc.shares[static_cast<size_t>(r)];
+      plan_micro_batches(plan, o_.mode, o_.micro_batch, o_.seq_len, sc.other, sc.other_shapes);
+      b.global_positions += positions_of(sc.other_shapes);
+    }
+  }
+  std::vector<int32_t>& mine = sc.shares[static_cast<size_t>(o_.dp_rank)];  // samples (packed: rows)
   plan_micro_batches(plan, o_.mode, o_.micro_batch, o_.seq_len, mine, sc.shapes);
   b.step = plan.step;
   b.global_samples = static_cast<int64_t>(plan.samples.size());
   b.global_targets = plan.targets;
+  b.positions = positions_of(sc.shapes);
+  b.global_positions = o_.mode == SampleMode::Documents
+                           ? b.global_positions + b.positions
+                           : static_cast<int64_t>(packed ? plan.rows() : b.global_samples) * o_.seq_len;
   b.targets = 0;
   b.cost = 0;
   b.samples.clear();
   for (int32_t p : mine) {
+    if (packed) {
+      for (int32_t j = plan.row_starts[static_cast<size_t>(p)]; j < plan.row_starts[static_cast<size_t>(p) + 1]; ++j)
+        b.samples.push_back(plan.samples[static_cast<size_t>(j)]);
+      b.targets += plan.row_targets(p);
+      b.cost += row_cost(plan, p, o_.cost);
+      continue;
+    }
     const SampleRef& r = plan.samples[static_cast<size_t>(p)];
     b.samples.push_back(r);
     b.targets += r.tokens - 1;
@@ -123,7 +166,7 @@ void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Spli
   // 1 row ahead than 4; seq_len 128 reads 20% faster 4-8 rows ahead than 1.
   const size_t kAhead = std::clamp<size_t>(1024 / static_cast<size_t>(o_.seq_len + 1), 1, 8);
   for (size_t i = 0; i < std::min(kAhead, b.samples.size()); ++i) src_.prefetch(split, b.samples[i].id);
-  size_t row = 0;
+  size_t next = 0;  // the next of b.samples to copy
   for (size_t m = 0; m < sc.shapes.size(); ++m) {
     const MicroShape& s = sc.shapes[m];
     MicroBatch& mb = b.micro[m];
@@ -132,20 +175,33 @@ void Loader::fill(const StepPlan& plan, const std::vector<double>& weights, Spli
     const size_t n = static_cast<size_t>(s.rows) * static_cast<size_t>(s.T);
     mb.inputs.resize(n);  // capacity is kept: no allocation once the largest shape was seen
     mb.targets.resize(n);
+    mb.doc_ids.resize(packed ? n : 0);
     for (int32_t r = 0; r < s.rows; ++r) {
-      const SampleRef& ref = b.samples[static_cast<size_t>(s.first + r)];
-      if (++row + kAhead <= b.samples.size()) src_.prefetch(split, b.samples[row + kAhead - 1].id);
-      src_.sample(split, ref.id, o_.seq_len, sc.tokens.data());  // ref.tokens = len + 1 tokens
-      const int32_t len = ref.tokens - 1;                          // positions with a target
+      // one sample per row; packed: the row's documents end to end, doc ids 0, 1, ...
+      const int32_t row = mine[static_cast<size_t>(s.first + r)];
+      const int32_t docs =
+          packed ? plan.row_starts[static_cast<size_t>(row) + 1] - plan.row_starts[static_cast<size_t>(row)] : 1;
       int32_t* in = mb.inputs.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T);
       int32_t* tg = mb.targets.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T);
-      const int32_t* t = sc.tokens.data();
-      for (int32_t i = 0; i < len; ++i) {  // one pass over the (L1-resident) row for both
-        in[i] = t[i];
-        tg[i] = t[i + 1];
+      int32_t* id = packed ? mb.doc_ids.data() + static_cast<size_t>(r) * static_cast<size_t>(s.T) : nullptr;
+      int32_t at = 0;  // positions of the row filled
+      for (int32_t d = 0; d < docs; ++d) {
+        const SampleRef& ref = b.samples[next];
+        if (++next + kAhead <= b.samples.size()) src_.prefetch(split, b.samples[next + kAhead - 1].id);
+        src_.sample(split, ref.id, o_.seq_len, sc.tokens.data());  // ref.tokens = len + 1 tokens
+        const int32_t len = ref.tokens - 1;                          // positions with a target
+        MT_CHECK(at + len <= s.T, "loader: a row of {} positions overflows ({} + {})", s.T, at, len);
+        const int32_t* t = sc.tokens.data();
+        for (int32_t i = 0; i < len; ++i) {  // one pass over the (L1-resident) row for both
+          in[at + i] = t[i];
+          tg[at + i] = t[i + 1];
+        }
+        if (id) std::fill(id + at, id + at + len, d);
+        at += len;
       }
-      std::fill(in + len, in + s.T, 0);  // padding after the document: never attended to (causal)
-      std::fill(tg + len, tg + s.T, -1);
+      std::fill(in + at, in + s.T, 0);  // padding after the documents: never attended to by them (causal)
+      std::fill(tg + at, tg + s.T, -1);
+      if (id) std::fill(id + at, id + s.T, docs);  // an id of its own
     }
   }
 }
@@ -295,7 +351,8 @@ std::string Loader::state() const {
   for (const auto& [s, v] : weights_)
     if (s >= anchor_.step) w.push_back({{"step", s}, {"weights", v}});
   nlohmann::json j{{"format", kStateFormat},
-                   {"mode", o_.mode == SampleMode::Concat ? "concat" : "documents"},
+                   {"mode", mode_name(o_.mode)},
+                   {"eod_token", o_.eod_token},
                    {"policy", policy_name(o_.policy)},
                    {"seq_len", o_.seq_len},
                    {"batch_samples", o_.batch_samples},
@@ -324,7 +381,7 @@ void Loader::restore(const std::string& text, int64_t step) {
   std::lock_guard<std::mutex> lk(mu_);
   expected_ = -1;
   const bool same_stream = j.value("format", 0) == kStateFormat &&
-                           j.value("mode", "") == (o_.mode == SampleMode::Concat ? "concat" : "documents") &&
+                           j.value("mode", "") == mode_name(o_.mode) && j.value("eod_token", -1) == o_.eod_token &&
                            j.value("seq_len", 0) == o_.seq_len && j.value("batch_samples", int64_t{0}) == o_.batch_samples &&
                            j.value("batch_tokens", int64_t{0}) == o_.batch_tokens &&
                            j.value("seed", uint64_t{0}) == o_.seed &&
@@ -332,8 +389,8 @@ void Loader::restore(const std::string& text, int64_t step) {
                            j.value("step", int64_t{-1}) == step;
   if (!same_stream) {
     // a different data configuration: the planner position is recomputed for `step`
-    core::log::warn("the checkpoint's loader state is for another data stream (data, seq_len, batch or seed "
-                    "changed); the position is recomputed for step {}", step);
+    core::log::warn("the checkpoint's loader state is for another data stream (data, mode, eod_token, seq_len, "
+                    "batch or seed changed); the position is recomputed for step {}", step);
     anchor_ = PlannerState{};
     return;
   }

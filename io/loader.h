@@ -1,6 +1,7 @@
 // What: the data loader. A background thread plans each step's global batch (schedule.h),
 // takes this dp replica's share, reads its samples from the DataSource and lays them out as
-// ready micro-batches (inputs, targets; documents padded with target -1) in a bounded queue
+// ready micro-batches (inputs, targets; documents padded with target -1; packed rows with
+// their documents' ids) in a bounded queue
 // of `prefetch` batches whose buffers are reused, so memory does not grow with the dataset.
 // The training thread takes batch s with next(s) and only waits if the thread is behind
 // (that wait is the step's data_wait_ms).
@@ -35,9 +36,10 @@ struct LoaderOptions {
   SampleMode mode = SampleMode::Concat;
   SchedulePolicy policy = SchedulePolicy::Balanced;
   int seq_len = 0;
-  int micro_batch = 1;        // concat: rows per micro-batch; documents: micro_batch x seq_len positions
-  int64_t batch_samples = 0;  // concat: samples per global batch
+  int micro_batch = 1;        // concat, packed: rows per micro-batch; documents: micro_batch x seq_len positions
+  int64_t batch_samples = 0;  // concat: samples per global batch; packed: rows of seq_len per global batch
   int64_t batch_tokens = 0;   // documents: targets per global batch
+  int eod_token = -1;         // the source's end-of-document token (part of the stream's identity in state())
   uint64_t seed = 0;          // shuffling
   int dp = 1, dp_rank = 0;    // data-parallel replicas and ours (tp ranks of a replica get the same)
   int prefetch = 2;           // batches prepared ahead (and the dynamic schedule's lag)
@@ -48,16 +50,21 @@ struct LoaderOptions {
 struct MicroBatch {
   int B = 0, T = 0;
   std::vector<int32_t> inputs, targets;  // (B, T); target -1: padding, no loss
+  // packed: (B, T) per row 0, 1, 2, ... for its successive documents and the next id for the
+  // padding at its end (attention stays within a document); empty in concat and documents modes
+  std::vector<int32_t> doc_ids;
 };
 
 struct Batch {
   int64_t step = -1;
   int n_micro = 0;                  // micro[0 .. n_micro) are this step's (buffers are reused)
   std::vector<MicroBatch> micro;
-  std::vector<SampleRef> samples;   // this replica's samples, in row order
+  std::vector<SampleRef> samples;   // this replica's samples, in row order (packed: row by row)
   int64_t global_samples = 0;
   int64_t global_targets = 0;       // the step's loss normaliser (same on every rank)
   int64_t targets = 0;              // this replica's
+  int64_t positions = 0;            // this replica's positions (B x T summed over its micro-batches)
+  int64_t global_positions = 0;     // every replica's: pad fraction = 1 - global_targets / global_positions
   double cost = 0;                  // this replica's modelled cost (CostModel units)
   PlannerState after;               // the planner's position after this step
 };
@@ -97,6 +104,8 @@ class Loader {
     std::vector<std::vector<int32_t>> shares;
     std::vector<MicroShape> shapes;
     std::vector<int32_t> tokens;
+    std::vector<int32_t> other;              // another replica's share (its positions)
+    std::vector<MicroShape> other_shapes;
   };
   void fill(const StepPlan& plan, const std::vector<double>& weights, Split split, Scratch& sc, Batch& b) const;
   void thread_main();

@@ -12,7 +12,17 @@ namespace mt::io {
 SampleMode parse_sample_mode(const std::string& s) {
   if (s == "concat") return SampleMode::Concat;
   if (s == "documents") return SampleMode::Documents;
-  MT_FAIL("unknown data.mode '{}' (concat | documents)", s);
+  if (s == "packed") return SampleMode::Packed;
+  MT_FAIL("unknown data.mode '{}' (concat | documents | packed)", s);
+}
+
+const char* mode_name(SampleMode m) {
+  switch (m) {
+    case SampleMode::Concat: return "concat";
+    case SampleMode::Documents: return "documents";
+    case SampleMode::Packed: return "packed";
+  }
+  return "?";
 }
 
 SchedulePolicy parse_schedule_policy(const std::string& s) {
@@ -80,8 +90,9 @@ Planner::Planner(const PlannerOptions& o) : o_(o) {
     MT_CHECK(o_.batch_samples >= 1, "concat mode needs batch_samples >= 1");
   } else {
     MT_CHECK(o_.num_samples > 0 && o_.sample_tokens && o_.sample_tokens->size() == o_.num_samples,
-             "documents mode needs the documents' token counts");
-    MT_CHECK(o_.batch_tokens >= 1, "documents mode needs batch_tokens >= 1");
+             "{} mode needs the documents' token counts", mode_name(o_.mode));
+    if (o_.mode == SampleMode::Documents) MT_CHECK(o_.batch_tokens >= 1, "documents mode needs batch_tokens >= 1");
+    if (o_.mode == SampleMode::Packed) MT_CHECK(o_.batch_samples >= 1, "packed mode needs batch_samples (rows) >= 1");
   }
 }
 
@@ -116,9 +127,35 @@ void Planner::plan(StepPlan& out) {
   out.step = st_.step;
   out.samples.clear();
   out.targets = 0;
+  out.row_starts.clear();
+  out.T = 0;
   if (o_.mode == SampleMode::Concat) {
     for (int64_t j = 0; j < o_.batch_samples; ++j) out.samples.push_back(peek(st_));
     out.targets = o_.batch_samples * o_.seq_len;
+  } else if (o_.mode == SampleMode::Packed) {
+    // first fit in stream order: a document that does not fit the rest of the current row
+    // starts the next; the step ends before a document that would need row batch_samples + 1
+    // (it starts the next step). A document has at most seq_len positions, so it fits a row.
+    out.T = o_.seq_len;
+    int64_t rows = 0;
+    int32_t used = o_.seq_len;  // positions used in the current row (none open yet)
+    for (;;) {
+      PlannerState next = st_;
+      const SampleRef r = peek(next);
+      const int32_t len = r.tokens - 1;
+      if (used + len > o_.seq_len) {
+        if (rows == o_.batch_samples) break;
+        out.row_starts.push_back(static_cast<int32_t>(out.samples.size()));
+        ++rows;
+        used = 0;
+      }
+      out.samples.push_back(r);
+      out.targets += len;
+      used += len;
+      st_.epoch = next.epoch;
+      st_.pos = next.pos;
+    }
+    out.row_starts.push_back(static_cast<int32_t>(out.samples.size()));
   } else {
     for (;;) {
       PlannerState next = st_;
@@ -150,6 +187,20 @@ PlannerState Planner::state_at(int64_t step, PlannerState from) {
   s = st_;
   st_ = saved;
   return s;
+}
+
+int32_t StepPlan::row_targets(int32_t k) const {
+  int32_t t = 0;
+  for (int32_t j = row_starts[static_cast<size_t>(k)]; j < row_starts[static_cast<size_t>(k) + 1]; ++j)
+    t += samples[static_cast<size_t>(j)].tokens - 1;
+  return t;
+}
+
+double row_cost(const StepPlan& plan, int32_t k, const CostModel& cost) {
+  double c = 0;
+  for (int32_t j = plan.row_starts[static_cast<size_t>(k)]; j < plan.row_starts[static_cast<size_t>(k) + 1]; ++j)
+    c += cost(plan.samples[static_cast<size_t>(j)].tokens);
+  return c + cost(plan.T - plan.row_targets(k) + 1);  // the padding: positions that still run
 }
 
 // ------------------------------------------------------------------------- split
@@ -184,13 +235,14 @@ void assign_samples(const StepPlan& plan, SampleMode mode, SchedulePolicy policy
   MT_CHECK(dp >= 1, "dp must be >= 1");
   out.resize(static_cast<size_t>(dp));
   for (auto& v : out) v.clear();
-  const int32_t n = static_cast<int32_t>(plan.samples.size());
+  const bool packed = mode == SampleMode::Packed;
+  const int32_t n = packed ? plan.rows() : static_cast<int32_t>(plan.samples.size());  // units to split
   std::vector<double> w(static_cast<size_t>(dp), 1.0);
   if (policy == SchedulePolicy::Dynamic && static_cast<int>(speeds.size()) == dp &&
       std::all_of(speeds.begin(), speeds.end(), [](double s) { return s > 0; })) {
     w = speeds;
   }
-  const bool lpt = mode == SampleMode::Documents &&
+  const bool lpt = mode != SampleMode::Concat &&
                    (policy == SchedulePolicy::Balanced || policy == SchedulePolicy::Dynamic);
   if (policy == SchedulePolicy::RoundRobin) {
     for (int32_t i = 0; i < n; ++i) out[static_cast<size_t>(i % dp)].push_back(i);
@@ -203,7 +255,8 @@ void assign_samples(const StepPlan& plan, SampleMode mode, SchedulePolicy policy
     // greedy LPT: the costliest sample first, each to the replica that would finish it
     // earliest given its speed ((load + cost) / speed), ties to the lower replica
     std::vector<double> c(static_cast<size_t>(n));
-    for (int32_t i = 0; i < n; ++i) c[static_cast<size_t>(i)] = cost(plan.samples[static_cast<size_t>(i)].tokens);
+    for (int32_t i = 0; i < n; ++i)
+      c[static_cast<size_t>(i)] = packed ? row_cost(plan, i, cost) : cost(plan.samples[static_cast<size_t>(i)].tokens);
     std::vector<int32_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
@@ -227,7 +280,7 @@ void plan_micro_batches(const StepPlan& plan, SampleMode mode, int micro_batch, 
                         std::vector<int32_t>& mine, std::vector<MicroShape>& out) {
   out.clear();
   const int32_t n = static_cast<int32_t>(mine.size());
-  if (mode == SampleMode::Concat) {
+  if (mode != SampleMode::Documents) {  // concat windows, packed rows: all seq_len positions
     for (int32_t i = 0; i < n; i += micro_batch) out.push_back({i, std::min(micro_batch, n - i), seq_len});
     return;
   }

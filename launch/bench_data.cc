@@ -70,7 +70,7 @@ int cmd_bench_data(const BenchDataArgs& a) {
   }
 
   const io::SampleMode mode = io::parse_sample_mode(a.mode);
-  io::Hdf5Source src(a.dataset, ds.vocab_size(), a.seq_len, mode, /*verify=*/false);
+  io::Hdf5Source src(a.dataset, ds.vocab_size(), a.seq_len, mode, /*verify=*/false, 0, 1, a.eod_token);
   io::LoaderOptions o;
   o.mode = mode;
   o.policy = io::SchedulePolicy::Static;
@@ -79,9 +79,10 @@ int cmd_bench_data(const BenchDataArgs& a) {
   o.batch_samples = a.batch;
   o.batch_tokens = a.batch_tokens > 0 ? a.batch_tokens : static_cast<int64_t>(a.batch) * a.seq_len;
   o.prefetch = a.prefetch;
+  o.eod_token = a.eod_token;
   io::Loader loader(src, o, a.dataset);
   // epochs back to back through one loader; the best epoch is reported (like the raw passes)
-  int64_t tokens = 0, steps = 0, step = 0;
+  int64_t tokens = 0, steps = 0, step = 0, targets = 0, positions = 0;
   double secs = 1e300;
   for (int e = 0; e < a.passes; ++e) {
     int64_t t = 0, n = 0;
@@ -89,6 +90,7 @@ int cmd_bench_data(const BenchDataArgs& a) {
     for (;; ++step) {
       const io::Batch& b = loader.next(step);
       for (const auto& r : b.samples) t += r.tokens;
+      if (e == 0) targets += b.global_targets, positions += b.global_positions;  // epoch 0's padding
       ++n;
       if (b.after.epoch > static_cast<uint64_t>(e)) break;  // epoch e delivered
     }
@@ -108,8 +110,13 @@ int cmd_bench_data(const BenchDataArgs& a) {
               a.mode.c_str(), a.seq_len, rate, rate * width / 1e6, a.passes, static_cast<long long>(steps),
               static_cast<long long>(tokens));
   std::printf("  loader / raw             %11.1f%%   (loader / raw int32 %.1f%%)\n", 100.0 * rate / raw, 100.0 * rate / raw32);
+  const double pad = positions > 0 ? 1.0 - static_cast<double>(targets) / static_cast<double>(positions) : 0.0;
+  std::printf("  padding (mode %s): %.1f%% of positions have no target (epoch 0: %lld targets in %lld positions)\n",
+              a.mode.c_str(), 100.0 * pad, static_cast<long long>(targets),
+              static_cast<long long>(positions));
   if (!a.json_out.empty()) {
     nlohmann::json j{{"raw_tokens_per_s", raw}, {"raw_int32_tokens_per_s", raw32}, {"loader_tokens_per_s", rate}, {"ratio", rate / raw},
+                     {"pad_fraction", pad},
                      {"mode", a.mode}, {"seq_len", a.seq_len}, {"steps", steps}, {"tokens", tokens},
                      {"mapped_shards", ds.mapped_shards()}, {"shards", ds.num_shards()}};
     std::ofstream(a.json_out) << j.dump(2) << "\n";

@@ -3,7 +3,8 @@
 // (the raw rate, tokens/s, best of --passes); then a Loader (one replica, its background
 // thread, the configured mode) delivers batches to a consumer that does nothing
 // else for --passes epochs, and its best epoch's tokens/s (tokens of the samples delivered) is
-// compared with the raw rate.
+// compared with the raw rate. It also prints the padding: positions without a target / all
+// positions the loader delivered (what documents mode pads and packed mode saves).
 // Both run after Dataset::open has read every shard once, so both read from the page cache.
 // Why: the loader must never be the bottleneck: the target is >= 90% of the raw rate.
 #pragma once
@@ -14,9 +15,10 @@ namespace mt::launch {
 
 struct BenchDataArgs {
   std::string dataset;
-  std::string mode = "concat";  // concat | documents
+  std::string mode = "concat";  // concat | documents | packed
   int seq_len = 1024;
-  int batch = 32;               // concat: samples per step
+  int batch = 32;               // concat: samples per step; packed: rows per step
+  int eod_token = -1;           // documents/packed: data.eod_token
   long long batch_tokens = 0;   // documents: targets per step (0 = batch x seq_len)
   int micro_batch = 8;
   int prefetch = 2;

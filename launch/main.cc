@@ -79,9 +79,13 @@ int main(int argc, char** argv) {
   launch::BenchDataArgs bdata;  // loader throughput vs raw H5Dread (launch/bench_data.h)
   auto* c_bdata = c_bench->add_subcommand("data", "Loader throughput vs a raw sequential H5Dread: bench data DATASET");
   c_bdata->add_option("dataset", bdata.dataset, "dataset directory (meshtrain prep)")->required();
-  c_bdata->add_option("--mode", bdata.mode, "concat | documents")->capture_default_str();
+  c_bdata->add_option("--mode", bdata.mode, "concat | documents | packed")
+      ->check(CLI::IsMember({"concat", "documents", "packed"}))
+      ->capture_default_str();
   c_bdata->add_option("--seq-len", bdata.seq_len, "tokens per sample - 1")->capture_default_str();
-  c_bdata->add_option("--batch", bdata.batch, "samples per step (concat)")->capture_default_str();
+  c_bdata->add_option("--batch", bdata.batch, "samples per step (concat), rows per step (packed)")->capture_default_str();
+  c_bdata->add_option("--eod-token", bdata.eod_token, "documents/packed: end-of-document token appended to each "
+                      "document (as data.eod_token; -1 = none)")->capture_default_str();
   c_bdata->add_option("--batch-tokens", bdata.batch_tokens, "targets per step (documents; 0 = batch x seq_len)");
   c_bdata->add_option("--prefetch", bdata.prefetch, "batches prepared ahead")->capture_default_str();
   c_bdata->add_option("--passes", bdata.passes, "raw passes and loader epochs (best of each reported)")->capture_default_str();

@@ -79,14 +79,16 @@ void Reporter::step(const StepStats& st, double process_train_ms) {
                   {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
                   {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
                   {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
-                  {"skipped", st.skipped}});
+                  {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}});
   end_progress_line();
   if (s % tc.log_every == 0 || s + 1 == tc.steps) {
     log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s | data wait "
-              "{:.2f} ms{}", s + 1, tc.steps, st.loss, st.lr, st.grad_norm, st.ms, st.tokens_per_s, st.data_ms,
+              "{:.2f} ms{}{}", s + 1, tc.steps, st.loss, st.lr, st.grad_norm, st.ms, st.tokens_per_s, st.data_ms,
               facts_.dp > 1 ? fmt::format(" | comm {:.1f} ms (exposed {:.1f}) | imbalance {:.2f}", st.comm_ms,
                                           st.exposed_comm_ms, st.imbalance)
-                            : "");
+                            : "",
+              facts_.loader.mode != io::SampleMode::Concat ? fmt::format(" | pad {:.1f}%", 100.0 * st.pad_fraction)
+                                                           : "");
   }
   if (live_) {
     const double eta_s = (tc.steps - s - 1) * (process_train_ms / (s + 1 - start_)) / 1000.0;

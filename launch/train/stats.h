@@ -17,6 +17,7 @@ struct StepStats {
   double imbalance = 1.0;  // max / mean compute time of the dp replicas
   std::vector<int64_t> replica_tokens;  // target tokens each dp replica trained on
   int64_t tokens = 0;      // target tokens of the global batch
+  double pad_fraction = 0;  // positions without a target / all positions of the global batch (padding)
   bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
 };
 

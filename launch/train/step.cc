@@ -39,6 +39,9 @@ StepStats Stepper::step(int64_t s) {
   st.step = s;
   const io::Batch& batch = p_.loader.next(s, &st.data_ms);  // (the time this thread waited for it)
   st.tokens = batch.global_targets;                         // the same on every rank
+  st.pad_fraction = batch.global_positions > 0
+                        ? 1.0 - static_cast<double>(batch.global_targets) / static_cast<double>(batch.global_positions)
+                        : 0.0;
   double compute_ms = 0;
   double loss_sum = forward_backward(batch, &compute_ms);  // this replica's share
   p_.sync.finish();
@@ -82,7 +85,8 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
   if (batch.n_micro == 0) p_.sync.begin(model.grads().f32(), model.params().f32());
   for (int m = 0; m < batch.n_micro; ++m) {
     const io::MicroBatch& mb = batch.micro[static_cast<size_t>(m)];
-    loss_sum += model.forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T) * model.loss_tokens();
+    loss_sum += model.forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T,
+                              mb.doc_ids.empty() ? nullptr : mb.doc_ids.data()) * model.loss_tokens();
     const bool last = m == batch.n_micro - 1;
     if (last) {
       p_.sync.begin(model.grads().f32(), model.params().f32());

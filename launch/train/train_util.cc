@@ -48,6 +48,20 @@ std::string describe_batch(const io::LoaderOptions& lo) {
                        N == 1 ? std::string("on 1 dp replica") : fmt::format("split across dp {} replicas {}", N, how),
                        M * lo.seq_len);
   }
+  if (lo.mode == io::SampleMode::Packed) {
+    const char* how = "";
+    switch (lo.policy) {
+      case io::SchedulePolicy::Static: how = "in contiguous runs of equal row count"; break;
+      case io::SchedulePolicy::RoundRobin: how = "round-robin (equal row counts)"; break;
+      case io::SchedulePolicy::Balanced: how = "by modelled cost of each row's documents"; break;
+      case io::SchedulePolicy::Dynamic: how = "by modelled cost and measured throughput"; break;
+    }
+    return fmt::format("global batch: {} rows of {} positions packed with whole documents (doc ids, padding at row "
+                       "ends), {}, micro-batches of {} rows; up to {} targets/step",
+                       B, lo.seq_len,
+                       N == 1 ? std::string("on 1 dp replica") : fmt::format("split across dp {} replicas {}", N, how),
+                       M, B * lo.seq_len);
+  }
   const std::string tokens = fmt::format("{} tokens/step", B * lo.seq_len);
   const bool even = lo.policy != io::SchedulePolicy::Dynamic || N == 1;  // (concat: balanced splits evenly)
   if (even && B % (M * N) == 0) {

@@ -83,7 +83,7 @@ class Trainer {
   const TrainModel& model() const { return *model_; }
   TrainModel& model() { return *model_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
-  int64_t tokens_per_step() const;  // nominal (documents mode: data.batch_tokens)
+  int64_t tokens_per_step() const;  // nominal (documents mode: data.batch_tokens; packed: positions)
   io::Loader& loader() { return *loader_; }
   // An FNV-1a hash of this rank's parameter bytes.
   uint64_t param_checksum() const;

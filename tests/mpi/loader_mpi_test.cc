@@ -1,8 +1,8 @@
-// The loader across real ranks (np 2 and 4, one dp replica per rank): for both modes and
-// every policy, the samples the ranks received during one epoch, gathered on rank 0, are
-// every sample exactly once; every rank agrees on each step's loss normaliser; the dynamic
-// schedule's measurements travel by a real all-gather (rank r reports r + 1 times slower)
-// and shift the work towards the faster ranks.
+// The loader across real ranks (np 2 and 4, one dp replica per rank): for every mode
+// (concat, documents, packed) and every policy, the samples the ranks received during one
+// epoch, gathered on rank 0, are every sample exactly once; every rank agrees on each step's
+// loss normaliser; the dynamic schedule's measurements travel by a real all-gather (rank r
+// reports r + 1 times slower) and shift the work towards the faster ranks.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -53,7 +53,7 @@ TEST(LoaderMpi, RanksTogetherCoverAnEpochOnceUnderEveryPolicy) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   const std::string dir = shared_dataset();
-  for (SampleMode mode : {SampleMode::Concat, SampleMode::Documents}) {
+  for (SampleMode mode : {SampleMode::Concat, SampleMode::Documents, SampleMode::Packed}) {
     Hdf5Source src(dir, 300, 24, mode);
     for (SchedulePolicy p : {SchedulePolicy::Static, SchedulePolicy::RoundRobin, SchedulePolicy::Balanced,
                              SchedulePolicy::Dynamic}) {

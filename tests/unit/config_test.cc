@@ -63,7 +63,20 @@ TEST(Config, BadInputsGiveSpecificMessages) {
       {"bad override value", "", {"train.steps=-1"}, {"'train.steps'", "out of range"}},
       {"override without =", "", {"train.steps"}, {"not of the form section.key=value"}},
       {"micro > batch", "train:\n  batch_size: 4\n  micro_batch: 8\n", {}, {"'train.micro_batch'", "larger than batch_size"}},
+      {"packed without eod", "data:\n  source: hdf5\n  path: d\n  mode: packed\n", {},
+       {"'data.eod_token'", "data.mode packed (test.yaml:4) needs data.eod_token"}},
+      {"packed without eod (override)", "data:\n  source: hdf5\n  path: d\n", {"data.mode=packed"},
+       {"'data.eod_token'", "data.mode packed"}},
+      {"eod outside the vocabulary", "model:\n  vocab_size: 64\ndata:\n  source: hdf5\n  path: d\n  mode: packed\n  eod_token: 64\n",
+       {}, {"'data.eod_token'", "eod_token = 64 is not below model.vocab_size = 64", "test.yaml:7"}},
+      {"eod outside the vocabulary (documents)", "data:\n  source: hdf5\n  path: d\n  mode: documents\n", {"data.eod_token=100000"},
+       {"'data.eod_token'", "not below model.vocab_size"}},
+      {"eod below -1", "", {"data.eod_token=-2"}, {"'data.eod_token'", "out of range"}},
+      {"packed needs hdf5", "data:\n  mode: packed\n  eod_token: 3\n", {}, {"'data.mode'", "data.mode packed needs a dataset with document boundaries"}},
   };
+  // packed with an eod token (and documents with one) are fine
+  EXPECT_EQ(error_of("data:\n  source: hdf5\n  path: d\n  mode: packed\n  eod_token: 63\nmodel:\n  vocab_size: 64\n"), "");
+  EXPECT_EQ(error_of("data:\n  source: hdf5\n  path: d\n  mode: documents\n  eod_token: 0\n"), "");
   // documents mode sizes the global batch by data.batch_tokens: a micro_batch above the
   // (unused) batch_size is fine there
   EXPECT_EQ(error_of("train:\n  batch_size: 4\n  micro_batch: 8\ndata:\n  source: hdf5\n  path: d\n"

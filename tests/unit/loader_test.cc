@@ -158,7 +158,7 @@ TEST(Loader, StreamIndependentOfPrefetchAndRestarts) {
 
 TEST(Loader, ReplicasTogetherCoverAnEpochOnce) {
   const std::string dir = make_dataset("cov", 300, 3);
-  for (SampleMode mode : {SampleMode::Concat, SampleMode::Documents}) {
+  for (SampleMode mode : {SampleMode::Concat, SampleMode::Documents, SampleMode::Packed}) {
     Hdf5Source src(dir, 500, 32, mode);
     const uint64_t n = src.epoch_samples(Split::Train);
     for (SchedulePolicy p : {SchedulePolicy::Static, SchedulePolicy::RoundRobin, SchedulePolicy::Dynamic}) {
@@ -189,7 +189,7 @@ TEST(Loader, ReplicasTogetherCoverAnEpochOnce) {
 
 TEST(Loader, RestoredStateContinuesTheExactStream) {
   const std::string dir = make_dataset("res", 400, 4);
-  for (SampleMode mode : {SampleMode::Concat, SampleMode::Documents}) {
+  for (SampleMode mode : {SampleMode::Concat, SampleMode::Documents, SampleMode::Packed}) {
     Hdf5Source src(dir, 500, 32, mode);
     for (SchedulePolicy p : {SchedulePolicy::Balanced, SchedulePolicy::Dynamic}) {
       Loader full(src, options(mode, p, 2, 1));

@@ -84,4 +84,14 @@ TEST(DescribeBatch, DocumentsNameHowTheyAreSplit) {
   EXPECT_NE(doc(SchedulePolicy::Dynamic, 1).find("on 1 dp replica"), std::string::npos);
 }
 
+TEST(DescribeBatch, PackedSaysRowsOfWholeDocuments) {
+  const auto pk = [](SchedulePolicy p, int dp) { return describe_batch(opts(SampleMode::Packed, p, dp, 8, 2)); };
+  EXPECT_EQ(pk(SchedulePolicy::Balanced, 2),
+            "global batch: 8 rows of 64 positions packed with whole documents (doc ids, padding at row ends), split "
+            "across dp 2 replicas by modelled cost of each row's documents, micro-batches of 2 rows; up to 512 "
+            "targets/step");
+  EXPECT_NE(pk(SchedulePolicy::Static, 2).find("contiguous runs of equal row count"), std::string::npos);
+  EXPECT_NE(pk(SchedulePolicy::Dynamic, 1).find("on 1 dp replica"), std::string::npos);
+}
+
 }  // namespace
