@@ -28,9 +28,13 @@ void ColumnLinear::forward(Model& m, void* out, const void* inp, int N) const {
 
 void ColumnLinear::backward(Model& m, Tensor& dinp, const void* dout, const void* inp, int N,
                             const GradReadyFn& ready) const {
-  // the input is replicated: each rank's contribution is a partial sum over its columns
+  // the input is replicated: each rank's contribution is a partial sum over its columns.
+  // Output rows held by several ranks (kv heads replicated over tp) get partial weight
+  // gradients: summed over the group before they are final.
   dinp.zero_();
+  m.begin_replicated_grad(w);
   m.ops().matmul_backward(dinp.raw(), m.grad(w), b >= 0 ? m.grad(b) : nullptr, dout, inp, m.wparam(w), N, C, OCl);
+  m.sum_replicated_grad(w);
   report_ready(ready, b);
   if (!tied) report_ready(ready, w);
   m.tp().sum(dinp.raw(), static_cast<int64_t>(N) * C, m.working_dtype());
@@ -186,11 +190,7 @@ void LlamaAttention::backward(Model& m, Scratch& s, const void* dout, const void
   k.attention_backward(dqkv.raw(), datty.raw(), qkv_out.raw(), atty.raw(), att.f32(), doc_ids, B, T, NHl * HS, NHl,
                        NKVl);
   k.rope_backward(dqkv.raw(), rope->cos.f32(), rope->sin.f32(), pos, N, qkv_width(), NHl + NKVl, HS);
-  // the weight gradient of shared kv heads is summed over their holders before it is final
-  m.begin_replicated_grad(qkv.w);
-  qkv.backward(m, s.dln, dqkv.raw(), x, N, GradReadyFn{});
-  m.sum_replicated_grad(qkv.w);
-  report_ready(ready, qkv.w);
+  qkv.backward(m, s.dln, dqkv.raw(), x, N, ready);  // (sums the shared kv heads' weight gradient)
 }
 
 void SwiGluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N) {

@@ -59,6 +59,7 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
   core::Device& dev = ops_->device();
   int64_t total = 0;
   info_ = layout_params(arch_->param_specs(), ctx.tp, ctx.flat_align, &total);
+  for (const ParamInfo& p : info_) replica_runs_.push_back(p.partition.replicated_runs(p.full_shape, ctx.tp, ctx.tp_rank));
   params_ = Tensor::zeros({total}, core::DType::F32, dev);
   grads_ = Tensor::zeros({total}, core::DType::F32, dev);
   work_is_master_ = wdt_ == core::DType::F32;
@@ -114,15 +115,15 @@ void Model::init_weights(uint64_t seed) {
 void Model::begin_replicated_grad(int i) {
   const ParamInfo& p = info_[static_cast<size_t>(i)];
   const int64_t cols = shape_cols(p.local_shape);
-  for (const auto& r : p.partition.replicated_runs(p.full_shape, tp_.size(), tp_.rank())) {
+  for (const auto& r : replica_runs_[static_cast<size_t>(i)]) {
     if (!r.first_holder) device().memset_zero(grad(i) + r.local_row * cols, static_cast<size_t>(r.rows * cols) * sizeof(float));
   }
 }
 
 void Model::sum_replicated_grad(int i) {
-  const ParamInfo& p = info_[static_cast<size_t>(i)];
-  const auto runs = p.partition.replicated_runs(p.full_shape, tp_.size(), tp_.rank());
+  const auto& runs = replica_runs_[static_cast<size_t>(i)];
   if (runs.empty()) return;
+  const ParamInfo& p = info_[static_cast<size_t>(i)];
   // The replicated blocks at full size, one after the other: each rank adds its partial sums
   // at its units' rows (zeros elsewhere); the sum over the group is every unit's gradient.
   const int64_t cols = shape_cols(p.local_shape);

@@ -172,8 +172,8 @@ class Model {
   // backward op that accumulates parameter i's gradient (the holders other than the first
   // zero those rows: the first keeps what earlier micro-batches accumulated), and
   // sum_replicated_grad(i) after it: the rows are summed over the tp group, so every holder
-  // has the accumulated full gradient. No-ops for other parameters. Call before reporting
-  // the gradient ready.
+  // has the accumulated full gradient. No-ops for other parameters. ColumnLinear::backward
+  // does both around its weight gradient, before reporting it ready.
   void begin_replicated_grad(int i);
   void sum_replicated_grad(int i);
 
@@ -230,6 +230,7 @@ class Model {
   std::vector<ParamInfo> info_;
   core::Tensor params_, grads_, work_;
   core::Tensor replica_scratch_;  // sum_replicated_grad: the replicated blocks, full size
+  std::vector<std::vector<Partition::ReplicatedRun>> replica_runs_;  // per parameter, this rank's
   bool work_is_master_ = true;
   // token staging: host staging memory holds inputs | targets | doc_ids | positions (int32) |
   // loss weights (fp32), N each; device copies of each

@@ -11,7 +11,7 @@
 //                 evenly when tp divides u; when u divides tp (tp > u, e.g. 2 kv heads at
 //                 tp 4) each unit is REPLICATED on tp/u consecutive ranks (Megatron's rule for
 //                 k/v heads): rank r holds unit r / (tp/u). Replicas hold equal values; a
-//                 model sums their gradients over the group (Model::sum_replicated_grads).
+//                 model sums their gradients over the group (Model::sum_replicated_grad, called by ColumnLinear).
 //   cols          dim 1 split: row-parallel linear weights (out, in)
 //   vocab(align)  dim 0 is a vocabulary of V rows, padded up to a multiple of align * tp and
 //                 split evenly; the padding rows are storage only (no token has them), and
