@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake openmpi-bin libopenmpi-dev libhdf5-dev hdf5-tools libyaml-cpp-dev
       libgtest-dev libopenblas-dev libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
-      libbenchmark-dev python3)
+      libbenchmark-dev libpcre2-dev python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

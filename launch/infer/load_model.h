@@ -1,0 +1,37 @@
+// What: a trained model for inference (generate, eval): from a meshtrain checkpoint (its
+// manifest's resolved config, parameters resharded to this job's tp) or from a Hugging Face
+// directory (`hf:DIR`, io/hf/hf_import.h), on tp = the job's ranks (or parallel.tp), with no
+// optimizer state and no data-parallel replicas beyond tp.
+// Why: generate and eval start from either kind of source with the same few lines.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "kernels/ops.h"
+#include "parallel/communicator.h"
+#include "parallel/models/model.h"
+
+namespace mt::launch {
+
+struct InferenceModel {
+  core::Config cfg;  // the checkpoint's resolved config (or defaults + config.json), overrides applied
+  std::string source;  // what was loaded, for logs ("runs/x/checkpoints/step_00000100", "hf:DIR")
+  std::string tokenizer_hint;  // a tokenizer the source names ("" = none): the HF dir's tokenizer.json,
+                               // or the dataset's (data.path) tokenizer.json when it has one
+  std::unique_ptr<kernels::Ops> ops;
+  std::unique_ptr<parallel::Communicator> tp_comm;  // the tp group (null at tp 1)
+  std::shared_ptr<const parallel::Architecture> arch;
+  std::unique_ptr<parallel::Model> model;
+};
+
+// source: a checkpoint directory (step_N), a checkpoints/ directory or run directory (its
+// newest valid checkpoint), or "hf:DIR". overrides: section.key=value (e.g. parallel.tp=2,
+// data.path=...). Collective over `world`: every rank of the job holds one tp slice, so
+// world.size() must equal parallel.tp (default: world.size()).
+InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
+                                    parallel::Communicator& world);
+
+}  // namespace mt::launch
