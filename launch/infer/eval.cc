@@ -17,14 +17,6 @@
 
 namespace mt::launch {
 
-namespace {
-bool overrides_set(const std::vector<std::string>& overrides, const std::string& key) {
-  for (const auto& o : overrides)
-    if (o.rfind(key + "=", 0) == 0) return true;
-  return false;
-}
-}  // namespace
-
 int cmd_eval(const EvalArgs& a, parallel::Communicator& world) {
   if (a.split != "val" && a.split != "train")
     throw core::Error("--split must be val or train, not " + a.split);

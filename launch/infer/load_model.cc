@@ -49,13 +49,6 @@ std::string find_checkpoint(const std::string& source, std::string* why) {
   return found.front();
 }
 
-// True if some override sets `key` ("parallel.tp=2").
-bool overrides_set(const std::vector<std::string>& overrides, const std::string& key) {
-  for (const auto& o : overrides)
-    if (o.rfind(key + "=", 0) == 0) return true;
-  return false;
-}
-
 // Every rank's verdict on the checkpoint's shards (rank r checks r, r + world, ...): "" when
 // all are good on every rank.
 std::string verify_together(parallel::Communicator& world, const std::string& dir) {
@@ -67,6 +60,12 @@ std::string verify_together(parallel::Communicator& world, const std::string& di
 }
 
 }  // namespace
+
+bool overrides_set(const std::vector<std::string>& overrides, const std::string& key) {
+  for (const auto& o : overrides)
+    if (o.rfind(key + "=", 0) == 0) return true;
+  return false;
+}
 
 InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
                                     parallel::Communicator& world) {

@@ -38,6 +38,9 @@ struct InferenceModel {
 // newest valid checkpoint), or "hf:DIR". overrides: section.key=value (e.g. parallel.tp=2,
 // data.path=...). Collective over `world`: every rank of the job holds one tp slice, so
 // world.size() must equal parallel.tp (default: world.size()).
+// True if one of `overrides` sets `key` ("parallel.tp=2" sets "parallel.tp").
+bool overrides_set(const std::vector<std::string>& overrides, const std::string& key);
+
 InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
                                     parallel::Communicator& world);
 
