@@ -108,9 +108,10 @@ int main(int argc, char** argv) {
   c_scale->add_option("--out", scale_out, "output directory")->capture_default_str();
 
   launch::PrepArgs prep;
-  auto* c_prep = app.add_subcommand("prep", "Build an HDF5 token dataset (markov | tokens | text)");
-  c_prep->add_option("--from", prep.from, "markov, tokens (.npy or raw) or text (bytes)")->capture_default_str();
-  c_prep->add_option("inputs", prep.inputs, "input files (tokens, text): one document per file");
+  auto* c_prep = app.add_subcommand("prep", "Build an HDF5 token dataset (markov | tokens | text | jsonl); text and "
+                                    "jsonl run in parallel under mpirun");
+  c_prep->add_option("--from", prep.from, "markov, tokens (.npy or raw), text or jsonl")->capture_default_str();
+  c_prep->add_option("inputs", prep.inputs, "input files (tokens, text: one document per file; jsonl: per line)");
   c_prep->add_option("--out", prep.out, "output dataset directory")->required();
   c_prep->add_option("--dtype", prep.dtype, "uint16 | uint32 (default: uint16 if the vocabulary fits)");
   c_prep->add_option("--raw-dtype", prep.raw_dtype, "dtype of raw token files")->capture_default_str();
@@ -126,6 +127,9 @@ int main(int argc, char** argv) {
   c_prep->add_option("--markov-order", prep.markov_order, "markov: order")->capture_default_str();
   c_prep->add_option("--markov-sharpness", prep.markov_sharpness, "markov: peakedness of transitions")->capture_default_str();
   c_prep->add_option("--seed", prep.seed, "markov: seed of the language")->capture_default_str();
+  c_prep->add_option("--tokenizer", prep.tokenizer, "text, jsonl: byte (default) or a Hugging Face tokenizer.json "
+                     "(or its directory); its end-of-text token ends every document");
+  c_prep->add_option("--text-key", prep.text_key, "jsonl: the key of each line's text")->capture_default_str();
 
   std::string plot_dir, plot_out;
   auto* c_plot = app.add_subcommand("plot", "Render a run's loss and learning-rate curves to SVG");
@@ -150,6 +154,21 @@ int main(int argc, char** argv) {
     }
   }
   const bool dry_run = c_bstep->parsed() && bstep_dry;
+  if (c_prep->parsed() && launch::started_by_mpi_launcher()) {  // collective over the ranks mpirun started
+    try {
+      parallel::MpiEnv env(&argc, &argv);
+      try {
+        return launch::run_prep(prep, env.rank(), env.size());
+      } catch (const std::exception& e) {
+        core::log::error("{}", e.what());
+        if (env.size() > 1) parallel::MpiEnv::abort_job(1);
+        return 1;
+      }
+    } catch (const std::exception& e) {
+      core::log::error("{}", e.what());
+      return 1;
+    }
+  }
   if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed() || c_btok->parsed() ||
       dry_run) {  // no MPI
     try {
