@@ -38,6 +38,10 @@ cmp "$TOK/tokenizer.json" "$WORK/samples/tokenizer.json" || fail "tokenizer.json
 printf 'Hello world' > "$WORK/hello.txt"
 "$MESHTRAIN" prep --from text --tokenizer "$TOK/tokenizer.json" "$WORK/hello.txt" --val-fraction 0 --out "$WORK/hello" >/dev/null
 [ "$(h5vals "$WORK/hello/train_00000.h5" tokens)" = "40 69 395 79 274 260 76 68 0" ] || fail "text: $(h5vals "$WORK/hello/train_00000.h5" tokens)"
+# more ranks than documents: ranks without any send nothing, the dataset is the same
+mpi -np 3 "$MESHTRAIN" prep --from text --tokenizer "$TOK/tokenizer.json" "$WORK/hello.txt" --val-fraction 0 \
+  --out "$WORK/hello3" >/dev/null
+cmp "$WORK/hello/train_00000.h5" "$WORK/hello3/train_00000.h5" || fail "text at -np 3 differs"
 
 # 2. the same dataset whatever the number of ranks
 python3 - "$WORK" <<'PY'
