@@ -347,21 +347,17 @@ void BpeTokenizer::piece_ids(std::string_view piece, std::vector<int32_t>& out, 
     out.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
     return;
   }
-  if (ignore_merges_) {
-    if (const auto* e = bytes_to_id_.find(piece)) {
-      out.push_back(bytes_to_id_.vals[e->val]);
-      return;
-    }
-  }
   const bool cacheable = cache && piece.size() <= kCacheMaxPiece;
-  if (cacheable) {
+  if (cacheable) {  // first: one lookup for the frequent pieces, whole-vocabulary words included
     if (const auto* e = cache_.find(piece)) {
       out.insert(out.end(), cache_.vals.begin() + e->val, cache_.vals.begin() + e->val + e->val_len);
       return;
     }
   }
   const size_t first = out.size();
-  merge_piece(piece, out, piece.size() > kLinearMax);
+  const StringTable::Slot* whole = ignore_merges_ ? bytes_to_id_.find(piece) : nullptr;
+  if (whole) out.push_back(bytes_to_id_.vals[whole->val]);
+  else merge_piece(piece, out, piece.size() > kLinearMax);
   if (cacheable && cache_.count < kCacheCapacity) cache_.put(piece, out.data() + first, out.size() - first);
 }
 
