@@ -97,6 +97,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<double>("model.rope_theta", MT_REF(model, rope_theta), 1, 1e12, "llama: rotary embedding base (Llama 2: 10000, Llama 3: 500000)"));
     v.push_back(F<double>("model.norm_eps", MT_REF(model, norm_eps), 0, 1, "llama: RMSNorm epsilon"));
     v.push_back(F<bool>("model.tie_embeddings", MT_REF(model, tie_embeddings), 0, 0, "llama: the output head shares the token embedding (default false: its own lm_head)"));
+    v.push_back(F<std::string>("model.init_from", MT_REF(model, init_from), 0, 0, "hf:DIR: start from a Hugging Face model's weights (its config.json sets the model section)"));
     // train
     v.push_back(F<int64_t>("train.steps", MT_REF(train, steps), 0, 1e15, "optimizer steps"));
     v.push_back(F<int>("train.batch_size", MT_REF(train, batch_size), 1, 1 << 30, "global batch in sequences per step"));
@@ -269,6 +270,7 @@ void apply_yaml(Config& cfg, const YAML::Node& root, const std::string& origin) 
         throw;
       }
       cfg.key_lines[path] = line;
+      cfg.set_keys.insert(path);
     }
   }
 }
@@ -355,6 +357,7 @@ void apply_override(Config& cfg, const std::string& assignment) {
     throw;
   }
   cfg.key_lines.erase(path);
+  cfg.set_keys.insert(path);
   cfg.overrides.push_back(assignment);
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct ModelConfig {
   double rope_theta = 10000.0; // rotary embedding base
   double norm_eps = 1e-5;      // RMSNorm epsilon
   bool tie_embeddings = false; // output head shares the token embedding
+  std::string init_from;       // "hf:DIR": start from a Hugging Face model (io/hf/hf_import.h)
 };
 
 struct TrainConfig {
@@ -117,6 +119,7 @@ struct Config {
   std::string source_file;               // the YAML file it came from ("" if none)
   std::map<std::string, int> key_lines;  // yaml path -> 1-based line in source_file
   std::vector<std::string> overrides;    // command-line overrides, in order
+  std::set<std::string> set_keys;        // "section.key" given in the YAML or an override (the rest are defaults)
 };
 
 // Parse a YAML file (throws mt::core::Error with file, YAML path, line and a hint). After the
