@@ -276,25 +276,19 @@ std::vector<std::string> check_tensors(const SafetensorsModel& st, const paralle
   return unknown;
 }
 
-void load_weights(const std::string& dir, parallel::Model& model) {
-  const SafetensorsModel st(dir);
-  const parallel::Architecture& arch = model.arch();
-  const auto unknown = check_tensors(st, arch);
-  if (core::process_rank() <= 0) {
-    for (const auto& n : unknown)
-      core::log::warn("{}: tensor '{}' is not part of a meshtrain {} model; ignored", st.source(), n, arch.name());
-  }
-  const std::string prefix = arch.name() == "gpt2" && !st.has("transformer.wte.weight") && st.has("wte.weight") ? "" : "transformer.";
-  const auto mapping = hf_mapping(arch, prefix);
+namespace {
+std::string gpt2_prefix(const SafetensorsModel& st) {
+  return !st.has("transformer.wte.weight") && st.has("wte.weight") ? "" : "transformer.";
+}
+}  // namespace
+
+void read_slices(const SafetensorsModel& st, const parallel::Model& model, float* base) {
+  const auto mapping = hf_mapping(model.arch(), gpt2_prefix(st));
   const int tp = model.tp().size(), rank = model.tp().rank();
-  core::Device& dev = model.device();
-  const bool host = dev.kind() == core::DeviceKind::CPU;
-  std::vector<float> staging(host ? 0 : static_cast<size_t>(model.num_local_params()), 0.0f);
-  float* base = host ? model.params().f32() : staging.data();
   for (const HfParam& hp : mapping) {
     const parallel::ParamInfo& p = model.params_info()[static_cast<size_t>(hp.index)];
     const int64_t rows = parallel::shape_rows(p.local_shape), cols = parallel::shape_cols(p.local_shape);
-    const int64_t full_rows = parallel::shape_rows(p.full_shape);
+    const int64_t full_rows = parallel::shape_rows(p.full_shape), full_cols = parallel::shape_cols(p.full_shape);
     float* dst = base + p.offset;
     for (int64_t r = 0; r < rows; ++r) {
       const parallel::Partition::Place at = p.partition.to_full(p.full_shape, tp, rank, r);
@@ -303,20 +297,29 @@ void load_weights(const std::string& dir, parallel::Model& model) {
         std::fill(out, out + cols, 0.0f);
         continue;
       }
+      // the piece holding full row at.row, and the row within it
       int64_t row0 = 0;
-      const HfPiece* pc = nullptr;
-      for (const auto& x : hp.pieces) {
-        if (at.row < row0 + x.rows) {
-          pc = &x;
-          break;
-        }
-        row0 += x.rows;
-      }
+      size_t k = 0;
+      while (at.row >= row0 + hp.pieces[k].rows) row0 += hp.pieces[k++].rows;
+      const HfPiece& pc = hp.pieces[k];
       const int64_t pr = at.row - row0;
-      if (pc->transposed) st.read(pc->tensor, at.col * pc->rows + pr, cols, out, pc->rows);  // HF (in, out)
-      else st.read(pc->tensor, pr * parallel::shape_cols(p.full_shape) + at.col, cols, out);
+      if (pc.transposed) st.read(pc.tensor, at.col * pc.rows + pr, cols, out, pc.rows);  // HF (in, out): a column
+      else st.read(pc.tensor, pr * full_cols + at.col, cols, out);
     }
   }
+}
+
+void load_weights(const std::string& dir, parallel::Model& model) {
+  const SafetensorsModel st(dir);
+  const auto unknown = check_tensors(st, model.arch());
+  if (core::process_rank() <= 0) {
+    for (const auto& n : unknown)
+      core::log::warn("{}: tensor '{}' is not part of a meshtrain {} model; ignored", st.source(), n, model.arch().name());
+  }
+  core::Device& dev = model.device();
+  const bool host = dev.kind() == core::DeviceKind::CPU;
+  std::vector<float> staging(host ? 0 : static_cast<size_t>(model.num_local_params()), 0.0f);
+  read_slices(st, model, host ? model.params().f32() : staging.data());
   if (!host) dev.copy(model.params().raw(), staging.data(), staging.size() * sizeof(float));
   model.refresh_working_params();
 }

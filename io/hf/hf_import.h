@@ -44,6 +44,12 @@ core::ModelConfig resolve_model_config(const core::Config& cfg);
 // warns about them).
 std::vector<std::string> check_tensors(const SafetensorsModel& st, const parallel::Architecture& arch);
 
+// Fills `flat` (host memory in the model's flat layout, num_local_params() floats) with this
+// rank's slices of the tensors of `st` named as Hugging Face names them (hf_names.h),
+// vocabulary padding rows zero: exactly the elements it holds are read. load_weights uses it;
+// tests read gradient files with it. The files are not checked (check_tensors).
+void read_slices(const SafetensorsModel& st, const parallel::Model& model, float* flat);
+
 // Loads this rank's slice of every parameter of `model` (built from read_model_config(dir) at
 // any tp) from dir's safetensors; vocabulary padding rows are zero. Refreshes the working copy.
 void load_weights(const std::string& dir, parallel::Model& model);

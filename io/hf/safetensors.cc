@@ -254,6 +254,15 @@ SafetensorsModel::SafetensorsModel(const std::string& dir) : dir_(dir) {
   }
 }
 
+SafetensorsModel SafetensorsModel::from_file(const std::string& path) {
+  SafetensorsModel m;
+  m.dir_ = fs::path(path).parent_path().string();
+  m.source_ = path;
+  m.files_.push_back(std::make_unique<SafetensorsFile>(path));
+  for (const auto& [name, t] : m.files_[0]->tensors()) m.where_[name] = 0;
+  return m;
+}
+
 std::vector<std::string> SafetensorsModel::names() const {
   std::vector<std::string> v;
   for (const auto& [k, i] : where_) v.push_back(k);

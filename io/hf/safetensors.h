@@ -69,6 +69,8 @@ class SafetensorsModel {
  public:
   // `dir` holds model.safetensors or model.safetensors.index.json (+ its shards).
   explicit SafetensorsModel(const std::string& dir);
+  // One file alone (e.g. a gradient file named like the model's tensors).
+  static SafetensorsModel from_file(const std::string& path);
   const std::string& dir() const { return dir_; }
   // Every tensor name, sorted.
   std::vector<std::string> names() const;
@@ -83,6 +85,7 @@ class SafetensorsModel {
   const std::string& source() const { return source_; }
 
  private:
+  SafetensorsModel() = default;
   std::string dir_, source_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> where_;  // tensor -> files_ index
