@@ -131,8 +131,11 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
                     const std::vector<std::string>& overrides = {});
 // Apply one `section.key=value` override.
 void apply_override(Config& cfg, const std::string& assignment);
-// Cross-field checks (n_embd divisible by n_head, batch arithmetic, ...).
-void validate_config(const Config& cfg);
+// Cross-field checks (n_embd divisible by n_head, batch arithmetic, ...). model_final = false
+// skips the checks that need the model section: with model.init_from it is only known once
+// io::hf::resolve_model_config has read config.json (parse_config skips them then; the
+// caller validates again after resolving).
+void validate_config(const Config& cfg, bool model_final = true);
 // The resolved configuration as YAML (every key, with overrides applied).
 std::string config_to_yaml(const Config& cfg);
 // All valid keys "section.key" with their help text (for --help and suggestions).

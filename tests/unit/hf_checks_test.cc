@@ -161,6 +161,13 @@ TEST(HfConfig, SetKeysThatDisagreeNameBoth) {
   EXPECT_THROW(resolve_model_config(cfg), core::Error);
   cfg = core::parse_config("", "run.yaml", {"model.init_from=" + kFixtures + "gpt2-tiny"});
   EXPECT_THROW(resolve_model_config(cfg), core::Error);  // not hf:DIR
+  // the checks that need the model wait for config.json: markov_vocab 300 > the default
+  // vocab_size 64, but not > the fixture's 320
+  cfg = core::parse_config("data:\n  markov_vocab: 300\n", "run.yaml", {"model.init_from=hf:" + kFixtures + "llama-tiny"});
+  cfg.model = resolve_model_config(cfg);
+  EXPECT_NO_THROW(core::validate_config(cfg));
+  cfg.data.markov_vocab = 321;
+  EXPECT_THROW(core::validate_config(cfg), core::Error);
   // without the set keys: values other than the defaults count as set
   core::ModelConfig c;
   c.n_embd = 128;
