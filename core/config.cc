@@ -97,6 +97,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<double>("model.rope_theta", MT_REF(model, rope_theta), 1, 1e12, "llama: rotary embedding base (Llama 2: 10000, Llama 3: 500000)"));
     v.push_back(F<double>("model.norm_eps", MT_REF(model, norm_eps), 0, 1, "llama: RMSNorm epsilon"));
     v.push_back(F<bool>("model.tie_embeddings", MT_REF(model, tie_embeddings), 0, 0, "llama: the output head shares the token embedding (default false: its own lm_head)"));
+    v.push_back(F<std::string>("model.init_from", MT_REF(model, init_from), 0, 0, "hf:DIR: start from a Hugging Face model's weights (its config.json sets the model section)"));
     // train
     v.push_back(F<int64_t>("train.steps", MT_REF(train, steps), 0, 1e15, "optimizer steps"));
     v.push_back(F<int>("train.batch_size", MT_REF(train, batch_size), 1, 1 << 30, "global batch in sequences per step"));
@@ -269,6 +270,7 @@ void apply_yaml(Config& cfg, const YAML::Node& root, const std::string& origin) 
         throw;
       }
       cfg.key_lines[path] = line;
+      cfg.set_keys.insert(path);
     }
   }
 }
@@ -355,11 +357,12 @@ void apply_override(Config& cfg, const std::string& assignment) {
     throw;
   }
   cfg.key_lines.erase(path);
+  cfg.set_keys.insert(path);
   cfg.overrides.push_back(assignment);
 }
 
-void validate_config(const Config& c) {
-  if (c.model.n_embd % c.model.n_head != 0) {
+void validate_config(const Config& c, bool model_final) {
+  if (model_final && c.model.n_embd % c.model.n_head != 0) {
     throw at_key(c, "model.n_embd",
                  fmt::format("n_embd = {} is not divisible by n_head = {}", c.model.n_embd, c.model.n_head),
                  "choose n_embd as a multiple of n_head (head size = n_embd / n_head)");
@@ -391,17 +394,17 @@ void validate_config(const Config& c) {
                  "set data.eod_token to the id your tokenizer uses to end a document (< model.vocab_size), or use "
                  "data.mode: documents");
   }
-  if (c.data.eod_token >= c.model.vocab_size) {
+  if (model_final && c.data.eod_token >= c.model.vocab_size) {
     throw at_key(c, "data.eod_token",
                  fmt::format("eod_token = {} is not below model.vocab_size = {}", c.data.eod_token, c.model.vocab_size),
                  "the end-of-document token must be an id the model knows");
   }
-  if (c.data.mode == "documents" && c.data.batch_tokens > 0 && c.data.batch_tokens < c.model.seq_len) {
+  if (model_final && c.data.mode == "documents" && c.data.batch_tokens > 0 && c.data.batch_tokens < c.model.seq_len) {
     throw at_key(c, "data.batch_tokens",
                  fmt::format("batch_tokens = {} is smaller than model.seq_len = {}", c.data.batch_tokens, c.model.seq_len),
                  "a global batch must hold at least one full-length document");
   }
-  if (c.data.source == "markov") {
+  if (model_final && c.data.source == "markov") {
     const int mv = c.data.markov_vocab > 0 ? c.data.markov_vocab : c.model.vocab_size;
     if (mv > c.model.vocab_size) {
       throw at_key(c, "data.markov_vocab",
@@ -445,7 +448,7 @@ Config parse_config(const std::string& text, const std::string& origin, const st
   apply_yaml(cfg, root, origin);
   for (const auto& o : overrides) apply_override(cfg, o);
   expand_home_paths(cfg);
-  validate_config(cfg);
+  validate_config(cfg, /*model_final=*/cfg.model.init_from.empty());
   return cfg;
 }
 

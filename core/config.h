@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct ModelConfig {
   double rope_theta = 10000.0; // rotary embedding base
   double norm_eps = 1e-5;      // RMSNorm epsilon
   bool tie_embeddings = false; // output head shares the token embedding
+  std::string init_from;       // "hf:DIR": start from a Hugging Face model (io/hf/hf_import.h)
 };
 
 struct TrainConfig {
@@ -117,6 +119,7 @@ struct Config {
   std::string source_file;               // the YAML file it came from ("" if none)
   std::map<std::string, int> key_lines;  // yaml path -> 1-based line in source_file
   std::vector<std::string> overrides;    // command-line overrides, in order
+  std::set<std::string> set_keys;        // "section.key" given in the YAML or an override (the rest are defaults)
 };
 
 // Parse a YAML file (throws mt::core::Error with file, YAML path, line and a hint). After the
@@ -128,8 +131,11 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
                     const std::vector<std::string>& overrides = {});
 // Apply one `section.key=value` override.
 void apply_override(Config& cfg, const std::string& assignment);
-// Cross-field checks (n_embd divisible by n_head, batch arithmetic, ...).
-void validate_config(const Config& cfg);
+// Cross-field checks (n_embd divisible by n_head, batch arithmetic, ...). model_final = false
+// skips the checks that need the model section: with model.init_from it is only known once
+// io::hf::resolve_model_config has read config.json (parse_config skips them then; the
+// caller validates again after resolving).
+void validate_config(const Config& cfg, bool model_final = true);
 // The resolved configuration as YAML (every key, with overrides applied).
 std::string config_to_yaml(const Config& cfg);
 // All valid keys "section.key" with their help text (for --help and suggestions).

@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,8 @@
 #include "core/log.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
+#include "io/hf/hf_export.h"
+#include "io/hf/hf_import.h"
 #include "io/metrics.h"
 #include "launch/blas_env.h"
 #include "launch/svg.h"
@@ -40,6 +43,10 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
                        parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
                        core::Device** device_out, JobLaunch* job_out = nullptr) {
   core::Config cfg = core::load_config(config, overrides);
+  if (!cfg.model.init_from.empty()) {  // hf:DIR: its config.json is the model section
+    cfg.model = io::hf::resolve_model_config(cfg);
+    core::validate_config(cfg);
+  }
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
   const JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0
@@ -310,6 +317,23 @@ int cmd_plot(const std::string& run_dir, const std::string& out_dir) {
   io::write_file_atomic(out + "/loss.svg", svg_xy_chart("loss: " + run_dir, "steps", "loss (nats/token)", curves));
   io::write_file_atomic(out + "/lr.svg", svg_xy_chart("learning rate", "steps", "lr", {lr}));
   std::printf("wrote %s/loss.svg and %s/lr.svg (%d steps)\n", out.c_str(), out.c_str(), n);
+  return 0;
+}
+
+int cmd_export(const ExportArgs& a) {
+  if (a.format != "hf") throw core::Error(fmt::format("--format {}: the only export format is hf", a.format));
+  io::hf::ExportOptions o;
+  o.checkpoint = a.checkpoint;
+  o.out = a.out;
+  o.max_shard_bytes = io::hf::parse_size(a.max_shard_size);
+  o.dtype = a.dtype;
+  o.force = a.force;
+  const auto t0 = std::chrono::steady_clock::now();
+  const io::hf::ExportResult r = io::hf::export_hf(o);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("exported %s to %s: %lld tensors, %.1f MB (%s) in %.2f s: %s\n", r.checkpoint.c_str(), a.out.c_str(),
+              static_cast<long long>(r.tensors), r.bytes / 1e6, a.dtype.c_str(), s,
+              fmt::format("{}", fmt::join(r.files, ", ")).c_str());
   return 0;
 }
 

@@ -49,6 +49,15 @@ int cmd_inspect(const std::string& path);
 // when known) and lr.svg in `out_dir` (default: the run directory).
 int cmd_plot(const std::string& run_dir, const std::string& out_dir);
 
+// `export CHECKPOINT --format hf --out DIR [--max-shard-size 5GB] [--dtype float32|bfloat16]
+// [--force]`: a checkpoint of any layout as a Hugging Face model directory (io/hf/hf_export.h).
+// No MPI.
+struct ExportArgs {
+  std::string checkpoint, format = "hf", out, max_shard_size = "5GB", dtype = "float32";
+  bool force = false;
+};
+int cmd_export(const ExportArgs& a);
+
 // Prints the start-up banner (rank 0): launcher, hosts and ranks per host, mesh, device,
 // threads, BLAS core, build flags and library versions (launch/banner.cc).
 void print_banner(const JobLaunch& job, parallel::Communicator& world, const core::Config& cfg, int threads);

@@ -156,6 +156,15 @@ int main(int argc, char** argv) {
   auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's or dataset's manifest and verify its checksums");
   c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/, run or dataset directory")->required();
 
+  launch::ExportArgs exp;  // Hugging Face export (io/hf/hf_export.h)
+  auto* c_export = app.add_subcommand("export", "Write a checkpoint as a Hugging Face model: export CHECKPOINT --format hf --out DIR");
+  c_export->add_option("checkpoint", exp.checkpoint, "checkpoint (step_<N>), checkpoints/ or run directory (its newest valid checkpoint)")->required();
+  c_export->add_option("--format", exp.format, "output format")->check(CLI::IsMember({"hf"}))->capture_default_str();
+  c_export->add_option("--out", exp.out, "model directory to write (config.json, generation_config.json, safetensors)")->required();
+  c_export->add_option("--max-shard-size", exp.max_shard_size, "split the weights into shards of at most this size (5GB, 500MB, bytes)")->capture_default_str();
+  c_export->add_option("--dtype", exp.dtype, "float32 (re-imports bitwise) | bfloat16")->check(CLI::IsMember({"float32", "bfloat16"}))->capture_default_str();
+  c_export->add_flag("--force", exp.force, "replace a non-empty --out");
+
   CLI11_PARSE(app, argc, argv);
   if (c_scale->parsed()) {  // launches its own mpirun jobs: no MPI in this process
     try {
@@ -182,8 +191,9 @@ int main(int argc, char** argv) {
     }
   }
   if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed() || c_btok->parsed() ||
-      dry_run) {  // no MPI
+      dry_run || c_export->parsed()) {  // no MPI
     try {
+      if (c_export->parsed()) return launch::cmd_export(exp);
       if (dry_run) return launch::cmd_bench_dry_run({bstep.config, bstep.overrides, bstep_world});
       if (c_prep->parsed()) return launch::run_prep(prep);
       if (c_bdata->parsed()) return launch::cmd_bench_data(bdata);

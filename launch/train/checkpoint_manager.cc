@@ -139,6 +139,7 @@ int64_t CheckpointManager::restore(TrainState* state) {
   const auto ms = [&] { return ms_between(t0, Clock::now()); };
   const std::string chosen = choose();
   if (chosen.empty()) return 0;
+  restored_ = true;
   const nlohmann::json m = io::read_manifest(chosen);
   check_model(chosen, m);
   if (world_.rank() == 0 && m.contains("config")) warn_schedule_change(chosen, m);

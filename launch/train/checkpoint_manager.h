@@ -45,6 +45,8 @@ class CheckpointManager {
   // Rank 0, once the run is committed to: moves checkpoints newer than `step` aside (they
   // belong to a run this one replaces), with a warning.
   void supersede_after(int64_t step) const;
+  // Whether restore() loaded a checkpoint (a checkpoint of step 0 included).
+  bool restored() const { return restored_; }
 
  private:
   // The checkpoint to resume from ("" when resume=auto finds none); throws when an explicit
@@ -68,6 +70,7 @@ class CheckpointManager {
   const parallel::GradSync& sync_;
   io::Loader& loader_;
   Clock::time_point process_start_;
+  bool restored_ = false;
 };
 
 }  // namespace mt::launch

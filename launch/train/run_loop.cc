@@ -59,6 +59,9 @@ class RunLoop {
       stopped = after_step(s);
     }
     reporter_.end_progress_line();
+    // a run of no steps with checkpointing on writes its initial state (e.g. model.init_from
+    // converted to a meshtrain checkpoint)
+    if (tc_.steps == 0 && start_ == 0 && cfg_.checkpoint.every > 0 && !sum_.preempted) checkpoint(0, false);
     final_eval();
     if (sum_.preempted) {
       reporter_.stopped_for_preemption(sum_.steps_done, t_.checkpoint_dir());
@@ -74,6 +77,7 @@ class RunLoop {
   // `resume=auto` trains nothing more.
   void resume() {
     start_ = cfg_.checkpoint.resume.empty() ? 0 : t_.restore_checkpoint();
+    t_.load_initial_weights();  // model.init_from, unless a checkpoint was restored
     stopped_early_ = state_.patience_exhausted(tc_.early_stop_patience);
     ended_ = start_ > 0 && (start_ >= tc_.steps || stopped_early_);
   }

@@ -8,6 +8,8 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "core/log.h"
+#include "io/hf/hf_import.h"
 #include "launch/blas_env.h"
 #include "launch/signals.h"
 #include "launch/train/checkpoint_manager.h"
@@ -134,6 +136,17 @@ StepStats Trainer::step(int64_t s) { return stepper_->step(s); }
 void Trainer::save_checkpoint(int64_t steps_done) { checkpoints_->save(steps_done, state_); }
 int64_t Trainer::restore_checkpoint() { return checkpoints_->restore(&state_); }
 std::string Trainer::checkpoint_dir() const { return checkpoints_->dir(); }
+
+void Trainer::load_initial_weights() {
+  if (cfg_.model.init_from.empty() || checkpoints_->restored()) return;
+  const auto t0 = Clock::now();
+  io::hf::load_weights(io::hf::hf_dir(cfg_.model.init_from), *model_);
+  if (world_.rank() == 0) {
+    core::log::info("model: weights from {} ({:.0f} ms, this rank's slices only)", cfg_.model.init_from,
+                    ms_between(t0, Clock::now()));
+  }
+  verify_identical_init();
+}
 
 double Trainer::evaluate() { return *evaluate_unless_preempted(false); }
 

@@ -73,6 +73,9 @@ class Trainer {
   // (0 if "auto" found none). Both are collective over the world.
   void save_checkpoint(int64_t steps_done);
   int64_t restore_checkpoint();
+  // model.init_from = hf:DIR: loads the Hugging Face weights (io/hf/hf_import.h) unless a
+  // checkpoint was restored. Collective (every dp replica must load the same parameters).
+  void load_initial_weights();
   std::string checkpoint_dir() const;
 
   core::Device& device() const { return *device_; }

@@ -1,0 +1,39 @@
+// What: `meshtrain export CHECKPOINT --format hf --out DIR`: a meshtrain checkpoint of any
+// layout (dp x tp, ZeRO-1 or not) written as a Hugging Face model directory: config.json
+// (GPT2LMHeadModel or LlamaForCausalLM), generation_config.json, and model.safetensors, or
+// model-0000x-of-0000n.safetensors shards + model.safetensors.index.json past
+// max_shard_bytes. Streaming: for each parameter, the slices of the old tp ranks are read
+// from one dp replica's shards with an HDF5 hyperslab of that parameter's range of the flat
+// buffer, assembled into the full tensor (vocabulary padding dropped), cut into its HF
+// tensors and written: memory stays at about two full tensors whatever the model size.
+// Why: the "no conversion step" in the other direction; written into DIR.tmp-<pid>
+// and renamed when complete, so a failure never leaves a half-written DIR.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mt::io::hf {
+
+struct ExportOptions {
+  std::string checkpoint;  // a step_<N> directory, a checkpoints/ directory or a run directory
+  std::string out;         // the model directory to write
+  int64_t max_shard_bytes = 5'000'000'000;  // "5GB", Hugging Face's default
+  std::string dtype = "float32";            // float32 | bfloat16
+  bool force = false;                       // replace a non-empty `out`
+};
+
+struct ExportResult {
+  std::string checkpoint;          // the checkpoint exported (newest valid one under a run dir)
+  std::vector<std::string> files;  // written into out, relative
+  int64_t tensors = 0, bytes = 0;  // tensors and their data bytes
+};
+
+// The checkpoint `path` names: itself if it holds manifest.json, else the newest complete
+// checkpoint under it (or under its checkpoints/) whose shards verify. Throws if none.
+std::string resolve_checkpoint(const std::string& path);
+
+ExportResult export_hf(const ExportOptions& opt);
+
+}  // namespace mt::io::hf
