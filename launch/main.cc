@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "launch/bench_data.h"
 #include "launch/dry_run.h"
+#include "launch/infer/eval.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
@@ -125,6 +126,17 @@ int main(int argc, char** argv) {
   auto* c_info = app.add_subcommand("info", "Print what each rank detected: launcher, ranks, hosts, GPUs, build, versions");
   c_info->add_flag("--json", info_json, "one JSON document (rank 0) with every rank's view");
 
+  launch::EvalArgs eval;
+  auto* c_eval = app.add_subcommand("eval", "Loss and perplexity of a model on a dataset split: eval (CHECKPOINT | "
+                                            "hf:DIR) [key=value ...]");
+  c_eval->add_option("source", eval.source, "checkpoint (step_<N>), run directory (its newest checkpoint) or hf:DIR")
+      ->required();
+  c_eval->add_option("overrides", eval.overrides, "section.key=value, e.g. data.path=DATASET train.batch_size=8");
+  c_eval->add_option("--split", eval.split, "val | train")->check(CLI::IsMember({"val", "train"}))->capture_default_str();
+  c_eval->add_option("--batches", eval.batches, "global batches (default train.eval_batches: what train reports)");
+  c_eval->add_flag("--all", eval.all, "every full batch of the split (concat mode)");
+  c_eval->add_option("--json", eval.json_out, "also write the figures to this JSON file");
+
   std::string inspect_path;
   auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's or dataset's manifest and verify its checksums");
   c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/, run or dataset directory")->required();
@@ -168,6 +180,7 @@ int main(int argc, char** argv) {
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);
+      else if (c_eval->parsed()) rc = launch::cmd_eval(eval, *world);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       if (world->size() > 1) {

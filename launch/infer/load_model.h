@@ -21,16 +21,26 @@ struct InferenceModel {
   std::string source;  // what was loaded, for logs ("runs/x/checkpoints/step_00000100", "hf:DIR")
   std::string tokenizer_hint;  // a tokenizer the source names ("" = none): the HF dir's tokenizer.json,
                                // or the dataset's (data.path) tokenizer.json when it has one
+  core::Device* device = nullptr;  // train.device's (not owned)
   std::unique_ptr<kernels::Ops> ops;
-  std::unique_ptr<parallel::Communicator> tp_comm;  // the tp group (null at tp 1)
+  // The tp group: the job's ranks (null at tp 1), and its communicator for device buffers
+  // (null on the CPU, where tp_host carries them). Declared before the model, which uses them.
+  std::unique_ptr<parallel::Communicator> tp_host, tp_device;
   std::shared_ptr<const parallel::Architecture> arch;
   std::unique_ptr<parallel::Model> model;
+
+  int tp() const { return model->tp().size(); }
+  // The communicator the model's tensor-parallel collectives use (null at tp 1).
+  parallel::Communicator* tp_comm() const { return tp_device ? tp_device.get() : tp_host.get(); }
 };
 
 // source: a checkpoint directory (step_N), a checkpoints/ directory or run directory (its
 // newest valid checkpoint), or "hf:DIR". overrides: section.key=value (e.g. parallel.tp=2,
 // data.path=...). Collective over `world`: every rank of the job holds one tp slice, so
 // world.size() must equal parallel.tp (default: world.size()).
+// True if one of `overrides` sets `key` ("parallel.tp=2" sets "parallel.tp").
+bool overrides_set(const std::vector<std::string>& overrides, const std::string& key);
+
 InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
                                     parallel::Communicator& world);
 

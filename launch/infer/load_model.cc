@@ -1,0 +1,151 @@
+// What: load_inference_model (see load_model.h). A checkpoint source: the checkpoint (a step
+// directory, or the newest valid one under a checkpoints/ or run directory) is verified by the
+// ranks together, its manifest's resolved config is the run's (key=value overrides on top),
+// and each rank cuts its tp slice of the parameters out of the old shards, whatever layout
+// wrote them (launch/train/reshard.h, with no optimizer state). An `hf:DIR` source: the model
+// section comes from DIR/config.json, every other key from the defaults and overrides, and
+// each rank reads its slices from DIR's safetensors (io/hf/hf_import.h).
+// Why: inference runs on the tp group alone (no dp replicas, no optimizer), at any tp the
+// model allows, from what training or Hugging Face left behind.
+#include "launch/infer/load_model.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/checkpoint.h"
+#include "io/hf/hf_import.h"
+#include "launch/train/reshard.h"
+#include "launch/train/train_util.h"
+#include "parallel/models/registry.h"
+
+namespace mt::launch {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The checkpoint `source` names: itself if it holds a manifest, else the newest complete one
+// under it or under its checkpoints/ (a run directory). "" with *why set if none.
+std::string find_checkpoint(const std::string& source, std::string* why) {
+  std::error_code ec;
+  if (!fs::exists(source, ec)) {
+    *why = "it does not exist";
+    return "";
+  }
+  if (fs::exists(fs::path(source) / "manifest.json", ec)) {
+    if (!fs::exists(fs::path(source) / "COMPLETE", ec)) {
+      *why = "it is an incomplete checkpoint (no COMPLETE marker: its write did not finish)";
+      return "";
+    }
+    return source;
+  }
+  auto found = io::list_checkpoints(source);
+  if (found.empty()) found = io::list_checkpoints(source + "/checkpoints");
+  if (found.empty()) {
+    *why = "it is neither a checkpoint nor a directory holding complete checkpoints (step_<N>/)";
+    return "";
+  }
+  return found.front();
+}
+
+// Every rank's verdict on the checkpoint's shards (rank r checks r, r + world, ...): "" when
+// all are good on every rank.
+std::string verify_together(parallel::Communicator& world, const std::string& dir) {
+  const std::string bad = io::verify_checkpoint(dir, world.rank(), world.size());
+  int32_t any = bad.empty() ? 0 : 1;
+  if (world.size() > 1) world.all_reduce(&any, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+  if (any == 0) return "";
+  return bad.empty() ? "another rank found a shard that does not verify (see its message)" : bad;
+}
+
+}  // namespace
+
+bool overrides_set(const std::vector<std::string>& overrides, const std::string& key) {
+  for (const auto& o : overrides)
+    if (o.rfind(key + "=", 0) == 0) return true;
+  return false;
+}
+
+InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
+                                    parallel::Communicator& world) {
+  InferenceModel im;
+  im.source = source;
+  const bool hf = source.rfind("hf:", 0) == 0;
+  std::string ckpt;
+  if (hf) {
+    const std::string dir = source.substr(3);
+    im.cfg = core::parse_config("{}", "defaults", overrides);
+    const core::ModelConfig from_hf = io::hf::read_model_config(dir);
+    io::hf::check_model_config(from_hf, im.cfg.model, dir);
+    im.cfg.model = from_hf;
+    if (fs::exists(fs::path(dir) / "tokenizer.json")) im.tokenizer_hint = (fs::path(dir) / "tokenizer.json").string();
+  } else {
+    std::string why;
+    ckpt = find_checkpoint(source, &why);
+    if (ckpt.empty()) {
+      throw core::Error(fmt::format("cannot load a model from {}: {}", source, why))
+          .with_file(source)
+          .with_hint("pass a checkpoint (run/checkpoints/step_<N>), a run directory (its newest checkpoint), "
+                     "or hf:DIR for a Hugging Face model directory");
+    }
+    if (const std::string bad = verify_together(world, ckpt); !bad.empty())
+      throw core::Error("the checkpoint does not verify: " + bad).with_file(ckpt);
+    const nlohmann::json manifest = io::read_manifest(ckpt);
+    if (!manifest.contains("config"))
+      throw core::Error("the checkpoint's manifest records no config (written by an older meshtrain)")
+          .with_file(ckpt + "/manifest.json");
+    im.cfg = core::parse_config(manifest.at("config").get<std::string>(), ckpt + "/manifest.json", overrides);
+    im.source = ckpt;
+    const std::string tok = (fs::path(im.cfg.data.path) / "tokenizer.json").string();
+    std::error_code ec;
+    if (!im.cfg.data.path.empty() && fs::exists(tok, ec)) im.tokenizer_hint = tok;
+  }
+
+  // inference runs on the tp group alone: every rank of the job is one tp slice
+  const int tp = overrides_set(overrides, "parallel.tp") ? im.cfg.parallel.tp : world.size();
+  if (tp != world.size()) {
+    throw core::Error(fmt::format("parallel.tp = {} but the job has {} ranks", tp, world.size()))
+        .with_yaml("parallel.tp")
+        .with_hint("inference runs each rank as one tensor-parallel slice: launch as many ranks as parallel.tp "
+                   "(or leave parallel.tp unset)");
+  }
+  im.cfg.parallel.tp = tp;
+  im.cfg.parallel.dp = 1;
+  im.arch = parallel::make_architecture(im.cfg.model);
+  if (const std::string bad = im.arch->tp_violation(tp); !bad.empty())
+    throw core::Error(bad).with_yaml("parallel.tp").with_hint("valid tp sizes divide " + im.arch->tp_constraint());
+
+  im.device = &core::get_device(im.cfg.train.device);
+  kernels::OpsOptions opt;
+  opt.working = working_dtype(im.cfg, *im.device);
+  opt.attention = im.cfg.train.attention;
+  im.ops = kernels::make_ops(*im.device, opt);
+  if (tp > 1) {
+    im.tp_host = world.split(0, world.rank());
+    im.tp_device = parallel::make_device_communicator(*im.tp_host, *im.device, im.cfg.parallel.backend);
+  }
+  parallel::ModelContext ctx;
+  ctx.tp = tp;
+  ctx.tp_rank = world.rank();
+  ctx.tp_comm = im.tp_comm();
+  ctx.ops = im.ops.get();
+  im.model = im.arch->build(ctx);
+
+  if (hf) {
+    io::hf::load_weights(source.substr(3), *im.model);
+  } else {
+    const nlohmann::json manifest = io::read_manifest(ckpt);
+    const auto& mod = manifest.at("model");
+    if (mod.value("arch", std::string(parallel::kDefaultArch)) != im.arch->name())
+      throw core::Error("the manifest's model.arch disagrees with its config").with_file(ckpt + "/manifest.json");
+    const ReshardedState s = reshard_state(CheckpointLayout::from_manifest(ckpt, manifest), *im.model, {}, 0, false);
+    im.device->copy(im.model->params().raw(), s.params.data(), s.params.size() * sizeof(float));
+    im.model->refresh_working_params();
+  }
+  if (world.rank() == 0)
+    core::log::info("loaded {} at tp {}: {}", im.source, tp, im.arch->describe(tp));
+  return im;
+}
+
+}  // namespace mt::launch
