@@ -34,6 +34,8 @@ struct GenerationResult {
   std::string stop;             // "max-new-tokens", "eos" or "model.seq_len"
   double prefill_s = 0;         // the prompt's decode call (to its logits on the host)
   double decode_s = 0;          // every later decode call
+  int decode_steps = 0;         // decode calls after the prompt's (one position each)
+  size_t kv_cache_bytes = 0;    // this rank's cache
 };
 
 // prompt: token ids (1 <= size < model.seq_len). The cache holds min(prompt + max_new_tokens,
