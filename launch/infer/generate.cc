@@ -104,6 +104,7 @@ std::string choose_tokenizer(const std::string& flag, const std::string& hint, i
 int cmd_generate(const GenerateArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   check_sampling(a.sampling);
   if (a.max_new_tokens < 1) throw core::Error(fmt::format("--max-new-tokens {} must be >= 1", a.max_new_tokens));
+  core::log::set_all_to_stderr(true);  // stdout carries the generated text alone
   InferenceModel im = load_inference_model(a.source, a.overrides, world);
   core::log::set_level(core::log::parse_level(im.cfg.run.log_level));
   set_threads(threads_per_rank(im.cfg.train.threads, detect_job(env).self));
