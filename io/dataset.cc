@@ -105,12 +105,15 @@ void DatasetWriter::flush_shard(Split& s) {
     hsize_t chunk[1] = {std::min<hsize_t>(n[0], static_cast<hsize_t>(opt_.chunk_tokens))};
     H5Pset_chunk(dcpl.id, 1, chunk);
     if (opt_.compress) H5Pset_deflate(dcpl.id, 4);
+    H5Pset_obj_track_times(dcpl.id, false);  // no timestamps: the same documents give the same bytes
     H5Handle ds{H5Dcreate2(f.id, "tokens", file_type(opt_.dtype), space.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT), H5Dclose};
     h5check(ds.id, "H5Dcreate2(tokens)", tmp);
     h5check(H5Dwrite(ds.id, mem_type(opt_.dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()), "H5Dwrite(tokens)", tmp);
     hsize_t nd[1] = {s.doc_offsets.size()};
     H5Handle dspace{H5Screate_simple(1, nd, nullptr), H5Sclose};
-    H5Handle dd{H5Dcreate2(f.id, "doc_offsets", H5T_STD_U64LE, dspace.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+    H5Handle dcpl_off{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+    H5Pset_obj_track_times(dcpl_off.id, false);
+    H5Handle dd{H5Dcreate2(f.id, "doc_offsets", H5T_STD_U64LE, dspace.id, H5P_DEFAULT, dcpl_off.id, H5P_DEFAULT), H5Dclose};
     h5check(dd.id, "H5Dcreate2(doc_offsets)", tmp);
     h5check(H5Dwrite(dd.id, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.doc_offsets.data()), "H5Dwrite", tmp);
     write_attr_int(f.id, "format_version", kDatasetFormatVersion, tmp);

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "launch/bench_data.h"
+#include "launch/bench_tokenizer.h"
 #include "launch/dry_run.h"
 #include "launch/infer/eval.h"
 #include "launch/infer/generate.h"
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
   c_train->add_option("overrides", train.overrides, "overrides such as train.steps=100 run.dir=runs/x");
   c_train->footer(config_keys_help());
 
-  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, generate");
+  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, tokenizer, generate");
   c_bench->require_subcommand(1);
   launch::BenchStepArgs bstep;
   auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
@@ -93,15 +94,26 @@ int main(int argc, char** argv) {
   c_bdata->add_option("--passes", bdata.passes, "raw passes and loader epochs (best of each reported)")->capture_default_str();
   c_bdata->add_option("--json", bdata.json_out, "also write the figures to this JSON file");
 
+  launch::BenchTokenizerArgs btok;  // our tokenizer's MB/s on one thread (launch/bench_tokenizer.h)
+  auto* c_btok = c_bench->add_subcommand("tokenizer", "Tokenizer encode MB/s on one thread: bench tokenizer [TEXT_FILE]");
+  c_btok->add_option("text", btok.text_file, "text to encode (default: ~--mb MB generated from license texts)");
+  c_btok->add_option("--tokenizer", btok.tokenizer, "tokenizer.json or its directory (default: the source tree's "
+                     "tests/fixtures/hf/bpe-gpt2style)");
+  c_btok->add_option("--mb", btok.mb, "size of the generated text in MB")->capture_default_str();
+  c_btok->add_option("--passes", btok.passes, "timed passes (the best is reported)")->capture_default_str();
+  c_btok->add_option("--save-text", btok.save_text, "write the text used here (scripts/bench_tokenizer.sh)");
+  c_btok->add_option("--json", btok.json_out, "also write the figures to this JSON file");
+
   std::string scale_spec, scale_out = "scale-results";
   auto* c_scale = app.add_subcommand("scale", "Run a scaling experiment (YAML) with mpirun; write CSV, plots, report");
   c_scale->add_option("experiment", scale_spec, "experiment YAML (see examples/scale.yaml)")->required();
   c_scale->add_option("--out", scale_out, "output directory")->capture_default_str();
 
   launch::PrepArgs prep;
-  auto* c_prep = app.add_subcommand("prep", "Build an HDF5 token dataset (markov | tokens | text)");
-  c_prep->add_option("--from", prep.from, "markov, tokens (.npy or raw) or text (bytes)")->capture_default_str();
-  c_prep->add_option("inputs", prep.inputs, "input files (tokens, text): one document per file");
+  auto* c_prep = app.add_subcommand("prep", "Build an HDF5 token dataset (markov | tokens | text | jsonl); text and "
+                                    "jsonl run in parallel under mpirun");
+  c_prep->add_option("--from", prep.from, "markov, tokens (.npy or raw), text or jsonl")->capture_default_str();
+  c_prep->add_option("inputs", prep.inputs, "input files (tokens, text: one document per file; jsonl: per line)");
   c_prep->add_option("--out", prep.out, "output dataset directory")->required();
   c_prep->add_option("--dtype", prep.dtype, "uint16 | uint32 (default: uint16 if the vocabulary fits)");
   c_prep->add_option("--raw-dtype", prep.raw_dtype, "dtype of raw token files")->capture_default_str();
@@ -117,6 +129,9 @@ int main(int argc, char** argv) {
   c_prep->add_option("--markov-order", prep.markov_order, "markov: order")->capture_default_str();
   c_prep->add_option("--markov-sharpness", prep.markov_sharpness, "markov: peakedness of transitions")->capture_default_str();
   c_prep->add_option("--seed", prep.seed, "markov: seed of the language")->capture_default_str();
+  c_prep->add_option("--tokenizer", prep.tokenizer, "text, jsonl: byte (default) or a Hugging Face tokenizer.json "
+                     "(or its directory); its end-of-text token ends every document");
+  c_prep->add_option("--text-key", prep.text_key, "jsonl: the key of each line's text")->capture_default_str();
 
   std::string plot_dir, plot_out;
   auto* c_plot = app.add_subcommand("plot", "Render a run's loss and learning-rate curves to SVG");
@@ -181,11 +196,28 @@ int main(int argc, char** argv) {
     }
   }
   const bool dry_run = c_bstep->parsed() && bstep_dry;
-  if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed() || dry_run) {  // no MPI
+  if (c_prep->parsed() && launch::started_by_mpi_launcher()) {  // collective over the ranks mpirun started
+    try {
+      parallel::MpiEnv env(&argc, &argv);
+      try {
+        return launch::run_prep(prep, env.rank(), env.size());
+      } catch (const std::exception& e) {
+        core::log::error("{}", e.what());
+        if (env.size() > 1) parallel::MpiEnv::abort_job(1);
+        return 1;
+      }
+    } catch (const std::exception& e) {
+      core::log::error("{}", e.what());
+      return 1;
+    }
+  }
+  if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed() || c_btok->parsed() ||
+      dry_run) {  // no MPI
     try {
       if (dry_run) return launch::cmd_bench_dry_run({bstep.config, bstep.overrides, bstep_world});
       if (c_prep->parsed()) return launch::run_prep(prep);
       if (c_bdata->parsed()) return launch::cmd_bench_data(bdata);
+      if (c_btok->parsed()) return launch::cmd_bench_tokenizer(btok);
       return c_plot->parsed() ? launch::cmd_plot(plot_dir, plot_out) : launch::cmd_inspect(inspect_path);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());

@@ -1,10 +1,14 @@
 // What: run_prep (see prep.h).
 #include "launch/prep.h"
 
+#include <mpi.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -12,6 +16,7 @@
 #include "io/dataset.h"
 #include "io/markov_source.h"
 #include "io/metrics.h"
+#include "io/text/tokenizer.h"
 
 namespace mt::launch {
 
@@ -79,9 +84,129 @@ std::vector<int32_t> read_raw(const std::string& path, const std::string& dtype)
   return out;
 }
 
+namespace fs = std::filesystem;
+
+// The documents one rank tokenized: lengths and tokens end to end.
+struct DocBatch {
+  std::vector<int64_t> lens;
+  std::vector<int32_t> tokens;
+};
+
+// Line number (1-based) of byte `offset` of a file, for error messages.
+int64_t line_of(const std::string& path, int64_t offset) {
+  std::ifstream in(path, std::ios::binary);
+  int64_t line = 1;
+  char c;
+  for (int64_t i = 0; i < offset && in.get(c); ++i) line += c == '\n';
+  return line;
+}
+
+// This rank's documents of text / jsonl inputs (see prep.h: byte ranges, a document belongs to
+// the rank whose range holds its first byte).
+DocBatch tokenize_slice(const PrepArgs& a, const io::Tokenizer& tok, int rank, int size) {
+  std::vector<int64_t> start{0};  // global offset of each input
+  for (const auto& in : a.inputs) {
+    std::error_code ec;
+    const auto n = fs::file_size(in, ec);
+    if (ec) throw core::Error("cannot read the input").with_file(in).with_library(ec.message());
+    start.push_back(start.back() + static_cast<int64_t>(n));
+  }
+  const int64_t total = start.back();
+  const auto lo_of = [&](int r) { return r >= size ? total : static_cast<int64_t>(static_cast<__int128>(total) * r / size); };
+  const int64_t lo = lo_of(rank), hi = lo_of(rank + 1);
+  const auto eos = tok.eos_id();
+  DocBatch out;
+  auto add = [&](std::string_view text, const std::string& file, int64_t offset) {
+    std::vector<int32_t> ids;
+    try {
+      ids = tok.encode(text);
+    } catch (core::Error& e) {
+      throw e.with_file(a.from == "jsonl" ? fmt::format("{}:{}", file, line_of(file, offset)) : file);
+    }
+    if (eos) ids.push_back(*eos);
+    out.lens.push_back(static_cast<int64_t>(ids.size()));
+    out.tokens.insert(out.tokens.end(), ids.begin(), ids.end());
+  };
+  for (size_t f = 0; f < a.inputs.size(); ++f) {
+    const std::string& path = a.inputs[f];
+    const int64_t g0 = start[f], g1 = start[f + 1];
+    if (a.from == "text") {  // the whole file; an empty file at the very end belongs to the last rank
+      const bool mine = (g0 >= lo && g0 < hi) || (g0 == total && rank == size - 1);
+      if (mine) add(io::read_file(path), path, 0);
+      continue;
+    }
+    if (g1 <= lo || g0 >= hi) continue;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw core::Error("cannot open the input").with_file(path).with_library(std::strerror(errno));
+    int64_t pos = std::max(lo, g0) - g0;
+    const int64_t end = std::min(hi, g1) - g0;
+    std::string line;
+    if (pos > 0) {  // a line that began before this rank's range is the previous rank's
+      in.seekg(pos - 1);
+      char c = 0;
+      in.get(c);
+      if (c != '\n') {
+        std::getline(in, line);
+        pos += static_cast<int64_t>(line.size()) + 1;
+      }
+    }
+    while (pos < end && std::getline(in, line)) {
+      const int64_t here = pos;
+      pos += static_cast<int64_t>(line.size()) + 1;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank: no document
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception& e) {
+        throw core::Error("not a JSON line").with_file(fmt::format("{}:{}", path, line_of(path, here))).with_library(e.what());
+      }
+      const auto it = j.is_object() ? j.find(a.text_key) : j.end();
+      if (!j.is_object() || it == j.end() || !it->is_string()) {
+        throw core::Error(fmt::format("no string \"{}\" in this line", a.text_key))
+            .with_file(fmt::format("{}:{}", path, line_of(path, here)))
+            .with_hint("--text-key names the key holding each document's text");
+      }
+      add(it->get_ref<const std::string&>(), path, here);
+    }
+  }
+  return out;
+}
+
+// MPI: rank r > 0 sends its batch to rank 0 (counts, lengths, tokens, in chunks).
+constexpr int64_t kChunk = int64_t{1} << 28;
+void mpi_check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) throw core::Error(fmt::format("{} failed during prep", what));
+}
+void send_batch(const DocBatch& b) {
+  const int64_t n[2] = {static_cast<int64_t>(b.lens.size()), static_cast<int64_t>(b.tokens.size())};
+  mpi_check(MPI_Send(n, 2, MPI_INT64_T, 0, 1, MPI_COMM_WORLD), "MPI_Send");
+  for (int64_t i = 0; i < n[0]; i += kChunk)
+    mpi_check(MPI_Send(b.lens.data() + i, static_cast<int>(std::min(kChunk, n[0] - i)), MPI_INT64_T, 0, 2, MPI_COMM_WORLD), "MPI_Send");
+  for (int64_t i = 0; i < n[1]; i += kChunk)
+    mpi_check(MPI_Send(b.tokens.data() + i, static_cast<int>(std::min(kChunk, n[1] - i)), MPI_INT32_T, 0, 3, MPI_COMM_WORLD), "MPI_Send");
+}
+DocBatch recv_batch(int from) {
+  int64_t n[2];
+  mpi_check(MPI_Recv(n, 2, MPI_INT64_T, from, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "MPI_Recv");
+  DocBatch b;
+  b.lens.resize(n[0]);
+  b.tokens.resize(n[1]);
+  for (int64_t i = 0; i < n[0]; i += kChunk)
+    mpi_check(MPI_Recv(b.lens.data() + i, static_cast<int>(std::min(kChunk, n[0] - i)), MPI_INT64_T, from, 2, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "MPI_Recv");
+  for (int64_t i = 0; i < n[1]; i += kChunk)
+    mpi_check(MPI_Recv(b.tokens.data() + i, static_cast<int>(std::min(kChunk, n[1] - i)), MPI_INT32_T, from, 3, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "MPI_Recv");
+  return b;
+}
+
 }  // namespace
 
-int run_prep(const PrepArgs& a) {
+bool started_by_mpi_launcher() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+int run_prep(const PrepArgs& a, int rank, int size) {
   MT_CHECK(!a.out.empty(), "prep needs --out DIR");
   // options that can only give a dataset training refuses: say so before converting anything
   if (!(a.val_fraction >= 0 && a.val_fraction < 1)) {
@@ -96,24 +221,39 @@ int run_prep(const PrepArgs& a) {
   if (a.from == "markov") {
     vocab = a.markov_vocab;
     tokenizer = fmt::format("markov(order={}, sharpness={}, seed={})", a.markov_order, a.markov_sharpness, a.seed);
-  } else if (a.from == "text") {
-    vocab = 256;
-    tokenizer = "bytes";
-  } else if (a.from != "tokens") {
-    throw core::Error(fmt::format("unknown --from '{}'", a.from)).with_hint("markov, tokens or text");
+  } else if (a.from != "tokens" && a.from != "text" && a.from != "jsonl") {
+    throw core::Error(fmt::format("unknown --from '{}'", a.from)).with_hint("markov, tokens, text or jsonl");
   }
-  if (a.from != "markov") {
+  if (!a.tokenizer.empty() && a.from != "text" && a.from != "jsonl")
+    throw core::Error(fmt::format("--tokenizer is for --from text or jsonl, not {}", a.from));
+  const bool textual = a.from == "text" || a.from == "jsonl";
+  const bool parallel = textual && size > 1;
+  if (!textual && rank != 0) return 0;  // markov, tokens: rank 0 alone
+  if (!textual && size > 1) core::log::info("prep --from {} runs on rank 0 alone", a.from);
+  std::unique_ptr<io::Tokenizer> tok;
+  DocBatch mine;
+  if (textual) {
+    if (a.inputs.empty()) throw core::Error("no input files").with_hint("pass the files to convert");
+    tok = io::load_tokenizer(a.tokenizer.empty() ? "byte" : a.tokenizer);
+    vocab = tok->vocab_size();
+    tokenizer = a.tokenizer.empty() || a.tokenizer == "byte" ? "bytes" : "tokenizer.json";
+    const auto t0 = std::chrono::steady_clock::now();
+    mine = tokenize_slice(a, *tok, rank, size);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (size > 1)
+      core::log::info("prep rank {}/{}: {} documents, {} tokens in {:.1f} s", rank, size, mine.lens.size(),
+                      mine.tokens.size(), s);
+    if (rank != 0) {
+      send_batch(mine);
+      return 0;
+    }
+  }
+  if (a.from == "tokens") {
     if (a.inputs.empty()) throw core::Error("no input files").with_hint("pass the files to convert");
     int max_id = -1;
     for (const auto& in : a.inputs) {
-      std::vector<int32_t> doc;
-      if (a.from == "text") {
-        const std::string s = io::read_file(in);
-        doc.assign(s.begin(), s.end());
-        for (auto& t : doc) t = static_cast<unsigned char>(t);
-      } else {
-        doc = in.size() > 4 && in.compare(in.size() - 4, 4, ".npy") == 0 ? read_npy(in) : read_raw(in, a.raw_dtype);
-      }
+      std::vector<int32_t> doc =
+          in.size() > 4 && in.compare(in.size() - 4, 4, ".npy") == 0 ? read_npy(in) : read_raw(in, a.raw_dtype);
       for (int32_t t : doc) {
         if (t < 0) throw core::Error("negative token id").with_file(in);
         max_id = std::max(max_id, t);
@@ -140,7 +280,20 @@ int run_prep(const PrepArgs& a) {
   o.shard_tokens = a.shard_tokens;
   o.val_fraction = a.val_fraction;
   o.compress = a.compress;
+  if (textual && tokenizer == "tokenizer.json") {
+    o.generator = {{"text", {{"from", a.from}, {"tokenizer", "tokenizer.json"}, {"source", tok->describe()},
+                             {"eos_id", tok->eos_id() ? nlohmann::json(*tok->eos_id()) : nlohmann::json()},
+                             {"text_key", a.from == "jsonl" ? nlohmann::json(a.text_key) : nlohmann::json()}}}};
+  }
   io::DatasetWriter w(o);
+  if (tokenizer == "tokenizer.json") {  // beside the shards, for generate and eval (before the manifest)
+    std::string src = a.tokenizer;
+    if (fs::is_directory(src)) src = (fs::path(src) / "tokenizer.json").string();
+    const std::string dst = (fs::path(a.out) / "tokenizer.json").string();
+    std::error_code ec;
+    if (!fs::equivalent(src, dst, ec)) fs::copy_file(src, dst, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw core::Error("cannot copy the tokenizer into the dataset").with_file(dst).with_library(ec.message());
+  }
   const auto t0 = std::chrono::steady_clock::now();
   auto last = t0;
   auto progress = [&](bool force) {
@@ -166,6 +319,18 @@ int run_prep(const PrepArgs& a) {
       w.add_document(doc.data(), len);
       progress(false);
     }
+  } else if (textual) {
+    auto write_batch = [&](const DocBatch& b) {
+      int64_t off = 0;
+      for (int64_t len : b.lens) {
+        w.add_document(b.tokens.data() + off, len);
+        off += len;
+        progress(false);
+      }
+    };
+    write_batch(mine);
+    mine = {};
+    for (int r = 1; r < size; ++r) write_batch(recv_batch(r));
   } else {
     for (const auto& doc : file_docs) {
       w.add_document(doc.data(), static_cast<int64_t>(doc.size()));
@@ -175,8 +340,8 @@ int run_prep(const PrepArgs& a) {
   w.finish();
   progress(true);
   io::Dataset::open(a.out, /*verify=*/false);  // an empty train split (few documents, all drawn for val) is an error now
-  std::printf("dataset written to %s (%lld tokens, vocab %d)\n", a.out.c_str(), static_cast<long long>(w.tokens_written()),
-              vocab);
+  std::printf("dataset written to %s (%lld tokens, vocab %d%s)\n", a.out.c_str(), static_cast<long long>(w.tokens_written()),
+              vocab, parallel ? fmt::format(", {} ranks", size).c_str() : "");
   return 0;
 }
 

@@ -1,8 +1,15 @@
-// What: the byte tokenizer and load_tokenizer (see tokenizer.h). The BPE tokenizer is issue
-// #15's branch tok; until it lands a tokenizer.json is refused.
+// What: the byte tokenizer and load_tokenizer (see tokenizer.h), the dispatcher: "byte", or a
+// tokenizer.json (a file, or a directory holding one) read with nlohmann-json and handed to
+// BpeTokenizer (io/text/bpe_tokenizer.h), which refuses what it does not support.
 #include "io/text/tokenizer.h"
 
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
+#include "io/text/bpe_tokenizer.h"
 
 namespace mt::io {
 namespace {
@@ -31,7 +38,26 @@ class ByteTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
-  throw core::Error("BPE tokenizers are not built yet (" + spec + ")");
+  namespace fs = std::filesystem;
+  std::string path = spec;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) path = (fs::path(path) / "tokenizer.json").string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw core::Error("cannot open the tokenizer").with_file(path).with_hint(
+        "--tokenizer takes \"byte\", a tokenizer.json or a directory holding one");
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw core::Error("malformed tokenizer JSON").with_file(path).with_library(e.what());
+  }
+  try {
+    return std::make_unique<BpeTokenizer>(j, path);
+  } catch (const nlohmann::json::exception& e) {  // a key of the wrong type or missing
+    throw core::Error("unexpected tokenizer.json content").with_file(path).with_library(e.what());
+  }
 }
 
 }  // namespace mt::io
