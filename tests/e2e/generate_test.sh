@@ -7,6 +7,8 @@
 #    gathered logits), another seed gives other text;
 #  - --max-new-tokens N prints N bytes (one byte per token) plus a newline; a long prompt
 #    stops at model.seq_len, which the summary line names;
+#  - with a BPE tokenizer.json kept beside the dataset (prep --tokenizer), generate uses it
+#    without --tokenizer (tp 1 and 2 agree);
 #  - a model whose vocabulary the byte tokenizer does not fit is a clear error;
 # and `bench generate` runs and its cached and recomputed greedy tokens agree.
 source "$(dirname "$0")/lib.sh"
@@ -48,6 +50,20 @@ for arch in gpt2 llama; do
   [ "$(wc -c < "$WORK/l.txt")" -eq 5 ] || { od -c "$WORK/l.txt"; fail "$arch: not stopped at model.seq_len"; }
   grep -q "stop: model.seq_len" "$WORK/gen.err" || { cat "$WORK/gen.err"; fail "$arch: stop reason"; }
 done
+
+# a byte-level BPE tokenizer (the fixture's tokenizer.json, 512 ids): prep keeps it beside the
+# dataset, generate finds it there without --tokenizer; greedy text repeats, also at tp 2
+"$MESHTRAIN" prep --from text "$WORK/corpus.txt" --tokenizer "$MT_SOURCE_DIR/tests/fixtures/hf/bpe-gpt2style/tokenizer.json" \
+  --out "$WORK/bpe" > "$WORK/prep.log" 2>&1 || { cat "$WORK/prep.log"; fail "prep --tokenizer"; }
+"$MESHTRAIN" train "$MT_SOURCE_DIR/examples/tiny.yaml" model.vocab_size=512 data.source=hdf5 data.path="$WORK/bpe" \
+  train.steps=10 train.eval_every=0 model.n_embd=64 checkpoint.every=10 run.dir="$WORK/bperun" > "$WORK/bpe.log" 2>&1 ||
+  { cat "$WORK/bpe.log"; fail "train bpe"; }
+gen "$WORK/bperun" --prompt "The model " --max-new-tokens 20 --temperature 0 > "$WORK/b1.txt"
+grep -q "bpe (tokenizer.json: $WORK/bpe/tokenizer.json)" "$WORK/gen.err" || { cat "$WORK/gen.err"; fail "bpe hint unused"; }
+mpi -np 2 "$MESHTRAIN" generate "$WORK/bperun" --prompt "The model " --max-new-tokens 20 --temperature 0 \
+  > "$WORK/b2.txt" 2> "$WORK/b2.err" || { cat "$WORK/b2.err"; fail "bpe generate at tp 2"; }
+cmp "$WORK/b1.txt" "$WORK/b2.txt" || fail "bpe: tp 2 differs from tp 1"
+echo "bpe greedy: [$(cat "$WORK/b1.txt")]"
 
 # a vocabulary of 16 (the Markov language): the byte tokenizer does not fit it
 "$MESHTRAIN" train "$MT_SOURCE_DIR/examples/tiny.yaml" train.steps=2 train.eval_every=0 checkpoint.every=2 \
