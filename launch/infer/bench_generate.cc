@@ -70,7 +70,8 @@ BenchModel open_model(const BenchGenerateArgs& a, int need_len, parallel::Commun
   im.cfg.parallel.dp = 1;
   im.arch = parallel::make_architecture(im.cfg.model);
   if (const std::string bad = im.arch->tp_violation(tp); !bad.empty())
-    throw core::Error(bad).with_yaml("parallel.tp").with_hint("run as many ranks as a valid tp: " + im.arch->tp_constraint());
+    throw core::Error(bad).with_yaml("parallel.tp").with_hint("run as many ranks as a valid tp: " +
+                                                               im.arch->tp_constraint());
   im.device = &core::select_device(im.cfg.train.device, env.local_rank(), env.local_size());
   kernels::OpsOptions opt;
   opt.working = working_dtype(im.cfg, *im.device);
@@ -114,12 +115,14 @@ int cmd_bench_generate(const BenchGenerateArgs& a, parallel::Communicator& world
   std::mt19937 g(1234);
   std::vector<int32_t> seq(static_cast<size_t>(B) * L);
   for (int b = 0; b < B; ++b)
-    for (int t = 0; t < P; ++t) seq[static_cast<size_t>(b) * L + t] = static_cast<int32_t>(g() % static_cast<unsigned>(V));
+    for (int t = 0; t < P; ++t)
+      seq[static_cast<size_t>(b) * L + t] = static_cast<int32_t>(g() % static_cast<unsigned>(V));
   std::vector<int32_t> cached_tok(static_cast<size_t>(B) * N), recompute_tok(cached_tok.size());
   std::vector<float> logits(static_cast<size_t>(B) * V);
   std::vector<int32_t> buf(static_cast<size_t>(B) * L), step(static_cast<size_t>(B));
   const auto prefix = [&](int len) {  // (B, len) copy of the first len positions
-    for (int b = 0; b < B; ++b) std::copy_n(seq.data() + static_cast<size_t>(b) * L, len, buf.data() + static_cast<size_t>(b) * len);
+    for (int b = 0; b < B; ++b)
+      std::copy_n(seq.data() + static_cast<size_t>(b) * L, len, buf.data() + static_cast<size_t>(b) * len);
     return buf.data();
   };
 

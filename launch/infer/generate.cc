@@ -114,7 +114,8 @@ int cmd_generate(const GenerateArgs& a, parallel::Communicator& world, const par
   const std::string spec = choose_tokenizer(a.tokenizer, im.tokenizer_hint, V);
   const std::unique_ptr<io::Tokenizer> tok = io::load_tokenizer(spec);
   if (tok->vocab_size() > V) {
-    throw core::Error(fmt::format("the tokenizer {} has {} tokens, the model {}", tok->describe(), tok->vocab_size(), V))
+    throw core::Error(
+        fmt::format("the tokenizer {} has {} tokens, the model {}", tok->describe(), tok->vocab_size(), V))
         .with_hint("pass the tokenizer the model was trained with (--tokenizer)");
   }
   const std::vector<int32_t> prompt = tok->encode(a.prompt);
@@ -144,7 +145,8 @@ int cmd_generate(const GenerateArgs& a, parallel::Communicator& world, const par
   std::vector<uint64_t> all(static_cast<size_t>(world.size()));
   world.all_gather(&h, all.data(), 1, parallel::DType::I64);
   if (std::any_of(all.begin(), all.end(), [&](uint64_t x) { return x != all[0]; }))
-    throw core::Error("the tensor-parallel ranks generated different tokens (a bug: they share the logits and the RNG)");
+    throw core::Error("the tensor-parallel ranks generated different tokens (a bug: they share the logits and the "
+                      "RNG)");
 
   if (world.rank() == 0) {
     // prefill: the prompt's positions per second; decode: one position (token) per step

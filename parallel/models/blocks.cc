@@ -317,7 +317,8 @@ void DecodeScratch::ensure(Model& m, int64_t N, int C, int qkv_w, int att_w, int
 
 std::vector<Tensor> alloc_kv_cache(Model& m, int n_layer, int B, int NKVl, int max_len, int HS) {
   std::vector<Tensor> cache;
-  for (int l = 0; l < 2 * n_layer; ++l) cache.push_back(Tensor::empty({B, NKVl, max_len, HS}, m.working_dtype(), m.device()));
+  for (int l = 0; l < 2 * n_layer; ++l)
+    cache.push_back(Tensor::empty({B, NKVl, max_len, HS}, m.working_dtype(), m.device()));
   return cache;
 }
 
