@@ -9,7 +9,8 @@
 //      * a prompt (all positions) then one token per call gives the logits of decoding the
 //        whole sequence at once, position by position;
 //  - errors: decoding past the cache's max_len or model.seq_len names both; decode without
-//    begin_decode; the training forward still works (and gives the same losses) afterwards.
+//    begin_decode; the training forward still works (and gives the same losses) afterwards;
+//    an architecture without decoding says so, naming model.arch.
 // Why: the generation issue's "decode must equal the training forward" (issue #15).
 #include <gtest/gtest.h>
 
@@ -22,6 +23,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "kernels/cpu/kernels.h"
+#include "parallel/models/model.h"
 #include "parallel/models/registry.h"
 
 using mt::core::ModelConfig;
@@ -207,4 +209,48 @@ TEST(Decode, Errors) {
   }
   std::vector<int32_t> bad(1, 37);
   EXPECT_THROW(m->decode(bad.data(), 1, 1, out.data()), mt::core::Error);  // outside the vocabulary
+}
+
+namespace {
+// An architecture that only trains (one bias vector, no decoding): Model's defaults apply.
+class TrainOnlyArch final : public mt::parallel::Architecture {
+ public:
+  explicit TrainOnlyArch(const ModelConfig& c) : Architecture(c) {}
+  std::string name() const override { return "train_only"; }
+  std::string tp_violation(int) const override { return ""; }
+  std::string tp_constraint() const override { return ""; }
+  std::vector<mt::parallel::ParamSpec> param_specs() const override { return {{"b", {4}, {}, false, 0, 0, -1}}; }
+  double flops_per_token(int) const override { return 0; }
+  TpTraffic tp_traffic(int64_t, int) const override { return {}; }
+  SampleCost sample_cost() const override { return {}; }
+  std::vector<std::pair<std::string, int64_t>> shape_keys() const override { return {}; }
+  std::string describe(int) const override { return "train_only"; }
+  std::unique_ptr<mt::parallel::Model> build(const mt::parallel::ModelContext& ctx) const override;
+};
+class TrainOnlyModel final : public mt::parallel::Model {
+ public:
+  using Model::Model;
+  double forward(const int32_t*, const int32_t*, int, int, const int32_t*) override { return 0; }
+  void backward(float, const mt::parallel::GradReadyFn&) override {}
+  size_t activation_bytes() const override { return 0; }
+};
+std::unique_ptr<mt::parallel::Model> TrainOnlyArch::build(const mt::parallel::ModelContext& ctx) const {
+  return std::make_unique<TrainOnlyModel>(shared_from_this(), ctx);
+}
+}  // namespace
+
+TEST(Decode, ArchitectureWithoutDecoding) {
+  auto arch = std::make_shared<TrainOnlyArch>(llama(2, false));
+  auto m = arch->build({});
+  try {
+    m->begin_decode(1, 4);
+    ADD_FAILURE() << "no error";
+  } catch (const mt::core::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.arch train_only does not support incremental decoding"),
+              std::string::npos)
+        << e.what();
+  }
+  int32_t t = 0;
+  float out[4];
+  EXPECT_THROW(m->decode(&t, 1, 1, out), mt::core::Error);
 }
