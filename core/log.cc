@@ -13,6 +13,7 @@ namespace mt::core::log {
 
 namespace {
 std::atomic<int> g_level{static_cast<int>(Level::Info)};
+std::atomic<bool> g_all_to_stderr{false};
 
 spdlog::logger& out_logger() {
   static std::shared_ptr<spdlog::logger> l = [] {
@@ -35,6 +36,7 @@ spdlog::logger& err_logger() {
 }  // namespace
 
 void set_level(Level lv) { g_level = static_cast<int>(lv); }
+void set_all_to_stderr(bool on) { g_all_to_stderr = on; }
 Level level() { return static_cast<Level>(g_level.load()); }
 
 Level parse_level(const std::string& s) {
@@ -58,7 +60,7 @@ void write(Level lv, const std::string& msg) {
   localtime_r(&t, &tm);
   std::string line = fmt::format("[{:02}:{:02}:{:02}.{:03}] {}{}: {}", tm.tm_hour, tm.tm_min, tm.tm_sec,
                                  ms, rank, names[static_cast<int>(lv)], msg);
-  if (lv >= Level::Warn) {
+  if (lv >= Level::Warn || g_all_to_stderr) {
     err_logger().info(line);
   } else {
     out_logger().info(line);

@@ -15,6 +15,9 @@ void set_level(Level level);
 Level level();
 Level parse_level(const std::string& s);  // "debug" | "info" | "warn" | "error" | "off"
 void write(Level level, const std::string& msg);
+// Sends debug and info lines to stderr too (commands whose stdout is their output, e.g.
+// `meshtrain generate` streaming text).
+void set_all_to_stderr(bool on);
 
 template <typename... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {

@@ -88,6 +88,18 @@ class Ops {
                                   const float* state, const int32_t* doc_ids, int B, int T, int C, int NH,
                                   int NKV) = 0;
 
+  // ------------------------------------------------------------ KV-cached decoding
+  // The cache of one attention layer: k_cache, v_cache: (B, NKV, max_len, HS) working dtype.
+  // kv_cache_append writes the k and v heads of qkv: (B, n_new, (NH + 2 NKV) HS) (the
+  // attention_forward layout, rotary embedding applied) at positions [past, past + n_new).
+  virtual void kv_cache_append(void* k_cache, void* v_cache, const void* qkv, int B, int n_new, int past,
+                               int max_len, int NH, int NKV, int HS) = 0;
+  // out: (B, n_new, NH HS): new query i of row b (q channels of qkv row (b, i)) at position
+  // past + i attends to the cache's positions [0, past + i] of its kv head (causal within the
+  // new block; the cache holds [0, past + n_new) already). Same maths as attention_forward.
+  virtual void attention_decode(void* out, const void* qkv, const void* k_cache, const void* v_cache, int B,
+                                int n_new, int past, int max_len, int NH, int NKV, int HS) = 0;
+
   // ------------------------------------------------------------ Llama blocks
   // RMSNorm: out: (N, C) = inp * rstd * weight; rstd: (N) fp32 = 1/sqrt(mean(inp^2) + eps).
   virtual void rmsnorm_forward(void* out, float* rstd, const void* inp, const void* weight, int N, int C,

@@ -14,6 +14,7 @@
 #include "launch/bench_tokenizer.h"
 #include "launch/dry_run.h"
 #include "launch/infer/eval.h"
+#include "launch/infer/generate.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
   c_train->add_option("overrides", train.overrides, "overrides such as train.steps=100 run.dir=runs/x");
   c_train->footer(config_keys_help());
 
-  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, tokenizer");
+  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, tokenizer, generate");
   c_bench->require_subcommand(1);
   launch::BenchStepArgs bstep;
   auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
@@ -152,6 +153,35 @@ int main(int argc, char** argv) {
   c_eval->add_flag("--all", eval.all, "every full batch of the split (concat mode)");
   c_eval->add_option("--json", eval.json_out, "also write the figures to this JSON file");
 
+  // generation (launch/infer/generate.h)
+  launch::GenerateArgs gen;
+  auto* c_gen = app.add_subcommand("generate", "Generate text with a key/value cache: generate (CHECKPOINT | hf:DIR) "
+                                               "--prompt TEXT [key=value ...]");
+  c_gen->add_option("source", gen.source, "checkpoint (step_<N>), run directory (its newest checkpoint) or hf:DIR")
+      ->required();
+  c_gen->add_option("overrides", gen.overrides, "section.key=value, e.g. train.device=cuda");
+  c_gen->add_option("--prompt", gen.prompt, "the text to continue")->required();
+  c_gen->add_option("--tokenizer", gen.tokenizer, "tokenizer.json (or its directory), or byte (default: the source's, "
+                                                  "else byte when the vocabulary fits in 256)");
+  c_gen->add_option("--max-new-tokens", gen.max_new_tokens, "tokens to generate at most")->capture_default_str();
+  c_gen->add_option("--temperature", gen.sampling.temperature, "softmax temperature; 0 = greedy (deterministic)")
+      ->capture_default_str();
+  c_gen->add_option("--top-k", gen.sampling.top_k, "sample among the k most probable tokens (0 = all)")
+      ->capture_default_str();
+  c_gen->add_option("--top-p", gen.sampling.top_p, "then among the smallest set with probability >= p (1 = all)")
+      ->capture_default_str();
+  c_gen->add_option("--seed", gen.sampling.seed, "sampling seed (the same output for the same seed)")
+      ->capture_default_str();
+  launch::BenchGenerateArgs bgen;
+  auto* c_bgen = c_bench->add_subcommand("generate", "KV-cached decoding vs recomputing the prefix per token: bench "
+                                                     "generate (CONFIG | SOURCE) [key=value ...]");
+  c_bgen->add_option("config", bgen.config, "YAML config (random weights) or a checkpoint / hf:DIR")->required();
+  c_bgen->add_option("overrides", bgen.overrides, "section.key=value overrides");
+  c_bgen->add_option("--prompt-len", bgen.prompt_len, "prompt tokens (random)")->capture_default_str();
+  c_bgen->add_option("--new-tokens", bgen.new_tokens, "tokens generated")->capture_default_str();
+  c_bgen->add_option("--batch", bgen.batch, "rows generated together")->capture_default_str();
+  c_bgen->add_option("--json", bgen.json_out, "also write the figures to this JSON file");
+
   std::string inspect_path;
   auto* c_inspect = app.add_subcommand("inspect", "Print a checkpoint's or dataset's manifest and verify its checksums");
   c_inspect->add_option("path", inspect_path, "checkpoint, checkpoints/, run or dataset directory")->required();
@@ -223,6 +253,8 @@ int main(int argc, char** argv) {
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);
       else if (c_eval->parsed()) rc = launch::cmd_eval(eval, *world);
+      else if (c_gen->parsed()) rc = launch::cmd_generate(gen, *world, env);
+      else if (c_bgen->parsed()) rc = launch::cmd_bench_generate(bgen, *world, env);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       if (world->size() > 1) {

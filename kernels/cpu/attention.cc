@@ -1,5 +1,6 @@
 // What: causal self-attention with grouped key/value heads, forward and backward, on a rank's
-// local heads.
+// local heads; and its KV-cached decoding form (kv_cache_append, attention_decode: new queries
+// against a cache of earlier keys and values, row by row the forward's arithmetic).
 //   qkv: (B, T, (NH + 2 NKV) HS) per token [q (NH HS) | k (NKV HS) | v (NKV HS)], HS = C / NH.
 //   Query head h owns q channels [h*HS, (h+1)*HS) and reads kv head g = h / (NH / NKV) (the
 //   group of NH/NKV consecutive query heads sharing it, as Hugging Face's repeat_kv); k_s and
@@ -26,6 +27,7 @@
 // kernel). K and v are never copied per query head. Per-thread scratch is one row of T floats.
 // Inner loops run over the HS contiguous channels of a head (dot products with a fixed set of
 // kLanes partial sums, and axpys), which the compiler vectorises.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -190,6 +192,86 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
               axpy(dq_t, dpre, k_s, HS);
               axpy(dk_s, dpre, q_t, HS);
             }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace mt::kernels::cpu
+
+namespace mt::kernels::cpu {
+
+// ---------------------------------------------------------------------------- KV cache
+// Decoding is memory bound (B = 1: one query row per head reads the whole cache once), so the
+// kernels are plain loops over contiguous HS-channel runs: the cache layout (B, NKV, max_len,
+// HS) keeps a kv head's keys (and values) consecutive, and the dot / axpy helpers above
+// vectorise over the channels.
+void kv_cache_append(float* k_cache, float* v_cache, const float* qkv, int B, int n_new, int past,
+                     int max_len, int NH, int NKV, int HS) {
+  MT_CHECK(B >= 0 && n_new >= 0 && past >= 0 && past + n_new <= max_len && NH > 0 && NKV > 0 && NH % NKV == 0,
+           "kv_cache_append: bad shape B={} n_new={} past={} max_len={} NH={} NKV={}", B, n_new, past, max_len, NH,
+           NKV);
+  const int64_t C3 = (static_cast<int64_t>(NH) + 2 * NKV) * HS;
+  const int64_t koff = static_cast<int64_t>(NH) * HS, voff = koff + static_cast<int64_t>(NKV) * HS;
+  for (int b = 0; b < B; b++) {
+    for (int i = 0; i < n_new; i++) {
+      const float* row = qkv + (static_cast<int64_t>(b) * n_new + i) * C3;
+      for (int g = 0; g < NKV; g++) {
+        const int64_t at = ((static_cast<int64_t>(b) * NKV + g) * max_len + past + i) * HS;
+        std::copy(row + koff + g * HS, row + koff + (g + 1) * HS, k_cache + at);
+        std::copy(row + voff + g * HS, row + voff + (g + 1) * HS, v_cache + at);
+      }
+    }
+  }
+}
+
+void attention_decode(float* out, const float* qkv, const float* k_cache, const float* v_cache,
+                      int B, int n_new, int past, int max_len, int NH, int NKV, int HS) {
+  MT_CHECK(B >= 0 && n_new >= 0 && past >= 0 && past + n_new <= max_len && HS > 0,
+           "attention_decode: bad shape B={} n_new={} past={} max_len={} HS={}", B, n_new, past, max_len, HS);
+  check_shapes("attention_decode", B, n_new, NH * HS, NH, NKV);
+  const int64_t C = static_cast<int64_t>(NH) * HS;
+  const int64_t C3 = C + 2 * static_cast<int64_t>(NKV) * HS;
+  const int group = NH / NKV;
+  const int len = past + n_new;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+
+#pragma omp parallel if (static_cast<int64_t>(B) * NH * n_new * len * HS >= (1 << 16))
+  {
+    std::vector<float> att_row(static_cast<size_t>(len));  // per-thread scores / probabilities
+
+#pragma omp for collapse(3) schedule(static, 1)
+    for (int b = 0; b < B; b++) {
+      for (int h = 0; h < NH; h++) {
+        for (int i = 0; i < n_new; i++) {
+          const int t = past + i;
+          const float* q = qkv + (static_cast<int64_t>(b) * n_new + i) * C3 + h * HS;
+          const int64_t head = (static_cast<int64_t>(b) * NKV + h / group) * max_len * HS;
+          const float* kh = k_cache + head;
+          const float* vh = v_cache + head;
+          // as attention_forward's row t: scores and max, softmax, then the weighted values
+          float maxval = -std::numeric_limits<float>::infinity();
+          for (int s = 0; s <= t; s++) {
+            const float score = dot(q, kh + static_cast<int64_t>(s) * HS, HS) * scale;
+            att_row[s] = score;
+            if (score > maxval) maxval = score;
+          }
+          float sum = 0.0f;
+          for (int s = 0; s <= t; s++) {
+            const float e = std::exp(att_row[s] - maxval);
+            att_row[s] = e;
+            sum += e;
+          }
+          const float inv_sum = 1.0f / sum;
+          for (int s = 0; s <= t; s++) att_row[s] *= inv_sum;
+          float* o = out + (static_cast<int64_t>(b) * n_new + i) * C + h * HS;
+          for (int c = 0; c < HS; c++) o[c] = 0.0f;
+          for (int s = 0; s <= t; s++) {
+            const float a = att_row[s];
+            if (a == 0.0f) continue;
+            axpy(o, a, vh + static_cast<int64_t>(s) * HS, HS);
           }
         }
       }

@@ -70,6 +70,15 @@ class CpuOps final : public Ops {
     cpu::attention_backward(F(dqkv), F(dout), F(qkv), state, B, T, C, NH, NKV);
   }
 
+  void kv_cache_append(void* k_cache, void* v_cache, const void* qkv, int B, int n_new, int past, int max_len,
+                       int NH, int NKV, int HS) override {
+    cpu::kv_cache_append(F(k_cache), F(v_cache), F(qkv), B, n_new, past, max_len, NH, NKV, HS);
+  }
+  void attention_decode(void* out, const void* qkv, const void* k_cache, const void* v_cache, int B, int n_new,
+                        int past, int max_len, int NH, int NKV, int HS) override {
+    cpu::attention_decode(F(out), F(qkv), F(k_cache), F(v_cache), B, n_new, past, max_len, NH, NKV, HS);
+  }
+
   void rmsnorm_forward(void* out, float* rstd, const void* inp, const void* weight, int N, int C,
                        float eps) override {
     cpu::rmsnorm_forward(F(out), rstd, F(inp), F(weight), N, C, eps);

@@ -62,6 +62,22 @@ void attention_forward(float* out, float* att, const float* qkv, const int32_t* 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
                         int B, int T, int C, int NH, int NKV);
 
+// ---------------------------------------------------------------- KV-cached decoding
+// The cache of one attention layer: k_cache, v_cache: (B, NKV, max_len, HS), position p of kv
+// head g of row b at ((b * NKV + g) * max_len + p) * HS.
+// kv_cache_append: the k and v heads of n_new new tokens per row, qkv: (B, n_new, (NH + 2 NKV)
+// HS) as attention_forward's (rotary embedding already applied), written at positions
+// [past, past + n_new).
+void kv_cache_append(float* k_cache, float* v_cache, const float* qkv, int B, int n_new, int past,
+                     int max_len, int NH, int NKV, int HS);
+// out: (B, n_new, NH HS): new query i of row b (q channels of qkv row (b, i)), at position
+// t = past + i, attends to cache positions s <= t of its kv head (causal within the new block;
+// the cache must already hold positions [0, past + n_new)). Row (b, h, i) is computed
+// exactly as attention_forward's row (b, h, t) (same operations in the same order), so the
+// decode of a prefix equals the training forward bit for bit given the same q, k and v.
+void attention_decode(float* out, const float* qkv, const float* k_cache, const float* v_cache,
+                      int B, int n_new, int past, int max_len, int NH, int NKV, int HS);
+
 // ---------------------------------------------------------------- RMSNorm (Llama)
 // out: (N, C) = inp * rstd[n] * weight, rstd: (N) = 1 / sqrt(mean_c inp^2 + eps), saved.
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,

@@ -15,6 +15,7 @@
 // only the smaller operand is packed again per block. The bias gradient, a reduction over
 // tokens, is split over output channels: each dbias[o] is summed over n = 0..N-1 in order by
 // exactly one thread.
+// One token (N = 1, decoding) goes to sgemv instead, in the same fixed blocks.
 // Accumulation: the backward adds (+=) into its gradients (gemm beta = 1); callers zero the
 // gradients once per step so micro-batches accumulate. Any gradient pointer may be null.
 #include <cblas.h>
@@ -99,6 +100,21 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
     return;
   }
   const float beta = bias != nullptr ? 1.0f : 0.0f;
+  if (N == 1) {
+    // One token (KV-cached decoding): a matrix-vector product, memory bound. sgemv reads the
+    // weight once where sgemm would first pack (copy) it; fixed blocks of output rows as
+    // gemm_blocked's, so the result does not depend on the thread count.
+    const bool split = static_cast<int64_t>(OC) * C >= kGemmSplitMinFlops;
+    const int block = split ? ((OC + kGemmBlocks - 1) / kGemmBlocks + 15) / 16 * 16 : OC;
+    const int nblocks = (OC + block - 1) / block;
+#pragma omp parallel for schedule(static) if (nblocks > 1)
+    for (int b = 0; b < nblocks; b++) {
+      const int o0 = b * block, len = std::min(block, OC - o0);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, len, C, 1.0f, weight + static_cast<int64_t>(o0) * C, C, inp, 1, beta,
+                  out + o0, 1);
+    }
+    return;
+  }
   // out (N x OC) = inp (N x C) * weight^T (C x OC)
   gemm_blocked(false, true, N, OC, C, inp, C, weight, C, beta, out, OC);
 }

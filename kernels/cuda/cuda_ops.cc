@@ -193,6 +193,19 @@ class CudaOps final : public Ops {
           "attention_backward");
   }
 
+  // ------------------------------------------------------------ KV-cached decoding
+  void kv_cache_append(void* k_cache, void* v_cache, const void* qkv, int B, int n_new, int past, int max_len,
+                       int NH, int NKV, int HS) override {
+    check(cuda::kv_cache_append(dt_, k_cache, v_cache, qkv, B, n_new, past, max_len, NH, NKV, HS, stream()),
+          "kv_cache_append");
+  }
+  void attention_decode(void* out, const void* qkv, const void* k_cache, const void* v_cache, int B, int n_new,
+                        int past, int max_len, int NH, int NKV, int HS) override {
+    check_attention_shape(B, n_new, NH * HS, NH, NKV);
+    check(cuda::attention_decode(dt_, out, qkv, k_cache, v_cache, B, n_new, past, max_len, NH, NKV, HS, stream()),
+          "attention_decode");
+  }
+
   // ------------------------------------------------------------ Llama blocks
   void rmsnorm_forward(void* out, float* rstd, const void* inp, const void* weight, int N, int C,
                        float eps) override {

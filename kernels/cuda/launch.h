@@ -110,4 +110,13 @@ cudaError_t attention_backward(Dt dt, void* dqkv, const void* dout, const void* 
                                const float* lse, const int32_t* doc_ids, int B, int T, int C, int NH, int NKV,
                                float* scratch, cudaStream_t s);
 
+// ---------------------------------------------------------------- KV-cached decoding (attention_decode.cu)
+// k_cache, v_cache: (B, NKV, max_len, HS). kv_cache_append writes the k, v heads of qkv: (B,
+// n_new, (NH + 2 NKV) HS) at positions [past, past + n_new); attention_decode: out (B, n_new,
+// NH HS), new query i at position past + i over cache positions [0, past + i].
+cudaError_t kv_cache_append(Dt dt, void* k_cache, void* v_cache, const void* qkv, int B, int n_new, int past,
+                            int max_len, int NH, int NKV, int HS, cudaStream_t s);
+cudaError_t attention_decode(Dt dt, void* out, const void* qkv, const void* k_cache, const void* v_cache, int B,
+                             int n_new, int past, int max_len, int NH, int NKV, int HS, cudaStream_t s);
+
 }  // namespace mt::kernels::cuda

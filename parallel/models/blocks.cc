@@ -64,8 +64,8 @@ void LayerNormLayer::alloc(core::Device& dev, core::DType wdt, int64_t N) {
   rstd = Tensor::empty({N}, core::DType::F32, dev);
 }
 
-void LayerNormLayer::forward(Model& m, const void* x, int N) {
-  m.ops().layernorm_forward(out.raw(), mean.f32(), rstd.f32(), x, m.wparam(w), m.wparam(b), N, C);
+void LayerNormLayer::apply(Model& m, void* y, float* mean_out, float* rstd_out, const void* x, int N) const {
+  m.ops().layernorm_forward(y, mean_out, rstd_out, x, m.wparam(w), m.wparam(b), N, C);
 }
 
 void LayerNormLayer::backward(Model& m, void* dx, const void* dout, const void* x, int N,
@@ -103,16 +103,26 @@ void Gpt2Attention::backward(Model& m, Scratch& s, const void* dout, const void*
   qkv.backward(m, s.dln, dqkv.raw(), x, N, ready);
 }
 
+void Gpt2Attention::decode(Model& m, void* out, const void* x, void* k, void* v, DecodeScratch& s, int B, int n,
+                           int past, int max_len) const {
+  const int N = B * n, HS = Cl / NHl;
+  kernels::Ops& ops = m.ops();
+  qkv.forward(m, s.qkv.raw(), x, N);
+  ops.kv_cache_append(k, v, s.qkv.raw(), B, n, past, max_len, NHl, NHl, HS);
+  ops.attention_decode(s.atty.raw(), s.qkv.raw(), k, v, B, n, past, max_len, NHl, NHl, HS);
+  proj.forward(m, out, s.atty.raw(), N);
+}
+
 // ------------------------------------------------------------------ MLP
 void GeluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N) {
   fch = Tensor::empty({N, Fl}, wdt, dev);
   fch_gelu = Tensor::empty({N, Fl}, wdt, dev);
 }
 
-void GeluMlp::forward(Model& m, void* out, const void* x, int N) {
-  fc.forward(m, fch.raw(), x, N);
-  m.ops().gelu_forward(fch_gelu.raw(), fch.raw(), static_cast<int64_t>(N) * Fl);
-  proj.forward(m, out, fch_gelu.raw(), N);
+void GeluMlp::apply(Model& m, void* out, const void* x, int N, void* h, void* h_gelu) const {
+  fc.forward(m, h, x, N);
+  m.ops().gelu_forward(h_gelu, h, static_cast<int64_t>(N) * Fl);
+  proj.forward(m, out, h_gelu, N);
 }
 
 void GeluMlp::backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const {
@@ -131,8 +141,8 @@ void RmsNormLayer::alloc(core::Device& dev, core::DType wdt, int64_t N) {
   rstd = Tensor::empty({N}, core::DType::F32, dev);
 }
 
-void RmsNormLayer::forward(Model& m, const void* x, int N) {
-  m.ops().rmsnorm_forward(out.raw(), rstd.f32(), x, m.wparam(w), N, C, eps);
+void RmsNormLayer::apply(Model& m, void* y, float* rstd_out, const void* x, int N) const {
+  m.ops().rmsnorm_forward(y, rstd_out, x, m.wparam(w), N, C, eps);
 }
 
 void RmsNormLayer::backward(Model& m, void* dx, const void* dout, const void* x, int N,
@@ -179,6 +189,17 @@ void LlamaAttention::forward(Model& m, void* out, const void* x, const int32_t* 
   o.forward(m, out, atty.raw(), N);
 }
 
+void LlamaAttention::decode(Model& m, void* out, const void* x, const int32_t* pos, void* k, void* v,
+                            DecodeScratch& s, int B, int n, int past, int max_len) const {
+  const int N = B * n;
+  kernels::Ops& ops = m.ops();
+  qkv.forward(m, s.qkv.raw(), x, N);
+  ops.rope_forward(s.qkv.raw(), rope->cos.f32(), rope->sin.f32(), pos, N, qkv_width(), NHl + NKVl, HS);
+  ops.kv_cache_append(k, v, s.qkv.raw(), B, n, past, max_len, NHl, NKVl, HS);
+  ops.attention_decode(s.atty.raw(), s.qkv.raw(), k, v, B, n, past, max_len, NHl, NKVl, HS);
+  o.forward(m, out, s.atty.raw(), N);
+}
+
 void LlamaAttention::backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* pos,
                               const int32_t* doc_ids, int B, int T, const GradReadyFn& ready) const {
   const int N = B * T;
@@ -198,10 +219,10 @@ void SwiGluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N) {
   act = Tensor::empty({N, Fl}, wdt, dev);
 }
 
-void SwiGluMlp::forward(Model& m, void* out, const void* x, int N) {
-  gate_up.forward(m, gu.raw(), x, N);
-  m.ops().swiglu_forward(act.raw(), gu.raw(), N, Fl);
-  down.forward(m, out, act.raw(), N);
+void SwiGluMlp::apply(Model& m, void* out, const void* x, int N, void* gu_out, void* act_out) const {
+  gate_up.forward(m, gu_out, x, N);
+  m.ops().swiglu_forward(act_out, gu_out, N, Fl);
+  down.forward(m, out, act_out, N);
 }
 
 void SwiGluMlp::backward(Model& m, Scratch& s, const void* dout, const void* x, int N,
@@ -269,6 +290,67 @@ void VocabCrossEntropy::backward(Model& m, void* dlogits, const void* logits, co
                                  const float* dloss, int N) const {
   m.ops().xent_backward(dlogits, logits, rowmax.f32(), sumexp.f32(), targets, dloss, N, vs.Vl, vs.v_start,
                         vs.v_valid);
+}
+
+// ------------------------------------------------------------------ decoding
+void DecodeScratch::ensure(Model& m, int64_t N, int C, int qkv_w, int att_w, int h1_w, int h2_w, int Vl) {
+  if (N <= rows) return;
+  core::Device& dev = m.device();
+  m.tp().host_wait();
+  dev.synchronize();  // earlier decode calls may still read the buffers replaced here
+  const core::DType W = m.working_dtype(), F = core::DType::F32;
+  rows = N;
+  x = Tensor::empty({N, C}, W, dev);
+  norm = Tensor::empty({N, C}, W, dev);
+  out = Tensor::empty({N, C}, W, dev);
+  last = Tensor::empty({N, C}, W, dev);
+  mean = Tensor::empty({N}, F, dev);
+  rstd = Tensor::empty({N}, F, dev);
+  qkv = Tensor::empty({N, qkv_w}, W, dev);
+  atty = Tensor::empty({N, att_w}, W, dev);
+  h1 = Tensor::empty({N, h1_w}, W, dev);
+  h2 = Tensor::empty({N, h2_w}, W, dev);
+  logits = Tensor::empty({N, Vl}, W, dev);
+  logits32 = W == F ? logits : Tensor::empty({N, Vl}, F, dev);
+  gathered = m.tp().size() > 1 ? Tensor::empty({m.tp().size() * N * Vl}, F, dev) : logits32;
+}
+
+std::vector<Tensor> alloc_kv_cache(Model& m, int n_layer, int B, int NKVl, int max_len, int HS) {
+  std::vector<Tensor> cache;
+  for (int l = 0; l < 2 * n_layer; ++l)
+    cache.push_back(Tensor::empty({B, NKVl, max_len, HS}, m.working_dtype(), m.device()));
+  return cache;
+}
+
+const void* decode_rows(Model& m, DecodeScratch& s, const void* x, int B, int n, int C, bool all_positions) {
+  if (all_positions || n == 1) return x;
+  const size_t row_bytes = static_cast<size_t>(C) * core::dtype_size(m.working_dtype());
+  for (int b = 0; b < B; ++b) {
+    m.device().copy_async(static_cast<char*>(s.last.raw()) + b * row_bytes,
+                          static_cast<const char*>(x) + (static_cast<int64_t>(b) * n + n - 1) * row_bytes, row_bytes);
+  }
+  return s.last.raw();
+}
+
+void decode_logits(Model& m, const ColumnLinear& head, const VocabSlice& vs, DecodeScratch& s, const void* y, int M,
+                   float* out) {
+  const int tp = m.tp().size();
+  const int64_t local = static_cast<int64_t>(M) * vs.Vl;
+  head.forward(m, s.logits.raw(), y, M);  // (M, Vl) this rank's vocabulary rows
+  if (m.working_dtype() != core::DType::F32)
+    m.ops().cast(s.logits32.raw(), core::DType::F32, s.logits.raw(), m.working_dtype(), local);
+  // rank r's block (M, Vl) holds padded vocabulary columns [r Vl, (r + 1) Vl)
+  if (tp > 1) m.tp().gather_f32(s.logits32.f32(), s.gathered.f32(), local);
+  s.host.resize(static_cast<size_t>(tp * local));
+  m.device().copy(s.host.data(), s.gathered.f32(), s.host.size() * sizeof(float));
+  for (int r = 0; r < tp; ++r) {
+    const int v0 = r * vs.Vl;
+    const int valid = std::max(0, std::min(vs.Vl, vs.V - v0));
+    for (int i = 0; i < M; ++i) {
+      const float* src = s.host.data() + (static_cast<int64_t>(r) * M + i) * vs.Vl;
+      std::copy(src, src + valid, out + static_cast<int64_t>(i) * vs.V + v0);
+    }
+  }
 }
 
 }  // namespace mt::parallel

@@ -20,15 +20,21 @@
 // (Model::wparam), accumulate fp32 gradients (Model::grad) and report each parameter's
 // gradient final through `ready` in the order they finish. Activations a layer keeps for its
 // backward are its own tensors; backward scratch is shared across layers (Scratch).
+// Decoding (Model::begin_decode / decode): the same layers run without keeping activations,
+// through their stateless apply() (outputs in a DecodeScratch shared by every layer), and the
+// attention layers' decode() reads and appends a per-layer key/value cache (KvCache).
 // Why: a second architecture composes these instead of copying a model file.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 #include "parallel/models/model.h"
 
 namespace mt::parallel {
+
+struct DecodeScratch;
 
 // Notifies the hook, if any, that parameter i's gradient is final.
 inline void report_ready(const GradReadyFn& ready, int i) {
@@ -62,7 +68,10 @@ struct LayerNormLayer {
   int w = -1, b = -1, C = 0;
   core::Tensor out, mean, rstd;
   void alloc(core::Device& dev, core::DType wdt, int64_t N);
-  void forward(Model& m, const void* x, int N);
+  void free() { out = mean = rstd = core::Tensor(); }
+  void forward(Model& m, const void* x, int N) { apply(m, out.raw(), mean.f32(), rstd.f32(), x, N); }
+  // forward into given buffers: y (N, C), mean, rstd (N) fp32
+  void apply(Model& m, void* y, float* mean_out, float* rstd_out, const void* x, int N) const;
   // dx (N, C) += the input gradient of dout (N, C); x is the forward's input.
   void backward(Model& m, void* dx, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return out.nbytes() + mean.nbytes() + rstd.nbytes(); }
@@ -83,8 +92,13 @@ struct Gpt2Attention {
   int NHl = 0, Cl = 0;
   core::Tensor qkv_out, att, atty;  // (N, 3Cl), attention state, (N, Cl)
   void alloc(kernels::Ops& k, core::DType wdt, int B, int T);
+  void free() { qkv_out = att = atty = core::Tensor(); }
   // out (N, C) = the block's output (all-reduced, bias added); x the normalised input.
   void forward(Model& m, void* out, const void* x, const int32_t* doc_ids, int B, int T);
+  // Decoding n new positions per row after `past` cached ones: out (B*n, C) as forward's for
+  // those rows; k, v: this layer's cache (B, NHl, max_len, HS), appended to.
+  void decode(Model& m, void* out, const void* x, void* k, void* v, DecodeScratch& s, int B, int n, int past,
+              int max_len) const;
   // dx (scratch.dln) = the all-reduced gradient of x, from dout (N, C).
   void backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* doc_ids, int B, int T,
                 const GradReadyFn& ready) const;
@@ -98,7 +112,10 @@ struct GeluMlp {
   int Fl = 0;
   core::Tensor fch, fch_gelu;  // (N, Fl) each
   void alloc(core::Device& dev, core::DType wdt, int64_t N);
-  void forward(Model& m, void* out, const void* x, int N);
+  void free() { fch = fch_gelu = core::Tensor(); }
+  void forward(Model& m, void* out, const void* x, int N) { apply(m, out, x, N, fch.raw(), fch_gelu.raw()); }
+  // forward with the hidden activations in given buffers h, h_gelu (N, Fl)
+  void apply(Model& m, void* out, const void* x, int N, void* h, void* h_gelu) const;
   void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return fch.nbytes() + fch_gelu.nbytes(); }
 };
@@ -111,7 +128,9 @@ struct RmsNormLayer {
   float eps = 1e-5f;
   core::Tensor out, rstd;
   void alloc(core::Device& dev, core::DType wdt, int64_t N);
-  void forward(Model& m, const void* x, int N);
+  void free() { out = rstd = core::Tensor(); }
+  void forward(Model& m, const void* x, int N) { apply(m, out.raw(), rstd.f32(), x, N); }
+  void apply(Model& m, void* y, float* rstd_out, const void* x, int N) const;
   // dx (N, C) += the input gradient of dout (N, C); x is the forward's input.
   void backward(Model& m, void* dx, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return out.nbytes() + rstd.nbytes(); }
@@ -137,8 +156,13 @@ struct LlamaAttention {
   core::Tensor qkv_out, att, atty;  // (N, (NHl + 2 NKVl) HS) rotated, attention state, (N, NHl HS)
   int qkv_width() const { return (NHl + 2 * NKVl) * HS; }
   void alloc(kernels::Ops& k, core::DType wdt, int B, int T);
+  void free() { qkv_out = att = atty = core::Tensor(); }
   // out (N, C) = the block's output (all-reduced); x the normalised input; pos (N) positions.
   void forward(Model& m, void* out, const void* x, const int32_t* pos, const int32_t* doc_ids, int B, int T);
+  // Decoding n new positions per row (pos (B*n): past + i) after `past` cached ones; k, v:
+  // this layer's cache (B, NKVl, max_len, HS), appended to (rotated keys, as forward's).
+  void decode(Model& m, void* out, const void* x, const int32_t* pos, void* k, void* v, DecodeScratch& s, int B,
+              int n, int past, int max_len) const;
   // dx (scratch.dln) = the all-reduced gradient of x, from dout (N, C).
   void backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* pos, const int32_t* doc_ids,
                 int B, int T, const GradReadyFn& ready) const;
@@ -153,7 +177,9 @@ struct SwiGluMlp {
   int Fl = 0;
   core::Tensor gu, act;  // (N, 2Fl), (N, Fl)
   void alloc(core::Device& dev, core::DType wdt, int64_t N);
-  void forward(Model& m, void* out, const void* x, int N);
+  void free() { gu = act = core::Tensor(); }
+  void forward(Model& m, void* out, const void* x, int N) { apply(m, out, x, N, gu.raw(), act.raw()); }
+  void apply(Model& m, void* out, const void* x, int N, void* gu_out, void* act_out) const;
   void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return gu.nbytes() + act.nbytes(); }
 };
@@ -186,6 +212,7 @@ struct VocabCrossEntropy {
   VocabSlice vs;
   core::Tensor rowmax, sumexp, tgt_logit, losses;  // (N) fp32 each
   void alloc(core::Device& dev, int64_t N);
+  void free() { rowmax = sumexp = tgt_logit = losses = core::Tensor(); }
   size_t bytes() const {
     return rowmax.defined() ? rowmax.nbytes() + sumexp.nbytes() + tgt_logit.nbytes() + losses.nbytes() : 0;
   }
@@ -194,5 +221,34 @@ struct VocabCrossEntropy {
   void backward(Model& m, void* dlogits, const void* logits, const int32_t* targets, const float* dloss,
                 int N) const;
 };
+
+// ------------------------------------------------------------------ decoding
+// The buffers of one decode call of N = B * n rows, shared by every layer (grown on demand;
+// widths are the largest of any layer): the residual stream x, a normalised copy, its
+// statistics, a sub-block's output, the attention's qkv and output, two MLP hiddens, and the
+// head's logits (local slice, fp32 copy, gathered over tp).
+struct DecodeScratch {
+  core::Tensor x, norm, out, mean, rstd, qkv, atty, h1, h2, last;
+  core::Tensor logits, logits32, gathered;
+  std::vector<float> host;  // the gathered logits on the host
+  int64_t rows = 0;
+  // Sizes for N rows of widths C (residual), qkv_w, att_w (attention), h1_w, h2_w (MLP), and
+  // the head's Vl local vocabulary rows over tp ranks.
+  void ensure(Model& m, int64_t N, int C, int qkv_w, int att_w, int h1_w, int h2_w, int Vl);
+  void free() { *this = DecodeScratch(); }
+};
+
+// The k and v caches of n_layer layers, (B, NKVl, max_len, HS) each, in the working dtype.
+std::vector<core::Tensor> alloc_kv_cache(Model& m, int n_layer, int B, int NKVl, int max_len, int HS);
+
+// The rows of the residual stream x (B * n, C) whose logits a decode call returns: all of them
+// (all_positions, or n == 1), else each batch row's last (b * n + n - 1), copied to s.last.
+// Returns the (M, C) rows, M = B * n or B.
+const void* decode_rows(Model& m, DecodeScratch& s, const void* x, int B, int n, int C, bool all_positions);
+
+// The head on y (M, C) (the final normalised rows): this rank's logits through `head`, then
+// the full vocabulary gathered over the tp group into out: host (M, V) fp32, padding dropped.
+void decode_logits(Model& m, const ColumnLinear& head, const VocabSlice& vs, DecodeScratch& s, const void* y, int M,
+                   float* out);
 
 }  // namespace mt::parallel

@@ -225,6 +225,48 @@ class Gpt2Model final : public Model {
     tp_.host_wait();
   }
 
+  // ---- decoding (model.h): the forward above on the new positions only, layer by layer in
+  // the shared DecodeScratch, attention against the per-layer key/value cache
+  void begin_decode(int B, int max_len) override {
+    set_decode_shape(B, max_len);
+    free_acts();
+    const int NHl = cfg_.n_head / tp_.size();
+    kv_cache_ = alloc_kv_cache(*this, cfg_.n_layer, B, NHl, max_len, cfg_.n_embd / cfg_.n_head);
+  }
+
+  void decode(const int32_t* tokens, int B, int n, float* logits_out, bool all_positions) override {
+    const int past = start_decode(B, n);
+    const int N = B * n, C = cfg_.n_embd, Cl = C / tp_.size(), Fl = 4 * C / tp_.size();
+    const int64_t NC = static_cast<int64_t>(N) * C;
+    dec_.ensure(*this, N, C, 3 * Cl, Cl, Fl, Fl, embed_.vs.Vl);
+    ensure_token_buffers(N);
+    const StagedTokens tok = stage_tokens(tokens, nullptr, nullptr, B, n, cfg_.vocab_size, past);
+    kernels::Ops& k = ops();
+    DecodeScratch& d = dec_;
+    void* x = d.x.raw();
+    embed_.forward(*this, x, tok.tokens, N);
+    pos_.forward(*this, x, tok.positions, B, n);  // wpe[past + i]
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      const Gpt2Block& b = blocks_[l];
+      b.ln1.apply(*this, d.norm.raw(), d.mean.f32(), d.rstd.f32(), x, N);
+      b.attn.decode(*this, d.out.raw(), d.norm.raw(), kv_cache_[2 * l].raw(), kv_cache_[2 * l + 1].raw(), d, B, n,
+                    past, decode_max_len());
+      k.residual_forward(x, x, d.out.raw(), NC);
+      b.ln2.apply(*this, d.norm.raw(), d.mean.f32(), d.rstd.f32(), x, N);
+      b.mlp.apply(*this, d.out.raw(), d.norm.raw(), N, d.h1.raw(), d.h2.raw());
+      k.residual_forward(x, x, d.out.raw(), NC);
+    }
+    const int M = all_positions ? N : B;
+    lnf_.apply(*this, d.norm.raw(), d.mean.f32(), d.rstd.f32(), decode_rows(*this, d, x, B, n, C, all_positions), M);
+    decode_logits(*this, head_, embed_.vs, d, d.norm.raw(), M, logits_out);
+    finish_decode(n);
+  }
+
+  void end_decode() override {
+    Model::end_decode();
+    dec_.free();
+  }
+
   size_t activation_bytes() const override {
     size_t n = 0;
     for (const Gpt2Block& b : blocks_)
@@ -235,6 +277,24 @@ class Gpt2Model final : public Model {
   }
 
  private:
+  // Drops the training activations (decoding does not use them); ensure_acts makes new ones.
+  void free_acts() {
+    tp_.host_wait();
+    device().synchronize();
+    B_ = T_ = 0;
+    encoded_ = logits_ = dres_ = dlogits_ = Tensor();
+    scratch_ = Scratch();
+    for (Gpt2Block& b : blocks_) {
+      b.ln1.free();
+      b.attn.free();
+      b.ln2.free();
+      b.mlp.free();
+      b.res2 = b.res3 = Tensor();
+    }
+    lnf_.free();
+    xent_.free();
+  }
+
   void ensure_acts(int B, int T) {
     MT_CHECK(T >= 1 && T <= cfg_.seq_len, "sequence length {} exceeds model.seq_len {}", T, cfg_.seq_len);
     if (B == B_ && T == T_) return;
@@ -276,6 +336,7 @@ class Gpt2Model final : public Model {
   int B_ = 0, T_ = 0;
   Tensor encoded_, logits_, dres_, dlogits_;
   Scratch scratch_;
+  DecodeScratch dec_;
   const int32_t* tokens_ = nullptr;
   const int32_t* targets_d_ = nullptr;
   const int32_t* doc_ids_ = nullptr;

@@ -214,6 +214,7 @@ class LlamaModel final : public Model {
     if (!tied) MT_CHECK(VocabSlice::of(params_info()[nf + 1], tp, tp_.rank()).Vl == embed_.vs.Vl, "lm_head slice");
     xent_.vs = embed_.vs;
     max_inner_ = std::max({NHl * HS, (NHl + 2 * NKVl) * HS, 2 * Fl});
+    nhl_ = NHl, nkvl_ = NKVl, hs_ = HS, fl_ = Fl;
   }
 
   double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
@@ -266,6 +267,47 @@ class LlamaModel final : public Model {
     tp_.host_wait();  // the caller's next host wait must not outlive a dead tp peer
   }
 
+  // ---- decoding (model.h): the forward above on the new positions only, layer by layer in
+  // the shared DecodeScratch, attention against the per-layer key/value cache
+  void begin_decode(int B, int max_len) override {
+    set_decode_shape(B, max_len);
+    free_acts();
+    kv_cache_ = alloc_kv_cache(*this, cfg_.n_layer, B, nkvl_, max_len, hs_);
+  }
+
+  void decode(const int32_t* tokens, int B, int n, float* logits_out, bool all_positions) override {
+    const int past = start_decode(B, n);
+    const int N = B * n, C = cfg_.n_embd;
+    const int64_t NC = static_cast<int64_t>(N) * C;
+    const int qkv_w = (nhl_ + 2 * nkvl_) * hs_;
+    dec_.ensure(*this, N, C, qkv_w, nhl_ * hs_, 2 * fl_, fl_, embed_.vs.Vl);
+    ensure_token_buffers(N);
+    const StagedTokens tok = stage_tokens(tokens, nullptr, nullptr, B, n, cfg_.vocab_size, past);
+    kernels::Ops& k = ops();
+    DecodeScratch& d = dec_;
+    void* x = d.x.raw();
+    embed_.forward(*this, x, tok.tokens, N);
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      const LlamaBlock& b = blocks_[l];
+      b.attn_norm.apply(*this, d.norm.raw(), d.rstd.f32(), x, N);
+      b.attn.decode(*this, d.out.raw(), d.norm.raw(), tok.positions, kv_cache_[2 * l].raw(),
+                    kv_cache_[2 * l + 1].raw(), d, B, n, past, decode_max_len());
+      k.residual_forward(x, x, d.out.raw(), NC);
+      b.mlp_norm.apply(*this, d.norm.raw(), d.rstd.f32(), x, N);
+      b.mlp.apply(*this, d.out.raw(), d.norm.raw(), N, d.h1.raw(), d.h2.raw());
+      k.residual_forward(x, x, d.out.raw(), NC);
+    }
+    const int M = all_positions ? N : B;
+    norm_.apply(*this, d.norm.raw(), d.rstd.f32(), decode_rows(*this, d, x, B, n, C, all_positions), M);
+    decode_logits(*this, head_, embed_.vs, d, d.norm.raw(), M, logits_out);
+    finish_decode(n);
+  }
+
+  void end_decode() override {
+    Model::end_decode();
+    dec_.free();
+  }
+
   size_t activation_bytes() const override {
     size_t n = 0;
     for (const LlamaBlock& b : blocks_)
@@ -276,6 +318,24 @@ class LlamaModel final : public Model {
   }
 
  private:
+  // Drops the training activations (decoding does not use them); ensure_acts makes new ones.
+  void free_acts() {
+    tp_.host_wait();
+    device().synchronize();
+    B_ = T_ = 0;
+    encoded_ = logits_ = dres_ = dlogits_ = Tensor();
+    scratch_ = Scratch();
+    for (LlamaBlock& b : blocks_) {
+      b.attn_norm.free();
+      b.attn.free();
+      b.mlp_norm.free();
+      b.mlp.free();
+      b.res2 = b.res3 = Tensor();
+    }
+    norm_.free();
+    xent_.free();
+  }
+
   void ensure_acts(int B, int T) {
     MT_CHECK(T >= 1 && T <= cfg_.seq_len, "sequence length {} exceeds model.seq_len {}", T, cfg_.seq_len);
     if (B == B_ && T == T_) return;
@@ -313,6 +373,8 @@ class LlamaModel final : public Model {
   ColumnLinear head_;  // lm_head, or the token embedding when tied
   VocabCrossEntropy xent_;
   int64_t max_inner_ = 0;  // the widest local activation a backward scratch holds
+  int nhl_ = 0, nkvl_ = 0, hs_ = 0, fl_ = 0;  // local query heads, kv heads, head size, SwiGLU width
+  DecodeScratch dec_;
   int B_ = 0, T_ = 0;
   Tensor encoded_, logits_, dres_, dlogits_;
   Scratch scratch_;

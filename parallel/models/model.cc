@@ -176,7 +176,7 @@ void Model::ensure_token_buffers(int64_t N) {
 // loss weights (fp32). Before it is rewritten, the copies queued out of it by the previous call
 // must be done.
 Model::StagedTokens Model::stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids,
-                                        int B, int T, int vocab) {
+                                        int B, int T, int vocab, int pos_offset) {
   const int N = B * T;
   MT_CHECK(N == staged_n_, "stage_tokens: {} positions, buffers for {}", N, staged_n_);
   for (int i = 0; i < N; ++i) {
@@ -203,13 +203,13 @@ Model::StagedTokens Model::stage_tokens(const int32_t* inputs, const int32_t* ta
     std::memcpy(stage + 2 * N, doc_ids, bytes);
     dev.copy_async(doc_ids_d_.raw(), stage + 2 * N, bytes);
   }
-  // positions: t, or restarting at 0 wherever the document id changes along a row
+  // positions: pos_offset + t, or restarting at 0 wherever the document id changes along a row
   int32_t* pos = stage + 3 * N;
   for (int b = 0; b < B; ++b) {
     const int64_t row = static_cast<int64_t>(b) * T;
     for (int t = 0; t < T; ++t) {
       const bool restart = doc_ids != nullptr && t > 0 && doc_ids[row + t] != doc_ids[row + t - 1];
-      pos[row + t] = t == 0 || restart ? 0 : (doc_ids != nullptr ? pos[row + t - 1] + 1 : t);
+      pos[row + t] = doc_ids == nullptr ? pos_offset + t : (t == 0 || restart ? 0 : pos[row + t - 1] + 1);
     }
   }
   dev.copy_async(positions_d_.raw(), pos, bytes);
@@ -251,6 +251,55 @@ double Model::finish_losses(const float* losses_dev, const int32_t* targets, int
     sum += losses_host_[static_cast<size_t>(i)];
   }
   return loss_tokens_ > 0 ? sum / loss_tokens_ : 0.0;
+}
+
+// ------------------------------------------------------------------ decoding
+void Model::begin_decode(int, int) {
+  throw core::Error(fmt::format("model.arch {} does not support incremental decoding", arch_->name()))
+      .with_yaml("model.arch");
+}
+
+void Model::decode(const int32_t*, int, int, float*, bool) {
+  throw core::Error(fmt::format("model.arch {} does not support incremental decoding", arch_->name()))
+      .with_yaml("model.arch");
+}
+
+void Model::end_decode() {
+  tp_.host_wait();
+  device().synchronize();
+  kv_cache_.clear();
+  decode_B_ = decode_max_len_ = decode_len_ = 0;
+}
+
+size_t Model::kv_cache_bytes() const {
+  size_t n = 0;
+  for (const Tensor& t : kv_cache_) n += t.defined() ? t.nbytes() : 0;
+  return n;
+}
+
+void Model::set_decode_shape(int B, int max_len) {
+  MT_CHECK(B >= 1, "begin_decode: {} rows", B);
+  if (max_len < 1 || max_len > cfg_.seq_len) {
+    throw core::Error(fmt::format("begin_decode: a cache of {} positions; model.seq_len is {} (the longest sequence "
+                                  "the model has positions for)", max_len, cfg_.seq_len))
+        .with_yaml("model.seq_len");
+  }
+  end_decode();  // the old cache, if any, is no longer read
+  decode_B_ = B;
+  decode_max_len_ = max_len;
+  decode_len_ = 0;
+}
+
+int Model::start_decode(int B, int n_new) {
+  MT_CHECK(decode_B_ > 0, "decode() before begin_decode()");
+  MT_CHECK(B == decode_B_, "decode: {} rows, the cache was begun for {}", B, decode_B_);
+  MT_CHECK(n_new >= 1, "decode: {} new positions", n_new);
+  if (decode_len_ + n_new > decode_max_len_) {
+    throw core::Error(fmt::format("decode: {} cached + {} new positions exceed the cache's max_len {} (begin_decode; "
+                                  "model.seq_len is {})", decode_len_, n_new, decode_max_len_, cfg_.seq_len))
+        .with_yaml("model.seq_len");
+  }
+  return decode_len_;
 }
 
 }  // namespace mt::parallel

@@ -198,6 +198,31 @@ class Model {
   int64_t loss_tokens() const { return loss_tokens_; }
   const float* losses() const { return losses_host_.data(); }
 
+  // ---- Inference: incremental (KV-cached) decoding. Collective over the tp group: every tp
+  // rank calls each function with the same arguments. Architectures without it throw
+  // "model.arch X does not support incremental decoding".
+  // Allocates the key/value cache for B rows of up to max_len positions (1 <= max_len <=
+  // model.seq_len): per layer k and v of this rank's kv heads, (B, NKV_local, max_len, HS) in
+  // the working dtype (kv_cache_bytes()), and empties it (decode_len() = 0). Frees the
+  // training activations (a later forward() allocates them again).
+  virtual void begin_decode(int B, int max_len);
+  // tokens: (B, n_new) host token ids, row b's tokens at positions [len, len + n_new) where len
+  // = decode_len() (every row has the same length). Runs the forward of these positions only
+  // (prefill when n_new > 1, then one per step) against the cached keys and values, appends
+  // theirs, and advances decode_len() by n_new; keeps nothing for backward.
+  // logits_out: host fp32, the FULL unpadded vocabulary gathered over the tp group (the same
+  // values on every tp rank): (B, V) of each row's last new position, or with all_positions
+  // (B, n_new, V). Numerically the training forward's logits (the same kernels, up to the
+  // summation order of the matrix products). Throws when len + n_new passes the cache's
+  // max_len or model.seq_len, or B differs from begin_decode's.
+  virtual void decode(const int32_t* tokens, int B, int n_new, float* logits_out, bool all_positions = false);
+  // Frees the cache.
+  virtual void end_decode();
+  int decode_len() const { return decode_len_; }
+  int decode_max_len() const { return decode_max_len_; }
+  int decode_batch() const { return decode_B_; }
+  size_t kv_cache_bytes() const;  // this rank's cache, all layers, k and v
+
  protected:
   // Token ids (and targets, doc ids) of a forward of (B, T) to device buffers, through host
   // staging memory; checks them against the vocabulary. Returns the device pointers.
@@ -207,8 +232,9 @@ class Model {
     const int32_t* doc_ids = nullptr;    // null when the forward has none
     const int32_t* positions = nullptr;  // (B, T): t, or restarting at 0 at each document
   };
+  // Positions are pos_offset + t (decoding a continuation) when there are no doc_ids.
   StagedTokens stage_tokens(const int32_t* inputs, const int32_t* targets, const int32_t* doc_ids, int B, int T,
-                            int vocab);
+                            int vocab, int pos_offset = 0);
   // The device copy of the per-token loss weights of the last forward's targets (weight, 0
   // where there is no target), staged like the tokens.
   const float* stage_loss_weights(float loss_weight);
@@ -219,6 +245,15 @@ class Model {
   // (Re)allocates the token buffers for N positions; queued device work must be done
   // (callers synchronize before replacing activations).
   void ensure_token_buffers(int64_t N);
+
+  // Decoding state for the architectures that implement it: begin_decode checks (B,
+  // max_len), releases the token buffers and records them; start_decode checks a decode
+  // call of n_new positions (naming the cache's max_len and model.seq_len) and returns the
+  // first new position; finish_decode advances the length. kv_cache_ holds k, v per layer.
+  void set_decode_shape(int B, int max_len);
+  int start_decode(int B, int n_new);
+  void finish_decode(int n_new) { decode_len_ += n_new; }
+  std::vector<core::Tensor> kv_cache_;  // 2 per layer: k, v (B, NKVl, max_len, HS)
 
   core::ModelConfig cfg_;
   TpGroup tp_;
@@ -241,6 +276,7 @@ class Model {
   std::vector<int32_t> targets_;  // host copy of the last forward's targets
   std::vector<float> losses_host_;
   int64_t loss_tokens_ = 0;
+  int decode_B_ = 0, decode_max_len_ = 0, decode_len_ = 0;
 };
 
 }  // namespace mt::parallel

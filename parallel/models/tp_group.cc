@@ -35,6 +35,12 @@ void TpGroup::max_f32(float* x, int64_t n) const {
   last_->wait_stream();
 }
 
+void TpGroup::gather_f32(const float* send, float* recv, int64_t n) const {
+  MT_CHECK(size_ > 1, "gather_f32 on a tensor-parallel group of 1 (read the send buffer)");
+  host_wait();
+  comm_->all_gather(send, recv, static_cast<size_t>(n), DType::F32);
+}
+
 void TpGroup::host_wait() const {
   if (!last_) return;
   const std::shared_ptr<Work> w = std::move(last_);

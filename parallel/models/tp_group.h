@@ -34,6 +34,9 @@ class TpGroup {
   void sum(void* x, int64_t n, core::DType dtype) const;
   void sum_f32(float* x, int64_t n) const { sum(x, n, core::DType::F32); }
   void max_f32(float* x, int64_t n) const;
+  // recv: (size() * n) fp32, block r = rank r's send: (n); the host waits for it (decoding
+  // reads the result on the host right after). Size > 1 only.
+  void gather_f32(const float* send, float* recv, int64_t n) const;
   // Blocks the host until every collective issued so far is complete: Work::wait() of the
   // last one (a communicator completes its ops in order), with the communicator's deadline.
   // Call before the host waits on device results that follow them.
