@@ -8,8 +8,6 @@
 //    at the last position (the issue's "greedy output of an imported fixture equals the
 //    argmax continuation of the reference logits"), at tp 1 and tp = world, and continues
 //    the same at both.
-// The importer and the gpt2 fixture come with the hf branch (io/hf); until it is merged
-// (no io/hf/safetensors.h) the tests skip, naming why.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -55,10 +53,7 @@ double row_rel_diff(const float* a, const float* b, int V) {
 
 void check_fixture(const std::string& name) {
   const std::string dir = kFixtures + name;
-#if !__has_include("io/hf/safetensors.h")
-  GTEST_SKIP() << "the Hugging Face importer is not in this build yet (io/hf, the hf branch)";
-#endif
-  if (!std::filesystem::exists(dir + "/logits.f32")) GTEST_SKIP() << dir << " is missing (comes with the hf branch)";
+  ASSERT_TRUE(std::filesystem::exists(dir + "/logits.f32")) << dir;
   auto world = make_world_communicator("mpi");
   const int W = world->size();
   auto full = import_at(dir, 1, 0, nullptr);
