@@ -18,6 +18,7 @@
 #include "io/hf/hf_names.h"
 #include "io/hf/safetensors.h"
 #include "io/metrics.h"
+#include "io/text/tokenizer.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/models/registry.h"
@@ -88,7 +89,19 @@ json special_ids(const core::Config& cfg) {
   return ids;
 }
 
-json hf_config_json(const core::Config& cfg, const parallel::Architecture& arch, const std::string& dtype) {
+// The tokenizer.json of the data the model was trained on, else of the Hugging Face model it
+// was imported from; "" if neither has one.
+std::string source_tokenizer(const core::Config& cfg) {
+  std::error_code ec;
+  for (const std::string& dir : {cfg.data.source == "hdf5" ? cfg.data.path : std::string(),
+                                 cfg.model.init_from.rfind("hf:", 0) == 0 ? cfg.model.init_from.substr(3) : std::string()})
+    if (!dir.empty() && fs::is_regular_file(fs::path(dir) / "tokenizer.json", ec))
+      return (fs::path(dir) / "tokenizer.json").string();
+  return "";
+}
+
+json hf_config_json(const core::Config& cfg, const parallel::Architecture& arch, const std::string& dtype,
+                    const json& ids) {
   const core::ModelConfig& m = cfg.model;
   json j;
   j["architectures"] = {hf_architecture_class(arch.name())};
@@ -119,7 +132,7 @@ json hf_config_json(const core::Config& cfg, const parallel::Architecture& arch,
   j["torch_dtype"] = dtype;  // transformers 4
   j["dtype"] = dtype;        // transformers 5
   j["use_cache"] = true;
-  j.update(special_ids(cfg));
+  j.update(ids);
   return j;
 }
 
@@ -231,9 +244,20 @@ ExportResult export_hf(const ExportOptions& opt) {
     writer.finish();
     res.files = writer.files();
     if (writer.num_shards() > 1) res.files.push_back("model.safetensors.index.json");
-    write_file_atomic(tmp + "/config.json", hf_config_json(cfg, *arch, opt.dtype).dump(2) + "\n");
+    // the tokenizer the model was trained with (the dataset's, from prep --tokenizer, or the
+    // Hugging Face model's it was imported from) travels with it, so `generate hf:OUT` and
+    // transformers' AutoTokenizer find it
+    const std::string tok = source_tokenizer(cfg);
+    json ids = special_ids(cfg);
+    if (!tok.empty()) {
+      fs::copy_file(tok, tmp + "/tokenizer.json", fs::copy_options::overwrite_existing);
+      res.files.push_back("tokenizer.json");
+      if (!ids.contains("eos_token_id"))
+        if (const auto eos = load_tokenizer(tok)->eos_id()) ids["eos_token_id"] = *eos;
+    }
+    write_file_atomic(tmp + "/config.json", hf_config_json(cfg, *arch, opt.dtype, ids).dump(2) + "\n");
     json gen{{"_from_model_config", true}};
-    gen.update(special_ids(cfg));
+    gen.update(ids);
     gen.erase("pad_token_id");
     write_file_atomic(tmp + "/generation_config.json", gen.dump(2) + "\n");
     res.files.push_back("config.json");
