@@ -252,7 +252,7 @@ int main(int argc, char** argv) {
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);
-      else if (c_eval->parsed()) rc = launch::cmd_eval(eval, *world);
+      else if (c_eval->parsed()) rc = launch::cmd_eval(eval, *world, env);
       else if (c_gen->parsed()) rc = launch::cmd_generate(gen, *world, env);
       else if (c_bgen->parsed()) rc = launch::cmd_bench_generate(bgen, *world, env);
     } catch (const std::exception& e) {

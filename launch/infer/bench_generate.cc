@@ -53,7 +53,7 @@ BenchModel open_model(const BenchGenerateArgs& a, int need_len, parallel::Commun
   BenchModel bm;
   const std::string ext = std::filesystem::path(a.config).extension().string();
   if (ext != ".yaml" && ext != ".yml") {
-    bm.im = load_inference_model(a.config, a.overrides, world);
+    bm.im = load_inference_model(a.config, a.overrides, world, &env);
     bm.what = bm.im.source + " (loaded)";
     return bm;
   }

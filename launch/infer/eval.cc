@@ -14,10 +14,12 @@
 #include "io/data_source.h"
 #include "io/loader.h"
 #include "launch/infer/load_model.h"
+#include "launch/launch_env.h"
+#include "launch/train/train_util.h"
 
 namespace mt::launch {
 
-int cmd_eval(const EvalArgs& a, parallel::Communicator& world) {
+int cmd_eval(const EvalArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   if (a.split != "val" && a.split != "train")
     throw core::Error("--split must be val or train, not " + a.split);
   std::vector<std::string> overrides = a.overrides;
@@ -25,8 +27,9 @@ int cmd_eval(const EvalArgs& a, parallel::Communicator& world) {
   // may be the synthetic language)
   if (overrides_set(overrides, "data.path") && !overrides_set(overrides, "data.source"))
     overrides.push_back("data.source=hdf5");
-  InferenceModel im = load_inference_model(a.source, overrides, world);
+  InferenceModel im = load_inference_model(a.source, overrides, world, &env);
   const core::Config& cfg = im.cfg;
+  set_threads(threads_per_rank(cfg.train.threads, detect_job(env).self));
 
   const auto data = io::make_data_source(cfg, world.rank(), world.size());
   if (data->vocab_size() > cfg.model.vocab_size) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/mpi_env.h"
 
 namespace mt::launch {
 
@@ -24,6 +25,6 @@ struct EvalArgs {
   std::string json_out;                // also write {loss, perplexity, tokens, ...} here
 };
 
-int cmd_eval(const EvalArgs& a, parallel::Communicator& world);
+int cmd_eval(const EvalArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 
 }  // namespace mt::launch

@@ -105,7 +105,7 @@ int cmd_generate(const GenerateArgs& a, parallel::Communicator& world, const par
   check_sampling(a.sampling);
   if (a.max_new_tokens < 1) throw core::Error(fmt::format("--max-new-tokens {} must be >= 1", a.max_new_tokens));
   core::log::set_all_to_stderr(true);  // stdout carries the generated text alone
-  InferenceModel im = load_inference_model(a.source, a.overrides, world);
+  InferenceModel im = load_inference_model(a.source, a.overrides, world, &env);
   core::log::set_level(core::log::parse_level(im.cfg.run.log_level));
   set_threads(threads_per_rank(im.cfg.train.threads, detect_job(env).self));
   parallel::Model& model = *im.model;

@@ -68,7 +68,7 @@ bool overrides_set(const std::vector<std::string>& overrides, const std::string&
 }
 
 InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
-                                    parallel::Communicator& world) {
+                                    parallel::Communicator& world, const parallel::MpiEnv* env) {
   InferenceModel im;
   im.source = source;
   const bool hf = source.rfind("hf:", 0) == 0;
@@ -116,7 +116,7 @@ InferenceModel load_inference_model(const std::string& source, const std::vector
   if (const std::string bad = im.arch->tp_violation(tp); !bad.empty())
     throw core::Error(bad).with_yaml("parallel.tp").with_hint("valid tp sizes divide " + im.arch->tp_constraint());
 
-  im.device = &core::get_device(im.cfg.train.device);
+  im.device = &core::select_device(im.cfg.train.device, env ? env->local_rank() : 0, env ? env->local_size() : 1);
   kernels::OpsOptions opt;
   opt.working = working_dtype(im.cfg, *im.device);
   opt.attention = im.cfg.train.attention;

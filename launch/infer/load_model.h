@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
+#include "parallel/mpi_env.h"
 #include "parallel/models/model.h"
 
 namespace mt::launch {
@@ -41,7 +42,9 @@ struct InferenceModel {
 // True if one of `overrides` sets `key` ("parallel.tp=2" sets "parallel.tp").
 bool overrides_set(const std::vector<std::string>& overrides, const std::string& key);
 
+// env (may be null: one rank per node) places the ranks of a node on its GPUs as training does
+// (train.device=cuda: GPU local_rank % GPUs per node).
 InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
-                                    parallel::Communicator& world);
+                                    parallel::Communicator& world, const parallel::MpiEnv* env = nullptr);
 
 }  // namespace mt::launch
