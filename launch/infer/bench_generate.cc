@@ -65,28 +65,7 @@ BenchModel open_model(const BenchGenerateArgs& a, int need_len, parallel::Commun
                       need_len);
     im.cfg.model.seq_len = need_len;
   }
-  const int tp = world.size();
-  im.cfg.parallel.tp = tp;
-  im.cfg.parallel.dp = 1;
-  im.arch = parallel::make_architecture(im.cfg.model);
-  if (const std::string bad = im.arch->tp_violation(tp); !bad.empty())
-    throw core::Error(bad).with_yaml("parallel.tp").with_hint("run as many ranks as a valid tp: " +
-                                                               im.arch->tp_constraint());
-  im.device = &core::select_device(im.cfg.train.device, env.local_rank(), env.local_size());
-  kernels::OpsOptions opt;
-  opt.working = working_dtype(im.cfg, *im.device);
-  opt.attention = im.cfg.train.attention;
-  im.ops = kernels::make_ops(*im.device, opt);
-  if (tp > 1) {
-    im.tp_host = world.split(0, world.rank());
-    im.tp_device = parallel::make_device_communicator(*im.tp_host, *im.device, im.cfg.parallel.backend);
-  }
-  parallel::ModelContext ctx;
-  ctx.tp = tp;
-  ctx.tp_rank = world.rank();
-  ctx.tp_comm = im.tp_comm();
-  ctx.ops = im.ops.get();
-  im.model = im.arch->build(ctx);
+  build_inference_model(im, world, &env);
   im.model->init_weights(im.cfg.train.seed);
   bm.what = a.config + " (random weights)";
   return bm;

@@ -67,6 +67,31 @@ bool overrides_set(const std::vector<std::string>& overrides, const std::string&
   return false;
 }
 
+void build_inference_model(InferenceModel& im, parallel::Communicator& world, const parallel::MpiEnv* env) {
+  const int tp = world.size();
+  im.cfg.parallel.tp = tp;
+  im.cfg.parallel.dp = 1;
+  im.arch = parallel::make_architecture(im.cfg.model);
+  if (const std::string bad = im.arch->tp_violation(tp); !bad.empty())
+    throw core::Error(bad).with_yaml("parallel.tp").with_hint("run as many ranks as a valid tp size: " +
+                                                               im.arch->tp_constraint());
+  im.device = &core::select_device(im.cfg.train.device, env ? env->local_rank() : 0, env ? env->local_size() : 1);
+  kernels::OpsOptions opt;
+  opt.working = working_dtype(im.cfg, *im.device);
+  opt.attention = im.cfg.train.attention;
+  im.ops = kernels::make_ops(*im.device, opt);
+  if (tp > 1) {
+    im.tp_host = world.split(0, world.rank());
+    im.tp_device = parallel::make_device_communicator(*im.tp_host, *im.device, im.cfg.parallel.backend);
+  }
+  parallel::ModelContext ctx;
+  ctx.tp = tp;
+  ctx.tp_rank = world.rank();
+  ctx.tp_comm = im.tp_comm();
+  ctx.ops = im.ops.get();
+  im.model = im.arch->build(ctx);
+}
+
 InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
                                     parallel::Communicator& world, const parallel::MpiEnv* env) {
   InferenceModel im;
@@ -110,27 +135,7 @@ InferenceModel load_inference_model(const std::string& source, const std::vector
         .with_hint("inference runs each rank as one tensor-parallel slice: launch as many ranks as parallel.tp "
                    "(or leave parallel.tp unset)");
   }
-  im.cfg.parallel.tp = tp;
-  im.cfg.parallel.dp = 1;
-  im.arch = parallel::make_architecture(im.cfg.model);
-  if (const std::string bad = im.arch->tp_violation(tp); !bad.empty())
-    throw core::Error(bad).with_yaml("parallel.tp").with_hint("valid tp sizes divide " + im.arch->tp_constraint());
-
-  im.device = &core::select_device(im.cfg.train.device, env ? env->local_rank() : 0, env ? env->local_size() : 1);
-  kernels::OpsOptions opt;
-  opt.working = working_dtype(im.cfg, *im.device);
-  opt.attention = im.cfg.train.attention;
-  im.ops = kernels::make_ops(*im.device, opt);
-  if (tp > 1) {
-    im.tp_host = world.split(0, world.rank());
-    im.tp_device = parallel::make_device_communicator(*im.tp_host, *im.device, im.cfg.parallel.backend);
-  }
-  parallel::ModelContext ctx;
-  ctx.tp = tp;
-  ctx.tp_rank = world.rank();
-  ctx.tp_comm = im.tp_comm();
-  ctx.ops = im.ops.get();
-  im.model = im.arch->build(ctx);
+  build_inference_model(im, world, env);
 
   if (hf) {
     io::hf::load_weights(source.substr(3), *im.model);

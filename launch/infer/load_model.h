@@ -39,6 +39,10 @@ struct InferenceModel {
 // newest valid checkpoint), or "hf:DIR". overrides: section.key=value (e.g. parallel.tp=2,
 // data.path=...). Collective over `world`: every rank of the job holds one tp slice, so
 // world.size() must equal parallel.tp (default: world.size()).
+// Collective over `world`: builds im.model (parameters zero) from im.cfg on tp = world.size()
+// ranks (parallel.tp/dp set accordingly), with its device, kernels and tp communicators.
+void build_inference_model(InferenceModel& im, parallel::Communicator& world, const parallel::MpiEnv* env);
+
 // True if one of `overrides` sets `key` ("parallel.tp=2" sets "parallel.tp").
 bool overrides_set(const std::vector<std::string>& overrides, const std::string& key);
 
