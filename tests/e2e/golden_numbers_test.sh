@@ -1,15 +1,35 @@
 #!/usr/bin/env bash
 # What: the numbers of examples/tiny.yaml (40 steps, micro_batch 8, evals at 20 and 40) at np 1,
 # dp 2, tp 2, dp 2 x tp 2 and ZeRO-1 (dp 2, and dp 2 x tp 2) must be BITWISE those recorded in
-# tests/e2e/golden/tiny_numbers.json: every per-step loss, every eval loss (as hex floats) and
-# every rank's param_checksum in summary.json.
+# tests/e2e/golden/tiny_numbers.json for the OpenBLAS core this machine's meshtrain uses
+# (build.blas_core of `meshtrain info --json`, the core of the banner; each run's banner is
+# checked to name it): every per-step loss, every eval loss (as hex floats) and every rank's
+# param_checksum in summary.json. A core with no record fails, naming it and how to record it.
 # Why: issue #13 made the model a plug-in and split the trainer; the recorded numbers come from
-# the commit before it (c9fd78c), so any change to the floating-point work of GPT-2 (op order,
-# a reduction, init, the optimizer, the gradient sync) fails here. A deliberate change of the
-# numbers re-records the file and says why in its commit.
+# the commit before it (c9fd78c, core SkylakeX) and from commits verified bitwise against that
+# record (see each core's "source"), so any change to the floating-point work of GPT-2 (op order,
+# a reduction, init, the optimizer, the gradient sync) fails here. OpenBLAS's sgemm kernels
+# differ per core (AVX-512 SkylakeX, AVX2 Haswell/Zen), hence one record set per core. A
+# deliberate change of the numbers re-records the file (tests/e2e/golden/record_golden.sh) and
+# says why in its commit.
 source "$(dirname "$0")/lib.sh"
 GOLDEN="$MT_SOURCE_DIR/tests/e2e/golden/tiny_numbers.json"
-cfg=(examples/tiny.yaml train.steps=40 train.micro_batch=8 train.eval_every=20)
+core=$("$MESHTRAIN" info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["build"]["blas_core"])') ||
+  fail "no BLAS core from $MESHTRAIN info --json"
+python3 - "$GOLDEN" "$core" <<'PY' || fail "no golden numbers for OpenBLAS core $core"
+import json, sys
+cores = json.load(open(sys.argv[1]))["cores"]
+if sys.argv[2] in cores:
+    print(f"OpenBLAS core {sys.argv[2]}: comparing with the numbers of {cores[sys.argv[2]]['source']}")
+    sys.exit(0)
+print(f"tests/e2e/golden/tiny_numbers.json has no numbers for OpenBLAS core {sys.argv[2]} (recorded: "
+      f"{', '.join(cores)}). Record them on a machine with this core from a commit whose numbers pass here on a "
+      "recorded core (never from the branch under test), as tests/e2e/golden/record_golden.sh's header says: "
+      "MESHTRAIN=<that commit's build>/bin/meshtrain MT_SOURCE_DIR=<that commit's tree> "
+      "bash tests/e2e/golden/record_golden.sh; or set OPENBLAS_CORETYPE to a recorded core this CPU runs (e.g. Haswell on any AVX2 CPU).")
+sys.exit(1)
+PY
+read -r -a cfg < <(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"])' "$GOLDEN")
 cd "$MT_SOURCE_DIR"
 for name in $(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["runs"]))' "$GOLDEN"); do
   read -r np overrides < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][sys.argv[2]]
@@ -21,21 +41,22 @@ print(r["np"], " ".join(r["overrides"]))' "$GOLDEN" "$name")
     mpi -np "$np" "$MESHTRAIN" train "${cfg[@]}" $overrides run.dir="$WORK/$name" >"$WORK/$name.log" 2>&1 ||
       { cat "$WORK/$name.log"; fail "$name"; }
   fi
-  python3 - "$GOLDEN" "$name" "$WORK/$name" <<'PY' || fail "$name: numbers differ from the recorded ones"
+  grep -q "BLAS core $core " "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "$name did not run on BLAS core $core"; }
+  python3 - "$GOLDEN" "$core" "$name" "$WORK/$name" <<'PY' || fail "$name: numbers differ from the ones recorded for core $core"
 import json, sys
-g = json.load(open(sys.argv[1]))["runs"][sys.argv[2]]
-recs = [json.loads(l) for l in open(sys.argv[3] + "/metrics.jsonl")]
+g = json.load(open(sys.argv[1]))["cores"][sys.argv[2]]["runs"][sys.argv[3]]
+recs = [json.loads(l) for l in open(sys.argv[4] + "/metrics.jsonl")]
 got = {"losses": [r["loss"].hex() for r in recs if "loss" in r],
        "eval_losses": [r["eval_loss"].hex() for r in recs if "eval_loss" in r],
-       "param_checksums": json.load(open(sys.argv[3] + "/summary.json"))["param_checksums"]}
+       "param_checksums": json.load(open(sys.argv[4] + "/summary.json"))["param_checksums"]}
 bad = [k for k in got if got[k] != g[k]]
 for k in bad:
     first = next((i for i, (a, b) in enumerate(zip(got[k], g[k])) if a != b), min(len(got[k]), len(g[k])))
-    print(f"{sys.argv[2]}: {k} differ first at index {first}: got {got[k][first:first+2]}, recorded {g[k][first:first+2]}"
+    print(f"{sys.argv[3]}: {k} differ first at index {first}: got {got[k][first:first+2]}, recorded {g[k][first:first+2]}"
           f" ({len(got[k])} vs {len(g[k])} values)")
-print(f"{sys.argv[2]}: {len(got['losses'])} losses, {len(got['eval_losses'])} eval losses, "
+print(f"{sys.argv[3]}: {len(got['losses'])} losses, {len(got['eval_losses'])} eval losses, "
       f"{len(got['param_checksums'])} checksums: {'bitwise identical' if not bad else 'DIFFERENT'}")
 sys.exit(1 if bad else 0)
 PY
 done
-echo "PASS: golden numbers"
+echo "PASS: golden numbers (OpenBLAS core $core)"
