@@ -33,7 +33,8 @@ Plan plan(const core::Config& cfg, const parallel::Architecture& arch, int dp, i
   p.grads = p.params;
   const double state = cfg.optim.name == "adamw" ? 2.0 : (cfg.optim.momentum > 0 ? 1.0 : 0.0);
   p.optim = state * p.params / (cfg.parallel.zero == 1 ? dp : 1);
-  p.acts = arch.activation_bytes(cfg.train.micro_batch, cfg.model.seq_len, tp, bf16 ? 2 : 4, cuda ? 1 : cfg.model.seq_len);
+  p.acts = arch.activation_bytes(cfg.train.micro_batch, cfg.model.seq_len, tp, bf16 ? 2 : 4, cuda ? 1 : cfg.model.seq_len,
+                                 parallel::parse_recompute(cfg.train.recompute));
   return p;
 }
 
@@ -58,9 +59,10 @@ int cmd_bench_dry_run(const DryRunArgs& a) {
   const bool bf16 = cfg.train.precision == "bf16" || (cfg.train.precision == "auto" && cuda);
   std::printf("bench step --dry-run: %s\n  model       %s\n", a.config.c_str(), arch->describe(tp).c_str());
   std::printf("  layout      world %d = dp %d x tp %d, ZeRO-%d, %s, micro_batch %d x seq_len %d, %s working copy, "
-              "%s kernels\n",
+              "%s kernels, recompute %s\n",
               world, world / tp, tp, cfg.parallel.zero, cfg.optim.name.c_str(), cfg.train.micro_batch,
-              cfg.model.seq_len, bf16 ? "bf16" : "fp32 (no separate)", cuda ? "CUDA" : "CPU");
+              cfg.model.seq_len, bf16 ? "bf16" : "fp32 (no separate)", cuda ? "CUDA" : "CPU",
+              cfg.train.recompute.c_str());
   std::printf("  memory per rank in GiB (nothing allocated; not counted: library workspaces, communication buckets,\n"
               "  data prefetch, fragmentation)\n");
   std::printf("  %-12s %8s %8s %8s %8s %10s %12s %8s\n", "layout", "params", "working", "grads", "optim",

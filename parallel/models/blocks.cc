@@ -125,6 +125,11 @@ void GeluMlp::apply(Model& m, void* out, const void* x, int N, void* h, void* h_
   proj.forward(m, out, h_gelu, N);
 }
 
+void GeluMlp::forward_hidden(Model& m, const void* x, int N) {
+  fc.forward(m, fch.raw(), x, N);
+  m.ops().gelu_forward(fch_gelu.raw(), fch.raw(), static_cast<int64_t>(N) * Fl);
+}
+
 void GeluMlp::backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const {
   const int64_t NF = static_cast<int64_t>(N) * Fl;
   Tensor dfch_gelu = first(s.dmid, NF);
@@ -223,6 +228,11 @@ void SwiGluMlp::apply(Model& m, void* out, const void* x, int N, void* gu_out, v
   gate_up.forward(m, gu_out, x, N);
   m.ops().swiglu_forward(act_out, gu_out, N, Fl);
   down.forward(m, out, act_out, N);
+}
+
+void SwiGluMlp::forward_hidden(Model& m, const void* x, int N) {
+  gate_up.forward(m, gu.raw(), x, N);
+  m.ops().swiglu_forward(act.raw(), gu.raw(), N, Fl);
 }
 
 void SwiGluMlp::backward(Model& m, Scratch& s, const void* dout, const void* x, int N,

@@ -116,6 +116,9 @@ struct GeluMlp {
   void forward(Model& m, void* out, const void* x, int N) { apply(m, out, x, N, fch.raw(), fch_gelu.raw()); }
   // forward with the hidden activations in given buffers h, h_gelu (N, Fl)
   void apply(Model& m, void* out, const void* x, int N, void* h, void* h_gelu) const;
+  // the forward up to what backward reads (fch, fch_gelu), without the output projection and
+  // its all-reduce: activation recomputation (Recompute::Full)
+  void forward_hidden(Model& m, const void* x, int N);
   void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return fch.nbytes() + fch_gelu.nbytes(); }
 };
@@ -180,6 +183,8 @@ struct SwiGluMlp {
   void free() { gu = act = core::Tensor(); }
   void forward(Model& m, void* out, const void* x, int N) { apply(m, out, x, N, gu.raw(), act.raw()); }
   void apply(Model& m, void* out, const void* x, int N, void* gu_out, void* act_out) const;
+  // the forward up to what backward reads (gu, act): activation recomputation
+  void forward_hidden(Model& m, const void* x, int N);
   void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return gu.nbytes() + act.nbytes(); }
 };

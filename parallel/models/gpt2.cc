@@ -106,8 +106,10 @@ std::vector<std::pair<std::string, int64_t>> Gpt2Architecture::shape_keys() cons
           {"seq_len", m.seq_len}};
 }
 
-double Gpt2Architecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row) const {
-  // mirrors Gpt2Model::ensure_acts
+double Gpt2Architecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
+                                          Recompute recompute) const {
+  // mirrors Gpt2Model::ensure_acts: per block its internals and its output res3 (N, C); with
+  // recomputation one block's internals shared by all, and every block's output
   const core::ModelConfig& m = config();
   const double N = static_cast<double>(B) * T, C = m.n_embd, W = elem_bytes;
   const double NHl = m.n_head / tp, Cl = C / tp, Fl = 4 * C / tp;
@@ -116,7 +118,8 @@ double Gpt2Architecture::activation_bytes(int B, int T, int tp, int elem_bytes, 
   const double ln = N * C * W + 2 * N * 4;
   const double per_block = ln + N * 3 * Cl * W + B * NHl * T * att_state_per_row * 4.0 + N * Cl * W + N * C * W + ln +
                            2 * N * Fl * W + N * C * W;
-  return m.n_layer * per_block + N * C * W + ln + 2 * N * Vl * W + 4 * N * 4 + 2 * N * C * W +
+  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * N * C * W : m.n_layer * per_block;
+  return blocks + N * C * W + ln + 2 * N * Vl * W + 4 * N * 4 + 2 * N * C * W +
          N * std::max(Cl, Fl) * W + N * std::max(3 * Cl, Fl) * W;
 }
 
@@ -139,6 +142,15 @@ struct Gpt2Block {
   GeluMlp mlp;
   Tensor res3;  // (N, C) = res2 + MLP: the block's output
 };
+
+// Recompute::Full: `to` uses `from`'s internal activations (everything but res3).
+void share_internals(Gpt2Block& to, const Gpt2Block& from) {
+  to.ln1.out = from.ln1.out, to.ln1.mean = from.ln1.mean, to.ln1.rstd = from.ln1.rstd;
+  to.attn.qkv_out = from.attn.qkv_out, to.attn.att = from.attn.att, to.attn.atty = from.attn.atty;
+  to.res2 = from.res2;
+  to.ln2.out = from.ln2.out, to.ln2.mean = from.ln2.mean, to.ln2.rstd = from.ln2.rstd;
+  to.mlp.fch = from.mlp.fch, to.mlp.fch_gelu = from.mlp.fch_gelu;
+}
 
 class Gpt2Model final : public Model {
  public:
@@ -190,6 +202,7 @@ class Gpt2Model final : public Model {
       k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
       x = b.res3.raw();
     }
+    live_ = cfg_.n_layer - 1;  // (recomputation: the shared internals hold the last block's)
     lnf_.forward(*this, x, N);
     head_.forward(*this, logits_.raw(), lnf_.out.raw(), N);  // (N, Vl) = lnf @ wte_l^T
     if (!tok.targets) return 0.0;
@@ -212,6 +225,7 @@ class Gpt2Model final : public Model {
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
       const Gpt2Block& b = blocks_[static_cast<size_t>(l)];
       const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
       // res3 = res2 + mlp(ln2(res2)): d(mlp) = d(res3) = dres; dres += the path through ln2
       b.mlp.backward(*this, scratch_, dres, b.ln2.out.raw(), N, ready);
       b.ln2.backward(*this, dres, scratch_.dln.raw(), b.res2.raw(), N, ready);
@@ -219,6 +233,7 @@ class Gpt2Model final : public Model {
       b.attn.backward(*this, scratch_, dres, b.ln1.out.raw(), doc_ids_, B, T, ready);
       b.ln1.backward(*this, dres, scratch_.dln.raw(), x, N, ready);
     }
+    live_ = -1;
     pos_.backward(*this, dres, positions_, B, T, ready);
     embed_.backward(*this, dres, tokens_, N, ready);
     // the caller's next host wait on the device (end of step) must not outlive a dead tp peer
@@ -268,9 +283,14 @@ class Gpt2Model final : public Model {
   }
 
   size_t activation_bytes() const override {
+    if (B_ == 0) return 0;  // none allocated (before the first forward, or decoding)
     size_t n = 0;
-    for (const Gpt2Block& b : blocks_)
-      n += b.ln1.bytes() + b.attn.bytes() + b.res2.nbytes() + b.ln2.bytes() + b.mlp.bytes() + b.res3.nbytes();
+    for (size_t l = 0; l < blocks_.size(); ++l) {  // shared internals (recomputation) count once
+      const Gpt2Block& b = blocks_[l];
+      if (l == 0 || recompute() == Recompute::None)
+        n += b.ln1.bytes() + b.attn.bytes() + b.res2.nbytes() + b.ln2.bytes() + b.mlp.bytes();
+      n += b.res3.nbytes();
+    }
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
     return n + lnf_.bytes() + xent_.bytes();
@@ -295,6 +315,20 @@ class Gpt2Model final : public Model {
     xent_.free();
   }
 
+  // Recompute::Full: block l's forward from its input x into the shared internals, as
+  // forward() ran it (same kernels, same tp all-reduces in the same order), up to what its
+  // backward reads: the MLP's output projection (and all-reduce) and res3 are not needed.
+  void recompute_block(int l, const void* x) {
+    Gpt2Block& b = blocks_[static_cast<size_t>(l)];
+    const int N = B_ * T_;
+    b.ln1.forward(*this, x, N);
+    b.attn.forward(*this, b.res2.raw(), b.ln1.out.raw(), doc_ids_, B_, T_);
+    ops().residual_forward(b.res2.raw(), x, b.res2.raw(), static_cast<int64_t>(N) * cfg_.n_embd);
+    b.ln2.forward(*this, b.res2.raw(), N);
+    b.mlp.forward_hidden(*this, b.ln2.out.raw(), N);
+    live_ = l;
+  }
+
   void ensure_acts(int B, int T) {
     MT_CHECK(T >= 1 && T <= cfg_.seq_len, "sequence length {} exceeds model.seq_len {}", T, cfg_.seq_len);
     if (B == B_ && T == T_) return;
@@ -306,14 +340,20 @@ class Gpt2Model final : public Model {
     const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd;
     const core::DType W = working_dtype();
     encoded_ = Tensor::empty({N, C}, W, dev);
-    for (Gpt2Block& b : blocks_) {
-      b.ln1.alloc(dev, W, N);
-      b.attn.alloc(ops(), W, B, T);
-      b.res2 = Tensor::empty({N, C}, W, dev);
-      b.ln2.alloc(dev, W, N);
-      b.mlp.alloc(dev, W, N);
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      Gpt2Block& b = blocks_[l];
+      if (l > 0 && recompute() == Recompute::Full) {
+        share_internals(b, blocks_[0]);
+      } else {
+        b.ln1.alloc(dev, W, N);
+        b.attn.alloc(ops(), W, B, T);
+        b.res2 = Tensor::empty({N, C}, W, dev);
+        b.ln2.alloc(dev, W, N);
+        b.mlp.alloc(dev, W, N);
+      }
       b.res3 = Tensor::empty({N, C}, W, dev);
     }
+    live_ = -1;
     lnf_.alloc(dev, W, N);
     logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
     xent_.alloc(dev, N);
@@ -334,6 +374,7 @@ class Gpt2Model final : public Model {
   VocabCrossEntropy xent_;
   // activations for the current (B, T)
   int B_ = 0, T_ = 0;
+  int live_ = -1;  // recomputation: the block whose internals the shared tensors hold (-1: none)
   Tensor encoded_, logits_, dres_, dlogits_;
   Scratch scratch_;
   DecodeScratch dec_;

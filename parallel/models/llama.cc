@@ -142,8 +142,10 @@ std::vector<std::pair<std::string, int64_t>> LlamaArchitecture::shape_keys() con
           {"tie_embeddings", m.tie_embeddings ? 1 : 0}};
 }
 
-double LlamaArchitecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row) const {
-  // mirrors LlamaModel::ensure_acts
+double LlamaArchitecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
+                                           Recompute recompute) const {
+  // mirrors LlamaModel::ensure_acts: per block its internals and its output res3 (N, C); with
+  // recomputation one block's internals shared by all, and every block's output
   const core::ModelConfig& m = config();
   const double N = static_cast<double>(B) * T, C = m.n_embd, HS = head_size(), W = elem_bytes;
   const double NHl = m.n_head / tp, NKVl = std::max(1, n_kv_ / tp), Fl = ffn_ / tp;
@@ -153,7 +155,8 @@ double LlamaArchitecture::activation_bytes(int B, int T, int tp, int elem_bytes,
   const double norm = N * C * W + N * 4;
   const double per_block = norm + N * (NHl + 2 * NKVl) * HS * W + B * NHl * T * att_state_per_row * 4.0 +
                            N * NHl * HS * W + N * C * W + norm + N * 3 * Fl * W + N * C * W;
-  return m.n_layer * per_block + N * C * W /*encoded*/ + norm + 2 * N * Vl * W /*logits, dlogits*/ +
+  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * N * C * W : m.n_layer * per_block;
+  return blocks + N * C * W /*encoded*/ + norm + 2 * N * Vl * W /*logits, dlogits*/ +
          4 * N * 4 /*cross-entropy*/ + 2 * N * C * W /*dres, dln*/ + 2 * N * inner * W /*dmid, dmid2*/;
 }
 
@@ -178,6 +181,15 @@ struct LlamaBlock {
   SwiGluMlp mlp;
   Tensor res3;  // (N, C) = res2 + MLP: the block's output
 };
+
+// Recompute::Full: `to` uses `from`'s internal activations (everything but res3).
+void share_internals(LlamaBlock& to, const LlamaBlock& from) {
+  to.attn_norm.out = from.attn_norm.out, to.attn_norm.rstd = from.attn_norm.rstd;
+  to.attn.qkv_out = from.attn.qkv_out, to.attn.att = from.attn.att, to.attn.atty = from.attn.atty;
+  to.res2 = from.res2;
+  to.mlp_norm.out = from.mlp_norm.out, to.mlp_norm.rstd = from.mlp_norm.rstd;
+  to.mlp.gu = from.mlp.gu, to.mlp.act = from.mlp.act;
+}
 
 class LlamaModel final : public Model {
  public:
@@ -237,6 +249,7 @@ class LlamaModel final : public Model {
       k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
       x = b.res3.raw();
     }
+    live_ = cfg_.n_layer - 1;  // (recomputation: the shared internals hold the last block's)
     norm_.forward(*this, x, N);
     head_.forward(*this, logits_.raw(), norm_.out.raw(), N);  // (N, Vl) = norm @ lm_head_l^T
     if (!tok.targets) return 0.0;
@@ -258,11 +271,13 @@ class LlamaModel final : public Model {
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
       const LlamaBlock& b = blocks_[static_cast<size_t>(l)];
       const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
       b.mlp.backward(*this, scratch_, dres, b.mlp_norm.out.raw(), N, ready);
       b.mlp_norm.backward(*this, dres, scratch_.dln.raw(), b.res2.raw(), N, ready);
       b.attn.backward(*this, scratch_, dres, b.attn_norm.out.raw(), pos_, doc_ids_, B, T, ready);
       b.attn_norm.backward(*this, dres, scratch_.dln.raw(), x, N, ready);
     }
+    live_ = -1;
     embed_.backward(*this, dres, tokens_, N, ready);
     tp_.host_wait();  // the caller's next host wait must not outlive a dead tp peer
   }
@@ -309,9 +324,14 @@ class LlamaModel final : public Model {
   }
 
   size_t activation_bytes() const override {
+    if (B_ == 0) return 0;  // none allocated (before the first forward, or decoding)
     size_t n = 0;
-    for (const LlamaBlock& b : blocks_)
-      n += b.attn_norm.bytes() + b.attn.bytes() + b.res2.nbytes() + b.mlp_norm.bytes() + b.mlp.bytes() + b.res3.nbytes();
+    for (size_t l = 0; l < blocks_.size(); ++l) {  // shared internals (recomputation) count once
+      const LlamaBlock& b = blocks_[l];
+      if (l == 0 || recompute() == Recompute::None)
+        n += b.attn_norm.bytes() + b.attn.bytes() + b.res2.nbytes() + b.mlp_norm.bytes() + b.mlp.bytes();
+      n += b.res3.nbytes();
+    }
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
     return n + norm_.bytes() + xent_.bytes();
@@ -336,6 +356,20 @@ class LlamaModel final : public Model {
     xent_.free();
   }
 
+  // Recompute::Full: block l's forward from its input x into the shared internals, as
+  // forward() ran it (same kernels, same tp all-reduces in the same order), up to what its
+  // backward reads: the MLP's down projection (and all-reduce) and res3 are not needed.
+  void recompute_block(int l, const void* x) {
+    LlamaBlock& b = blocks_[static_cast<size_t>(l)];
+    const int N = B_ * T_;
+    b.attn_norm.forward(*this, x, N);
+    b.attn.forward(*this, b.res2.raw(), b.attn_norm.out.raw(), pos_, doc_ids_, B_, T_);
+    ops().residual_forward(b.res2.raw(), x, b.res2.raw(), static_cast<int64_t>(N) * cfg_.n_embd);
+    b.mlp_norm.forward(*this, b.res2.raw(), N);
+    b.mlp.forward_hidden(*this, b.mlp_norm.out.raw(), N);
+    live_ = l;
+  }
+
   void ensure_acts(int B, int T) {
     MT_CHECK(T >= 1 && T <= cfg_.seq_len, "sequence length {} exceeds model.seq_len {}", T, cfg_.seq_len);
     if (B == B_ && T == T_) return;
@@ -347,14 +381,20 @@ class LlamaModel final : public Model {
     const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd;
     const core::DType W = working_dtype();
     encoded_ = Tensor::empty({N, C}, W, dev);
-    for (LlamaBlock& b : blocks_) {
-      b.attn_norm.alloc(dev, W, N);
-      b.attn.alloc(ops(), W, B, T);
-      b.res2 = Tensor::empty({N, C}, W, dev);
-      b.mlp_norm.alloc(dev, W, N);
-      b.mlp.alloc(dev, W, N);
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      LlamaBlock& b = blocks_[l];
+      if (l > 0 && recompute() == Recompute::Full) {
+        share_internals(b, blocks_[0]);
+      } else {
+        b.attn_norm.alloc(dev, W, N);
+        b.attn.alloc(ops(), W, B, T);
+        b.res2 = Tensor::empty({N, C}, W, dev);
+        b.mlp_norm.alloc(dev, W, N);
+        b.mlp.alloc(dev, W, N);
+      }
       b.res3 = Tensor::empty({N, C}, W, dev);
     }
+    live_ = -1;
     norm_.alloc(dev, W, N);
     logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
     xent_.alloc(dev, N);
@@ -376,6 +416,7 @@ class LlamaModel final : public Model {
   int nhl_ = 0, nkvl_ = 0, hs_ = 0, fl_ = 0;  // local query heads, kv heads, head size, SwiGLU width
   DecodeScratch dec_;
   int B_ = 0, T_ = 0;
+  int live_ = -1;  // recomputation: the block whose internals the shared tensors hold (-1: none)
   Tensor encoded_, logits_, dres_, dlogits_;
   Scratch scratch_;
   const int32_t* tokens_ = nullptr;

@@ -36,7 +36,8 @@ class LlamaArchitecture final : public Architecture {
   TpTraffic tp_traffic(int64_t tokens, int elem_bytes) const override;
   SampleCost sample_cost() const override;
   std::vector<std::pair<std::string, int64_t>> shape_keys() const override;
-  double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row) const override;
+  double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
+                          Recompute recompute = Recompute::None) const override;
   std::string describe(int tp) const override;
   std::unique_ptr<Model> build(const ModelContext& ctx) const override;
 

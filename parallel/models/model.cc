@@ -46,9 +46,18 @@ TpRule tp_rule(const Architecture& arch) {
   return r;
 }
 
+Recompute parse_recompute(const std::string& s) {
+  if (s == "none") return Recompute::None;
+  if (s == "full") return Recompute::Full;
+  throw core::Error(fmt::format("train.recompute = {} is not built (yet)", s))
+      .with_yaml("train.recompute")
+      .with_hint("use none or full");
+}
+
 Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
     : cfg_(arch->config()),
       tp_(ctx.tp_comm, ctx.tp, ctx.tp_rank),
+      recompute_(ctx.recompute),
       arch_(std::move(arch)),
       ops_(ctx.ops ? ctx.ops : &kernels::cpu_ops()) {
   if (const std::string bad = arch_->tp_violation(ctx.tp); !bad.empty()) {

@@ -70,6 +70,15 @@ std::vector<ParamInfo> layout_params(const std::vector<ParamSpec>& specs, int tp
 // Called during backward with the index of a parameter whose gradient is final.
 using GradReadyFn = std::function<void(int param_index)>;
 
+// Activation recomputation (train.recompute): None keeps every block's activations for
+// backward; Full keeps only each block's input (the residual stream entering it) and re-runs
+// the block's forward, its tp collectives included, just before its backward, so the blocks'
+// internal activations need one block's worth of buffers, shared by all layers. Same kernels
+// in the same order: losses and gradients are bitwise those of None.
+enum class Recompute { None, Full };
+// "none" | "full" (train.recompute); throws naming the key on anything else.
+Recompute parse_recompute(const std::string& s);
+
 // Where a Model is built: its tp group (comm may be null at tp 1; for CUDA a device
 // communicator, make_device_communicator), the flat-buffer alignment (data-parallel buckets
 // need multiples of the dp size), the kernels (null = the CPU reference kernels; not owned).
@@ -78,6 +87,7 @@ struct ModelContext {
   Communicator* tp_comm = nullptr;
   int64_t flat_align = 1;
   kernels::Ops* ops = nullptr;
+  Recompute recompute = Recompute::None;
 };
 
 // Held by shared_ptr (make_architecture): every Model built from it keeps it alive.
@@ -119,9 +129,10 @@ class Architecture : public std::enable_shared_from_this<Architecture> {
   // attention state is B x local heads x T x att_state_per_row fp32 values (the CPU kernels
   // keep probabilities: T; CUDA a log-sum-exp: 1). What Model::activation_bytes() reports after
   // such a forward (a test keeps them equal), without building anything: `bench step
-  // --dry-run`. 0 = not modelled.
-  virtual double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row) const {
-    (void)B, (void)T, (void)tp, (void)elem_bytes, (void)att_state_per_row;
+  // --dry-run`; with recompute Full, what a Model built with it holds. 0 = not modelled.
+  virtual double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
+                                  Recompute recompute = Recompute::None) const {
+    (void)B, (void)T, (void)tp, (void)elem_bytes, (void)att_state_per_row, (void)recompute;
     return 0;
   }
   // This rank's slice, parameters zero (call Model::init_weights).
@@ -149,6 +160,7 @@ class Model {
   kernels::Ops& ops() const { return *ops_; }
   core::Device& device() const { return ops_->device(); }
   const TpGroup& tp() const { return tp_; }
+  Recompute recompute() const { return recompute_; }
   core::Tensor& params() { return params_; }  // flat fp32 master parameters (device memory)
   core::Tensor& grads() { return grads_; }    // flat fp32 gradients, same layout
   float* param(int i) { return params_.f32() + info_[i].offset; }
@@ -257,6 +269,7 @@ class Model {
 
   core::ModelConfig cfg_;
   TpGroup tp_;
+  Recompute recompute_ = Recompute::None;
 
  private:
   std::shared_ptr<const Architecture> arch_;
