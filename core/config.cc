@@ -147,7 +147,7 @@ const std::vector<Field>& schema() {
     // parallel
     v.push_back(F<int>("parallel.dp", MT_REF(parallel, dp), 0, 1 << 20, "data-parallel size (0 = world / tp)"));
     v.push_back(F<int>("parallel.tp", MT_REF(parallel, tp), 1, 1 << 20, "tensor-parallel size"));
-    v.push_back(F<int>("parallel.zero", MT_REF(parallel, zero), 0, 1, "1 = shard optimizer state over dp (ZeRO-1)"));
+    v.push_back(F<int>("parallel.zero", MT_REF(parallel, zero), 0, 3, "ZeRO level over dp: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP)"));
     v.push_back(F<double>("parallel.bucket_mb", MT_REF(parallel, bucket_mb), 0.001, 4096, "gradient bucket size in MiB"));
     v.push_back(F<double>("parallel.timeout_s", MT_REF(parallel, timeout_s), 0.1, 1e9, "seconds a collective may wait before the job is aborted"));
     v.push_back(F<std::string>("parallel.backend", MT_REF(parallel, backend), 0, 0, "communication backend", {"auto", "mpi", "nccl"}));

@@ -156,6 +156,7 @@ class Ops {
   // *out (one double in device memory) = sum x^2, deterministic (same bits every call).
   virtual void sum_squares(double* out, const float* x, int64_t n) = 0;
   virtual void scale(float* x, int64_t n, float s) = 0;  // x *= s
+  virtual void add_f32(float* y, const float* x, int64_t n) = 0;  // y += x (ZeRO-2/3 gradient accumulation)
   // dst (n of dst_type) = src (n of src_type), F32 <-> BF16 (round to nearest even) or same.
   virtual void cast(void* dst, core::DType dst_type, const void* src, core::DType src_type, int64_t n) = 0;
 };

@@ -94,6 +94,37 @@ void GradSync::begin(float* grads, float* params) {
   }
 }
 
+void GradSync::begin(Model& model) {
+  model_ = &model;
+  begin(model.grads().f32(), model.params().f32());
+}
+
+std::vector<RangeData> GradSync::owned_data(Model& model) {
+  std::vector<RangeData> d;
+  const size_t ws = core::dtype_size(model.working_dtype());
+  for (const auto& [b, e] : owned_) {
+    RangeData r;
+    r.params = model.params().f32() + b;
+    r.grads = model.grads().f32() + b;
+    // the fused update writes the working copy too, unless ZeRO-1 gathers the master after it
+    if (model.working_copy() && zero() == 0) r.working = static_cast<char*>(model.working_copy()) + b * static_cast<int64_t>(ws);
+    d.push_back(r);
+  }
+  return d;
+}
+
+std::vector<float> GradSync::master_host(Model& model) {
+  std::vector<float> h(static_cast<size_t>(model.num_local_params()));
+  ops_->device().copy(h.data(), model.params().raw(), h.size() * sizeof(float));
+  return h;
+}
+
+void GradSync::load_master_stored(Model& model, const std::vector<float>& host) {
+  MT_CHECK(static_cast<int64_t>(host.size()) == model.num_local_params(), "{} parameters for a slice of {}",
+           host.size(), model.num_local_params());
+  model.load_master(host.data());
+}
+
 void GradSync::launch(Bucket& b) {
   const auto t0 = Clock::now();
   const size_t n = static_cast<size_t>(b.end - b.begin);
@@ -175,6 +206,7 @@ void GradSync::gather_params() {
   for (auto& w : works) w->wait();
   comm_ms_ += ms_since(t0);
   exposed_ms_ += ms_since(t0);
+  if (model_) model_->refresh_working_params();  // the gathered master -> the working copy
 }
 
 }  // namespace mt::parallel

@@ -24,37 +24,46 @@
 #include "core/tensor.h"
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
+#include "parallel/dp_sync.h"
 #include "parallel/models/model.h"
 
 namespace mt::parallel {
 
-class GradSync {
+class GradSync final : public DataParallelSync {
  public:
   // dp may be null or of size 1 (then every call is a no-op). `total` must be a multiple of
   // flat_alignment(dp size) (Model pads its flat buffers for that).
   // ops: the device and kernels of the buffers (null = CPU); reduce_dtype: F32 or BF16.
   GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64_t total,
            double bucket_mb, bool zero1, kernels::Ops* ops = nullptr, DType reduce_dtype = DType::F32);
-  static int64_t flat_alignment(int dp_size) { return 64 * static_cast<int64_t>(dp_size); }
+  static int64_t flat_alignment(int dp_size) { return dp_flat_alignment(dp_size); }
 
   // Call before the backward of the last micro-step (or before finish() on a rank that runs
   // no backward this step).
   void begin(float* grads, float* params);
+  void begin(Model& model) override;  // the model's flat buffers; gather_params refreshes its working copy
   // Model::backward hook: parameter i's gradient is final.
-  void on_grad_ready(int param_index);
+  void on_grad_ready(int param_index) override;
   // Wait for all buckets (and, for ZeRO-1, place the reduced slices into grads).
-  void finish();
+  void finish() override;
   // ZeRO-1: all-gather every bucket's updated parameter slices (no-op otherwise).
-  void gather_params();
+  void gather_params() override;
 
   // The [begin, end) ranges of the flat buffer whose gradients are fully reduced here and
   // which this rank's optimizer updates: everything without ZeRO, own slices with ZeRO-1.
-  const std::vector<std::pair<int64_t, int64_t>>& owned_ranges() const { return owned_; }
+  const std::vector<std::pair<int64_t, int64_t>>& owned_ranges() const override { return owned_; }
+  std::vector<RangeData> owned_data(Model& model) override;
+  int zero() const override { return zero1_ && dp_size_ > 1 ? 1 : 0; }
+  std::vector<float> master_host(Model& model) override;
+  void load_master_stored(Model& model, const std::vector<float>& host) override;
+  size_t buffer_bytes() const override {
+    return (shard_.defined() ? shard_.nbytes() : 0) + (wire_.defined() ? wire_.nbytes() : 0);
+  }
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
 
   // Timings of the last step, milliseconds.
-  double comm_ms() const { return comm_ms_; }          // wall time inside collectives
-  double exposed_ms() const { return exposed_ms_; }    // finish() waiting after backward
+  double comm_ms() const override { return comm_ms_; }          // wall time inside collectives
+  double exposed_ms() const override { return exposed_ms_; }    // finish() waiting after backward
 
  private:
   struct Bucket {
@@ -83,6 +92,7 @@ class GradSync {
   std::vector<int64_t> shard_offset_;
   float* grads_ = nullptr;
   float* params_ = nullptr;
+  Model* model_ = nullptr;
   double comm_ms_ = 0, exposed_ms_ = 0;
 };
 

@@ -13,12 +13,18 @@
 #include "core/config.h"
 #include "core/tensor.h"
 #include "kernels/ops.h"
+#include "parallel/dp_sync.h"
 #include "parallel/models/model.h"
 
 namespace mt::parallel {
 
 // Linear warmup to optim.lr, then cosine to lr * min_lr_ratio at train.steps (or constant).
 double learning_rate(const core::OptimConfig& o, int64_t step, int64_t total_steps);
+
+// The flat-buffer intervals whose optimizer state an Optimizer over `ranges` keeps, in the
+// order of that state (each range's intersections with the parameters; padding has none).
+std::vector<std::pair<int64_t, int64_t>> state_segments(const std::vector<ParamInfo>& params,
+                                                        const std::vector<std::pair<int64_t, int64_t>>& ranges);
 
 class Optimizer {
  public:
@@ -31,6 +37,9 @@ class Optimizer {
   // ranges are touched. t is the 1-based update count (AdamW bias correction). `working`, if
   // not null, is the start of the flat working copy (ops' working dtype), updated alongside.
   void step(float* params, void* working, const float* grads, float lr, int64_t t);
+  // The same where each owned range's elements live elsewhere (DataParallelSync::owned_data:
+  // ZeRO-2/3 shards), one RangeData per range given to the constructor.
+  void step(const std::vector<RangeData>& data, float lr, int64_t t);
   void step(float* params, const float* grads, float lr, int64_t t) { step(params, nullptr, grads, lr, t); }
   size_t state_bytes() const { return m_.nbytes() + (has_v() ? v_.nbytes() : 0); }
   int64_t num_elements() const { return num_state_; }
@@ -50,12 +59,14 @@ class Optimizer {
     int64_t begin, end;  // absolute element range in the flat buffer
     int64_t state;       // offset of its state in m_ / v_
     bool decay;
+    int range;           // the owned range it lies in
   };
   core::OptimConfig cfg_;
   kernels::Ops* ops_;
   std::vector<Segment> segments_;
   int64_t num_state_ = 0;
   core::Tensor m_, v_;
+  std::vector<std::pair<int64_t, int64_t>> ranges_;
 };
 
 }  // namespace mt::parallel

@@ -37,23 +37,64 @@ class ShardSlices {
     const auto& lay = manifest.at("layout");
     const int world = lay.at("world").get<int>(), dp = lay.at("dp").get<int>();
     tp_ = lay.at("tp").get<int>();
+    // ZeRO-3 at dp > 1: each dp rank holds its owned ranges of the slice (in order), so a
+    // tensor is read from every replica's pieces
+    sharded_ = lay.at("zero").get<int>() == 3 && dp > 1;
+    dp_ = sharded_ ? dp : 1;
     const parallel::Mesh mesh(world, dp, tp_);
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     for (int t = 0; t < tp_; ++t) {
-      const auto& s = manifest.at("shards").at(mesh.rank_of(0, t));
-      const std::string path = ckpt + "/" + s.at("file").get<std::string>();
-      files_.push_back(path);
-      handles_.push_back(std::make_unique<H5Handle>(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose));
-      h5check(handles_.back()->id, "H5Fopen", path);
-      datasets_.push_back(std::make_unique<H5Handle>(H5Dopen2(handles_.back()->id, "params", H5P_DEFAULT), H5Dclose));
-      h5check(datasets_.back()->id, "H5Dopen2(params)", path);
+      for (int d = 0; d < dp_; ++d) {
+        const auto& s = manifest.at("shards").at(mesh.rank_of(d, t));
+        const std::string path = ckpt + "/" + s.at("file").get<std::string>();
+        files_.push_back(path);
+        handles_.push_back(std::make_unique<H5Handle>(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose));
+        h5check(handles_.back()->id, "H5Fopen", path);
+        datasets_.push_back(std::make_unique<H5Handle>(H5Dopen2(handles_.back()->id, "params", H5P_DEFAULT), H5Dclose));
+        h5check(datasets_.back()->id, "H5Dopen2(params)", path);
+        std::vector<std::pair<int64_t, int64_t>> pieces;  // (flat begin, flat end) in storage order
+        if (sharded_) {
+          H5Handle rd{H5Dopen2(handles_.back()->id, "optim_ranges", H5P_DEFAULT), H5Dclose};
+          h5check(rd.id, "H5Dopen2(optim_ranges)", path);
+          H5Handle rs{H5Dget_space(rd.id), H5Sclose};
+          hsize_t n[1] = {0};
+          H5Sget_simple_extent_dims(rs.id, n, nullptr);
+          std::vector<int64_t> flat(n[0]);
+          if (n[0] > 0) h5check(H5Dread(rd.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()), "H5Dread", path);
+          for (size_t i = 0; i + 1 < flat.size(); i += 2) pieces.emplace_back(flat[i], flat[i + 1]);
+        }
+        pieces_.push_back(std::move(pieces));
+      }
     }
   }
   int tp() const { return tp_; }
   // elements [offset, offset + n) of old tp rank t's flat parameters
   void read(int t, int64_t offset, int64_t n, float* out) const {
-    const hid_t ds = datasets_[static_cast<size_t>(t)]->id;
-    const std::string& path = files_[static_cast<size_t>(t)];
+    if (!sharded_) return read_stored(static_cast<size_t>(t), offset, n, out);
+    int64_t found = 0;
+    for (int d = 0; d < dp_; ++d) {
+      const size_t k = static_cast<size_t>(t * dp_ + d);
+      int64_t at = 0;  // where the piece starts in the stored parameters
+      for (const auto& [b, e] : pieces_[k]) {
+        const int64_t lo = std::max(b, offset), hi = std::min(e, offset + n);
+        if (lo < hi) {
+          read_stored(k, at + (lo - b), hi - lo, out + (lo - offset));
+          found += hi - lo;
+        }
+        at += e - b;
+      }
+    }
+    if (found != n) {
+      throw core::Error(fmt::format("the ZeRO-3 shards of tp rank {} hold {} of the {} elements at {}", t, found, n, offset))
+          .with_file(files_[static_cast<size_t>(t * dp_)]).with_hint("the checkpoint was written by another model or meshtrain version");
+    }
+  }
+
+ private:
+  // elements [offset, offset + n) of what file k stores
+  void read_stored(size_t k, int64_t offset, int64_t n, float* out) const {
+    const hid_t ds = datasets_[k]->id;
+    const std::string& path = files_[k];
     H5Handle space{H5Dget_space(ds), H5Sclose};
     hsize_t dims[1] = {0};
     H5Sget_simple_extent_dims(space.id, dims, nullptr);
@@ -67,8 +108,9 @@ class ShardSlices {
     h5check(H5Dread(ds, H5T_NATIVE_FLOAT, mem.id, space.id, H5P_DEFAULT, out), "H5Dread", path);
   }
 
- private:
-  int tp_ = 1;
+  int tp_ = 1, dp_ = 1;
+  bool sharded_ = false;
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> pieces_;  // per file
   std::vector<std::string> files_;
   std::vector<std::unique_ptr<H5Handle>> handles_, datasets_;
 };
@@ -197,7 +239,8 @@ ExportResult export_hf(const ExportOptions& opt) {
   const auto& lay = manifest.at("layout");
   const int old_tp = lay.at("tp").get<int>(), old_dp = lay.at("dp").get<int>();
   const auto specs = arch->param_specs();
-  const auto oinfo = parallel::layout_params(specs, old_tp, parallel::GradSync::flat_alignment(old_dp), nullptr);
+  const bool aligned = lay.at("zero").get<int>() >= 2 && old_dp > 1;  // ZeRO-2/3: layers aligned
+  const auto oinfo = parallel::layout_params(specs, old_tp, parallel::GradSync::flat_alignment(old_dp), nullptr, aligned);
   const ShardSlices shards(res.checkpoint, manifest);
 
   // a fresh temporary directory beside `out`, removed unless it is published

@@ -317,11 +317,16 @@ void load_weights(const std::string& dir, parallel::Model& model) {
       core::log::warn("{}: tensor '{}' is not part of a meshtrain {} model; ignored", st.source(), n, model.arch().name());
   }
   core::Device& dev = model.device();
-  const bool host = dev.kind() == core::DeviceKind::CPU;
+  // on the CPU straight into the parameters; else (and under ZeRO-3, where the model keeps only
+  // its pieces) through a host copy of the slice
+  const bool host = dev.kind() == core::DeviceKind::CPU && model.owns_params();
   std::vector<float> staging(host ? 0 : static_cast<size_t>(model.num_local_params()), 0.0f);
   read_slices(st, model, host ? model.params().f32() : staging.data());
-  if (!host) dev.copy(model.params().raw(), staging.data(), staging.size() * sizeof(float));
-  model.refresh_working_params();
+  if (host) {
+    model.refresh_working_params();
+  } else {
+    model.load_master(staging.data());
+  }
 }
 
 }  // namespace mt::io::hf

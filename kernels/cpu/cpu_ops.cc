@@ -149,6 +149,7 @@ class CpuOps final : public Ops {
   }
   void sum_squares(double* out, const float* x, int64_t n) override { *out = cpu::sum_squares(x, n); }
   void scale(float* x, int64_t n, float s) override { cpu::scale_inplace(x, n, s); }
+  void add_f32(float* y, const float* x, int64_t n) override { cpu::add_inplace(y, x, n); }
   void cast(void* dst, core::DType dst_type, const void* src, core::DType src_type, int64_t n) override {
     MT_CHECK(dst_type == src_type, "the CPU kernels cast only between equal types ({} -> {} requested)",
              core::dtype_name(src_type), core::dtype_name(dst_type));

@@ -155,5 +155,6 @@ void sgd_update(float* params, const float* grads, float* momentum_buf, int64_t 
 // Sum of squares in double, deterministic for any thread count (fixed blocks, fixed order).
 double sum_squares(const float* x, int64_t n);
 void scale_inplace(float* x, int64_t n, float s);  // x *= s
+void add_inplace(float* y, const float* x, int64_t n);  // y += x
 
 }  // namespace mt::kernels::cpu

@@ -108,6 +108,13 @@ double sum_squares(const float* x, int64_t n) {
   return total;
 }
 
+// y: (n) += x: (n)
+void add_inplace(float* y, const float* x, int64_t n) {
+  MT_CHECK(n >= 0, "add_inplace: negative size {}", n);
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
+  for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 // x: (n) *= s
 void scale_inplace(float* x, int64_t n, float s) {
   MT_CHECK(n >= 0, "scale_inplace: negative size {}", n);

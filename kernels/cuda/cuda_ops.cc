@@ -300,6 +300,7 @@ class CudaOps final : public Ops {
     check(cuda::sum_squares(out, x, n, scratch, stream()), "sum_squares");
   }
   void scale(float* x, int64_t n, float s) override { check(cuda::scale(x, n, s, stream()), "scale"); }
+  void add_f32(float* y, const float* x, int64_t n) override { check(cuda::add_f32(y, x, n, stream()), "add_f32"); }
   void cast(void* dst, core::DType dst_type, const void* src, core::DType src_type, int64_t n) override {
     if (n <= 0) return;
     if (dst_type == src_type) {

@@ -153,6 +153,16 @@ cudaError_t cast(Dt dst_dt, void* dst, Dt src_dt, const void* src, int64_t n, cu
   return cudaGetLastError();
 }
 
+__global__ void add_f32_k(float* y, const float* x, int64_t n) {
+  MT_GRID_STRIDE(i, n) { y[i] += x[i]; }
+}
+
+cudaError_t add_f32(float* y, const float* x, int64_t n, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  add_f32_k<<<grid_for(n), kThreads, 0, s>>>(y, x, n);
+  return cudaGetLastError();
+}
+
 cudaError_t scale(float* x, int64_t n, float factor, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   scale_k<<<grid_for(n), kThreads, 0, s>>>(x, n, factor);

@@ -29,6 +29,7 @@ cudaError_t add_bias(Dt dt, void* out, const void* bias, int64_t N, int OC, cuda
 // dst (n) = src (n), F32 <-> BF16 (round to nearest even); dst_dt != src_dt.
 cudaError_t cast(Dt dst_dt, void* dst, Dt src_dt, const void* src, int64_t n, cudaStream_t s);
 cudaError_t scale(float* x, int64_t n, float factor, cudaStream_t s);
+cudaError_t add_f32(float* y, const float* x, int64_t n, cudaStream_t s);  // y += x
 // Fused AdamW / SGD on fp32 master weights; `working` (null or n elements of working_dt)
 // receives the updated weights. bc1, bc2: 1 - beta^t (computed by the caller in double).
 cudaError_t adamw_update(float* params, Dt working_dt, void* working, const float* grads, float* m, float* v,

@@ -59,7 +59,7 @@ std::string layout_name(int world, int dp, int tp, int zero) {
 
 CheckpointManager::CheckpointManager(const core::Config& cfg, parallel::Communicator& world,
                                      const parallel::Mesh& mesh, core::Device& device, TrainModel& model,
-                                     parallel::Optimizer& optim, const parallel::GradSync& sync, io::Loader& loader,
+                                     parallel::Optimizer& optim, parallel::DataParallelSync& sync, io::Loader& loader,
                                      Clock::time_point process_start)
     : cfg_(cfg), world_(world), mesh_(mesh), device_(device), model_(model), optim_(optim), sync_(sync),
       loader_(loader), process_start_(process_start) {}
@@ -98,13 +98,18 @@ void CheckpointManager::save(int64_t steps_done, const TrainState& state) {
   const bool on_host = device_.kind() == core::DeviceKind::CPU;
   std::vector<float> hp, hm, hv;  // host copies of device state
   if (!on_host) {
-    hp.resize(static_cast<size_t>(model_.num_local_params()));
-    device_.copy(hp.data(), model_.params().raw(), hp.size() * sizeof(float));
     hm = optim_.state_m_host();
     hv = optim_.state_v_host();
   }
-  d.params = on_host ? model_.params().f32() : hp.data();
-  d.num_params = model_.num_local_params();
+  // the master parameters this rank stores: its tp slice, or (ZeRO-3) its owned ranges of it
+  if (on_host && model_.owns_params()) {
+    d.params = model_.params().f32();
+    d.num_params = model_.num_local_params();
+  } else {
+    hp = sync_.master_host(model_);
+    d.params = hp.data();
+    d.num_params = static_cast<int64_t>(hp.size());
+  }
   d.m = on_host ? optim_.state_m() : hm.data();
   d.v = !optim_.has_v() ? nullptr : on_host ? optim_.state_v() : hv.data();
   d.num_state = optim_.num_elements();
@@ -274,27 +279,29 @@ bool CheckpointManager::load_own_shard(const std::string& chosen, const nlohmann
                  std::stoull(shard.at("checksum").get<std::string>(), nullptr, 16), params, mm, vv, ranges);
   const size_t nstate = static_cast<size_t>(optim_.num_elements());
   const std::string file = chosen + "/" + shard.at("file").get<std::string>();
-  if (static_cast<int64_t>(params.size()) != model_.num_local_params()) {
-    throw core::Error(fmt::format("the shard holds {} parameters, this rank's slice has {}", params.size(),
-                                  model_.num_local_params()))
+  if (ranges != sync_.owned_ranges()) return false;
+  int64_t stored = model_.num_local_params();  // ZeRO-3: the owned ranges' elements
+  if (!model_.owns_params()) {
+    stored = 0;
+    for (const auto& [b, e] : ranges) stored += e - b;
+  }
+  if (static_cast<int64_t>(params.size()) != stored) {
+    throw core::Error(fmt::format("the shard holds {} parameters, this rank stores {}", params.size(), stored))
         .with_file(file).with_hint("the checkpoint was written by another model or meshtrain version");
   }
-  if (ranges != sync_.owned_ranges()) return false;
   if (mm.size() != nstate || vv.size() != (optim_.has_v() ? nstate : 0)) {
     throw core::Error(fmt::format("the shard's optimizer state ({} + {} values) does not fit optim.name = {} ({} x {} "
                                   "values)", mm.size(), vv.size(), cfg_.optim.name, optim_.has_v() ? 2 : 1, nstate))
         .with_file(file).with_yaml("optim.name").with_hint("resume with the optimizer the checkpoint was written with");
   }
-  device_.copy(model_.params().raw(), params.data(), params.size() * sizeof(float));
-  model_.refresh_working_params();
+  sync_.load_master_stored(model_, params);
   optim_.load_state(mm, vv);
   return true;
 }
 
 void CheckpointManager::load_resharded(const std::string& chosen, const nlohmann::json& m) {
   const ReshardedState s = reshard_state(CheckpointLayout::from_manifest(chosen, m), model_, sync_.owned_ranges(), optim_.num_elements(), optim_.has_v());
-  device_.copy(model_.params().raw(), s.params.data(), s.params.size() * sizeof(float));
-  model_.refresh_working_params();
+  model_.load_master(s.params.data());
   optim_.load_state(s.m, s.v);
 }
 

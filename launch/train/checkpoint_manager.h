@@ -33,7 +33,7 @@ class CheckpointManager {
   // counted into the run totals' wall time.
   CheckpointManager(const core::Config& cfg, parallel::Communicator& world, const parallel::Mesh& mesh,
                     core::Device& device, TrainModel& model, parallel::Optimizer& optim,
-                    const parallel::GradSync& sync, io::Loader& loader, Clock::time_point process_start);
+                    parallel::DataParallelSync& sync, io::Loader& loader, Clock::time_point process_start);
 
   // checkpoint.dir, or <run.dir>/checkpoints.
   std::string dir() const;
@@ -67,7 +67,7 @@ class CheckpointManager {
   core::Device& device_;
   TrainModel& model_;
   parallel::Optimizer& optim_;
-  const parallel::GradSync& sync_;
+  parallel::DataParallelSync& sync_;
   io::Loader& loader_;
   Clock::time_point process_start_;
   bool restored_ = false;

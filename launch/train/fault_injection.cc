@@ -25,10 +25,10 @@ double FaultInjector::after_compute(int dp_rank, double compute_ms) const {
   return compute_ms + ms_between(t0, Clock::now());
 }
 
-void FaultInjector::before_norm(int64_t step, core::Tensor& grads) const {
+void FaultInjector::before_norm(int64_t step, core::Device& dev, float* grad) const {
   if (nan_step_ >= 0 && step >= nan_step_ && step - nan_step_ < nan_steps_) {  // on every rank: a consistent fault
     const float nan = NAN;
-    grads.device().copy(grads.raw(), &nan, sizeof(nan));
+    dev.copy(grad, &nan, sizeof(nan));
   }
 }
 

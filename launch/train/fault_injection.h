@@ -24,7 +24,8 @@ class FaultInjector {
   // report, after sleeping on the slowed dp replica.
   double after_compute(int dp_rank, double compute_ms) const;
   // Before the gradient norm of step `step`: poisons `grads` (device memory) in the steps asked for.
-  void before_norm(int64_t step, core::Tensor& grads) const;
+  // grad: this rank's first owned gradient element (device memory of dev)
+  void before_norm(int64_t step, core::Device& dev, float* grad) const;
   // The start-up log's note of an active slowdown ("; debug: dp replica 1 runs 3x slower"), or "".
   std::string describe() const;
 

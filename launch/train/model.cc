@@ -4,18 +4,15 @@
 namespace mt::launch {
 
 std::unique_ptr<TrainModel> make_model(const core::Config& cfg, const parallel::Architecture& arch, int tp, int tp_rank,
-                                       parallel::Communicator* tp_comm,
-                                       int64_t flat_align, kernels::Ops* ops) {
+                                       parallel::Communicator* tp_comm, int dp, kernels::Ops* ops) {
   parallel::ModelContext ctx;
   ctx.tp = tp;
   ctx.tp_rank = tp_rank;
   ctx.tp_comm = tp_comm;
-  ctx.flat_align = flat_align;
+  parallel::model_context_for_zero(ctx, cfg.parallel.zero, dp);
   ctx.ops = ops;
   ctx.recompute = parallel::parse_recompute(cfg.train.recompute);
-  auto model = arch.build(ctx);
-  model->init_weights(cfg.train.seed);
-  return model;
+  return arch.build(ctx);
 }
 
 std::string describe_model(const core::Config&, const TrainModel& model) {

@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "kernels/ops.h"
 #include "parallel/communicator.h"
+#include "parallel/dp_sync.h"
 #include "parallel/models/registry.h"
 
 namespace mt::launch {
@@ -20,12 +21,13 @@ namespace mt::launch {
 using TrainModel = parallel::Model;
 
 // This rank's slice of `arch` (which must be held by a shared_ptr, as make_architecture
-// gives it; the model keeps it alive) for tp rank `tp_rank` of `tp`, initialised from train.seed (the same
-// parameters whatever the layout). tp_comm: the tp group on device buffers, null at tp = 1;
-// flat_align: the flat buffers' padding (GradSync::flat_alignment(dp)). ops must outlive it.
+// gives it; the model keeps it alive) for tp rank `tp_rank` of `tp`, with zero parameters: the
+// caller builds its data-parallel sync (parallel::make_dp_sync, which holds ZeRO-3's parameters),
+// then calls init_weights(train.seed) (the same parameters whatever the layout). tp_comm: the tp
+// group on device buffers, null at tp = 1; dp: the data-parallel size (the flat buffers' padding,
+// and with parallel.zero 2/3 the unit alignment). ops must outlive it.
 std::unique_ptr<TrainModel> make_model(const core::Config& cfg, const parallel::Architecture& arch, int tp, int tp_rank,
-                                       parallel::Communicator* tp_comm,
-                                       int64_t flat_align, kernels::Ops* ops);
+                                       parallel::Communicator* tp_comm, int dp, kernels::Ops* ops);
 
 // The start-up log's description of the model, after "model: ".
 std::string describe_model(const core::Config& cfg, const TrainModel& model);

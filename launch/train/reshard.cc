@@ -7,6 +7,7 @@
 #include "io/checkpoint.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
+#include "parallel/optimizer.h"
 
 namespace mt::launch {
 
@@ -38,28 +39,36 @@ ReshardedState reshard_state(const CheckpointLayout& old, const parallel::Model&
   // the old slices' layout (the same on every old tp rank): the model's parameters at old_tp
   int64_t ototal = 0;
   const auto oinfo = parallel::layout_params(model.arch().param_specs(), old_tp,
-                                             parallel::GradSync::flat_alignment(old_dp), &ototal);
+                                             parallel::GradSync::flat_alignment(old_dp), &ototal,
+                                             old.units_aligned());
   const int tp = model.tp().size(), tp_rank = model.tp().rank();
   for (int t = 0; t < old_tp; ++t) {
-    std::vector<float> op, om(ototal, 0.0f), ov(ototal, 0.0f), sm, sv;
+    std::vector<float> op(ototal, 0.0f), om(ototal, 0.0f), ov(ototal, 0.0f), sm, sv;
     std::vector<std::pair<int64_t, int64_t>> ranges;
-    // params from any replica; optimizer state from every replica under ZeRO-1, else from
-    // any (each holds all of it: reading one is old_dp times less I/O at scale)
+    // params from any replica (ZeRO-3: from every replica, each holds its ranges); optimizer
+    // state from every replica under ZeRO-1/2/3, else from any (each holds all of it: reading
+    // one is old_dp times less I/O at scale)
     const int read_dp = old.zero > 0 ? old_dp : 1;
     for (int dpi = 0; dpi < read_dp; ++dpi) {
       const int r = old_mesh.rank_of(dpi, t);
       const std::string& path = old.files.at(static_cast<size_t>(r));
       std::vector<float> p;
       io::read_shard(path, old.checksums.at(static_cast<size_t>(r)), p, sm, sv, ranges);
-      MT_CHECK(static_cast<int64_t>(p.size()) == ototal, "shard {} holds {} parameters, expected {}", path, p.size(), ototal);
-      if (dpi == 0) op = std::move(p);
-      // optimizer state is the concatenation of the ranges' parameter elements (the flat
-      // buffer's zero padding after the last parameter has no state)
-      const int64_t oend = oinfo.back().offset + oinfo.back().numel;
+      if (static_cast<int64_t>(p.size()) == ototal) {
+        if (dpi == 0) op = std::move(p);
+      } else {  // ZeRO-3: the ranges' elements one after the other
+        int64_t off = 0;
+        for (const auto& [b, e] : ranges) {
+          MT_CHECK(e <= ototal && off + (e - b) <= static_cast<int64_t>(p.size()),
+                   "shard {} holds {} parameters, which fit neither its ranges nor the slice of {}", path, p.size(), ototal);
+          std::copy(p.begin() + off, p.begin() + off + (e - b), op.begin() + b);
+          off += e - b;
+        }
+        MT_CHECK(off == static_cast<int64_t>(p.size()), "shard {} holds {} parameters, its ranges {}", path, p.size(), off);
+      }
+      // optimizer state is the concatenation of the ranges' parameter elements (padding has none)
       int64_t off = 0;
-      for (const auto& [b, e0] : ranges) {
-        const int64_t e = std::min(e0, oend);
-        if (e <= b) continue;
+      for (const auto& [b, e] : parallel::state_segments(oinfo, ranges)) {
         MT_CHECK(off + (e - b) <= static_cast<int64_t>(sm.size()), "optimizer state of shard {} is too short", path);
         std::copy(sm.begin() + off, sm.begin() + off + (e - b), om.begin() + b);
         if (!sv.empty() && adam) std::copy(sv.begin() + off, sv.begin() + off + (e - b), ov.begin() + b);
@@ -77,14 +86,11 @@ ReshardedState reshard_state(const CheckpointLayout& old, const parallel::Model&
       }
     }
   }
-  // this rank's optimizer state: the concatenation of its owned ranges' elements
-  const int64_t nend = ninfo.back().offset + ninfo.back().numel;
+  // this rank's optimizer state: the concatenation of its owned ranges' parameter elements
   out.m.assign(static_cast<size_t>(num_state), 0.0f);
   out.v.assign(adam ? out.m.size() : 0, 0.0f);
   int64_t off = 0;
-  for (const auto& [b, e0] : owned_ranges) {
-    const int64_t e = std::min(e0, nend);
-    if (e <= b) continue;
+  for (const auto& [b, e] : parallel::state_segments(ninfo, owned_ranges)) {
     MT_CHECK(off + (e - b) <= num_state, "optimizer state layout mismatch");
     std::copy(nm.begin() + b, nm.begin() + e, out.m.begin() + off);
     if (adam) std::copy(nv.begin() + b, nv.begin() + e, out.v.begin() + off);

@@ -23,6 +23,8 @@ namespace mt::launch {
 // A checkpoint's parallel layout and shards, as its manifest records them.
 struct CheckpointLayout {
   int world = 1, dp = 1, tp = 1, zero = 0;
+  // ZeRO-2/3 at dp > 1: the flat layout aligns each layer (layout_params align_units)
+  bool units_aligned() const { return zero >= 2 && dp > 1; }
   std::vector<std::string> files;    // per old world rank: the shard's path
   std::vector<uint64_t> checksums;   // ... and its checksum
   // From the manifest of checkpoint directory `dir`.

@@ -27,6 +27,7 @@ Stepper::Stepper(const StepParts& parts) : p_(parts) {
       }
     }
   }
+  for (const auto& [lo, hi] : norm_ranges_) norm_ptrs_.push_back(p_.sync.grad_at(p_.model, lo));
   norm_host_.resize(norm_ranges_.size());
   norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
                                        core::DType::F64, p_.device);
@@ -46,7 +47,7 @@ StepStats Stepper::step(int64_t s) {
   double loss_sum = forward_backward(batch, &compute_ms);  // this replica's share
   p_.sync.finish();
   st.imbalance = exchange_work(s, batch, compute_ms, &st.replica_tokens);
-  p_.faults.before_norm(s, p_.model.grads());
+  p_.faults.before_norm(s, p_.device, p_.sync.owned_data(p_.model).front().grads);
   st.grad_norm = std::sqrt(grad_sumsq());  // identical on every rank
   st.lr = parallel::learning_rate(p_.cfg.optim, s, p_.cfg.train.steps);
   st.skipped = !std::isfinite(st.grad_norm);
@@ -80,17 +81,31 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
   const float loss_weight = 1.0f / static_cast<float>(batch.global_targets);
   double loss_sum = 0;  // sum of token losses of this rank's share
   const auto tc = Clock::now();
+  const auto hook = [this](int i) { p_.sync.on_grad_ready(i); };
+  // ZeRO-2/3 reduce (and ZeRO-3 gathers) in every micro-step, in the model's order: every dp
+  // rank must run as many micro-steps; one with fewer samples (dynamic schedule, documents)
+  // pads with empty ones (one position, no target: zero gradients)
+  const bool every = p_.sync.reduces_every_micro_step();
+  int n_steps = batch.n_micro;
+  if (every && dp_ > 1) p_.comms.dp->all_reduce(&n_steps, 1, parallel::DType::I32, parallel::ReduceOp::Max);
   // a replica with no samples this step (dynamic schedule) runs no backward; begin() lets
   // finish() join every bucket's collective with zero gradients
-  if (batch.n_micro == 0) p_.sync.begin(model.grads().f32(), model.params().f32());
-  for (int m = 0; m < batch.n_micro; ++m) {
+  if (!every && batch.n_micro == 0) p_.sync.begin(model);
+  for (int m = 0; m < n_steps; ++m) {
+    if (m >= batch.n_micro) {
+      const int32_t tok = 0, no_target = -1;
+      model.forward(&tok, &no_target, 1, 1);
+      p_.sync.begin(model);
+      model.backward(loss_weight, hook);
+      continue;
+    }
     const io::MicroBatch& mb = batch.micro[static_cast<size_t>(m)];
     loss_sum += model.forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T,
                               mb.doc_ids.empty() ? nullptr : mb.doc_ids.data()) * model.loss_tokens();
     const bool last = m == batch.n_micro - 1;
-    if (last) {
-      p_.sync.begin(model.grads().f32(), model.params().f32());
-      model.backward(loss_weight, [this](int i) { p_.sync.on_grad_ready(i); });
+    if (every || last) {
+      p_.sync.begin(model);
+      model.backward(loss_weight, hook);
     } else {
       model.backward(loss_weight);
     }
@@ -102,14 +117,14 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
 
 void Stepper::update(int64_t s, double norm, double lr) {
   TrainModel& model = p_.model;
-  float* g = model.grads().f32();
+  const std::vector<parallel::RangeData> data = p_.sync.owned_data(model);
+  const auto& ranges = p_.sync.owned_ranges();
   if (p_.cfg.optim.grad_clip > 0 && norm > p_.cfg.optim.grad_clip) {
     const float scale = static_cast<float>(p_.cfg.optim.grad_clip / (norm + 1e-6));
-    for (const auto& [b, e] : p_.sync.owned_ranges()) p_.ops.scale(g + b, e - b, scale);
+    for (size_t k = 0; k < ranges.size(); ++k) p_.ops.scale(data[k].grads, ranges[k].second - ranges[k].first, scale);
   }
-  p_.optim.step(model.params().f32(), model.working_copy(), g, static_cast<float>(lr), s + 1);
-  p_.sync.gather_params();
-  if (p_.cfg.parallel.zero == 1 && dp_ > 1) model.refresh_working_params();  // gathered master -> bf16 copy
+  p_.optim.step(data, static_cast<float>(lr), s + 1);
+  p_.sync.gather_params();  // (and the working copy: ZeRO-1/2 gather the master, ZeRO-3 its pieces)
 }
 
 // After a step: every rank's modelled cost and compute time to every rank (a small
@@ -138,16 +153,15 @@ double Stepper::exchange_work(int64_t s, const io::Batch& batch, double compute_
 // rank 0 only). Each range's sum of squares lands in a device double; the host adds them in
 // range order (deterministic on every device).
 double Stepper::grad_sumsq() {
-  const float* g = p_.model.grads().f32();
   double* partial = static_cast<double*>(norm_partials_.raw());
   for (size_t i = 0; i < norm_ranges_.size(); ++i) {
     const auto [lo, hi] = norm_ranges_[i];
-    p_.ops.sum_squares(partial + i, g + lo, hi - lo);
+    p_.ops.sum_squares(partial + i, norm_ptrs_[i], hi - lo);
   }
   p_.device.copy(norm_host_.data(), partial, norm_host_.size() * sizeof(double));
   double local = 0;
   for (double v : norm_host_) local += v;
-  if (p_.cfg.parallel.zero == 1 && dp_ > 1) {
+  if (p_.sync.zero() >= 1) {
     p_.world.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   } else if (tp_ > 1) {
     p_.comms.tp->all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);

@@ -37,7 +37,7 @@ struct StepParts {
   core::Device& device;
   kernels::Ops& ops;
   TrainModel& model;
-  parallel::GradSync& sync;
+  parallel::DataParallelSync& sync;
   parallel::Optimizer& optim;
   io::Loader& loader;
   const FaultInjector& faults;
@@ -69,6 +69,7 @@ class Stepper {
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
+  std::vector<const float*> norm_ptrs_;  // where each norm range's gradients live
   core::Tensor norm_partials_;
   std::vector<double> norm_host_;  // their host copy (allocated once, not per step)
 };

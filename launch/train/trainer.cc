@@ -71,13 +71,11 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
   parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
 
-  model_ = make_model(cfg, *arch, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, parallel::GradSync::flat_alignment(dp_),
-                      ops_.get());
+  model_ = make_model(cfg, *arch, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, dp_, ops_.get());
   const auto reduce_dtype =
       cfg.parallel.grad_reduce_dtype == "bf16" ? parallel::DType::BF16 : parallel::DType::F32;
-  sync_ = std::make_unique<parallel::GradSync>(dp_comm, model_->params_info(), model_->num_local_params(),
-                                               cfg.parallel.bucket_mb, cfg.parallel.zero == 1, ops_.get(),
-                                               reduce_dtype);
+  sync_ = parallel::make_dp_sync(cfg.parallel.zero, dp_comm, *model_, cfg.parallel.bucket_mb, ops_.get(), reduce_dtype);
+  model_->init_weights(cfg.train.seed);  // (ZeRO-3: into the sync's shards)
   optim_ = std::make_unique<parallel::Optimizer>(cfg.optim, model_->params_info(), sync_->owned_ranges(),
                                                  ops_.get());
   data_ = io::make_data_source(cfg, world.rank(), world.size());  // the ranks share the dataset's verification
@@ -106,6 +104,10 @@ double Trainer::peak_gflops_per_rank() const {
 }
 
 uint64_t Trainer::param_checksum() const {
+  if (!model_->owns_params()) {  // ZeRO-3: this rank's pieces (they differ across dp ranks)
+    const auto h = sync_->master_host(const_cast<TrainModel&>(*model_));
+    return core::fnv1a64(reinterpret_cast<const unsigned char*>(h.data()), h.size() * sizeof(float));
+  }
   core::Tensor& params = const_cast<TrainModel&>(*model_).params();
   const size_t n = params.nbytes();
   std::vector<unsigned char> host;  // device parameters are read through a host copy
@@ -120,7 +122,8 @@ uint64_t Trainer::param_checksum() const {
 
 // Every dp replica must start from the same parameters: compare checksums across the dp group.
 void Trainer::verify_identical_init() {
-  if (dp_ == 1) return;
+  // (ZeRO-3 ranks hold different pieces; their init draws each element from its full index)
+  if (dp_ == 1 || !model_->owns_params()) return;
   int64_t mine = static_cast<int64_t>(param_checksum() >> 1);
   int64_t mx = mine, mn = -mine;
   comms_.dp->all_reduce(&mx, 1, parallel::DType::I64, parallel::ReduceOp::Max);
@@ -161,7 +164,15 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
     if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
     loader_->eval_batch(k, eval_batch_);
-    for (int m = 0; m < eval_batch_.n_micro; ++m) {
+    // ZeRO-3 gathers blocks in every forward: every dp rank runs as many (padding with empty ones)
+    int n = eval_batch_.n_micro;
+    if (!model_->owns_params() && dp_ > 1) comms_.dp->all_reduce(&n, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+    for (int m = 0; m < n; ++m) {
+      if (m >= eval_batch_.n_micro) {
+        const int32_t tok = 0, no_target = -1;
+        model_->forward(&tok, &no_target, 1, 1);
+        continue;
+      }
       const io::MicroBatch& mb = eval_batch_.micro[static_cast<size_t>(m)];
       acc[0] += model_->forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T,
                                 mb.doc_ids.empty() ? nullptr : mb.doc_ids.data()) * model_->loss_tokens();

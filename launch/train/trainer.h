@@ -107,7 +107,7 @@ class Trainer {
   // Collectives on device buffers (null on the CPU: the MPI groups in comms_ serve).
   std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_;
   std::unique_ptr<TrainModel> model_;  // make_model (model.h)
-  std::unique_ptr<parallel::GradSync> sync_;
+  std::unique_ptr<parallel::DataParallelSync> sync_;
   std::unique_ptr<parallel::Optimizer> optim_;
   std::unique_ptr<io::DataSource> data_;
   std::unique_ptr<io::Loader> loader_;  // after data_: it reads from it

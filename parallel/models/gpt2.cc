@@ -193,7 +193,9 @@ class Gpt2Model final : public Model {
     void* x = encoded_.raw();
     embed_.forward(*this, x, tok.tokens, N);
     pos_.forward(*this, x, positions_, B, T);
-    for (Gpt2Block& b : blocks_) {
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      Gpt2Block& b = blocks_[l];
+      enter_block(static_cast<int>(l), Pass::Forward);  // (ZeRO-3: gathers its parameters)
       b.ln1.forward(*this, x, N);
       b.attn.forward(*this, b.res2.raw(), b.ln1.out.raw(), doc_ids_, B, T);
       k.residual_forward(b.res2.raw(), x, b.res2.raw(), NC);
@@ -225,6 +227,7 @@ class Gpt2Model final : public Model {
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
       const Gpt2Block& b = blocks_[static_cast<size_t>(l)];
       const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
       if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
       // res3 = res2 + mlp(ln2(res2)): d(mlp) = d(res3) = dres; dres += the path through ln2
       b.mlp.backward(*this, scratch_, dres, b.ln2.out.raw(), N, ready);
@@ -263,6 +266,7 @@ class Gpt2Model final : public Model {
     pos_.forward(*this, x, tok.positions, B, n);  // wpe[past + i]
     for (size_t l = 0; l < blocks_.size(); ++l) {
       const Gpt2Block& b = blocks_[l];
+      enter_block(static_cast<int>(l), Pass::Forward);
       b.ln1.apply(*this, d.norm.raw(), d.mean.f32(), d.rstd.f32(), x, N);
       b.attn.decode(*this, d.out.raw(), d.norm.raw(), kv_cache_[2 * l].raw(), kv_cache_[2 * l + 1].raw(), d, B, n,
                     past, decode_max_len());

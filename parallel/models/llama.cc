@@ -240,7 +240,9 @@ class LlamaModel final : public Model {
     kernels::Ops& k = ops();
     void* x = encoded_.raw();
     embed_.forward(*this, x, tok.tokens, N);
-    for (LlamaBlock& b : blocks_) {
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      LlamaBlock& b = blocks_[l];
+      enter_block(static_cast<int>(l), Pass::Forward);  // (ZeRO-3: gathers its parameters)
       b.attn_norm.forward(*this, x, N);
       b.attn.forward(*this, b.res2.raw(), b.attn_norm.out.raw(), pos_, doc_ids_, B, T);
       k.residual_forward(b.res2.raw(), x, b.res2.raw(), NC);
@@ -271,6 +273,7 @@ class LlamaModel final : public Model {
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
       const LlamaBlock& b = blocks_[static_cast<size_t>(l)];
       const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
       if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
       b.mlp.backward(*this, scratch_, dres, b.mlp_norm.out.raw(), N, ready);
       b.mlp_norm.backward(*this, dres, scratch_.dln.raw(), b.res2.raw(), N, ready);
@@ -304,6 +307,7 @@ class LlamaModel final : public Model {
     embed_.forward(*this, x, tok.tokens, N);
     for (size_t l = 0; l < blocks_.size(); ++l) {
       const LlamaBlock& b = blocks_[l];
+      enter_block(static_cast<int>(l), Pass::Forward);
       b.attn_norm.apply(*this, d.norm.raw(), d.rstd.f32(), x, N);
       b.attn.decode(*this, d.out.raw(), d.norm.raw(), tok.positions, kv_cache_[2 * l].raw(),
                     kv_cache_[2 * l + 1].raw(), d, B, n, past, decode_max_len());

@@ -12,11 +12,13 @@ namespace mt::parallel {
 using core::Tensor;
 
 std::vector<ParamInfo> layout_params(const std::vector<ParamSpec>& specs, int tp, int64_t flat_align,
-                                     int64_t* total_out) {
+                                     int64_t* total_out, bool align_units) {
   std::vector<ParamInfo> v;
   v.reserve(specs.size());
   int64_t total = 0;
+  MT_CHECK(flat_align >= 1, "flat alignment {} < 1", flat_align);
   for (const ParamSpec& s : specs) {
+    if (align_units && !v.empty() && v.back().layer != s.layer) total = (total + flat_align - 1) / flat_align * flat_align;
     const std::string bad = s.partition.check(s.full_shape, tp);
     MT_CHECK(bad.empty(), "parameter {} ({} split {}) at tensor-parallel size {}: {}", s.name,
              core::shape_str(s.full_shape), s.partition.describe(), tp, bad);
@@ -28,9 +30,30 @@ std::vector<ParamInfo> layout_params(const std::vector<ParamSpec>& specs, int tp
     total += p.numel;
     v.push_back(std::move(p));
   }
-  MT_CHECK(flat_align >= 1, "flat alignment {} < 1", flat_align);
   if (total_out) *total_out = (total + flat_align - 1) / flat_align * flat_align;
   return v;
+}
+
+std::vector<ParamUnit> param_units(const std::vector<ParamInfo>& params, int64_t total, int n_layer) {
+  std::vector<ParamUnit> u;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ParamInfo& p = params[i];
+    if (u.empty() || u.back().layer != p.layer) {
+      if (!u.empty()) u.back().end = p.offset;
+      ParamUnit n;
+      n.layer = p.layer;
+      n.first = static_cast<int>(i);
+      n.begin = u.empty() ? 0 : p.offset;
+      n.block = p.layer >= 0 && p.layer < n_layer;
+      u.push_back(n);
+    }
+    u.back().end_param = static_cast<int>(i) + 1;
+  }
+  if (!u.empty()) u.back().end = total;
+  for (size_t a = 0; a < u.size(); ++a)
+    for (size_t b = a + 1; b < u.size(); ++b)
+      MT_CHECK(u[a].layer != u[b].layer, "parameters of layer {} are not consecutive in param_specs()", u[a].layer);
+  return u;
 }
 
 int64_t Architecture::num_params() const {
@@ -66,13 +89,26 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
   }
   wdt_ = ops_->working_dtype();
   core::Device& dev = ops_->device();
-  int64_t total = 0;
-  info_ = layout_params(arch_->param_specs(), ctx.tp, ctx.flat_align, &total);
+  info_ = layout_params(arch_->param_specs(), ctx.tp, ctx.flat_align, &total_, ctx.align_units);
   for (const ParamInfo& p : info_) replica_runs_.push_back(p.partition.replicated_runs(p.full_shape, ctx.tp, ctx.tp_rank));
-  params_ = Tensor::zeros({total}, core::DType::F32, dev);
-  grads_ = Tensor::zeros({total}, core::DType::F32, dev);
+  units_ = param_units(info_, total_, cfg_.n_layer);
+  for (size_t u = 0; u < units_.size(); ++u)
+    for (int i = units_[u].first; i < units_[u].end_param; ++i) unit_of_.push_back(static_cast<int>(u));
+  unit_w_.assign(units_.size(), nullptr);
+  unit_g_.assign(units_.size(), nullptr);
+  own_params_ = ctx.own_params;
+  own_grads_ = ctx.own_grads;
   work_is_master_ = wdt_ == core::DType::F32;
-  work_ = work_is_master_ ? params_ : Tensor::zeros({total}, wdt_, dev);
+  if (own_params_) {
+    params_ = Tensor::zeros({total_}, core::DType::F32, dev);
+    work_ = work_is_master_ ? params_ : Tensor::zeros({total_}, wdt_, dev);
+  }
+  if (own_grads_) grads_ = Tensor::zeros({total_}, core::DType::F32, dev);
+  const size_t ws = core::dtype_size(wdt_);
+  for (size_t u = 0; u < units_.size(); ++u) {
+    bind_unit_params(static_cast<int>(u), own_params_ ? static_cast<char*>(work_.raw()) + units_[u].begin * ws : nullptr);
+    bind_unit_grads(static_cast<int>(u), own_grads_ ? grads_.f32() + units_[u].begin : nullptr);
+  }
   stage_free_ = dev.create_event();
 }
 
@@ -86,10 +122,11 @@ Model::~Model() {
 
 void Model::init_weights(uint64_t seed) {
   // Host memory first (the RNG runs on the host), then one copy to the device. On the CPU the
-  // parameter buffer is host memory already.
+  // parameter buffer is host memory already. (ZeRO-3: the whole slice on the host, of which
+  // the residence keeps its shard; a per-parameter stream would need less host memory.)
   core::Device& dev = device();
-  const bool host_params = dev.kind() == core::DeviceKind::CPU;
-  std::vector<float> staging(host_params ? 0 : static_cast<size_t>(params_.numel()), 0.0f);
+  const bool host_params = dev.kind() == core::DeviceKind::CPU && own_params_;
+  std::vector<float> staging(host_params ? 0 : static_cast<size_t>(total_), 0.0f);
   float* base = host_params ? params_.f32() : staging.data();
   for (const ParamInfo& p : info_) {
     float* dst = base + p.offset;
@@ -116,9 +153,22 @@ void Model::init_weights(uint64_t seed) {
       core::fill_normal_block(dst, rows, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
     }
   }
-  if (!host_params) dev.copy(params_.raw(), staging.data(), params_.nbytes());
-  refresh_working_params();
-  grads_.zero_();
+  if (!host_params) {
+    load_master(staging.data());
+  } else {
+    refresh_working_params();
+  }
+  zero_grads();
+}
+
+void Model::load_master(const float* host_flat) {
+  if (own_params_) {
+    device().copy(params_.raw(), host_flat, params_.nbytes());
+    refresh_working_params();
+  } else {
+    MT_CHECK(residence_ != nullptr, "the model's parameters are sharded but no residence holds them");
+    residence_->load_master(host_flat);
+  }
 }
 
 void Model::begin_replicated_grad(int i) {
@@ -159,11 +209,17 @@ void Model::sum_replicated_grad(int i) {
 }
 
 void Model::refresh_working_params() {
+  if (!own_params_) {
+    if (residence_) residence_->refresh_working_params();
+    return;
+  }
   if (!work_is_master_) ops_->cast(work_.raw(), wdt_, params_.raw(), core::DType::F32, params_.numel());
 }
 
 const void* Model::wparam(int i) const {
-  return static_cast<const char*>(work_.raw()) + info_[i].offset * static_cast<int64_t>(core::dtype_size(wdt_));
+  const size_t u = static_cast<size_t>(unit_of_[static_cast<size_t>(i)]);
+  MT_CHECK(unit_w_[u] != nullptr, "parameter {} ({}) read outside its block's residence", i, info_[i].name);
+  return unit_w_[u] + (info_[i].offset - units_[u].begin) * static_cast<int64_t>(core::dtype_size(wdt_));
 }
 
 void Model::ensure_token_buffers(int64_t N) {

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/ops.h"
 #include "parallel/mesh.h"
@@ -64,8 +65,42 @@ struct ParamInfo : ParamSpec {
 // The slices of every parameter at tensor-parallel size tp (the same on every rank), with
 // offsets; *total_out gets the flat length padded to a multiple of flat_align. Used by Model
 // and by checkpoint resharding (the layout of another tp size without allocating it).
+// align_units (ZeRO-2/3): every layer's parameters (a ParamUnit) also start at a multiple of
+// flat_align, so each unit is a whole number of equal per-rank pieces (zeros in between).
 std::vector<ParamInfo> layout_params(const std::vector<ParamSpec>& specs, int tp, int64_t flat_align,
-                                     int64_t* total_out);
+                                     int64_t* total_out, bool align_units = false);
+
+// The parameters of one ParamSpec::layer value: params [first, end_param), the flat range
+// [begin, end) (up to the next unit's begin; the last unit ends at the padded total). Blocks
+// (0 <= layer < n_layer) are what ZeRO-3 gathers one at a time; the others (embeddings, final
+// norm, head: layer -1 and n_layer) stay gathered for the whole step.
+struct ParamUnit {
+  int layer = 0;
+  int first = 0, end_param = 0;
+  int64_t begin = 0, end = 0;
+  bool block = false;
+  int64_t size() const { return end - begin; }
+};
+// Consecutive parameters of equal layer form a unit (param_specs lists them layer by layer).
+std::vector<ParamUnit> param_units(const std::vector<ParamInfo>& params, int64_t total, int n_layer);
+
+// Which half of a step enters a block (ParamResidence::enter_block).
+enum class Pass { Forward, Backward };
+
+// Where a Model's parameters and gradients live when they are not whole flat buffers of its
+// own (ZeRO-2: gradients; ZeRO-3: parameters too; parallel/sharded_sync.h implements it):
+// the Model calls enter_block before each block's forward, and before its backward (and
+// recomputation); the residence binds the unit's buffers (Model::bind_unit) before returning.
+class ParamResidence {
+ public:
+  virtual ~ParamResidence() = default;
+  virtual void enter_block(int layer, Pass pass) = 0;
+  // The master parameters from a host copy of the whole flat buffer (this rank's tp slice):
+  // keeps the elements it stores, refreshes what the forward reads.
+  virtual void load_master(const float* host_flat) = 0;
+  virtual void zero_grads() = 0;
+  virtual void refresh_working_params() = 0;
+};
 
 // Called during backward with the index of a parameter whose gradient is final.
 using GradReadyFn = std::function<void(int param_index)>;
@@ -88,6 +123,11 @@ struct ModelContext {
   int64_t flat_align = 1;
   kernels::Ops* ops = nullptr;
   Recompute recompute = Recompute::None;
+  // ZeRO-2/3 (parallel/sharded_sync.h): units aligned to flat_align; the model allocates no
+  // gradient buffer (own_grads false) and, ZeRO-3, no parameter buffers (own_params false):
+  // a ParamResidence binds them (set_residence) before the first forward.
+  bool align_units = false;
+  bool own_params = true, own_grads = true;
 };
 
 // Held by shared_ptr (make_architecture): every Model built from it keeps it alive.
@@ -161,19 +201,43 @@ class Model {
   core::Device& device() const { return ops_->device(); }
   const TpGroup& tp() const { return tp_; }
   Recompute recompute() const { return recompute_; }
-  core::Tensor& params() { return params_; }  // flat fp32 master parameters (device memory)
-  core::Tensor& grads() { return grads_; }    // flat fp32 gradients, same layout
-  float* param(int i) { return params_.f32() + info_[i].offset; }
-  float* grad(int i) { return grads_.f32() + info_[i].offset; }
+  // flat fp32 master parameters and gradients (device memory); undefined where a residence
+  // holds them (ZeRO-3 parameters, ZeRO-2/3 gradients: own_params / own_grads false)
+  core::Tensor& params() { return params_; }
+  core::Tensor& grads() { return grads_; }
+  bool owns_params() const { return own_params_; }
+  bool owns_grads() const { return own_grads_; }
+  float* param(int i) { return params_.f32() + info_[i].offset; }  // (owns_params() only)
+  // Parameter i's gradient: in the flat buffer, or where the residence bound its unit.
+  float* grad(int i) {
+    const size_t u = static_cast<size_t>(unit_of_[static_cast<size_t>(i)]);
+    MT_CHECK(unit_g_[u] != nullptr, "gradient of parameter {} ({}) written outside its block's backward", i, info_[i].name);
+    return unit_g_[u] + (info_[i].offset - units_[u].begin);
+  }
+  const std::vector<ParamUnit>& units() const { return units_; }
+  int unit_of(int param) const { return unit_of_[static_cast<size_t>(param)]; }
+  // The residence's binding of unit u: its working-dtype parameters and fp32 gradients at
+  // element `begin` of the unit (either may be null: unbound).
+  void bind_unit_params(int u, void* working) { unit_w_[static_cast<size_t>(u)] = static_cast<char*>(working); }
+  void bind_unit_grads(int u, float* grad) { unit_g_[static_cast<size_t>(u)] = grad; }
+  void set_residence(ParamResidence* r) { residence_ = r; }
+  ParamResidence* residence() const { return residence_; }
+  // Before block `layer`'s forward / backward (architectures call it; a no-op without a residence).
+  void enter_block(int layer, Pass pass) {
+    if (residence_) residence_->enter_block(layer, pass);
+  }
+  // The master parameters from a host copy of the whole flat buffer (num_local_params()), then
+  // the working copy refreshed: init, checkpoint and Hugging Face loads.
+  void load_master(const float* host_flat);
   // The working copy in the working dtype when it is a separate buffer (bf16), else null
   // (fp32: the forward reads the master buffer itself).
   void* working_copy() { return work_is_master_ ? nullptr : work_.raw(); }
   // Re-derives the working copy from the master parameters (after the master changed other
   // than through an optimizer that writes both: init, checkpoint load, ZeRO all-gather).
   void refresh_working_params();
-  int64_t num_local_params() const { return params_.numel(); }  // flat length, padding included
+  int64_t num_local_params() const { return total_; }  // flat length, padding included
   int64_t num_full_params() const { return arch_->num_params(); }
-  size_t working_copy_bytes() const { return work_is_master_ ? 0 : work_.nbytes(); }
+  size_t working_copy_bytes() const { return work_is_master_ || !work_.defined() ? 0 : work_.nbytes(); }
   double flops_per_token(int T) const { return arch_->flops_per_token(T); }
   core::DType working_dtype() const { return wdt_; }
   // Parameter i in the working dtype (what the forward reads).
@@ -191,7 +255,10 @@ class Model {
 
   // Every parameter from its spec: N(0, std) at its index in the full tensor, or constant.
   void init_weights(uint64_t seed);
-  void zero_grads() { grads_.zero_(); }
+  void zero_grads() {
+    if (own_grads_) grads_.zero_();
+    else if (residence_) residence_->zero_grads();
+  }
 
   // inputs, targets: (B, T) token ids in host memory; targets may be null (no loss); a
   // target < 0 marks a position without loss (padding). doc_ids: (B, T) or null: attention
@@ -276,7 +343,14 @@ class Model {
   kernels::Ops* ops_;
   core::DType wdt_;
   std::vector<ParamInfo> info_;
+  int64_t total_ = 0;
   core::Tensor params_, grads_, work_;
+  bool own_params_ = true, own_grads_ = true;
+  std::vector<ParamUnit> units_;
+  std::vector<int> unit_of_;     // param -> unit
+  std::vector<char*> unit_w_;    // per unit: working-dtype parameters at its begin
+  std::vector<float*> unit_g_;   // per unit: fp32 gradients at its begin
+  ParamResidence* residence_ = nullptr;
   core::Tensor replica_scratch_;  // sum_replicated_grad: the replicated blocks, full size
   std::vector<std::vector<Partition::ReplicatedRun>> replica_runs_;  // per parameter, this rank's
   bool work_is_master_ = true;
