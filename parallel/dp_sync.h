@@ -59,7 +59,15 @@ class DataParallelSync {
   // the owned ranges' elements one after the other; and loading such a copy.
   virtual std::vector<float> master_host(Model& model) = 0;
   virtual void load_master_stored(Model& model, const std::vector<float>& host) = 0;
-  // Bytes of the buffers the sync itself holds (shards, slots, staging), for the memory report.
+  // Bytes the sync itself holds, for the memory report: parameters (ZeRO-3 pieces, gathered
+  // units and slots), gradients (ZeRO-2/3 shard, units and slots, their reductions' landing
+  // buffers), and other communication buffers (ZeRO-1 shard, bf16 wire copy).
+  virtual size_t param_bytes() const { return 0; }
+  virtual size_t grad_bytes() const { return 0; }
+  // ... of which the rank's persistent pieces (ZeRO-3 master pieces + their working-dtype copy;
+  // ZeRO-2/3 gradient shard); the rest are the gathered layers and slots
+  virtual size_t param_piece_bytes() const { return 0; }
+  virtual size_t grad_shard_bytes() const { return 0; }
   virtual size_t buffer_bytes() const = 0;
 
   // Timings of the last step, milliseconds.

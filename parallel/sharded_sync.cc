@@ -336,6 +336,4 @@ size_t ShardedSync::param_bytes() const {
   return n;
 }
 
-size_t ShardedSync::buffer_bytes() const { return grad_bytes() + param_bytes(); }
-
 }  // namespace mt::parallel

@@ -56,7 +56,7 @@ class ShardedSync final : public DataParallelSync, public ParamResidence {
   int zero() const override { return zero_; }
   std::vector<float> master_host(Model& model) override;
   void load_master_stored(Model& model, const std::vector<float>& host) override;
-  size_t buffer_bytes() const override;
+  size_t buffer_bytes() const override { return 0; }
   double comm_ms() const override { return comm_ms_; }
   double exposed_ms() const override { return exposed_ms_; }
 
@@ -66,9 +66,12 @@ class ShardedSync final : public DataParallelSync, public ParamResidence {
   void zero_grads() override;
   void refresh_working_params() override;
 
-  // Bytes by kind, for the memory report: gradient shard + buffers, parameter shard + buffers.
-  size_t grad_bytes() const;
-  size_t param_bytes() const;
+  size_t grad_bytes() const override;
+  size_t param_bytes() const override;
+  size_t param_piece_bytes() const override {
+    return (master_.defined() ? master_.nbytes() : 0) + (wshard_.defined() ? wshard_.nbytes() : 0);
+  }
+  size_t grad_shard_bytes() const override { return gshard_.nbytes(); }
 
  private:
   struct UnitState {

@@ -185,7 +185,9 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
 
 std::string Trainer::memory_report() const {
   const double mib = 1.0 / 1048576.0;
-  const double params = model_->num_local_params() * 4.0 * mib;
+  const double flat = model_->num_local_params() * 4.0;  // one fp32 flat buffer of this tp slice
+  const double params = ((model_->owns_params() ? flat : 0.0) + sync_->param_bytes()) * mib;
+  const double grads = ((model_->owns_grads() ? flat : 0.0) + sync_->grad_bytes()) * mib;
   std::string extra;
   if (model_->working_copy_bytes() > 0)
     extra += fmt::format(", {} working copy {:.1f} MiB", core::dtype_name(ops_->working_dtype()),
@@ -206,10 +208,18 @@ std::string Trainer::memory_report() const {
   std::string recompute;
   if (model_->recompute() == parallel::Recompute::Full)
     recompute = fmt::format(" (recompute full; none: {:.1f} MiB)", modelled(parallel::Recompute::None) * mib);
-  return fmt::format("memory per rank: params {:.1f} MiB{}, grads {:.1f} MiB, optimizer state {:.1f} MiB{}, "
+  // ZeRO-2/3: the rank's persistent pieces and the layers gathered (or reduced) around their use
+  std::string params_split, grads_split;
+  if (!model_->owns_params())
+    params_split = fmt::format(" (pieces {:.1f} MiB + gathered {:.1f} MiB)", sync_->param_piece_bytes() * mib,
+                               (sync_->param_bytes() - sync_->param_piece_bytes()) * mib);
+  if (!model_->owns_grads())
+    grads_split = fmt::format(" (shard {:.1f} MiB + layers {:.1f} MiB)", sync_->grad_shard_bytes() * mib,
+                              (sync_->grad_bytes() - sync_->grad_shard_bytes()) * mib);
+  return fmt::format("memory per rank: params {:.1f} MiB{}{}, grads {:.1f} MiB{}, optimizer state {:.1f} MiB{}, "
                      "activations {:.1f} MiB{}{}",
-                     params, extra, params, optim_->state_bytes() * mib,
-                     cfg_.parallel.zero == 1 && dp_ > 1 ? fmt::format(" (ZeRO-1, 1/{} shard)", dp_) : "",
+                     params, params_split, extra, grads, grads_split, optim_->state_bytes() * mib,
+                     sync_->zero() > 0 ? fmt::format(" (ZeRO-{}, 1/{} shard)", sync_->zero(), dp_) : "",
                      acts * mib, recompute, dev);
 }
 
