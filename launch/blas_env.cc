@@ -33,6 +33,14 @@ void maybe_reexec_for_blas(int argc, char** argv) {
     if (core.find(good) != std::string::npos) return;  // already an AVX-512 kernel
   }
   setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+  // the binary's real path, not /proc/self/exe: the process keeps its name (ps, top, pgrep
+  // and the tests that look for `meshtrain` processes would see "exe")
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    execv(self, argv);
+  }
   execv("/proc/self/exe", argv);
   // exec failed: carry on with the library's own choice
   unsetenv("OPENBLAS_CORETYPE");
