@@ -13,6 +13,7 @@ std::unique_ptr<TrainModel> make_model(const core::Config& cfg, const parallel::
   ctx.flat_align = flat_align;
   ctx.ops = ops;
   ctx.recompute = parallel::parse_recompute(cfg.train.recompute);
+  ctx.sp = cfg.parallel.sp;
   auto model = arch.build(ctx);
   model->init_weights(cfg.train.seed);
   return model;
