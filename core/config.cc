@@ -434,12 +434,19 @@ void validate_config(const Config& c, bool model_final) {
                              "tokens of a tensor-parallel group", c.parallel.tp),
                  "set parallel.tp to 2 or more, or parallel.sp=false");
   }
-  if (c.parallel.sp && c.train.micro_batch * static_cast<int64_t>(c.model.seq_len) % c.parallel.tp != 0) {
+  // sp splits the rows x seq_len tokens of every micro-batch into tp equal parts: concat and
+  // packed rows are seq_len long (a micro-batch may have fewer rows), documents rows are not
+  if (c.parallel.sp && model_final && c.model.seq_len % c.parallel.tp != 0) {
     throw at_key(c, "parallel.sp",
-                 fmt::format("parallel.sp splits the train.micro_batch x model.seq_len = {} x {} tokens of a "
-                             "micro-batch into parallel.tp = {} equal parts", c.train.micro_batch, c.model.seq_len,
-                             c.parallel.tp),
-                 "choose train.micro_batch or model.seq_len so that their product is a multiple of parallel.tp");
+                 fmt::format("parallel.sp splits the tokens of a micro-batch into parallel.tp = {} equal parts, but "
+                             "model.seq_len = {} is not a multiple of it", c.parallel.tp, c.model.seq_len),
+                 "choose a model.seq_len that parallel.tp divides, or parallel.sp=false");
+  }
+  if (c.parallel.sp && c.data.mode == "documents") {
+    throw at_key(c, "parallel.sp",
+                 "parallel.sp is not built for data.mode documents (rows as long as a micro-batch's longest "
+                 "document: their tokens need not split into parallel.tp equal parts)",
+                 "use data.mode packed (rows of model.seq_len) or concat, or parallel.sp=false");
   }
   if (c.parallel.sp && c.train.device != "cpu") {
     throw at_key(c, "parallel.sp", "parallel.sp is not tested on train.device = cuda yet",

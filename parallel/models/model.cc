@@ -297,8 +297,8 @@ void Model::check_sp_rows(int B, int T) const {
   throw core::Error(fmt::format("parallel.sp splits the {} x {} tokens of a micro-batch into parallel.tp = {} equal "
                                 "parts", B, T, tp_.size()))
       .with_yaml("parallel.sp")
-      .with_hint("choose train.micro_batch and model.seq_len (and eval batches) so that micro_batch x seq_len is a "
-                 "multiple of parallel.tp, or parallel.sp=false");
+      .with_hint("choose a model.seq_len that parallel.tp divides (or train.micro_batch rows whose tokens it "
+                 "divides), or parallel.sp=false");
 }
 
 void Model::set_decode_shape(int B, int max_len) {
