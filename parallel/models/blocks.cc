@@ -25,7 +25,7 @@ Tensor first(const Tensor& t, int64_t n) {
 // accumulated) and the group sums it after, so every rank holds the accumulated full sum.
 void begin_row_grad(Model& m, int i) {
   if (!m.sp_rows() || i < 0 || m.tp().rank() == 0) return;
-  m.grads().view(m.params_info()[static_cast<size_t>(i)].offset, {m.params_info()[static_cast<size_t>(i)].numel}).zero_();
+  m.device().memset_zero(m.grad(i), static_cast<size_t>(m.params_info()[static_cast<size_t>(i)].numel) * sizeof(float));
 }
 void sum_row_grad(Model& m, int i) {
   if (m.sp_rows() && i >= 0) m.tp().sum_f32(m.grad(i), m.params_info()[static_cast<size_t>(i)].numel);
