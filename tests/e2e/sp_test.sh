@@ -2,8 +2,8 @@
 # Sequence parallelism end to end (parallel.sp: true): 50 steps at tp 2, dp 2 x tp 2 with
 # ZeRO-1, tp 2 with train.recompute full and Llama at tp 2 reproduce the per-step losses of
 # np 1 within 1e-5 relative (gradient accumulation: 2 micro-batches per step); the start-up
-# memory line shows fewer activations than tp 2 without sp; sp without tp > 1 is refused
-# naming both keys.
+# memory line and `bench step --dry-run` show fewer activations than tp 2 without sp; sp
+# without tp > 1 is refused naming both keys.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(train.steps=50 train.eval_every=0 train.log_every=25 model.n_embd=64 model.seq_len=32
@@ -46,6 +46,17 @@ off, sp = acts(f"{sys.argv[1]}/mem-off.log"), acts(f"{sys.argv[1]}/mem-sp.log")
 said = float(re.search(r"without: ([0-9.]+) MiB", open(f"{sys.argv[1]}/mem-sp.log").read()).group(1))
 assert sp < off and said == off, (off, sp, said)
 print(f"memory line at tp 2: activations {off} MiB (sp off) -> {sp} MiB (sp on)")
+PY
+# the dry run models it (GPT-2 124M at tp 2, micro_batch 4 x 1024)
+g124="$MT_SOURCE_DIR/examples/gpt2-124m.yaml"
+dn=$("$MESHTRAIN" bench step "$g124" --dry-run train.micro_batch=4 parallel.tp=2 | grep "<- configured")
+ds=$("$MESHTRAIN" bench step "$g124" --dry-run train.micro_batch=4 parallel.tp=2 parallel.sp=true |
+     grep "<- configured")
+python3 - "$dn" "$ds" <<'PY'
+import sys
+dn, ds = float(sys.argv[1].split()[9]), float(sys.argv[2].split()[9])  # dp x tp | params working grads optim activ.
+assert ds < dn, (dn, ds)
+print(f"dry run, gpt2-124m tp 2 micro_batch 4: activations {dn} GiB (sp off) -> {ds} GiB (sp on)")
 PY
 set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" parallel.sp=true run.dir="$WORK/bad" 2>&1); rc=$?
