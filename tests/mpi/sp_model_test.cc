@@ -11,7 +11,8 @@
 //    updates each rank's copy on its own);
 //  - the activations a sequence-parallel model holds are what Architecture::activation_bytes
 //    with sp models, and fewer than without sp.
-// And that parallel.sp without tp > 1, or tokens tp does not divide, is refused naming the keys.
+// Decoding a sequence-parallel model gives the logits of the plain one (bitwise: it runs on
+// all rows). And that parallel.sp without tp > 1, or tokens tp does not divide, is refused naming the keys.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -120,6 +121,18 @@ void check_sp(Communicator& world, int tp, const std::string& arch, Recompute rc
   if (rc == Recompute::None) {
     EXPECT_LT(b.act_bytes, a.act_bytes) << what;
   }
+  // decoding runs on all rows (all-reduces) in a sequence-parallel model too; a forward
+  // afterwards is sequence-parallel again
+  std::vector<float> la(static_cast<size_t>(B * 3 * cfg.vocab_size)), lb(la.size());
+  const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6};
+  for (Model* m : {plain.get(), seq.get()}) {
+    m->begin_decode(B, 8);
+    m->decode(prompt.data(), B, 3, (m == plain.get() ? la : lb).data(), true);
+    m->end_decode();
+  }
+  EXPECT_EQ(la, lb) << what << ": decoding differs with sp";
+  const Run c = train(*seq, B, T);
+  EXPECT_EQ(c.token_losses, b.token_losses) << what << ": training after decoding differs";
 }
 
 TEST(SequenceParallel, Tp2MatchesWithoutSp) {
