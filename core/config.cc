@@ -148,6 +148,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<int>("parallel.dp", MT_REF(parallel, dp), 0, 1 << 20, "data-parallel size (0 = world / tp)"));
     v.push_back(F<int>("parallel.tp", MT_REF(parallel, tp), 1, 1 << 20, "tensor-parallel size"));
     v.push_back(F<int>("parallel.zero", MT_REF(parallel, zero), 0, 3, "ZeRO level over dp: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP)"));
+    v.push_back(F<bool>("parallel.sp", MT_REF(parallel, sp), 0, 0, "sequence parallelism (Megatron): in each tp group the norm and residual regions hold 1/tp of the tokens; all-gather before and reduce-scatter after the tp regions instead of all-reduces (needs parallel.tp > 1; same losses, those activations / tp)"));
     v.push_back(F<double>("parallel.bucket_mb", MT_REF(parallel, bucket_mb), 0.001, 4096, "gradient bucket size in MiB"));
     v.push_back(F<double>("parallel.timeout_s", MT_REF(parallel, timeout_s), 0.1, 1e9, "seconds a collective may wait before the job is aborted"));
     v.push_back(F<std::string>("parallel.backend", MT_REF(parallel, backend), 0, 0, "communication backend", {"auto", "mpi", "nccl"}));
@@ -426,6 +427,30 @@ void validate_config(const Config& c, bool model_final) {
   if (c.train.recompute == "selective") {
     throw at_key(c, "train.recompute", "train.recompute = selective is not built yet",
                  "use train.recompute=full (keeps only each block's input) or none");
+  }
+  if (c.parallel.sp && c.parallel.tp < 2) {
+    throw at_key(c, "parallel.sp",
+                 fmt::format("parallel.sp = true needs parallel.tp > 1 (it is {}): sequence parallelism splits the "
+                             "tokens of a tensor-parallel group", c.parallel.tp),
+                 "set parallel.tp to 2 or more, or parallel.sp=false");
+  }
+  // sp splits the rows x seq_len tokens of every micro-batch into tp equal parts: concat and
+  // packed rows are seq_len long (a micro-batch may have fewer rows), documents rows are not
+  if (c.parallel.sp && model_final && c.model.seq_len % c.parallel.tp != 0) {
+    throw at_key(c, "parallel.sp",
+                 fmt::format("parallel.sp splits the tokens of a micro-batch into parallel.tp = {} equal parts, but "
+                             "model.seq_len = {} is not a multiple of it", c.parallel.tp, c.model.seq_len),
+                 "choose a model.seq_len that parallel.tp divides, or parallel.sp=false");
+  }
+  if (c.parallel.sp && c.data.mode == "documents") {
+    throw at_key(c, "parallel.sp",
+                 "parallel.sp is not built for data.mode documents (rows as long as a micro-batch's longest "
+                 "document: their tokens need not split into parallel.tp equal parts)",
+                 "use data.mode packed (rows of model.seq_len) or concat, or parallel.sp=false");
+  }
+  if (c.parallel.sp && c.train.device != "cpu") {
+    throw at_key(c, "parallel.sp", "parallel.sp is not tested on train.device = cuda yet",
+                 "use train.device=cpu, or parallel.sp=false");
   }
   if (c.train.device == "cpu" && c.train.precision == "bf16") {
     throw at_key(c, "train.precision", "train.precision = bf16 needs train.device = cuda (the CPU kernels are fp32)",

@@ -88,6 +88,7 @@ struct ParallelConfig {
   int dp = 0;                  // data-parallel size; 0 = world / tp
   int tp = 1;                  // tensor-parallel size
   int zero = 0;                // 0 = off; 1/2/3 shard optimizer state / + gradients / + parameters over dp
+  bool sp = false;             // sequence parallelism: norms and residuals hold 1/tp of the tokens
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
   std::string backend = "auto";  // auto | mpi | nccl
   std::string grad_reduce_dtype = "fp32";  // fp32 | bf16 (CUDA): dtype of the gradient all-reduce

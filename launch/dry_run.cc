@@ -34,7 +34,7 @@ Plan plan(const core::Config& cfg, const parallel::Architecture& arch, int dp, i
   const double state = cfg.optim.name == "adamw" ? 2.0 : (cfg.optim.momentum > 0 ? 1.0 : 0.0);
   p.optim = state * p.params / (cfg.parallel.zero == 1 ? dp : 1);
   p.acts = arch.activation_bytes(cfg.train.micro_batch, cfg.model.seq_len, tp, bf16 ? 2 : 4, cuda ? 1 : cfg.model.seq_len,
-                                 parallel::parse_recompute(cfg.train.recompute));
+                                 parallel::parse_recompute(cfg.train.recompute), cfg.parallel.sp && tp > 1);
   return p;
 }
 

@@ -12,6 +12,7 @@ std::unique_ptr<TrainModel> make_model(const core::Config& cfg, const parallel::
   parallel::model_context_for_zero(ctx, cfg.parallel.zero, dp);
   ctx.ops = ops;
   ctx.recompute = parallel::parse_recompute(cfg.train.recompute);
+  ctx.sp = cfg.parallel.sp;
   return arch.build(ctx);
 }
 

@@ -197,17 +197,23 @@ std::string Trainer::memory_report() const {
     dev = fmt::format("; {}: {:.1f} MiB allocated (peak {:.1f} MiB)", device_->name(), device_->bytes_in_use() * mib,
                       device_->peak_bytes_in_use() * mib);
   // activations: what the model holds (0 before its first forward), else the modelled figure
-  // at micro_batch x seq_len; with recomputation also the modelled figure without it
-  const auto modelled = [&](parallel::Recompute r) {
+  // at micro_batch x seq_len; with recomputation or sequence parallelism also the modelled
+  // figure without them
+  const auto modelled = [&](parallel::Recompute r, bool sp) {
     const int T = cfg_.model.seq_len, nh = cfg_.model.n_head / tp_;
     const int att_per_row = static_cast<int>(ops_->attention_state_elems(1, T, nh) / (static_cast<int64_t>(nh) * T));
     return model_->arch().activation_bytes(cfg_.train.micro_batch, T, tp_,
-                                           static_cast<int>(core::dtype_size(ops_->working_dtype())), att_per_row, r);
+                                           static_cast<int>(core::dtype_size(ops_->working_dtype())), att_per_row, r, sp);
   };
-  const double acts = model_->activation_bytes() > 0 ? model_->activation_bytes() : modelled(model_->recompute());
-  std::string recompute;
-  if (model_->recompute() == parallel::Recompute::Full)
-    recompute = fmt::format(" (recompute full; none: {:.1f} MiB)", modelled(parallel::Recompute::None) * mib);
+  const bool sp = model_->seq_parallel();
+  const double acts =
+      model_->activation_bytes() > 0 ? model_->activation_bytes() : modelled(model_->recompute(), sp);
+  const bool full = model_->recompute() == parallel::Recompute::Full;
+  std::string recompute;  // "(recompute full; none: X MiB)", "(sp over tp 2; without: X MiB)"
+  if (full || sp)
+    recompute = fmt::format(" ({}{}{}; {}: {:.1f} MiB)", full ? "recompute full" : "", full && sp ? ", " : "",
+                            sp ? fmt::format("sp over tp {}", tp_) : "", sp ? "without" : "none",
+                            modelled(parallel::Recompute::None, false) * mib);
   // ZeRO-2/3: the rank's persistent pieces and the layers gathered (or reduced) around their use
   std::string params_split, grads_split;
   if (!model_->owns_params())

@@ -19,6 +19,17 @@ Tensor first(const Tensor& t, int64_t n) {
   MT_CHECK(n <= t.numel(), "scratch of {} elements used for {}", t.numel(), n);
   return t.view(0, {n});
 }
+
+// Sequence parallelism: a norm's weight gradient from this rank's rows is a partial sum. The
+// ranks other than 0 zero it before the op (rank 0 keeps what earlier micro-batches
+// accumulated) and the group sums it after, so every rank holds the accumulated full sum.
+void begin_row_grad(Model& m, int i) {
+  if (!m.sp_rows() || i < 0 || m.tp().rank() == 0) return;
+  m.device().memset_zero(m.grad(i), static_cast<size_t>(m.params_info()[static_cast<size_t>(i)].numel) * sizeof(float));
+}
+void sum_row_grad(Model& m, int i) {
+  if (m.sp_rows() && i >= 0) m.tp().sum_f32(m.grad(i), m.params_info()[static_cast<size_t>(i)].numel);
+}
 }  // namespace
 
 // ------------------------------------------------------------------ linear layers
@@ -37,12 +48,13 @@ void ColumnLinear::backward(Model& m, Tensor& dinp, const void* dout, const void
   m.sum_replicated_grad(w);
   report_ready(ready, b);
   if (!tied) report_ready(ready, w);
-  m.tp().sum(dinp.raw(), static_cast<int64_t>(N) * C, m.working_dtype());
+  if (!m.sp_rows()) m.tp().sum(dinp.raw(), static_cast<int64_t>(N) * C, m.working_dtype());
 }
 
 void RowLinear::forward(Model& m, void* out, const void* inp, int N) const {
   kernels::Ops& k = m.ops();
   k.matmul_forward(out, inp, m.wparam(w), nullptr, N, ICl, C);  // this rank's partial sum
+  if (m.sp_rows()) return;  // the model reduce-scatters and adds the bias (sp_row_output)
   m.tp().sum(out, static_cast<int64_t>(N) * C, m.working_dtype());
   if (b >= 0) k.add_bias(out, m.wparam(b), N, C);
 }
@@ -70,7 +82,11 @@ void LayerNormLayer::apply(Model& m, void* y, float* mean_out, float* rstd_out, 
 
 void LayerNormLayer::backward(Model& m, void* dx, const void* dout, const void* x, int N,
                               const GradReadyFn& ready) const {
+  begin_row_grad(m, w);
+  begin_row_grad(m, b);
   m.ops().layernorm_backward(dx, m.grad(w), m.grad(b), dout, x, m.wparam(w), mean.f32(), rstd.f32(), N, C);
+  sum_row_grad(m, w);
+  sum_row_grad(m, b);
   report_ready(ready, b);
   report_ready(ready, w);
 }
@@ -152,7 +168,9 @@ void RmsNormLayer::apply(Model& m, void* y, float* rstd_out, const void* x, int 
 
 void RmsNormLayer::backward(Model& m, void* dx, const void* dout, const void* x, int N,
                             const GradReadyFn& ready) const {
+  begin_row_grad(m, w);
   m.ops().rmsnorm_backward(dx, m.grad(w), dout, x, m.wparam(w), rstd.f32(), N, C);
+  sum_row_grad(m, w);
   report_ready(ready, w);
 }
 
@@ -258,7 +276,7 @@ VocabSlice VocabSlice::of(const ParamInfo& e, int tp, int tp_rank) {
 
 void VocabEmbedding::forward(Model& m, void* x, const int32_t* tokens, int N) const {
   m.ops().token_embedding_forward(x, tokens, m.wparam(w), N, C, vs.v_start, vs.Vl);
-  m.tp().sum(x, static_cast<int64_t>(N) * C, m.working_dtype());
+  if (!m.sp_rows()) m.tp().sum(x, static_cast<int64_t>(N) * C, m.working_dtype());
 }
 
 void VocabEmbedding::backward(Model& m, const void* dx, const int32_t* tokens, int N, const GradReadyFn& ready) const {
@@ -274,6 +292,46 @@ void PositionEmbedding::backward(Model& m, const void* dx, const int32_t* pos, i
                                  const GradReadyFn& ready) const {
   m.ops().position_embedding_backward(m.grad(w), dx, pos, B, T, C);
   report_ready(ready, w);
+}
+
+// ------------------------------------------------------------------ sequence parallelism
+const void* sp_gather(Model& m, Tensor& full, const void* local, int N, int C) {
+  const int64_t n = static_cast<int64_t>(N / m.tp().size()) * C;
+  MT_CHECK(full.numel() >= n * m.tp().size(), "sequence-parallel buffer of {} elements for {} rows", full.numel(), N);
+  m.tp().gather(local, full.raw(), n, m.working_dtype());
+  return full.raw();
+}
+
+void sp_scatter(Model& m, void* local, const void* part, int N, int C) {
+  m.tp().scatter_sum(part, local, static_cast<int64_t>(N / m.tp().size()) * C, m.working_dtype());
+}
+
+void sp_row_output(Model& m, void* local, const void* part, const RowLinear& row, int N) {
+  sp_scatter(m, local, part, N, row.C);
+  if (row.b >= 0) m.ops().add_bias(local, m.wparam(row.b), N / m.tp().size(), row.C);
+}
+
+void SeqParallel::alloc(Model& m, int N_, int C_) {
+  on = m.seq_parallel();
+  N = N_, C = C_, R = on ? N / m.tp().size() : N;
+  if (!on) return free();
+  a = Tensor::empty({static_cast<int64_t>(N), C}, m.working_dtype(), m.device());
+  b = Tensor::empty({static_cast<int64_t>(N), C}, m.working_dtype(), m.device());
+  dln = Tensor::empty({static_cast<int64_t>(R), C}, m.working_dtype(), m.device());
+}
+
+const void* SeqParallel::col_in(Model& m, const void* y) { return on ? sp_gather(m, a, y, N, C) : y; }
+
+void SeqParallel::row_done(Model& m, void* out, const RowLinear& r) {
+  if (on) sp_row_output(m, out, b.raw(), r, N);
+}
+
+const void* SeqParallel::row_grad(Model& m, const void* dres) { return on ? sp_gather(m, b, dres, N, C) : dres; }
+
+const void* SeqParallel::col_grad(Model& m, const Scratch& s) {
+  if (!on) return s.dln.raw();
+  sp_scatter(m, dln.raw(), s.dln.raw(), N, C);
+  return dln.raw();
 }
 
 // ------------------------------------------------------------------ cross-entropy

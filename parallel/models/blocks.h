@@ -14,6 +14,13 @@
 //   VocabCrossEntropy  the loss over vocabulary-sliced logits: a max all-reduce, a sum-of-exp
 //                 all-reduce and a target-logit all-reduce; (tokens x vocab) never exists on
 //                 one rank.
+//   Sequence parallelism (Model::sp_rows(), parallel.sp): the residual stream and the norms
+//                 hold this rank's N/tp rows. ColumnLinear's input is all-gathered by the
+//                 model (sp_gather) and its input gradient left a partial sum the model
+//                 reduce-scatters (sp_scatter); RowLinear's output is left a partial sum the
+//                 model reduce-scatters, then adds the bias (sp_row_output), and its output
+//                 gradient is gathered by the model; VocabEmbedding leaves the partial rows to
+//                 be reduce-scattered; norms sum their weight gradients over the group.
 //   LayerNormLayer, Gpt2Attention (causal, heads split across ranks), GeluMlp (GPT-2);
 //   RmsNormLayer, LlamaAttention (grouped kv heads, rotary positions), SwiGluMlp (Llama).
 // Parameters are indices into the Model's flat buffers; layers read the working copy
@@ -211,6 +218,37 @@ struct PositionEmbedding {
   void forward(Model& m, void* x, const int32_t* pos, int B, int T) const;
   void backward(Model& m, const void* dx, const int32_t* pos, int B, int T, const GradReadyFn& ready) const;
 };
+
+// A model's sequence-parallel state for N = B*T rows of width C (on: ModelContext::sp; off:
+// every function is the identity and nothing is allocated). R = N/tp rows of the residual
+// stream on this rank. Each function issues at most one tp collective: call them in separate
+// statements so every rank issues them in the same order.
+struct SeqParallel {
+  bool on = false;
+  int N = 0, C = 0, R = 0;
+  core::Tensor a, b, dln;  // (N, C) gathered rows, (N, C) partial output or gathered gradient, (R, C)
+  void alloc(Model& m, int N, int C);
+  void free() { a = b = dln = core::Tensor(); }
+  size_t bytes() const { return a.defined() ? a.nbytes() + b.nbytes() + dln.nbytes() : 0; }
+  // The input (N, C) of a column-parallel linear from the normalised rows y (R, C).
+  const void* col_in(Model& m, const void* y);
+  // Where a row-parallel linear whose output belongs in out (R, C) writes; then row_done puts
+  // this rank's rows of the sum, plus the bias, into out.
+  void* row_out(void* out) { return on ? b.raw() : out; }
+  void row_done(Model& m, void* out, const RowLinear& r);
+  // The output gradient (N, C) of a row-parallel linear from the residual gradient (R, C).
+  const void* row_grad(Model& m, const void* dres);
+  // The column-parallel input gradient s.dln (N, C) (partial sums) as this rank's rows (R, C).
+  const void* col_grad(Model& m, const Scratch& s);
+};
+
+// Sequence parallelism (see the top): full (at least N x C) = every rank's local rows
+// (N/tp, C) in rank order, returns full.raw(); local (N/tp, C) = this rank's rows of the
+// partial sums part (N, C) summed over tp; sp_row_output: that for a RowLinear's partial
+// output, plus its bias.
+const void* sp_gather(Model& m, core::Tensor& full, const void* local, int N, int C);
+void sp_scatter(Model& m, void* local, const void* part, int N, int C);
+void sp_row_output(Model& m, void* local, const void* part, const RowLinear& row, int N);
 
 // Cross-entropy over vocabulary-sliced logits (N, Vl): per-token losses (N) fp32.
 struct VocabCrossEntropy {

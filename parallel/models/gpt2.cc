@@ -107,20 +107,23 @@ std::vector<std::pair<std::string, int64_t>> Gpt2Architecture::shape_keys() cons
 }
 
 double Gpt2Architecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
-                                          Recompute recompute) const {
+                                          Recompute recompute, bool sp) const {
   // mirrors Gpt2Model::ensure_acts: per block its internals and its output res3 (N, C); with
-  // recomputation one block's internals shared by all, and every block's output
+  // recomputation one block's internals shared by all, and every block's output. Sequence
+  // parallelism: the norms and the residual stream hold R = N/tp rows, plus two (N, C)
+  // buffers for the gathers and an (R, C) reduce-scattered input gradient.
   const core::ModelConfig& m = config();
   const double N = static_cast<double>(B) * T, C = m.n_embd, W = elem_bytes;
+  const double R = sp ? N / tp : N;
   const double NHl = m.n_head / tp, Cl = C / tp, Fl = 4 * C / tp;
   const auto wte = layout_params({param_specs().front()}, tp, 1, nullptr).front();
   const double Vl = static_cast<double>(wte.local_shape[0]);
-  const double ln = N * C * W + 2 * N * 4;
-  const double per_block = ln + N * 3 * Cl * W + B * NHl * T * att_state_per_row * 4.0 + N * Cl * W + N * C * W + ln +
-                           2 * N * Fl * W + N * C * W;
-  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * N * C * W : m.n_layer * per_block;
-  return blocks + N * C * W + ln + 2 * N * Vl * W + 4 * N * 4 + 2 * N * C * W +
-         N * std::max(Cl, Fl) * W + N * std::max(3 * Cl, Fl) * W;
+  const double ln = R * C * W + 2 * R * 4;
+  const double per_block = ln + N * 3 * Cl * W + B * NHl * T * att_state_per_row * 4.0 + N * Cl * W + R * C * W + ln +
+                           2 * N * Fl * W + R * C * W;
+  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * R * C * W : m.n_layer * per_block;
+  return blocks + R * C * W + ln + 2 * N * Vl * W + 4 * N * 4 + R * C * W + N * C * W +
+         N * std::max(Cl, Fl) * W + N * std::max(3 * Cl, Fl) * W + (sp ? 2 * N * C * W + R * C * W : 0);
 }
 
 std::string Gpt2Architecture::describe(int tp) const {
@@ -183,30 +186,41 @@ class Gpt2Model final : public Model {
 
   double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
     ensure_acts(B, T);
-    const int N = B * T;
-    const int64_t NC = static_cast<int64_t>(N) * cfg_.n_embd;
+    sp_rows_ = sp_;
+    const int N = B * T, R = seq_.R;  // R: the rows of the residual stream on this rank
+    const int64_t NC = static_cast<int64_t>(R) * cfg_.n_embd;
     const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
     tokens_ = tok.tokens;
     doc_ids_ = tok.doc_ids;
     positions_ = tok.doc_ids ? tok.positions : nullptr;  // packed documents restart at 0
     kernels::Ops& k = ops();
     void* x = encoded_.raw();
-    embed_.forward(*this, x, tok.tokens, N);
-    pos_.forward(*this, x, positions_, B, T);
+    if (sp_) {  // this rank's rows of the summed token rows, then their positions
+      embed_.forward(*this, seq_.a.raw(), tok.tokens, N);
+      sp_scatter(*this, x, seq_.a.raw(), N, cfg_.n_embd);
+      pos_.forward(*this, x, tok.positions + static_cast<int64_t>(tp_.rank()) * R, 1, R);
+    } else {
+      embed_.forward(*this, x, tok.tokens, N);
+      pos_.forward(*this, x, positions_, B, T);
+    }
     for (size_t l = 0; l < blocks_.size(); ++l) {
       Gpt2Block& b = blocks_[l];
       enter_block(static_cast<int>(l), Pass::Forward);  // (ZeRO-3: gathers its parameters)
-      b.ln1.forward(*this, x, N);
-      b.attn.forward(*this, b.res2.raw(), b.ln1.out.raw(), doc_ids_, B, T);
+      b.ln1.forward(*this, x, R);
+      const void* a_in = seq_.col_in(*this, b.ln1.out.raw());
+      b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, doc_ids_, B, T);
+      seq_.row_done(*this, b.res2.raw(), b.attn.proj);
       k.residual_forward(b.res2.raw(), x, b.res2.raw(), NC);
-      b.ln2.forward(*this, b.res2.raw(), N);
-      b.mlp.forward(*this, b.res3.raw(), b.ln2.out.raw(), N);
+      b.ln2.forward(*this, b.res2.raw(), R);
+      const void* m_in = seq_.col_in(*this, b.ln2.out.raw());
+      b.mlp.forward(*this, seq_.row_out(b.res3.raw()), m_in, N);
+      seq_.row_done(*this, b.res3.raw(), b.mlp.proj);
       k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
       x = b.res3.raw();
     }
     live_ = cfg_.n_layer - 1;  // (recomputation: the shared internals hold the last block's)
-    lnf_.forward(*this, x, N);
-    head_.forward(*this, logits_.raw(), lnf_.out.raw(), N);  // (N, Vl) = lnf @ wte_l^T
+    lnf_.forward(*this, x, R);
+    head_.forward(*this, logits_.raw(), seq_.col_in(*this, lnf_.out.raw()), N);  // (N, Vl) = lnf @ wte_l^T
     if (!tok.targets) return 0.0;
     targets_d_ = tok.targets;
     xent_.forward(*this, logits_.raw(), tok.targets, N);
@@ -215,14 +229,18 @@ class Gpt2Model final : public Model {
 
   void backward(float loss_weight, const GradReadyFn& ready) override {
     MT_CHECK(has_targets(), "backward() needs a forward() with targets");
-    const int B = B_, T = T_, N = B * T;
+    const int B = B_, T = T_, N = B * T, R = seq_.R;
+    sp_rows_ = sp_;
     const float* dloss = stage_loss_weights(loss_weight);
     xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
-    head_.backward(*this, scratch_.dln, dlogits_.raw(), lnf_.out.raw(), N, ready);  // partial sums over slices
+    // (sp: every statement issues at most one tp collective, so all ranks issue them in order)
+    const void* head_in = seq_.col_in(*this, lnf_.out.raw());
+    head_.backward(*this, scratch_.dln, dlogits_.raw(), head_in, N, ready);  // partial sums over slices
     // dres_ becomes d(residual stream) = d(res3 of the last block)
     dres_.zero_();
     const void* x_last = blocks_.empty() ? encoded_.raw() : blocks_.back().res3.raw();
-    lnf_.backward(*this, dres_.raw(), scratch_.dln.raw(), x_last, N, ready);
+    const void* dln = seq_.col_grad(*this, scratch_);
+    lnf_.backward(*this, dres_.raw(), dln, x_last, R, ready);
     void* dres = dres_.raw();
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
       const Gpt2Block& b = blocks_[static_cast<size_t>(l)];
@@ -230,15 +248,22 @@ class Gpt2Model final : public Model {
       enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
       if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
       // res3 = res2 + mlp(ln2(res2)): d(mlp) = d(res3) = dres; dres += the path through ln2
-      b.mlp.backward(*this, scratch_, dres, b.ln2.out.raw(), N, ready);
-      b.ln2.backward(*this, dres, scratch_.dln.raw(), b.res2.raw(), N, ready);
+      const void* dout = seq_.row_grad(*this, dres);
+      const void* m_in = seq_.col_in(*this, b.ln2.out.raw());
+      b.mlp.backward(*this, scratch_, dout, m_in, N, ready);
+      dln = seq_.col_grad(*this, scratch_);
+      b.ln2.backward(*this, dres, dln, b.res2.raw(), R, ready);
       // res2 = x + attn(ln1(x))
-      b.attn.backward(*this, scratch_, dres, b.ln1.out.raw(), doc_ids_, B, T, ready);
-      b.ln1.backward(*this, dres, scratch_.dln.raw(), x, N, ready);
+      dout = seq_.row_grad(*this, dres);
+      const void* a_in = seq_.col_in(*this, b.ln1.out.raw());
+      b.attn.backward(*this, scratch_, dout, a_in, doc_ids_, B, T, ready);
+      dln = seq_.col_grad(*this, scratch_);
+      b.ln1.backward(*this, dres, dln, x, R, ready);
     }
     live_ = -1;
-    pos_.backward(*this, dres, positions_, B, T, ready);
-    embed_.backward(*this, dres, tokens_, N, ready);
+    const void* dx = seq_.row_grad(*this, dres);  // all rows: the embeddings' gradients are then complete
+    pos_.backward(*this, dx, positions_, B, T, ready);
+    embed_.backward(*this, dx, tokens_, N, ready);
     // the caller's next host wait on the device (end of step) must not outlive a dead tp peer
     tp_.host_wait();
   }
@@ -253,6 +278,7 @@ class Gpt2Model final : public Model {
   }
 
   void decode(const int32_t* tokens, int B, int n, float* logits_out, bool all_positions) override {
+    sp_rows_ = false;  // decoding runs on all rows (all-reduces)
     const int past = start_decode(B, n);
     const int N = B * n, C = cfg_.n_embd, Cl = C / tp_.size(), Fl = 4 * C / tp_.size();
     const int64_t NC = static_cast<int64_t>(N) * C;
@@ -297,7 +323,7 @@ class Gpt2Model final : public Model {
     }
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
-    return n + lnf_.bytes() + xent_.bytes();
+    return n + lnf_.bytes() + xent_.bytes() + seq_.bytes();
   }
 
  private:
@@ -307,6 +333,7 @@ class Gpt2Model final : public Model {
     device().synchronize();
     B_ = T_ = 0;
     encoded_ = logits_ = dres_ = dlogits_ = Tensor();
+    seq_.free();
     scratch_ = Scratch();
     for (Gpt2Block& b : blocks_) {
       b.ln1.free();
@@ -324,12 +351,14 @@ class Gpt2Model final : public Model {
   // backward reads: the MLP's output projection (and all-reduce) and res3 are not needed.
   void recompute_block(int l, const void* x) {
     Gpt2Block& b = blocks_[static_cast<size_t>(l)];
-    const int N = B_ * T_;
-    b.ln1.forward(*this, x, N);
-    b.attn.forward(*this, b.res2.raw(), b.ln1.out.raw(), doc_ids_, B_, T_);
-    ops().residual_forward(b.res2.raw(), x, b.res2.raw(), static_cast<int64_t>(N) * cfg_.n_embd);
-    b.ln2.forward(*this, b.res2.raw(), N);
-    b.mlp.forward_hidden(*this, b.ln2.out.raw(), N);
+    const int N = B_ * T_, R = seq_.R;
+    b.ln1.forward(*this, x, R);
+    const void* a_in = seq_.col_in(*this, b.ln1.out.raw());
+    b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, doc_ids_, B_, T_);
+    seq_.row_done(*this, b.res2.raw(), b.attn.proj);
+    ops().residual_forward(b.res2.raw(), x, b.res2.raw(), static_cast<int64_t>(R) * cfg_.n_embd);
+    b.ln2.forward(*this, b.res2.raw(), R);
+    b.mlp.forward_hidden(*this, seq_.col_in(*this, b.ln2.out.raw()), N);
     live_ = l;
   }
 
@@ -339,30 +368,32 @@ class Gpt2Model final : public Model {
     core::Device& dev = device();
     tp_.host_wait();
     dev.synchronize();  // queued work may still use the buffers (and staging memory) replaced here
+    check_sp_rows(B, T);
     B_ = B;
     T_ = T;
-    const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd;
+    seq_.alloc(*this, B * T, cfg_.n_embd);
+    const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd, R = seq_.R;
     const core::DType W = working_dtype();
-    encoded_ = Tensor::empty({N, C}, W, dev);
+    encoded_ = Tensor::empty({R, C}, W, dev);
     for (size_t l = 0; l < blocks_.size(); ++l) {
       Gpt2Block& b = blocks_[l];
       if (l > 0 && recompute() == Recompute::Full) {
         share_internals(b, blocks_[0]);
       } else {
-        b.ln1.alloc(dev, W, N);
+        b.ln1.alloc(dev, W, R);
         b.attn.alloc(ops(), W, B, T);
-        b.res2 = Tensor::empty({N, C}, W, dev);
-        b.ln2.alloc(dev, W, N);
+        b.res2 = Tensor::empty({R, C}, W, dev);
+        b.ln2.alloc(dev, W, R);
         b.mlp.alloc(dev, W, N);
       }
-      b.res3 = Tensor::empty({N, C}, W, dev);
+      b.res3 = Tensor::empty({R, C}, W, dev);
     }
     live_ = -1;
-    lnf_.alloc(dev, W, N);
+    lnf_.alloc(dev, W, R);
     logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
     xent_.alloc(dev, N);
     const int64_t Cl = C / tp_.size(), Fl = 4 * C / tp_.size();
-    dres_ = Tensor::empty({N, C}, W, dev);
+    dres_ = Tensor::empty({R, C}, W, dev);
     scratch_.dln = Tensor::empty({N, C}, W, dev);
     scratch_.dmid = Tensor::empty({N * std::max(Cl, Fl)}, W, dev);
     scratch_.dmid2 = Tensor::empty({N * std::max(3 * Cl, Fl)}, W, dev);
@@ -380,6 +411,7 @@ class Gpt2Model final : public Model {
   int B_ = 0, T_ = 0;
   int live_ = -1;  // recomputation: the block whose internals the shared tensors hold (-1: none)
   Tensor encoded_, logits_, dres_, dlogits_;
+  SeqParallel seq_;  // sequence parallelism: the residual stream's rows R, the gather buffers
   Scratch scratch_;
   DecodeScratch dec_;
   const int32_t* tokens_ = nullptr;

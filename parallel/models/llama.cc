@@ -143,21 +143,25 @@ std::vector<std::pair<std::string, int64_t>> LlamaArchitecture::shape_keys() con
 }
 
 double LlamaArchitecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
-                                           Recompute recompute) const {
+                                           Recompute recompute, bool sp) const {
   // mirrors LlamaModel::ensure_acts: per block its internals and its output res3 (N, C); with
-  // recomputation one block's internals shared by all, and every block's output
+  // recomputation one block's internals shared by all, and every block's output. Sequence
+  // parallelism: the norms and the residual stream hold R = N/tp rows, plus two (N, C)
+  // buffers for the gathers and an (R, C) reduce-scattered input gradient.
   const core::ModelConfig& m = config();
   const double N = static_cast<double>(B) * T, C = m.n_embd, HS = head_size(), W = elem_bytes;
+  const double R = sp ? N / tp : N;
   const double NHl = m.n_head / tp, NKVl = std::max(1, n_kv_ / tp), Fl = ffn_ / tp;
   const auto emb = layout_params({param_specs().front()}, tp, 1, nullptr).front();
   const double Vl = static_cast<double>(emb.local_shape[0]);
   const double inner = std::max({NHl * HS, (NHl + 2 * NKVl) * HS, 2 * Fl});
-  const double norm = N * C * W + N * 4;
+  const double norm = R * C * W + R * 4;
   const double per_block = norm + N * (NHl + 2 * NKVl) * HS * W + B * NHl * T * att_state_per_row * 4.0 +
-                           N * NHl * HS * W + N * C * W + norm + N * 3 * Fl * W + N * C * W;
-  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * N * C * W : m.n_layer * per_block;
-  return blocks + N * C * W /*encoded*/ + norm + 2 * N * Vl * W /*logits, dlogits*/ +
-         4 * N * 4 /*cross-entropy*/ + 2 * N * C * W /*dres, dln*/ + 2 * N * inner * W /*dmid, dmid2*/;
+                           N * NHl * HS * W + R * C * W + norm + N * 3 * Fl * W + R * C * W;
+  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * R * C * W : m.n_layer * per_block;
+  return blocks + R * C * W /*encoded*/ + norm + 2 * N * Vl * W /*logits, dlogits*/ +
+         4 * N * 4 /*cross-entropy*/ + R * C * W + N * C * W /*dres, dln*/ + 2 * N * inner * W /*dmid, dmid2*/ +
+         (sp ? 2 * N * C * W + R * C * W : 0) /*gathers, local dln*/;
 }
 
 std::string LlamaArchitecture::describe(int tp) const {
@@ -231,29 +235,39 @@ class LlamaModel final : public Model {
 
   double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
     ensure_acts(B, T);
-    const int N = B * T;
-    const int64_t NC = static_cast<int64_t>(N) * cfg_.n_embd;
+    sp_rows_ = sp_;
+    const int N = B * T, R = seq_.R;  // R: the rows of the residual stream on this rank
+    const int64_t NC = static_cast<int64_t>(R) * cfg_.n_embd;
     const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
     tokens_ = tok.tokens;
     doc_ids_ = tok.doc_ids;
     pos_ = tok.positions;
     kernels::Ops& k = ops();
     void* x = encoded_.raw();
-    embed_.forward(*this, x, tok.tokens, N);
+    if (sp_) {  // this rank's rows of the summed token rows
+      embed_.forward(*this, seq_.a.raw(), tok.tokens, N);
+      sp_scatter(*this, x, seq_.a.raw(), N, cfg_.n_embd);
+    } else {
+      embed_.forward(*this, x, tok.tokens, N);
+    }
     for (size_t l = 0; l < blocks_.size(); ++l) {
       LlamaBlock& b = blocks_[l];
       enter_block(static_cast<int>(l), Pass::Forward);  // (ZeRO-3: gathers its parameters)
-      b.attn_norm.forward(*this, x, N);
-      b.attn.forward(*this, b.res2.raw(), b.attn_norm.out.raw(), pos_, doc_ids_, B, T);
+      b.attn_norm.forward(*this, x, R);
+      const void* a_in = seq_.col_in(*this, b.attn_norm.out.raw());  // rotary positions: of all N rows
+      b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, pos_, doc_ids_, B, T);
+      seq_.row_done(*this, b.res2.raw(), b.attn.o);
       k.residual_forward(b.res2.raw(), x, b.res2.raw(), NC);
-      b.mlp_norm.forward(*this, b.res2.raw(), N);
-      b.mlp.forward(*this, b.res3.raw(), b.mlp_norm.out.raw(), N);
+      b.mlp_norm.forward(*this, b.res2.raw(), R);
+      const void* m_in = seq_.col_in(*this, b.mlp_norm.out.raw());
+      b.mlp.forward(*this, seq_.row_out(b.res3.raw()), m_in, N);
+      seq_.row_done(*this, b.res3.raw(), b.mlp.down);
       k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
       x = b.res3.raw();
     }
     live_ = cfg_.n_layer - 1;  // (recomputation: the shared internals hold the last block's)
-    norm_.forward(*this, x, N);
-    head_.forward(*this, logits_.raw(), norm_.out.raw(), N);  // (N, Vl) = norm @ lm_head_l^T
+    norm_.forward(*this, x, R);
+    head_.forward(*this, logits_.raw(), seq_.col_in(*this, norm_.out.raw()), N);  // (N, Vl) = norm @ lm_head_l^T
     if (!tok.targets) return 0.0;
     targets_d_ = tok.targets;
     xent_.forward(*this, logits_.raw(), tok.targets, N);
@@ -262,26 +276,37 @@ class LlamaModel final : public Model {
 
   void backward(float loss_weight, const GradReadyFn& ready) override {
     MT_CHECK(has_targets(), "backward() needs a forward() with targets");
-    const int B = B_, T = T_, N = B * T;
+    const int B = B_, T = T_, N = B * T, R = seq_.R;
+    sp_rows_ = sp_;
     const float* dloss = stage_loss_weights(loss_weight);
     xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
-    head_.backward(*this, scratch_.dln, dlogits_.raw(), norm_.out.raw(), N, ready);
+    // (sp: every statement issues at most one tp collective, so all ranks issue them in order)
+    const void* head_in = seq_.col_in(*this, norm_.out.raw());
+    head_.backward(*this, scratch_.dln, dlogits_.raw(), head_in, N, ready);
     dres_.zero_();
     const void* x_last = blocks_.empty() ? encoded_.raw() : blocks_.back().res3.raw();
-    norm_.backward(*this, dres_.raw(), scratch_.dln.raw(), x_last, N, ready);
+    const void* dln = seq_.col_grad(*this, scratch_);
+    norm_.backward(*this, dres_.raw(), dln, x_last, R, ready);
     void* dres = dres_.raw();
     for (int l = cfg_.n_layer - 1; l >= 0; --l) {
       const LlamaBlock& b = blocks_[static_cast<size_t>(l)];
       const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
       enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
       if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
-      b.mlp.backward(*this, scratch_, dres, b.mlp_norm.out.raw(), N, ready);
-      b.mlp_norm.backward(*this, dres, scratch_.dln.raw(), b.res2.raw(), N, ready);
-      b.attn.backward(*this, scratch_, dres, b.attn_norm.out.raw(), pos_, doc_ids_, B, T, ready);
-      b.attn_norm.backward(*this, dres, scratch_.dln.raw(), x, N, ready);
+      const void* dout = seq_.row_grad(*this, dres);
+      const void* m_in = seq_.col_in(*this, b.mlp_norm.out.raw());
+      b.mlp.backward(*this, scratch_, dout, m_in, N, ready);
+      dln = seq_.col_grad(*this, scratch_);
+      b.mlp_norm.backward(*this, dres, dln, b.res2.raw(), R, ready);
+      dout = seq_.row_grad(*this, dres);
+      const void* a_in = seq_.col_in(*this, b.attn_norm.out.raw());
+      b.attn.backward(*this, scratch_, dout, a_in, pos_, doc_ids_, B, T, ready);
+      dln = seq_.col_grad(*this, scratch_);
+      b.attn_norm.backward(*this, dres, dln, x, R, ready);
     }
     live_ = -1;
-    embed_.backward(*this, dres, tokens_, N, ready);
+    const void* dx = seq_.row_grad(*this, dres);  // all rows: the embedding's gradient is then complete
+    embed_.backward(*this, dx, tokens_, N, ready);
     tp_.host_wait();  // the caller's next host wait must not outlive a dead tp peer
   }
 
@@ -294,6 +319,7 @@ class LlamaModel final : public Model {
   }
 
   void decode(const int32_t* tokens, int B, int n, float* logits_out, bool all_positions) override {
+    sp_rows_ = false;  // decoding runs on all rows (all-reduces)
     const int past = start_decode(B, n);
     const int N = B * n, C = cfg_.n_embd;
     const int64_t NC = static_cast<int64_t>(N) * C;
@@ -338,7 +364,7 @@ class LlamaModel final : public Model {
     }
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
-    return n + norm_.bytes() + xent_.bytes();
+    return n + norm_.bytes() + xent_.bytes() + seq_.bytes();
   }
 
  private:
@@ -348,6 +374,7 @@ class LlamaModel final : public Model {
     device().synchronize();
     B_ = T_ = 0;
     encoded_ = logits_ = dres_ = dlogits_ = Tensor();
+    seq_.free();
     scratch_ = Scratch();
     for (LlamaBlock& b : blocks_) {
       b.attn_norm.free();
@@ -365,12 +392,14 @@ class LlamaModel final : public Model {
   // backward reads: the MLP's down projection (and all-reduce) and res3 are not needed.
   void recompute_block(int l, const void* x) {
     LlamaBlock& b = blocks_[static_cast<size_t>(l)];
-    const int N = B_ * T_;
-    b.attn_norm.forward(*this, x, N);
-    b.attn.forward(*this, b.res2.raw(), b.attn_norm.out.raw(), pos_, doc_ids_, B_, T_);
-    ops().residual_forward(b.res2.raw(), x, b.res2.raw(), static_cast<int64_t>(N) * cfg_.n_embd);
-    b.mlp_norm.forward(*this, b.res2.raw(), N);
-    b.mlp.forward_hidden(*this, b.mlp_norm.out.raw(), N);
+    const int N = B_ * T_, R = seq_.R;
+    b.attn_norm.forward(*this, x, R);
+    const void* a_in = seq_.col_in(*this, b.attn_norm.out.raw());
+    b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, pos_, doc_ids_, B_, T_);
+    seq_.row_done(*this, b.res2.raw(), b.attn.o);
+    ops().residual_forward(b.res2.raw(), x, b.res2.raw(), static_cast<int64_t>(R) * cfg_.n_embd);
+    b.mlp_norm.forward(*this, b.res2.raw(), R);
+    b.mlp.forward_hidden(*this, seq_.col_in(*this, b.mlp_norm.out.raw()), N);
     live_ = l;
   }
 
@@ -380,29 +409,31 @@ class LlamaModel final : public Model {
     core::Device& dev = device();
     tp_.host_wait();
     dev.synchronize();  // queued work may still use the buffers (and staging memory) replaced here
+    check_sp_rows(B, T);
     B_ = B;
     T_ = T;
-    const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd;
+    seq_.alloc(*this, B * T, cfg_.n_embd);
+    const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd, R = seq_.R;
     const core::DType W = working_dtype();
-    encoded_ = Tensor::empty({N, C}, W, dev);
+    encoded_ = Tensor::empty({R, C}, W, dev);
     for (size_t l = 0; l < blocks_.size(); ++l) {
       LlamaBlock& b = blocks_[l];
       if (l > 0 && recompute() == Recompute::Full) {
         share_internals(b, blocks_[0]);
       } else {
-        b.attn_norm.alloc(dev, W, N);
+        b.attn_norm.alloc(dev, W, R);
         b.attn.alloc(ops(), W, B, T);
-        b.res2 = Tensor::empty({N, C}, W, dev);
-        b.mlp_norm.alloc(dev, W, N);
+        b.res2 = Tensor::empty({R, C}, W, dev);
+        b.mlp_norm.alloc(dev, W, R);
         b.mlp.alloc(dev, W, N);
       }
-      b.res3 = Tensor::empty({N, C}, W, dev);
+      b.res3 = Tensor::empty({R, C}, W, dev);
     }
     live_ = -1;
-    norm_.alloc(dev, W, N);
+    norm_.alloc(dev, W, R);
     logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
     xent_.alloc(dev, N);
-    dres_ = Tensor::empty({N, C}, W, dev);
+    dres_ = Tensor::empty({R, C}, W, dev);
     scratch_.dln = Tensor::empty({N, C}, W, dev);
     scratch_.dmid = Tensor::empty({N * max_inner_}, W, dev);
     scratch_.dmid2 = Tensor::empty({N * max_inner_}, W, dev);
@@ -422,6 +453,7 @@ class LlamaModel final : public Model {
   int B_ = 0, T_ = 0;
   int live_ = -1;  // recomputation: the block whose internals the shared tensors hold (-1: none)
   Tensor encoded_, logits_, dres_, dlogits_;
+  SeqParallel seq_;  // sequence parallelism: the residual stream's rows R, the gather buffers
   Scratch scratch_;
   const int32_t* tokens_ = nullptr;
   const int32_t* targets_d_ = nullptr;

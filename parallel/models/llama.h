@@ -37,7 +37,7 @@ class LlamaArchitecture final : public Architecture {
   SampleCost sample_cost() const override;
   std::vector<std::pair<std::string, int64_t>> shape_keys() const override;
   double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
-                          Recompute recompute = Recompute::None) const override;
+                          Recompute recompute = Recompute::None, bool sp = false) const override;
   std::string describe(int tp) const override;
   std::unique_ptr<Model> build(const ModelContext& ctx) const override;
 

@@ -81,11 +81,17 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
     : cfg_(arch->config()),
       tp_(ctx.tp_comm, ctx.tp, ctx.tp_rank),
       recompute_(ctx.recompute),
+      sp_(ctx.sp),
       arch_(std::move(arch)),
       ops_(ctx.ops ? ctx.ops : &kernels::cpu_ops()) {
   if (const std::string bad = arch_->tp_violation(ctx.tp); !bad.empty()) {
     throw core::Error(bad).with_yaml("parallel.tp").with_hint(fmt::format("tensor-parallel sizes need {}",
                                                                           arch_->tp_constraint()));
+  }
+  if (ctx.sp && ctx.tp < 2) {
+    throw core::Error(fmt::format("parallel.sp = true needs parallel.tp > 1 (it is {})", ctx.tp))
+        .with_yaml("parallel.sp")
+        .with_hint("sequence parallelism splits the tokens of a tensor-parallel group: set parallel.tp >= 2");
   }
   wdt_ = ops_->working_dtype();
   core::Device& dev = ops_->device();
@@ -340,6 +346,15 @@ size_t Model::kv_cache_bytes() const {
   size_t n = 0;
   for (const Tensor& t : kv_cache_) n += t.defined() ? t.nbytes() : 0;
   return n;
+}
+
+void Model::check_sp_rows(int B, int T) const {
+  if (!sp_ || static_cast<int64_t>(B) * T % tp_.size() == 0) return;
+  throw core::Error(fmt::format("parallel.sp splits the {} x {} tokens of a micro-batch into parallel.tp = {} equal "
+                                "parts", B, T, tp_.size()))
+      .with_yaml("parallel.sp")
+      .with_hint("choose a model.seq_len that parallel.tp divides (or train.micro_batch rows whose tokens it "
+                 "divides), or parallel.sp=false");
 }
 
 void Model::set_decode_shape(int B, int max_len) {

@@ -128,6 +128,11 @@ struct ModelContext {
   // a ParamResidence binds them (set_residence) before the first forward.
   bool align_units = false;
   bool own_params = true, own_grads = true;
+  // Sequence parallelism (parallel.sp, tp > 1): the residual stream, norms and their outputs
+  // hold this rank's N/tp contiguous token rows (rows [rank N/tp, (rank + 1) N/tp) of the
+  // (N, C) row-major activations); all-gather before a column-parallel linear and
+  // reduce-scatter after a row-parallel one replace the all-reduces (decoding keeps all rows).
+  bool sp = false;
 };
 
 // Held by shared_ptr (make_architecture): every Model built from it keeps it alive.
@@ -170,9 +175,11 @@ class Architecture : public std::enable_shared_from_this<Architecture> {
   // keep probabilities: T; CUDA a log-sum-exp: 1). What Model::activation_bytes() reports after
   // such a forward (a test keeps them equal), without building anything: `bench step
   // --dry-run`; with recompute Full, what a Model built with it holds. 0 = not modelled.
+  // With sp (sequence parallelism) the norm and residual activations hold N/tp rows, plus the
+  // model's full-row buffers for the gathers.
   virtual double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
-                                  Recompute recompute = Recompute::None) const {
-    (void)B, (void)T, (void)tp, (void)elem_bytes, (void)att_state_per_row, (void)recompute;
+                                  Recompute recompute = Recompute::None, bool sp = false) const {
+    (void)B, (void)T, (void)tp, (void)elem_bytes, (void)att_state_per_row, (void)recompute, (void)sp;
     return 0;
   }
   // This rank's slice, parameters zero (call Model::init_weights).
@@ -201,6 +208,11 @@ class Model {
   core::Device& device() const { return ops_->device(); }
   const TpGroup& tp() const { return tp_; }
   Recompute recompute() const { return recompute_; }
+  bool seq_parallel() const { return sp_; }  // ModelContext::sp
+  // True while a training forward/backward of a sequence-parallel model runs (false while
+  // decoding): ColumnLinear/RowLinear/VocabEmbedding then leave their tp collective to the
+  // model (see blocks.h), and norms report weight gradients of their local rows only.
+  bool sp_rows() const { return sp_rows_; }
   // flat fp32 master parameters and gradients (device memory); undefined where a residence
   // holds them (ZeRO-3 parameters, ZeRO-2/3 gradients: own_params / own_grads false)
   core::Tensor& params() { return params_; }
@@ -324,6 +336,8 @@ class Model {
   // (Re)allocates the token buffers for N positions; queued device work must be done
   // (callers synchronize before replacing activations).
   void ensure_token_buffers(int64_t N);
+  // Sequence parallelism: throws, naming the keys, unless tp divides the B*T rows.
+  void check_sp_rows(int B, int T) const;
 
   // Decoding state for the architectures that implement it: begin_decode checks (B,
   // max_len), releases the token buffers and records them; start_decode checks a decode
@@ -337,6 +351,8 @@ class Model {
   core::ModelConfig cfg_;
   TpGroup tp_;
   Recompute recompute_ = Recompute::None;
+  bool sp_ = false;
+  bool sp_rows_ = false;  // set by the architectures' forward (sp_) and decode (false)
 
  private:
   std::shared_ptr<const Architecture> arch_;

@@ -35,6 +35,18 @@ void TpGroup::max_f32(float* x, int64_t n) const {
   last_->wait_stream();
 }
 
+void TpGroup::gather(const void* part, void* full, int64_t n, core::DType dtype) const {
+  if (size_ == 1) return;
+  last_ = comm_->iall_gather(part, full, static_cast<size_t>(n), comm_dtype(dtype));
+  last_->wait_stream();
+}
+
+void TpGroup::scatter_sum(const void* full, void* part, int64_t n, core::DType dtype) const {
+  if (size_ == 1) return;
+  last_ = comm_->ireduce_scatter(full, part, static_cast<size_t>(n), comm_dtype(dtype), ReduceOp::Sum);
+  last_->wait_stream();
+}
+
 void TpGroup::gather_f32(const float* send, float* recv, int64_t n) const {
   MT_CHECK(size_ > 1, "gather_f32 on a tensor-parallel group of 1 (read the send buffer)");
   host_wait();

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ZeRO-2 and ZeRO-3 end to end (parallel.zero 2 | 3):
 #  1. 50 steps with gradient accumulation: per-step losses within 1e-5 of one process for zero 2
-#     and 3 at dp 2 and dp 4, zero 3 at dp 2 x tp 2 (GPT-2 and Llama), and zero 3 with
-#     recompute full at dp 2 x tp 2;
+#     and 3 at dp 2 and dp 4, zero 3 at dp 2 x tp 2 (GPT-2 and Llama), zero 3 with recompute
+#     full at dp 2 x tp 2, and dp 2 x tp 2 with zero 3, sequence parallelism and recompute full;
 #  2. the memory line: ZeRO-3's parameter pieces, gradient shard and optimizer state are half
 #     of ZeRO-0's at dp 2 (plus the gathered layers, reported apart);
 #  3. SIGTERM under zero 3 at dp 2 -> checkpoint (each rank its pieces) -> resume=auto ends
@@ -41,7 +41,8 @@ run z3dp4 4 parallel.zero=3
 run z3tp2 4 parallel.zero=3 parallel.tp=2
 run z3tp2rc 4 parallel.zero=3 parallel.tp=2 train.recompute=full
 run llz3tp2 4 parallel.zero=3 parallel.tp=2 model.arch=llama model.n_kv_head=2
-for r in z2dp2 z2dp4 z3dp2 z3dp4 z3tp2 z3tp2rc; do abs_close "$WORK/np1" "$WORK/$r" || fail "$r differs from np 1"; done
+run combo 4 parallel.zero=3 parallel.tp=2 parallel.sp=true train.recompute=full  # every technique at once
+for r in z2dp2 z2dp4 z3dp2 z3dp4 z3tp2 z3tp2rc combo; do abs_close "$WORK/np1" "$WORK/$r" || fail "$r differs from np 1"; done
 abs_close "$WORK/llama1" "$WORK/llz3tp2" || fail "llama zero 3 tp 2 differs from np 1"
 
 # 2. memory: a model with enough layers that the gathered ones are a small part

@@ -175,3 +175,19 @@ TEST(Config, TildeWithoutHomeIsAnErrorNamingTheKey) {
 }
 
 }  // namespace
+
+TEST(Config, SequenceParallelNeedsTpAndSplittableRows) {
+  // parallel.sp splits each micro-batch's tokens over the tp group
+  const std::string tp1 = error_of("", {"parallel.sp=true"});
+  EXPECT_NE(tp1.find("parallel.sp"), std::string::npos) << tp1;
+  EXPECT_NE(tp1.find("parallel.tp"), std::string::npos) << tp1;
+  const std::string odd = error_of("model:\n  seq_len: 33\n", {"parallel.sp=true", "parallel.tp=2"});
+  EXPECT_NE(odd.find("model.seq_len = 33"), std::string::npos) << odd;
+  const std::string docs = error_of("data:\n  source: hdf5\n  path: d\n  mode: documents\n",
+                                    {"parallel.sp=true", "parallel.tp=2"});
+  EXPECT_NE(docs.find("data.mode documents"), std::string::npos) << docs;
+  const std::string cuda = error_of("", {"parallel.sp=true", "parallel.tp=2", "train.device=cuda"});
+  EXPECT_NE(cuda.find("train.device = cuda"), std::string::npos) << cuda;
+  EXPECT_EQ(error_of("model:\n  seq_len: 32\n", {"parallel.sp=true", "parallel.tp=2"}), "");
+  EXPECT_EQ(error_of("model:\n  seq_len: 32\n", {"parallel.sp=true", "parallel.tp=4"}), "");
+}
