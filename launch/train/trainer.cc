@@ -193,8 +193,9 @@ std::string Trainer::memory_report() const {
   };
   const double acts = model_->activation_bytes() > 0 ? model_->activation_bytes() : modelled(model_->recompute());
   std::string recompute;
-  if (model_->recompute() == parallel::Recompute::Full)
-    recompute = fmt::format(" (recompute full; none: {:.1f} MiB)", modelled(parallel::Recompute::None) * mib);
+  if (model_->recompute() != parallel::Recompute::None)
+    recompute = fmt::format(" (recompute {}; none: {:.1f} MiB)", cfg_.train.recompute,
+                            modelled(parallel::Recompute::None) * mib);
   return fmt::format("memory per rank: params {:.1f} MiB{}, grads {:.1f} MiB, optimizer state {:.1f} MiB{}, "
                      "activations {:.1f} MiB{}{}",
                      params, extra, params, optim_->state_bytes() * mib,
