@@ -49,7 +49,7 @@ struct TrainConfig {
   std::string device = "cpu";      // cpu | cuda (GPU local_rank % GPUs per node) | cuda:N
   std::string precision = "auto";  // auto (cpu: fp32, cuda: bf16) | fp32 | bf16 (CUDA only)
   std::string attention = "auto";  // CUDA attention kernel: auto | cudnn | own
-  std::string recompute = "none";  // activation recomputation: none | full (selective: not built yet)
+  std::string recompute = "none";  // activation recomputation: none | full | selective
 };
 
 struct OptimConfig {

@@ -5,7 +5,8 @@
 //   (AdamW m and v, SGD momentum; 1/dp with ZeRO-1) | activations (Architecture::
 //   activation_bytes at train.micro_batch x model.seq_len; the attention state of the device's
 //   kernels: CPU probabilities T x T, CUDA a log-sum-exp per row; with train.recompute full
-//   one block's internals and every block's input)
+//   one block's internals and every block's input; with selective every block's activations
+//   but one attention state and one MLP activation shared by all)
 // Not counted: library workspaces (cuBLAS, cuDNN, NCCL buffers), the data loader's prefetch,
 // communication buckets, the allocator's fragmentation: leave headroom.
 // Why: a user sees what fits (Llama 3 8B at tp 8?) before asking for nodes.

@@ -208,10 +208,11 @@ std::string Trainer::memory_report() const {
   const bool sp = model_->seq_parallel();
   const double acts =
       model_->activation_bytes() > 0 ? model_->activation_bytes() : modelled(model_->recompute(), sp);
-  const bool full = model_->recompute() == parallel::Recompute::Full;
+  const bool full = model_->recompute() != parallel::Recompute::None;
   std::string recompute;  // "(recompute full; none: X MiB)", "(sp over tp 2; without: X MiB)"
   if (full || sp)
-    recompute = fmt::format(" ({}{}{}; {}: {:.1f} MiB)", full ? "recompute full" : "", full && sp ? ", " : "",
+    recompute = fmt::format(" ({}{}{}; {}: {:.1f} MiB)", full ? "recompute " + cfg_.train.recompute : "",
+                            full && sp ? ", " : "",
                             sp ? fmt::format("sp over tp {}", tp_) : "", sp ? "without" : "none",
                             modelled(parallel::Recompute::None, false) * mib);
   // ZeRO-2/3: the rank's persistent pieces and the layers gathered (or reduced) around their use

@@ -92,11 +92,11 @@ void LayerNormLayer::backward(Model& m, void* dx, const void* dout, const void* 
 }
 
 // ------------------------------------------------------------------ attention
-void Gpt2Attention::alloc(kernels::Ops& k, core::DType wdt, int B, int T) {
+void Gpt2Attention::alloc(kernels::Ops& k, core::DType wdt, int B, int T, bool with_state) {
   const int64_t N = static_cast<int64_t>(B) * T;
   core::Device& dev = k.device();
   qkv_out = Tensor::empty({N, 3 * Cl}, wdt, dev);
-  att = Tensor::empty({k.attention_state_elems(B, T, NHl)}, core::DType::F32, dev);
+  att = with_state ? Tensor::empty({k.attention_state_elems(B, T, NHl)}, core::DType::F32, dev) : Tensor();
   atty = Tensor::empty({N, Cl}, wdt, dev);
 }
 
@@ -105,6 +105,10 @@ void Gpt2Attention::forward(Model& m, void* out, const void* x, const int32_t* d
   qkv.forward(m, qkv_out.raw(), x, N);
   m.ops().attention_forward(atty.raw(), att.f32(), qkv_out.raw(), doc_ids, B, T, Cl, NHl, NHl);
   proj.forward(m, out, atty.raw(), N);
+}
+
+void Gpt2Attention::recompute_state(Model& m, const int32_t* doc_ids, int B, int T) {
+  m.ops().attention_forward(atty.raw(), att.f32(), qkv_out.raw(), doc_ids, B, T, Cl, NHl, NHl);
 }
 
 void Gpt2Attention::backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* doc_ids, int B,
@@ -130,9 +134,9 @@ void Gpt2Attention::decode(Model& m, void* out, const void* x, void* k, void* v,
 }
 
 // ------------------------------------------------------------------ MLP
-void GeluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N) {
+void GeluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N, bool with_activation) {
   fch = Tensor::empty({N, Fl}, wdt, dev);
-  fch_gelu = Tensor::empty({N, Fl}, wdt, dev);
+  fch_gelu = with_activation ? Tensor::empty({N, Fl}, wdt, dev) : Tensor();
 }
 
 void GeluMlp::apply(Model& m, void* out, const void* x, int N, void* h, void* h_gelu) const {
@@ -143,6 +147,10 @@ void GeluMlp::apply(Model& m, void* out, const void* x, int N, void* h, void* h_
 
 void GeluMlp::forward_hidden(Model& m, const void* x, int N) {
   fc.forward(m, fch.raw(), x, N);
+  m.ops().gelu_forward(fch_gelu.raw(), fch.raw(), static_cast<int64_t>(N) * Fl);
+}
+
+void GeluMlp::recompute_activation(Model& m, int N) {
   m.ops().gelu_forward(fch_gelu.raw(), fch.raw(), static_cast<int64_t>(N) * Fl);
 }
 
@@ -193,11 +201,11 @@ void RopeTables::init(core::Device& dev, int max_pos, int HS_, double theta) {
   dev.copy(sin.raw(), s.data(), s.size() * sizeof(float));
 }
 
-void LlamaAttention::alloc(kernels::Ops& k, core::DType wdt, int B, int T) {
+void LlamaAttention::alloc(kernels::Ops& k, core::DType wdt, int B, int T, bool with_state) {
   const int64_t N = static_cast<int64_t>(B) * T;
   core::Device& dev = k.device();
   qkv_out = Tensor::empty({N, qkv_width()}, wdt, dev);
-  att = Tensor::empty({k.attention_state_elems(B, T, NHl)}, core::DType::F32, dev);
+  att = with_state ? Tensor::empty({k.attention_state_elems(B, T, NHl)}, core::DType::F32, dev) : Tensor();
   atty = Tensor::empty({N, static_cast<int64_t>(NHl) * HS}, wdt, dev);
 }
 
@@ -223,6 +231,10 @@ void LlamaAttention::decode(Model& m, void* out, const void* x, const int32_t* p
   o.forward(m, out, s.atty.raw(), N);
 }
 
+void LlamaAttention::recompute_state(Model& m, const int32_t* doc_ids, int B, int T) {
+  m.ops().attention_forward(atty.raw(), att.f32(), qkv_out.raw(), doc_ids, B, T, NHl * HS, NHl, NKVl);
+}
+
 void LlamaAttention::backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* pos,
                               const int32_t* doc_ids, int B, int T, const GradReadyFn& ready) const {
   const int N = B * T;
@@ -237,9 +249,9 @@ void LlamaAttention::backward(Model& m, Scratch& s, const void* dout, const void
   qkv.backward(m, s.dln, dqkv.raw(), x, N, ready);  // (sums the shared kv heads' weight gradient)
 }
 
-void SwiGluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N) {
+void SwiGluMlp::alloc(core::Device& dev, core::DType wdt, int64_t N, bool with_activation) {
   gu = Tensor::empty({N, 2 * static_cast<int64_t>(Fl)}, wdt, dev);
-  act = Tensor::empty({N, Fl}, wdt, dev);
+  act = with_activation ? Tensor::empty({N, Fl}, wdt, dev) : Tensor();
 }
 
 void SwiGluMlp::apply(Model& m, void* out, const void* x, int N, void* gu_out, void* act_out) const {
@@ -250,6 +262,10 @@ void SwiGluMlp::apply(Model& m, void* out, const void* x, int N, void* gu_out, v
 
 void SwiGluMlp::forward_hidden(Model& m, const void* x, int N) {
   gate_up.forward(m, gu.raw(), x, N);
+  m.ops().swiglu_forward(act.raw(), gu.raw(), N, Fl);
+}
+
+void SwiGluMlp::recompute_activation(Model& m, int N) {
   m.ops().swiglu_forward(act.raw(), gu.raw(), N, Fl);
 }
 

@@ -98,7 +98,8 @@ struct Gpt2Attention {
   RowLinear proj;    // ICl = Cl
   int NHl = 0, Cl = 0;
   core::Tensor qkv_out, att, atty;  // (N, 3Cl), attention state, (N, Cl)
-  void alloc(kernels::Ops& k, core::DType wdt, int B, int T);
+  // with_state false: att is left for the caller to set (Recompute::Selective shares one)
+  void alloc(kernels::Ops& k, core::DType wdt, int B, int T, bool with_state = true);
   void free() { qkv_out = att = atty = core::Tensor(); }
   // out (N, C) = the block's output (all-reduced, bias added); x the normalised input.
   void forward(Model& m, void* out, const void* x, const int32_t* doc_ids, int B, int T);
@@ -106,6 +107,9 @@ struct Gpt2Attention {
   // those rows; k, v: this layer's cache (B, NHl, max_len, HS), appended to.
   void decode(Model& m, void* out, const void* x, void* k, void* v, DecodeScratch& s, int B, int n, int past,
               int max_len) const;
+  // Recompute::Selective: att again from the kept qkv_out, by the forward's attention kernel
+  // (atty is rewritten with the same values, so the backward reads a consistent pair)
+  void recompute_state(Model& m, const int32_t* doc_ids, int B, int T);
   // dx (scratch.dln) = the all-reduced gradient of x, from dout (N, C).
   void backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* doc_ids, int B, int T,
                 const GradReadyFn& ready) const;
@@ -118,7 +122,8 @@ struct GeluMlp {
   RowLinear proj;
   int Fl = 0;
   core::Tensor fch, fch_gelu;  // (N, Fl) each
-  void alloc(core::Device& dev, core::DType wdt, int64_t N);
+  // with_activation false: fch_gelu is left for the caller to set (Recompute::Selective)
+  void alloc(core::Device& dev, core::DType wdt, int64_t N, bool with_activation = true);
   void free() { fch = fch_gelu = core::Tensor(); }
   void forward(Model& m, void* out, const void* x, int N) { apply(m, out, x, N, fch.raw(), fch_gelu.raw()); }
   // forward with the hidden activations in given buffers h, h_gelu (N, Fl)
@@ -126,6 +131,8 @@ struct GeluMlp {
   // the forward up to what backward reads (fch, fch_gelu), without the output projection and
   // its all-reduce: activation recomputation (Recompute::Full)
   void forward_hidden(Model& m, const void* x, int N);
+  // fch_gelu again from the kept fch (Recompute::Selective)
+  void recompute_activation(Model& m, int N);
   void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return fch.nbytes() + fch_gelu.nbytes(); }
 };
@@ -165,7 +172,8 @@ struct LlamaAttention {
   const RopeTables* rope = nullptr;
   core::Tensor qkv_out, att, atty;  // (N, (NHl + 2 NKVl) HS) rotated, attention state, (N, NHl HS)
   int qkv_width() const { return (NHl + 2 * NKVl) * HS; }
-  void alloc(kernels::Ops& k, core::DType wdt, int B, int T);
+  // with_state false: att is left for the caller to set (Recompute::Selective shares one)
+  void alloc(kernels::Ops& k, core::DType wdt, int B, int T, bool with_state = true);
   void free() { qkv_out = att = atty = core::Tensor(); }
   // out (N, C) = the block's output (all-reduced); x the normalised input; pos (N) positions.
   void forward(Model& m, void* out, const void* x, const int32_t* pos, const int32_t* doc_ids, int B, int T);
@@ -173,6 +181,9 @@ struct LlamaAttention {
   // this layer's cache (B, NKVl, max_len, HS), appended to (rotated keys, as forward's).
   void decode(Model& m, void* out, const void* x, const int32_t* pos, void* k, void* v, DecodeScratch& s, int B,
               int n, int past, int max_len) const;
+  // Recompute::Selective: att again from the kept (rotated) qkv_out, by the forward's
+  // attention kernel (atty rewritten with the same values)
+  void recompute_state(Model& m, const int32_t* doc_ids, int B, int T);
   // dx (scratch.dln) = the all-reduced gradient of x, from dout (N, C).
   void backward(Model& m, Scratch& s, const void* dout, const void* x, const int32_t* pos, const int32_t* doc_ids,
                 int B, int T, const GradReadyFn& ready) const;
@@ -186,12 +197,15 @@ struct SwiGluMlp {
   RowLinear down;        // ICl = Fl
   int Fl = 0;
   core::Tensor gu, act;  // (N, 2Fl), (N, Fl)
-  void alloc(core::Device& dev, core::DType wdt, int64_t N);
+  // with_activation false: act is left for the caller to set (Recompute::Selective)
+  void alloc(core::Device& dev, core::DType wdt, int64_t N, bool with_activation = true);
   void free() { gu = act = core::Tensor(); }
   void forward(Model& m, void* out, const void* x, int N) { apply(m, out, x, N, gu.raw(), act.raw()); }
   void apply(Model& m, void* out, const void* x, int N, void* gu_out, void* act_out) const;
   // the forward up to what backward reads (gu, act): activation recomputation
   void forward_hidden(Model& m, const void* x, int N);
+  // act again from the kept gu (Recompute::Selective)
+  void recompute_activation(Model& m, int N);
   void backward(Model& m, Scratch& s, const void* dout, const void* x, int N, const GradReadyFn& ready) const;
   size_t bytes() const { return gu.nbytes() + act.nbytes(); }
 };

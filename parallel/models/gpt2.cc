@@ -109,9 +109,10 @@ std::vector<std::pair<std::string, int64_t>> Gpt2Architecture::shape_keys() cons
 double Gpt2Architecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
                                           Recompute recompute, bool sp) const {
   // mirrors Gpt2Model::ensure_acts: per block its internals and its output res3 (N, C); with
-  // recomputation one block's internals shared by all, and every block's output. Sequence
-  // parallelism: the norms and the residual stream hold R = N/tp rows, plus two (N, C)
-  // buffers for the gathers and an (R, C) reduce-scattered input gradient.
+  // full recomputation one block's internals shared by all, and every block's output; with
+  // selective every block's but one attention state and one GELU output, shared by all.
+  // Sequence parallelism: the norms and the residual stream hold R = N/tp rows, plus two
+  // (N, C) buffers for the gathers and an (R, C) reduce-scattered input gradient.
   const core::ModelConfig& m = config();
   const double N = static_cast<double>(B) * T, C = m.n_embd, W = elem_bytes;
   const double R = sp ? N / tp : N;
@@ -121,7 +122,10 @@ double Gpt2Architecture::activation_bytes(int B, int T, int tp, int elem_bytes, 
   const double ln = R * C * W + 2 * R * 4;
   const double per_block = ln + N * 3 * Cl * W + B * NHl * T * att_state_per_row * 4.0 + N * Cl * W + R * C * W + ln +
                            2 * N * Fl * W + R * C * W;
-  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * R * C * W : m.n_layer * per_block;
+  const double recomputed = B * NHl * T * att_state_per_row * 4.0 + N * Fl * W;  // att, fch_gelu
+  const double blocks = recompute == Recompute::Full        ? per_block + (m.n_layer - 1) * R * C * W
+                        : recompute == Recompute::Selective ? m.n_layer * per_block - (m.n_layer - 1) * recomputed
+                                                            : m.n_layer * per_block;
   return blocks + R * C * W + ln + 2 * N * Vl * W + 4 * N * 4 + R * C * W + N * C * W +
          N * std::max(Cl, Fl) * W + N * std::max(3 * Cl, Fl) * W + (sp ? 2 * N * C * W + R * C * W : 0);
 }
@@ -154,6 +158,13 @@ void share_internals(Gpt2Block& to, const Gpt2Block& from) {
   to.ln2.out = from.ln2.out, to.ln2.mean = from.ln2.mean, to.ln2.rstd = from.ln2.rstd;
   to.mlp.fch = from.mlp.fch, to.mlp.fch_gelu = from.mlp.fch_gelu;
 }
+
+// Recompute::Selective: `to` uses `from`'s attention state and GELU output, keeping the rest.
+void share_recomputed(Gpt2Block& to, const Gpt2Block& from) {
+  to.attn.att = from.attn.att;
+  to.mlp.fch_gelu = from.mlp.fch_gelu;
+}
+size_t recomputed_bytes(const Gpt2Block& b) { return b.attn.att.nbytes() + b.mlp.fch_gelu.nbytes(); }
 
 class Gpt2Model final : public Model {
  public:
@@ -246,7 +257,7 @@ class Gpt2Model final : public Model {
       const Gpt2Block& b = blocks_[static_cast<size_t>(l)];
       const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
       enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
-      if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
+      if (recompute() != Recompute::None && l != live_) recompute_block(l, x);
       // res3 = res2 + mlp(ln2(res2)): d(mlp) = d(res3) = dres; dres += the path through ln2
       const void* dout = seq_.row_grad(*this, dres);
       const void* m_in = seq_.col_in(*this, b.ln2.out.raw());
@@ -317,8 +328,9 @@ class Gpt2Model final : public Model {
     size_t n = 0;
     for (size_t l = 0; l < blocks_.size(); ++l) {  // shared internals (recomputation) count once
       const Gpt2Block& b = blocks_[l];
-      if (l == 0 || recompute() == Recompute::None)
+      if (l == 0 || recompute() != Recompute::Full)
         n += b.ln1.bytes() + b.attn.bytes() + b.res2.nbytes() + b.ln2.bytes() + b.mlp.bytes();
+      if (l > 0 && recompute() == Recompute::Selective) n -= recomputed_bytes(b);
       n += b.res3.nbytes();
     }
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
@@ -349,9 +361,17 @@ class Gpt2Model final : public Model {
   // Recompute::Full: block l's forward from its input x into the shared internals, as
   // forward() ran it (same kernels, same tp all-reduces in the same order), up to what its
   // backward reads: the MLP's output projection (and all-reduce) and res3 are not needed.
+  // Recompute::Selective: only its attention state (from its kept qkv) and GELU output (from
+  // its kept fch) into the shared buffers; local kernels, no tp collective.
   void recompute_block(int l, const void* x) {
     Gpt2Block& b = blocks_[static_cast<size_t>(l)];
     const int N = B_ * T_, R = seq_.R;
+    if (recompute() == Recompute::Selective) {
+      b.attn.recompute_state(*this, doc_ids_, B_, T_);
+      b.mlp.recompute_activation(*this, N);
+      live_ = l;
+      return;
+    }
     b.ln1.forward(*this, x, R);
     const void* a_in = seq_.col_in(*this, b.ln1.out.raw());
     b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, doc_ids_, B_, T_);
@@ -377,14 +397,16 @@ class Gpt2Model final : public Model {
     encoded_ = Tensor::empty({R, C}, W, dev);
     for (size_t l = 0; l < blocks_.size(); ++l) {
       Gpt2Block& b = blocks_[l];
-      if (l > 0 && recompute() == Recompute::Full) {
+      const bool own = l == 0 || recompute() == Recompute::None;  // else shares block 0's
+      if (!own && recompute() == Recompute::Full) {
         share_internals(b, blocks_[0]);
       } else {
         b.ln1.alloc(dev, W, R);
-        b.attn.alloc(ops(), W, B, T);
+        b.attn.alloc(ops(), W, B, T, own);
         b.res2 = Tensor::empty({R, C}, W, dev);
         b.ln2.alloc(dev, W, R);
-        b.mlp.alloc(dev, W, N);
+        b.mlp.alloc(dev, W, N, own);
+        if (!own) share_recomputed(b, blocks_[0]);
       }
       b.res3 = Tensor::empty({R, C}, W, dev);
     }
@@ -409,7 +431,7 @@ class Gpt2Model final : public Model {
   VocabCrossEntropy xent_;
   // activations for the current (B, T)
   int B_ = 0, T_ = 0;
-  int live_ = -1;  // recomputation: the block whose internals the shared tensors hold (-1: none)
+  int live_ = -1;  // recomputation: the block whose values the shared tensors hold (-1: none)
   Tensor encoded_, logits_, dres_, dlogits_;
   SeqParallel seq_;  // sequence parallelism: the residual stream's rows R, the gather buffers
   Scratch scratch_;

@@ -145,9 +145,10 @@ std::vector<std::pair<std::string, int64_t>> LlamaArchitecture::shape_keys() con
 double LlamaArchitecture::activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,
                                            Recompute recompute, bool sp) const {
   // mirrors LlamaModel::ensure_acts: per block its internals and its output res3 (N, C); with
-  // recomputation one block's internals shared by all, and every block's output. Sequence
-  // parallelism: the norms and the residual stream hold R = N/tp rows, plus two (N, C)
-  // buffers for the gathers and an (R, C) reduce-scattered input gradient.
+  // full recomputation one block's internals shared by all, and every block's output; with
+  // selective every block's but one attention state and one SwiGLU output, shared by all.
+  // Sequence parallelism: the norms and the residual stream hold R = N/tp rows, plus two
+  // (N, C) buffers for the gathers and an (R, C) reduce-scattered input gradient.
   const core::ModelConfig& m = config();
   const double N = static_cast<double>(B) * T, C = m.n_embd, HS = head_size(), W = elem_bytes;
   const double R = sp ? N / tp : N;
@@ -158,7 +159,10 @@ double LlamaArchitecture::activation_bytes(int B, int T, int tp, int elem_bytes,
   const double norm = R * C * W + R * 4;
   const double per_block = norm + N * (NHl + 2 * NKVl) * HS * W + B * NHl * T * att_state_per_row * 4.0 +
                            N * NHl * HS * W + R * C * W + norm + N * 3 * Fl * W + R * C * W;
-  const double blocks = recompute == Recompute::Full ? per_block + (m.n_layer - 1) * R * C * W : m.n_layer * per_block;
+  const double recomputed = B * NHl * T * att_state_per_row * 4.0 + N * Fl * W;  // att, act
+  const double blocks = recompute == Recompute::Full        ? per_block + (m.n_layer - 1) * R * C * W
+                        : recompute == Recompute::Selective ? m.n_layer * per_block - (m.n_layer - 1) * recomputed
+                                                            : m.n_layer * per_block;
   return blocks + R * C * W /*encoded*/ + norm + 2 * N * Vl * W /*logits, dlogits*/ +
          4 * N * 4 /*cross-entropy*/ + R * C * W + N * C * W /*dres, dln*/ + 2 * N * inner * W /*dmid, dmid2*/ +
          (sp ? 2 * N * C * W + R * C * W : 0) /*gathers, local dln*/;
@@ -194,6 +198,13 @@ void share_internals(LlamaBlock& to, const LlamaBlock& from) {
   to.mlp_norm.out = from.mlp_norm.out, to.mlp_norm.rstd = from.mlp_norm.rstd;
   to.mlp.gu = from.mlp.gu, to.mlp.act = from.mlp.act;
 }
+
+// Recompute::Selective: `to` uses `from`'s attention state and SwiGLU output, keeping the rest.
+void share_recomputed(LlamaBlock& to, const LlamaBlock& from) {
+  to.attn.att = from.attn.att;
+  to.mlp.act = from.mlp.act;
+}
+size_t recomputed_bytes(const LlamaBlock& b) { return b.attn.att.nbytes() + b.mlp.act.nbytes(); }
 
 class LlamaModel final : public Model {
  public:
@@ -292,7 +303,7 @@ class LlamaModel final : public Model {
       const LlamaBlock& b = blocks_[static_cast<size_t>(l)];
       const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
       enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
-      if (recompute() == Recompute::Full && l != live_) recompute_block(l, x);
+      if (recompute() != Recompute::None && l != live_) recompute_block(l, x);
       const void* dout = seq_.row_grad(*this, dres);
       const void* m_in = seq_.col_in(*this, b.mlp_norm.out.raw());
       b.mlp.backward(*this, scratch_, dout, m_in, N, ready);
@@ -358,8 +369,9 @@ class LlamaModel final : public Model {
     size_t n = 0;
     for (size_t l = 0; l < blocks_.size(); ++l) {  // shared internals (recomputation) count once
       const LlamaBlock& b = blocks_[l];
-      if (l == 0 || recompute() == Recompute::None)
+      if (l == 0 || recompute() != Recompute::Full)
         n += b.attn_norm.bytes() + b.attn.bytes() + b.res2.nbytes() + b.mlp_norm.bytes() + b.mlp.bytes();
+      if (l > 0 && recompute() == Recompute::Selective) n -= recomputed_bytes(b);
       n += b.res3.nbytes();
     }
     for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
@@ -390,9 +402,17 @@ class LlamaModel final : public Model {
   // Recompute::Full: block l's forward from its input x into the shared internals, as
   // forward() ran it (same kernels, same tp all-reduces in the same order), up to what its
   // backward reads: the MLP's down projection (and all-reduce) and res3 are not needed.
+  // Recompute::Selective: only its attention state (from its kept, rotated qkv) and SwiGLU
+  // output (from its kept gu) into the shared buffers; local kernels, no tp collective.
   void recompute_block(int l, const void* x) {
     LlamaBlock& b = blocks_[static_cast<size_t>(l)];
     const int N = B_ * T_, R = seq_.R;
+    if (recompute() == Recompute::Selective) {
+      b.attn.recompute_state(*this, doc_ids_, B_, T_);
+      b.mlp.recompute_activation(*this, N);
+      live_ = l;
+      return;
+    }
     b.attn_norm.forward(*this, x, R);
     const void* a_in = seq_.col_in(*this, b.attn_norm.out.raw());
     b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, pos_, doc_ids_, B_, T_);
@@ -418,14 +438,16 @@ class LlamaModel final : public Model {
     encoded_ = Tensor::empty({R, C}, W, dev);
     for (size_t l = 0; l < blocks_.size(); ++l) {
       LlamaBlock& b = blocks_[l];
-      if (l > 0 && recompute() == Recompute::Full) {
+      const bool own = l == 0 || recompute() == Recompute::None;  // else shares block 0's
+      if (!own && recompute() == Recompute::Full) {
         share_internals(b, blocks_[0]);
       } else {
         b.attn_norm.alloc(dev, W, R);
-        b.attn.alloc(ops(), W, B, T);
+        b.attn.alloc(ops(), W, B, T, own);
         b.res2 = Tensor::empty({R, C}, W, dev);
         b.mlp_norm.alloc(dev, W, R);
-        b.mlp.alloc(dev, W, N);
+        b.mlp.alloc(dev, W, N, own);
+        if (!own) share_recomputed(b, blocks_[0]);
       }
       b.res3 = Tensor::empty({R, C}, W, dev);
     }
@@ -451,7 +473,7 @@ class LlamaModel final : public Model {
   int nhl_ = 0, nkvl_ = 0, hs_ = 0, fl_ = 0;  // local query heads, kv heads, head size, SwiGLU width
   DecodeScratch dec_;
   int B_ = 0, T_ = 0;
-  int live_ = -1;  // recomputation: the block whose internals the shared tensors hold (-1: none)
+  int live_ = -1;  // recomputation: the block whose values the shared tensors hold (-1: none)
   Tensor encoded_, logits_, dres_, dlogits_;
   SeqParallel seq_;  // sequence parallelism: the residual stream's rows R, the gather buffers
   Scratch scratch_;

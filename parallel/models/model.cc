@@ -72,9 +72,10 @@ TpRule tp_rule(const Architecture& arch) {
 Recompute parse_recompute(const std::string& s) {
   if (s == "none") return Recompute::None;
   if (s == "full") return Recompute::Full;
-  throw core::Error(fmt::format("train.recompute = {} is not built (yet)", s))
+  if (s == "selective") return Recompute::Selective;
+  throw core::Error(fmt::format("unknown train.recompute = {}", s))
       .with_yaml("train.recompute")
-      .with_hint("use none or full");
+      .with_hint("use none, selective or full");
 }
 
 Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)

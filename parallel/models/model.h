@@ -108,10 +108,15 @@ using GradReadyFn = std::function<void(int param_index)>;
 // Activation recomputation (train.recompute): None keeps every block's activations for
 // backward; Full keeps only each block's input (the residual stream entering it) and re-runs
 // the block's forward, its tp collectives included, just before its backward, so the blocks'
-// internal activations need one block's worth of buffers, shared by all layers. Same kernels
-// in the same order: losses and gradients are bitwise those of None.
-enum class Recompute { None, Full };
-// "none" | "full" (train.recompute); throws naming the key on anything else.
+// internal activations need one block's worth of buffers, shared by all layers. Selective
+// (Megatron's) keeps the cheap-to-store tensors (norm outputs and statistics, qkv, attention
+// output, residuals, the MLP's first projection) and drops the expensive-to-store,
+// cheap-to-recompute ones: the attention state (CPU: the T x T probabilities) and the MLP
+// activation (GELU / SwiGLU output), one buffer of each shared by all layers, re-derived from
+// the kept qkv and projection just before the block's backward (local kernels, no tp
+// collective). Same kernels on the same inputs: losses and gradients are bitwise those of None.
+enum class Recompute { None, Full, Selective };
+// "none" | "full" | "selective" (train.recompute); throws naming the key on anything else.
 Recompute parse_recompute(const std::string& s);
 
 // Where a Model is built: its tp group (comm may be null at tp 1; for CUDA a device
@@ -174,7 +179,8 @@ class Architecture : public std::enable_shared_from_this<Architecture> {
   // attention state is B x local heads x T x att_state_per_row fp32 values (the CPU kernels
   // keep probabilities: T; CUDA a log-sum-exp: 1). What Model::activation_bytes() reports after
   // such a forward (a test keeps them equal), without building anything: `bench step
-  // --dry-run`; with recompute Full, what a Model built with it holds. 0 = not modelled.
+  // --dry-run`; with recompute Full or Selective, what a Model built with it holds. 0 = not
+  // modelled.
   // With sp (sequence parallelism) the norm and residual activations hold N/tp rows, plus the
   // model's full-row buffers for the gathers.
   virtual double activation_bytes(int B, int T, int tp, int elem_bytes, int att_state_per_row,

@@ -141,7 +141,9 @@ void check_zero(int zero, const std::string& arch) {
     EXPECT_EQ(static_cast<int64_t>(stored.size()), model->num_local_params() / W) << "ZeRO-3 stores 1/dp";
     EXPECT_FALSE(model->owns_params());
   }
-  EXPECT_LE(worst, 1e-6) << "updated parameters differ";
+  // AdamW's first step moves an element by lr g / (|g| + eps): for gradients near eps the
+  // summation order of the reduction shows; 1e-3 of the step is far below any real error
+  EXPECT_LE(worst, 1e-3 * oc.lr) << "updated parameters differ";
   // a forward with the updated parameters (ZeRO-3 gathers each block)
   const double want = ref->forward(xs[0].data(), ys[0].data(), B, T);
   const double got = model->forward(xs[0].data(), ys[0].data(), B, T);
