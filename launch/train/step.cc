@@ -37,6 +37,7 @@ StepStats Stepper::step(int64_t s) {
   const double tp_blocked0 = tp_blocked_s();
   StepStats st;
   st.step = s;
+  p_.device.reset_memory_window();
   const io::Batch& batch = p_.loader.next(s, &st.data_ms);  // (the time this thread waited for it)
   st.tokens = batch.global_targets;                         // the same on every rank
   st.pad_fraction = batch.global_positions > 0
@@ -58,6 +59,7 @@ StepStats Stepper::step(int64_t s) {
   if (!st.skipped) update(s, st.grad_norm, st.lr);
   if (dp_ > 1) p_.comms.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   st.loss = loss_sum / static_cast<double>(st.tokens);
+  st.mem = p_.device.memory_stats().window_peak;
   if (st.skipped) {  // (reported without the communication figures)
     st.ms = ms_between(t0, Clock::now());
     st.tokens_per_s = st.tokens / (st.ms / 1000.0);
@@ -80,6 +82,8 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
   const float loss_weight = 1.0f / static_cast<float>(batch.global_targets);
   double loss_sum = 0;  // sum of token losses of this rank's share
   const auto tc = Clock::now();
+  // what the forward/backward allocates (activations, scratch, logits, token buffers)
+  core::MemoryScope scope(core::MemCat::Activations);
   // a replica with no samples this step (dynamic schedule) runs no backward; begin() lets
   // finish() join every bucket's collective with zero gradients
   if (batch.n_micro == 0) p_.sync.begin(model.grads().f32(), model.params().f32());

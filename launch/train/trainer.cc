@@ -158,6 +158,7 @@ bool Trainer::agree_preemption() {
 
 std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
+  core::MemoryScope scope(core::MemCat::Activations);
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
     if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
     loader_->eval_batch(k, eval_batch_);
@@ -172,17 +173,18 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
 }
 
+// The allocated categories as the device booked them (core/memory.h: the figures metrics.jsonl's
+// "mem" reports), activations as the model holds them (before its first forward: the modelled
+// figure at micro_batch x seq_len), and their sum: the expected peak of a step.
 std::string Trainer::memory_report() const {
   const double mib = 1.0 / 1048576.0;
-  const double params = model_->num_local_params() * 4.0 * mib;
+  const core::MemoryBreakdown now = device_->memory_stats().now;
+  const auto cat = [&](core::MemCat c) { return static_cast<double>(now[c]); };
+  const double working = static_cast<double>(model_->working_copy_bytes());
   std::string extra;
-  if (model_->working_copy_bytes() > 0)
-    extra += fmt::format(", {} working copy {:.1f} MiB", core::dtype_name(ops_->working_dtype()),
-                         model_->working_copy_bytes() * mib);
-  std::string dev;
-  if (device_->kind() != core::DeviceKind::CPU)
-    dev = fmt::format("; {}: {:.1f} MiB allocated (peak {:.1f} MiB)", device_->name(), device_->bytes_in_use() * mib,
-                      device_->peak_bytes_in_use() * mib);
+  if (working > 0)
+    extra = fmt::format(" (fp32 master {:.1f} MiB + {} working copy {:.1f} MiB)", (cat(core::MemCat::Params) - working) * mib,
+                        core::dtype_name(ops_->working_dtype()), working * mib);
   // activations: what the model holds (0 before its first forward), else the modelled figure
   // at micro_batch x seq_len; with recomputation also the modelled figure without it
   const auto modelled = [&](parallel::Recompute r) {
@@ -191,15 +193,23 @@ std::string Trainer::memory_report() const {
     return model_->arch().activation_bytes(cfg_.train.micro_batch, T, tp_,
                                            static_cast<int>(core::dtype_size(ops_->working_dtype())), att_per_row, r);
   };
-  const double acts = model_->activation_bytes() > 0 ? model_->activation_bytes() : modelled(model_->recompute());
+  const bool held = model_->activation_bytes() > 0;
+  const double acts = held ? static_cast<double>(model_->activation_bytes()) : modelled(model_->recompute());
   std::string recompute;
   if (model_->recompute() == parallel::Recompute::Full)
     recompute = fmt::format(" (recompute full; none: {:.1f} MiB)", modelled(parallel::Recompute::None) * mib);
+  const double resident = static_cast<double>(now.total()) - cat(core::MemCat::Activations);
   return fmt::format("memory per rank: params {:.1f} MiB{}, grads {:.1f} MiB, optimizer state {:.1f} MiB{}, "
-                     "activations {:.1f} MiB{}{}",
-                     params, extra, params, optim_->state_bytes() * mib,
+                     "comm {:.1f} MiB, other {:.1f} MiB, activations {:.1f} MiB{} {}; expected peak {:.1f} MiB "
+                     "(on {}; measured per step: metrics.jsonl \"mem\")",
+                     cat(core::MemCat::Params) * mib, extra, cat(core::MemCat::Grads) * mib,
+                     cat(core::MemCat::Optimizer) * mib,
                      cfg_.parallel.zero == 1 && dp_ > 1 ? fmt::format(" (ZeRO-1, 1/{} shard)", dp_) : "",
-                     acts * mib, recompute, dev);
+                     cat(core::MemCat::Comm) * mib, cat(core::MemCat::Other) * mib, acts * mib,
+                     recompute,
+                     held ? "held" : fmt::format("modelled at micro_batch {} x seq_len {}", cfg_.train.micro_batch,
+                                                 cfg_.model.seq_len),
+                     (resident + acts) * mib, device_->name());
 }
 
 }  // namespace mt::launch

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/rng.h"
 
 namespace mt::parallel {
@@ -69,10 +70,16 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
   int64_t total = 0;
   info_ = layout_params(arch_->param_specs(), ctx.tp, ctx.flat_align, &total);
   for (const ParamInfo& p : info_) replica_runs_.push_back(p.partition.replicated_runs(p.full_shape, ctx.tp, ctx.tp_rank));
-  params_ = Tensor::zeros({total}, core::DType::F32, dev);
-  grads_ = Tensor::zeros({total}, core::DType::F32, dev);
-  work_is_master_ = wdt_ == core::DType::F32;
-  work_ = work_is_master_ ? params_ : Tensor::zeros({total}, wdt_, dev);
+  {
+    core::MemoryScope scope(core::MemCat::Params);  // master and working copy
+    params_ = Tensor::zeros({total}, core::DType::F32, dev);
+    work_is_master_ = wdt_ == core::DType::F32;
+    work_ = work_is_master_ ? params_ : Tensor::zeros({total}, wdt_, dev);
+  }
+  {
+    core::MemoryScope scope(core::MemCat::Grads);
+    grads_ = Tensor::zeros({total}, core::DType::F32, dev);
+  }
   stage_free_ = dev.create_event();
 }
 
