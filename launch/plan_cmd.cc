@@ -57,7 +57,7 @@ void print_row(const LayoutPlan& p, const Unit& u, const char* mark) {
   std::printf("  %4d %4d %4d %3s %-9s %5d | %8.2f %8.2f %8.2f %8.2f %7.2f %6.2f | %8.2f | %9.4g %9.4g | %-4s %s\n", l.dp,
               l.tp, l.zero, l.sp ? "yes" : "-", recompute_name(l.recompute), l.micro_batch, m.params() / u.scale,
               m.grads / u.scale, m.optimizer / u.scale, m.activations / u.scale, m.comm / u.scale, m.other / u.scale,
-              m.total() / u.scale, p.time.step_s() * 1e3, (p.time.dp_exposed_s + p.time.tp_comm_s) * 1e3,
+              m.total() / u.scale, p.time.step_s(), p.time.dp_exposed_s + p.time.tp_comm_s,
               p.fits ? "yes" : "NO", mark);
 }
 
@@ -83,11 +83,13 @@ int cmd_plan(const PlanArgs& a) {
   for (const Layout& l : enumerate_layouts(cfg, *arch, a.gpus, gpn)) rows.push_back(evaluate(cfg, *arch, l, a.gpus, gpn, gpu_mem));
   const Layout conf_layout = configured_layout(cfg, a.gpus);
   const LayoutPlan conf = evaluate(cfg, *arch, conf_layout, a.gpus, gpn, gpu_mem);
-  // table order: fitting first, fastest first, then least memory
+  // table order: the fitting layouts fastest first (then least memory), then the others
+  // smallest first (the nearest to fitting)
   std::stable_sort(rows.begin(), rows.end(), [](const LayoutPlan& x, const LayoutPlan& y) {
     if (x.fits != y.fits) return x.fits;
-    if (x.time.step_s() != y.time.step_s()) return x.time.step_s() < y.time.step_s();
-    return x.mem.total() < y.mem.total();
+    if (x.fits && x.time.step_s() != y.time.step_s()) return x.time.step_s() < y.time.step_s();
+    if (x.mem.total() != y.mem.total()) return x.mem.total() < y.mem.total();
+    return x.time.step_s() < y.time.step_s();
   });
   // recommended: fits and fastest; step times within 0.5% count as a tie, broken by memory
   int rec = -1;
@@ -130,9 +132,9 @@ int cmd_plan(const PlanArgs& a) {
     for (const auto& r : rows) biggest = std::max(biggest, r.mem.total());
     const Unit unit = biggest >= 1073741824.0 ? Unit{1073741824.0, "GiB"} : Unit{1048576.0, "MiB"};
     std::printf("  memory per rank in %s (not counted: CUDA context, NCCL buffers, fragmentation: leave headroom);\n"
-                "  step and exposed communication in ms\n", unit.name);
+                "  step time and its exposed communication in seconds\n", unit.name);
     std::printf("  %4s %4s %4s %3s %-9s %5s | %8s %8s %8s %8s %7s %6s | %8s | %9s %9s | %-4s\n", "dp", "tp", "zero", "sp",
-                "recompute", "mb", "params", "grads", "optim", "activ.", "comm", "other", "total", "step ms",
+                "recompute", "mb", "params", "grads", "optim", "activ.", "comm", "other", "total", "step s",
                 "exposed", "fits");
     const size_t shown = a.top > 0 ? std::min(rows.size(), static_cast<size_t>(a.top)) : rows.size();
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -154,9 +156,9 @@ int cmd_plan(const PlanArgs& a) {
                  conf_layout.describe().c_str(), core::format_bytes(conf.mem.total()).c_str(),
                  core::format_bytes(gpu_mem).c_str());
   } else {
-    std::fprintf(say, "configured layout (%s) fits: predicted %s per rank of %s, %.4g ms per step\n",
+    std::fprintf(say, "configured layout (%s) fits: predicted %s per rank of %s, %.4g s per step\n",
                  conf_layout.describe().c_str(), core::format_bytes(conf.mem.total()).c_str(),
-                 core::format_bytes(gpu_mem).c_str(), conf.time.step_s() * 1e3);
+                 core::format_bytes(gpu_mem).c_str(), conf.time.step_s());
   }
   if (rec < 0) {
     const auto smallest = std::min_element(rows.begin(), rows.end(), [](const LayoutPlan& x, const LayoutPlan& y) {
@@ -176,8 +178,8 @@ int cmd_plan(const PlanArgs& a) {
   }
   if (!a.json) {
     const LayoutPlan& r = rows[static_cast<size_t>(rec)];
-    std::printf("recommended: %s: %s per rank, %.4g ms per step\n  meshtrain train %s %s\n",
-                r.layout.describe().c_str(), core::format_bytes(r.mem.total()).c_str(), r.time.step_s() * 1e3,
+    std::printf("recommended: %s: %s per rank, %.4g s per step\n  meshtrain train %s %s\n",
+                r.layout.describe().c_str(), core::format_bytes(r.mem.total()).c_str(), r.time.step_s(),
                 a.config.c_str(),
                 overrides_for(r.layout).c_str());
   }
