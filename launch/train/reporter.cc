@@ -15,17 +15,6 @@ namespace mt::launch {
 
 namespace log = core::log;
 
-namespace {
-// {"peak": total bytes, "params": .., "grads": .., "optimizer": .., "activations": .., "comm": ..,
-// "other": ..}: a breakdown at the moment of its total's peak (the categories sum to "peak")
-nlohmann::json memory_json(const core::MemoryBreakdown& m) {
-  nlohmann::json j{{"peak", m.total()}};
-  for (int c = 0; c < core::kNumMemCats; ++c) j[core::memcat_name(static_cast<core::MemCat>(c))] = m.bytes[c];
-  return j;
-}
-
-}  // namespace
-
 Reporter::Reporter(const core::Config& cfg, bool leader)
     : cfg_(cfg), leader_(leader), live_(leader && want_progress_line()) {}
 
@@ -90,7 +79,7 @@ void Reporter::step(const StepStats& st, double process_train_ms) {
                   {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
                   {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
                   {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
-                  {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}, {"mem", memory_json(st.mem)}});
+                  {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}, {"mem", io::memory_json(st.mem)}});
   end_progress_line();
   if (s % tc.log_every == 0 || s + 1 == tc.steps) {
     log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s | data wait "
@@ -181,7 +170,7 @@ void Reporter::summary(const TrainSummary& sum, const std::vector<int64_t>& chec
       peaks.push_back(mem[r].total());
       if (peaks[r] > peaks[worst]) worst = r;
     }
-    j["mem"] = memory_json(mem[worst]);
+    j["mem"] = io::memory_json(mem[worst]);
     j["mem"]["rank"] = worst;
     j["mem"]["peak_per_rank"] = peaks;
   }
