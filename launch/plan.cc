@@ -120,20 +120,27 @@ TimePrediction predict_time(const core::Config& cfg, const parallel::Architectur
     const double P = static_cast<double>(param_units(arch, l.tp, l.dp).flat);
     const double grad_bytes = (cfg.parallel.grad_reduce_dtype == "bf16" ? 2.0 : 4.0) * P;
     const double ar = hierarchical_allreduce_s(c, grad_bytes, l.dp, per_node);
-    const double fwd = base / 3, bwd = base * 2 / 3;
+    // one micro-step's forward and backward (recomputation runs in the backward phase)
+    const double fwd = base / 3 / n_micro, bwd = (t.compute_s - base / 3) / n_micro;
     const double layers = std::max(1, arch.config().n_layer);
+    // communication behind compute: what the compute does not cover, and the last (first) block's
     const auto hidden = [&](double comm, double behind) { return std::max(0.0, comm - behind) + comm / layers; };
-    if (l.zero == 0) {  // all-reduce overlapped with backward (the last bucket's is not)
+    const double rs = ar / 2;
+    if (l.zero == 0) {  // all-reduce in the last micro-step's backward
       t.dp_comm_s = ar;
       t.dp_exposed_s = hidden(ar, bwd);
-    } else if (l.zero <= 2) {  // reduce-scatter in backward, all-gather of fp32 parameters after the update
-      const double rs = ar / 2, ag = hierarchical_allreduce_s(c, 4.0 * P, l.dp, per_node) / 2;
+    } else if (l.zero == 1) {  // reduce-scatter in the last backward, fp32 parameters all-gathered after the update
+      const double ag = hierarchical_allreduce_s(c, 4.0 * P, l.dp, per_node) / 2;
       t.dp_comm_s = rs + ag;
       t.dp_exposed_s = hidden(rs, bwd) + ag;
-    } else {  // reduce-scatter + the working parameters gathered before forward and backward
-      const double rs = ar / 2, ag = hierarchical_allreduce_s(c, (bf16 ? 2.0 : 4.0) * P, l.dp, per_node) / 2;
-      t.dp_comm_s = rs + 2 * ag;
-      t.dp_exposed_s = hidden(ag, fwd) + hidden(ag + rs, bwd);
+    } else if (l.zero == 2) {  // only a shard is kept: every micro-step's backward reduce-scatters
+      const double ag = hierarchical_allreduce_s(c, 4.0 * P, l.dp, per_node) / 2;
+      t.dp_comm_s = n_micro * rs + ag;
+      t.dp_exposed_s = n_micro * hidden(rs, bwd) + ag;
+    } else {  // every micro-step gathers the working parameters for forward and backward and reduce-scatters
+      const double ag = hierarchical_allreduce_s(c, (bf16 ? 2.0 : 4.0) * P, l.dp, per_node) / 2;
+      t.dp_comm_s = n_micro * (rs + 2 * ag);
+      t.dp_exposed_s = n_micro * (hidden(ag, fwd) + hidden(ag + rs, bwd));
     }
   }
   return t;

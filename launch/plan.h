@@ -20,10 +20,12 @@
 // (pass a --gpu-mem below the card's capacity).
 // Step time (H100 cluster assumption, h100_cluster()): compute = FLOPs / (GPUs x peak x MFU),
 // x 4/3 with full recomputation (one more forward), x 1.03 selective; tp collectives per
-// micro-step inside a node (exposed; full recomputation re-issues the forward's); dp gradient
-// reduce (hierarchical ring, nodes of --gpus/--nodes GPUs) overlapped with backward, ZeRO-1/2
-// parameter all-gather after the update (exposed), ZeRO-3 parameter all-gathers (forward and
-// backward, one block's not hidden) overlapped with compute: only the unhidden part counts.
+// micro-step inside a node (exposed; full recomputation re-issues the forward's); dp traffic
+// (hierarchical ring, nodes of --gpus/--nodes GPUs) overlapped with compute where the trainer
+// overlaps it, one block's worth never hidden: ZeRO-0/1 reduce in the last micro-step's
+// backward, ZeRO-1/2 all-gather the fp32 parameters after the update (exposed), ZeRO-2
+// reduce-scatters in every micro-step's backward (only a shard is kept), ZeRO-3 also gathers
+// the working parameters before every micro-step's forward and backward.
 // Why: issue #16: see what fits before asking for nodes; its memory model is checked against
 // the measured peaks of CPU runs (tests/e2e/plan_test.sh).
 #pragma once
