@@ -148,7 +148,8 @@ TimePrediction predict_time(const core::Config& cfg, const parallel::Architectur
 
 std::string layout_violation(const core::Config& cfg, const parallel::Architecture& arch, const Layout& l, int gpus,
                              int gpus_per_node) {
-  if (l.dp * l.tp != gpus) return fmt::format("dp {} x tp {} is not {} GPUs", l.dp, l.tp, gpus);
+  if (l.dp * l.tp != gpus)
+    return fmt::format("parallel.dp = {} x parallel.tp = {} is not --gpus {}", l.dp, l.tp, gpus);
   if (std::string bad = arch.tp_violation(l.tp); !bad.empty()) return bad;
   if (l.tp > gpus_per_node)
     return fmt::format("parallel.tp = {} exceeds the {} GPUs of a node (tensor parallelism stays inside a node)", l.tp,
