@@ -1,4 +1,5 @@
-// What: the CPU device: 64-byte aligned host allocations and synchronous copies.
+// What: the CPU device: 64-byte aligned host allocations (counted, by category: core/memory.h)
+// and synchronous copies.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -33,9 +34,9 @@ class CpuDevice final : public Device {
           .with_hint("reduce train.micro_batch or model size");
     }
     std::lock_guard<std::mutex> lock(mu_);
-    sizes_[p] = rounded;
-    const size_t now = in_use_ += rounded;
-    if (now > peak_) peak_ = now;
+    sizes_[p] = {rounded, ledger_.add(rounded)};
+    in_use_ = ledger_.in_use();
+    peak_ = ledger_.peak();
     return p;
   }
   void free(void* p) override {
@@ -44,7 +45,8 @@ class CpuDevice final : public Device {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = sizes_.find(p);
       if (it != sizes_.end()) {
-        in_use_ -= it->second;
+        ledger_.remove(it->second.first, it->second.second);
+        in_use_ = ledger_.in_use();
         sizes_.erase(it);
       }
     }
@@ -68,10 +70,19 @@ class CpuDevice final : public Device {
   void free_host(void* p) override { std::free(p); }
   size_t bytes_in_use() const override { return in_use_.load(); }
   size_t peak_bytes_in_use() const override { return peak_.load(); }
+  MemoryStats memory_stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ledger_.stats();
+  }
+  void reset_memory_window() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ledger_.reset_window();
+  }
 
  private:
-  std::mutex mu_;
-  std::unordered_map<void*, size_t> sizes_;
+  mutable std::mutex mu_;
+  std::unordered_map<void*, std::pair<size_t, MemCat>> sizes_;  // rounded bytes, category booked
+  MemoryLedger ledger_;
   std::atomic<size_t> in_use_{0};
   std::atomic<size_t> peak_{0};
 };

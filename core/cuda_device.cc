@@ -170,7 +170,7 @@ class CudaDevice final : public Device {
       ++stats_.device_mallocs;
       stats_.reserved += cls;
     }
-    live_[p] = cls;
+    live_[p] = {cls, ledger_.add(cls)};
     stats_.in_use += cls;
     stats_.peak = std::max(stats_.peak, stats_.in_use);
     return p;
@@ -185,7 +185,8 @@ class CudaDevice final : public Device {
       log::error("{}: free() of a pointer this device did not allocate ({})", name(), p);
       return;
     }
-    const size_t cls = it->second;
+    const size_t cls = it->second.first;
+    ledger_.remove(cls, it->second.second);
     live_.erase(it);
     stats_.in_use -= cls;
     stats_.cached += cls;
@@ -232,6 +233,14 @@ class CudaDevice final : public Device {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_.peak;
   }
+  MemoryStats memory_stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ledger_.stats();
+  }
+  void reset_memory_window() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ledger_.reset_window();
+  }
   CudaAllocatorStats stats() const {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;
@@ -267,7 +276,8 @@ class CudaDevice final : public Device {
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
   mutable std::mutex mu_;
-  std::unordered_map<void*, size_t> live_;              // block -> size class
+  std::unordered_map<void*, std::pair<size_t, MemCat>> live_;  // block -> size class, category
+  MemoryLedger ledger_;                                  // bytes in use by category (in_use / peak: stats_)
   std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
   CudaAllocatorStats stats_;
 };

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/memory.h"
+
 namespace mt::core {
 
 enum class DeviceKind { CPU, CUDA };
@@ -53,6 +55,12 @@ class Device {
   virtual void free_host(void* ptr) = 0;
   virtual size_t bytes_in_use() const = 0;   // live allocations through this device
   virtual size_t peak_bytes_in_use() const = 0;  // high-water mark of bytes_in_use()
+  // bytes_in_use() by category (the calling thread's MemoryScope at each alloc()) and the
+  // run's and the current window's peaks with their breakdown (core/memory.h); zeros for a
+  // device that does not account.
+  virtual MemoryStats memory_stats() const { return {}; }
+  // Starts a new peak window (the trainer does at the start of each step).
+  virtual void reset_memory_window() {}
   // The native handle of the compute stream work is queued on (cudaStream_t for CUDA), for
   // code that must order its own work after it (the NCCL communicator); null on the CPU.
   virtual void* stream() const { return nullptr; }

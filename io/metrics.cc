@@ -79,6 +79,12 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+nlohmann::json memory_json(const core::MemoryBreakdown& m) {
+  nlohmann::json j{{"peak", m.total()}};
+  for (int c = 0; c < core::kNumMemCats; ++c) j[core::memcat_name(static_cast<core::MemCat>(c))] = m.bytes[c];
+  return j;
+}
+
 void truncate_metrics(const std::string& dir, int64_t step, bool keep_eval_at_step) {
   const std::string path = dir + "/metrics.jsonl";
   if (!fs::exists(path)) return;

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/memory.h"
+
 namespace mt::io {
 
 // A FILE* that closes itself (shared by the run-directory writers).
@@ -32,6 +34,11 @@ class MetricsWriter {
   FilePtr f_{nullptr, std::fclose};
   std::string path_;
 };
+
+// The "mem" record of a memory breakdown (metrics.jsonl per step, summary.json for the run):
+// {"peak": total bytes, "params", "grads", "optimizer", "activations", "comm", "other": bytes
+// of each category at the moment of that peak (they sum to "peak"; core/memory.h)}.
+nlohmann::json memory_json(const core::MemoryBreakdown& m);
 
 // Keeps only the records of <dir>/metrics.jsonl from before `step` steps were done (a resumed
 // run rewrites the steps after its checkpoint), via a temporary file and rename. The eval

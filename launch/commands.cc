@@ -109,7 +109,8 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
       metrics.write({{"step", st[i].step}, {"loss", st[i].loss}, {"ms", step_ms[i]}, {"tokens", step_tokens},
                      {"tokens_per_s", step_tokens / (step_ms[i] / 1000.0)}, {"comm_ms", st[i].comm_ms},
                      {"exposed_comm_ms", st[i].exposed_comm_ms}, {"data_wait_ms", st[i].data_ms},
-                     {"compute_ms", step_ms[i] - st[i].exposed_comm_ms - st[i].data_ms}});
+                     {"compute_ms", step_ms[i] - st[i].exposed_comm_ms - st[i].data_ms},
+                     {"mem", io::memory_json(st[i].mem)}});
     }
   }
   ms /= a.steps, comm_ms /= a.steps, exposed_ms /= a.steps, data_ms /= a.steps;

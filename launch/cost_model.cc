@@ -44,6 +44,12 @@ ClusterAssumption h100_cluster() {
           {5e-6, 1.0 / 450e9}, {10e-6, 1.0 / 45e9}, 8};
 }
 
+double hierarchical_allreduce_s(const ClusterAssumption& c, double bytes, int n, int per_node) {
+  if (n <= 1) return 0;
+  const int intra = std::max(1, std::min(n, per_node)), nodes = std::max(1, n / intra);
+  return ring_allreduce_s(c.intra, bytes, intra) + ring_allreduce_s(c.inter, bytes / intra, nodes);
+}
+
 std::string extrapolation_table(const ClusterAssumption& c, double flops, double grad_bytes) {
   const double compute = flops / (c.gpu_peak_flops * c.mfu);
   std::string md = fmt::format(
@@ -54,9 +60,8 @@ std::string extrapolation_table(const ClusterAssumption& c, double flops, double
       "|---|---|---|---|---|---|\n",
       c.name, c.gpu_peak_flops / 1e12, 100 * c.mfu, grad_bytes / 1e6);
   for (int n : {8, 64, 256, 1024}) {
-    const int intra = std::min(n, c.gpus_per_node), nodes = std::max(1, n / c.gpus_per_node);
     // reduce-scatter + all-gather inside the node, all-reduce of the 1/intra shard across nodes
-    const double t = ring_allreduce_s(c.intra, grad_bytes, intra) + ring_allreduce_s(c.inter, grad_bytes / intra, nodes);
+    const double t = hierarchical_allreduce_s(c, grad_bytes, n, c.gpus_per_node);
     md += fmt::format("| {} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% |\n", n, compute * 1e3, t * 1e3,
                       (compute + t) * 1e3, 100 * compute / (compute + t), 100 * compute / std::max(compute, t));
   }

@@ -32,6 +32,12 @@ struct ClusterAssumption {
 };
 ClusterAssumption h100_cluster();
 
+// An all-reduce of `bytes` over n ranks placed `per_node` to a node (consecutive ranks share a
+// node): hierarchical ring, reduce-scatter + all-gather inside a node over NVLink, then the
+// all-reduce of the 1/(ranks in a node) shard across nodes. A reduce-scatter or an all-gather
+// alone costs half of it.
+double hierarchical_allreduce_s(const ClusterAssumption& c, double bytes, int n, int per_node);
+
 // Markdown: predicted step time and weak-scaling efficiency of data parallelism at 8..1024
 // GPUs for a model of `flops_per_step_per_gpu` and `grad_bytes`, bounds without and with
 // full overlap of communication and backward.

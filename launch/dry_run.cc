@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "launch/plan.h"
 #include "parallel/models/registry.h"
 
 namespace mt::launch {
@@ -20,22 +21,18 @@ struct Plan {
   double total() const { return params + working + grads + optim + acts; }
 };
 
+// the configured zero level and recomputation at dp x tp, by the planner's memory model
+// (plan.h; the communication buffers and workspaces are not shown here)
 Plan plan(const core::Config& cfg, const parallel::Architecture& arch, int dp, int tp) {
-  const bool cuda = cfg.train.device != "cpu";
-  const bool bf16 = cfg.train.precision == "bf16" || (cfg.train.precision == "auto" && cuda);
-  int64_t flat = 0;
-  parallel::layout_params(arch.param_specs(), tp, dp, &flat);
-  Plan p;
-  p.dp = dp;
-  p.tp = tp;
-  p.params = 4.0 * static_cast<double>(flat);
-  p.working = bf16 ? 2.0 * static_cast<double>(flat) : 0.0;
-  p.grads = p.params;
-  const double state = cfg.optim.name == "adamw" ? 2.0 : (cfg.optim.momentum > 0 ? 1.0 : 0.0);
-  p.optim = state * p.params / (cfg.parallel.zero == 1 ? dp : 1);
-  p.acts = arch.activation_bytes(cfg.train.micro_batch, cfg.model.seq_len, tp, bf16 ? 2 : 4, cuda ? 1 : cfg.model.seq_len,
-                                 parallel::parse_recompute(cfg.train.recompute), cfg.parallel.sp && tp > 1);
-  return p;
+  Layout l;
+  l.dp = dp;
+  l.tp = tp;
+  l.zero = cfg.parallel.zero;
+  l.recompute = parse_plan_recompute(cfg.train.recompute);
+  l.micro_batch = cfg.train.micro_batch;
+  l.sp = cfg.parallel.sp && tp > 1;
+  const MemoryPrediction m = predict_memory(cfg, arch, l);
+  return {dp, tp, m.master, m.working, m.grads, m.optimizer, m.activations};
 }
 
 std::string gib(double b) { return fmt::format("{:.2f}", b / (1024.0 * 1024.0 * 1024.0)); }

@@ -18,6 +18,7 @@
 #include "launch/blas_env.h"
 #include "launch/commands.h"
 #include "launch/launch_env.h"
+#include "launch/plan.h"
 #include "launch/prep.h"
 #include "launch/scale.h"
 #include "parallel/communicator.h"
@@ -103,6 +104,18 @@ int main(int argc, char** argv) {
   c_btok->add_option("--passes", btok.passes, "timed passes (the best is reported)")->capture_default_str();
   c_btok->add_option("--save-text", btok.save_text, "write the text used here (scripts/bench_tokenizer.sh)");
   c_btok->add_option("--json", btok.json_out, "also write the figures to this JSON file");
+
+  launch::PlanArgs plan;
+  auto* c_plan = app.add_subcommand(
+      "plan", "Memory and step-time plan of every layout: plan CONFIG --gpus N --gpu-mem 80GiB [--nodes M] [key=value ...]");
+  c_plan->add_option("config", plan.config, "YAML config")->required();
+  c_plan->add_option("overrides", plan.overrides, "section.key=value overrides");
+  c_plan->add_option("--gpus", plan.gpus, "GPUs (ranks) in all")->required();
+  c_plan->add_option("--gpu-mem", plan.gpu_mem, "memory per GPU: 80GiB, 40GB, bytes")->required();
+  c_plan->add_option("--nodes", plan.nodes, "nodes the GPUs are spread over (tensor parallelism stays inside one)")
+      ->capture_default_str();
+  c_plan->add_option("--top", plan.top, "table rows (0 = every valid layout)")->capture_default_str();
+  c_plan->add_flag("--json", plan.json, "print the plan as JSON (every layout)");
 
   std::string scale_spec, scale_out = "scale-results";
   auto* c_scale = app.add_subcommand("scale", "Run a scaling experiment (YAML) with mpirun; write CSV, plots, report");
@@ -221,8 +234,9 @@ int main(int argc, char** argv) {
     }
   }
   if (c_inspect->parsed() || c_plot->parsed() || c_prep->parsed() || c_bdata->parsed() || c_btok->parsed() ||
-      dry_run || c_export->parsed()) {  // no MPI
+      dry_run || c_export->parsed() || c_plan->parsed()) {  // no MPI
     try {
+      if (c_plan->parsed()) return launch::cmd_plan(plan);
       if (c_export->parsed()) return launch::cmd_export(exp);
       if (dry_run) return launch::cmd_bench_dry_run({bstep.config, bstep.overrides, bstep_world});
       if (c_prep->parsed()) return launch::run_prep(prep);

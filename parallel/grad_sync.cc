@@ -56,6 +56,7 @@ GradSync::GradSync(Communicator* dp, const std::vector<ParamInfo>& params, int64
   for (auto& b : buckets_) {
     MT_CHECK(b.total > 0, "gradient bucket [{}, {}) holds no parameter", b.begin, b.end);
   }
+  core::MemoryScope scope(core::MemCat::Comm);  // the shard and the bf16 wire copy
   if (zero1_) {
     int64_t off = 0;
     for (auto& b : buckets_) {

@@ -52,6 +52,7 @@ Optimizer::Optimizer(const core::OptimConfig& cfg, const std::vector<ParamInfo>&
   }
   num_state_ = state;
   core::Device& dev = ops_->device();
+  core::MemoryScope scope(core::MemCat::Optimizer);
   m_ = core::Tensor::zeros({state}, core::DType::F32, dev);
   if (cfg.name == "adamw") v_ = core::Tensor::zeros({state}, core::DType::F32, dev);
 }

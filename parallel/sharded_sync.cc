@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "core/memory.h"
 
 namespace mt::parallel {
 
@@ -45,25 +46,29 @@ ShardedSync::ShardedSync(int zero, Communicator* dp, Model& model, kernels::Ops*
     }
     units_.push_back(s);
   }
-  gshard_ = core::Tensor::zeros({shard_elems_}, core::DType::F32, dev);
-  for (int u : outer_units_) {
-    const UnitState& s = units_[static_cast<size_t>(u)];
-    outer_g_.push_back(core::Tensor::zeros({s.u.size()}, core::DType::F32, dev));
-    outer_recv_.push_back(core::Tensor::zeros({s.piece}, core::DType::F32, dev));
-    outer_red_.emplace_back();
-    if (zero_ == 3) outer_w_.push_back(core::Tensor::zeros({s.u.size()}, wdt_, dev));
-  }
-  if (max_block > 0) {
+  {  // the memory accounting's categories: everything gradient-shaped is grads
+    core::MemoryScope scope(core::MemCat::Grads);
+    gshard_ = core::Tensor::zeros({shard_elems_}, core::DType::F32, dev);
+    for (int u : outer_units_) {
+      const UnitState& s = units_[static_cast<size_t>(u)];
+      outer_g_.push_back(core::Tensor::zeros({s.u.size()}, core::DType::F32, dev));
+      outer_recv_.push_back(core::Tensor::zeros({s.piece}, core::DType::F32, dev));
+      outer_red_.emplace_back();
+    }
     for (GradSlot& g : gslot_) {
+      if (max_block == 0) break;
       g.buf = core::Tensor::zeros({max_block}, core::DType::F32, dev);
       g.recv = core::Tensor::zeros({max_block / dp_size_}, core::DType::F32, dev);
     }
-    if (zero_ == 3)
-      for (ParamSlot& p : pslot_) p.buf = core::Tensor::zeros({max_block}, wdt_, dev);
   }
-  if (zero_ == 3) {
+  if (zero_ == 3) {  // ... and parameter-shaped params
+    core::MemoryScope scope(core::MemCat::Params);
     master_ = core::Tensor::zeros({shard_elems_}, core::DType::F32, dev);
     if (wdt_ != core::DType::F32) wshard_ = core::Tensor::zeros({shard_elems_}, wdt_, dev);
+    for (int u : outer_units_)
+      outer_w_.push_back(core::Tensor::zeros({units_[static_cast<size_t>(u)].u.size()}, wdt_, dev));
+    for (ParamSlot& p : pslot_)
+      if (max_block > 0) p.buf = core::Tensor::zeros({max_block}, wdt_, dev);
     for (size_t o = 0; o < outer_units_.size(); ++o) model_.bind_unit_params(outer_units_[o], outer_w_[o].raw());
   }
   for (size_t u = 0; u < units_.size(); ++u) model_.bind_unit_grads(static_cast<int>(u), nullptr);

@@ -79,7 +79,7 @@ void Reporter::step(const StepStats& st, double process_train_ms) {
                   {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
                   {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
                   {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
-                  {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}});
+                  {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}, {"mem", io::memory_json(st.mem)}});
   end_progress_line();
   if (s % tc.log_every == 0 || s + 1 == tc.steps) {
     log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s | data wait "
@@ -140,7 +140,7 @@ void Reporter::end_progress_line() const {
 }
 
 void Reporter::summary(const TrainSummary& sum, const std::vector<int64_t>& checksums, const RunTotals& totals,
-                       const ProcessFigures& process) {
+                       const ProcessFigures& process, const std::vector<core::MemoryBreakdown>& mem) {
   if (!leader_) return;
   const auto& floor = facts_.entropy_floor;
   std::vector<std::string> hex;
@@ -162,6 +162,18 @@ void Reporter::summary(const TrainSummary& sum, const std::vector<int64_t>& chec
                    {"world", facts_.world},
                    {"dp", facts_.dp},
                    {"tp", facts_.tp}};
+  // the run's memory: the rank with the highest peak (its breakdown), and every rank's peak
+  if (!mem.empty()) {
+    size_t worst = 0;
+    std::vector<size_t> peaks;
+    for (size_t r = 0; r < mem.size(); ++r) {
+      peaks.push_back(mem[r].total());
+      if (peaks[r] > peaks[worst]) worst = r;
+    }
+    j["mem"] = io::memory_json(mem[worst]);
+    j["mem"]["rank"] = worst;
+    j["mem"]["peak_per_rank"] = peaks;
+  }
   io::write_file_atomic(cfg_.run.dir + "/summary.json", j.dump(2) + "\n");
   log::info("done: {} steps in {:.1f} s | final loss {:.4f} | eval loss {:.4f}{} | {:.0f} tok/s | {}",
             sum.steps_done, sum.wall_s, sum.final_loss, sum.final_eval_loss.value_or(NAN),

@@ -69,8 +69,9 @@ class Reporter {
   // Clears the progress line (before an error or the end of training).
   void end_progress_line() const;
   // summary.json and the "done" line. checksums: every rank's param_checksum().
+  // mem: every rank's peak device memory of this process, by category at that peak.
   void summary(const TrainSummary& sum, const std::vector<int64_t>& checksums, const RunTotals& totals,
-               const ProcessFigures& process);
+               const ProcessFigures& process, const std::vector<core::MemoryBreakdown>& mem);
 
  private:
   const core::Config& cfg_;

@@ -263,7 +263,15 @@ class RunLoop {
     std::vector<int64_t> sums(t_.world_.size(), 0);
     const int64_t mine = static_cast<int64_t>(t_.param_checksum());
     t_.world_.all_gather(&mine, sums.data(), 1, parallel::DType::I64);
-    reporter_.summary(sum_, sums, state_.totals, process);
+    // every rank's peak device memory (this process) with its breakdown
+    const core::MemoryBreakdown peak = t_.device().memory_stats().peak;
+    std::vector<int64_t> mine_mem(peak.bytes.begin(), peak.bytes.end());
+    std::vector<int64_t> all_mem(mine_mem.size() * static_cast<size_t>(t_.world_.size()));
+    t_.world_.all_gather(mine_mem.data(), all_mem.data(), mine_mem.size(), parallel::DType::I64);
+    std::vector<core::MemoryBreakdown> mem(static_cast<size_t>(t_.world_.size()));
+    for (size_t r = 0; r < mem.size(); ++r)
+      for (size_t c = 0; c < mine_mem.size(); ++c) mem[r].bytes[c] = static_cast<size_t>(all_mem[r * mine_mem.size() + c]);
+    reporter_.summary(sum_, sums, state_.totals, process, mem);
   }
 
   Trainer& t_;

@@ -7,6 +7,8 @@
 #include <optional>
 #include <vector>
 
+#include "core/memory.h"
+
 namespace mt::launch {
 
 struct StepStats {
@@ -19,6 +21,9 @@ struct StepStats {
   int64_t tokens = 0;      // target tokens of the global batch
   double pad_fraction = 0;  // positions without a target / all positions of the global batch (padding)
   bool skipped = false;  // non-finite gradient norm, update dropped (train.nonfinite=skip)
+  // this rank's device memory at the highest total during the step, by category (what was
+  // resident at the step's peak; core/memory.h)
+  core::MemoryBreakdown mem;
 };
 
 struct TrainSummary {

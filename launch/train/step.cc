@@ -38,6 +38,7 @@ StepStats Stepper::step(int64_t s) {
   const double tp_blocked0 = tp_blocked_s();
   StepStats st;
   st.step = s;
+  p_.device.reset_memory_window();
   const io::Batch& batch = p_.loader.next(s, &st.data_ms);  // (the time this thread waited for it)
   st.tokens = batch.global_targets;                         // the same on every rank
   st.pad_fraction = batch.global_positions > 0
@@ -59,6 +60,7 @@ StepStats Stepper::step(int64_t s) {
   if (!st.skipped) update(s, st.grad_norm, st.lr);
   if (dp_ > 1) p_.comms.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   st.loss = loss_sum / static_cast<double>(st.tokens);
+  st.mem = p_.device.memory_stats().window_peak;
   if (st.skipped) {  // (reported without the communication figures)
     st.ms = ms_between(t0, Clock::now());
     st.tokens_per_s = st.tokens / (st.ms / 1000.0);
@@ -81,6 +83,8 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
   const float loss_weight = 1.0f / static_cast<float>(batch.global_targets);
   double loss_sum = 0;  // sum of token losses of this rank's share
   const auto tc = Clock::now();
+  // what the forward/backward allocates (activations, scratch, logits, token buffers)
+  core::MemoryScope scope(core::MemCat::Activations);
   const auto hook = [this](int i) { p_.sync.on_grad_ready(i); };
   // ZeRO-2/3 reduce (and ZeRO-3 gathers) in every micro-step, in the model's order: every dp
   // rank must run as many micro-steps; one with fewer samples (dynamic schedule, documents)

@@ -161,6 +161,7 @@ bool Trainer::agree_preemption() {
 
 std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
+  core::MemoryScope scope(core::MemCat::Activations);
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
     if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
     loader_->eval_batch(k, eval_batch_);
@@ -183,19 +184,18 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
 }
 
+// The allocated categories as the device booked them (core/memory.h: the figures metrics.jsonl's
+// "mem" reports), activations as the model holds them (before its first forward: the modelled
+// figure at micro_batch x seq_len), and their sum: the expected peak of a step.
 std::string Trainer::memory_report() const {
   const double mib = 1.0 / 1048576.0;
-  const double flat = model_->num_local_params() * 4.0;  // one fp32 flat buffer of this tp slice
-  const double params = ((model_->owns_params() ? flat : 0.0) + sync_->param_bytes()) * mib;
-  const double grads = ((model_->owns_grads() ? flat : 0.0) + sync_->grad_bytes()) * mib;
+  const core::MemoryBreakdown now = device_->memory_stats().now;
+  const auto cat = [&](core::MemCat c) { return static_cast<double>(now[c]); };
+  const double working = static_cast<double>(model_->working_copy_bytes());
   std::string extra;
-  if (model_->working_copy_bytes() > 0)
-    extra += fmt::format(", {} working copy {:.1f} MiB", core::dtype_name(ops_->working_dtype()),
-                         model_->working_copy_bytes() * mib);
-  std::string dev;
-  if (device_->kind() != core::DeviceKind::CPU)
-    dev = fmt::format("; {}: {:.1f} MiB allocated (peak {:.1f} MiB)", device_->name(), device_->bytes_in_use() * mib,
-                      device_->peak_bytes_in_use() * mib);
+  if (working > 0)
+    extra = fmt::format(" (fp32 master {:.1f} MiB + {} working copy {:.1f} MiB)", (cat(core::MemCat::Params) - working) * mib,
+                        core::dtype_name(ops_->working_dtype()), working * mib);
   // activations: what the model holds (0 before its first forward), else the modelled figure
   // at micro_batch x seq_len; with recomputation or sequence parallelism also the modelled
   // figure without them
@@ -205,15 +205,14 @@ std::string Trainer::memory_report() const {
     return model_->arch().activation_bytes(cfg_.train.micro_batch, T, tp_,
                                            static_cast<int>(core::dtype_size(ops_->working_dtype())), att_per_row, r, sp);
   };
+  const bool held = model_->activation_bytes() > 0;
   const bool sp = model_->seq_parallel();
-  const double acts =
-      model_->activation_bytes() > 0 ? model_->activation_bytes() : modelled(model_->recompute(), sp);
-  const bool full = model_->recompute() != parallel::Recompute::None;
+  const double acts = held ? static_cast<double>(model_->activation_bytes()) : modelled(model_->recompute(), sp);
+  const bool rc = model_->recompute() != parallel::Recompute::None;
   std::string recompute;  // "(recompute full; none: X MiB)", "(sp over tp 2; without: X MiB)"
-  if (full || sp)
-    recompute = fmt::format(" ({}{}{}; {}: {:.1f} MiB)", full ? "recompute " + cfg_.train.recompute : "",
-                            full && sp ? ", " : "",
-                            sp ? fmt::format("sp over tp {}", tp_) : "", sp ? "without" : "none",
+  if (rc || sp)
+    recompute = fmt::format(" ({}{}{}; {}: {:.1f} MiB)", rc ? "recompute " + cfg_.train.recompute : "",
+                            rc && sp ? ", " : "", sp ? fmt::format("sp over tp {}", tp_) : "", sp ? "without" : "none",
                             modelled(parallel::Recompute::None, false) * mib);
   // ZeRO-2/3: the rank's persistent pieces and the layers gathered (or reduced) around their use
   std::string params_split, grads_split;
@@ -223,11 +222,18 @@ std::string Trainer::memory_report() const {
   if (!model_->owns_grads())
     grads_split = fmt::format(" (shard {:.1f} MiB + layers {:.1f} MiB)", sync_->grad_shard_bytes() * mib,
                               (sync_->grad_bytes() - sync_->grad_shard_bytes()) * mib);
+  const double resident = static_cast<double>(now.total()) - cat(core::MemCat::Activations);
   return fmt::format("memory per rank: params {:.1f} MiB{}{}, grads {:.1f} MiB{}, optimizer state {:.1f} MiB{}, "
-                     "activations {:.1f} MiB{}{}",
-                     params, params_split, extra, grads, grads_split, optim_->state_bytes() * mib,
+                     "comm {:.1f} MiB, other {:.1f} MiB, activations {:.1f} MiB{} {}; expected peak {:.1f} MiB "
+                     "(on {}; measured per step: metrics.jsonl \"mem\")",
+                     cat(core::MemCat::Params) * mib, params_split, extra, cat(core::MemCat::Grads) * mib, grads_split,
+                     cat(core::MemCat::Optimizer) * mib,
                      sync_->zero() > 0 ? fmt::format(" (ZeRO-{}, 1/{} shard)", sync_->zero(), dp_) : "",
-                     acts * mib, recompute, dev);
+                     cat(core::MemCat::Comm) * mib, cat(core::MemCat::Other) * mib, acts * mib,
+                     recompute,
+                     held ? "held" : fmt::format("modelled at micro_batch {} x seq_len {}", cfg_.train.micro_batch,
+                                                 cfg_.model.seq_len),
+                     (resident + acts) * mib, device_->name());
 }
 
 }  // namespace mt::launch

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/memory.h"
 #include "core/rng.h"
 
 namespace mt::parallel {
@@ -107,10 +108,14 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
   own_grads_ = ctx.own_grads;
   work_is_master_ = wdt_ == core::DType::F32;
   if (own_params_) {
+    core::MemoryScope scope(core::MemCat::Params);  // master and working copy
     params_ = Tensor::zeros({total_}, core::DType::F32, dev);
     work_ = work_is_master_ ? params_ : Tensor::zeros({total_}, wdt_, dev);
   }
-  if (own_grads_) grads_ = Tensor::zeros({total_}, core::DType::F32, dev);
+  if (own_grads_) {
+    core::MemoryScope scope(core::MemCat::Grads);
+    grads_ = Tensor::zeros({total_}, core::DType::F32, dev);
+  }
   const size_t ws = core::dtype_size(wdt_);
   for (size_t u = 0; u < units_.size(); ++u) {
     bind_unit_params(static_cast<int>(u), own_params_ ? static_cast<char*>(work_.raw()) + units_[u].begin * ws : nullptr);
