@@ -100,7 +100,7 @@ int cmd_info(const JobLaunch& job, bool json) {
               job.self.mpi.num_nodes, job.hosts.size(), per_host(job.hosts).c_str());
   for (const auto& h : job.hosts) std::printf("  %-24s ranks %s\n", h.host.c_str(), format_ranks(h.ranks).c_str());
   std::printf("threads   %d per rank (from the affinity masks of the node's ranks; rank 0's mask: %d CPUs), BLAS "
-              "core %s\n", threads, job.self.cpus, b.blas_core.c_str());
+              "core %s (%s)\n", threads, job.self.cpus, b.blas_core.c_str(), b.blas_variant.c_str());
   std::printf("\n%-5s %-20s %-11s %-17s %-5s %-14s %s\n", "rank", "host", "local", "launcher", "CPUs", "GPUs",
               "launcher variables");
   for (const auto& i : job.ranks) {

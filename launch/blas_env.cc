@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <cblas.h>
@@ -16,6 +17,11 @@ namespace mt::launch {
 std::string blas_core_name() {
   const char* n = openblas_get_corename();
   return n ? n : "unknown";
+}
+
+std::string blas_variant_name() {
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);  // 0 or -1 where glibc cannot tell
+  return blas_core_name() + "/l2=" + (l2 > 0 ? std::to_string(l2) : std::string("unknown"));
 }
 
 void maybe_reexec_for_blas(int argc, char** argv) {

@@ -37,6 +37,7 @@ BuildInfo build_info() {
   b.openblas = cfg ? cfg : "";
   while (!b.openblas.empty() && b.openblas.back() == ' ') b.openblas.pop_back();
   b.blas_core = blas_core_name();
+  b.blas_variant = blas_variant_name();
   b.cuda_version = MT_CUDA_VERSION;
   b.nccl_version = MT_NCCL_VERSION;
   b.cudnn_version = MT_CUDNN_VERSION;
@@ -46,7 +47,8 @@ BuildInfo build_info() {
 nlohmann::json to_json(const BuildInfo& b) {
   return {{"version", b.version}, {"build_type", b.build_type}, {"sanitize", b.sanitize}, {"compiler", b.compiler},
           {"cuda", b.cuda}, {"nccl", b.nccl}, {"cudnn", b.cudnn}, {"mpi", b.mpi}, {"mpi_standard", b.mpi_standard},
-          {"hdf5", b.hdf5}, {"openblas", b.openblas}, {"blas_core", b.blas_core}, {"cuda_version", b.cuda_version},
+          {"hdf5", b.hdf5}, {"openblas", b.openblas}, {"blas_core", b.blas_core},
+          {"blas_variant", b.blas_variant}, {"cuda_version", b.cuda_version},
           {"nccl_version", b.nccl_version}, {"cudnn_version", b.cudnn_version}};
 }
 

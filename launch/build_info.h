@@ -20,6 +20,7 @@ struct BuildInfo {
   std::string hdf5;      // H5get_libversion
   std::string openblas;  // openblas_get_config()
   std::string blas_core;
+  std::string blas_variant;  // blas_variant_name(): "<core>/l2=<bytes>", the golden numbers' record key
   std::string cuda_version, nccl_version, cudnn_version;  // "" when not built
 };
 
