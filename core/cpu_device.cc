@@ -1,5 +1,7 @@
 // What: the CPU device: 64-byte aligned host allocations (counted, by category: core/memory.h)
-// and synchronous copies.
+// and synchronous copies. MT_CPU_MEMORY_LIMIT (MiB) caps what it hands out, as a GPU's memory
+// would: an allocation past it throws OutOfMemory (to try layouts and the out-of-memory path
+// on a machine whose RAM would otherwise be overcommitted or the job killed).
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -28,10 +30,14 @@ class CpuDevice final : public Device {
   void* alloc(size_t bytes) override {
     if (bytes == 0) bytes = 64;
     const size_t rounded = (bytes + 63) / 64 * 64;
+    if (limit_ > 0 && in_use_.load() + rounded > limit_) {
+      throw OutOfMemory(fmt::format("out of device memory on cpu allocating {:.1f} MiB: {:.1f} MiB in use, the "
+                                    "limit is {:.1f} MiB (MT_CPU_MEMORY_LIMIT)", bytes / 1048576.0,
+                                    in_use_.load() / 1048576.0, limit_ / 1048576.0));
+    }
     void* p = std::aligned_alloc(64, rounded);
     if (!p) {
-      throw Error(fmt::format("out of host memory allocating {:.1f} MiB", bytes / 1048576.0))
-          .with_hint("reduce train.micro_batch or model size");
+      throw OutOfMemory(fmt::format("out of host memory allocating {:.1f} MiB", bytes / 1048576.0));
     }
     std::lock_guard<std::mutex> lock(mu_);
     sizes_[p] = {rounded, ledger_.add(rounded)};
@@ -81,6 +87,11 @@ class CpuDevice final : public Device {
 
  private:
   mutable std::mutex mu_;
+  // MT_CPU_MEMORY_LIMIT in MiB (0: none)
+  size_t limit_ = [] {
+    const char* v = std::getenv("MT_CPU_MEMORY_LIMIT");
+    return v && *v ? static_cast<size_t>(std::strtod(v, nullptr) * 1048576.0) : size_t{0};
+  }();
   std::unordered_map<void*, std::pair<size_t, MemCat>> sizes_;  // rounded bytes, category booked
   MemoryLedger ledger_;
   std::atomic<size_t> in_use_{0};

@@ -159,13 +159,15 @@ class CudaDevice final : public Device {
         (void)cudaMemGetInfo(&free_b, &total_b);
         (void)cudaGetLastError();
         constexpr double kMiB = 1.0 / 1048576.0;
-        throw Error(fmt::format("out of GPU memory on {} allocating {:.1f} MiB (in use {:.1f} MiB, peak {:.1f} "
-                                "MiB; the driver reports {:.1f} of {:.1f} MiB free)",
-                                name(), bytes * kMiB, stats_.in_use * kMiB, stats_.peak * kMiB, free_b * kMiB,
-                                total_b * kMiB))
-            .with_library(cuda_error_string(e))
+        OutOfMemory oom(fmt::format("out of GPU memory on {} allocating {:.1f} MiB (in use {:.1f} MiB, peak {:.1f} "
+                                    "MiB; the driver reports {:.1f} of {:.1f} MiB free)",
+                                    name(), bytes * kMiB, stats_.in_use * kMiB, stats_.peak * kMiB, free_b * kMiB,
+                                    total_b * kMiB));
+        oom.with_library(cuda_error_string(e))
             .with_hint("reduce train.micro_batch (gradient accumulation keeps the global batch), use "
-                       "train.precision=bf16, parallel.zero=1 or more tensor parallelism");
+                       "train.precision=bf16, a higher parallel.zero, parallel.sp, train.recompute or more tensor "
+                       "parallelism (meshtrain plan lists the layouts that fit)");
+        throw oom;  // (not the builder's Error&: catchers tell it apart)
       }
       ++stats_.device_mallocs;
       stats_.reserved += cls;

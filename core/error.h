@@ -44,6 +44,14 @@ class Error : public std::runtime_error {
   std::string full_;
 };
 
+// A device allocation that did not fit (CUDA: cudaMalloc; CPU: the allocator, or the
+// MT_CPU_MEMORY_LIMIT cap). The trainer turns it into a message with the measured and the
+// predicted memory per rank and the `meshtrain plan` command to run.
+class OutOfMemory : public Error {
+ public:
+  using Error::Error;
+};
+
 // The rank stamped on errors and log lines. Set once by launch/ after MPI_Init; this is the
 // process's identity, not parallel state (groups and meshes are passed explicitly).
 void set_process_rank(int rank, int world_size);

@@ -24,6 +24,7 @@
 #include "io/hf/hf_import.h"
 #include "io/metrics.h"
 #include "launch/blas_env.h"
+#include "launch/plan.h"
 #include "launch/svg.h"
 #include "launch/signals.h"
 #include "launch/train/trainer.h"
@@ -65,15 +66,48 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
 }
 }  // namespace
 
+namespace {
+// An allocation that did not fit, anywhere in a training run: the measured and the predicted
+// memory of this rank and the `meshtrain plan` command that lists the layouts that fit.
+[[noreturn]] void rethrow_out_of_memory(const std::string& what, const TrainArgs& a, const core::Config& cfg,
+                                        const core::Device& device, int world) {
+  constexpr double kMiB = 1.0 / 1048576.0;
+  double predicted = 0;
+  try {
+    const auto arch = parallel::make_architecture(cfg.model);
+    predicted = predict_memory(cfg, *arch, configured_layout(cfg, world)).total();
+  } catch (const std::exception&) {
+  }
+  const double have = device.kind() == core::DeviceKind::CPU ? (std::getenv("MT_CPU_MEMORY_LIMIT")
+                                                                    ? std::atof(std::getenv("MT_CPU_MEMORY_LIMIT"))
+                                                                    : device.peak_bytes_in_use() * kMiB)
+                                                             : 0.0;
+  std::string overrides;
+  for (const auto& o : a.overrides) overrides += " " + o;
+  const std::string mem = have > 0 ? fmt::format("{:.0f}MiB", have) : std::string("<GPU memory, e.g. 80GiB>");
+  throw core::Error(fmt::format("out of memory: {} (this rank's measured peak {:.1f} MiB; the memory model "
+                                "predicts a peak of {:.1f} MiB per rank for this layout)",
+                                what, device.peak_bytes_in_use() * kMiB, predicted * kMiB))
+      .with_hint(fmt::format("list the layouts that fit: meshtrain plan {} --gpus {} --gpu-mem {}{}", a.config, world,
+                             mem, overrides));
+}
+}  // namespace
+
 int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
   core::Device* device = nullptr;
   JobLaunch job;
   const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device, &job);
   install_preemption_handlers();
-  Trainer trainer(cfg, world, device);
-  trainer.on_run_start = [&] { append_launch_record(cfg.run.dir, job); };  // <run.dir>/launch.jsonl
-  trainer.run();
+  try {
+    Trainer trainer(cfg, world, device);
+    trainer.on_run_start = [&] { append_launch_record(cfg.run.dir, job); };  // <run.dir>/launch.jsonl
+    trainer.run();
+  } catch (const core::OutOfMemory& e) {
+    rethrow_out_of_memory(e.message(), a, cfg, *device, world.size());
+  } catch (const std::bad_alloc&) {
+    rethrow_out_of_memory("the host allocator failed (std::bad_alloc)", a, cfg, *device, world.size());
+  }
   return 0;
 }
 

@@ -89,4 +89,18 @@ set +e
 bad=$("$MESHTRAIN" plan examples/tiny.yaml --gpus 4 --gpu-mem 80GiB --nodes 3 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] && echo "$bad" | grep -q -- "--nodes" || fail "bad --nodes accepted: $bad"
+# an out-of-memory during a run (MT_CPU_MEMORY_LIMIT caps the CPU device like a GPU's memory):
+# the job ends naming the measured and predicted memory and the plan command, which runs
+set +e
+out=$(MT_CPU_MEMORY_LIMIT=20 "$MESHTRAIN" train examples/tiny.yaml "${base[@]}" run.dir="$WORK/oom" 2>&1); rc=$?
+set -e
+[ $rc -ne 0 ] || fail "a run past MT_CPU_MEMORY_LIMIT succeeded"
+echo "$out" | grep -q "out of memory: .*measured peak .* MiB; the memory model predicts a peak of .* MiB" ||
+  fail "no measured/predicted memory in the out-of-memory error: $out"
+cmd=$(echo "$out" | grep -o "meshtrain plan .*" | head -1)
+[ -n "$cmd" ] || fail "no plan command in the out-of-memory error: $out"
+set +e; "$MESHTRAIN" ${cmd#meshtrain } > "$WORK/oom-plan.txt" 2>&1; prc=$?; set -e
+[ $prc -eq 0 ] || [ $prc -eq 2 ] || { cat "$WORK/oom-plan.txt"; fail "the suggested plan command failed ($prc): $cmd"; }
+grep -q "configured layout" "$WORK/oom-plan.txt" || fail "the suggested plan command printed no plan"
+echo "out of memory: the error names measured and predicted memory; its plan command runs (exit $prc)"
 echo PASS
