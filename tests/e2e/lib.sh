@@ -5,7 +5,7 @@ MPIEXEC=${MPIEXEC:-mpirun}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 WORK=$(mktemp -d /tmp/mt-e2e.XXXXXX)
 # on exit (a failed check included) no process of this test outlives it: every run.dir is under $WORK
-trap 'pkill -f -- "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'pkill -f -- "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mpi() { "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none "$@"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # losses RUN_DIR -> one loss per line, exactly as written (JSON doubles round-trip)
