@@ -178,13 +178,20 @@ void ShardedSync::refresh_working_params() {
 }
 
 void ShardedSync::load_master(const float* host_flat) {
+  load_master_range(0, host_flat, model_.num_local_params());
+  refresh_working_params();
+}
+
+void ShardedSync::load_master_range(int64_t flat_begin, const float* host, int64_t n) {
   MT_CHECK(zero_ == 3, "load_master: ZeRO-2 parameters are the model's own");
   core::Device& dev = ops_->device();
-  for (const UnitState& s : units_) {
-    dev.copy(master_.f32() + s.shard_at, host_flat + s.u.begin + dp_rank_ * s.piece,
-             static_cast<size_t>(s.piece) * sizeof(float));
+  for (size_t k = 0; k < units_.size(); ++k) {
+    const auto [b, e] = owned_[k];
+    const int64_t lo = std::max(b, flat_begin), hi = std::min(e, flat_begin + n);
+    if (lo < hi)
+      dev.copy(master_.f32() + units_[k].shard_at + (lo - b), host + (lo - flat_begin),
+               static_cast<size_t>(hi - lo) * sizeof(float));
   }
-  refresh_working_params();
 }
 
 // ------------------------------------------------------------------ gradients

@@ -63,6 +63,7 @@ class ShardedSync final : public DataParallelSync, public ParamResidence {
   // ParamResidence
   void enter_block(int layer, Pass pass) override;
   void load_master(const float* host_flat) override;
+  void load_master_range(int64_t flat_begin, const float* host, int64_t n) override;
   void zero_grads() override;
   void refresh_working_params() override;
 

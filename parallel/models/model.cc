@@ -134,43 +134,56 @@ Model::~Model() {
 
 void Model::init_weights(uint64_t seed) {
   // Host memory first (the RNG runs on the host), then one copy to the device. On the CPU the
-  // parameter buffer is host memory already. (ZeRO-3: the whole slice on the host, of which
-  // the residence keeps its shard; a per-parameter stream would need less host memory.)
+  // parameter buffer is host memory already. ZeRO-3: one parameter at a time on the host, of
+  // which the residence keeps its pieces (no host copy of the whole slice).
   core::Device& dev = device();
-  const bool host_params = dev.kind() == core::DeviceKind::CPU && own_params_;
+  if (!own_params_) {
+    MT_CHECK(residence_ != nullptr, "the model's parameters are sharded but no residence holds them");
+    std::vector<float> one;
+    for (const ParamInfo& p : info_) {
+      one.assign(static_cast<size_t>(p.numel), 0.0f);
+      init_param(p, seed, one.data());
+      residence_->load_master_range(p.offset, one.data(), p.numel);
+    }
+    residence_->refresh_working_params();
+    zero_grads();
+    return;
+  }
+  const bool host_params = dev.kind() == core::DeviceKind::CPU;
   std::vector<float> staging(host_params ? 0 : static_cast<size_t>(total_), 0.0f);
   float* base = host_params ? params_.f32() : staging.data();
-  for (const ParamInfo& p : info_) {
-    float* dst = base + p.offset;
-    if (p.init_std == 0.0f) {
-      for (int64_t i = 0; i < p.numel; ++i) dst[i] = p.init_value;
-      continue;
-    }
-    // element (r, c) of the slice draws normal01(seed, hash(name), its index in the FULL
-    // tensor); a slice row is a run of columns of one full row
-    const uint64_t stream = core::hash_string(p.name.c_str());
-    const int64_t rows = shape_rows(p.local_shape), cols = shape_cols(p.local_shape);
-    const int64_t full_cols = shape_cols(p.full_shape);
-    if (p.partition.kind() == Partition::Kind::Rows && !p.partition.blocks().empty()) {
-      // fused blocks (replicated units included): runs of local rows at consecutive full rows
-      for (int64_t r = 0; r < rows;) {
-        const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), r);
-        int64_t n = 1;
-        while (r + n < rows && p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), r + n).row == at.row + n) ++n;
-        core::fill_normal_block(dst + r * cols, n, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
-        r += n;
-      }
-    } else {
-      const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), 0);
-      core::fill_normal_block(dst, rows, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
-    }
-  }
+  for (const ParamInfo& p : info_) init_param(p, seed, base + p.offset);
   if (!host_params) {
     load_master(staging.data());
   } else {
     refresh_working_params();
   }
   zero_grads();
+}
+
+void Model::init_param(const ParamInfo& p, uint64_t seed, float* dst) const {
+  if (p.init_std == 0.0f) {
+    for (int64_t i = 0; i < p.numel; ++i) dst[i] = p.init_value;
+    return;
+  }
+  // element (r, c) of the slice draws normal01(seed, hash(name), its index in the FULL
+  // tensor); a slice row is a run of columns of one full row
+  const uint64_t stream = core::hash_string(p.name.c_str());
+  const int64_t rows = shape_rows(p.local_shape), cols = shape_cols(p.local_shape);
+  const int64_t full_cols = shape_cols(p.full_shape);
+  if (p.partition.kind() == Partition::Kind::Rows && !p.partition.blocks().empty()) {
+    // fused blocks (replicated units included): runs of local rows at consecutive full rows
+    for (int64_t r = 0; r < rows;) {
+      const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), r);
+      int64_t n = 1;
+      while (r + n < rows && p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), r + n).row == at.row + n) ++n;
+      core::fill_normal_block(dst + r * cols, n, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
+      r += n;
+    }
+  } else {
+    const Partition::Place at = p.partition.to_full(p.full_shape, tp_.size(), tp_.rank(), 0);
+    core::fill_normal_block(dst, rows, cols, at.row, at.col, full_cols, p.init_std, seed, stream);
+  }
 }
 
 void Model::load_master(const float* host_flat) {

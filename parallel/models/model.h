@@ -98,6 +98,9 @@ class ParamResidence {
   // The master parameters from a host copy of the whole flat buffer (this rank's tp slice):
   // keeps the elements it stores, refreshes what the forward reads.
   virtual void load_master(const float* host_flat) = 0;
+  // The elements [flat_begin, flat_begin + n) of the flat buffer from host memory, of which it
+  // keeps those it stores; the working copy is NOT refreshed (call refresh_working_params).
+  virtual void load_master_range(int64_t flat_begin, const float* host, int64_t n) = 0;
   virtual void zero_grads() = 0;
   virtual void refresh_working_params() = 0;
 };
@@ -350,6 +353,8 @@ class Model {
   // call of n_new positions (naming the cache's max_len and model.seq_len) and returns the
   // first new position; finish_decode advances the length. kv_cache_ holds k, v per layer.
   void set_decode_shape(int B, int max_len);
+  // Parameter p's local slice from its init rule into host memory dst (p.numel floats).
+  void init_param(const ParamInfo& p, uint64_t seed, float* dst) const;
   int start_decode(int B, int n_new);
   void finish_decode(int n_new) { decode_len_ += n_new; }
   std::vector<core::Tensor> kv_cache_;  // 2 per layer: k, v (B, NKVl, max_len, HS)
