@@ -6,13 +6,13 @@
 # none); `bench step --dry-run` models both; an unknown value is refused naming the key.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
-common=(train.steps=10 train.eval_every=0 train.log_every=1 model.n_layer=3 model.n_embd=64 model.seq_len=32
+common=(train.steps=50 train.eval_every=0 train.log_every=1 model.n_layer=3 model.n_embd=64 model.seq_len=32
         model.vocab_size=50 data.markov_vocab=16 train.batch_size=8 train.micro_batch=4
         train.threads=1 parallel.bucket_mb=0.05)
 same() {  # same RUN_A RUN_B: identical per-step losses, exactly as written
   diff <(step_losses "$1") <(step_losses "$2") >/dev/null || fail "$(basename "$2") differs from $(basename "$1")"
-  [ "$(step_losses "$1" | wc -l)" -eq 10 ] || fail "$1: expected 10 steps"
-  echo "$(basename "$2"): 10 steps bitwise equal to $(basename "$1")"
+  [ "$(step_losses "$1" | wc -l)" -eq 50 ] || fail "$1: expected 50 steps"
+  echo "$(basename "$2"): 50 steps bitwise equal to $(basename "$1")"
 }
 for r in none full selective; do
   "$MESHTRAIN" train "$CFG" "${common[@]}" train.recompute=$r run.dir="$WORK/np1-$r" > "$WORK/np1-$r.log" 2>&1
