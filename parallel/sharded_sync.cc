@@ -40,6 +40,8 @@ ShardedSync::ShardedSync(int zero, Communicator* dp, Model& model, kernels::Ops*
     owned_.push_back({s.u.begin + dp_rank_ * s.piece, s.u.begin + (dp_rank_ + 1) * s.piece});
     if (s.u.block) {
       max_block = std::max(max_block, s.u.size());
+      if (static_cast<int>(block_unit_.size()) <= s.u.layer) block_unit_.resize(static_cast<size_t>(s.u.layer) + 1, -1);
+      block_unit_[static_cast<size_t>(s.u.layer)] = static_cast<int>(i);
     } else {
       s.outer = static_cast<int>(outer_units_.size());
       outer_units_.push_back(static_cast<int>(i));
@@ -90,9 +92,9 @@ ShardedSync::~ShardedSync() {
 }
 
 int ShardedSync::unit_of_layer(int layer) const {
-  for (size_t i = 0; i < units_.size(); ++i)
-    if (units_[i].u.layer == layer) return static_cast<int>(i);
-  throw core::Error(fmt::format("no parameters belong to layer {}", layer));
+  if (layer >= 0 && layer < static_cast<int>(block_unit_.size()) && block_unit_[static_cast<size_t>(layer)] >= 0)
+    return block_unit_[static_cast<size_t>(layer)];
+  throw core::Error(fmt::format("no block parameters belong to layer {}", layer));
 }
 
 void* ShardedSync::wshard_at(int64_t shard_at) const {

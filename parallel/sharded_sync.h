@@ -119,6 +119,7 @@ class ShardedSync final : public DataParallelSync, public ParamResidence {
   size_t ws_ = 4;
   std::vector<UnitState> units_;
   std::vector<int> outer_units_;
+  std::vector<int> block_unit_;  // block layer -> its unit
   std::vector<std::pair<int64_t, int64_t>> owned_;
   int64_t shard_elems_ = 0;
   core::Tensor master_;  // ZeRO-3: fp32 master pieces (shard_elems_)

@@ -27,6 +27,7 @@ Stepper::Stepper(const StepParts& parts) : p_(parts) {
       }
     }
   }
+  owned_ = p_.sync.owned_data(p_.model);
   for (const auto& [lo, hi] : norm_ranges_) norm_ptrs_.push_back(p_.sync.grad_at(p_.model, lo));
   norm_host_.resize(norm_ranges_.size());
   norm_partials_ = core::Tensor::zeros({std::max<int64_t>(1, static_cast<int64_t>(norm_ranges_.size()))},
@@ -48,7 +49,7 @@ StepStats Stepper::step(int64_t s) {
   double loss_sum = forward_backward(batch, &compute_ms);  // this replica's share
   p_.sync.finish();
   st.imbalance = exchange_work(s, batch, compute_ms, &st.replica_tokens);
-  p_.faults.before_norm(s, p_.device, p_.sync.owned_data(p_.model).front().grads);
+  p_.faults.before_norm(s, p_.device, owned_.front().grads);
   st.grad_norm = std::sqrt(grad_sumsq());  // identical on every rank
   st.lr = parallel::learning_rate(p_.cfg.optim, s, p_.cfg.train.steps);
   st.skipped = !std::isfinite(st.grad_norm);
@@ -120,8 +121,7 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
 }
 
 void Stepper::update(int64_t s, double norm, double lr) {
-  TrainModel& model = p_.model;
-  const std::vector<parallel::RangeData> data = p_.sync.owned_data(model);
+  const std::vector<parallel::RangeData>& data = owned_;
   const auto& ranges = p_.sync.owned_ranges();
   if (p_.cfg.optim.grad_clip > 0 && norm > p_.cfg.optim.grad_clip) {
     const float scale = static_cast<float>(p_.cfg.optim.grad_clip / (norm + 1e-6));

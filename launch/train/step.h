@@ -70,6 +70,8 @@ class Stepper {
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   std::vector<const float*> norm_ptrs_;  // where each norm range's gradients live
+  // where the owned ranges' elements live (the sync's buffers never move: asked once, not per step)
+  std::vector<parallel::RangeData> owned_;
   core::Tensor norm_partials_;
   std::vector<double> norm_host_;  // their host copy (allocated once, not per step)
 };
