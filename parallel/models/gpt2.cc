@@ -39,6 +39,7 @@ std::vector<ParamSpec> Gpt2Architecture::param_specs() const {
   };
   const Partition rep, rows = Partition::rows(), cols = Partition::cols(), qkv = Partition::rows({C, C, C});
   add("wte", {m.vocab_size, C}, Partition::vocab(kVocabAlign), true, std, 0, -1);
+  v.back().tied_head = true;  // the head's output projection
   add("wpe", {m.seq_len, C}, rep, true, std, 0, -1);
   for (int l = 0; l < L; ++l) {
     const std::string h = "h" + std::to_string(l) + ".";

@@ -81,6 +81,7 @@ std::vector<ParamSpec> LlamaArchitecture::param_specs() const {
   };
   const Partition rep, cols = Partition::cols();
   add("tok_emb", {m.vocab_size, C}, Partition::vocab(kVocabAlign), true, std, 0, -1);
+  v.back().tied_head = m.tie_embeddings;
   for (int l = 0; l < L; ++l) {
     const std::string h = "h" + std::to_string(l) + ".";
     add(h + "attn_norm.w", {C}, rep, false, 0, 1, l);

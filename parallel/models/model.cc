@@ -57,6 +57,27 @@ std::vector<ParamUnit> param_units(const std::vector<ParamInfo>& params, int64_t
   return u;
 }
 
+bool StageLayers::holds(const ParamSpec& s, int n_layer) const {
+  if (s.layer < 0) return embed || (head && s.tied_head);
+  if (s.layer >= n_layer) return head;
+  return chunks.empty() || chunk_of(s.layer) >= 0;
+}
+
+int StageLayers::chunk_of(int layer) const {
+  if (chunks.empty()) return 0;
+  for (size_t c = 0; c < chunks.size(); ++c)
+    if (layer >= chunks[c].first && layer < chunks[c].second) return static_cast<int>(c);
+  return -1;
+}
+
+std::vector<ParamSpec> stage_specs(const std::vector<ParamSpec>& specs, const StageLayers& st, int n_layer) {
+  if (st.whole()) return specs;
+  std::vector<ParamSpec> v;
+  for (const ParamSpec& s : specs)
+    if (st.holds(s, n_layer)) v.push_back(s);
+  return v;
+}
+
 int64_t Architecture::num_params() const {
   int64_t n = 0;
   for (const auto& p : param_specs()) n += core::shape_numel(p.full_shape);
@@ -97,7 +118,12 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
   }
   wdt_ = ops_->working_dtype();
   core::Device& dev = ops_->device();
-  info_ = layout_params(arch_->param_specs(), ctx.tp, ctx.flat_align, &total_, ctx.align_units);
+  stage_layers_ = ctx.stage;
+  {
+    const std::vector<ParamSpec> all = arch_->param_specs();
+    for (const ParamSpec& s : all) local_of_full_.push_back(stage_layers_.holds(s, cfg_.n_layer) ? held_++ : -1);
+    info_ = layout_params(stage_specs(all, stage_layers_, cfg_.n_layer), ctx.tp, ctx.flat_align, &total_, ctx.align_units);
+  }
   for (const ParamInfo& p : info_) replica_runs_.push_back(p.partition.replicated_runs(p.full_shape, ctx.tp, ctx.tp_rank));
   units_ = param_units(info_, total_, cfg_.n_layer);
   for (size_t u = 0; u < units_.size(); ++u)
@@ -107,17 +133,25 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
   own_params_ = ctx.own_params;
   own_grads_ = ctx.own_grads;
   work_is_master_ = wdt_ == core::DType::F32;
-  if (own_params_) {
+  if (ctx.share_with) {  // a pipeline's further micro-batch: the first one's parameters
+    Model& o = *ctx.share_with;
+    MT_CHECK(o.own_params_ && o.own_grads_ && o.total_ == total_ && o.wdt_ == wdt_,
+             "a model sharing parameters needs an identical layout with whole flat buffers (no ZeRO-2/3)");
+    own_params_ = own_grads_ = false;
+    params_ = o.params_, grads_ = o.grads_, work_ = o.work_;
+    unit_w_ = o.unit_w_, unit_g_ = o.unit_g_;
+    shared_ = true;
+  } else if (own_params_) {
     core::MemoryScope scope(core::MemCat::Params);  // master and working copy
     params_ = Tensor::zeros({total_}, core::DType::F32, dev);
     work_ = work_is_master_ ? params_ : Tensor::zeros({total_}, wdt_, dev);
   }
-  if (own_grads_) {
+  if (own_grads_ && !shared_) {
     core::MemoryScope scope(core::MemCat::Grads);
     grads_ = Tensor::zeros({total_}, core::DType::F32, dev);
   }
   const size_t ws = core::dtype_size(wdt_);
-  for (size_t u = 0; u < units_.size(); ++u) {
+  for (size_t u = 0; u < units_.size() && !shared_; ++u) {
     bind_unit_params(static_cast<int>(u), own_params_ ? static_cast<char*>(work_.raw()) + units_[u].begin * ws : nullptr);
     bind_unit_grads(static_cast<int>(u), own_grads_ ? grads_.f32() + units_[u].begin : nullptr);
   }

@@ -53,7 +53,29 @@ struct ParamSpec {
   float init_std = 0.0f;      // > 0: N(0, init_std); 0: the constant init_value
   float init_value = 0.0f;
   int layer = -1;             // block index; -1 before the first block, n_layer after the last
+  // Also read by the head (an output projection tied to this embedding): a pipeline's last
+  // stage holds a copy, whose gradient is summed with the first stage's (StageLayers).
+  bool tied_head = false;
 };
+
+// Pipeline parallelism: the layers one rank's Model holds. `chunks` are contiguous block
+// ranges [begin, end) in pipeline order (interleaved schedules: one per virtual stage of the
+// rank, pp apart); the rank with the first virtual stage holds the embedding (embed), the one
+// with the last the final norm and head (head), and a head tied to the embedding holds a copy
+// of it. Default: every layer in one chunk, embedding and head (no pipeline).
+struct StageLayers {
+  std::vector<std::pair<int, int>> chunks;  // empty: all blocks, one chunk
+  bool embed = true, head = true;
+  // Whether a rank with these layers holds the parameter.
+  bool holds(const ParamSpec& s, int n_layer) const;
+  bool whole() const { return chunks.empty() && embed && head; }
+  // The chunk (index into chunks) holding block `layer`, or -1.
+  int chunk_of(int layer) const;
+};
+
+// The specs a rank with stage layers `st` holds, in param_specs() order (layout_params of
+// them is its flat layout: each pipeline stage has its own, shorter flat buffer).
+std::vector<ParamSpec> stage_specs(const std::vector<ParamSpec>& specs, const StageLayers& st, int n_layer);
 
 // A parameter on one tp rank: its spec plus where its slice sits in the flat buffers.
 struct ParamInfo : ParamSpec {
@@ -141,6 +163,13 @@ struct ModelContext {
   // (N, C) row-major activations); all-gather before a column-parallel linear and
   // reduce-scatter after a row-parallel one replace the all-reduces (decoding keeps all rows).
   bool sp = false;
+  // Pipeline parallelism (parallel.pp): the layers this rank holds; its flat buffers hold
+  // only their parameters (stage_specs).
+  StageLayers stage;
+  // A pipeline keeps several micro-batches in flight: each has its own Model (activations)
+  // built with share_with = the first, whose parameters, gradients and unit bindings it uses
+  // (it allocates none; same context otherwise). Not owned; must outlive this one.
+  Model* share_with = nullptr;
 };
 
 // Held by shared_ptr (make_architecture): every Model built from it keeps it alive.
@@ -213,6 +242,13 @@ class Model {
 
   const Architecture& arch() const { return *arch_; }
   const std::vector<ParamInfo>& params_info() const { return info_; }
+  // Pipeline: the layers this rank holds, and the local index of parameter `full_index` of
+  // the architecture's param_specs() (-1: another stage holds it).
+  const StageLayers& stage() const { return stage_layers_; }
+  int local_param(int full_index) const { return local_of_full_[static_cast<size_t>(full_index)]; }
+  // A further micro-batch's model of a pipeline (ModelContext::share_with): it owns no
+  // parameters or gradients; they are the first one's.
+  bool shares_params() const { return shared_; }
   kernels::Ops& ops() const { return *ops_; }
   core::Device& device() const { return ops_->device(); }
   const TpGroup& tp() const { return tp_; }
@@ -370,6 +406,10 @@ class Model {
   kernels::Ops* ops_;
   core::DType wdt_;
   std::vector<ParamInfo> info_;
+  StageLayers stage_layers_;
+  std::vector<int> local_of_full_;  // param_specs() index -> info_ index or -1
+  int held_ = 0;
+  bool shared_ = false;
   int64_t total_ = 0;
   core::Tensor params_, grads_, work_;
   bool own_params_ = true, own_grads_ = true;
