@@ -172,52 +172,88 @@ class Gpt2Model final : public Model {
   Gpt2Model(std::shared_ptr<const Gpt2Architecture> arch, const ModelContext& ctx) : Model(std::move(arch), ctx) {
     const int C = cfg_.n_embd, tp = tp_.size();
     const int Cl = C / tp;
-    // parameter indices follow param_specs(): wte, wpe, 12 per block, lnf.w, lnf.b
+    // full parameter indices follow param_specs(): wte, wpe, 12 per block, lnf.w, lnf.b; a
+    // pipeline stage holds some of them (local_param: their index in this rank's layout)
     constexpr int kPerLayer = 12;
-    embed_ = {0, C, VocabSlice::of(params_info()[0], tp, tp_.rank())};
-    pos_ = {1, C};
+    const auto at = [this](int full) { return local_param(full); };
+    if (at(0) >= 0) embed_ = {at(0), C, VocabSlice::of(params_info()[static_cast<size_t>(at(0))], tp, tp_.rank())};
+    if (stage().embed) pos_ = {at(1), C};
     blocks_.resize(static_cast<size_t>(cfg_.n_layer));
-    for (int l = 0; l < cfg_.n_layer; ++l) {
-      const int p = 2 + l * kPerLayer;
-      Gpt2Block& b = blocks_[static_cast<size_t>(l)];
-      b.ln1 = {p + 0, p + 1, C};
-      b.attn.qkv = {p + 2, p + 3, C, 3 * Cl, false};
-      b.attn.proj = {p + 4, p + 5, Cl, C};
-      b.attn.NHl = cfg_.n_head / tp;
-      b.attn.Cl = Cl;
-      b.ln2 = {p + 6, p + 7, C};
-      b.mlp.fc = {p + 8, p + 9, C, 4 * C / tp, false};
-      b.mlp.proj = {p + 10, p + 11, 4 * C / tp, C};
-      b.mlp.Fl = 4 * C / tp;
+    for (int c = 0; c < num_chunks(); ++c) {
+      for (int l = chunk_layers(c).first; l < chunk_layers(c).second; ++l) {
+        const int p = 2 + l * kPerLayer;
+        Gpt2Block& b = blocks_[static_cast<size_t>(l)];
+        b.ln1 = {at(p + 0), at(p + 1), C};
+        b.attn.qkv = {at(p + 2), at(p + 3), C, 3 * Cl, false};
+        b.attn.proj = {at(p + 4), at(p + 5), Cl, C};
+        b.attn.NHl = cfg_.n_head / tp;
+        b.attn.Cl = Cl;
+        b.ln2 = {at(p + 6), at(p + 7), C};
+        b.mlp.fc = {at(p + 8), at(p + 9), C, 4 * C / tp, false};
+        b.mlp.proj = {at(p + 10), at(p + 11), 4 * C / tp, C};
+        b.mlp.Fl = 4 * C / tp;
+        held_.push_back(l);
+      }
     }
-    const int lnf = 2 + cfg_.n_layer * kPerLayer;
-    lnf_ = {lnf, lnf + 1, C};
-    head_ = {0, -1, C, embed_.vs.Vl, /*tied=*/true};
-    xent_.vs = embed_.vs;
+    if (stage().head) {
+      const int lnf = 2 + cfg_.n_layer * kPerLayer;
+      lnf_ = {at(lnf), at(lnf + 1), C};
+      // tied to the embedding: on a pipeline's last stage the copy's gradient is final here
+      head_ = {at(0), -1, C, embed_.vs.Vl, /*tied=*/stage().embed};
+      xent_.vs = embed_.vs;
+    }
+    chunk_in_.resize(static_cast<size_t>(num_chunks()));
+    chunk_out_.assign(static_cast<size_t>(num_chunks()), nullptr);
+    dres_.resize(static_cast<size_t>(num_chunks()));
   }
 
   double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
+    MT_CHECK(stage().whole(), "forward() of a pipeline stage: use forward_chunk");
+    return forward_chunk(0, inputs, targets, B, T, doc_ids);
+  }
+  void backward(float loss_weight, const GradReadyFn& ready) override {
+    MT_CHECK(stage().whole(), "backward() of a pipeline stage: use backward_chunk");
+    backward_chunk(0, loss_weight, ready);
+  }
+
+  void* chunk_input(int c, int B, int T) override {
+    ensure_acts(B, T);
+    return chunk_in_[static_cast<size_t>(c)].raw();
+  }
+  const void* chunk_output(int c) const override { return chunk_out_[static_cast<size_t>(c)]; }
+  void* chunk_output_grad(int c) override { return dres_[static_cast<size_t>(c)].raw(); }
+  const void* chunk_input_grad(int c) const override { return dres_[static_cast<size_t>(c)].raw(); }
+
+  double forward_chunk(int c, const int32_t* inputs, const int32_t* targets, int B, int T,
+                       const int32_t* doc_ids) override {
     ensure_acts(B, T);
     sp_rows_ = sp_;
     const int N = B * T, R = seq_.R;  // R: the rows of the residual stream on this rank
     const int64_t NC = static_cast<int64_t>(R) * cfg_.n_embd;
-    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
-    tokens_ = tok.tokens;
-    doc_ids_ = tok.doc_ids;
-    positions_ = tok.doc_ids ? tok.positions : nullptr;  // packed documents restart at 0
-    kernels::Ops& k = ops();
-    void* x = encoded_.raw();
-    if (sp_) {  // this rank's rows of the summed token rows, then their positions
-      embed_.forward(*this, seq_.a.raw(), tok.tokens, N);
-      sp_scatter(*this, x, seq_.a.raw(), N, cfg_.n_embd);
-      pos_.forward(*this, x, tok.positions + static_cast<int64_t>(tp_.rank()) * R, 1, R);
-    } else {
-      embed_.forward(*this, x, tok.tokens, N);
-      pos_.forward(*this, x, positions_, B, T);
+    if (c == 0) {
+      const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
+      tokens_ = tok.tokens;
+      targets_d_ = tok.targets;
+      doc_ids_ = tok.doc_ids;
+      positions_ = tok.doc_ids ? tok.positions : nullptr;  // packed documents restart at 0
+      all_positions_ = tok.positions;
     }
-    for (size_t l = 0; l < blocks_.size(); ++l) {
-      Gpt2Block& b = blocks_[l];
-      enter_block(static_cast<int>(l), Pass::Forward);  // (ZeRO-3: gathers its parameters)
+    kernels::Ops& k = ops();
+    void* x = chunk_in_[static_cast<size_t>(c)].raw();
+    if (chunk_embeds(c)) {
+      if (sp_) {  // this rank's rows of the summed token rows, then their positions
+        embed_.forward(*this, seq_.a.raw(), tokens_, N);
+        sp_scatter(*this, x, seq_.a.raw(), N, cfg_.n_embd);
+        pos_.forward(*this, x, all_positions_ + static_cast<int64_t>(tp_.rank()) * R, 1, R);
+      } else {
+        embed_.forward(*this, x, tokens_, N);
+        pos_.forward(*this, x, positions_, B, T);
+      }
+    }
+    const auto [l0, l1] = chunk_layers(c);
+    for (int l = l0; l < l1; ++l) {
+      Gpt2Block& b = blocks_[static_cast<size_t>(l)];
+      enter_block(l, Pass::Forward);  // (ZeRO-3: gathers its parameters)
       b.ln1.forward(*this, x, R);
       const void* a_in = seq_.col_in(*this, b.ln1.out.raw());
       b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, doc_ids_, B, T);
@@ -230,33 +266,37 @@ class Gpt2Model final : public Model {
       k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
       x = b.res3.raw();
     }
-    live_ = cfg_.n_layer - 1;  // (recomputation: the shared internals hold the last block's)
+    live_ = l1 - 1;  // (recomputation: the shared internals hold the chunk's last block's)
+    chunk_out_[static_cast<size_t>(c)] = x;
+    if (!chunk_has_head(c)) return 0.0;
     lnf_.forward(*this, x, R);
     head_.forward(*this, logits_.raw(), seq_.col_in(*this, lnf_.out.raw()), N);  // (N, Vl) = lnf @ wte_l^T
-    if (!tok.targets) return 0.0;
-    targets_d_ = tok.targets;
-    xent_.forward(*this, logits_.raw(), tok.targets, N);
+    if (!targets_d_) return 0.0;
+    xent_.forward(*this, logits_.raw(), targets_d_, N);
     return finish_losses(xent_.losses.f32(), targets, N);
   }
 
-  void backward(float loss_weight, const GradReadyFn& ready) override {
-    MT_CHECK(has_targets(), "backward() needs a forward() with targets");
+  void backward_chunk(int c, float loss_weight, const GradReadyFn& ready) override {
     const int B = B_, T = T_, N = B * T, R = seq_.R;
     sp_rows_ = sp_;
-    const float* dloss = stage_loss_weights(loss_weight);
-    xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
-    // (sp: every statement issues at most one tp collective, so all ranks issue them in order)
-    const void* head_in = seq_.col_in(*this, lnf_.out.raw());
-    head_.backward(*this, scratch_.dln, dlogits_.raw(), head_in, N, ready);  // partial sums over slices
-    // dres_ becomes d(residual stream) = d(res3 of the last block)
-    dres_.zero_();
-    const void* x_last = blocks_.empty() ? encoded_.raw() : blocks_.back().res3.raw();
-    const void* dln = seq_.col_grad(*this, scratch_);
-    lnf_.backward(*this, dres_.raw(), dln, x_last, R, ready);
-    void* dres = dres_.raw();
-    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    Tensor& dres_t = dres_[static_cast<size_t>(c)];  // d(residual stream), from the chunk's output down
+    void* dres = dres_t.raw();
+    const void* dln = nullptr;
+    if (chunk_has_head(c)) {
+      MT_CHECK(has_targets(), "backward() needs a forward() with targets");
+      const float* dloss = stage_loss_weights(loss_weight);
+      xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
+      // (sp: every statement issues at most one tp collective, so all ranks issue them in order)
+      const void* head_in = seq_.col_in(*this, lnf_.out.raw());
+      head_.backward(*this, scratch_.dln, dlogits_.raw(), head_in, N, ready);  // partial sums over slices
+      dres_t.zero_();
+      dln = seq_.col_grad(*this, scratch_);
+      lnf_.backward(*this, dres, dln, chunk_out_[static_cast<size_t>(c)], R, ready);
+    }
+    const auto [l0, l1] = chunk_layers(c);
+    for (int l = l1 - 1; l >= l0; --l) {
       const Gpt2Block& b = blocks_[static_cast<size_t>(l)];
-      const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      const void* x = l > l0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : chunk_in_[static_cast<size_t>(c)].raw();
       enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
       if (recompute() != Recompute::None && l != live_) recompute_block(l, x);
       // res3 = res2 + mlp(ln2(res2)): d(mlp) = d(res3) = dres; dres += the path through ln2
@@ -273,9 +313,11 @@ class Gpt2Model final : public Model {
       b.ln1.backward(*this, dres, dln, x, R, ready);
     }
     live_ = -1;
-    const void* dx = seq_.row_grad(*this, dres);  // all rows: the embeddings' gradients are then complete
-    pos_.backward(*this, dx, positions_, B, T, ready);
-    embed_.backward(*this, dx, tokens_, N, ready);
+    if (chunk_embeds(c)) {
+      const void* dx = seq_.row_grad(*this, dres);  // all rows: the embeddings' gradients are then complete
+      pos_.backward(*this, dx, positions_, B, T, ready);
+      embed_.backward(*this, dx, tokens_, N, ready);
+    }
     // the caller's next host wait on the device (end of step) must not outlive a dead tp peer
     tp_.host_wait();
   }
@@ -283,6 +325,7 @@ class Gpt2Model final : public Model {
   // ---- decoding (model.h): the forward above on the new positions only, layer by layer in
   // the shared DecodeScratch, attention against the per-layer key/value cache
   void begin_decode(int B, int max_len) override {
+    MT_CHECK(stage().whole(), "decoding needs the whole model on one rank (parallel.pp = 1)");
     set_decode_shape(B, max_len);
     free_acts();
     const int NHl = cfg_.n_head / tp_.size();
@@ -327,15 +370,16 @@ class Gpt2Model final : public Model {
   size_t activation_bytes() const override {
     if (B_ == 0) return 0;  // none allocated (before the first forward, or decoding)
     size_t n = 0;
-    for (size_t l = 0; l < blocks_.size(); ++l) {  // shared internals (recomputation) count once
-      const Gpt2Block& b = blocks_[l];
-      if (l == 0 || recompute() != Recompute::Full)
+    for (size_t i = 0; i < held_.size(); ++i) {  // shared internals (recomputation) count once
+      const Gpt2Block& b = blocks_[static_cast<size_t>(held_[i])];
+      if (i == 0 || recompute() != Recompute::Full)
         n += b.ln1.bytes() + b.attn.bytes() + b.res2.nbytes() + b.ln2.bytes() + b.mlp.bytes();
-      if (l > 0 && recompute() == Recompute::Selective) n -= recomputed_bytes(b);
+      if (i > 0 && recompute() == Recompute::Selective) n -= recomputed_bytes(b);
       n += b.res3.nbytes();
     }
-    for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
+    for (const Tensor* t : {&logits_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
+    for (size_t c = 0; c < chunk_in_.size(); ++c) n += chunk_in_[c].nbytes() + dres_[c].nbytes();
     return n + lnf_.bytes() + xent_.bytes() + seq_.bytes();
   }
 
@@ -345,7 +389,9 @@ class Gpt2Model final : public Model {
     tp_.host_wait();
     device().synchronize();
     B_ = T_ = 0;
-    encoded_ = logits_ = dres_ = dlogits_ = Tensor();
+    logits_ = dlogits_ = Tensor();
+    for (Tensor& t : chunk_in_) t = Tensor();
+    for (Tensor& t : dres_) t = Tensor();
     seq_.free();
     scratch_ = Scratch();
     for (Gpt2Block& b : blocks_) {
@@ -395,32 +441,37 @@ class Gpt2Model final : public Model {
     seq_.alloc(*this, B * T, cfg_.n_embd);
     const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd, R = seq_.R;
     const core::DType W = working_dtype();
-    encoded_ = Tensor::empty({R, C}, W, dev);
-    for (size_t l = 0; l < blocks_.size(); ++l) {
-      Gpt2Block& b = blocks_[l];
-      const bool own = l == 0 || recompute() == Recompute::None;  // else shares block 0's
+    for (size_t c = 0; c < chunk_in_.size(); ++c) {
+      chunk_in_[c] = Tensor::empty({R, C}, W, dev);  // (the embedding's output, or the received stream)
+      dres_[c] = Tensor::empty({R, C}, W, dev);
+    }
+    for (size_t i = 0; i < held_.size(); ++i) {
+      Gpt2Block& b = blocks_[static_cast<size_t>(held_[i])];
+      Gpt2Block& first = blocks_[static_cast<size_t>(held_[0])];
+      const bool own = i == 0 || recompute() == Recompute::None;  // else shares the first held block's
       if (!own && recompute() == Recompute::Full) {
-        share_internals(b, blocks_[0]);
+        share_internals(b, first);
       } else {
         b.ln1.alloc(dev, W, R);
         b.attn.alloc(ops(), W, B, T, own);
         b.res2 = Tensor::empty({R, C}, W, dev);
         b.ln2.alloc(dev, W, R);
         b.mlp.alloc(dev, W, N, own);
-        if (!own) share_recomputed(b, blocks_[0]);
+        if (!own) share_recomputed(b, first);
       }
       b.res3 = Tensor::empty({R, C}, W, dev);
     }
     live_ = -1;
-    lnf_.alloc(dev, W, R);
-    logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
-    xent_.alloc(dev, N);
+    if (stage().head) {
+      lnf_.alloc(dev, W, R);
+      logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
+      dlogits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
+      xent_.alloc(dev, N);
+    }
     const int64_t Cl = C / tp_.size(), Fl = 4 * C / tp_.size();
-    dres_ = Tensor::empty({R, C}, W, dev);
     scratch_.dln = Tensor::empty({N, C}, W, dev);
     scratch_.dmid = Tensor::empty({N * std::max(Cl, Fl)}, W, dev);
     scratch_.dmid2 = Tensor::empty({N * std::max(3 * Cl, Fl)}, W, dev);
-    dlogits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
     ensure_token_buffers(N);
   }
 
@@ -433,7 +484,10 @@ class Gpt2Model final : public Model {
   // activations for the current (B, T)
   int B_ = 0, T_ = 0;
   int live_ = -1;  // recomputation: the block whose values the shared tensors hold (-1: none)
-  Tensor encoded_, logits_, dres_, dlogits_;
+  std::vector<int> held_;  // the blocks this rank holds, ascending
+  Tensor logits_, dlogits_;
+  std::vector<Tensor> chunk_in_, dres_;  // per chunk: its input stream (R, C), d(stream) (R, C)
+  std::vector<const void*> chunk_out_;   // per chunk: its output stream (the last block's res3)
   SeqParallel seq_;  // sequence parallelism: the residual stream's rows R, the gather buffers
   Scratch scratch_;
   DecodeScratch dec_;
@@ -441,6 +495,7 @@ class Gpt2Model final : public Model {
   const int32_t* targets_d_ = nullptr;
   const int32_t* doc_ids_ = nullptr;
   const int32_t* positions_ = nullptr;
+  const int32_t* all_positions_ = nullptr;  // (sp) every row's position
 };
 
 }  // namespace

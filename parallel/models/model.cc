@@ -158,6 +158,25 @@ Model::Model(std::shared_ptr<const Architecture> arch, const ModelContext& ctx)
   stage_free_ = dev.create_event();
 }
 
+int64_t Model::stream_numel(int B, int T) const {
+  return static_cast<int64_t>(B) * T / (sp_ ? tp_.size() : 1) * cfg_.n_embd;
+}
+
+namespace {
+[[noreturn]] void no_stages(const Architecture& a) {
+  throw core::Error(fmt::format("model.arch {} does not support pipeline stages", a.name()))
+      .with_yaml("parallel.pp")
+      .with_hint("set parallel.pp = 1");
+}
+}  // namespace
+
+void* Model::chunk_input(int, int, int) { no_stages(*arch_); }
+double Model::forward_chunk(int, const int32_t*, const int32_t*, int, int, const int32_t*) { no_stages(*arch_); }
+const void* Model::chunk_output(int) const { no_stages(*arch_); }
+void* Model::chunk_output_grad(int) { no_stages(*arch_); }
+void Model::backward_chunk(int, float, const GradReadyFn&) { no_stages(*arch_); }
+const void* Model::chunk_input_grad(int) const { no_stages(*arch_); }
+
 Model::~Model() {
   // Queued work may still read the staging memory or the buffers: let it finish first.
   try {

@@ -329,6 +329,38 @@ class Model {
   virtual void backward(float loss_weight, const GradReadyFn& on_ready = {}) = 0;
   virtual size_t activation_bytes() const = 0;
 
+  // ---- Pipeline stages (ModelContext::stage). A chunk is one of this rank's virtual stages
+  // (StageLayers::chunks; without a pipeline one chunk holds everything, and forward() /
+  // backward() are forward_chunk(0) / backward_chunk(0)). Between chunks of consecutive
+  // virtual stages flows the residual stream: (R, C) in the working dtype, R = B*T rows (B*T/tp
+  // with sequence parallelism), stream_numel(B, T) elements.
+  int num_chunks() const { return stage().chunks.empty() ? 1 : static_cast<int>(stage().chunks.size()); }
+  // Blocks [first, second) of chunk c.
+  std::pair<int, int> chunk_layers(int c) const {
+    return stage().chunks.empty() ? std::pair<int, int>{0, cfg_.n_layer} : stage().chunks[static_cast<size_t>(c)];
+  }
+  bool chunk_embeds(int c) const { return c == 0 && stage().embed; }                  // takes token ids
+  bool chunk_has_head(int c) const { return c == num_chunks() - 1 && stage().head; }  // computes the loss
+  int64_t stream_numel(int B, int T) const;
+  // Where chunk c (not embedding) receives its input before forward_chunk(c) of a (B, T)
+  // micro-batch (allocates the activations for (B, T)).
+  virtual void* chunk_input(int c, int B, int T);
+  // Runs chunk c's layers on a (B, T) micro-batch: from the token ids (chunk_embeds) or
+  // chunk_input(c), to the loss (chunk_has_head: returns the mean loss over the positions with
+  // a target, as forward()) or chunk_output(c) (returns 0). Every chunk gets the micro-batch's
+  // token ids, targets and doc ids; chunk 0 stages what the rank needs (positions and
+  // documents for attention in every block), so the chunks of one micro-batch run in order 0,
+  // 1, ... on one Model, and its backwards in the reverse order.
+  virtual double forward_chunk(int c, const int32_t* inputs, const int32_t* targets, int B, int T,
+                               const int32_t* doc_ids);
+  virtual const void* chunk_output(int c) const;
+  // Where the gradient of chunk c's output is received (not the head's) before backward_chunk(c).
+  virtual void* chunk_output_grad(int c);
+  // Accumulates chunk c's gradients (as backward(), for its layers); after it the gradient of
+  // its input is at chunk_input_grad(c) (not the embedding chunk).
+  virtual void backward_chunk(int c, float loss_weight, const GradReadyFn& on_ready = {});
+  virtual const void* chunk_input_grad(int c) const;
+
   // Positions with a target (>= 0) in the last forward, and their losses (host, (B*T); 0
   // where there is no target).
   int64_t loss_tokens() const { return loss_tokens_; }
