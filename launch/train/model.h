@@ -26,8 +26,12 @@ using TrainModel = parallel::Model;
 // then calls init_weights(train.seed) (the same parameters whatever the layout). tp_comm: the tp
 // group on device buffers, null at tp = 1; dp: the data-parallel size (the flat buffers' padding,
 // and with parallel.zero 2/3 the unit alignment). ops must outlive it.
+// stage: the layers this rank holds (parallel.pp > 1; default: all).
+parallel::ModelContext model_context(const core::Config& cfg, int tp, int tp_rank, parallel::Communicator* tp_comm,
+                                     int dp, kernels::Ops* ops, const parallel::StageLayers& stage = {});
 std::unique_ptr<TrainModel> make_model(const core::Config& cfg, const parallel::Architecture& arch, int tp, int tp_rank,
-                                       parallel::Communicator* tp_comm, int dp, kernels::Ops* ops);
+                                       parallel::Communicator* tp_comm, int dp, kernels::Ops* ops,
+                                       const parallel::StageLayers& stage = {});
 
 // The start-up log's description of the model, after "model: ".
 std::string describe_model(const core::Config& cfg, const TrainModel& model);

@@ -75,11 +75,22 @@ void Reporter::step(const StepStats& st, double process_train_ms) {
   tb_.scalar("perf/tokens_per_s", s, static_cast<float>(st.tokens_per_s));
   tb_.scalar("perf/mfu", s, static_cast<float>(mfu));
   tb_.flush();
-  metrics_.write({{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm}, {"mfu", mfu},
-                  {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
-                  {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
-                  {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
-                  {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}, {"mem", io::memory_json(st.mem)}});
+  nlohmann::json row = {{"step", s}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm}, {"mfu", mfu},
+                        {"ms", st.ms}, {"tokens_per_s", st.tokens_per_s}, {"comm_ms", st.comm_ms},
+                        {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
+                        {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
+                        {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}, {"mem", io::memory_json(st.mem)}};
+  if (!st.pp.empty()) {  // per stage: its idle time in the schedule (the bubble) and activation slots
+    nlohmann::json stages = nlohmann::json::array();
+    for (size_t k = 0; k < st.pp.size(); ++k) {
+      const PipeStageStats& p = st.pp[k];
+      stages.push_back({{"stage", k}, {"run_ms", p.run_ms}, {"idle_ms", p.idle_ms},
+                        {"bubble", p.run_ms > 0 ? p.idle_ms / p.run_ms : 0.0}, {"slots", p.slots},
+                        {"act_mib", p.act_bytes / 1048576.0}});
+    }
+    row["pp"] = stages;
+  }
+  metrics_.write(row);
   end_progress_line();
   if (s % tc.log_every == 0 || s + 1 == tc.steps) {
     log::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.1f} ms | {:.0f} tok/s | data wait "

@@ -11,6 +11,14 @@
 
 namespace mt::launch {
 
+// One pipeline stage's step (parallel.pp > 1), as its dp 0 / tp 0 rank measured it.
+struct PipeStageStats {
+  double run_ms = 0;       // the schedule's forwards and backwards
+  double idle_ms = 0;      // of which blocked waiting for a neighbour: bubble = idle_ms / run_ms
+  int slots = 0;           // micro-batches in flight at most (activation slots)
+  double act_bytes = 0;    // activations of all slots at the step's end
+};
+
 struct StepStats {
   int64_t step = 0;
   double loss = 0, lr = 0, grad_norm = 0;
@@ -24,6 +32,7 @@ struct StepStats {
   // this rank's device memory at the highest total during the step, by category (what was
   // resident at the step's peak; core/memory.h)
   core::MemoryBreakdown mem;
+  std::vector<PipeStageStats> pp;  // per pipeline stage (empty without a pipeline)
 };
 
 struct TrainSummary {

@@ -15,10 +15,25 @@ Stepper::Stepper(const StepParts& parts) : p_(parts) {
   tp_ = p_.mesh.tp();
   dp_rank_ = p_.comms.dp->rank();
   tp_rank_ = p_.comms.tp->rank();
+  pp_ = p_.mesh.pp();
+  pp_rank_ = pp_ > 1 ? p_.comms.pp->rank() : 0;
+  const parallel::StageLayers& st = p_.model.stage();
+  if (pp_ > 1 && st.embed != st.head) {
+    for (size_t i = 0; i < p_.model.params_info().size(); ++i)
+      if (p_.model.params_info()[i].tied_head) tied_ = static_cast<int>(i);
+    if (tied_ >= 0)
+      tied_recv_ = core::Tensor::empty({p_.model.params_info()[static_cast<size_t>(tied_)].numel}, core::DType::F32,
+                                       p_.device);
+  }
   // Gradient-norm ranges: each element counted once in the mesh (elements replicated across
   // tp, whole tensors or shared k/v heads, on their first holder only), per parameter, counted
   // row run and owned range, in this fixed order.
+  // Pipeline: stages hold different parameters; the last stage's copy of a tied embedding is
+  // not counted (the first stage's is). Without ZeRO dp replicas hold the same gradients: dp
+  // rank 0 counts them and the sum goes over the world.
+  const bool counts = !(pp_ > 1 && p_.sync.zero() == 0 && dp_rank_ > 0);
   for (const auto& p : p_.model.params_info()) {
+    if (!counts || (p.tied_head && !st.embed)) continue;
     const int64_t cols = parallel::shape_cols(p.local_shape);
     for (const auto& [r0, r1] : p.partition.counted_rows(p.full_shape, tp_, tp_rank_)) {
       for (const auto& [b, e] : p_.sync.owned_ranges()) {
@@ -49,6 +64,7 @@ StepStats Stepper::step(int64_t s) {
   double loss_sum = forward_backward(batch, &compute_ms);  // this replica's share
   p_.sync.finish();
   st.imbalance = exchange_work(s, batch, compute_ms, &st.replica_tokens);
+  if (p_.pipe) st.pp = pipeline_stats();
   p_.faults.before_norm(s, p_.device, owned_.front().grads);
   st.grad_norm = std::sqrt(grad_sumsq());  // identical on every rank
   st.lr = parallel::learning_rate(p_.cfg.optim, s, p_.cfg.train.steps);
@@ -59,7 +75,12 @@ StepStats Stepper::step(int64_t s) {
   }
   // skip: no update; the step still counts (its batch is consumed) and is reported
   if (!st.skipped) update(s, st.grad_norm, st.lr);
-  if (dp_ > 1) p_.comms.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  if (pp_ > 1) {  // the head's stage has the losses (every tp rank of it: count one)
+    if (pp_rank_ != pp_ - 1 || tp_rank_ != 0) loss_sum = 0;
+    p_.world.all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  } else if (dp_ > 1) {
+    p_.comms.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+  }
   st.loss = loss_sum / static_cast<double>(st.tokens);
   st.mem = p_.device.memory_stats().window_peak;
   if (st.skipped) {  // (reported without the communication figures)
@@ -79,6 +100,13 @@ StepStats Stepper::step(int64_t s) {
 }
 
 double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
+  if (p_.pipe) {
+    const auto tc = Clock::now();
+    const double loss_sum = pipeline_forward_backward(batch);
+    p_.device.synchronize();
+    *compute_ms = p_.faults.after_compute(dp_rank_, ms_between(tc, Clock::now()));
+    return loss_sum;
+  }
   TrainModel& model = p_.model;
   model.zero_grads();
   const float loss_weight = 1.0f / static_cast<float>(batch.global_targets);
@@ -120,6 +148,57 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
   return loss_sum;
 }
 
+double Stepper::pipeline_forward_backward(const io::Batch& batch) {
+  TrainModel& model = p_.model;
+  model.zero_grads();
+  const float loss_weight = 1.0f / static_cast<float>(batch.global_targets);
+  core::MemoryScope scope(core::MemCat::Activations);
+  std::vector<parallel::PipeMicro> micro;
+  for (int m = 0; m < batch.n_micro; ++m) {
+    const io::MicroBatch& mb = batch.micro[static_cast<size_t>(m)];
+    micro.push_back({mb.inputs.data(), mb.targets.data(), mb.doc_ids.empty() ? nullptr : mb.doc_ids.data(), mb.B, mb.T});
+  }
+  // the tied embedding's gradient is final only once both stages' parts are summed (after
+  // the schedule): its data-parallel bucket waits for it
+  const auto hook = [this](int i) {
+    if (i != tied_) p_.sync.on_grad_ready(i);
+  };
+  if (batch.n_micro == 0) p_.sync.begin(model);  // (no backward: finish() joins with zeros)
+  const double loss_sum = p_.pipe->train(micro, loss_weight, [&] { p_.sync.begin(model); }, hook);
+  if (tied_ >= 0) {
+    sum_tied_grads();
+    if (batch.n_micro > 0) p_.sync.on_grad_ready(tied_);
+  }
+  return loss_sum;
+}
+
+std::vector<PipeStageStats> Stepper::pipeline_stats() {
+  const parallel::PipeTiming& t = p_.pipe->last_timing();
+  const double mine[4] = {t.run_ms, t.idle_ms, static_cast<double>(t.slots),
+                          static_cast<double>(p_.pipe->activation_bytes())};
+  std::vector<double> all(4 * static_cast<size_t>(p_.world.size()));
+  p_.world.all_gather(mine, all.data(), 4, parallel::DType::F64);
+  std::vector<PipeStageStats> v(static_cast<size_t>(pp_));
+  for (int s = 0; s < pp_; ++s) {
+    const size_t i = 4 * static_cast<size_t>(p_.mesh.rank_of(0, s, 0));
+    v[static_cast<size_t>(s)] = {all[i], all[i + 1], static_cast<int>(all[i + 2]), all[i + 3]};
+  }
+  return v;
+}
+
+void Stepper::sum_tied_grads() {
+  // both ends send their copy's gradient and add the other's: a + b on one, b + a on the
+  // other, bitwise the same
+  const parallel::ParamInfo& p = p_.model.params_info()[static_cast<size_t>(tied_)];
+  float* g = p_.model.grad(tied_);
+  const int peer = p_.model.stage().embed ? pp_ - 1 : 0;
+  auto recv = p_.pp_dev->irecv(tied_recv_.raw(), static_cast<size_t>(p.numel), parallel::DType::F32, peer, 32001);
+  auto send = p_.pp_dev->isend(g, static_cast<size_t>(p.numel), parallel::DType::F32, peer, 32001);
+  recv->wait();
+  send->wait();
+  p_.ops.add_f32(g, tied_recv_.f32(), p.numel);
+}
+
 void Stepper::update(int64_t s, double norm, double lr) {
   const std::vector<parallel::RangeData>& data = owned_;
   const auto& ranges = p_.sync.owned_ranges();
@@ -144,7 +223,7 @@ double Stepper::exchange_work(int64_t s, const io::Batch& batch, double compute_
   for (int r = 0; r < p_.world.size(); ++r) {
     const auto co = p_.mesh.coords(r);
     const size_t d = static_cast<size_t>(co.dp), i = 3 * static_cast<size_t>(r);
-    if (co.tp == 0) c[d] = all[i], (*tokens)[d] = static_cast<int64_t>(all[i + 2]);
+    if (co.tp == 0 && co.pp == 0) c[d] = all[i], (*tokens)[d] = static_cast<int64_t>(all[i + 2]);
     t[d] = std::max(t[d], all[i + 1]);
   }
   p_.loader.report(s, c, t);
@@ -165,7 +244,7 @@ double Stepper::grad_sumsq() {
   p_.device.copy(norm_host_.data(), partial, norm_host_.size() * sizeof(double));
   double local = 0;
   for (double v : norm_host_) local += v;
-  if (p_.sync.zero() >= 1) {
+  if (p_.sync.zero() >= 1 || pp_ > 1) {
     p_.world.all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   } else if (tp_ > 1) {
     p_.comms.tp->all_reduce(&local, 1, parallel::DType::F64, parallel::ReduceOp::Sum);

@@ -25,6 +25,7 @@
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/optimizer.h"
+#include "parallel/pipeline/runner.h"
 
 namespace mt::launch {
 
@@ -41,6 +42,10 @@ struct StepParts {
   parallel::Optimizer& optim;
   io::Loader& loader;
   const FaultInjector& faults;
+  // parallel.pp > 1: runs the micro-batches through the stages (null without a pipeline), and
+  // the pp group on device buffers (the tied embedding's gradient exchange)
+  parallel::PipelineRunner* pipe = nullptr;
+  parallel::Communicator* pp_dev = nullptr;
 };
 
 class Stepper {
@@ -55,6 +60,13 @@ class Stepper {
   // Forward and backward over this replica's micro-batches; the gradient sync starts on the
   // last backward. Returns the share's sum of token losses; *compute_ms: the time it took.
   double forward_backward(const io::Batch& batch, double* compute_ms);
+  // The same through the pipeline's stages (parallel.pp > 1).
+  double pipeline_forward_backward(const io::Batch& batch);
+  // A head tied to the embedding: the first and the last stage each hold a copy whose
+  // gradients are summed between them (then both see the same update).
+  void sum_tied_grads();
+  // Every stage's schedule timing and activation slots of the last step (collective).
+  std::vector<PipeStageStats> pipeline_stats();
   // After the micro-batches: all-gathers the replicas' cost, compute time and tokens; returns
   // the imbalance (max / mean compute time).
   double exchange_work(int64_t step, const io::Batch& batch, double compute_ms, std::vector<int64_t>* tokens);
@@ -66,7 +78,9 @@ class Stepper {
   double tp_blocked_s() const;  // host time blocked in the model's tensor-parallel collectives so far
 
   StepParts p_;
-  int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
+  int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0, pp_ = 1, pp_rank_ = 0;
+  int tied_ = -1;          // local index of the tied embedding held by the first and last stage, or -1
+  core::Tensor tied_recv_;  // its peer's gradient
   // gradient norm: the flat ranges summed (in this order), one device double each
   std::vector<std::pair<int64_t, int64_t>> norm_ranges_;
   std::vector<const float*> norm_ptrs_;  // where each norm range's gradients live

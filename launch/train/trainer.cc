@@ -165,6 +165,16 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
     if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
     loader_->eval_batch(k, eval_batch_);
+    if (pipe_) {  // forward through the stages; the head's stage has the losses (one tp rank counts)
+      std::vector<parallel::PipeMicro> micro;
+      for (const io::MicroBatch& mb : eval_batch_.micro)
+        micro.push_back({mb.inputs.data(), mb.targets.data(), mb.doc_ids.empty() ? nullptr : mb.doc_ids.data(), mb.B,
+                         mb.T});
+      int64_t tokens = 0;
+      const double loss = pipe_->forward_only(micro, &tokens);
+      if (model_->stage().head && tp_rank_ == 0) acc[0] += loss, acc[1] += static_cast<double>(tokens);
+      continue;
+    }
     // ZeRO-3 gathers blocks in every forward: every dp rank runs as many (padding with empty ones)
     int n = eval_batch_.n_micro;
     if (!model_->owns_params() && dp_ > 1) comms_.dp->all_reduce(&n, 1, parallel::DType::I32, parallel::ReduceOp::Max);
@@ -180,7 +190,11 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
       acc[1] += static_cast<double>(model_->loss_tokens());
     }
   }
-  if (dp_ > 1) comms_.dp->all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+  if (pipe_) {
+    world_.all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+  } else if (dp_ > 1) {
+    comms_.dp->all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+  }
   return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
 }
 

@@ -40,6 +40,7 @@
 #include "parallel/communicator.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
+#include "parallel/pipeline/runner.h"
 #include "parallel/optimizer.h"
 
 namespace mt::launch {
@@ -105,14 +106,17 @@ class Trainer {
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::MeshComms comms_;
   // Collectives on device buffers (null on the CPU: the MPI groups in comms_ serve).
-  std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_;
+  std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_, pp_dev_;
   std::unique_ptr<TrainModel> model_;  // make_model (model.h)
+  // parallel.pp > 1: the virtual stages' blocks (split_layers) and this rank's runner
+  std::vector<std::pair<int, int>> vstages_;
+  std::unique_ptr<parallel::PipelineRunner> pipe_;
   std::unique_ptr<parallel::DataParallelSync> sync_;
   std::unique_ptr<parallel::Optimizer> optim_;
   std::unique_ptr<io::DataSource> data_;
   std::unique_ptr<io::Loader> loader_;  // after data_: it reads from it
   io::Batch eval_batch_;
-  int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0;
+  int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0, pp_ = 1, pp_rank_ = 0;
   FaultInjector faults_;  // test-only (the config's debug keys)
   std::unique_ptr<Stepper> stepper_;  // after everything it works on
   std::unique_ptr<CheckpointManager> checkpoints_;  // (likewise)
