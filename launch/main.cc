@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "launch/bench_data.h"
+#include "launch/bench_pipeline.h"
 #include "launch/bench_tokenizer.h"
 #include "launch/dry_run.h"
 #include "launch/infer/eval.h"
@@ -48,7 +49,7 @@ int main(int argc, char** argv) {
   c_train->add_option("overrides", train.overrides, "overrides such as train.steps=100 run.dir=runs/x");
   c_train->footer(config_keys_help());
 
-  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, tokenizer, generate");
+  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, tokenizer, generate, pipeline");
   c_bench->require_subcommand(1);
   launch::BenchStepArgs bstep;
   auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
@@ -185,6 +186,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   c_gen->add_option("--seed", gen.sampling.seed, "sampling seed (the same output for the same seed)")
       ->capture_default_str();
+  launch::BenchPipelineArgs bpipe;  // the schedules' bubble vs theory (launch/bench_pipeline.h)
+  auto* c_bpipe = c_bench->add_subcommand("pipeline", "Pipeline schedules' bubble vs theory, one stage per rank: "
+                                                      "mpirun -np P meshtrain bench pipeline");
+  c_bpipe->add_option("--block-ms", bpipe.block_ms, "forward time of one block (backward: twice)")->capture_default_str();
+  c_bpipe->add_option("--layers-per-stage", bpipe.layers_per_stage, "blocks per rank")->capture_default_str();
+  c_bpipe->add_option("--micro", bpipe.micro, "micro-batch counts")->capture_default_str();
+  c_bpipe->add_option("--schedules", bpipe.schedules, "gpipe, 1f1b, interleaved")->capture_default_str();
+  c_bpipe->add_option("--virtual", bpipe.virtual_stages, "interleaved: virtual stages per rank")->capture_default_str();
+  c_bpipe->add_option("--repeat", bpipe.repeat, "timed steps per row (median)")->capture_default_str();
+  c_bpipe->add_option("--json", bpipe.json_out, "also write the rows as JSON");
   launch::BenchGenerateArgs bgen;
   auto* c_bgen = c_bench->add_subcommand("generate", "KV-cached decoding vs recomputing the prefix per token: bench "
                                                      "generate (CONFIG | SOURCE) [key=value ...]");
@@ -269,6 +280,7 @@ int main(int argc, char** argv) {
       else if (c_eval->parsed()) rc = launch::cmd_eval(eval, *world, env);
       else if (c_gen->parsed()) rc = launch::cmd_generate(gen, *world, env);
       else if (c_bgen->parsed()) rc = launch::cmd_bench_generate(bgen, *world, env);
+      else if (c_bpipe->parsed()) rc = launch::cmd_bench_pipeline(bpipe, *world);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       if (world->size() > 1) {

@@ -2,6 +2,8 @@
 // (tests/e2e), scripts and users read them.
 #include "launch/train/reporter.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdio>
 
@@ -81,11 +83,14 @@ void Reporter::step(const StepStats& st, double process_train_ms) {
                         {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
                         {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}, {"mem", io::memory_json(st.mem)}};
   if (!st.pp.empty()) {  // per stage: its idle time in the schedule (the bubble) and activation slots
+    // (bubble: the part of the schedule's time, the slowest stage's, a stage does not compute)
+    double span = 0;
+    for (const PipeStageStats& p : st.pp) span = std::max(span, p.run_ms);
     nlohmann::json stages = nlohmann::json::array();
     for (size_t k = 0; k < st.pp.size(); ++k) {
       const PipeStageStats& p = st.pp[k];
       stages.push_back({{"stage", k}, {"run_ms", p.run_ms}, {"idle_ms", p.idle_ms},
-                        {"bubble", p.run_ms > 0 ? p.idle_ms / p.run_ms : 0.0}, {"slots", p.slots},
+                        {"bubble", span > 0 ? 1.0 - (p.run_ms - p.idle_ms) / span : 0.0}, {"slots", p.slots},
                         {"act_mib", p.act_bytes / 1048576.0}});
     }
     row["pp"] = stages;
