@@ -140,7 +140,7 @@ int cmd_bench_pipeline(const BenchPipelineArgs& a, parallel::Communicator& world
         if (rank == 0) std::printf("  %-12s %3d %3d %4d   (not valid: skipped)\n", name.c_str(), p, v, m);
         continue;
       }
-      parallel::PipelineRunner runner(*arch_v, ctx, *model, world, sched, v);
+      parallel::PipelineRunner runner(*arch_v, ctx, *model, world, world, sched, v);
       std::vector<int32_t> tokens(static_cast<size_t>(a.B) * a.T, 0);
       std::vector<parallel::PipeMicro> micro(static_cast<size_t>(m),
                                              parallel::PipeMicro{tokens.data(), tokens.data(), nullptr, a.B, a.T});

@@ -30,11 +30,13 @@ int tag_of(int micro, int boundary, int n_boundaries, bool backward) {
 
 }  // namespace
 
-PipelineRunner::PipelineRunner(const Architecture& arch, const ModelContext& ctx, Model& model, Communicator& pp,
-                               PipeSchedule schedule, int virtual_stages)
-    : arch_(arch), ctx_(ctx), model_(model), pp_comm_(pp), schedule_(schedule), virtual_(virtual_stages) {
-  stage_ = pp.rank();
-  pp_size_ = pp.size();
+PipelineRunner::PipelineRunner(const Architecture& arch, const ModelContext& ctx, Model& model, Communicator& fwd,
+                               Communicator& bwd, PipeSchedule schedule, int virtual_stages)
+    : arch_(arch), ctx_(ctx), model_(model), fwd_comm_(fwd), bwd_comm_(bwd), schedule_(schedule),
+      virtual_(virtual_stages) {
+  stage_ = fwd.rank();
+  pp_size_ = fwd.size();
+  MT_CHECK(bwd.rank() == stage_ && bwd.size() == pp_size_, "pipeline communicators differ");
   ctx_.share_with = &model_;
   MT_CHECK(model_.num_chunks() == virtual_, "stage {} holds {} chunks, the schedule runs {} virtual stages per rank",
            stage_, model_.num_chunks(), virtual_);
@@ -126,14 +128,14 @@ double PipelineRunner::run(const std::vector<PipeAction>& actions, const std::ve
       Model& M = slot_model(s);
       if (!M.chunk_embeds(c)) {
         void* in = M.chunk_input(c, mb.B, mb.T);
-        wait_idle(*pp_comm_.irecv(in, n, dt, prev, tag_of(a.micro, vs - 1, nb, false)));
+        wait_idle(*fwd_comm_.irecv(in, n, dt, prev, tag_of(a.micro, vs - 1, nb, false)));
       }
       const double loss = M.forward_chunk(c, mb.inputs, mb.targets, mb.B, mb.T, mb.doc_ids);
       if (M.chunk_has_head(c)) {
         loss_sum += loss * static_cast<double>(M.loss_tokens());
         tokens += M.loss_tokens();
       } else {
-        sends_[static_cast<size_t>(s)].push_back(pp_comm_.isend(M.chunk_output(c), n, dt, next, tag_of(a.micro, vs, nb, false)));
+        sends_[static_cast<size_t>(s)].push_back(fwd_comm_.isend(M.chunk_output(c), n, dt, next, tag_of(a.micro, vs, nb, false)));
       }
       if (!backward && c == virtual_ - 1) busy_[static_cast<size_t>(s)] = false;
     } else {
@@ -141,7 +143,7 @@ double PipelineRunner::run(const std::vector<PipeAction>& actions, const std::ve
       MT_CHECK(s >= 0, "pipeline schedule: backward of micro-batch {} chunk {} before its forward", a.micro, c);
       Model& M = slot_model(s);
       if (!M.chunk_has_head(c))
-        wait_idle(*pp_comm_.irecv(M.chunk_output_grad(c), n, dt, next, tag_of(a.micro, vs, nb, true)));
+        wait_idle(*bwd_comm_.irecv(M.chunk_output_grad(c), n, dt, next, tag_of(a.micro, vs, nb, true)));
       const bool last = a.micro == m - 1;  // its backwards make the gradients final
       if (last && !begun) {
         if (begin) begin();
@@ -150,7 +152,7 @@ double PipelineRunner::run(const std::vector<PipeAction>& actions, const std::ve
       M.backward_chunk(c, loss_weight, last ? ready : GradReadyFn());
       if (!M.chunk_embeds(c))
         sends_[static_cast<size_t>(s)].push_back(
-            pp_comm_.isend(M.chunk_input_grad(c), n, dt, prev, tag_of(a.micro, vs - 1, nb, true)));
+            bwd_comm_.isend(M.chunk_input_grad(c), n, dt, prev, tag_of(a.micro, vs - 1, nb, true)));
       if (c == 0) busy_[static_cast<size_t>(s)] = false;
     }
   }

@@ -49,10 +49,15 @@ struct PipeTiming {
 
 class PipelineRunner {
  public:
-  // model: this rank's stage (its ModelContext `ctx` builds further slots); pp: the pp group
-  // (rank = stage), not owned; every rank of it runs the same schedule.
-  PipelineRunner(const Architecture& arch, const ModelContext& ctx, Model& model, Communicator& pp, PipeSchedule schedule,
-                 int virtual_stages);
+  // model: this rank's stage (its ModelContext `ctx` builds further slots); fwd, bwd: the pp
+  // group (rank = stage) for activations and for gradients, not owned (may be the same one);
+  // every rank of it runs the same schedule. Two communicators on a device backend: NCCL runs
+  // a communicator's sends and receives in issue order on one stream, where a send waits for
+  // its receive, so 1F1B's crossing messages (stage 0 sends activation k+1 while stage 1
+  // sends gradient k) would deadlock on one; each direction alone is received in the order
+  // it is sent.
+  PipelineRunner(const Architecture& arch, const ModelContext& ctx, Model& model, Communicator& fwd, Communicator& bwd,
+                 PipeSchedule schedule, int virtual_stages);
   ~PipelineRunner();
 
   // Forward and backward of every micro-batch (gradients accumulate, each token's loss
@@ -83,7 +88,8 @@ class PipelineRunner {
   const Architecture& arch_;
   ModelContext ctx_;
   Model& model_;
-  Communicator& pp_comm_;
+  Communicator& fwd_comm_;
+  Communicator& bwd_comm_;
   PipeSchedule schedule_;
   int virtual_ = 1, stage_ = 0, pp_size_ = 1;
   std::vector<std::unique_ptr<Model>> extra_;       // slots 1.. (slot 0 is model_)
