@@ -49,4 +49,22 @@ void check_broadcast_root(int root, int size, const std::string& comm_name) {
         .with_where(__FILE__, __LINE__);
 }
 
+void check_p2p_args(const char* op_name, const void* buf, size_t count, int peer, int tag, int rank, int size,
+                    const std::string& comm_name) {
+  const char* dir = op_name[0] == 's' ? "to" : "from";
+  if (peer < 0 || peer >= size || peer == rank)
+    throw core::Error(fmt::format("{} {} rank {} on communicator '{}' (rank {} of {}): {}", op_name, dir, peer,
+                                  comm_name, rank, size,
+                                  peer == rank ? "a rank cannot send to or receive from itself"
+                                               : "the peer is not a rank of this communicator"))
+        .with_hint("peers are ranks of the communicator the op is issued on (e.g. the pp group), not world ranks")
+        .with_where(__FILE__, __LINE__);
+  if (tag < 0 || tag > kMaxP2pTag)
+    throw core::Error(fmt::format("{} {} rank {} on communicator '{}': tag {} is outside 0..{}", op_name, dir, peer,
+                                  comm_name, tag, kMaxP2pTag))
+        .with_where(__FILE__, __LINE__);
+  MT_CHECK(count == 0 || buf != nullptr, "{} {} rank {} of {} elements on communicator '{}' got a null buffer",
+           op_name, dir, peer, count, comm_name);
+}
+
 }  // namespace mt::parallel

@@ -1,7 +1,7 @@
 // What: the argument checks of the Communicator contract (communicator.h) that every backend
 // applies when an operation is issued: avg only for floating-point dtypes, non-null buffers,
 // reduce_scatter / all_gather buffers that overlap only in the in-place form, a broadcast
-// root in range.
+// root in range, a send/recv peer and tag in range.
 // Why: the MPI, staging and NCCL backends must reject the same calls with the same messages
 // (tests check them on every backend); one copy keeps them from drifting apart.
 // Each throws mt::core::Error naming the operation and the communicator.
@@ -34,5 +34,11 @@ bool check_all_gather_buffers(const void* send, const void* recv, size_t block_b
 
 // broadcast: 0 <= root < size.
 void check_broadcast_root(int root, int size, const std::string& comm_name);
+
+// send / recv ("send" or "recv" in op_name): a peer of this communicator other than `rank`,
+// 0 <= tag <= kMaxP2pTag, a buffer unless count is 0.
+inline constexpr int kMaxP2pTag = 32767;  // the least MPI_TAG_UB MPI guarantees
+void check_p2p_args(const char* op_name, const void* buf, size_t count, int peer, int tag, int rank, int size,
+                    const std::string& comm_name);
 
 }  // namespace mt::parallel

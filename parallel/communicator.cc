@@ -1,5 +1,5 @@
 // What: the backend-independent part of Communicator (see the contract in communicator.h):
-// the non-virtual collectives, barrier() and synchronize() that number each operation, count
+// the non-virtual collectives, point-to-point ops, barrier() and synchronize() that number each operation, count
 // its bytes and time the host's waits into CommStats, and TrackedWork, the Work they return
 // around the backend's own.
 // Why: every backend reports the same statistics and every Work knows its op, sequence number
@@ -8,6 +8,7 @@
 // NCCL is Work::wait() now that it blocks the host.
 #include <chrono>
 
+#include "parallel/collective_args.h"
 #include "parallel/communicator.h"
 
 namespace mt::parallel {
@@ -62,6 +63,8 @@ class TrackedWork final : public Work {
     if (error()) std::rethrow_exception(error());
   }
 
+  void set_peer(int peer, int tag) { describe_peer(peer, tag); }
+
   void wait_stream() override {
     if (!completed()) {
       BlockedTimer t(stats_->blocked_s);  // ~0 on a device backend; a host backend's wait
@@ -112,6 +115,36 @@ std::shared_ptr<Work> Communicator::iall_gather(const void* send, void* recv, si
 std::shared_ptr<Work> Communicator::ibroadcast(void* buf, size_t count, DType dtype, int root) {
   start_op("broadcast", count * dtype_size(dtype));
   return wrap_op(do_ibroadcast(buf, count, dtype, root));
+}
+
+std::shared_ptr<Work> Communicator::p2p(const char* op, const void* buf, size_t count, DType dtype, int peer,
+                                        int tag) {
+  check_p2p_args(op, buf, count, peer, tag, rank(), size(), name());
+  const size_t bytes = count * dtype_size(dtype);
+  issuing_ = Issuing{op, stats_->p2p_ops, bytes, peer, tag};
+  std::shared_ptr<Work> inner;
+  if (count == 0) {
+    inner = std::make_shared<CompletedWork>();  // nothing on the wire (both sides pass 0)
+  } else if (op[0] == 's') {
+    inner = do_isend(buf, count, dtype, peer, tag);
+  } else {
+    inner = do_irecv(const_cast<void*>(buf), count, dtype, peer, tag);
+  }
+  // Counted once issued, like the collectives, but in their own numbering.
+  stats_->p2p_ops++;
+  stats_->p2p_bytes += static_cast<double>(bytes);
+  stats_->bytes += static_cast<double>(bytes);
+  auto w = std::make_shared<TrackedWork>(std::move(inner), stats_, op, issuing_.seq, bytes);
+  w->set_peer(peer, tag);
+  return w;
+}
+
+std::shared_ptr<Work> Communicator::isend(const void* buf, size_t count, DType dtype, int peer, int tag) {
+  return p2p("send", buf, count, dtype, peer, tag);
+}
+
+std::shared_ptr<Work> Communicator::irecv(void* buf, size_t count, DType dtype, int peer, int tag) {
+  return p2p("recv", buf, count, dtype, peer, tag);
 }
 
 void Communicator::barrier() {

@@ -1,5 +1,5 @@
 // What: the Communicator interface (all_reduce, reduce_scatter, all_gather, broadcast,
-// barrier, split, abort), its async Work handle (wait, wait_stream, test), the statistics
+// barrier, split, abort; point-to-point send/recv), its async Work handle (wait, wait_stream, test), the statistics
 // every communicator keeps (CommStats: ops, bytes, time blocked), and the factory that picks
 // a backend.
 // Why: the model, the gradient sync and the trainer talk to one small interface in the spirit
@@ -73,6 +73,40 @@
 //   (staging_communicator.h) presents a host backend to device pointers: its ops copy
 //   device -> pinned host, reduce over MPI and copy back, so its waits block the host like
 //   the MPI backend's.
+// Point-to-point (isend/irecv/send/recv; pipeline parallelism). Not collective: only the two
+//   ranks involved call them, and they take no collective sequence number. `peer` is a rank
+//   of this communicator other than rank(); 0 <= tag <= 32767 (the least MPI guarantees);
+//   anything else is an error at issue. Matching: a recv matches a send from `peer` with the
+//   same tag; messages between one pair of ranks with the same tag are matched in issue
+//   order (MPI's non-overtaking rule). The receiver's count and dtype must equal the
+//   sender's (a size mismatch is an error on the receiving side where the backend can see
+//   it: MPI, staging). Count 0 is a valid no-op on both sides (both must pass 0: nothing goes
+//   over the wire). Buffers follow the rules above: a send's buffer must not be written, a
+//   recv's not read or written, until the Work completes. Issue never waits for the peer.
+//   Host backends (MPI, staging): tags separate messages (different tags do not constrain
+//   each other's order), p2p ops may interleave with collectives differently on the two
+//   ranks, and every posted send and recv progresses in any call on the backend, so any set
+//   of p2p ops posted on all ranks before anyone waits completes whatever the order of the
+//   waits (a ring, a pairwise exchange in both directions: post both, then wait). But a
+//   send's wait() may block until the receiver has posted its recv (large messages go by
+//   rendezvous), so two ranks that each wait on (or call the blocking) send() to the other
+//   before posting their recv deadlock, as in MPI.
+//   Device backends (NCCL) are stricter: NCCL has no tags (they are only checked and
+//   reported), and ops run in issue order on the communicator's one stream, where a send
+//   waits for its recv and a collective for every rank. So each rank's sequence of p2p ops
+//   and collectives must match its peers' in order, like blocking MPI calls (rank a: send,
+//   recv; rank b: recv, send), and recvs from one peer are matched to its sends in issue
+//   order whatever the tags. An exchange in which both ranks send first (or any set of p2p
+//   ops that must progress together) must be issued inside one group_start()/group_end()
+//   (ncclGroupStart/End: they become one launch). group_start()/group_end() are no-ops on
+//   host backends, so code written for NCCL runs unchanged there. Nothing issued inside a
+//   group may be waited for (wait, wait_stream, synchronize, barrier, split) before the
+//   outermost group_end(): the ops are launched only then.
+//   Statistics: p2p ops count into stats().bytes (count x dtype size, sent or received) and
+//   blocked_s like collectives, and into their own p2p_ops / p2p_bytes; a p2p Work's seq() is
+//   its number among this communicator's p2p ops on this rank (0, 1, ...: local, not matched
+//   across ranks), its peer() and tag() say where it goes. Deadlines (TimeoutCommunicator,
+//   NCCL) apply to p2p waits; their errors name the op and the peer ("recv from rank 2").
 // ------------------------------------------------------------------------------------------
 #pragma once
 
@@ -150,12 +184,15 @@ class Work {
   bool completed() const { return completed_; }
 
   // What the operation is, on the Works a Communicator returns (a backend's own inner Works
-  // leave them empty): "all_reduce", "reduce_scatter", "all_gather" or "broadcast"; its
-  // sequence number on its communicator (0, 1, ... in issue order, the same on every rank);
-  // and its bytes, as counted in CommStats.
+  // leave them empty): "all_reduce", "reduce_scatter", "all_gather", "broadcast", "send" or
+  // "recv"; its sequence number on its communicator (collectives: 0, 1, ... in issue order,
+  // the same on every rank; send/recv: 0, 1, ... among this rank's p2p ops, local); its
+  // bytes, as counted in CommStats; for send/recv the peer rank and the tag (else -1, 0).
   const char* op() const { return op_; }
   uint64_t seq() const { return seq_; }
   size_t bytes() const { return bytes_; }
+  int peer() const { return peer_; }
+  int tag() const { return tag_; }
 
  protected:
   // Backends call this exactly once when the operation is over.
@@ -168,6 +205,10 @@ class Work {
     seq_ = seq;
     bytes_ = bytes;
   }
+  void describe_peer(int peer, int tag) {
+    peer_ = peer;
+    tag_ = tag;
+  }
 
  private:
   bool completed_ = false;
@@ -175,6 +216,8 @@ class Work {
   const char* op_ = "";
   uint64_t seq_ = 0;
   size_t bytes_ = 0;
+  int peer_ = -1;
+  int tag_ = 0;
 };
 
 // A Work that is already complete (zero-size ops, single-rank communicators, backends that
@@ -194,7 +237,9 @@ struct CommStats {
   uint64_t ops = 0;      // collectives and barriers issued: the next sequence number
   double bytes = 0;      // their bytes: all_reduce and broadcast count x dtype size,
                          // reduce_scatter and all_gather the whole array (count x size() x
-                         // dtype size), barrier 0
+                         // dtype size), barrier 0; plus the p2p bytes below
+  uint64_t p2p_ops = 0;  // sends and recvs issued (not in `ops`): the next p2p number
+  double p2p_bytes = 0;  // their bytes, count x dtype size each (sent + received)
   double blocked_s = 0;  // host seconds spent in Work::wait() / wait_stream() of its Works,
                          // synchronize() and barrier() (the exposed communication time)
 };
@@ -241,6 +286,20 @@ class Communicator {
   std::shared_ptr<Work> ibroadcast(void* buf, size_t count, DType dtype, int root);
   void broadcast(void* buf, size_t count, DType dtype, int root) { ibroadcast(buf, count, dtype, root)->wait(); }
 
+  // Point-to-point (see "Point-to-point" in the contract above). Nonblocking: the Work
+  // completes when the buffer may be reused (send) or holds the message (recv).
+  std::shared_ptr<Work> isend(const void* buf, size_t count, DType dtype, int peer, int tag = 0);
+  std::shared_ptr<Work> irecv(void* buf, size_t count, DType dtype, int peer, int tag = 0);
+  void send(const void* buf, size_t count, DType dtype, int peer, int tag = 0) {
+    isend(buf, count, dtype, peer, tag)->wait();
+  }
+  void recv(void* buf, size_t count, DType dtype, int peer, int tag = 0) { irecv(buf, count, dtype, peer, tag)->wait(); }
+  // Brackets ops to be launched together (NCCL: ncclGroupStart/End, needed for crossing
+  // sends and recvs); no-ops on host backends. Nestable; nothing issued inside may be waited
+  // for before the outermost group_end().
+  void group_start() { do_group_start(); }
+  void group_end() { do_group_end(); }
+
   // Blocks the host until every rank has entered the barrier (with the backend's deadline).
   // Numbered and timed like a collective of 0 bytes.
   void barrier();
@@ -272,16 +331,24 @@ class Communicator {
   virtual std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) = 0;
   virtual std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) = 0;
   virtual void do_barrier() = 0;
+  // Point-to-point: called with valid arguments only (the base checks peer, tag and buffer)
+  // and count > 0 (the base completes zero counts itself).
+  virtual std::shared_ptr<Work> do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) = 0;
+  virtual std::shared_ptr<Work> do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) = 0;
+  virtual void do_group_start() {}
+  virtual void do_group_end() {}
   // Host backends whose wait() already blocks the host need not override it: the default does
   // nothing (it does not wait for dropped Works there). Device backends poll their deadline.
   virtual void do_synchronize() {}
 
   // The op being issued, valid inside the do_* hooks (for the backends' error messages): its
-  // name, its sequence number and its bytes as above.
+  // name, its sequence number and its bytes as above; for send/recv the peer and tag.
   struct Issuing {
     const char* op = "";
     uint64_t seq = 0;
     size_t bytes = 0;
+    int peer = -1;
+    int tag = 0;
   };
   const Issuing& issuing() const { return issuing_; }
 
@@ -289,6 +356,7 @@ class Communicator {
   // Wraps the backend's Work: numbered, counted, its waits timed.
   std::shared_ptr<Work> wrap_op(std::shared_ptr<Work> w);
   void start_op(const char* op, size_t bytes);
+  std::shared_ptr<Work> p2p(const char* op, const void* buf, size_t count, DType dtype, int peer, int tag);
 
   std::string name_ = "world";
   std::shared_ptr<CommStats> stats_ = std::make_shared<CommStats>();  // shared with the Works

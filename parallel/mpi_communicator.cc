@@ -1,8 +1,8 @@
 // What: the MPI backend's communicator: argument checks, the choice per call between the
 // framework's own algorithms (mpi_algorithms.cc: recursive doubling, the ring) and the
-// library's nonblocking collectives (NativeOp, wrapping their requests), the progress engine
-// shared by a world communicator and its splits (mpi_engine.h) with its scratch pool, MPI
-// error messages and the MT_MPI_* options.
+// library's nonblocking collectives (NativeOp, wrapping their requests), send/recv (P2pOp),
+// the progress engine shared by a world communicator and its splits (mpi_engine.h) with its
+// scratch pool, MPI error messages and the MT_MPI_* options.
 //
 // Why own algorithms (measured on the 2-vCPU dev VM, Open MPI 4.1.4, vader with CMA single
 // copy, 2 ranks, f32 sum in place, median rounds; algbw GB/s):
@@ -159,12 +159,51 @@ class NativeOp final : public MpiOp {
   void release() override { scratch.reset(); }
 };
 
+// A send or a recv: one request per piece of at most kMaxMessageBytes (int counts); a recv
+// checks that each piece has the size it expected (MPI itself only catches a longer one).
+class P2pOp final : public MpiOp {
+ public:
+  using MpiOp::MpiOp;
+  std::vector<MPI_Request> reqs;
+  std::vector<size_t> piece_bytes;  // what each recv piece must hold
+
+  void issue(int rc, const char* call, MPI_Request q, size_t bytes) {
+    check(rc, call);
+    reqs.push_back(q);
+    piece_bytes.push_back(bytes);
+  }
+
+ protected:
+  void advance() override {
+    const bool recv = info_.op[0] == 'r';
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (reqs[i] == MPI_REQUEST_NULL) continue;
+      int flag = 0;
+      MPI_Status st;
+      check(MPI_Test(&reqs[i], &flag, &st), "MPI_Test");
+      if (!flag) return;  // pieces of one peer and tag complete in order
+      if (recv) {
+        int got = 0;
+        check(MPI_Get_count(&st, MPI_BYTE, &got), "MPI_Get_count");
+        if (static_cast<size_t>(got) != piece_bytes[i])
+          throw core::Error(fmt::format("recv from rank {} (tag {}) on communicator '{}' (rank {} of {}): expected {} "
+                                        "bytes{}, the message has {} bytes",
+                                        info_.peer, info_.tag, info_.comm_name, info_.rank, info_.size,
+                                        piece_bytes[i], info_.detail(), got))
+              .with_hint("the receiver's count and dtype must equal the sender's");
+      }
+    }
+    finish();
+  }
+};
+
 }  // namespace detail
 
 using detail::kMaxMessageBytes;
 using detail::MpiEngine;
 using detail::NativeOp;
 using detail::OpInfo;
+using detail::P2pOp;
 using detail::RingKind;
 using detail::divide;
 
@@ -178,6 +217,14 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, MpiCommOptions
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
   engine_ = std::make_shared<MpiEngine>();
+  dup_p2p();
+}
+
+void MpiCommunicator::dup_p2p() {
+  // Collective, like the constructors that call it (every rank constructs, or splits, alike).
+  const int rc = MPI_Comm_dup(comm_, &p2p_comm_);
+  if (rc != MPI_SUCCESS) throw_mpi_error(rc, "MPI_Comm_dup (send/recv communicator)", 0, "", name(), rank_, size_);
+  MPI_Comm_set_errhandler(p2p_comm_, MPI_ERRORS_RETURN);
 }
 
 MpiCommunicator::MpiCommunicator(Adopt, MPI_Comm owned, std::string name, MpiCommOptions opt,
@@ -187,6 +234,7 @@ MpiCommunicator::MpiCommunicator(Adopt, MPI_Comm owned, std::string name, MpiCom
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
+  dup_p2p();
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -196,6 +244,7 @@ MpiCommunicator::~MpiCommunicator() {
     core::log::warn("communicator '{}' destroyed with {} operation(s) still in flight; not freeing it", name(), n);
     return;
   }
+  if (p2p_comm_ != MPI_COMM_NULL) MPI_Comm_free(&p2p_comm_);
   MPI_Comm_free(&comm_);
 }
 
@@ -347,6 +396,36 @@ void MpiCommunicator::do_barrier() {
   w->issue(rc, "MPI_Ibarrier", q);
   engine_->start(w);
   w->wait();
+}
+
+std::shared_ptr<Work> MpiCommunicator::do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) {
+  const size_t bytes = count * dtype_size(dtype);
+  OpInfo info{"send", bytes, dtype, -1, -1, name(), rank_, size_, comm_, peer, tag};
+  auto w = std::make_shared<P2pOp>(engine_, std::move(info));
+  const auto* p = static_cast<const std::byte*>(buf);
+  for (size_t o = 0; o < bytes; o += kMaxMessageBytes) {  // int counts: pieces, matched in order
+    const size_t n = std::min(kMaxMessageBytes, bytes - o);
+    MPI_Request q = MPI_REQUEST_NULL;
+    const int rc = MPI_Isend(p + o, static_cast<int>(n), MPI_BYTE, peer, tag, p2p_comm_, &q);
+    w->issue(rc, "MPI_Isend", q, n);
+  }
+  engine_->start(w);
+  return w;
+}
+
+std::shared_ptr<Work> MpiCommunicator::do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) {
+  const size_t bytes = count * dtype_size(dtype);
+  OpInfo info{"recv", bytes, dtype, -1, -1, name(), rank_, size_, comm_, peer, tag};
+  auto w = std::make_shared<P2pOp>(engine_, std::move(info));
+  auto* p = static_cast<std::byte*>(buf);
+  for (size_t o = 0; o < bytes; o += kMaxMessageBytes) {
+    const size_t n = std::min(kMaxMessageBytes, bytes - o);
+    MPI_Request q = MPI_REQUEST_NULL;
+    const int rc = MPI_Irecv(p + o, static_cast<int>(n), MPI_BYTE, peer, tag, p2p_comm_, &q);
+    w->issue(rc, "MPI_Irecv", q, n);
+  }
+  engine_->start(w);
+  return w;
 }
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {

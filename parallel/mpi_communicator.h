@@ -3,7 +3,8 @@
 // MPI_Isend/MPI_Irecv (all_reduce: recursive doubling for small messages, ring
 // reduce-scatter + all-gather for large ones; reduce_scatter and all_gather: the ring), or,
 // by option, the library's MPI_Iallreduce / MPI_Ireduce_scatter_block / MPI_Iallgather for
-// small ones; broadcast is MPI_Ibcast and barrier MPI_Ibarrier.
+// small ones; broadcast is MPI_Ibcast and barrier MPI_Ibarrier; send/recv are MPI_Isend /
+// MPI_Irecv on a communicator of their own.
 // Why: Open MPI 4.1's nonblocking collectives (libnbc) run at half the speed of its blocking
 // ones, and all of its collectives allocate a temporary per call, which from 32 MiB is a fresh
 // mmap (~0.4 GB/s first touch here). The framework's algorithms keep their scratch in a pool
@@ -86,15 +87,21 @@ class MpiCommunicator final : public Communicator {
   std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
   std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) override;
   void do_barrier() override;
+  // MPI_Isend / MPI_Irecv (in pieces of at most 1 GiB) on a duplicate of the communicator
+  // reserved for them, so that the framework's algorithms' tags never match user messages.
+  std::shared_ptr<Work> do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) override;
+  std::shared_ptr<Work> do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) override;
 
  private:
   struct Adopt {};
   MpiCommunicator(Adopt, MPI_Comm owned, std::string name, MpiCommOptions opt,
                   std::shared_ptr<detail::MpiEngine> engine);
   bool large(size_t total_bytes, size_t count) const;
+  void dup_p2p();  // p2p_comm_ (collective)
   uint32_t next_tag();
 
   MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Comm p2p_comm_ = MPI_COMM_NULL;  // a duplicate of comm_ for send/recv only
   int rank_ = 0;
   int size_ = 1;
   MpiCommOptions opt_;

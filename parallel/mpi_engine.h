@@ -56,13 +56,16 @@ struct OpInfo {
   int root = -1;        // broadcast root, -1 if none
   std::string comm_name;
   int rank = 0, size = 1;
-  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Comm comm = MPI_COMM_NULL;  // the communicator's (outstanding() counts by it)
+  int peer = -1;                  // send/recv: the peer rank, else -1
+  int tag = 0;                    // send/recv: the caller's tag
 
   std::string detail() const {
-    if (bytes == 0 && root < 0) return "";
+    if (bytes == 0 && root < 0 && peer < 0) return "";
     std::string s = fmt::format(" of {}", dtype_name(dtype));
     if (reduce >= 0) s += fmt::format(", {}", reduce_op_name(static_cast<ReduceOp>(reduce)));
     if (root >= 0) s += fmt::format(", root {}", root);
+    if (peer >= 0) s += fmt::format(", {} rank {}, tag {}", op[0] == 's' ? "to" : "from", peer, tag);
     return s;
   }
 };

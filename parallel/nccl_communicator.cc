@@ -177,21 +177,29 @@ namespace {
 
 // Issue protocol shared by the collectives: order after the compute stream, enqueue on the
 // own stream, record the completion event.
+// Inside group_start()/group_end() the NCCL call only queues the op: its completion event is
+// recorded at group_end(), after the launch (recorded now, it would complete at once).
 template <class Enqueue>
 std::shared_ptr<Work> issue(const std::shared_ptr<NcclState>& sp, uint64_t seq, const char* op, size_t bytes,
-                            const char* call, Enqueue&& enqueue) {
+                            const char* call, Enqueue&& enqueue, int peer = -1) {
   NcclState& s = *sp;
   s.prune();
-  s.cuda(cudaEventRecord(s.issue_ev, s.compute), "cudaEventRecord(compute stream)", op, seq, bytes);
-  s.cuda(cudaStreamWaitEvent(s.stream, s.issue_ev, 0), "cudaStreamWaitEvent(NCCL stream)", op, seq, bytes);
-  s.nccl(enqueue(s.comm, s.stream), call, op, seq, bytes);
+  s.cuda(cudaEventRecord(s.issue_ev, s.compute), "cudaEventRecord(compute stream)", op, seq, bytes, peer);
+  s.cuda(cudaStreamWaitEvent(s.stream, s.issue_ev, 0), "cudaStreamWaitEvent(NCCL stream)", op, seq, bytes, peer);
+  s.nccl(enqueue(s.comm, s.stream), call, op, seq, bytes, peer);
   std::shared_ptr<OpRecord> rec;
   try {
     rec = std::make_shared<OpRecord>(seq, op, bytes, s.events);
   } catch (core::Error& e) {
     s.fail(e);
   }
-  s.cuda(cudaEventRecord(rec->done, s.stream), "cudaEventRecord(NCCL stream)", op, seq, bytes);
+  rec->peer = peer;
+  if (s.group_depth > 0) {
+    rec->launched = false;
+    s.group_pending.push_back(rec);
+  } else {
+    s.cuda(cudaEventRecord(rec->done, s.stream), "cudaEventRecord(NCCL stream)", op, seq, bytes, peer);
+  }
   s.inflight.push_back(rec);
   return std::make_shared<NcclWork>(sp, std::move(rec));
 }
@@ -248,7 +256,49 @@ std::shared_ptr<Work> NcclCommunicator::do_ibroadcast(void* buf, size_t count, D
   });
 }
 
+std::shared_ptr<Work> NcclCommunicator::do_isend(const void* buf, size_t count, DType dtype, int peer, int) {
+  st_->ensure_usable("send");
+  const ncclDataType_t t = nccl_type(dtype);
+  return issue(
+      st_, issuing().seq, "send", count * dtype_size(dtype), "ncclSend",
+      [&](ncclComm_t c, cudaStream_t s) { return ncclSend(buf, count, t, peer, c, s); }, peer);
+}
+
+std::shared_ptr<Work> NcclCommunicator::do_irecv(void* buf, size_t count, DType dtype, int peer, int) {
+  st_->ensure_usable("recv");
+  const ncclDataType_t t = nccl_type(dtype);
+  return issue(
+      st_, issuing().seq, "recv", count * dtype_size(dtype), "ncclRecv",
+      [&](ncclComm_t c, cudaStream_t s) { return ncclRecv(buf, count, t, peer, c, s); }, peer);
+}
+
+void NcclCommunicator::do_group_start() {
+  NcclState& s = *st_;
+  s.ensure_usable("group_start");
+  s.nccl(ncclGroupStart(), "ncclGroupStart", "group_start", 0, 0);
+  ++s.group_depth;
+}
+
+void NcclCommunicator::do_group_end() {
+  NcclState& s = *st_;
+  s.ensure_usable("group_end");
+  if (s.group_depth == 0)
+    throw core::Error(fmt::format("group_end() on NCCL communicator '{}' (rank {} of {}) without group_start()",
+                                  s.name, s.rank, s.size));
+  --s.group_depth;
+  // The outermost ncclGroupEnd launches the group; nonblocking: ncclInProgress is polled away.
+  s.nccl(ncclGroupEnd(), "ncclGroupEnd", "group_end", 0, 0);
+  if (s.group_depth > 0) return;
+  std::vector<std::shared_ptr<OpRecord>> ops;
+  ops.swap(s.group_pending);
+  for (auto& r : ops) {
+    s.cuda(cudaEventRecord(r->done, s.stream), "cudaEventRecord(NCCL stream)", r->op, r->seq, r->bytes, r->peer);
+    r->launched = true;
+  }
+}
+
 void NcclCommunicator::do_barrier() {
+  st_->ensure_no_group("barrier");
   st_->ensure_usable("barrier");
   void* scratch = st_->scratch;
   issue(st_, issuing().seq, "barrier", 4, "ncclAllReduce", [&](ncclComm_t c, cudaStream_t s) {
@@ -264,6 +314,7 @@ void NcclCommunicator::do_synchronize() {
 
 std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   NcclState& s = *st_;
+  s.ensure_no_group("split");
   s.ensure_usable("split");
   auto child = std::make_shared<NcclState>();
   child->name = fmt::format("{}/split(color={},key={})", s.name, color, key);

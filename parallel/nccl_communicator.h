@@ -32,6 +32,11 @@
 //  - Argument errors (null buffers, overlaps, bad root, avg of integers) throw at issue
 //    without aborting, as in the MPI backend.
 //  - Dtypes: f32, f64, i32, i64, bf16; sum, avg (ncclAvg: floating types), max.
+//  - send/recv: ncclSend/ncclRecv through the same issue protocol; no tags (a pair's messages
+//    match in issue order); ops run in issue order on the one stream, so an exchange where
+//    both ranks send first must sit in one group_start()/group_end() (ncclGroupStart/End,
+//    which are per thread: a group must hold only this communicator's ops). Their deadline
+//    errors name the peer. GPU-UNVERIFIED like the rest.
 //  - Threads: one thread uses it; CUDA calls assume its device is current on that thread.
 #pragma once
 
@@ -85,6 +90,14 @@ class NcclCommunicator final : public Communicator {
                                            ReduceOp op) override;
   std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
   std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) override;
+  // ncclSend / ncclRecv on the own stream, like the collectives (the tag is not used: NCCL
+  // matches a pair's sends and recvs in issue order).
+  std::shared_ptr<Work> do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) override;
+  std::shared_ptr<Work> do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) override;
+  // ncclGroupStart / ncclGroupEnd; the completion events of the ops issued in between are
+  // recorded after the outermost ncclGroupEnd (their Works cannot be waited for before).
+  void do_group_start() override;
+  void do_group_end() override;
   void do_barrier() override;      // a 1-element all-reduce, then synchronize()
   void do_synchronize() override;  // host waits for every op issued so far (deadline, async errors)
 

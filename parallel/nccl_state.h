@@ -142,6 +142,8 @@ struct OpRecord {
   std::shared_ptr<EventPool> pool;
   cudaEvent_t done = nullptr;
   bool finished = false;
+  int peer = -1;          // send/recv: the peer rank
+  bool launched = true;   // false while inside group_start()/group_end(): `done` not recorded yet
 };
 
 struct NcclState {
@@ -157,11 +159,25 @@ struct NcclState {
   std::string abort_reason;
   std::shared_ptr<EventPool> events = std::make_shared<EventPool>();
   std::deque<std::shared_ptr<OpRecord>> inflight;
+  int group_depth = 0;                                   // open group_start()s
+  std::vector<std::shared_ptr<OpRecord>> group_pending;  // issued in the open group, not launched
 
   ~NcclState() { release(); }
 
-  std::string where(const char* op, uint64_t s, size_t bytes) const {
+  std::string where(const char* op, uint64_t s, size_t bytes, int peer = -1) const {
+    if (peer >= 0)  // send/recv: the peer says more than the local p2p number
+      return fmt::format("{} {} rank {} ({} bytes) on NCCL communicator '{}' (rank {} of {})", op,
+                         op[0] == 's' ? "to" : "from", peer, bytes, name, rank, size);
     return fmt::format("{} #{} ({} bytes) on NCCL communicator '{}' (rank {} of {})", op, s, bytes, name, rank, size);
+  }
+
+  // Host waits inside an open group would wait for ops that are launched only at group_end().
+  void ensure_no_group(const char* op) const {
+    if (group_depth > 0)
+      throw core::Error(fmt::format("{} on NCCL communicator '{}' (rank {} of {}) inside group_start()/group_end(): "
+                                    "the group's ops are launched only at group_end()",
+                                    op, name, rank, size))
+          .with_hint("call group_end() before waiting");
   }
 
   // Own stream, issue event and barrier scratch on `device` (made current).
@@ -229,8 +245,8 @@ struct NcclState {
       throw core::Error(fmt::format("{} on NCCL communicator '{}': the communicator has been destroyed", op, name));
   }
 
-  void cuda(cudaError_t rc, const char* call, const char* op, uint64_t s, size_t bytes) {
-    if (rc != cudaSuccess) fail(cuda_error(rc, fmt::format("{} in {}", call, where(op, s, bytes))));
+  void cuda(cudaError_t rc, const char* call, const char* op, uint64_t s, size_t bytes, int peer = -1) {
+    if (rc != cudaSuccess) fail(cuda_error(rc, fmt::format("{} in {}", call, where(op, s, bytes, peer))));
   }
 
   // The communicator's asynchronous state; a failure aborts and throws.
@@ -254,9 +270,9 @@ struct NcclState {
     }
   }
 
-  void nccl(ncclResult_t rc, const char* call, const char* op, uint64_t s, size_t bytes) {
+  void nccl(ncclResult_t rc, const char* call, const char* op, uint64_t s, size_t bytes, int peer = -1) {
     if (rc == ncclSuccess) return;
-    const std::string what = fmt::format("{} in {}", call, where(op, s, bytes));
+    const std::string what = fmt::format("{} in {}", call, where(op, s, bytes, peer));
     if (rc == ncclInProgress) return wait_ready(what, opt.timeout_s);
     fail(nccl_error(rc, what));
   }
@@ -265,11 +281,12 @@ struct NcclState {
   // NCCL error aborts and throws.
   bool poll(OpRecord& r) {
     if (r.finished) return true;
+    if (!r.launched) return false;  // in an open group: an unrecorded event would read as complete
     const cudaError_t q = cudaEventQuery(r.done);
     if (q == cudaSuccess) return r.finished = true;
-    if (q != cudaErrorNotReady) fail(cuda_error(q, "cudaEventQuery in " + where(r.op, r.seq, r.bytes)));
+    if (q != cudaErrorNotReady) fail(cuda_error(q, "cudaEventQuery in " + where(r.op, r.seq, r.bytes, r.peer)));
     clear_not_ready();
-    state(where(r.op, r.seq, r.bytes));
+    state(where(r.op, r.seq, r.bytes, r.peer));
     return false;
   }
 
@@ -284,6 +301,7 @@ struct NcclState {
   void prune() {
     while (!inflight.empty()) {
       OpRecord& r = *inflight.front();
+      if (!r.launched) return;  // an open group's ops (and everything after them)
       if (!r.finished) {
         const cudaError_t q = cudaEventQuery(r.done);
         if (q == cudaErrorNotReady) clear_not_ready();
@@ -297,7 +315,16 @@ struct NcclState {
   // Host waits until `r` has completed, polling its event and the communicator's
   // asynchronous errors; past timeout_s (counted from `start`) it aborts and throws.
   void wait_for(OpRecord& r, Clock::time_point start) {
+    if (!r.launched) ensure_no_group(r.op);
     for (int spin = 0; !poll(r); ++spin) {
+      if (opt.timeout_s > 0 && (spin & 63) == 0 && seconds_since(start) > opt.timeout_s && r.peer >= 0)
+        fail(core::Error(fmt::format("{} {} rank {} ({} bytes) on communicator '{}' (rank {} of {}) timed out after "
+                                     "{:.0f} s, NCCL backend: the peer is dead or stuck, or never posted the "
+                                     "matching {} (or issued its ops in another order)",
+                                     r.op, r.op[0] == 's' ? "to" : "from", r.peer, r.bytes, name, rank, size,
+                                     seconds_since(start), r.op[0] == 's' ? "recv" : "send"))
+                 .with_hint("look at what rank " + std::to_string(r.peer) +
+                            " of this communicator was doing (parallel.timeout_s sets the limit)"));
       if (opt.timeout_s > 0 && (spin & 63) == 0 && seconds_since(start) > opt.timeout_s)
         fail(core::Error(fmt::format("timed out after {:.0f} s waiting in {} #{} ({} bytes) on communicator '{}' "
                                      "(rank {} of {}), NCCL backend",
@@ -310,6 +337,7 @@ struct NcclState {
 
   // Host waits for every op issued so far, one deadline for all of them.
   void wait_all() {
+    ensure_no_group("synchronize");
     const auto start = Clock::now();
     while (!inflight.empty()) {
       wait_for(*inflight.front(), start);
@@ -327,6 +355,7 @@ class NcclWork final : public Work {
 
   bool test() override {
     if (completed()) return true;
+    if (!rec_->launched) return false;  // issued in a group that has not ended yet
     try {
       st_->ensure_usable(rec_->op);
       if (!st_->poll(*rec_)) return false;
@@ -339,6 +368,7 @@ class NcclWork final : public Work {
 
   void wait() override {
     if (!completed()) {
+      if (!rec_->launched) st_->ensure_no_group("wait");  // a usage error: the op stays valid
       try {
         st_->ensure_usable(rec_->op);
         st_->wait_for(*rec_, Clock::now());
@@ -353,6 +383,7 @@ class NcclWork final : public Work {
 
   void wait_stream() override {
     if (!completed()) {
+      if (!rec_->launched) st_->ensure_no_group("wait_stream");
       try {
         st_->ensure_usable(rec_->op);
         if (st_->poll(*rec_)) {
@@ -360,7 +391,7 @@ class NcclWork final : public Work {
         } else {
           // Later work on the compute stream sees the result; the host goes on at once.
           st_->cuda(cudaStreamWaitEvent(st_->compute, rec_->done, 0), "cudaStreamWaitEvent(compute stream)",
-                    rec_->op, rec_->seq, rec_->bytes);
+                    rec_->op, rec_->seq, rec_->bytes, rec_->peer);
         }
       } catch (...) {
         mark_completed(std::current_exception());

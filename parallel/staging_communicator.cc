@@ -1,6 +1,7 @@
 // What: StagingCommunicator (see the header): host buffers leased from a BufferPool over
-// Device::alloc_host, Works that copy back when the wrapped operation completes, and the four collectives expressed as "copy in, run the
-// host communicator's in-place form on the host buffer, copy out".
+// Device::alloc_host, Works that copy back when the wrapped operation completes, the four
+// collectives expressed as "copy in, run the host communicator's in-place form on the host
+// buffer, copy out", and send/recv (copy out and send; receive and copy in).
 #include "parallel/staging_communicator.h"
 
 #include <algorithm>
@@ -220,6 +221,27 @@ std::shared_ptr<Work> StagingCommunicator::do_ibroadcast(void* buf, size_t count
   // The root's buffer already holds the data: nothing to copy back, but the lease stays
   // until the host operation is done with it.
   return track(engine_, std::move(inner), std::move(lease), device_, buf, h, rank() == root ? 0 : bytes);
+}
+
+std::shared_ptr<Work> StagingCommunicator::do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) {
+  engine_->progress();
+  const size_t bytes = count * dtype_size(dtype);
+  auto lease = engine_->pool.acquire(bytes);
+  std::byte* h = lease.data();
+  ready_device();
+  device_.copy(h, buf, bytes);
+  auto inner = host_->isend(h, count, dtype, peer, tag);
+  // Nothing to copy back; the lease stays until the host send is done with it.
+  return track(engine_, std::move(inner), std::move(lease), device_, nullptr, h, 0);
+}
+
+std::shared_ptr<Work> StagingCommunicator::do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) {
+  engine_->progress();
+  const size_t bytes = count * dtype_size(dtype);
+  auto lease = engine_->pool.acquire(bytes);
+  std::byte* h = lease.data();
+  auto inner = host_->irecv(h, count, dtype, peer, tag);
+  return track(engine_, std::move(inner), std::move(lease), device_, buf, h, bytes);
 }
 
 void StagingCommunicator::do_synchronize() {

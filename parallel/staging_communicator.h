@@ -1,7 +1,8 @@
 // What: StagingCommunicator, a Communicator for buffers on a device that is served by a host
 // communicator (MPI): each operation copies the device buffer into a page-locked host buffer,
 // runs the wrapped communicator's operation on it, and copies the result back when that
-// operation completes.
+// operation completes. Point-to-point likewise: a send stages out at issue, a recv copies in
+// when the host recv completes.
 // Why: NCCL cannot put two ranks of one communicator on one GPU ("one GPU cannot host two
 // NCCL ranks"), and Debian's Open MPI is not CUDA-aware, so runs with several ranks per GPU
 // (a 1-GPU development box, oversubscribed CI) exchange device tensors through host memory.
@@ -72,6 +73,12 @@ class StagingCommunicator final : public Communicator {
                                            ReduceOp op) override;
   std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
   std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) override;
+  // send: device -> pinned host at issue, then the host's isend; recv: the host's irecv into a
+  // pinned buffer, copied to the device when it completes (at wait/test/any later call).
+  std::shared_ptr<Work> do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) override;
+  std::shared_ptr<Work> do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) override;
+  void do_group_start() override { host_->group_start(); }
+  void do_group_end() override { host_->group_end(); }
   void do_barrier() override { host_->barrier(); }
   void do_synchronize() override;  // waits for every operation issued so far and copies back
 

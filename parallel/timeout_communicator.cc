@@ -16,9 +16,10 @@ class DeadlineWork final : public Work {
  public:
   // `comm` must outlive the Work (as the buffers must); the message is built only on timeout.
   DeadlineWork(std::shared_ptr<Work> inner, const Communicator* comm, const char* op, uint64_t seq, size_t bytes,
-               double timeout_s)
+               int peer, int tag, double timeout_s)
       : inner_(std::move(inner)), comm_(comm), timeout_s_(timeout_s) {
     describe(op, seq, bytes);
+    describe_peer(peer, tag);
     if (inner_->completed()) mark_completed(inner_->error());
   }
 
@@ -41,6 +42,14 @@ class DeadlineWork final : public Work {
       if ((spin & 63) == 0) {
         const double waited = std::chrono::duration<double>(Clock::now() - start).count();
         if (waited > timeout_s_) {
+          if (peer() >= 0)  // send/recv: the one peer that did not show up
+            throw core::Error(fmt::format("{} {} rank {} (tag {}, {} bytes) on communicator '{}' (rank {} of {}) timed "
+                                          "out after {:.0f} s: the peer is dead or stuck, or never posted the "
+                                          "matching {}",
+                                          op(), op()[0] == 's' ? "to" : "from", peer(), tag(), bytes(), comm_->name(),
+                                          comm_->rank(), comm_->size(), waited, op()[0] == 's' ? "recv" : "send"))
+                .with_hint("look at what rank " + std::to_string(peer()) +
+                           " of this communicator was doing (parallel.timeout_s sets the limit)");
           throw core::Error(fmt::format("timed out after {:.0f} s waiting in {} #{} ({} bytes) on communicator '{}' "
                                         "(rank {} of {})",
                                         waited, op(), seq(), bytes(), comm_->name(), comm_->rank(), comm_->size()))
@@ -66,7 +75,14 @@ TimeoutCommunicator::TimeoutCommunicator(std::unique_ptr<Communicator> inner, do
 
 std::shared_ptr<Work> TimeoutCommunicator::deadline(std::shared_ptr<Work> w) {
   const Issuing& op = issuing();
-  return std::make_shared<DeadlineWork>(std::move(w), this, op.op, op.seq, op.bytes, timeout_s_);
+  return std::make_shared<DeadlineWork>(std::move(w), this, op.op, op.seq, op.bytes, op.peer, op.tag, timeout_s_);
+}
+
+std::shared_ptr<Work> TimeoutCommunicator::do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) {
+  return deadline(inner_->isend(buf, count, dtype, peer, tag));
+}
+std::shared_ptr<Work> TimeoutCommunicator::do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) {
+  return deadline(inner_->irecv(buf, count, dtype, peer, tag));
 }
 
 std::shared_ptr<Work> TimeoutCommunicator::do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {

@@ -1,6 +1,7 @@
-// What: a Communicator decorator that gives every collective a deadline: a wait (Work::wait,
-// barrier) that outlasts `timeout_s` throws mt::core::Error naming the rank, the
-// communicator, the op, its sequence number and its bytes; launch/ turns that into
+// What: a Communicator decorator that gives every collective and send/recv a deadline: a wait
+// (Work::wait, barrier) that outlasts `timeout_s` throws mt::core::Error naming the rank, the
+// communicator, the op, its sequence number and its bytes (send/recv: the peer rank instead
+// of the number); launch/ turns that into
 // MPI_Abort, so the whole job ends instead of hanging. The numbering, the bytes and the time
 // blocked are the base class's (Communicator::stats()), as for every communicator.
 // Why: a rank that dies under mpirun is reaped by mpirun, but a rank that stops progressing
@@ -38,6 +39,10 @@ class TimeoutCommunicator final : public Communicator {
                                            ReduceOp op) override;
   std::shared_ptr<Work> do_iall_gather(const void* send, void* recv, size_t send_count, DType dtype) override;
   std::shared_ptr<Work> do_ibroadcast(void* buf, size_t count, DType dtype, int root) override;
+  std::shared_ptr<Work> do_isend(const void* buf, size_t count, DType dtype, int peer, int tag) override;
+  std::shared_ptr<Work> do_irecv(void* buf, size_t count, DType dtype, int peer, int tag) override;
+  void do_group_start() override { inner_->group_start(); }
+  void do_group_end() override { inner_->group_end(); }
   void do_barrier() override;  // as a 1-element all-reduce, so it has a deadline too
   void do_synchronize() override { inner_->synchronize(); }
 

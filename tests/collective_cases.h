@@ -8,6 +8,11 @@
 // backends; on device backends it is what makes the results visible to the host).
 // All collectives of a case are issued before anything is checked, and checks use EXPECT_,
 // so a failing rank does not leave its peers blocked (tests/mpi_main.cc).
+// Point-to-point cases (p2p_*): a ring, a pairwise exchange of large messages in both
+// directions and a blocking exchange in the order device backends need, several messages on
+// one tag (matched in order), zero counts; each received value against the closed form the
+// sender computed. They are valid on NCCL too: crossing exchanges sit in group_start/end and
+// tags are not relied on, except in p2p_tags_case (host backends only).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -332,6 +337,188 @@ inline void zero_size_case(Communicator& c, const std::string& tag) {
     EXPECT_EQ(x->error(), nullptr) << tag;
   }
   c.synchronize();
+}
+
+// ---- point-to-point ----
+// Payload of message j (of a case) sent by rank q: distinct per sender, message and element
+// (bf16: small integers, exact, shifted per sender and message).
+template <class T>
+T p2p_val(int q, int j, size_t i) {
+  if constexpr (std::is_same_v<T, Bf16>)
+    return val<T>(static_cast<long long>((q * 31 + j * 7 + i) % 251) - 100);
+  else
+    return val<T>(g(q, i) + 1000LL * (j % 97));
+}
+
+// Ring: every rank sends to r+1 and receives from r-1, one message per case size on tag 0
+// (so they are matched by order: the sizes differ), all posted (in one group) before any
+// wait; odd ranks wait in reverse order.
+template <class T>
+void p2p_ring_case(Communicator& c, Mem& m, const std::string& tag) {
+  const int p = c.size(), r = c.rank();
+  if (p < 2) return;
+  constexpr DType dt = Ty<T>::dt;
+  const int next = (r + 1) % p, prev = (r + p - 1) % p;
+  std::vector<Buf<T>> sends, recvs;
+  for (size_t k = 0; k < case_sizes().size(); ++k) {
+    const size_t n = case_sizes()[k];
+    std::vector<T> s(n);
+    for (size_t i = 0; i < n; ++i) s[i] = p2p_val<T>(r, static_cast<int>(k), i);
+    sends.emplace_back(m, std::move(s));
+    recvs.emplace_back(m, std::vector<T>(n, val<T>(-1)));
+  }
+  std::vector<std::shared_ptr<Work>> works;
+  c.group_start();
+  for (size_t k = 0; k < sends.size(); ++k) {
+    const size_t n = case_sizes()[k];
+    works.push_back(c.irecv(recvs[k].dev(), n, dt, prev));
+    works.push_back(c.isend(sends[k].dev(), n, dt, next));
+  }
+  c.group_end();
+  wait_all(works, r);
+  c.synchronize();
+  for (size_t k = 0; k < recvs.size(); ++k) {
+    const auto& x = recvs[k].download();
+    std::string msg;
+    EXPECT_EQ(mismatches(x.data(), x.size(), [&](size_t i) { return p2p_val<T>(prev, static_cast<int>(k), i); }, &msg),
+              0u)
+        << tag << " ring recv " << dtype_name(dt) << " n=" << x.size() << " from " << prev << " " << msg;
+    const auto& s = sends[k].download();
+    EXPECT_EQ(mismatches(s.data(), s.size(), [&](size_t i) { return p2p_val<T>(r, static_cast<int>(k), i); }, &msg), 0u)
+        << tag << " ring: send modified its buffer " << msg;
+  }
+}
+
+// Pairs (0,1), (2,3), ...: both partners exchange `n` elements at once (in one group), and
+// then in the order a device backend needs without a group: the even rank send()s then
+// recv()s, the odd one recv()s then send()s (blocking calls). A rank without a partner
+// (odd size) sits out.
+template <class T>
+void p2p_pairwise_case(Communicator& c, Mem& m, const std::string& tag, size_t n) {
+  const int p = c.size(), r = c.rank(), partner = r ^ 1;
+  if (partner >= p) return;
+  constexpr DType dt = Ty<T>::dt;
+  for (int round = 0; round < 2; ++round) {
+    std::vector<T> h(n);
+    for (size_t i = 0; i < n; ++i) h[i] = p2p_val<T>(r, round, i);
+    Buf<T> s(m, std::move(h)), out(m, std::vector<T>(n, val<T>(-1)));
+    if (round == 0) {
+      c.group_start();
+      auto ws = c.isend(s.dev(), n, dt, partner);
+      auto wr = c.irecv(out.dev(), n, dt, partner);
+      c.group_end();
+      if (r % 2) {
+        ws->wait();
+        wr->wait();
+      } else {
+        wr->wait();
+        ws->wait();
+      }
+    } else if (r % 2 == 0) {
+      c.send(s.dev(), n, dt, partner);
+      c.recv(out.dev(), n, dt, partner);
+    } else {
+      c.recv(out.dev(), n, dt, partner);
+      c.send(s.dev(), n, dt, partner);
+    }
+    c.synchronize();
+    const auto& x = out.download();
+    std::string msg;
+    EXPECT_EQ(mismatches(x.data(), n, [&](size_t i) { return p2p_val<T>(partner, round, i); }, &msg), 0u)
+        << tag << " pairwise " << (round == 0 ? "simultaneous" : "ordered") << " " << dtype_name(dt) << " n=" << n
+        << " from " << partner << " " << msg;
+  }
+}
+
+// Five equal-sized messages on one tag from each even rank to its odd partner: received in
+// the order sent (all recvs posted before any is waited for).
+template <class T>
+void p2p_order_case(Communicator& c, Mem& m, const std::string& tag) {
+  const int p = c.size(), r = c.rank(), partner = r ^ 1;
+  if (partner >= p) return;
+  constexpr DType dt = Ty<T>::dt;
+  const size_t n = 300;
+  std::vector<Buf<T>> bufs;
+  std::vector<std::shared_ptr<Work>> ws;
+  for (int j = 0; j < 5; ++j) {
+    std::vector<T> h(n, val<T>(-1));
+    if (r % 2 == 0)
+      for (size_t i = 0; i < n; ++i) h[i] = p2p_val<T>(r, j, i);
+    bufs.emplace_back(m, std::move(h));
+  }
+  for (int j = 0; j < 5; ++j) {
+    if (r % 2 == 0) ws.push_back(c.isend(bufs[j].dev(), n, dt, partner, 3));
+    else ws.push_back(c.irecv(bufs[j].dev(), n, dt, partner, 3));
+  }
+  wait_all(ws, r / 2);  // receivers of odd pairs wait in reverse
+  c.synchronize();
+  if (r % 2 == 0) return;
+  for (int j = 0; j < 5; ++j) {
+    const auto& x = bufs[j].download();
+    std::string msg;
+    EXPECT_EQ(mismatches(x.data(), n, [&](size_t i) { return p2p_val<T>(partner, j, i); }, &msg), 0u)
+        << tag << " order: message " << j << " " << dtype_name(dt) << " " << msg;
+  }
+}
+
+// Zero counts: complete at once, counted as p2p ops of 0 bytes, nothing on the wire.
+inline void p2p_zero_case(Communicator& c, const std::string& tag) {
+  const int p = c.size(), r = c.rank();
+  if (p < 2) return;
+  const uint64_t before = c.stats().p2p_ops;
+  auto a = c.isend(nullptr, 0, DType::F32, (r + 1) % p, 9);
+  auto b = c.irecv(nullptr, 0, DType::BF16, (r + p - 1) % p, 9);
+  EXPECT_TRUE(a->test()) << tag;
+  EXPECT_TRUE(b->completed()) << tag;
+  a->wait();
+  b->wait();
+  c.send(nullptr, 0, DType::I32, (r + 1) % p);
+  EXPECT_EQ(c.stats().p2p_ops, before + 3) << tag;
+  EXPECT_EQ(a->bytes(), 0u) << tag;
+  EXPECT_STREQ(a->op(), "send") << tag;
+  EXPECT_STREQ(b->op(), "recv") << tag;
+}
+
+// Tags separate messages (host backends: NCCL has no tags). Each even rank sends tag 7, then
+// tag 3, then tag 5; its partner receives 3, 5, 7 in that order, each of a different size.
+template <class T>
+void p2p_tags_case(Communicator& c, Mem& m, const std::string& tag) {
+  const int p = c.size(), r = c.rank(), partner = r ^ 1;
+  if (partner >= p) return;
+  constexpr DType dt = Ty<T>::dt;
+  const int tags[3] = {7, 3, 5};
+  const size_t sizes[3] = {70, 30, 5000};
+  std::vector<Buf<T>> bufs;
+  for (int j = 0; j < 3; ++j) {
+    std::vector<T> h(sizes[j], val<T>(-1));
+    if (r % 2 == 0)
+      for (size_t i = 0; i < sizes[j]; ++i) h[i] = p2p_val<T>(r, tags[j], i);
+    bufs.emplace_back(m, std::move(h));
+  }
+  std::vector<std::shared_ptr<Work>> ws;
+  if (r % 2 == 0) {
+    for (int j = 0; j < 3; ++j) ws.push_back(c.isend(bufs[j].dev(), sizes[j], dt, partner, tags[j]));
+  } else {
+    for (int j : {1, 2, 0}) ws.push_back(c.irecv(bufs[j].dev(), sizes[j], dt, partner, tags[j]));
+  }
+  for (auto& w : ws) w->wait();
+  c.synchronize();
+  if (r % 2 == 0) return;
+  for (int j = 0; j < 3; ++j) {
+    const auto& x = bufs[j].download();
+    std::string msg;
+    EXPECT_EQ(mismatches(x.data(), sizes[j], [&](size_t i) { return p2p_val<T>(partner, tags[j], i); }, &msg), 0u)
+        << tag << " tag " << tags[j] << " " << dtype_name(dt) << " " << msg;
+  }
+}
+
+// Every p2p case that is valid on any backend, for dtype T (`large`: the pairwise size).
+template <class T>
+void p2p_cases(Communicator& c, Mem& m, const std::string& tag, size_t large = 1 << 20) {
+  p2p_ring_case<T>(c, m, tag);
+  p2p_pairwise_case<T>(c, m, tag, 5);
+  p2p_pairwise_case<T>(c, m, tag, large);
+  p2p_order_case<T>(c, m, tag);
 }
 
 }  // namespace mt::testing

@@ -6,7 +6,8 @@
 // bitwise-identical results; Work::wait() blocking the host and Work::wait_stream() only the
 // compute stream; the base class's numbering; argument errors; the factory; and the deadline:
 // a late peer makes synchronize() and Work::wait() time out, abort the communicator and name
-// the op.
+// the op; point-to-point (the shared p2p cases, waits inside a group, a late sender's peer
+// named in the receiver's deadline error).
 // Every test SKIPS (visibly, with the CUDA error) where a rank has no GPU of its own, as on
 // the dev machine (error 35): NONE OF THIS HAS RUN ON A GPU YET.
 #include <gtest/gtest.h>
@@ -259,6 +260,72 @@ TEST_F(Nccl, DeadlineInWorkWait) {
     EXPECT_TRUE(w->completed());
     EXPECT_NE(w->error(), nullptr);
     EXPECT_GE(c->stats().blocked_s, r != p - 1 ? 0.9 : 0.0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Point-to-point on NCCL: the shared p2p cases (crossing exchanges inside group_start/end,
+// ordered blocking exchanges, several messages from one peer matched in order, a 1M-element
+// pairwise exchange) for every dtype, and zero counts. Tags are not relied on (NCCL has none).
+TEST_F(Nccl, PointToPointAllDtypes) {
+  auto c = make();
+  CudaMem mem;
+  p2p_cases<float>(*c, mem, "nccl", size_t(4) << 20);
+  p2p_cases<double>(*c, mem, "nccl");
+  p2p_cases<int32_t>(*c, mem, "nccl");
+  p2p_cases<int64_t>(*c, mem, "nccl", 1000);
+  p2p_cases<Bf16>(*c, mem, "nccl");
+  p2p_zero_case(*c, "nccl");
+  c->synchronize();
+  EXPECT_EQ(c->in_flight(), 0u);
+  EXPECT_FALSE(c->aborted());
+}
+
+// Inside a group nothing can be waited for (the ops are launched at group_end()): wait()
+// and synchronize() throw a usage error without aborting, test() says not done; after
+// group_end() the same Works complete with the partner's data.
+TEST_F(Nccl, PointToPointGroupWaitsAfterGroupEnd) {
+  auto c = make();
+  const int p = c->size(), r = c->rank(), partner = r ^ 1;
+  if (partner >= p) return;  // -np 1: no partner (not GTEST_SKIP, see DeadlineAbortsAndNamesTheOp)
+  CudaMem mem;
+  Buf<float> s(mem, std::vector<float>(1000, static_cast<float>(r))), g(mem, std::vector<float>(1000, -1.f));
+  c->group_start();
+  auto ws = c->isend(s.dev(), 1000, DType::F32, partner);
+  auto wr = c->irecv(g.dev(), 1000, DType::F32, partner);
+  EXPECT_FALSE(wr->test());
+  EXPECT_THROW(wr->wait(), Error);
+  EXPECT_THROW(c->synchronize(), Error);
+  c->group_end();
+  EXPECT_FALSE(c->aborted());
+  wr->wait();
+  ws->wait();
+  EXPECT_EQ(g.download()[999], static_cast<float>(partner));
+}
+
+// A late sender: the receiver's wait() times out after the deadline, aborts and names the op
+// and the peer.
+TEST_F(Nccl, PointToPointDeadlineNamesThePeer) {
+  auto c = make(1.0);
+  const int p = c->size(), r = c->rank(), partner = r ^ 1;
+  if (partner >= p) return;
+  CudaMem mem;
+  Buf<float> b(mem, std::vector<float>(1024, 1.f));
+  if (r % 2 == 0) std::this_thread::sleep_for(std::chrono::seconds(4));
+  auto w = r % 2 == 0 ? c->isend(b.dev(), 1024, DType::F32, partner) : c->irecv(b.dev(), 1024, DType::F32, partner);
+  try {
+    w->wait();
+    if (r % 2 == 1) ADD_FAILURE() << "rank " << r << ": the recv should have timed out";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    if (r % 2 == 1) {
+      EXPECT_NE(m.find("recv from rank " + std::to_string(partner) + " (4096 bytes) on communicator 'world'"),
+                std::string::npos)
+          << m;
+      EXPECT_NE(m.find("timed out after"), std::string::npos) << m;
+    }
+    EXPECT_NE(m.find("[ncclCommAbort called on this rank]"), std::string::npos) << m;
+    EXPECT_TRUE(c->aborted());
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -588,3 +588,211 @@ TEST(Communicator, MpiErrorBecomesError) {
   }
   c.barrier();
 }
+
+// ---- point-to-point ----
+
+// The shared p2p cases (collective_cases.h) for every dtype, on the MPI backend and through a
+// TimeoutCommunicator: a ring, pairwise exchanges of 4M floats (far above vader's eager limit:
+// rendezvous) in both directions at once and in order, several messages on one tag, tags,
+// zero counts.
+TEST(Communicator, PointToPointAllDtypes) {
+  HostMem mem;
+  MpiCommunicator mpi(MPI_COMM_WORLD, "mpi-p2p", {});
+  TimeoutCommunicator timed(make_world_communicator("mpi"), 60);
+  for (Communicator* c : {static_cast<Communicator*>(&mpi), static_cast<Communicator*>(&timed)}) {
+    const std::string tag = c == &mpi ? "mpi" : "timeout";
+    p2p_cases<float>(*c, mem, tag, size_t(4) << 20);
+    p2p_cases<double>(*c, mem, tag);
+    p2p_cases<int32_t>(*c, mem, tag);
+    p2p_cases<int64_t>(*c, mem, tag, 1000);
+    p2p_cases<Bf16>(*c, mem, tag);
+    p2p_tags_case<float>(*c, mem, tag);
+    p2p_tags_case<Bf16>(*c, mem, tag);
+    p2p_zero_case(*c, tag);
+  }
+  EXPECT_EQ(mpi.outstanding(), 0u);
+}
+
+// User messages live apart from the framework's collectives, which use point-to-point tags
+// 0, 1, ... underneath: a send on tag 0 posted before an all-reduce (recursive doubling, tag 0
+// too, same size) and received after it does not get mixed up with it.
+TEST(Communicator, PointToPointDoesNotMatchCollectiveTraffic) {
+  MpiCommunicator c(MPI_COMM_WORLD, "world", {});
+  const int p = c.size(), r = c.rank(), partner = r ^ 1;
+  const size_t n = 100;
+  std::vector<float> msg(n), got(n, -1.f), a(n);
+  for (size_t i = 0; i < n; ++i) msg[i] = 1000.f * r + static_cast<float>(i), a[i] = static_cast<float>(r + 1);
+  std::shared_ptr<Work> s;
+  if (partner < p) s = c.isend(msg.data(), n, DType::F32, partner, 0);
+  c.all_reduce(a.data(), n, DType::F32, ReduceOp::Sum);
+  if (partner < p) {
+    c.recv(got.data(), n, DType::F32, partner, 0);
+    s->wait();
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], 1000.f * partner + static_cast<float>(i)) << i;
+  }
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(a[i], static_cast<float>(p * (p + 1) / 2)) << i;
+}
+
+// p2p Works carry op "send"/"recv", a local p2p number, the peer and the tag; the statistics
+// count their bytes and ops apart from the collectives' numbering.
+TEST(Communicator, PointToPointNumberingAndStats) {
+  MpiCommunicator c(MPI_COMM_WORLD, "world", {});
+  const int p = c.size(), r = c.rank();
+  if (p < 2) GTEST_SKIP() << "needs 2 ranks";
+  const int next = (r + 1) % p, prev = (r + p - 1) % p;
+  std::vector<float> s(10, static_cast<float>(r)), g(10, -1.f);
+  auto ws = c.isend(s.data(), 10, DType::F32, next, 4);
+  auto wr = c.irecv(g.data(), 10, DType::F32, prev, 4);
+  EXPECT_STREQ(ws->op(), "send");
+  EXPECT_STREQ(wr->op(), "recv");
+  EXPECT_EQ(ws->seq(), 0u);
+  EXPECT_EQ(wr->seq(), 1u);
+  EXPECT_EQ(ws->peer(), next);
+  EXPECT_EQ(wr->peer(), prev);
+  EXPECT_EQ(ws->tag(), 4);
+  EXPECT_EQ(wr->bytes(), 40u);
+  wr->wait();
+  ws->wait();
+  EXPECT_EQ(g[9], static_cast<float>(prev));
+  EXPECT_EQ(c.stats().p2p_ops, 2u);
+  EXPECT_EQ(c.stats().p2p_bytes, 80.0);
+  EXPECT_EQ(c.stats().ops, 0u);  // no collective number taken
+  EXPECT_EQ(c.stats().bytes, 80.0);
+  float x = 1.f;
+  auto w = c.iall_reduce(&x, 1, DType::F32, ReduceOp::Sum);
+  EXPECT_EQ(w->seq(), 0u);
+  EXPECT_EQ(w->peer(), -1);
+  w->wait();
+  EXPECT_EQ(c.stats().ops, 1u);
+}
+
+TEST(Communicator, PointToPointArgumentErrors) {
+  MpiCommunicator c(MPI_COMM_WORLD, "pp", {});
+  const int p = c.size(), r = c.rank();
+  float x[4] = {};
+  auto expect_error = [&](auto&& f, const std::string& want) {
+    try {
+      f();
+      ADD_FAILURE() << "no error, wanted: " << want;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { c.isend(x, 4, DType::F32, r, 0); }, "send to rank " + std::to_string(r) +
+                                                             " on communicator 'pp' (rank " + std::to_string(r) +
+                                                             " of " + std::to_string(p) + "): a rank cannot send");
+  expect_error([&] { c.irecv(x, 4, DType::F32, p, 0); }, "recv from rank " + std::to_string(p) +
+                                                             " on communicator 'pp'");
+  expect_error([&] { c.irecv(x, 4, DType::F32, -1, 0); }, "not a rank of this communicator");
+  expect_error([&] { c.isend(x, 4, DType::F32, (r + 1) % p == r ? -1 : (r + 1) % p, -1); },
+               p > 1 ? "tag -1 is outside 0..32767" : "not a rank");
+  if (p > 1) {
+    expect_error([&] { c.isend(x, 4, DType::F32, (r + 1) % p, 40000); }, "tag 40000 is outside 0..32767");
+    expect_error([&] { c.irecv(nullptr, 4, DType::F32, (r + 1) % p); }, "got a null buffer");
+  }
+  EXPECT_EQ(c.stats().p2p_ops, 0u);
+  EXPECT_EQ(c.outstanding(), 0u);
+}
+
+// The receiver's count must equal the sender's: a shorter message is this backend's error, a
+// longer one MPI's (truncation), both naming the op, the peer and the communicator.
+TEST(Communicator, PointToPointSizeMismatchIsAnError) {
+  MpiCommunicator c(MPI_COMM_WORLD, "world", {});
+  const int p = c.size(), r = c.rank(), partner = r ^ 1;
+  if (partner >= p) GTEST_SKIP() << "no partner";
+  std::vector<float> a(20, 1.f);
+  if (r % 2 == 0) {
+    c.send(a.data(), 10, DType::F32, partner, 1);
+    c.send(a.data(), 20, DType::F32, partner, 2);
+  } else {
+    try {
+      c.recv(a.data(), 20, DType::F32, partner, 1);
+      ADD_FAILURE() << "a 40-byte message into an 80-byte recv should fail";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("recv from rank " + std::to_string(partner) + " (tag 1) on communicator 'world'"),
+                std::string::npos)
+          << m;
+      EXPECT_NE(m.find("expected 80 bytes of f32"), std::string::npos) << m;
+      EXPECT_NE(m.find("the message has 40 bytes"), std::string::npos) << m;
+    }
+    try {
+      c.recv(a.data(), 10, DType::F32, partner, 2);
+      ADD_FAILURE() << "an 80-byte message into a 40-byte recv should fail";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("recv (MPI_Test) failed: 40 bytes of f32, from rank " + std::to_string(partner) + ", tag 2"),
+                std::string::npos)
+          << m;
+    }
+  }
+  EXPECT_EQ(c.outstanding(), 0u);
+  c.barrier();
+}
+
+// A TimeoutCommunicator's deadline covers p2p waits, and the error names the op, the peer and
+// the communicator. Even ranks send 1.5 s late: their partners' recv gives up after 0.3 s;
+// then the odd ranks receive 1.5 s late: a 16 MiB send (rendezvous) cannot complete before
+// its recv is posted, so the sender gives up. Both ops complete afterwards (test() has no
+// deadline), with the right data.
+TEST(Communicator, PointToPointTimeoutNamesThePeer) {
+  const int p = make_world_communicator("mpi")->size();
+  if (p < 2) GTEST_SKIP() << "needs 2 ranks";
+  auto inner = make_world_communicator("mpi");
+  inner->set_name("pp");
+  TimeoutCommunicator c(std::move(inner), 0.3);
+  const int r = c.rank(), partner = r ^ 1;
+  using Clock = std::chrono::steady_clock;
+  const std::string where = "on communicator 'pp' (rank " + std::to_string(r) + " of " + std::to_string(p) + ")";
+  {  // late sender
+    std::vector<float> x(100, static_cast<float>(r));
+    if (r % 2 == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      c.send(x.data(), x.size(), DType::F32, partner, 2);
+    } else {
+      auto w = c.irecv(x.data(), x.size(), DType::F32, partner, 2);
+      const auto t0 = Clock::now();
+      try {
+        w->wait();
+        ADD_FAILURE() << "the recv should have timed out";
+      } catch (const Error& e) {
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        EXPECT_GE(s, 0.3);
+        EXPECT_LT(s, 1.2);
+        const std::string m = e.what();
+        EXPECT_NE(m.find("recv from rank " + std::to_string(partner) + " (tag 2, 400 bytes) " + where +
+                         " timed out after "),
+                  std::string::npos)
+            << m;
+        EXPECT_NE(m.find(" s: the peer is dead or stuck"), std::string::npos) << m;
+      }
+      EXPECT_FALSE(w->completed());
+      while (!w->test()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      EXPECT_EQ(x[99], static_cast<float>(partner));
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  {  // late receiver of a large message
+    std::vector<float> x(size_t(4) << 20, static_cast<float>(r));
+    if (r % 2 == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      c.recv(x.data(), x.size(), DType::F32, partner, 3);
+      EXPECT_EQ(x.back(), static_cast<float>(partner));
+    } else {
+      auto w = c.isend(x.data(), x.size(), DType::F32, partner, 3);
+      try {
+        w->wait();
+        ADD_FAILURE() << "the send of 16 MiB should have waited for the late recv and timed out";
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_NE(m.find("send to rank " + std::to_string(partner) + " (tag 3, 16777216 bytes) " + where +
+                         " timed out after"),
+                  std::string::npos)
+            << m;
+        EXPECT_NE(m.find("never posted the matching recv"), std::string::npos) << m;
+      }
+      while (!w->test()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}

@@ -4,7 +4,8 @@
 // nonblocking waits in different orders, zero sizes, splits; the copy protocol (device work
 // waited for before the copy out, one copy out and one copy back per op, dropped Works still
 // copied back, the host pool reused); wait_stream() (wait() here) and the base class's
-// numbering; deadlines of a TimeoutCommunicator underneath; and make_device_communicator's
+// numbering; deadlines of a TimeoutCommunicator underneath; point-to-point (the shared p2p
+// cases, its copy protocol, deadlines naming the peer); and make_device_communicator's
 // choices.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -275,6 +276,94 @@ TEST(Staging, DeadlineOfTheHostCommunicatorApplies) {
   EXPECT_TRUE(work->completed());
   EXPECT_EQ(x[99], static_cast<float>(p * (p + 1) / 2));
   EXPECT_EQ(c.outstanding(), 0u);
+}
+
+// Point-to-point through host staging: the shared cases for every dtype (a 4M-float pairwise
+// exchange among them), tags and zero counts, over the default MPI communicator.
+TEST(Staging, PointToPointAllDtypes) {
+  HostMem mem;
+  auto host = world("p2p");
+  StagingCommunicator c(*host, mt::core::cpu_device());
+  p2p_cases<float>(c, mem, "staging", size_t(4) << 20);
+  p2p_cases<double>(c, mem, "staging");
+  p2p_cases<int32_t>(c, mem, "staging");
+  p2p_cases<int64_t>(c, mem, "staging", 1000);
+  p2p_cases<Bf16>(c, mem, "staging");
+  p2p_tags_case<double>(c, mem, "staging");
+  EXPECT_EQ(c.stats().p2p_ops, host->stats().p2p_ops);  // each staged op is one host op
+  EXPECT_EQ(c.stats().p2p_bytes, host->stats().p2p_bytes);
+  p2p_zero_case(c, "staging");  // zero counts do not reach the host communicator
+  EXPECT_EQ(c.stats().p2p_ops, host->stats().p2p_ops + (c.size() > 1 ? 3 : 0));
+  EXPECT_EQ(c.outstanding(), 0u);
+}
+
+// A send waits for the device's queued work and copies out once at issue (nothing back); a
+// recv copies in once, when it completes, and not before (the device buffer is untouched
+// while the host recv is in flight).
+TEST(Staging, PointToPointCopyProtocol) {
+  auto host = world("world");
+  const int p = host->size(), r = host->rank(), partner = r ^ 1;
+  if (partner >= p) GTEST_SKIP() << "no partner";
+  CountingDevice dev(mt::core::DeviceKind::CPU);
+  StagingCommunicator c(*host, dev);
+  std::vector<float> x(1000, static_cast<float>(r));
+  if (r % 2 == 0) {
+    MPI_Barrier(MPI_COMM_WORLD);  // the partner's recv is posted (and checked) first
+    c.send(x.data(), x.size(), DType::F32, partner, 1);
+    EXPECT_EQ(dev.records, 1);
+    EXPECT_EQ(dev.synced, 1);
+    EXPECT_EQ(dev.copies, 1);
+    EXPECT_EQ(dev.copied_bytes, 4000u);
+    EXPECT_EQ(dev.copies_after_sync, 1);
+  } else {
+    auto w = c.irecv(x.data(), x.size(), DType::F32, partner, 1);
+    EXPECT_EQ(dev.records, 0);  // nothing to wait for on the device before a recv
+    EXPECT_EQ(dev.copies, 0);   // the partner sends only after the barrier
+    EXPECT_FALSE(w->test());
+    EXPECT_EQ(x[0], static_cast<float>(r));
+    MPI_Barrier(MPI_COMM_WORLD);
+    w->wait();
+    EXPECT_EQ(dev.copies, 1);
+    EXPECT_EQ(dev.copied_bytes, 4000u);
+    EXPECT_EQ(x[999], static_cast<float>(partner));
+  }
+  EXPECT_EQ(c.outstanding(), 0u);
+}
+
+// A TimeoutCommunicator underneath gives staged recvs their deadline, naming the peer; the
+// recv stays in flight (its host buffer leased) and is copied in once the late send arrives.
+TEST(Staging, PointToPointDeadlineNamesThePeer) {
+  auto inner = world("pp");
+  const int p = inner->size(), r = inner->rank(), partner = r ^ 1;
+  if (partner >= p) GTEST_SKIP() << "no partner";
+  TimeoutCommunicator host(std::move(inner), 0.3);
+  StagingCommunicator c(host, mt::core::cpu_device());
+  std::vector<float> x(100, static_cast<float>(r));
+  if (r % 2 == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    c.send(x.data(), x.size(), DType::F32, partner, 6);
+  } else {
+    auto w = c.irecv(x.data(), x.size(), DType::F32, partner, 6);
+    try {
+      w->wait();
+      ADD_FAILURE() << "the recv should have timed out";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("recv from rank " + std::to_string(partner) + " (tag 6, 400 bytes) on communicator 'pp' (rank " +
+                       std::to_string(r) + " of " + std::to_string(p) + ") timed out after"),
+                std::string::npos)
+          << m;
+      EXPECT_NE(m.find("the peer is dead or stuck"), std::string::npos) << m;
+    }
+    EXPECT_FALSE(w->completed());
+    EXPECT_EQ(c.outstanding(), 1u);
+    EXPECT_EQ(x[0], static_cast<float>(r));  // not copied in yet
+    while (!w->test()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(x[99], static_cast<float>(partner));
+  }
+  c.synchronize();
+  EXPECT_EQ(c.outstanding(), 0u);
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST(Staging, FactoryChoosesTheBackend) {

@@ -163,6 +163,12 @@ class Recording final : public Communicator {
   std::shared_ptr<Work> do_ibroadcast(void* b, size_t n, DType t, int root) override {
     return record(inner_.ibroadcast(b, n, t, root));
   }
+  std::shared_ptr<Work> do_isend(const void* b, size_t n, DType t, int peer, int tag) override {
+    return record(inner_.isend(b, n, t, peer, tag));
+  }
+  std::shared_ptr<Work> do_irecv(void* b, size_t n, DType t, int peer, int tag) override {
+    return record(inner_.irecv(b, n, t, peer, tag));
+  }
   void do_barrier() override { inner_.barrier(); }
   void do_synchronize() override {
     log += 's';
