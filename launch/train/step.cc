@@ -192,8 +192,10 @@ void Stepper::sum_tied_grads() {
   const parallel::ParamInfo& p = p_.model.params_info()[static_cast<size_t>(tied_)];
   float* g = p_.model.grad(tied_);
   const int peer = p_.model.stage().embed ? pp_ - 1 : 0;
+  p_.pp_dev->group_start();  // (NCCL: the crossing pair in one group)
   auto recv = p_.pp_dev->irecv(tied_recv_.raw(), static_cast<size_t>(p.numel), parallel::DType::F32, peer, 32001);
   auto send = p_.pp_dev->isend(g, static_cast<size_t>(p.numel), parallel::DType::F32, peer, 32001);
+  p_.pp_dev->group_end();
   recv->wait();
   send->wait();
   p_.ops.add_f32(g, tied_recv_.f32(), p.numel);
