@@ -64,8 +64,10 @@ std::string CheckpointPipeline::describe() const {
   if (virtual_stages > 1) s += fmt::format(" x {} virtual", virtual_stages);
   if (pp > 1 || virtual_stages > 1) {
     s += " (layers";
-    for (size_t v = 0; v < vstages.size(); ++v)
-      s += fmt::format("{}{}-{}", v ? " | " : " ", vstages[v].first, vstages[v].second - 1);
+    for (size_t v = 0; v < vstages.size(); ++v) {
+      const auto [b, e] = vstages[v];
+      s += (v ? " | " : " ") + (e - b == 1 ? std::to_string(b) : fmt::format("{}-{}", b, e - 1));
+    }
     s += ")";
   }
   return s;
