@@ -59,11 +59,12 @@ inline std::unique_ptr<Model> build(const std::shared_ptr<const Architecture>& a
   ctx.tp_rank = tp_comm ? tp_comm->rank() : 0;
   ctx.tp_comm = ctx.tp > 1 ? tp_comm : nullptr;
   ctx.flat_align = GradSync::flat_alignment(l.dp);
+  ctx.align_units = l.zero >= 2 && l.dp > 1;  // (ZeRO-2/3: every layer starts aligned)
   ctx.stage = stage_layers(l.vstages, l.pp, stage);
   return std::make_unique<StubModel>(arch, ctx);
 }
 
-// dp rank d's owned flat ranges: ZeRO-1 a cut of its own (the reader must take it from the
+// dp rank d's owned flat ranges: ZeRO-1/2/3 a cut of its own (the reader must take it from the
 // shard's recorded ranges, not assume it), else all of it.
 inline std::vector<std::pair<int64_t, int64_t>> owned(const Model& m, const Layout& l, int d) {
   const int64_t n = m.num_local_params();
@@ -153,9 +154,12 @@ inline std::string write_checkpoint(const std::string& root, const core::Config&
             for (int64_t e = 0; e < m->params_info()[k].numel; ++e) m->param(static_cast<int>(k))[e] = 99.0f;
       }
       io::ShardData sd;
-      sd.params = m->params().f32();
-      sd.num_params = m->num_local_params();
       sd.ranges = owned(*m, l, d);
+      std::vector<float> stored;  // ZeRO-3 at dp > 1: the owned ranges' parameters, in order
+      if (l.zero == 3 && l.dp > 1)
+        for (const auto& [b, e] : sd.ranges) stored.insert(stored.end(), m->params().f32() + b, m->params().f32() + e);
+      sd.params = stored.empty() ? m->params().f32() : stored.data();
+      sd.num_params = stored.empty() ? m->num_local_params() : static_cast<int64_t>(stored.size());
       const std::vector<float> mm = moments(*m, fidx, sd.ranges, false, Moments::Written, tied_copy);
       const std::vector<float> vv = moments(*m, fidx, sd.ranges, true, Moments::Written, tied_copy);
       sd.m = mm.data();

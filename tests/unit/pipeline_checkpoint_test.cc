@@ -8,8 +8,9 @@
 // fails. reshard_state then cuts every rank of other layouts (pp 1, pp 4 with other layer
 // splits, interleaved virtual stages, other dp / ZeRO) out of it; every parameter is compared
 // by name with a whole model's init_weights(seed), and m / v over the new owned ranges with
-// the formula, exactly. Also: `meshtrain export` of a pp checkpoint equals (bytewise) that of
-// the pp 1 checkpoint, and Hugging Face import into a stage fills exactly its parameters.
+// the formula, exactly (ZeRO-2/3 layouts too). Also: `meshtrain export` of pp checkpoints
+// (ZeRO-1; ZeRO-3) equals (bytewise) that of the pp 1 checkpoint, and Hugging Face import into
+// a stage fills exactly its parameters.
 // Why: the issue's "checkpoints (per-stage shards; resharding across pp sizes and to/from pp
 // 1)" and "the Hugging Face import/export" at pp > 1; init is layout-independent (a stage's
 // parameters are the slices of the whole model's), which makes the expected values independent.
@@ -52,6 +53,7 @@ std::vector<Layout> targets() {
       {2, 4, 1, {{0, 2}, {2, 3}, {3, 4}, {4, 6}}},                  // dp 2 x pp 4, ZeRO-1, other split
       {2, 2, 1, {{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 6}}},  // dp 2 x pp 2 x 3 virtual, ZeRO-1
       {3, 2, 1, {{0, 5}, {5, 6}}},                                  // dp 3 x pp 2, uneven, ZeRO-1
+      {2, 2, 2, {{0, 3}, {3, 6}}},                                  // dp 2 x pp 2, ZeRO-2 (aligned layers)
   };
 }
 
@@ -62,6 +64,7 @@ std::vector<Layout> sources() {
       {1, 1, 0, {{0, 6}}},                          // pp 1
       {2, 2, 1, {{0, 2}, {2, 6}}},                  // dp 2 x pp 2, ZeRO-1
       {1, 2, 0, {{0, 2}, {2, 3}, {3, 5}, {5, 6}}},  // pp 2 x 2 virtual (interleaved)
+      {2, 3, 3, {{0, 1}, {1, 4}, {4, 6}}},          // dp 2 x pp 3, ZeRO-3 (parameters sharded too)
   };
 }
 
@@ -162,7 +165,8 @@ TEST(PipelineCheckpoint, ExportOfPipelineCheckpointEqualsPp1AndImportsIntoStages
     const std::string pp1 = write_checkpoint(root + "/a", cfg, Layout{1, 1, 0, {{0, 6}}}, 42);
     // (the last stage's tied copy holds 99s: an export reading it would differ)
     const std::string pp2 = write_checkpoint(root + "/b", cfg, Layout{2, 2, 1, {{0, 1}, {1, 2}, {2, 4}, {4, 6}}}, 42);
-    for (const auto& [ck, out] : {std::pair{pp1, root + "/hf1"}, std::pair{pp2, root + "/hf2"}}) {
+    const std::string pp3 = write_checkpoint(root + "/c", cfg, Layout{2, 3, 3, {{0, 2}, {2, 3}, {3, 6}}}, 42);  // ZeRO-3
+    for (const auto& [ck, out] : {std::pair{pp1, root + "/hf1"}, std::pair{pp2, root + "/hf2"}, std::pair{pp3, root + "/hf3"}}) {
       io::hf::ExportOptions o;
       o.checkpoint = ck;
       o.out = out;
@@ -171,6 +175,7 @@ TEST(PipelineCheckpoint, ExportOfPipelineCheckpointEqualsPp1AndImportsIntoStages
     const std::string a = file_bytes(root + "/hf1/model.safetensors"), b = file_bytes(root + "/hf2/model.safetensors");
     EXPECT_FALSE(a.empty());
     EXPECT_TRUE(a == b) << "the pp 2 checkpoint's export differs from the pp 1 checkpoint's";
+    EXPECT_TRUE(a == file_bytes(root + "/hf3/model.safetensors")) << "the pp 3 ZeRO-3 checkpoint's export differs";
 
     // import into the stages of a pp 3 layout: each stage's parameters equal the whole model's
     const auto arch = make_architecture(cfg.model);
