@@ -15,7 +15,8 @@ CheckpointPipeline CheckpointPipeline::none(int n_layer) {
 }
 
 CheckpointPipeline CheckpointPipeline::from_manifest(const nlohmann::json& m, int n_layer, const std::string& file) {
-  if (n_layer < 0 && m.contains("model") && m.at("model").contains("n_layer")) n_layer = m.at("model").at("n_layer").get<int>();
+  if (n_layer < 0 && m.contains("model") && m.at("model").contains("n_layer"))
+    n_layer = m.at("model").at("n_layer").get<int>();
   if (!m.contains("pipeline")) return n_layer < 0 ? CheckpointPipeline{} : none(n_layer);
   CheckpointPipeline p;
   auto bad = [&](const std::string& why) {
@@ -32,10 +33,12 @@ CheckpointPipeline CheckpointPipeline::from_manifest(const nlohmann::json& m, in
     throw bad("is malformed").with_library(e.what());
   }
   if (p.pp < 1 || p.virtual_stages < 1 || p.vstages.size() != static_cast<size_t>(p.pp) * p.virtual_stages)
-    throw bad(fmt::format("has pp {} x virtual {} but {} virtual stages", p.pp, p.virtual_stages, p.vstages.size()));
+    throw bad(fmt::format("has pp {} x virtual {} but {} virtual stages", p.pp, p.virtual_stages,
+                          p.vstages.size()));
   int at = 0;
   for (const auto& [b, e] : p.vstages) {
-    if (b != at || e <= b) throw bad(fmt::format("virtual stages do not tile the layers ([{}, {}) after layer {})", b, e, at));
+    if (b != at || e <= b)
+      throw bad(fmt::format("virtual stages do not tile the layers ([{}, {}) after layer {})", b, e, at));
     at = e;
   }
   if (n_layer >= 0 && at != n_layer) throw bad(fmt::format("virtual stages cover {} layers, model.n_layer is {}", at, n_layer));

@@ -39,8 +39,8 @@ class ShardSlices {
     tp_ = lay.at("tp").get<int>();
     pp_ = pipe.pp;
     if (world != dp * pp_ * tp_ || manifest.at("shards").size() != static_cast<size_t>(world)) {
-      throw core::Error(fmt::format("the manifest's layout (world {} = dp {} x pp {} x tp {}) does not match its {} shards",
-                                    world, dp, pp_, tp_, manifest.at("shards").size()))
+      throw core::Error(fmt::format("the manifest's layout (world {} = dp {} x pp {} x tp {}) does not match its {} "
+                                    "shards", world, dp, pp_, tp_, manifest.at("shards").size()))
           .with_file(ckpt + "/manifest.json");
     }
     // ZeRO-3 at dp > 1: each dp rank holds its owned ranges of the slice (in order), so a
@@ -95,7 +95,8 @@ class ShardSlices {
     if (found != n) {
       throw core::Error(fmt::format("the ZeRO-3 shards of stage {} tp rank {} hold {} of the {} elements at {}", st, t,
                                     found, n, offset))
-          .with_file(files_[static_cast<size_t>(first)]).with_hint("the checkpoint was written by another model or meshtrain version");
+          .with_file(files_[static_cast<size_t>(first)])
+          .with_hint("the checkpoint was written by another model or meshtrain version");
     }
   }
 
@@ -252,7 +253,8 @@ ExportResult export_hf(const ExportOptions& opt) {
   // each stage's own flat layout; a parameter is read from the first stage holding it (a tied
   // embedding: the first stage's copy)
   const int n_layer = cfg.model.n_layer;
-  const CheckpointPipeline pipe = CheckpointPipeline::from_manifest(manifest, n_layer, res.checkpoint + "/manifest.json");
+  const CheckpointPipeline pipe =
+      CheckpointPipeline::from_manifest(manifest, n_layer, res.checkpoint + "/manifest.json");
   std::vector<std::vector<parallel::ParamInfo>> oinfo(static_cast<size_t>(pipe.pp));
   std::vector<std::vector<int>> olocal(static_cast<size_t>(pipe.pp));  // per stage: full index -> its index
   for (int st = 0; st < pipe.pp; ++st) {
@@ -277,8 +279,8 @@ ExportResult export_hf(const ExportOptions& opt) {
     std::vector<float> full, slice, piece;
     for (const HfParam& hp : mapping) {
       const int st = pipe.holder(specs[static_cast<size_t>(hp.index)], n_layer);
-      const parallel::ParamInfo& o =
-          oinfo[static_cast<size_t>(st)][static_cast<size_t>(olocal[static_cast<size_t>(st)][static_cast<size_t>(hp.index)])];
+      const size_t sst = static_cast<size_t>(st);
+      const parallel::ParamInfo& o = oinfo[sst][static_cast<size_t>(olocal[sst][static_cast<size_t>(hp.index)])];
       const int64_t R = parallel::shape_rows(o.full_shape), C = parallel::shape_cols(o.full_shape);
       const int64_t lrows = parallel::shape_rows(o.local_shape), lcols = parallel::shape_cols(o.local_shape);
       full.assign(static_cast<size_t>(R * C), 0.0f);

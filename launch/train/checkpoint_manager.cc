@@ -313,7 +313,8 @@ bool CheckpointManager::load_own_shard(const std::string& chosen, const nlohmann
 }
 
 void CheckpointManager::load_resharded(const std::string& chosen, const nlohmann::json& m) {
-  const ReshardedState s = reshard_state(CheckpointLayout::from_manifest(chosen, m, model_.arch().config().n_layer), model_, sync_.owned_ranges(), optim_.num_elements(), optim_.has_v());
+  const CheckpointLayout old = CheckpointLayout::from_manifest(chosen, m, model_.arch().config().n_layer);
+  const ReshardedState s = reshard_state(old, model_, sync_.owned_ranges(), optim_.num_elements(), optim_.has_v());
   model_.load_master(s.params.data());
   optim_.load_state(s.m, s.v);
 }

@@ -44,9 +44,9 @@ struct ReshardedState {
 };
 
 // Reads the old shards of `old` and cuts out the slice of `model` (the new layout: its tp rank,
-// its pipeline stage's parameters (model.stage()) and their flat layout) and the optimizer state of this rank's `owned_ranges` (num_state
-// elements; adam: also the second moment). The checkpoint holds the same architecture and
-// shapes (the caller checked its manifest).
+// its pipeline stage's parameters (model.stage()) and their flat layout) and the optimizer
+// state of this rank's `owned_ranges` (num_state elements; adam: also the second moment). The
+// checkpoint holds the same architecture and shapes (the caller checked its manifest).
 ReshardedState reshard_state(const CheckpointLayout& old, const parallel::Model& model,
                                  const std::vector<std::pair<int64_t, int64_t>>& owned_ranges, int64_t num_state,
                                  bool adam);
