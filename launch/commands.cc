@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/checkpoint.h"
+#include "io/checkpoint_pipeline.h"
 #include "io/dataset.h"
 #include "io/hf/hf_export.h"
 #include "io/hf/hf_import.h"
@@ -294,11 +295,15 @@ int cmd_inspect(const std::string& path) {
     std::string shape;
     for (const auto& [k, v] : mod.items())
       if (k != "arch" && k != "params") shape += fmt::format("{}{} {}", shape.empty() ? "" : ", ", k, v.dump());
-    std::printf("%s\n  step %lld | layout world %d = dp %d x tp %d, zero %d | model %s (%s), %lld params | format v%d\n",
+    const io::CheckpointPipeline pipe = io::CheckpointPipeline::from_manifest(m, -1, c + "/manifest.json");
+    std::printf("%s\n  step %lld | layout world %d = dp %d x pp %d x tp %d, zero %d | model %s (%s), %lld params | format v%d\n",
                 c.c_str(), static_cast<long long>(m.at("step").get<int64_t>()), lay.at("world").get<int>(),
-                lay.at("dp").get<int>(), lay.at("tp").get<int>(), lay.at("zero").get<int>(),
+                lay.at("dp").get<int>(), pipe.pp, lay.at("tp").get<int>(), lay.at("zero").get<int>(),
                 mod.value("arch", std::string(parallel::kDefaultArch)).c_str(), shape.c_str(),
                 static_cast<long long>(mod.at("params").get<int64_t>()), m.at("format_version").get<int>());
+    if (pipe.pp > 1 || pipe.virtual_stages > 1)
+      std::printf("  pipeline %s%s\n", pipe.describe().c_str(),
+                  pipe.schedule.empty() ? "" : (", schedule " + pipe.schedule).c_str());
     for (const auto& s : m.at("shards")) {
       std::error_code ec;
       const auto size = fs::file_size(c + "/" + s.at("file").get<std::string>(), ec);

@@ -14,13 +14,13 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/checkpoint.h"
+#include "io/checkpoint_pipeline.h"
 #include "io/h5_util.h"
 #include "io/hf/hf_names.h"
 #include "io/hf/safetensors.h"
 #include "io/metrics.h"
 #include "io/text/tokenizer.h"
 #include "parallel/grad_sync.h"
-#include "parallel/mesh.h"
 #include "parallel/models/registry.h"
 
 namespace mt::io::hf {
@@ -30,50 +30,58 @@ using nlohmann::json;
 
 namespace {
 
-// The old tp ranks' shards (dp replica 0's), open for hyperslab reads of "params".
+// The old (stage, tp rank)s' shards (dp replica 0's), open for hyperslab reads of "params".
 class ShardSlices {
  public:
-  ShardSlices(const std::string& ckpt, const json& manifest) {
+  ShardSlices(const std::string& ckpt, const json& manifest, const CheckpointPipeline& pipe) {
     const auto& lay = manifest.at("layout");
     const int world = lay.at("world").get<int>(), dp = lay.at("dp").get<int>();
     tp_ = lay.at("tp").get<int>();
+    pp_ = pipe.pp;
+    if (world != dp * pp_ * tp_ || manifest.at("shards").size() != static_cast<size_t>(world)) {
+      throw core::Error(fmt::format("the manifest's layout (world {} = dp {} x pp {} x tp {}) does not match its {} "
+                                    "shards", world, dp, pp_, tp_, manifest.at("shards").size()))
+          .with_file(ckpt + "/manifest.json");
+    }
     // ZeRO-3 at dp > 1: each dp rank holds its owned ranges of the slice (in order), so a
     // tensor is read from every replica's pieces
     sharded_ = lay.at("zero").get<int>() == 3 && dp > 1;
     dp_ = sharded_ ? dp : 1;
-    const parallel::Mesh mesh(world, dp, tp_);
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    for (int t = 0; t < tp_; ++t) {
-      for (int d = 0; d < dp_; ++d) {
-        const auto& s = manifest.at("shards").at(mesh.rank_of(d, t));
-        const std::string path = ckpt + "/" + s.at("file").get<std::string>();
-        files_.push_back(path);
-        handles_.push_back(std::make_unique<H5Handle>(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose));
-        h5check(handles_.back()->id, "H5Fopen", path);
-        datasets_.push_back(std::make_unique<H5Handle>(H5Dopen2(handles_.back()->id, "params", H5P_DEFAULT), H5Dclose));
-        h5check(datasets_.back()->id, "H5Dopen2(params)", path);
-        std::vector<std::pair<int64_t, int64_t>> pieces;  // (flat begin, flat end) in storage order
-        if (sharded_) {
-          H5Handle rd{H5Dopen2(handles_.back()->id, "optim_ranges", H5P_DEFAULT), H5Dclose};
-          h5check(rd.id, "H5Dopen2(optim_ranges)", path);
-          H5Handle rs{H5Dget_space(rd.id), H5Sclose};
-          hsize_t n[1] = {0};
-          H5Sget_simple_extent_dims(rs.id, n, nullptr);
-          std::vector<int64_t> flat(n[0]);
-          if (n[0] > 0) h5check(H5Dread(rd.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()), "H5Dread", path);
-          for (size_t i = 0; i + 1 < flat.size(); i += 2) pieces.emplace_back(flat[i], flat[i + 1]);
+    for (int st = 0; st < pp_; ++st) {
+      for (int t = 0; t < tp_; ++t) {
+        for (int d = 0; d < dp_; ++d) {
+          const auto& s = manifest.at("shards").at(pipe.rank_of(d, st, t, tp_));
+          const std::string path = ckpt + "/" + s.at("file").get<std::string>();
+          files_.push_back(path);
+          handles_.push_back(std::make_unique<H5Handle>(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose));
+          h5check(handles_.back()->id, "H5Fopen", path);
+          datasets_.push_back(std::make_unique<H5Handle>(H5Dopen2(handles_.back()->id, "params", H5P_DEFAULT), H5Dclose));
+          h5check(datasets_.back()->id, "H5Dopen2(params)", path);
+          std::vector<std::pair<int64_t, int64_t>> pieces;  // (flat begin, flat end) in storage order
+          if (sharded_) {
+            H5Handle rd{H5Dopen2(handles_.back()->id, "optim_ranges", H5P_DEFAULT), H5Dclose};
+            h5check(rd.id, "H5Dopen2(optim_ranges)", path);
+            H5Handle rs{H5Dget_space(rd.id), H5Sclose};
+            hsize_t n[1] = {0};
+            H5Sget_simple_extent_dims(rs.id, n, nullptr);
+            std::vector<int64_t> flat(n[0]);
+            if (n[0] > 0) h5check(H5Dread(rd.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()), "H5Dread", path);
+            for (size_t i = 0; i + 1 < flat.size(); i += 2) pieces.emplace_back(flat[i], flat[i + 1]);
+          }
+          pieces_.push_back(std::move(pieces));
         }
-        pieces_.push_back(std::move(pieces));
       }
     }
   }
   int tp() const { return tp_; }
-  // elements [offset, offset + n) of old tp rank t's flat parameters
-  void read(int t, int64_t offset, int64_t n, float* out) const {
-    if (!sharded_) return read_stored(static_cast<size_t>(t), offset, n, out);
+  // elements [offset, offset + n) of the flat parameters of old stage st's tp rank t
+  void read(int st, int t, int64_t offset, int64_t n, float* out) const {
+    const int first = (st * tp_ + t) * dp_;  // its first file
+    if (!sharded_) return read_stored(static_cast<size_t>(first), offset, n, out);
     int64_t found = 0;
     for (int d = 0; d < dp_; ++d) {
-      const size_t k = static_cast<size_t>(t * dp_ + d);
+      const size_t k = static_cast<size_t>(first + d);
       int64_t at = 0;  // where the piece starts in the stored parameters
       for (const auto& [b, e] : pieces_[k]) {
         const int64_t lo = std::max(b, offset), hi = std::min(e, offset + n);
@@ -85,8 +93,10 @@ class ShardSlices {
       }
     }
     if (found != n) {
-      throw core::Error(fmt::format("the ZeRO-3 shards of tp rank {} hold {} of the {} elements at {}", t, found, n, offset))
-          .with_file(files_[static_cast<size_t>(t * dp_)]).with_hint("the checkpoint was written by another model or meshtrain version");
+      throw core::Error(fmt::format("the ZeRO-3 shards of stage {} tp rank {} hold {} of the {} elements at {}", st, t,
+                                    found, n, offset))
+          .with_file(files_[static_cast<size_t>(first)])
+          .with_hint("the checkpoint was written by another model or meshtrain version");
     }
   }
 
@@ -108,7 +118,7 @@ class ShardSlices {
     h5check(H5Dread(ds, H5T_NATIVE_FLOAT, mem.id, space.id, H5P_DEFAULT, out), "H5Dread", path);
   }
 
-  int tp_ = 1, dp_ = 1;
+  int tp_ = 1, dp_ = 1, pp_ = 1;
   bool sharded_ = false;
   std::vector<std::vector<std::pair<int64_t, int64_t>>> pieces_;  // per file
   std::vector<std::string> files_;
@@ -240,8 +250,21 @@ ExportResult export_hf(const ExportOptions& opt) {
   const int old_tp = lay.at("tp").get<int>(), old_dp = lay.at("dp").get<int>();
   const auto specs = arch->param_specs();
   const bool aligned = lay.at("zero").get<int>() >= 2 && old_dp > 1;  // ZeRO-2/3: layers aligned
-  const auto oinfo = parallel::layout_params(specs, old_tp, parallel::GradSync::flat_alignment(old_dp), nullptr, aligned);
-  const ShardSlices shards(res.checkpoint, manifest);
+  // each stage's own flat layout; a parameter is read from the first stage holding it (a tied
+  // embedding: the first stage's copy)
+  const int n_layer = cfg.model.n_layer;
+  const CheckpointPipeline pipe =
+      CheckpointPipeline::from_manifest(manifest, n_layer, res.checkpoint + "/manifest.json");
+  std::vector<std::vector<parallel::ParamInfo>> oinfo(static_cast<size_t>(pipe.pp));
+  std::vector<std::vector<int>> olocal(static_cast<size_t>(pipe.pp));  // per stage: full index -> its index
+  for (int st = 0; st < pipe.pp; ++st) {
+    const parallel::StageLayers layers = pipe.stage(st);
+    int held = 0;
+    for (const auto& sp : specs) olocal[static_cast<size_t>(st)].push_back(layers.holds(sp, n_layer) ? held++ : -1);
+    oinfo[static_cast<size_t>(st)] = parallel::layout_params(parallel::stage_specs(specs, layers, n_layer), old_tp,
+                                                             parallel::GradSync::flat_alignment(old_dp), nullptr, aligned);
+  }
+  const ShardSlices shards(res.checkpoint, manifest, pipe);
 
   // a fresh temporary directory beside `out`, removed unless it is published
   const std::string tmp = fs::absolute(opt.out).lexically_normal().string() + fmt::format(".tmp-{}", ::getpid());
@@ -255,14 +278,16 @@ ExportResult export_hf(const ExportOptions& opt) {
     SafetensorsWriter writer(tmp, plan, opt.dtype == "float32" ? "F32" : "BF16", opt.max_shard_bytes);
     std::vector<float> full, slice, piece;
     for (const HfParam& hp : mapping) {
-      const parallel::ParamInfo& o = oinfo[static_cast<size_t>(hp.index)];
+      const int st = pipe.holder(specs[static_cast<size_t>(hp.index)], n_layer);
+      const size_t sst = static_cast<size_t>(st);
+      const parallel::ParamInfo& o = oinfo[sst][static_cast<size_t>(olocal[sst][static_cast<size_t>(hp.index)])];
       const int64_t R = parallel::shape_rows(o.full_shape), C = parallel::shape_cols(o.full_shape);
       const int64_t lrows = parallel::shape_rows(o.local_shape), lcols = parallel::shape_cols(o.local_shape);
       full.assign(static_cast<size_t>(R * C), 0.0f);
       slice.resize(static_cast<size_t>(o.numel));
       // the old slices into our full tensor (replicas hold equal values; padding is dropped)
       for (int t = 0; t < (o.partition.replicated_over_tp() ? 1 : old_tp); ++t) {
-        shards.read(t, o.offset, o.numel, slice.data());
+        shards.read(st, t, o.offset, o.numel, slice.data());
         for (int64_t r = 0; r < lrows; ++r) {
           const parallel::Partition::Place at = o.partition.to_full(o.full_shape, old_tp, t, r);
           if (at.row >= R) continue;

@@ -1,9 +1,10 @@
 // What: `meshtrain export CHECKPOINT --format hf --out DIR`: a meshtrain checkpoint of any
-// layout (dp x tp, ZeRO-1 or not) written as a Hugging Face model directory: config.json
+// layout (dp x pp x tp, ZeRO or not) written as a Hugging Face model directory: config.json
 // (GPT2LMHeadModel or LlamaForCausalLM), generation_config.json, and model.safetensors, or
 // model-0000x-of-0000n.safetensors shards + model.safetensors.index.json past
-// max_shard_bytes. Streaming: for each parameter, the slices of the old tp ranks are read
-// from one dp replica's shards with an HDF5 hyperslab of that parameter's range of the flat
+// max_shard_bytes. Streaming: for each parameter, the slices of the old tp ranks of the first
+// pipeline stage holding it (a tied embedding: the first stage's copy) are read from one dp
+// replica's shards with an HDF5 hyperslab of that parameter's range of the stage's flat
 // buffer, assembled into the full tensor (vocabulary padding dropped), cut into its HF
 // tensors and written: memory stays at about two full tensors whatever the model size.
 // Why: the "no conversion step" in the other direction; written into DIR.tmp-<pid>

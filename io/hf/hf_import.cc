@@ -286,7 +286,9 @@ void read_slices(const SafetensorsModel& st, const parallel::Model& model, float
   const auto mapping = hf_mapping(model.arch(), gpt2_prefix(st));
   const int tp = model.tp().size(), rank = model.tp().rank();
   for (const HfParam& hp : mapping) {
-    const parallel::ParamInfo& p = model.params_info()[static_cast<size_t>(hp.index)];
+    const int local = model.local_param(hp.index);  // (a pipeline stage holds some parameters)
+    if (local < 0) continue;
+    const parallel::ParamInfo& p = model.params_info()[static_cast<size_t>(local)];
     const int64_t rows = parallel::shape_rows(p.local_shape), cols = parallel::shape_cols(p.local_shape);
     const int64_t full_rows = parallel::shape_rows(p.full_shape), full_cols = parallel::shape_cols(p.full_shape);
     float* dst = base + p.offset;

@@ -45,7 +45,8 @@ core::ModelConfig resolve_model_config(const core::Config& cfg);
 std::vector<std::string> check_tensors(const SafetensorsModel& st, const parallel::Architecture& arch);
 
 // Fills `flat` (host memory in the model's flat layout, num_local_params() floats) with this
-// rank's slices of the tensors of `st` named as Hugging Face names them (hf_names.h),
+// rank's slices of the tensors of `st` named as Hugging Face names them (hf_names.h), of the
+// parameters its pipeline stage holds (Model::stage(); a tied head's copy from the embedding),
 // vocabulary padding rows zero: exactly the elements it holds are read. load_weights uses it;
 // tests read gradient files with it. The files are not checked (check_tensors).
 void read_slices(const SafetensorsModel& st, const parallel::Model& model, float* flat);

@@ -51,18 +51,27 @@ std::string verify_collectively(parallel::Communicator& world, const std::string
   return world.size() > 1 ? broadcast_string(world, bad, first) : bad;
 }
 
-// "world 4 dp 2 tp 2 zero 1": a layout as the log lines name it (equal strings: the same layout).
-std::string layout_name(int world, int dp, int tp, int zero) {
-  return fmt::format("world {} dp {} tp {} zero {}", world, dp, tp, zero);
+// "world 4 dp 2 tp 2 zero 1 pp 1", "world 8 dp 2 tp 2 zero 1 pp 2 (layers 0-5 | 6-11)": a layout
+// as the log lines name it (equal strings and equal pipelines: the same layout).
+std::string layout_name(int world, int dp, int tp, int zero, const io::CheckpointPipeline& pipe) {
+  return fmt::format("world {} dp {} tp {} zero {} {}", world, dp, tp, zero, pipe.describe());
 }
 }  // namespace
 
 CheckpointManager::CheckpointManager(const core::Config& cfg, parallel::Communicator& world,
                                      const parallel::Mesh& mesh, core::Device& device, TrainModel& model,
                                      parallel::Optimizer& optim, parallel::DataParallelSync& sync, io::Loader& loader,
-                                     Clock::time_point process_start)
+                                     Clock::time_point process_start, io::CheckpointPipeline pipeline)
     : cfg_(cfg), world_(world), mesh_(mesh), device_(device), model_(model), optim_(optim), sync_(sync),
-      loader_(loader), process_start_(process_start) {}
+      loader_(loader), process_start_(process_start), pipeline_(std::move(pipeline)) {
+  const int n_layer = model_.arch().config().n_layer;
+  MT_CHECK(mesh_.dp() * pipeline_.pp * mesh_.tp() == world_.size(), "world {} is not dp {} x pp {} x tp {}",
+           world_.size(), mesh_.dp(), pipeline_.pp, mesh_.tp());
+  const int stage = pipeline_.stage_of_rank(world_.rank(), mesh_.tp());
+  MT_CHECK(io::same_stage(model_.stage(), pipeline_.stage(stage), n_layer),
+           "rank {}'s model does not hold the layers of its pipeline stage {} of {}", world_.rank(), stage,
+           pipeline_.describe());
+}
 
 std::string CheckpointManager::dir() const {
   return cfg_.checkpoint.dir.empty() ? cfg_.run.dir + "/checkpoints" : cfg_.checkpoint.dir;
@@ -128,6 +137,7 @@ void CheckpointManager::save(int64_t steps_done, const TrainState& state) {
                      {"step", steps_done},
                      {"layout", {{"world", world_.size()}, {"dp", mesh_.dp()}, {"tp", mesh_.tp()},
                                  {"zero", cfg_.parallel.zero}}},
+                     {"pipeline", pipeline_.to_json()},
                      {"model", model_manifest(model_.arch())},
                      {"trainer", state.to_json(std::chrono::duration<double>(Clock::now() - process_start_).count())},
                      {"config", core::config_to_yaml(cfg_)},
@@ -149,17 +159,20 @@ int64_t CheckpointManager::restore(TrainState* state) {
   check_model(chosen, m);
   if (world_.rank() == 0 && m.contains("config")) warn_schedule_change(chosen, m);
   const auto& lay = m.at("layout");
+  const int n_layer = model_.arch().config().n_layer;
+  const io::CheckpointPipeline was_pipe = io::CheckpointPipeline::from_manifest(m, n_layer, chosen + "/manifest.json");
   const std::string was_layout = layout_name(lay.at("world").get<int>(), lay.at("dp").get<int>(),
-                                             lay.at("tp").get<int>(), lay.at("zero").get<int>());
-  const std::string now_layout = layout_name(world_.size(), mesh_.dp(), mesh_.tp(), cfg_.parallel.zero);
+                                             lay.at("tp").get<int>(), lay.at("zero").get<int>(), was_pipe);
+  const std::string now_layout = layout_name(world_.size(), mesh_.dp(), mesh_.tp(), cfg_.parallel.zero, pipeline_);
+  const bool same_layout = was_layout == now_layout && was_pipe == pipeline_;
   *state = TrainState::from_json(m.at("trainer"));
   const int64_t step = m.at("step").get<int64_t>();
   {  // the data loader continues exactly where it was (the state is the same in every shard)
-    const auto& own = m.at("shards").at(was_layout == now_layout ? world_.rank() : 0);
+    const auto& own = m.at("shards").at(same_layout ? world_.rank() : 0);
     const std::string ls = io::read_shard_loader_state(chosen + "/" + own.at("file").get<std::string>());
     if (!ls.empty()) loader_.restore(ls, step);
   }
-  if (was_layout != now_layout) {
+  if (!same_layout) {
     load_resharded(chosen, m);
     if (world_.rank() == 0) log::info("resumed from {} (step {}) in {:.0f} ms, resharded from {} to {}", chosen, step, ms(), was_layout, now_layout);
     return step;
@@ -300,7 +313,8 @@ bool CheckpointManager::load_own_shard(const std::string& chosen, const nlohmann
 }
 
 void CheckpointManager::load_resharded(const std::string& chosen, const nlohmann::json& m) {
-  const ReshardedState s = reshard_state(CheckpointLayout::from_manifest(chosen, m), model_, sync_.owned_ranges(), optim_.num_elements(), optim_.has_v());
+  const CheckpointLayout old = CheckpointLayout::from_manifest(chosen, m, model_.arch().config().n_layer);
+  const ReshardedState s = reshard_state(old, model_, sync_.owned_ranges(), optim_.num_elements(), optim_.has_v());
   model_.load_master(s.params.data());
   optim_.load_state(s.m, s.v);
 }

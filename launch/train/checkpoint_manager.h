@@ -4,7 +4,11 @@
 // TrainState, the resolved config) and publishes the checkpoint by rename. restore: picks
 // checkpoint.resume ("auto": the newest checkpoint whose shards all verify, falling back to
 // older ones and naming what was wrong with each), checks the model sizes, and loads this
-// rank's shard, or reshards (reshard.h) when the layout or the optimizer state's cut differ.
+// rank's shard, or reshards (reshard.h) when the layout (dp, pp and the stages' layers, tp,
+// ZeRO) or the optimizer state's cut differ.
+// Pipelines: every rank writes its own stage's flat parameters and optimizer state (shards
+// stay one per world rank, rank = (dp_index * pp + stage) * tp + tp_index); the manifest's
+// "pipeline" records pp, the virtual stages and their layers (io/checkpoint_pipeline.h).
 // Devices: parameters and optimizer state live on the trainer's device; they are read and
 // written here through host copies (on the CPU the buffers are used in place).
 #pragma once
@@ -16,6 +20,7 @@
 
 #include "core/config.h"
 #include "core/device.h"
+#include "io/checkpoint_pipeline.h"
 #include "io/loader.h"
 #include "launch/train/model.h"
 #include "launch/train/train_state.h"
@@ -30,10 +35,13 @@ namespace mt::launch {
 class CheckpointManager {
  public:
   // All references are the Trainer's and outlive this. process_start: this process's start,
-  // counted into the run totals' wall time.
+  // counted into the run totals' wall time. pipeline: the run's pp, virtual stages and their
+  // layers (split_layers; io::CheckpointPipeline::none(n_layer) without a pipeline); `model`
+  // must hold this rank's stage of it (checked), world = mesh.dp() x pipeline.pp x mesh.tp().
   CheckpointManager(const core::Config& cfg, parallel::Communicator& world, const parallel::Mesh& mesh,
                     core::Device& device, TrainModel& model, parallel::Optimizer& optim,
-                    parallel::DataParallelSync& sync, io::Loader& loader, Clock::time_point process_start);
+                    parallel::DataParallelSync& sync, io::Loader& loader, Clock::time_point process_start,
+                    io::CheckpointPipeline pipeline);
 
   // checkpoint.dir, or <run.dir>/checkpoints.
   std::string dir() const;
@@ -70,6 +78,7 @@ class CheckpointManager {
   parallel::DataParallelSync& sync_;
   io::Loader& loader_;
   Clock::time_point process_start_;
+  io::CheckpointPipeline pipeline_;
   bool restored_ = false;
 };
 

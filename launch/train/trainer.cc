@@ -84,8 +84,10 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
   stepper_ = std::make_unique<Stepper>(
       StepParts{cfg_, world_, *mesh_, comms_, *device_, *ops_, *model_, *sync_, *optim_, *loader_, faults_});
+  // (pipeline: pass the run's pp, parallel.pp_virtual, pp_schedule and split_layers' vstages)
   checkpoints_ = std::make_unique<CheckpointManager>(cfg_, world_, *mesh_, *device_, *model_, *optim_, *sync_,
-                                                     *loader_, started_);
+                                                     *loader_, started_,
+                                                     io::CheckpointPipeline::none(cfg_.model.n_layer));
   verify_identical_init();
 }
 
