@@ -126,6 +126,16 @@ double theoretical_bubble(PipeSchedule s, int pp, int v, int m) {
 PipeSim simulate_pipeline(PipeSchedule s, int pp, int v, int m, double f, double b) {
   std::vector<std::vector<PipeAction>> acts(static_cast<size_t>(pp));
   for (int r = 0; r < pp; ++r) acts[static_cast<size_t>(r)] = pipeline_actions(s, pp, v, m, r);
+  return simulate_actions(acts, v, m, f, b);
+}
+
+PipeSim simulate_actions(const std::vector<std::vector<PipeAction>>& acts, int v, int m, double f, double b) {
+  const int pp = static_cast<int>(acts.size());
+  MT_CHECK(pp >= 1 && v >= 1 && m >= 1, "simulate_actions: {} ranks, {} virtual stages, {} micro-batches", pp, v, m);
+  for (const auto& list : acts)
+    for (const auto& x : list)
+      MT_CHECK(x.micro >= 0 && x.micro < m && x.chunk >= 0 && x.chunk < v, "action (micro {}, chunk {}) outside {} x {}",
+               x.micro, x.chunk, m, v);
   const int K = pp * v;  // virtual stages
   // end times of the forward / backward of (micro, virtual stage); < 0: not run yet
   std::vector<double> fend(static_cast<size_t>(m) * K, -1), bend(static_cast<size_t>(m) * K, -1);

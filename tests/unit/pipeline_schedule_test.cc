@@ -102,6 +102,40 @@ TEST(PipeSchedule, EveryActionOnceAndNoDeadlockAndBubbleIsTheory) {
       }
 }
 
+TEST(PipeSchedule, SimulationFindsDeadlock) {
+  using K = PipeAction::Kind;
+  // stage 1 wants micro-batch 1's forward before micro-batch 0's backward, stage 0 waits for
+  // that backward before sending micro-batch 1 forward: the schedule can never finish
+  const std::vector<std::vector<PipeAction>> bad = {{{K::Forward, 0, 0}, {K::Backward, 0, 0}, {K::Forward, 1, 0}, {K::Backward, 1, 0}},
+                                                    {{K::Forward, 0, 0}, {K::Forward, 1, 0}, {K::Backward, 0, 0}, {K::Backward, 1, 0}}};
+  EXPECT_TRUE(simulate_actions(bad, 1, 2, 1.0, 2.0).deadlock);
+  std::vector<std::vector<PipeAction>> good = bad;
+  good[1] = {{K::Forward, 0, 0}, {K::Backward, 0, 0}, {K::Forward, 1, 0}, {K::Backward, 1, 0}};
+  const auto sim = simulate_actions(good, 1, 2, 1.0, 2.0);
+  EXPECT_FALSE(sim.deadlock);
+  EXPECT_NEAR(sim.makespan, 12.0, 1e-12);  // no overlap at all: 2 x (1 + 1 + 2 + 2)
+}
+
+TEST(PipeSchedule, BubbleWithOtherTimes) {
+  // uniform stage times: every rank idles exactly the theory's fraction for any f, b (interleaved:
+  // (p - 1) / (v m + p - 1) at v = 2, 3, 4, m a multiple of p)
+  for (double b : {1.0, 3.0})
+    for (int pp : {2, 4})
+      for (int m : {4, 8, 16}) {
+        for (auto s : {PipeSchedule::GPipe, PipeSchedule::OneFOneB}) {
+          const auto sim = simulate_pipeline(s, pp, 1, m, 1.0, b);
+          for (double idle : sim.idle_fraction) EXPECT_NEAR(idle, theoretical_bubble(s, pp, 1, m), 1e-9);
+        }
+        for (int v : {2, 3, 4}) {
+          const auto sim = simulate_pipeline(PipeSchedule::Interleaved, pp, v, m, 1.0, b);
+          ASSERT_FALSE(sim.deadlock);
+          EXPECT_NEAR(sim.makespan, (1.0 + b) * (m * v + pp - 1), 1e-9) << pp << " " << m << " " << v << " " << b;
+          for (double idle : sim.idle_fraction)
+            EXPECT_NEAR(idle, theoretical_bubble(PipeSchedule::Interleaved, pp, v, m), 1e-9) << pp << " " << m << " " << v;
+        }
+      }
+}
+
 TEST(PipeSchedule, TheoryValues) {
   EXPECT_DOUBLE_EQ(theoretical_bubble(PipeSchedule::OneFOneB, 4, 1, 8), 3.0 / 11.0);
   EXPECT_DOUBLE_EQ(theoretical_bubble(PipeSchedule::GPipe, 2, 1, 4), 1.0 / 5.0);
