@@ -18,13 +18,14 @@ namespace mt::core {
 
 namespace {
 
-enum class Kind { Int, Float, String, Bool };
+enum class Kind { Int, Float, String, Bool, IntList };
 const char* kind_name(Kind k) {
   switch (k) {
     case Kind::Int: return "an integer";
     case Kind::Float: return "a number";
     case Kind::String: return "a string";
     case Kind::Bool: return "true or false";
+    case Kind::IntList: return "a list of integers";
   }
   return "?";
 }
@@ -34,6 +35,8 @@ struct Field {
   Kind kind;
   double min, max;                    // for Int / Float
   std::vector<std::string> choices;   // for String (empty = any)
+  // IntList: min/max bound every element; the value is a YAML list ([3, 3], or a block list),
+  // a bare comma-separated scalar (3,3 or 3), or [] / '' for the empty list
   std::string help;
   std::function<void(Config&, const YAML::Node&)> set;  // may throw YAML::Exception
   std::function<std::string(const Config&)> get;        // YAML scalar text
@@ -54,9 +57,39 @@ std::string scalar_text(const T& v) {
     return os.str();
   } else if constexpr (std::is_same_v<T, bool>) {
     return v ? "true" : "false";
+  } else if constexpr (std::is_same_v<T, std::vector<int>>) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + "]";
   } else {
     return std::to_string(v);
   }
+}
+
+// An IntList value: a YAML list of integers, or a scalar "3,3" / "3" (what a shell override
+// without brackets gives), "" or null for the empty list. Throws YAML::Exception on anything
+// else (set_field turns it into an Error naming the key).
+std::vector<int> int_list(const YAML::Node& n) {
+  std::vector<int> v;
+  if (n.IsNull()) return v;
+  if (n.IsSequence()) {
+    for (const auto& e : n) {
+      if (!e.IsScalar()) throw YAML::Exception(YAML::Mark::null_mark(), "list element is not a scalar");
+      v.push_back(e.as<int>());
+    }
+    return v;
+  }
+  std::string text = n.Scalar(), item;
+  std::stringstream ss(text);
+  while (std::getline(ss, item, ',')) {
+    const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) {
+      if (text.find_first_not_of(" \t") == std::string::npos) return v;  // "" = empty
+      throw YAML::Exception(YAML::Mark::null_mark(), "empty list element");
+    }
+    v.push_back(YAML::Node(item.substr(b, e - b + 1)).as<int>());
+  }
+  return v;
 }
 
 // One schema entry; `ref` returns the member it binds.
@@ -68,12 +101,17 @@ Field F(const char* path, Ref ref, double mn, double mx, const char* help,
   if constexpr (std::is_same_v<T, std::string>) f.kind = Kind::String;
   else if constexpr (std::is_same_v<T, bool>) f.kind = Kind::Bool;
   else if constexpr (std::is_floating_point_v<T>) f.kind = Kind::Float;
+  else if constexpr (std::is_same_v<T, std::vector<int>>) f.kind = Kind::IntList;
   else f.kind = Kind::Int;
   f.min = mn;
   f.max = mx;
   f.choices = std::move(choices);
   f.help = help;
-  f.set = [ref](Config& c, const YAML::Node& n) { ref(c) = n.as<T>(); };
+  if constexpr (std::is_same_v<T, std::vector<int>>) {
+    f.set = [ref](Config& c, const YAML::Node& n) { ref(c) = int_list(n); };
+  } else {
+    f.set = [ref](Config& c, const YAML::Node& n) { ref(c) = n.as<T>(); };
+  }
   f.get = [ref](const Config& c) { return scalar_text(ref(const_cast<Config&>(c))); };
   return f;
 }
@@ -145,8 +183,12 @@ const std::vector<Field>& schema() {
     v.push_back(F<int>("data.debug_slow_rank", MT_REF(data, debug_slow_rank), -1, 1 << 20, "testing: the dp replica that runs debug_slow_factor x slower (-1 = off)"));
     v.push_back(F<double>("data.debug_slow_factor", MT_REF(data, debug_slow_factor), 1, 1000, "testing: slow-down factor of data.debug_slow_rank (sleeps in proportion to its compute)"));
     // parallel
-    v.push_back(F<int>("parallel.dp", MT_REF(parallel, dp), 0, 1 << 20, "data-parallel size (0 = world / tp)"));
+    v.push_back(F<int>("parallel.dp", MT_REF(parallel, dp), 0, 1 << 20, "data-parallel size (0 = world / (tp x pp))"));
     v.push_back(F<int>("parallel.tp", MT_REF(parallel, tp), 1, 1 << 20, "tensor-parallel size"));
+    v.push_back(F<int>("parallel.pp", MT_REF(parallel, pp), 1, 1 << 20, "pipeline-parallel size: the model's blocks split into pp stages on consecutive ranks of the mesh dp x pp x tp (tp innermost)"));
+    v.push_back(F<std::string>("parallel.pp_schedule", MT_REF(parallel, pp_schedule), 0, 0, "pipeline schedule (parallel.pp > 1): gpipe (all forwards, then all backwards: m micro-batches of activations), 1f1b (one forward one backward: at most pp), interleaved (1f1b over parallel.pp_virtual virtual stages per rank: bubble / pp_virtual; micro-batches a multiple of pp)", {"gpipe", "1f1b", "interleaved"}));
+    v.push_back(F<int>("parallel.pp_virtual", MT_REF(parallel, pp_virtual), 1, 1024, "virtual pipeline stages per rank: >= 2 with pp_schedule interleaved (model.n_layer divisible by pp x pp_virtual), else 1"));
+    v.push_back(F<std::vector<int>>("parallel.pp_layers", MT_REF(parallel, pp_layers), 1, 1 << 20, "blocks of each pipeline stage, pp entries summing to model.n_layer ([] = balanced by the model's cost, the embedding on the first stage and the head on the last; not with interleaved)"));
     v.push_back(F<int>("parallel.zero", MT_REF(parallel, zero), 0, 3, "ZeRO level over dp: 1 shards optimizer state, 2 also gradients, 3 also parameters (FSDP)"));
     v.push_back(F<bool>("parallel.sp", MT_REF(parallel, sp), 0, 0, "sequence parallelism (Megatron): in each tp group the norm and residual regions hold 1/tp of the tokens; all-gather before and reduce-scatter after the tp regions instead of all-reduces (needs parallel.tp > 1; same losses, those activations / tp)"));
     v.push_back(F<double>("parallel.bucket_mb", MT_REF(parallel, bucket_mb), 0.001, 4096, "gradient bucket size in MiB"));
@@ -206,6 +248,25 @@ Error unknown_key_error(const std::string& path) {
 
 // Set one field from a YAML scalar, turning conversion and range failures into Errors.
 void set_field(Config& cfg, const Field& f, const YAML::Node& n) {
+  if (f.kind == Kind::IntList) {
+    const std::string shown = n.IsScalar() ? "'" + n.Scalar() + "'" : n.IsMap() ? "a mapping" : "a nested list";
+    std::vector<int> v;
+    try {
+      if (n.IsMap()) throw YAML::Exception(YAML::Mark::null_mark(), "mapping");
+      v = int_list(n);
+    } catch (const YAML::Exception&) {
+      throw Error(fmt::format("expected {}, got {}", kind_name(f.kind), shown))
+          .with_hint(f.help + " (e.g. [3, 3]; on the command line also 3,3)");
+    }
+    for (int x : v) {
+      if (x < f.min || x > f.max) {
+        throw Error(fmt::format("list element {} out of range: each must be in [{}, {}]", x, f.min, f.max))
+            .with_hint(f.help);
+      }
+    }
+    f.set(cfg, n);
+    return;
+  }
   if (!n.IsScalar()) {
     throw Error(fmt::format("expected {}, got a {}", kind_name(f.kind), n.IsMap() ? "mapping" : n.IsSequence() ? "list" : "null"))
         .with_hint(f.help);
@@ -447,6 +508,26 @@ void validate_config(const Config& c, bool model_final) {
   if (c.parallel.sp && c.train.device != "cpu") {
     throw at_key(c, "parallel.sp", "parallel.sp is not tested on train.device = cuda yet",
                  "use train.device=cpu, or parallel.sp=false");
+  }
+  // pipeline: the schedule and the virtual stages agree (split_layers and check_pipeline in
+  // parallel/pipeline/ check what needs the model or the micro-batch count)
+  if (c.parallel.pp_schedule == "interleaved" && c.parallel.pp_virtual < 2) {
+    throw at_key(c, "parallel.pp_virtual",
+                 fmt::format("parallel.pp_schedule = interleaved needs parallel.pp_virtual >= 2 virtual stages per "
+                             "rank (it is {})", c.parallel.pp_virtual),
+                 "set parallel.pp_virtual=2 (or more), or parallel.pp_schedule=1f1b");
+  }
+  if (c.parallel.pp_schedule != "interleaved" && c.parallel.pp_virtual > 1) {
+    throw at_key(c, "parallel.pp_virtual",
+                 fmt::format("parallel.pp_virtual = {} needs parallel.pp_schedule = interleaved (it is {})",
+                             c.parallel.pp_virtual, c.parallel.pp_schedule),
+                 "set parallel.pp_schedule=interleaved, or parallel.pp_virtual=1");
+  }
+  if (!c.parallel.pp_layers.empty() && static_cast<int>(c.parallel.pp_layers.size()) != c.parallel.pp) {
+    throw at_key(c, "parallel.pp_layers",
+                 fmt::format("parallel.pp_layers has {} entries but parallel.pp = {} (one layer count per stage)",
+                             c.parallel.pp_layers.size(), c.parallel.pp),
+                 "give one entry per stage, or parallel.pp_layers=[] to balance the stages by cost");
   }
   if (c.train.device == "cpu" && c.train.precision == "bf16") {
     throw at_key(c, "train.precision", "train.precision = bf16 needs train.device = cuda (the CPU kernels are fp32)",

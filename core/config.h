@@ -85,8 +85,12 @@ struct DataConfig {
 };
 
 struct ParallelConfig {
-  int dp = 0;                  // data-parallel size; 0 = world / tp
+  int dp = 0;                  // data-parallel size; 0 = world / (tp x pp)
   int tp = 1;                  // tensor-parallel size
+  int pp = 1;                  // pipeline-parallel size (stages)
+  std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved (parallel/pipeline/schedule.h)
+  int pp_virtual = 1;          // virtual stages per pp rank (interleaved: >= 2; else 1)
+  std::vector<int> pp_layers;  // blocks per stage (pp entries, summing to model.n_layer); empty = balanced by cost
   int zero = 0;                // 0 = off; 1/2/3 shard optimizer state / + gradients / + parameters over dp
   bool sp = false;             // sequence parallelism: norms and residuals hold 1/tp of the tokens
   double bucket_mb = 4.0;      // gradient all-reduce bucket size

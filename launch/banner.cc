@@ -68,10 +68,13 @@ std::string devices_line(const JobLaunch& job, const std::string& device) {
 void print_banner(const JobLaunch& job, parallel::Communicator& world, const core::Config& cfg, int threads) {
   if (world.rank() != 0) return;
   const BuildInfo b = build_info();
-  const int tp = cfg.parallel.tp, dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world.size() / tp);
+  const int tp = cfg.parallel.tp, pp = cfg.parallel.pp;
+  const int dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world.size() / (tp * pp));
   log::info("meshtrain {} ({}) | launcher {} | {} rank(s) on {} host(s), {}: {}", b.version, b.build_type,
             launcher_line(job.self), world.size(), job.hosts.size(), per_host(job.hosts), hosts_line(job.hosts));
-  log::info("mesh dp {} x tp {} | {} | {} thread(s) per rank | BLAS core {} | backend {}", dp, tp,
+  // (pp 1: the dp x tp line of before, which scripts and tests grep)
+  log::info("mesh dp {}{} x tp {} | {} | {} thread(s) per rank | BLAS core {} | backend {}", dp,
+            pp > 1 ? fmt::format(" x pp {}", pp) : "", tp,
             devices_line(job, cfg.train.device), threads, b.blas_core, world.backend_name());
   log::info("build: {}", build_line(b));
 }

@@ -54,7 +54,12 @@ void Reporter::start(const RunFacts& facts, const std::string& memory_report) {
   if (leader_) {
     const auto& lo = facts_.loader;
     log::info("model: {}", facts_.model);
-    log::info("mesh: world {} = dp {} x tp {}; {}", facts_.world, facts_.dp, facts_.tp, describe_batch(lo));
+    if (facts_.pp > 1) {
+      log::info("mesh: world {} = dp {} x pp {} x tp {} (rank = (dp x {} + stage) x {} + tp); {}", facts_.world,
+                facts_.dp, facts_.pp, facts_.tp, facts_.pp, facts_.tp, describe_batch(lo));
+    } else {
+      log::info("mesh: world {} = dp {} x tp {}; {}", facts_.world, facts_.dp, facts_.tp, describe_batch(lo));
+    }
     log::info("compute: {} on {}", facts_.compute, facts_.device);
     log::info("data: {}{}", facts_.data,
               floor ? fmt::format("; entropy floor at seq_len {}: {:.4f} nats/token", cfg_.model.seq_len, *floor)
@@ -62,7 +67,8 @@ void Reporter::start(const RunFacts& facts, const std::string& memory_report) {
     log::info("loader: schedule {} over {} dp replica(s), {} batch(es) prefetched{}", io::policy_name(lo.policy),
               facts_.dp, lo.prefetch, facts_.faults);
   }
-  log::info("{}", memory_report);
+  // (every rank: with a pipeline each stage holds different layers, so its memory differs)
+  log::info("{}{}", facts_.pp > 1 ? fmt::format("stage {} of {}: ", facts_.stage, facts_.pp) : "", memory_report);
 }
 
 void Reporter::step(const StepStats& st, double process_train_ms) {

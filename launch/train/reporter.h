@@ -27,7 +27,8 @@ namespace mt::launch {
 struct RunFacts {
   std::string model;     // describe_model()
   int64_t params = 0;    // the full model's parameter count
-  int world = 1, dp = 1, tp = 1;
+  int world = 1, dp = 1, tp = 1, pp = 1;
+  int stage = 0;  // this rank's pipeline stage (the leader's: 0)
   io::LoaderOptions loader;
   std::string compute, device, data;    // as the kernels, the device and the data source describe themselves
   std::string faults;                   // FaultInjector::describe()

@@ -127,6 +127,8 @@ class RunLoop {
     f.world = t_.world_.size();
     f.dp = t_.mesh().dp();
     f.tp = t_.mesh().tp();
+    f.pp = t_.mesh().pp();
+    f.stage = t_.mesh().coords(t_.world_.rank()).pp;
     f.params = t_.model().num_full_params();
     if (leader_) f.peak_flops = t_.peak_gflops_per_rank() * 1e9 * t_.world_.size();  // (CPU: measures sgemm)
     f.flops_per_token = t_.model().flops_per_token(cfg_.model.seq_len);

@@ -52,10 +52,11 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   ops_ = kernels::make_ops(*device_, opt);
   const int world_size = world.size();
   tp_ = cfg.parallel.tp;
-  dp_ = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world_size / tp_);
+  const int pp = cfg.parallel.pp;
+  dp_ = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world_size / (tp_ * pp));
   const auto arch = parallel::make_architecture(cfg.model);  // model.arch: the mesh rule, then the model
-  parallel::Mesh::validate(world_size, dp_, tp_, parallel::tp_rule(*arch));
-  mesh_ = std::make_unique<parallel::Mesh>(world_size, dp_, tp_);
+  parallel::Mesh::validate(world_size, dp_, tp_, pp, parallel::tp_rule(*arch));
+  mesh_ = std::make_unique<parallel::Mesh>(world_size, dp_, tp_, pp);
   comms_ = parallel::make_mesh_comms(world, *mesh_);
   dp_rank_ = comms_.dp->rank();
   tp_rank_ = comms_.tp->rank();

@@ -191,3 +191,44 @@ TEST(Config, SequenceParallelNeedsTpAndSplittableRows) {
   EXPECT_EQ(error_of("model:\n  seq_len: 32\n", {"parallel.sp=true", "parallel.tp=2"}), "");
   EXPECT_EQ(error_of("model:\n  seq_len: 32\n", {"parallel.sp=true", "parallel.tp=4"}), "");
 }
+
+TEST(Config, PipelineKeysParseAndCheckEachOther) {
+  const Config d = parse_config("", "t.yaml");
+  EXPECT_EQ(d.parallel.pp, 1);
+  EXPECT_EQ(d.parallel.pp_schedule, "1f1b");
+  EXPECT_EQ(d.parallel.pp_virtual, 1);
+  EXPECT_TRUE(d.parallel.pp_layers.empty());
+  const Config c = parse_config("parallel:\n  pp: 2\n  pp_layers: [3, 1]\n", "t.yaml");
+  EXPECT_EQ(c.parallel.pp_layers, (std::vector<int>{3, 1}));
+  // overrides: a YAML list, a bare comma list, one value, and [] / '' for empty
+  EXPECT_EQ(parse_config("", "t", {"parallel.pp=2", "parallel.pp_layers=[2,5]"}).parallel.pp_layers,
+            (std::vector<int>{2, 5}));
+  EXPECT_EQ(parse_config("", "t", {"parallel.pp=2", "parallel.pp_layers=4, 6"}).parallel.pp_layers,
+            (std::vector<int>{4, 6}));
+  EXPECT_EQ(parse_config("", "t", {"parallel.pp_layers=7"}).parallel.pp_layers, (std::vector<int>{7}));
+  EXPECT_TRUE(parse_config("parallel:\n  pp_layers: [1]\n", "t", {"parallel.pp_layers=[]"}).parallel.pp_layers.empty());
+  EXPECT_TRUE(parse_config("", "t", {"parallel.pp_layers="}).parallel.pp_layers.empty());
+  // the resolved dump parses back to the same list
+  const Config back = parse_config(mt::core::config_to_yaml(c), "r.yaml");
+  EXPECT_EQ(back.parallel.pp_layers, c.parallel.pp_layers);
+  // bad values name the key
+  for (const auto& bad : {"parallel.pp_layers=[1,x]", "parallel.pp_layers=1,,2", "parallel.pp_layers=[0]",
+                          "parallel.pp_layers=[[1]]", "parallel.pp_layers={a: 1}"}) {
+    const std::string e = error_of("", {bad});
+    EXPECT_NE(e.find("parallel.pp_layers"), std::string::npos) << bad << ": " << e;
+  }
+  EXPECT_NE(error_of("", {"parallel.pp_layers=[1,x]"}).find("a list of integers"), std::string::npos);
+  EXPECT_NE(error_of("", {"parallel.pp_layers=[0]"}).find("out of range"), std::string::npos);
+  EXPECT_NE(error_of("", {"parallel.pp=0"}).find("parallel.pp"), std::string::npos);
+  EXPECT_NE(error_of("", {"parallel.pp_schedule=zb"}).find("gpipe, 1f1b, interleaved"), std::string::npos);
+  // pp_layers has one entry per stage
+  std::string e = error_of("", {"parallel.pp=3", "parallel.pp_layers=[1,1]"});
+  EXPECT_NE(e.find("parallel.pp_layers has 2 entries but parallel.pp = 3"), std::string::npos) << e;
+  // interleaved needs pp_virtual >= 2; pp_virtual > 1 needs interleaved (both keys named)
+  e = error_of("", {"parallel.pp_schedule=interleaved"});
+  EXPECT_NE(e.find("parallel.pp_schedule = interleaved needs parallel.pp_virtual >= 2"), std::string::npos) << e;
+  e = error_of("", {"parallel.pp_virtual=2"});
+  EXPECT_NE(e.find("parallel.pp_virtual = 2 needs parallel.pp_schedule = interleaved (it is 1f1b)"),
+            std::string::npos) << e;
+  EXPECT_EQ(error_of("", {"parallel.pp=2", "parallel.pp_schedule=interleaved", "parallel.pp_virtual=2"}), "");
+}

@@ -175,3 +175,87 @@ TEST(Mesh, DocumentedExample) {
   EXPECT_EQ(m.dp_group(5), (std::vector<int>{1, 3, 5, 7}));
   EXPECT_EQ(m.coords(5), (MeshCoords{2, 1}));
 }
+
+// ---- pipeline: dp x pp x tp
+
+TEST(Mesh, PipelineExampleDp2Pp2Tp2) {
+  const Mesh m(8, 2, 2, 2);
+  EXPECT_EQ(m.pp(), 2);
+  // rank = (dp * pp + stage) * tp + tp_index
+  const std::vector<MeshCoords> expect = {{0, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0, 1, 1},
+                                          {1, 0, 0}, {1, 1, 0}, {1, 0, 1}, {1, 1, 1}};  // {dp, tp, pp}
+  for (int r = 0; r < 8; ++r) EXPECT_EQ(m.coords(r), expect[static_cast<size_t>(r)]) << r;
+  const std::vector<std::vector<int>> tp = {{0, 1}, {0, 1}, {2, 3}, {2, 3}, {4, 5}, {4, 5}, {6, 7}, {6, 7}};
+  const std::vector<std::vector<int>> pp = {{0, 2}, {1, 3}, {0, 2}, {1, 3}, {4, 6}, {5, 7}, {4, 6}, {5, 7}};
+  const std::vector<std::vector<int>> dp = {{0, 4}, {1, 5}, {2, 6}, {3, 7}, {0, 4}, {1, 5}, {2, 6}, {3, 7}};
+  for (int r = 0; r < 8; ++r) {
+    EXPECT_EQ(m.tp_group(r), tp[static_cast<size_t>(r)]) << r;
+    EXPECT_EQ(m.pp_group(r), pp[static_cast<size_t>(r)]) << r;
+    EXPECT_EQ(m.dp_group(r), dp[static_cast<size_t>(r)]) << r;
+  }
+  EXPECT_EQ(m.rank_of(1, 1, 0), 6);
+  EXPECT_THROW(m.rank_of(1, 0), Error);  // the 2-argument form is for pp 1
+  EXPECT_FALSE(m == Mesh(8, 4, 2));
+  // world 4, pp 4: one pipeline of 4 stages
+  const Mesh p4(4, 1, 1, 4);
+  EXPECT_EQ(p4.pp_group(2), (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(p4.coords(3).pp, 3);
+}
+
+TEST(Mesh, PipelineGroupsPartitionTheWorldForAllShapes) {
+  for (int world = 1; world <= 32; ++world)
+    for (int pp = 1; pp <= world; ++pp) {
+      if (world % pp) continue;
+      for (auto [dp, tp] : factorisations(world / pp)) {
+        const Mesh m(world, dp, tp, pp);
+        std::set<std::vector<int>> pps;
+        for (int r = 0; r < world; ++r) {
+          const MeshCoords c = m.coords(r);
+          ASSERT_EQ(r, (c.dp * pp + c.pp) * tp + c.tp);
+          ASSERT_EQ(m.rank_of(c), r);
+          const auto pg = m.pp_group(r), dg = m.dp_group(r), tg = m.tp_group(r);
+          ASSERT_EQ(static_cast<int>(pg.size()), pp);
+          ASSERT_EQ(pg[static_cast<size_t>(c.pp)], r);
+          ASSERT_EQ(dg[static_cast<size_t>(c.dp)], r);
+          ASSERT_EQ(tg[static_cast<size_t>(c.tp)], r);
+          for (size_t i = 1; i < pg.size(); ++i) ASSERT_EQ(pg[i], pg[i - 1] + tp);
+          for (size_t i = 1; i < dg.size(); ++i) ASSERT_EQ(dg[i], dg[i - 1] + pp * tp);
+          for (int q : pg) {
+            ASSERT_EQ(m.pp_group(q), pg);
+            ASSERT_EQ(m.coords(q).dp, c.dp);
+            ASSERT_EQ(m.coords(q).tp, c.tp);
+          }
+          pps.insert(pg);
+        }
+        ASSERT_EQ(static_cast<int>(pps.size()), dp * tp);
+      }
+    }
+}
+
+TEST(Mesh, PipelineValidation) {
+  auto err = [](int world, int dp, int tp, int pp) -> std::string {
+    try {
+      Mesh::validate(world, dp, tp, pp, heads(8));
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(err(8, 2, 2, 2), "");
+  EXPECT_EQ(err(4, 1, 1, 4), "");
+  std::string e = err(6, 1, 2, 4);  // pp 4 does not divide 6
+  EXPECT_NE(e.find("parallel.pp = 4 does not divide the 6 launched rank(s)"), std::string::npos) << e;
+  e = err(8, 4, 2, 2);  // 4 x 2 x 2 = 16
+  EXPECT_NE(e.find("parallel.dp x parallel.pp x parallel.tp = 4 x 2 x 2 = 16 does not match the 8"), std::string::npos) << e;
+  EXPECT_NE(e.find("valid choices for 8 rank(s) at parallel.pp = 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("dp=2 tp=2"), std::string::npos) << e;
+  EXPECT_NE(e.find("dp=4 tp=1"), std::string::npos) << e;
+  EXPECT_NE(e.find("dp=1 tp=4"), std::string::npos) << e;
+  EXPECT_EQ(e.find("dp=8 tp=1"), std::string::npos) << e;
+  e = err(12, 1, 3, 4);  // tp 3 does not divide 8 heads
+  EXPECT_NE(e.find("model.n_head = 8"), std::string::npos) << e;
+  EXPECT_EQ(Mesh::valid_shapes(8, heads(8), 2), (std::vector<std::pair<int, int>>{{4, 1}, {2, 2}, {1, 4}}));
+  EXPECT_TRUE(Mesh::valid_shapes(6, heads(8), 4).empty());
+  EXPECT_THROW(Mesh(8, 2, 2, 3), Error);
+  EXPECT_THROW(Mesh(8, 2, 2, 0), Error);
+}
