@@ -264,7 +264,7 @@ TEST(PipelineModel, StageLayersHoldTheirParametersOnly) {
 TEST(PipelineModel, SharingModelsAccumulateIntoTheSameGradients) {
   for (const ModelConfig& cfg : configs()) {
     for (const Layout& lay : layouts()) {
-      for (Recompute rc : {Recompute::None, Recompute::Full}) {
+      for (Recompute rc : {Recompute::None, Recompute::Full, Recompute::Selective}) {
         const std::string what = label(cfg) + ", " + lay.name;
         const auto arch = make_architecture(cfg);
         auto seq = build_stages(cfg, lay, rc);
