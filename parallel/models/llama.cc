@@ -216,55 +216,93 @@ class LlamaModel final : public Model {
     const int NKVl = std::max(1, arch->n_kv_head() / tp);  // replicated when tp > n_kv_head
     const int Fl = arch->ffn_dim() / tp;
     rope_.init(device(), cfg_.seq_len, HS, cfg_.rope_theta);
-    // parameter indices follow param_specs(): tok_emb, 6 per block, norm.w, [lm_head]
+    // full parameter indices follow param_specs(): tok_emb, 6 per block, norm.w, [lm_head]; a
+    // pipeline stage holds some of them (local_param: their index in this rank's layout)
     constexpr int kPerLayer = 6;
-    embed_ = {0, C, VocabSlice::of(params_info()[0], tp, tp_.rank())};
+    const auto at = [this](int full) { return local_param(full); };
+    const auto slice = [&](int local) { return VocabSlice::of(params_info()[static_cast<size_t>(local)], tp, tp_.rank()); };
+    if (at(0) >= 0) embed_ = {at(0), C, slice(at(0))};  // (a tied head's copy on the last stage)
     blocks_.resize(static_cast<size_t>(cfg_.n_layer));
-    for (int l = 0; l < cfg_.n_layer; ++l) {
-      const int p = 1 + l * kPerLayer;
-      LlamaBlock& b = blocks_[static_cast<size_t>(l)];
-      b.attn_norm = {p + 0, C, eps};
-      b.attn.qkv = {p + 1, -1, C, (NHl + 2 * NKVl) * HS, false};
-      b.attn.o = {p + 2, -1, NHl * HS, C};
-      b.attn.NHl = NHl;
-      b.attn.NKVl = NKVl;
-      b.attn.HS = HS;
-      b.attn.rope = &rope_;
-      b.mlp_norm = {p + 3, C, eps};
-      b.mlp.gate_up = {p + 4, -1, C, 2 * Fl, false};
-      b.mlp.down = {p + 5, -1, Fl, C};
-      b.mlp.Fl = Fl;
+    for (int c = 0; c < num_chunks(); ++c) {
+      for (int l = chunk_layers(c).first; l < chunk_layers(c).second; ++l) {
+        const int p = 1 + l * kPerLayer;
+        LlamaBlock& b = blocks_[static_cast<size_t>(l)];
+        b.attn_norm = {at(p + 0), C, eps};
+        b.attn.qkv = {at(p + 1), -1, C, (NHl + 2 * NKVl) * HS, false};
+        b.attn.o = {at(p + 2), -1, NHl * HS, C};
+        b.attn.NHl = NHl;
+        b.attn.NKVl = NKVl;
+        b.attn.HS = HS;
+        b.attn.rope = &rope_;
+        b.mlp_norm = {at(p + 3), C, eps};
+        b.mlp.gate_up = {at(p + 4), -1, C, 2 * Fl, false};
+        b.mlp.down = {at(p + 5), -1, Fl, C};
+        b.mlp.Fl = Fl;
+        held_.push_back(l);
+      }
     }
-    const int nf = 1 + cfg_.n_layer * kPerLayer;
-    norm_ = {nf, C, eps};
-    const bool tied = cfg_.tie_embeddings;
-    head_ = {tied ? 0 : nf + 1, -1, C, embed_.vs.Vl, tied};
-    if (!tied) MT_CHECK(VocabSlice::of(params_info()[nf + 1], tp, tp_.rank()).Vl == embed_.vs.Vl, "lm_head slice");
-    xent_.vs = embed_.vs;
+    if (stage().head) {
+      const int nf = 1 + cfg_.n_layer * kPerLayer;
+      norm_ = {at(nf), C, eps};
+      const bool tied = cfg_.tie_embeddings;
+      // tied to the embedding: on a pipeline's last stage the copy's gradient is final here
+      const VocabSlice vs = tied ? embed_.vs : slice(at(nf + 1));
+      head_ = {tied ? at(0) : at(nf + 1), -1, C, vs.Vl, /*tied=*/tied && stage().embed};
+      if (!tied && stage().embed) MT_CHECK(vs.Vl == embed_.vs.Vl, "lm_head slice");
+      xent_.vs = vs;
+      head_vl_ = vs.Vl;
+    }
+    chunk_in_.resize(static_cast<size_t>(num_chunks()));
+    chunk_out_.assign(static_cast<size_t>(num_chunks()), nullptr);
+    dres_.resize(static_cast<size_t>(num_chunks()));
     max_inner_ = std::max({NHl * HS, (NHl + 2 * NKVl) * HS, 2 * Fl});
     nhl_ = NHl, nkvl_ = NKVl, hs_ = HS, fl_ = Fl;
   }
 
   double forward(const int32_t* inputs, const int32_t* targets, int B, int T, const int32_t* doc_ids) override {
+    MT_CHECK(stage().whole(), "forward() of a pipeline stage: use forward_chunk");
+    return forward_chunk(0, inputs, targets, B, T, doc_ids);
+  }
+  void backward(float loss_weight, const GradReadyFn& ready) override {
+    MT_CHECK(stage().whole(), "backward() of a pipeline stage: use backward_chunk");
+    backward_chunk(0, loss_weight, ready);
+  }
+
+  void* chunk_input(int c, int B, int T) override {
+    ensure_acts(B, T);
+    return chunk_in_[static_cast<size_t>(c)].raw();
+  }
+  const void* chunk_output(int c) const override { return chunk_out_[static_cast<size_t>(c)]; }
+  void* chunk_output_grad(int c) override { return dres_[static_cast<size_t>(c)].raw(); }
+  const void* chunk_input_grad(int c) const override { return dres_[static_cast<size_t>(c)].raw(); }
+
+  double forward_chunk(int c, const int32_t* inputs, const int32_t* targets, int B, int T,
+                       const int32_t* doc_ids) override {
     ensure_acts(B, T);
     sp_rows_ = sp_;
     const int N = B * T, R = seq_.R;  // R: the rows of the residual stream on this rank
     const int64_t NC = static_cast<int64_t>(R) * cfg_.n_embd;
-    const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
-    tokens_ = tok.tokens;
-    doc_ids_ = tok.doc_ids;
-    pos_ = tok.positions;
-    kernels::Ops& k = ops();
-    void* x = encoded_.raw();
-    if (sp_) {  // this rank's rows of the summed token rows
-      embed_.forward(*this, seq_.a.raw(), tok.tokens, N);
-      sp_scatter(*this, x, seq_.a.raw(), N, cfg_.n_embd);
-    } else {
-      embed_.forward(*this, x, tok.tokens, N);
+    if (c == 0) {  // every block needs the rotary positions (and documents): staged on every stage
+      const StagedTokens tok = stage_tokens(inputs, targets, doc_ids, B, T, cfg_.vocab_size);
+      tokens_ = tok.tokens;
+      targets_d_ = tok.targets;
+      doc_ids_ = tok.doc_ids;
+      pos_ = tok.positions;
     }
-    for (size_t l = 0; l < blocks_.size(); ++l) {
-      LlamaBlock& b = blocks_[l];
-      enter_block(static_cast<int>(l), Pass::Forward);  // (ZeRO-3: gathers its parameters)
+    kernels::Ops& k = ops();
+    void* x = chunk_in_[static_cast<size_t>(c)].raw();
+    if (chunk_embeds(c)) {
+      if (sp_) {  // this rank's rows of the summed token rows
+        embed_.forward(*this, seq_.a.raw(), tokens_, N);
+        sp_scatter(*this, x, seq_.a.raw(), N, cfg_.n_embd);
+      } else {
+        embed_.forward(*this, x, tokens_, N);
+      }
+    }
+    const auto [l0, l1] = chunk_layers(c);
+    for (int l = l0; l < l1; ++l) {
+      LlamaBlock& b = blocks_[static_cast<size_t>(l)];
+      enter_block(l, Pass::Forward);  // (ZeRO-3: gathers its parameters)
       b.attn_norm.forward(*this, x, R);
       const void* a_in = seq_.col_in(*this, b.attn_norm.out.raw());  // rotary positions: of all N rows
       b.attn.forward(*this, seq_.row_out(b.res2.raw()), a_in, pos_, doc_ids_, B, T);
@@ -277,32 +315,37 @@ class LlamaModel final : public Model {
       k.residual_forward(b.res3.raw(), b.res2.raw(), b.res3.raw(), NC);
       x = b.res3.raw();
     }
-    live_ = cfg_.n_layer - 1;  // (recomputation: the shared internals hold the last block's)
+    live_ = l1 - 1;  // (recomputation: the shared internals hold the chunk's last block's)
+    chunk_out_[static_cast<size_t>(c)] = x;
+    if (!chunk_has_head(c)) return 0.0;
     norm_.forward(*this, x, R);
     head_.forward(*this, logits_.raw(), seq_.col_in(*this, norm_.out.raw()), N);  // (N, Vl) = norm @ lm_head_l^T
-    if (!tok.targets) return 0.0;
-    targets_d_ = tok.targets;
-    xent_.forward(*this, logits_.raw(), tok.targets, N);
+    if (!targets_d_) return 0.0;
+    xent_.forward(*this, logits_.raw(), targets_d_, N);
     return finish_losses(xent_.losses.f32(), targets, N);
   }
 
-  void backward(float loss_weight, const GradReadyFn& ready) override {
-    MT_CHECK(has_targets(), "backward() needs a forward() with targets");
+  void backward_chunk(int c, float loss_weight, const GradReadyFn& ready) override {
     const int B = B_, T = T_, N = B * T, R = seq_.R;
     sp_rows_ = sp_;
-    const float* dloss = stage_loss_weights(loss_weight);
-    xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
-    // (sp: every statement issues at most one tp collective, so all ranks issue them in order)
-    const void* head_in = seq_.col_in(*this, norm_.out.raw());
-    head_.backward(*this, scratch_.dln, dlogits_.raw(), head_in, N, ready);
-    dres_.zero_();
-    const void* x_last = blocks_.empty() ? encoded_.raw() : blocks_.back().res3.raw();
-    const void* dln = seq_.col_grad(*this, scratch_);
-    norm_.backward(*this, dres_.raw(), dln, x_last, R, ready);
-    void* dres = dres_.raw();
-    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    Tensor& dres_t = dres_[static_cast<size_t>(c)];  // d(residual stream), from the chunk's output down
+    void* dres = dres_t.raw();
+    const void* dln = nullptr;
+    if (chunk_has_head(c)) {
+      MT_CHECK(has_targets(), "backward() needs a forward() with targets");
+      const float* dloss = stage_loss_weights(loss_weight);
+      xent_.backward(*this, dlogits_.raw(), logits_.raw(), targets_d_, dloss, N);
+      // (sp: every statement issues at most one tp collective, so all ranks issue them in order)
+      const void* head_in = seq_.col_in(*this, norm_.out.raw());
+      head_.backward(*this, scratch_.dln, dlogits_.raw(), head_in, N, ready);
+      dres_t.zero_();
+      dln = seq_.col_grad(*this, scratch_);
+      norm_.backward(*this, dres, dln, chunk_out_[static_cast<size_t>(c)], R, ready);
+    }
+    const auto [l0, l1] = chunk_layers(c);
+    for (int l = l1 - 1; l >= l0; --l) {
       const LlamaBlock& b = blocks_[static_cast<size_t>(l)];
-      const void* x = l > 0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : encoded_.raw();
+      const void* x = l > l0 ? blocks_[static_cast<size_t>(l) - 1].res3.raw() : chunk_in_[static_cast<size_t>(c)].raw();
       enter_block(l, Pass::Backward);  // (ZeRO-3: its parameters; ZeRO-2/3: its gradient buffer)
       if (recompute() != Recompute::None && l != live_) recompute_block(l, x);
       const void* dout = seq_.row_grad(*this, dres);
@@ -317,14 +360,17 @@ class LlamaModel final : public Model {
       b.attn_norm.backward(*this, dres, dln, x, R, ready);
     }
     live_ = -1;
-    const void* dx = seq_.row_grad(*this, dres);  // all rows: the embedding's gradient is then complete
-    embed_.backward(*this, dx, tokens_, N, ready);
+    if (chunk_embeds(c)) {
+      const void* dx = seq_.row_grad(*this, dres);  // all rows: the embedding's gradient is then complete
+      embed_.backward(*this, dx, tokens_, N, ready);
+    }
     tp_.host_wait();  // the caller's next host wait must not outlive a dead tp peer
   }
 
   // ---- decoding (model.h): the forward above on the new positions only, layer by layer in
   // the shared DecodeScratch, attention against the per-layer key/value cache
   void begin_decode(int B, int max_len) override {
+    MT_CHECK(stage().whole(), "decoding needs the whole model on one rank (parallel.pp = 1)");
     set_decode_shape(B, max_len);
     free_acts();
     kv_cache_ = alloc_kv_cache(*this, cfg_.n_layer, B, nkvl_, max_len, hs_);
@@ -368,15 +414,16 @@ class LlamaModel final : public Model {
   size_t activation_bytes() const override {
     if (B_ == 0) return 0;  // none allocated (before the first forward, or decoding)
     size_t n = 0;
-    for (size_t l = 0; l < blocks_.size(); ++l) {  // shared internals (recomputation) count once
-      const LlamaBlock& b = blocks_[l];
-      if (l == 0 || recompute() != Recompute::Full)
+    for (size_t i = 0; i < held_.size(); ++i) {  // shared internals (recomputation) count once
+      const LlamaBlock& b = blocks_[static_cast<size_t>(held_[i])];
+      if (i == 0 || recompute() != Recompute::Full)
         n += b.attn_norm.bytes() + b.attn.bytes() + b.res2.nbytes() + b.mlp_norm.bytes() + b.mlp.bytes();
-      if (l > 0 && recompute() == Recompute::Selective) n -= recomputed_bytes(b);
+      if (i > 0 && recompute() == Recompute::Selective) n -= recomputed_bytes(b);
       n += b.res3.nbytes();
     }
-    for (const Tensor* t : {&encoded_, &logits_, &dres_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
+    for (const Tensor* t : {&logits_, &dlogits_, &scratch_.dln, &scratch_.dmid, &scratch_.dmid2})
       if (t->defined()) n += t->nbytes();
+    for (size_t c = 0; c < chunk_in_.size(); ++c) n += chunk_in_[c].nbytes() + dres_[c].nbytes();
     return n + norm_.bytes() + xent_.bytes() + seq_.bytes();
   }
 
@@ -386,7 +433,9 @@ class LlamaModel final : public Model {
     tp_.host_wait();
     device().synchronize();
     B_ = T_ = 0;
-    encoded_ = logits_ = dres_ = dlogits_ = Tensor();
+    logits_ = dlogits_ = Tensor();
+    for (Tensor& t : chunk_in_) t = Tensor();
+    for (Tensor& t : dres_) t = Tensor();
     seq_.free();
     scratch_ = Scratch();
     for (LlamaBlock& b : blocks_) {
@@ -436,31 +485,36 @@ class LlamaModel final : public Model {
     seq_.alloc(*this, B * T, cfg_.n_embd);
     const int64_t N = static_cast<int64_t>(B) * T, C = cfg_.n_embd, R = seq_.R;
     const core::DType W = working_dtype();
-    encoded_ = Tensor::empty({R, C}, W, dev);
-    for (size_t l = 0; l < blocks_.size(); ++l) {
-      LlamaBlock& b = blocks_[l];
-      const bool own = l == 0 || recompute() == Recompute::None;  // else shares block 0's
+    for (size_t c = 0; c < chunk_in_.size(); ++c) {
+      chunk_in_[c] = Tensor::empty({R, C}, W, dev);  // (the embedding's output, or the received stream)
+      dres_[c] = Tensor::empty({R, C}, W, dev);
+    }
+    for (size_t i = 0; i < held_.size(); ++i) {
+      LlamaBlock& b = blocks_[static_cast<size_t>(held_[i])];
+      const LlamaBlock& first = blocks_[static_cast<size_t>(held_[0])];
+      const bool own = i == 0 || recompute() == Recompute::None;  // else shares the first held block's
       if (!own && recompute() == Recompute::Full) {
-        share_internals(b, blocks_[0]);
+        share_internals(b, first);
       } else {
         b.attn_norm.alloc(dev, W, R);
         b.attn.alloc(ops(), W, B, T, own);
         b.res2 = Tensor::empty({R, C}, W, dev);
         b.mlp_norm.alloc(dev, W, R);
         b.mlp.alloc(dev, W, N, own);
-        if (!own) share_recomputed(b, blocks_[0]);
+        if (!own) share_recomputed(b, first);
       }
       b.res3 = Tensor::empty({R, C}, W, dev);
     }
     live_ = -1;
-    norm_.alloc(dev, W, R);
-    logits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
-    xent_.alloc(dev, N);
-    dres_ = Tensor::empty({R, C}, W, dev);
+    if (stage().head) {
+      norm_.alloc(dev, W, R);
+      logits_ = Tensor::empty({N, head_vl_}, W, dev);
+      dlogits_ = Tensor::empty({N, head_vl_}, W, dev);
+      xent_.alloc(dev, N);
+    }
     scratch_.dln = Tensor::empty({N, C}, W, dev);
     scratch_.dmid = Tensor::empty({N * max_inner_}, W, dev);
     scratch_.dmid2 = Tensor::empty({N * max_inner_}, W, dev);
-    dlogits_ = Tensor::empty({N, embed_.vs.Vl}, W, dev);
     ensure_token_buffers(N);
   }
 
@@ -475,7 +529,11 @@ class LlamaModel final : public Model {
   DecodeScratch dec_;
   int B_ = 0, T_ = 0;
   int live_ = -1;  // recomputation: the block whose values the shared tensors hold (-1: none)
-  Tensor encoded_, logits_, dres_, dlogits_;
+  std::vector<int> held_;  // the blocks this rank holds, ascending
+  int head_vl_ = 0;        // the head's local vocabulary rows (head stage)
+  Tensor logits_, dlogits_;
+  std::vector<Tensor> chunk_in_, dres_;  // per chunk: its input stream (R, C), d(stream) (R, C)
+  std::vector<const void*> chunk_out_;   // per chunk: its output stream (the last block's res3)
   SeqParallel seq_;  // sequence parallelism: the residual stream's rows R, the gather buffers
   Scratch scratch_;
   const int32_t* tokens_ = nullptr;
