@@ -14,6 +14,8 @@
 #include "launch/signals.h"
 #include "launch/train/checkpoint_manager.h"
 #include "launch/train/step.h"
+#include "parallel/pipeline/schedule.h"
+#include "parallel/pipeline/stages.h"
 
 namespace mt::launch {
 
@@ -60,9 +62,26 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   comms_ = parallel::make_mesh_comms(world, *mesh_);
   dp_rank_ = comms_.dp->rank();
   tp_rank_ = comms_.tp->rank();
+  pp_ = pp;
+  pp_rank_ = comms_.pp->rank();
 
   const io::LoaderOptions lopt = io::LoaderOptions::from_config(cfg, dp_, dp_rank_);
   check_batch_split(cfg, lopt, dp_);
+  // the pipeline's stages and schedule, checked before anything is written
+  const int virtual_stages = cfg.parallel.pp_virtual;
+  const parallel::PipeSchedule schedule = parallel::parse_pipe_schedule(cfg.parallel.pp_schedule);
+  vstages_ = parallel::split_layers(*arch, pp_, virtual_stages, cfg.parallel.pp_layers);
+  if (pp_ > 1) {
+    if (cfg.parallel.zero >= 2) {
+      throw core::Error(fmt::format("parallel.zero = {} does not compose with parallel.pp = {} yet", cfg.parallel.zero, pp_))
+          .with_yaml("parallel.zero")
+          .with_hint("use parallel.zero = 1 (optimizer state sharded over dp) with a pipeline; ZeRO-2/3 reduce and "
+                     "gather per layer in every micro-batch, which the pipeline's interleaved micro-batches break");
+    }
+    if (lopt.mode == io::SampleMode::Concat && lopt.policy != io::SchedulePolicy::Dynamic)
+      parallel::check_pipeline(schedule, pp_, virtual_stages, cfg.train.batch_size / (cfg.train.micro_batch * dp_));
+  }
+  const parallel::StageLayers stage = parallel::stage_layers(vstages_, pp_, pp_rank_);
   if (lopt.mode != io::SampleMode::Concat || lopt.policy == io::SchedulePolicy::Dynamic) keep_freed_memory();
 
   // Device buffers need a communicator that works on them (null back on the CPU: use MPI's).
@@ -72,7 +91,17 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
   parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
 
-  model_ = make_model(cfg, *arch, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, dp_, ops_.get());
+  if (pp_ > 1) {  // activations and gradients on two communicators (runner.h: NCCL's in-order p2p)
+    pp_dev_ = parallel::make_device_communicator(*comms_.pp, *device_, cfg.parallel.backend);
+    pp_bwd_ = parallel::make_device_communicator(*comms_.pp, *device_, cfg.parallel.backend);
+  }
+  const parallel::ModelContext mctx =
+      model_context(cfg, tp_, tp_rank_, tp_ > 1 ? tp_comm : nullptr, dp_, ops_.get(), stage);
+  model_ = arch->build(mctx);
+  parallel::Communicator* pp_fwd = pp_dev_ ? pp_dev_.get() : comms_.pp.get();  // (CPU: the MPI group, tags apart)
+  parallel::Communicator* pp_bwd = pp_bwd_ ? pp_bwd_.get() : comms_.pp.get();
+  if (pp_ > 1)
+    pipe_ = std::make_unique<parallel::PipelineRunner>(*arch, mctx, *model_, *pp_fwd, *pp_bwd, schedule, virtual_stages);
   const auto reduce_dtype =
       cfg.parallel.grad_reduce_dtype == "bf16" ? parallel::DType::BF16 : parallel::DType::F32;
   sync_ = parallel::make_dp_sync(cfg.parallel.zero, dp_comm, *model_, cfg.parallel.bucket_mb, ops_.get(), reduce_dtype);
@@ -84,11 +113,12 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
            data_->vocab_size(), cfg.model.vocab_size);
   loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
   stepper_ = std::make_unique<Stepper>(
-      StepParts{cfg_, world_, *mesh_, comms_, *device_, *ops_, *model_, *sync_, *optim_, *loader_, faults_});
-  // (pipeline: pass the run's pp, parallel.pp_virtual, pp_schedule and split_layers' vstages)
+      StepParts{cfg_, world_, *mesh_, comms_, *device_, *ops_, *model_, *sync_, *optim_, *loader_, faults_,
+                pipe_.get(), pp_fwd});
+  io::CheckpointPipeline pipeline = io::CheckpointPipeline::none(cfg_.model.n_layer);
+  if (pp_ > 1) pipeline = {pp_, virtual_stages, cfg.parallel.pp_schedule, vstages_};
   checkpoints_ = std::make_unique<CheckpointManager>(cfg_, world_, *mesh_, *device_, *model_, *optim_, *sync_,
-                                                     *loader_, started_,
-                                                     io::CheckpointPipeline::none(cfg_.model.n_layer));
+                                                     *loader_, started_, pipeline);
   verify_identical_init();
 }
 

@@ -106,7 +106,7 @@ class Trainer {
   std::unique_ptr<parallel::Mesh> mesh_;
   parallel::MeshComms comms_;
   // Collectives on device buffers (null on the CPU: the MPI groups in comms_ serve).
-  std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_, pp_dev_;
+  std::unique_ptr<parallel::Communicator> dp_dev_, tp_dev_, pp_dev_, pp_bwd_;
   std::unique_ptr<TrainModel> model_;  // make_model (model.h)
   // parallel.pp > 1: the virtual stages' blocks (split_layers) and this rank's runner
   std::vector<std::pair<int, int>> vstages_;
