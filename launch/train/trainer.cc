@@ -68,7 +68,7 @@ Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::D
   const io::LoaderOptions lopt = io::LoaderOptions::from_config(cfg, dp_, dp_rank_);
   check_batch_split(cfg, lopt, dp_);
   // the pipeline's stages and schedule, checked before anything is written
-  const int virtual_stages = cfg.parallel.pp_virtual;
+  const int virtual_stages = pp > 1 ? cfg.parallel.pp_virtual : 1;  // (one stage: nothing to interleave)
   const parallel::PipeSchedule schedule = parallel::parse_pipe_schedule(cfg.parallel.pp_schedule);
   vstages_ = parallel::split_layers(*arch, pp_, virtual_stages, cfg.parallel.pp_layers);
   if (pp_ > 1) {

@@ -97,11 +97,12 @@ double PipelineRunner::train(const std::vector<PipeMicro>& micro, float loss_wei
 }
 
 double PipelineRunner::forward_only(const std::vector<PipeMicro>& micro, int64_t* loss_tokens) {
-  // every micro-batch's forwards in order: chunk by chunk, as the GPipe schedule's first half
+  // micro-batch by micro-batch, each through this rank's chunks in order: every forward needs
+  // only earlier ones (of the same micro-batch, or earlier ones), so no rank waits on a later
+  // one; one activation slot suffices
   std::vector<PipeAction> actions;
-  for (const PipeAction& a : pipeline_actions(PipeSchedule::GPipe, pp_size_, virtual_, static_cast<int>(micro.size()),
-                                              stage_))
-    if (a.kind == PipeAction::Kind::Forward) actions.push_back(a);
+  for (int k = 0; k < static_cast<int>(micro.size()); ++k)
+    for (int c = 0; c < virtual_; ++c) actions.push_back({PipeAction::Kind::Forward, k, c});
   return run(actions, micro, 0.0f, {}, {}, false, loss_tokens);
 }
 

@@ -128,9 +128,9 @@ for sig in KILL STOP; do
   wait $mpid 2>/dev/null && fail "job with a $sig'ed stage exited 0" || true
 done
 grep -Eq "rank [0-9]+ .*(exited on signal 9|Killed)" "$WORK/KILL.log" || { tail -20 "$WORK/KILL.log"; fail "no message names the killed rank"; }
-grep -Eq "timed out after [0-9]+ s .*(send|recv).*rank [0-9]" "$WORK/STOP.log" \
+grep -Eq "(send to|recv from) rank [0-9]+ .* on communicator 'pp' .* timed out after [0-9]+ s" "$WORK/STOP.log" \
   || { tail -20 "$WORK/STOP.log"; fail "no timeout message naming the stuck stage"; }
-echo "pp 4: a killed and a stopped middle stage ended every rank: $(grep -Eo 'timed out after [0-9]+ s[^;]*' "$WORK/STOP.log" | head -1)"
+echo "pp 4: a killed and a stopped middle stage ended every rank: $(grep -Eo "(send to|recv from) rank [0-9]+ .* timed out after [0-9]+ s" "$WORK/STOP.log" | head -1)"
 
 # 6. bad input: the error names the key, and nothing is written
 bad() {  # bad NP PATTERN OVERRIDES...
