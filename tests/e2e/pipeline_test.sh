@@ -103,6 +103,23 @@ mpi -np 2 "$MESHTRAIN" train "$CFG" "${rs[@]}" parallel.pp=2 run.dir="$WORK/src2
 "$MESHTRAIN" train "$CFG" "${rs[@]}" run.dir="$WORK/src1" > /dev/null
 from_to src2 10 to1 1
 from_to src1 10 to4 4 parallel.pp=4 parallel.pp_layers=[1,3,3,1]
+# export of a pp 2 checkpoint (each stage's shard; the tied embedding from the first stage)
+# gives the pp 1 run's tensors
+for r in src1 src2; do
+  "$MESHTRAIN" export "$WORK/$r/checkpoints/step_00000010" --format hf --out "$WORK/hf_$r" > /dev/null
+done
+python3 - "$WORK" <<'PY' || fail "export of the pp 2 checkpoint differs from the pp 1 run's"
+import sys
+try:
+    from safetensors.numpy import load_file
+except ImportError:
+    print("export: safetensors not installed, skipped"); sys.exit(0)
+a, b = load_file(f"{sys.argv[1]}/hf_src2/model.safetensors"), load_file(f"{sys.argv[1]}/hf_src1/model.safetensors")
+assert a.keys() == b.keys()
+worst = max(float(abs(a[k] - b[k]).max()) for k in a)
+print(f"export: {len(a)} tensors of the pp 2 checkpoint vs the pp 1 run's, max |difference| {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
 
 # 5. a middle stage dies (SIGKILL) or hangs (SIGSTOP) at pp 4: every rank ends, naming it
 long=(train.steps=100000 train.eval_every=0 train.log_every=100 model.n_layer=4 model.n_embd=64 model.seq_len=64
