@@ -158,10 +158,12 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
   const double frac = sgemm > 0 ? model_gflops / (sgemm * world.size()) : 0.0;
   const double mfu = peak > 0 ? model_gflops / (peak * world.size()) : 0.0;
   if (world.rank() == 0) {
-    std::printf("bench step: %s (%d layers, width %d, %lld params), world %d (dp %d x tp %d), micro_batch %d, "
+    const std::string pp = trainer.mesh().pp() > 1 ? fmt::format(" x pp {} {}", trainer.mesh().pp(), cfg.parallel.pp_schedule)
+                                                   : "";
+    std::printf("bench step: %s (%d layers, width %d, %lld params), world %d (dp %d%s x tp %d), micro_batch %d, "
                 "seq_len %d, %d thread(s)/rank, BLAS core %s\n",
                 a.config.c_str(), cfg.model.n_layer, cfg.model.n_embd,
-                static_cast<long long>(trainer.model().num_full_params()), world.size(), trainer.mesh().dp(),
+                static_cast<long long>(trainer.model().num_full_params()), world.size(), trainer.mesh().dp(), pp.c_str(),
                 trainer.mesh().tp(), cfg.train.micro_batch, cfg.model.seq_len, threads, blas_core_name().c_str());
     if (gpu) {
       std::printf("  device           %s, %s\n", device->description().c_str(), trainer.ops().describe().c_str());
@@ -177,6 +179,21 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
     if (peak > 0) std::printf("  MFU              %10.1f%%   (peak %.0f GFLOP/s per rank)\n", 100.0 * mfu, peak);
     std::printf("  comm ms/step     %10.2f   exposed %.2f (%.1f%% of step), data wait %.3f (%.3f%% of step)\n",
                 comm_ms, exposed_ms, 100.0 * exposed_ms / ms, data_ms, 100.0 * data_ms / ms);
+    if (!st.empty() && !st.front().pp.empty()) {  // per stage: mean bubble and activations in flight
+      std::string line;
+      for (size_t k = 0; k < st.front().pp.size(); ++k) {
+        double bubble = 0;
+        for (const auto& s : st) {
+          double span = 0;
+          for (const auto& p : s.pp) span = std::max(span, p.run_ms);
+          bubble += span > 0 ? 1.0 - (s.pp[k].run_ms - s.pp[k].idle_ms) / span : 0.0;
+        }
+        line += fmt::format("{}stage {}: bubble {:.3f}, {} micro-batch(es) in flight, activations {:.1f} MiB",
+                            k ? "; " : "", k, bubble / static_cast<double>(st.size()), st.back().pp[k].slots,
+                            st.back().pp[k].act_bytes / 1048576.0);
+      }
+      std::printf("  pipeline         %s\n", line.c_str());
+    }
     std::printf("  %s\n", trainer.memory_report().c_str());
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
@@ -184,7 +201,7 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
                        {"peak_gflops_per_rank", peak}, {"device", device->name()}, {"comm_ms", comm_ms},
                        {"exposed_comm_ms", exposed_ms}, {"data_ms", data_ms},
                        {"compute_ms", ms - exposed_ms - data_ms}, {"world", world.size()},
-                       {"dp", trainer.mesh().dp()}, {"tp", trainer.mesh().tp()},
+                       {"dp", trainer.mesh().dp()}, {"tp", trainer.mesh().tp()}, {"pp", trainer.mesh().pp()},
                        {"tokens_per_step", tokens}, {"threads_per_rank", threads},
                        {"flops_per_step", flops}, {"params", trainer.model().num_full_params()},
                        {"grad_bytes_per_rank", trainer.model().num_local_params() * 4}};

@@ -31,14 +31,14 @@ import sys
 p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 0x40; open(p, "wb").write(b)
 PY
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/c" resume=auto 2>&1)
-echo "$out" | grep -q "skipping checkpoint .*step_00000020.*checksum mismatch" || fail "corruption not reported: $out"
-echo "$out" | grep -q "resumed from .*step_00000010" || fail "did not fall back to step 10"
+grep -q "skipping checkpoint .*step_00000020.*checksum mismatch" <<< "$out" || fail "corruption not reported: $out"
+grep -q "resumed from .*step_00000010" <<< "$out" || fail "did not fall back to step 10"
 diff <(step_losses "$WORK/one-a" 10) <(step_losses "$WORK/c" 10) || fail "fallback resume differs"
 # truncated shard: same
 mkdir -p "$WORK/t/checkpoints"; cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/t/checkpoints/"
 truncate -s 100 "$WORK/t/checkpoints/step_00000030/shard_00000.h5"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/t" resume=auto 2>&1)
-echo "$out" | grep -q "skipping checkpoint .*step_00000030" || fail "truncation not reported"
+grep -q "skipping checkpoint .*step_00000030" <<< "$out" || fail "truncation not reported"
 
 # a bit-flipped shard of rank 1 of 2 (the ranks share the verification): named, skipped
 mkdir -p "$WORK/c2/checkpoints"
@@ -48,8 +48,8 @@ import sys
 p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 0x40; open(p, "wb").write(b)
 PY
 out=$(mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 run.dir="$WORK/c2" resume=auto 2>&1)
-echo "$out" | grep -q "rank 0/2.*skipping checkpoint .*step_00000020.*shard_00001.h5: checksum mismatch" || fail "rank 1's corrupt shard not reported: $out"
-echo "$out" | grep -q "resumed from .*step_00000010" || fail "np 2: did not fall back to step 10"
+grep -q "rank 0/2.*skipping checkpoint .*step_00000020.*shard_00001.h5: checksum mismatch" <<< "$out" || fail "rank 1's corrupt shard not reported: $out"
+grep -q "resumed from .*step_00000010" <<< "$out" || fail "np 2: did not fall back to step 10"
 diff <(step_losses "$WORK/dp2-a" 10) <(step_losses "$WORK/c2" 10) || fail "np 2 fallback resume differs"
 
 # SIGKILL mid-run, then resume=auto: the loss stream ends exactly like the uninterrupted run
@@ -95,7 +95,7 @@ set -e
 # extending a run (train.steps 30 -> 40) is allowed, but its learning-rate schedule changes: said
 mkdir -p "$WORK/ext/checkpoints"; cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/ext/checkpoints/"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" train.steps=40 run.dir="$WORK/ext" resume=auto 2>&1)
-echo "$out" | grep -q "different learning-rate schedule.*train.steps 30 -> 40" || fail "no schedule warning: $out"
+grep -q "different learning-rate schedule.*train.steps 30 -> 40" <<< "$out" || fail "no schedule warning: $out"
 [ "$(step_losses "$WORK/ext" 30 | wc -l)" = 10 ] || fail "the extended run should train steps 30..39"
 
 # numerical faults: skip drops the update and counts it; stop exits non-zero keeping the last
@@ -118,7 +118,7 @@ python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["skipped_s
 set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/stop" train.debug_nan_step=12 2>&1); rc=$?
 set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "non-finite gradient norm at step 12" || fail "stop policy: $out"
+[ $rc -ne 0 ] && grep -q "non-finite gradient norm at step 12" <<< "$out" || fail "stop policy: $out"
 [ -f "$WORK/stop/checkpoints/step_00000010/COMPLETE" ] || fail "stop policy lost the last good checkpoint"
 
 # meshtrain inspect: lists, verifies, and names the corrupt shard (exit 1)
@@ -126,4 +126,4 @@ set -e
 cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/bad30"
 truncate -s 1000 "$WORK/bad30/shard_00000.h5"
 set +e; out=$("$MESHTRAIN" inspect "$WORK/bad30" 2>&1); rc=$?; set -e
-[ $rc -eq 1 ] && echo "$out" | grep -q "FAILED: .*shard_00000.h5: checksum mismatch" || fail "inspect of a corrupt shard: $out"
+[ $rc -eq 1 ] && grep -q "FAILED: .*shard_00000.h5: checksum mismatch" <<< "$out" || fail "inspect of a corrupt shard: $out"

@@ -87,8 +87,8 @@ expect_bad() {  # expect_bad PATTERN OVERRIDES...
   local pat=$1; shift
   set +e; out=$("$MESHTRAIN" train "$CFG" "${common[@]}" "$@" run.dir="$WORK/bad" 2>&1); rc=$?; set -e
   [ $rc -ne 0 ] || fail "expected a failure for: $*"
-  echo "$out" | grep -q -- "$pat" || fail "expected '$pat' for $*, got: $out"
-  ! echo "$out" | grep -q "step .*/30" || fail "training started before the error: $out"
+  grep -q -- "$pat" <<< "$out" || fail "expected '$pat' for $*, got: $out"
+  ! grep -q "step .*/30" <<< "$out" || fail "training started before the error: $out"
 }
 expect_bad "model.seq_len = 200 is longer than every document" "${docs[@]}" model.seq_len=200 data.batch_tokens=400
 expect_bad "fewer than one global batch of data.batch_tokens = 90000000" data.mode=documents data.batch_tokens=90000000
@@ -105,12 +105,12 @@ import sys
 p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) - 100] ^= 0x01; open(p, "wb").write(b)
 PY
 set +e; out=$(mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 data.path="$WORK/ds-flip" run.dir="$WORK/bad" 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "train_00001.h5: shard checksum mismatch" || fail "np 2: corrupt shard 1 not caught: $out"
+[ $rc -ne 0 ] && grep -q "train_00001.h5: shard checksum mismatch" <<< "$out" || fail "np 2: corrupt shard 1 not caught: $out"
 cp -r "$WORK/ds" "$WORK/ds-miss"
 rm "$WORK/ds-miss/train_00002.h5"
 expect_bad "missing shard" data.path="$WORK/ds-miss"
 # a dataset without a val split: eval falls back to the train split, and says so
 "$MESHTRAIN" prep --from markov --docs 20 --doc-len 96 --markov-vocab 16 --val-fraction 0 --out "$WORK/noval" >/dev/null
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" data.path="$WORK/noval" train.steps=1 run.dir="$WORK/noval-run" 2>&1)
-echo "$out" | grep -q "warn: .*no val split.*train split" || fail "no warning that eval uses the train split: $out"
+grep -q "warn: .*no val split.*train split" <<< "$out" || fail "no warning that eval uses the train split: $out"
 echo "data loader e2e: equivalence, resume and bad inputs passed"

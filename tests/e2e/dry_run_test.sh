@@ -7,10 +7,10 @@ source "$(dirname "$0")/lib.sh"
 cd "$MT_SOURCE_DIR"
 out=$("$MESHTRAIN" bench step examples/llama3-8b.yaml --dry-run --world 64)
 echo "$out"
-echo "$out" | grep -q "8030261248 parameters" || fail "Llama 3 8B parameter count"
-echo "$out" | grep -q "dp 8 x tp 8 .*<- configured" || fail "configured layout not marked"
+grep -q "8030261248 parameters" <<< "$out" || fail "Llama 3 8B parameter count"
+grep -q "dp 8 x tp 8 .*<- configured" <<< "$out" || fail "configured layout not marked"
 for l in "dp 64 x tp 1" "dp 32 x tp 2" "dp 16 x tp 4" "dp 4 x tp 16"; do
-  echo "$out" | grep -q "$l" || fail "missing layout $l"
+  grep -q "$l" <<< "$out" || fail "missing layout $l"
 done
 python3 - "$out" <<'PY'
 import sys

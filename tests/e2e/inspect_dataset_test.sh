@@ -6,9 +6,9 @@ source "$(dirname "$0")/lib.sh"
   --val-fraction 0.2 --out "$WORK/ds" >/dev/null
 out=$("$MESHTRAIN" inspect "$WORK/ds")
 echo "$out"
-echo "$out" | grep -q "dataset format v1 | dtype uint16 | vocab 16" || fail "manifest summary: $out"
+grep -q "dataset format v1 | dtype uint16 | vocab 16" <<< "$out" || fail "manifest summary: $out"
 echo "$out" | grep -Eq "train +[0-9]+ shard\(s\), [0-9]+ tokens, [0-9]+ documents" || fail "train split line"
-echo "$out" | grep -q "all shards verify" || fail "a good dataset must verify"
+grep -q "all shards verify" <<< "$out" || fail "a good dataset must verify"
 # flip a byte in the middle of the tokens of the first train shard (a value inside the data)
 shard="$WORK/ds/$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['splits']['train'][0]['file'])" "$WORK/ds/manifest.json")"
 h5dump -d tokens -b LE -o "$WORK/tokens.bin" "$shard" >/dev/null
@@ -24,5 +24,5 @@ print(f"flipped a token byte at file offset {at + 100}")
 PY
 set +e; out=$("$MESHTRAIN" inspect "$WORK/ds" 2>&1); rc=$?; set -e
 [ $rc -eq 1 ] || fail "corrupt dataset: exit $rc: $out"
-echo "$out" | grep -q "FAILED: .*checksum mismatch.*$(basename "$shard")\|FAILED: .*$(basename "$shard").*checksum mismatch" || fail "the corrupt shard is not named: $out"
+grep -q "FAILED: .*checksum mismatch.*$(basename " <<< "$out"$shard")\|FAILED: .*$(basename "$shard").*checksum mismatch" || fail "the corrupt shard is not named: $out"
 echo "corrupt shard detected and named"

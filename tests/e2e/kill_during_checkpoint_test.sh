@@ -18,6 +18,6 @@ wait $pid 2>/dev/null || true
 [ -n "$caught" ] || fail "never saw the step-8 checkpoint being written"
 [ ! -e "$WORK/k/checkpoints/step_00000008/COMPLETE" ] || fail "the step-8 checkpoint completed before the kill"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/k" resume=auto 2>&1)
-echo "$out" | grep -q "resumed from .*step_00000004" || fail "did not resume from step 4: $out"
+grep -q "resumed from .*step_00000004" <<< "$out" || fail "did not resume from step 4: $out"
 diff <(step_losses "$WORK/full") <(step_losses "$WORK/k") || fail "loss stream differs after the kill"
 [ ! -e "$WORK/k/checkpoints/step_00000008.tmp" ] || fail "stale .tmp directory not cleaned up"

@@ -91,6 +91,6 @@ assert r["size"] == 1 and r["rank"] == 0, r            # MPI wins
 assert any("says 2 ranks but MPI_Init gave this process a world of 1" in e for e in r["errors"]), r
 assert any("OMPI_COMM_WORLD_RANK=1 contradicts MPI's rank 0" in w for w in r["warnings"]), r
 PY
-[ $rc2 -eq 1 ] && echo "$out" | grep -q "world of 1" || fail "train with stale variables: rc $rc2: $out"
+[ $rc2 -eq 1 ] && grep -q "world of 1" <<< "$out" || fail "train with stale variables: rc $rc2: $out"
 [ ! -e "$WORK/stale" ] || fail "train with stale variables wrote its run directory"
 echo "launch env: all modes ok"

@@ -54,7 +54,7 @@ expect_error() {  # expect_error KEY OVERRIDES...
   out=$("$MESHTRAIN" train "$CFG" "${common[@]}" "$@" run.dir="$WORK/bad" 2>&1); rc=$?
   set -e
   [ $rc -ne 0 ] || fail "accepted: $*"
-  echo "$out" | grep -q "$key" || fail "error for '$*' does not name $key: $out"
+  grep -q "$key" <<< "$out" || fail "error for '$*' does not name $key: $out"
   [ ! -e "$WORK/bad" ] || fail "a failed start ($*) created the run directory"
 }
 expect_error model.n_kv_head model.n_kv_head=3
@@ -65,6 +65,6 @@ out=$(mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" model.n_head=8 model.n_
       model.ffn_dim=98 run.dir="$WORK/bad" 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] || fail "ffn_dim 98 at tp 4 was accepted"
-echo "$out" | grep -q "model.ffn_dim" || fail "tp error does not name model.ffn_dim: $out"
+grep -q "model.ffn_dim" <<< "$out" || fail "tp error does not name model.ffn_dim: $out"
 [ ! -e "$WORK/bad" ] || fail "a failed start created the run directory"
 echo "PASS"

@@ -18,7 +18,7 @@ out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/limit" checkpoint.
       train.debug_nan_step=5 train.debug_nan_steps=5 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] || fail "a run past max_skips_in_row exited 0: $out"
-echo "$out" | grep -q "3 consecutive steps skipped for a non-finite gradient norm (steps 5 to 7), train.max_skips_in_row = 3" \
+grep -q "3 consecutive steps skipped for a non-finite gradient norm (steps 5 to 7), train.max_skips_in_row = 3" <<< "$out" \
   || fail "no message naming the count and the key: $out"
 [ -f "$WORK/limit/checkpoints/step_00000005/COMPLETE" ] || fail "the last good checkpoint is missing"
 [ ! -e "$WORK/limit/checkpoints/step_00000010" ] || fail "a checkpoint was written after the limit"
@@ -40,12 +40,12 @@ nan=(checkpoint.every=10 train.max_skips_in_row=3 train.debug_nan_step=8 train.d
 set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" "${nan[@]}" run.dir="$WORK/resume" 2>&1); rc=$?
 set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "(steps 8 to 10), train.max_skips_in_row = 3" || fail "first run: $out"
+[ $rc -ne 0 ] && grep -q "(steps 8 to 10), train.max_skips_in_row = 3" <<< "$out" || fail "first run: $out"
 [ -f "$WORK/resume/checkpoints/step_00000010/COMPLETE" ] || fail "no step-10 checkpoint to resume from"
 set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" "${nan[@]}" run.dir="$WORK/resume" resume=auto 2>&1); rc=$?
 set -e
-echo "$out" | grep -q "resumed from .*step_00000010" || fail "did not resume from step 10: $out"
-[ $rc -ne 0 ] && echo "$out" | grep -q "3 consecutive steps skipped .*(steps 8 to 10)" \
+grep -q "resumed from .*step_00000010" <<< "$out" || fail "did not resume from step 10: $out"
+[ $rc -ne 0 ] && grep -q "3 consecutive steps skipped .*(steps 8 to 10)" <<< "$out" \
   || fail "the resumed run lost the consecutive count: rc $rc: $out"
 echo "ok"

@@ -36,8 +36,8 @@ PY
 
 # training: pad_fraction in the metrics and on the log line
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" train.steps=20 train.log_every=10 data.mode=packed run.dir="$WORK/p1")
-echo "$out" | grep -q "step .*20/20 .*| pad 1.6%" || fail "no pad figure on the log line: $out"
-echo "$out" | grep -q "rows of 64 positions packed with whole documents" || fail "the batch description: $out"
+grep -q "step .*20/20 .*| pad 1.6%" <<< "$out" || fail "no pad figure on the log line: $out"
+grep -q "rows of 64 positions packed with whole documents" <<< "$out" || fail "the batch description: $out"
 "$MESHTRAIN" train "$CFG" "${common[@]}" train.steps=20 data.mode=documents data.batch_tokens=504 \
   run.dir="$WORK/d1" >/dev/null
 python3 - "$WORK" <<'PY'
@@ -74,7 +74,7 @@ expect_bad() {  # expect_bad PATTERN OVERRIDES...
   local pat=$1; shift
   set +e; out=$("$MESHTRAIN" train "$CFG" "${common[@]}" "$@" run.dir="$WORK/bad" 2>&1); rc=$?; set -e
   [ $rc -ne 0 ] || fail "expected a failure for: $*"
-  echo "$out" | grep -q -- "$pat" || fail "expected '$pat' for $*, got: $out"
+  grep -q -- "$pat" <<< "$out" || fail "expected '$pat' for $*, got: $out"
   [ ! -e "$WORK/bad" ] || fail "run.dir written before the error: $*"
 }
 expect_bad "'data.eod_token': data.mode packed needs data.eod_token" data.mode=packed data.eod_token=-1

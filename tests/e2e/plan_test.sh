@@ -77,8 +77,8 @@ grep -q "memory per rank: params .* grads .* optimizer state .* comm .* activati
 # the table: a recommendation; too small a GPU for the configured layout is said explicitly
 out=$("$MESHTRAIN" plan examples/tiny.yaml --gpus 2 --gpu-mem 16MiB "${base[@]}")
 echo "$out"
-echo "$out" | grep -q "<- recommended" || fail "no recommended layout"
-echo "$out" | grep -q "configured layout .* does NOT fit" || fail "configured layout not said not to fit"
+grep -q "<- recommended" <<< "$out" || fail "no recommended layout"
+grep -q "configured layout .* does NOT fit" <<< "$out" || fail "configured layout not said not to fit"
 set +e
 bad=$("$MESHTRAIN" plan examples/tiny.yaml --gpus 2 --gpu-mem 1MiB "${base[@]}" 2>&1); rc=$?
 set -e
@@ -95,7 +95,7 @@ set +e
 out=$(MT_CPU_MEMORY_LIMIT=20 "$MESHTRAIN" train examples/tiny.yaml "${base[@]}" run.dir="$WORK/oom" 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] || fail "a run past MT_CPU_MEMORY_LIMIT succeeded"
-echo "$out" | grep -q "out of memory: .*measured peak .* MiB; the memory model predicts a peak of .* MiB" ||
+grep -q "out of memory: .*measured peak .* MiB; the memory model predicts a peak of .* MiB" <<< "$out" ||
   fail "no measured/predicted memory in the out-of-memory error: $out"
 cmd=$(echo "$out" | grep -o "meshtrain plan .*" | head -1)
 [ -n "$cmd" ] || fail "no plan command in the out-of-memory error: $out"

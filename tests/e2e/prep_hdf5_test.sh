@@ -74,16 +74,16 @@ compare_losses "$WORK/h1" "$WORK/h2" 1e-5 || fail "hdf5 dp1 vs dp2"
 # a dataset whose vocabulary exceeds the model's is refused before training
 set +e; out=$("$MESHTRAIN" train "$MT_SOURCE_DIR/examples/tiny.yaml" data.source=hdf5 data.path="$WORK/npy" \
   model.vocab_size=500 run.dir="$WORK/bad" 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "vocab_size 1000 exceeds model.vocab_size 500" || fail "vocab check: $out"
+[ $rc -ne 0 ] && grep -q "vocab_size 1000 exceeds model.vocab_size 500" <<< "$out" || fail "vocab check: $out"
 # a truncated .npy (data or header cut short) is an error naming the file, not a shorter document
 head -c 3000 "$WORK/a.npy" > "$WORK/cut.npy"; head -c 40 "$WORK/a.npy" > "$WORK/cuthdr.npy"
 for f in cut cuthdr; do
   set +e; out=$("$MESHTRAIN" prep --from tokens "$WORK/$f.npy" --out "$WORK/$f-ds" 2>&1); rc=$?; set -e
-  [ $rc -ne 0 ] && echo "$out" | grep -q "$f.npy: .*truncated" || fail "truncated $f.npy accepted: $out"
+  [ $rc -ne 0 ] && grep -q "$f.npy: .*truncated" <<< "$out" || fail "truncated $f.npy accepted: $out"
 done
 # options that can only produce an unusable dataset are refused before converting anything
 for bad in "--val-fraction 1" "--val-fraction -0.1" "--docs 0" "--shard-tokens 0"; do
   set +e; out=$("$MESHTRAIN" prep --from markov --docs 10 --doc-len 50 $bad --out "$WORK/badprep" 2>&1); rc=$?; set -e
-  [ $rc -ne 0 ] && echo "$out" | grep -q -- "${bad%% *}" || fail "prep accepted $bad: $out"
+  [ $rc -ne 0 ] && grep -q -- "${bad%% *}" <<< "$out" || fail "prep accepted $bad: $out"
   [ ! -e "$WORK/badprep/manifest.json" ] || fail "prep $bad wrote a dataset"
 done

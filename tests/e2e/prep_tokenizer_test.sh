@@ -71,14 +71,14 @@ echo "-np 1, 2, 3: the same $n files, byte for byte"
 # 3. errors
 printf '{"text": "ok"}\n{"body": "no text key"}\n' > "$WORK/nokey.jsonl"
 set +e; out=$("$MESHTRAIN" prep --from jsonl --tokenizer "$TOK" "$WORK/nokey.jsonl" --out "$WORK/bad" 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q 'nokey.jsonl:2' && echo "$out" | grep -q 'no string "text"' || fail "missing key: $out"
+[ $rc -ne 0 ] && grep -q 'nokey.jsonl:2' <<< "$out" && grep -q 'no string "text"' <<< "$out" || fail "missing key: $out"
 printf '{"text": "ok"}\n{"text": oops}\n' > "$WORK/notjson.jsonl"
 set +e; out=$(mpi -np 2 "$MESHTRAIN" prep --from jsonl --tokenizer "$TOK" "$WORK/notjson.jsonl" --out "$WORK/bad" 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q 'notjson.jsonl:2' && echo "$out" | grep -q 'not a JSON line' || fail "bad JSON at np 2: $out"
+[ $rc -ne 0 ] && grep -q 'notjson.jsonl:2' <<< "$out" && grep -q 'not a JSON line' <<< "$out" || fail "bad JSON at np 2: $out"
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); j["model"]["type"]="Unigram"; json.dump(j, open(sys.argv[2],"w"))' \
   "$TOK/tokenizer.json" "$WORK/unigram.json"
 set +e; out=$("$MESHTRAIN" prep --from jsonl --tokenizer "$WORK/unigram.json" "$WORK/c1.jsonl" --out "$WORK/bad" 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "unsupported tokenizer model type 'Unigram'" && echo "$out" | grep -q unigram.json \
+[ $rc -ne 0 ] && grep -q "unsupported tokenizer model type 'Unigram'" <<< "$out" && grep -q unigram.json <<< "$out" \
   || fail "unsupported tokenizer: $out"
 [ ! -e "$WORK/bad/manifest.json" ] || fail "a failed prep left a manifest"
 

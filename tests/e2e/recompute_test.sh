@@ -66,5 +66,5 @@ set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" train.recompute=partial run.dir="$WORK/bad" 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] || fail "recompute partial was accepted"
-echo "$out" | grep -q "train.recompute" || fail "the refusal does not name the key: $out"
-echo "$out" | grep -q "selective" || fail "the refusal does not list the values: $out"
+grep -q "train.recompute" <<< "$out" || fail "the refusal does not name the key: $out"
+grep -q "selective" <<< "$out" || fail "the refusal does not list the values: $out"

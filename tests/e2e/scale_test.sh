@@ -86,4 +86,4 @@ PY
 # a bad experiment is a clear error
 printf 'config: x.yaml\npoints:\n  - {np: 2, dp: 2, tp: 2}\n' > "$WORK/bad.yaml"
 set +e; out=$("$MESHTRAIN" scale "$WORK/bad.yaml" --out "$WORK/o2" 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "np 2 != dp 2 x tp 2" || fail "bad experiment: $out"
+[ $rc -ne 0 ] && grep -q "np 2 != dp 2 x tp 2" <<< "$out" || fail "bad experiment: $out"

@@ -62,7 +62,7 @@ set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" parallel.sp=true run.dir="$WORK/bad" 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] || fail "parallel.sp at tp 1 was accepted"
-echo "$out" | grep -q "parallel.sp" || fail "sp refusal does not name parallel.sp: $out"
-echo "$out" | grep -q "parallel.tp" || fail "sp refusal does not name parallel.tp: $out"
+grep -q "parallel.sp" <<< "$out" || fail "sp refusal does not name parallel.sp: $out"
+grep -q "parallel.tp" <<< "$out" || fail "sp refusal does not name parallel.tp: $out"
 [ ! -e "$WORK/bad" ] || fail "a failed start created the run directory"
 echo "sp at tp 1 refused: $(echo "$out" | grep -m1 parallel.sp)"

@@ -19,12 +19,12 @@ ck="$WORK/r/checkpoints"
 grep -q "superseded" "$WORK/b.log" || fail "no warning about the older run's checkpoints: $(cat "$WORK/b.log")"
 ls -d "$ck"/superseded_*/step_00000006 > /dev/null 2>&1 || fail "run A's step-6 checkpoint was not kept aside: $(ls -R "$ck")"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" train.steps=6 optim.lr=0.001 run.dir="$WORK/r" resume=auto 2>&1)
-echo "$out" | grep -q "resumed from .*step_00000003" || fail "resume=auto did not continue run B: $out"
+grep -q "resumed from .*step_00000003" <<< "$out" || fail "resume=auto did not continue run B: $out"
 
 # rolling back: resume=PATH to step 3 (checkpoints 3, 4, 6 now), ending (as if killed) at step 5
 "$MESHTRAIN" train "$CFG" "${common[@]}" train.steps=5 checkpoint.every=3 optim.lr=0.001 run.dir="$WORK/r" \
   resume="$ck/step_00000003" > "$WORK/c.log" 2>&1 || { cat "$WORK/c.log"; fail "rollback run failed"; }
 [ -e "$ck/step_00000005/COMPLETE" ] || fail "the rolled-back run's step-5 checkpoint is gone: $(ls "$ck")"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" train.steps=6 checkpoint.every=3 optim.lr=0.001 run.dir="$WORK/r" resume=auto 2>&1)
-echo "$out" | grep -q "resumed from .*step_00000005" || fail "resume=auto did not continue the rolled-back run: $out"
+grep -q "resumed from .*step_00000005" <<< "$out" || fail "resume=auto did not continue the rolled-back run: $out"
 echo "stale checkpoints: moved aside, the new run's kept and resumed"

@@ -75,4 +75,4 @@ assert len(lines[0].getAttribute("points").split()) == 12, "one point per step"
 xml.dom.minidom.parse(sys.argv[1] + "/lr.svg")
 PY
 set +e; out=$("$MESHTRAIN" plot "$WORK/nothing" 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "nothing/metrics.jsonl" || fail "plot of a missing run: $out"
+[ $rc -ne 0 ] && grep -q "nothing/metrics.jsonl" <<< "$out" || fail "plot of a missing run: $out"

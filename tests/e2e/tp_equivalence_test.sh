@@ -30,5 +30,5 @@ set +e
 out=$(mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" model.n_head=4 parallel.tp=3 run.dir="$WORK/bad" 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] || fail "tp 3 on 4 ranks was accepted"
-echo "$out" | grep -q "valid" || fail "invalid layout message lists no valid choices: $out"
+grep -q "valid" <<< "$out" || fail "invalid layout message lists no valid choices: $out"
 [ ! -e "$WORK/bad" ] || fail "a failed start created the run directory"

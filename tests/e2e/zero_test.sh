@@ -146,5 +146,5 @@ compare_losses "$WORK/hf1" "$WORK/hf3" 1e-5 || fail "hf import under zero 3 diff
 set +e
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" parallel.zero=4 run.dir="$WORK/bad" 2>&1); rc=$?
 set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "parallel.zero" || fail "parallel.zero=4 not refused by key: $out"
+[ $rc -ne 0 ] && grep -q "parallel.zero" <<< "$out" || fail "parallel.zero=4 not refused by key: $out"
 echo "zero_test: all passed"

@@ -239,5 +239,5 @@ PY
 
 # srun --mpi=pmi2: Debian's Open MPI fails in MPI_Init; meshtrain says what to use first
 set +e; out=$(timeout 60 srun --mpi=pmi2 -n 2 -t 1 "$MESHTRAIN" info 2>&1); rc=$?; set -e
-[ $rc -ne 0 ] && echo "$out" | grep -q "use \`srun --mpi=pmix\`" || fail "no pmi2 hint (rc $rc): $out"
+[ $rc -ne 0 ] && grep -q "use \`srun --mpi=pmix\`" <<< "$out" || fail "no pmi2 hint (rc $rc): $out"
 echo "slurm test: all ok in $(( $(date +%s) - T0 )) s"
