@@ -24,5 +24,5 @@ print(f"flipped a token byte at file offset {at + 100}")
 PY
 set +e; out=$("$MESHTRAIN" inspect "$WORK/ds" 2>&1); rc=$?; set -e
 [ $rc -eq 1 ] || fail "corrupt dataset: exit $rc: $out"
-grep -q "FAILED: .*checksum mismatch.*$(basename " <<< "$out"$shard")\|FAILED: .*$(basename "$shard").*checksum mismatch" || fail "the corrupt shard is not named: $out"
+grep -q "FAILED: .*checksum mismatch.*$(basename "$shard")\|FAILED: .*$(basename "$shard").*checksum mismatch" <<< "$out" || fail "the corrupt shard is not named: $out"
 echo "corrupt shard detected and named"
