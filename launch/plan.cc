@@ -138,14 +138,16 @@ MemoryPrediction predict_memory(const core::Config& cfg, const parallel::Archite
   const auto acts = [&](const parallel::Architecture& a) {
     return plan_activation_bytes(a, l.micro_batch, T, l.tp, bf16 ? 2 : 4, att_per_row, l.recompute, l.sp);
   };
-  m.activations = acts(arch) + 5.0 * 4.0 * l.micro_batch * T;
-  if (l.pp > 1) {  // the first stage: its blocks for every chunk in flight, the rest of the buffers once
+  const double whole = acts(arch);  // one micro-batch through the whole model
+  m.activations = whole + 5.0 * 4.0 * l.micro_batch * T;
+  if (l.pp > 1) {  // the first stage: per chunk in flight its blocks and the model's non-block buffers
     core::ModelConfig one = cfg.model, two = cfg.model;
     one.n_layer = 1, two.n_layer = 2;
     const double d = acts(*parallel::make_architecture(two)) - acts(*parallel::make_architecture(one));
+    const double rest = whole - arch.config().n_layer * d;
     const auto vst = plan_vstages(cfg, arch, l);
     const double blocks = vst.front().second - vst.front().first;  // stage 0's first chunk (interleaved: all equal)
-    m.activations += (plan_pipeline_slots(cfg, l) * blocks - arch.config().n_layer) * d;
+    m.activations = plan_pipeline_slots(cfg, l) * (blocks * d + rest) + 5.0 * 4.0 * l.micro_batch * T;
   }
   if (cuda) m.other = 32.0 * 1048576.0;  // cuBLASLt workspace
   return m;

@@ -258,12 +258,12 @@ TEST(Plan, PipelineStageMemoryAndTime) {
     EXPECT_EQ(m.master, 4 * kStage0);
     EXPECT_EQ(m.grads, 4 * kStage0);
     EXPECT_EQ(m.optimizer, 8 * kStage0);
-    // 1f1b: min(pp, m) = 2 micro-batches of the stage's 2 blocks in flight = the 4 blocks of one
-    // micro-batch: as pp 1; gpipe: all 4 micro-batches, 8 block-micro-batches: 4 d more
+    // 1f1b: min(pp, m) = 2 micro-batches of the stage's 2 blocks in flight; gpipe: all 4
     const int slots = std::string(sched) == "1f1b" ? 2 : 4;
     EXPECT_EQ(plan_pipeline_slots(cfg, l), slots);
-    const double whole = arch->activation_bytes(2, 32, 1, 4, 32) + 5 * 4 * 2 * 32;
-    EXPECT_DOUBLE_EQ(m.activations, whole + (slots * 2 - 4) * d) << sched;
+    // per slot the stage's 2 blocks and the model's non-block buffers (the whole model's less 4 d)
+    const double whole = arch->activation_bytes(2, 32, 1, 4, 32);
+    EXPECT_DOUBLE_EQ(m.activations, slots * (2 * d + whole - 4 * d) + 5 * 4 * 2 * 32) << sched;
     // time: half the work per rank, stretched by 1 / (1 - 1/5); 2 x 4 messages of 2 x 32 x 64 x 4
     // bytes over NVLink (tp x pp = 2 GPUs of a node of 8), stretched likewise
     const ClusterAssumption c = h100_cluster();
