@@ -141,11 +141,19 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
     data_ms += st[i].data_ms;
     if (metrics.is_open()) {
       const double step_tokens = st[i].tokens > 0 ? static_cast<double>(st[i].tokens) : tokens;
-      metrics.write({{"step", st[i].step}, {"loss", st[i].loss}, {"ms", step_ms[i]}, {"tokens", step_tokens},
-                     {"tokens_per_s", step_tokens / (step_ms[i] / 1000.0)}, {"comm_ms", st[i].comm_ms},
-                     {"exposed_comm_ms", st[i].exposed_comm_ms}, {"data_wait_ms", st[i].data_ms},
-                     {"compute_ms", step_ms[i] - st[i].exposed_comm_ms - st[i].data_ms},
-                     {"mem", io::memory_json(st[i].mem)}});
+      nlohmann::json row{{"step", st[i].step}, {"loss", st[i].loss}, {"ms", step_ms[i]}, {"tokens", step_tokens},
+                         {"tokens_per_s", step_tokens / (step_ms[i] / 1000.0)}, {"comm_ms", st[i].comm_ms},
+                         {"exposed_comm_ms", st[i].exposed_comm_ms}, {"data_wait_ms", st[i].data_ms},
+                         {"compute_ms", step_ms[i] - st[i].exposed_comm_ms - st[i].data_ms},
+                         {"mem", io::memory_json(st[i].mem)}};
+      if (!st[i].pp.empty()) {  // pipeline: the stages' mean bubble, each as the trainer's metrics define it,
+        // 1 - busy / the slowest stage's schedule time (`meshtrain scale` reads it)
+        double span = 0, sum = 0;
+        for (const PipeStageStats& p : st[i].pp) span = std::max(span, p.run_ms);
+        for (const PipeStageStats& p : st[i].pp) sum += span > 0 ? 1.0 - (p.run_ms - p.idle_ms) / span : 0.0;
+        row["bubble"] = sum / static_cast<double>(st[i].pp.size());
+      }
+      metrics.write(row);
     }
   }
   ms /= a.steps, comm_ms /= a.steps, exposed_ms /= a.steps, data_ms /= a.steps;

@@ -50,6 +50,24 @@ double hierarchical_allreduce_s(const ClusterAssumption& c, double bytes, int n,
   return ring_allreduce_s(c.intra, bytes, intra) + ring_allreduce_s(c.inter, bytes / intra, nodes);
 }
 
+double p2p_message_s(const AlphaBeta& ab, double bytes) { return ab.alpha_s + bytes * ab.beta_s; }
+
+PipelineTime pipeline_time(double stage_compute_s, parallel::PipeSchedule s, int pp, int v, int m, double msg_bytes,
+                           const AlphaBeta& link) {
+  PipelineTime t;
+  if (pp <= 1) {
+    t.compute_s = stage_compute_s;
+    return t;
+  }
+  parallel::check_pipeline(s, pp, v, m);
+  t.bubble = parallel::theoretical_bubble(s, pp, v, m);
+  const double stretch = 1.0 / (1.0 - t.bubble);  // makespan / busy time of a rank
+  t.compute_s = stage_compute_s * stretch;
+  t.p2p_s = 2.0 * m * v * p2p_message_s(link, msg_bytes) * stretch;
+  t.p2p_bytes = 2.0 * m * (static_cast<double>(v) * pp - 1) * msg_bytes;
+  return t;
+}
+
 std::string extrapolation_table(const ClusterAssumption& c, double flops, double grad_bytes) {
   const double compute = flops / (c.gpu_peak_flops * c.mfu);
   std::string md = fmt::format(

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "parallel/pipeline/schedule.h"
+
 namespace mt::launch {
 
 struct AlphaBeta {
@@ -37,6 +39,32 @@ ClusterAssumption h100_cluster();
 // all-reduce of the 1/(ranks in a node) shard across nodes. A reduce-scatter or an all-gather
 // alone costs half of it.
 double hierarchical_allreduce_s(const ClusterAssumption& c, double bytes, int n, int per_node);
+
+// One point-to-point message of `bytes` over one link: alpha + bytes beta (a single hop, not a
+// ring).
+double p2p_message_s(const AlphaBeta& ab, double bytes);
+
+// Pipeline parallelism (parallel.pp > 1) as the rank of a stage sees it, uniform stages:
+//   bubble    = theoretical_bubble(schedule, pp, v, m)  (m micro-batches per step per replica)
+//   compute_s = stage_compute_s / (1 - bubble)         stage_compute_s: the stage's share of the
+//               replica's work (the model's FLOPs / pp), busy time of its rank in one step
+//   p2p_s     = 2 m v (alpha + msg_bytes beta) / (1 - bubble)
+//               every micro-batch and virtual stage sends its activation forward (B T C elements
+//               of the working dtype = msg_bytes) and receives its gradient back: two messages on
+//               the rank's own timeline. They are charged like compute (the runner's sends and
+//               receives sit between the rank's computations, no overlap with them), so the
+//               fill and drain stretch them by the same 1 / (1 - bubble) as compute; the ranks'
+//               messages on different boundaries run in parallel (not added up).
+//   p2p_bytes = 2 m (v pp - 1) msg_bytes: the traffic over all boundaries of one replica (pp - 1
+//               boundaries, v pp - 1 with interleaving: the wrap from the last rank back to the
+//               first between chunks is a boundary too).
+// pp 1: bubble 0, compute_s = stage_compute_s, no p2p. Throws like check_pipeline on bad input.
+struct PipelineTime {
+  double bubble = 0, compute_s = 0, p2p_s = 0, p2p_bytes = 0;
+  double step_s() const { return compute_s + p2p_s; }
+};
+PipelineTime pipeline_time(double stage_compute_s, parallel::PipeSchedule s, int pp, int virtual_stages, int m,
+                           double msg_bytes, const AlphaBeta& link);
 
 // Markdown: predicted step time and weak-scaling efficiency of data parallelism at 8..1024
 // GPUs for a model of `flops_per_step_per_gpu` and `grad_bytes`, bounds without and with

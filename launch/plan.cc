@@ -8,6 +8,9 @@
 
 #include "core/error.h"
 #include "parallel/grad_sync.h"
+#include "parallel/models/registry.h"
+#include "parallel/pipeline/schedule.h"
+#include "parallel/pipeline/stages.h"
 
 namespace mt::launch {
 
@@ -28,8 +31,9 @@ PlanRecompute parse_plan_recompute(const std::string& s) {
 }
 
 std::string Layout::describe() const {
-  return fmt::format("dp {} x tp {}, zero {}{}, recompute {}, micro_batch {}", dp, tp, zero, sp ? ", sp" : "",
-                     recompute_name(recompute), micro_batch);
+  return fmt::format("dp {} x tp {}{}, zero {}{}, recompute {}, micro_batch {}", dp, tp,
+                     pp > 1 ? fmt::format(" x pp {}", pp) : "", zero, sp ? ", sp" : "", recompute_name(recompute),
+                     micro_batch);
 }
 
 bool plan_cuda(const core::Config& cfg) { return cfg.train.device != "cpu"; }
@@ -51,6 +55,57 @@ ParamUnits param_units(const parallel::Architecture& arch, int tp, int dp, int z
   return u;
 }
 
+namespace {
+
+int plan_virtual(const core::Config& cfg, const Layout& l) { return l.pp > 1 ? cfg.parallel.pp_virtual : 1; }
+int plan_micro(const core::Config& cfg, const Layout& l) {
+  return std::max(1, cfg.train.batch_size / std::max(1, l.dp * l.micro_batch));
+}
+
+// param_units of the parameters a rank with stage layers `st` holds
+ParamUnits stage_units(const parallel::Architecture& arch, const parallel::StageLayers& st, int tp, int dp, int zero) {
+  ParamUnits u;
+  const bool aligned = zero >= 2 && dp > 1;
+  const int L = arch.config().n_layer;
+  const auto info = parallel::layout_params(parallel::stage_specs(arch.param_specs(), st, L), tp,
+                                            parallel::GradSync::flat_alignment(dp), &u.flat, aligned);
+  for (const auto& unit : parallel::param_units(info, u.flat, L)) {
+    if (unit.block) u.blk_max = std::max(u.blk_max, unit.size());
+    else u.outer += unit.size();
+  }
+  return u;
+}
+
+}  // namespace
+
+std::vector<std::pair<int, int>> plan_vstages(const core::Config& cfg, const parallel::Architecture& arch,
+                                              const Layout& l) {
+  const std::vector<int> none;
+  return parallel::split_layers(arch, l.pp, plan_virtual(cfg, l), l.pp == cfg.parallel.pp ? cfg.parallel.pp_layers : none);
+}
+
+ParamUnits plan_stage_units(const core::Config& cfg, const parallel::Architecture& arch, const Layout& l) {
+  if (l.pp <= 1) return param_units(arch, l.tp, l.dp, l.zero);
+  const auto vst = plan_vstages(cfg, arch, l);
+  ParamUnits best;
+  for (int s = 0; s < l.pp; ++s) {
+    const ParamUnits u = stage_units(arch, parallel::stage_layers(vst, l.pp, s), l.tp, l.dp, l.zero);
+    if (u.flat > best.flat) best = u;
+  }
+  return best;
+}
+
+int plan_pipeline_slots(const core::Config& cfg, const Layout& l) {
+  if (l.pp <= 1) return 1;
+  const auto sched = parallel::parse_pipe_schedule(cfg.parallel.pp_schedule);
+  int in_flight = 0, most = 0;
+  for (const auto& a : parallel::pipeline_actions(sched, l.pp, plan_virtual(cfg, l), plan_micro(cfg, l), 0)) {
+    in_flight += a.kind == parallel::PipeAction::Kind::Forward ? 1 : -1;
+    most = std::max(most, in_flight);
+  }
+  return most;
+}
+
 double plan_activation_bytes(const parallel::Architecture& arch, int B, int T, int tp, int elem_bytes,
                              int att_state_per_row, PlanRecompute recompute, bool sp) {
   const parallel::Recompute r = recompute == PlanRecompute::Full        ? parallel::Recompute::Full
@@ -61,7 +116,7 @@ double plan_activation_bytes(const parallel::Architecture& arch, int B, int T, i
 
 MemoryPrediction predict_memory(const core::Config& cfg, const parallel::Architecture& arch, const Layout& l) {
   const bool cuda = plan_cuda(cfg), bf16 = plan_bf16(cfg);
-  const ParamUnits u = param_units(arch, l.tp, l.dp, l.zero);
+  const ParamUnits u = plan_stage_units(cfg, arch, l);  // pp > 1: the largest stage's
   const double P = static_cast<double>(u.flat), dp = l.dp;
   const double W = bf16 ? 2.0 : 4.0;  // working dtype bytes
   const double state = cfg.optim.name == "adamw" ? 8.0 : (cfg.optim.momentum > 0 ? 4.0 : 0.0);
@@ -80,8 +135,20 @@ MemoryPrediction predict_memory(const core::Config& cfg, const parallel::Archite
   // activations: the model's buffers at (micro_batch, seq_len) and the token buffers (5 x N int32/fp32)
   const int T = cfg.model.seq_len;
   const int att_per_row = cuda ? 1 : T;  // CUDA keeps a log-sum-exp per row, the CPU kernels T probabilities
-  m.activations = plan_activation_bytes(arch, l.micro_batch, T, l.tp, bf16 ? 2 : 4, att_per_row, l.recompute, l.sp) +
-                  5.0 * 4.0 * l.micro_batch * T;
+  const auto acts = [&](const parallel::Architecture& a) {
+    return plan_activation_bytes(a, l.micro_batch, T, l.tp, bf16 ? 2 : 4, att_per_row, l.recompute, l.sp);
+  };
+  const double whole = acts(arch);  // one micro-batch through the whole model
+  m.activations = whole + 5.0 * 4.0 * l.micro_batch * T;
+  if (l.pp > 1) {  // the first stage: per chunk in flight its blocks and the model's non-block buffers
+    core::ModelConfig one = cfg.model, two = cfg.model;
+    one.n_layer = 1, two.n_layer = 2;
+    const double d = acts(*parallel::make_architecture(two)) - acts(*parallel::make_architecture(one));
+    const double rest = whole - arch.config().n_layer * d;
+    const auto vst = plan_vstages(cfg, arch, l);
+    const double blocks = vst.front().second - vst.front().first;  // stage 0's first chunk (interleaved: all equal)
+    m.activations = plan_pipeline_slots(cfg, l) * (blocks * d + rest) + 5.0 * 4.0 * l.micro_batch * T;
+  }
   if (cuda) m.other = 32.0 * 1048576.0;  // cuBLASLt workspace
   return m;
 }
@@ -89,7 +156,7 @@ MemoryPrediction predict_memory(const core::Config& cfg, const parallel::Archite
 TimePrediction predict_time(const core::Config& cfg, const parallel::Architecture& arch, const Layout& l,
                             const ClusterAssumption& c, int gpus_per_node) {
   TimePrediction t;
-  const int T = cfg.model.seq_len, gpus = l.dp * l.tp;
+  const int T = cfg.model.seq_len, gpus = l.dp * l.tp * l.pp;
   const bool bf16 = plan_bf16(cfg);
   const double tokens = static_cast<double>(cfg.train.batch_size) * T;
   const double base = arch.flops_per_token(T) * tokens / gpus / (c.gpu_peak_flops * c.mfu);
@@ -100,14 +167,29 @@ TimePrediction predict_time(const core::Config& cfg, const parallel::Architectur
   const int n_micro = std::max(1, cfg.train.batch_size / (l.dp * l.micro_batch));
   if (l.tp > 1) {
     const auto tr = arch.tp_traffic(static_cast<int64_t>(l.micro_batch) * T, bf16 ? 2 : 4);
-    if (tr.all_reduces > 0)
+    if (tr.all_reduces > 0)  // a pipeline stage: those of its 1/pp of the blocks
       t.tp_comm_s = n_micro * tr.all_reduces * ring_allreduce_s(c.intra, tr.bytes / tr.all_reduces, l.tp) *
-                    (l.recompute == PlanRecompute::Full ? 1.5 : 1.0);
+                    (l.recompute == PlanRecompute::Full ? 1.5 : 1.0) / l.pp;
+  }
+  // pipeline: the stage's work stretched by the bubble, plus its point-to-point messages
+  // (activations of micro_batch x seq_len x n_embd working-dtype elements); NVLink while a
+  // pipeline (tp x pp adjacent ranks) fits a node, else the network
+  if (l.pp > 1) {
+    const AlphaBeta& link = l.tp * l.pp <= gpus_per_node ? c.intra : c.inter;
+    const PipelineTime pt =
+        pipeline_time(t.compute_s + t.tp_comm_s, parallel::parse_pipe_schedule(cfg.parallel.pp_schedule), l.pp,
+                      plan_virtual(cfg, l), n_micro, (bf16 ? 2.0 : 4.0) * l.micro_batch * T * cfg.model.n_embd, link);
+    t.bubble = pt.bubble;
+    t.compute_s /= 1.0 - pt.bubble;
+    t.tp_comm_s /= 1.0 - pt.bubble;
+    t.pp_comm_s = pt.p2p_s;
   }
   // data parallelism: the dp group of a rank spans gpus_per_node / tp ranks per node
   if (l.dp > 1) {
-    const int per_node = std::max(1, gpus_per_node / l.tp);
-    const double P = static_cast<double>(param_units(arch, l.tp, l.dp).flat);
+    const int per_node = std::max(1, gpus_per_node / (l.tp * l.pp));  // dp stride: tp x pp ranks
+    Layout unsharded = l;  // the largest stage's gradients (pp 1: the model's)
+    unsharded.zero = 0;
+    const double P = static_cast<double>(plan_stage_units(cfg, arch, unsharded).flat);
     const double grad_bytes = (cfg.parallel.grad_reduce_dtype == "bf16" ? 2.0 : 4.0) * P;
     const double ar = hierarchical_allreduce_s(c, grad_bytes, l.dp, per_node);
     // one micro-step's forward and backward (recomputation runs in the backward phase)
@@ -138,8 +220,11 @@ TimePrediction predict_time(const core::Config& cfg, const parallel::Architectur
 
 std::string layout_violation(const core::Config& cfg, const parallel::Architecture& arch, const Layout& l, int gpus,
                              int gpus_per_node) {
-  if (l.dp * l.tp != gpus)
-    return fmt::format("parallel.dp = {} x parallel.tp = {} is not --gpus {}", l.dp, l.tp, gpus);
+  if (l.pp < 1) return fmt::format("parallel.pp = {}: at least 1", l.pp);
+  if (l.dp * l.tp * l.pp != gpus)
+    return l.pp == 1 ? fmt::format("parallel.dp = {} x parallel.tp = {} is not --gpus {}", l.dp, l.tp, gpus)
+                     : fmt::format("parallel.dp = {} x parallel.tp = {} x parallel.pp = {} is not --gpus {}", l.dp, l.tp,
+                                   l.pp, gpus);
   if (std::string bad = arch.tp_violation(l.tp); !bad.empty()) return bad;
   if (l.tp > gpus_per_node)
     return fmt::format("parallel.tp = {} exceeds the {} GPUs of a node (tensor parallelism stays inside a node)", l.tp,
@@ -149,20 +234,38 @@ std::string layout_violation(const core::Config& cfg, const parallel::Architectu
   if (l.micro_batch < 1 || cfg.train.batch_size % (l.dp * l.micro_batch) != 0)
     return fmt::format("train.batch_size = {} is not divisible by train.micro_batch x dp = {} x {}",
                        cfg.train.batch_size, l.micro_batch, l.dp);
+  if (l.pp > 1) {
+    if (l.zero >= 2 && l.dp > 1)
+      return fmt::format("parallel.zero = {} does not compose with parallel.pp = {} (ZeRO-0 or 1)", l.zero, l.pp);
+    try {  // the stages and the schedule, as the trainer checks them
+      plan_vstages(cfg, arch, l);
+      parallel::check_pipeline(parallel::parse_pipe_schedule(cfg.parallel.pp_schedule), l.pp, plan_virtual(cfg, l),
+                               plan_micro(cfg, l));
+    } catch (const core::Error& e) {
+      return e.what();
+    }
+  }
   return "";
 }
 
 std::vector<Layout> enumerate_layouts(const core::Config& cfg, const parallel::Architecture& arch, int gpus,
                                       int gpus_per_node) {
   std::vector<Layout> out;
-  for (int tp = 1; tp <= gpus; ++tp) {
-    if (gpus % tp != 0) continue;
-    const int dp = gpus / tp;
+  // pipelines only where the config asks for one (parallel.pp > 1): pp dividing the GPUs and model.n_layer
+  std::vector<int> pps{1};
+  const int L = arch.config().n_layer;
+  if (cfg.parallel.pp > 1)
+    for (int pp = 2; pp <= std::min(gpus, L); ++pp)
+      if (gpus % pp == 0 && L % pp == 0) pps.push_back(pp);
+  for (int tp = 1; tp <= gpus; ++tp)
+   for (int pp : pps) {
+    if (gpus % (tp * pp) != 0) continue;
+    const int dp = gpus / (tp * pp);
     for (int zero = 0; zero <= (dp > 1 ? 3 : 0); ++zero)  // zero > 0 shards over dp: dp 1 is zero 0
       for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp)
         for (PlanRecompute rc : {PlanRecompute::None, PlanRecompute::Selective, PlanRecompute::Full})
           for (int mb = 1; mb <= cfg.train.batch_size; ++mb) {
-            const Layout l{dp, tp, zero, sp != 0, rc, mb};
+            const Layout l{dp, tp, zero, sp != 0, rc, mb, pp};
             if (layout_violation(cfg, arch, l, gpus, gpus_per_node).empty()) out.push_back(l);
           }
   }
@@ -172,7 +275,8 @@ std::vector<Layout> enumerate_layouts(const core::Config& cfg, const parallel::A
 Layout configured_layout(const core::Config& cfg, int gpus) {
   Layout l;
   l.tp = cfg.parallel.tp;
-  l.dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, gpus / std::max(1, l.tp));
+  l.pp = cfg.parallel.pp;
+  l.dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, gpus / std::max(1, l.tp * l.pp));
   l.zero = cfg.parallel.zero;
   l.sp = cfg.parallel.sp;
   l.recompute = parse_plan_recompute(cfg.train.recompute);

@@ -16,6 +16,21 @@
 //   activations  Architecture::activation_bytes at (micro_batch, seq_len) + the token buffers;
 //           selective and sp: the architectures' activation_bytes (plan_activation_bytes)
 //   other   CUDA: the cuBLASLt workspace (32 MiB)
+// Pipeline parallelism (pp > 1; parallel.pp_schedule, pp_virtual, pp_layers as configured):
+//   params, grads, optimizer  the formulas above with P, U_blk, U_out of the LARGEST stage (its
+//           blocks of split_layers plus the embedding on the first, the final norm and head on
+//           the last: the rank the plan must fit); ZeRO-2/3 do not compose with pp (refused)
+//   activations  the FIRST stage's: for every micro-batch chunk it holds in flight at most
+//           (pipeline_actions of stage 0: 1f1b min(pp, m), gpipe m, interleaved its warmup + 1
+//           chunks) its blocks and the model's non-block buffers: slots x (blocks x d + A -
+//           n_layer d), d = activation_bytes(n_layer 2) - activation_bytes(n_layer 1) per block,
+//           A the whole model's at one micro-batch (its non-block part holds the head's logits,
+//           which the first stage has not: measured on the CPU, GPT-2 4 x 64, pp 2, the stage
+//           holds 0.94 of it for 1f1b and gpipe alike). With the largest stage's parameters.
+//   step time  compute / pp per rank stretched by 1 / (1 - theoretical_bubble), the tp
+//           collectives of the stage's blocks likewise, plus the point-to-point messages
+//           (cost_model.h pipeline_time; NVLink when tp x pp fits a node, else the network).
+//   enumerated  only when parallel.pp > 1 is configured: pp dividing --gpus and model.n_layer.
 // Not counted: the CUDA context, NCCL's buffers, the allocator's fragmentation: leave headroom
 // (pass a --gpu-mem below the card's capacity).
 // Step time (H100 cluster assumption, h100_cluster()): compute = FLOPs / (GPUs x peak x MFU),
@@ -31,6 +46,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config.h"
@@ -48,7 +64,8 @@ struct Layout {
   bool sp = false;
   PlanRecompute recompute = PlanRecompute::None;
   int micro_batch = 1;
-  std::string describe() const;  // "dp 4 x tp 2, zero 1, sp, recompute full, micro_batch 2"
+  int pp = 1;  // pipeline stages: dp x tp x pp ranks (last: aggregate initialisers of pp-1 layouts stay valid)
+  std::string describe() const;  // "dp 4 x tp 2, zero 1, sp, recompute full, micro_batch 2" ("dp 2 x tp 2 x pp 2, ...")
 };
 
 // Bytes per rank, by the trainer's categories (params = master + working copy).
@@ -63,7 +80,9 @@ struct TimePrediction {
   double tp_comm_s = 0;      // tensor-parallel collectives (all exposed)
   double dp_comm_s = 0;      // data-parallel traffic in all (gradients, ZeRO gathers)
   double dp_exposed_s = 0;   // the part of it not hidden behind compute
-  double step_s() const { return compute_s + tp_comm_s + dp_exposed_s; }
+  double pp_comm_s = 0;      // pipeline point-to-point messages (exposed; compute_s and tp_comm_s hold the bubble)
+  double bubble = 0;         // the schedule's idle fraction (pp > 1)
+  double step_s() const { return compute_s + tp_comm_s + dp_exposed_s + pp_comm_s; }
 };
 
 struct LayoutPlan {
@@ -80,7 +99,13 @@ struct ParamUnits {
   int64_t blk_max = 0;  // U_blk
   int64_t outer = 0;    // U_out
 };
+// pp > 1: those of the largest pipeline stage of the layout (plan_stage_units).
 ParamUnits param_units(const parallel::Architecture& arch, int tp, int dp, int zero = 0);
+ParamUnits plan_stage_units(const core::Config& cfg, const parallel::Architecture& arch, const Layout& l);
+// The virtual stages' blocks of a layout (split_layers; parallel.pp_layers where l.pp is the configured pp).
+std::vector<std::pair<int, int>> plan_vstages(const core::Config& cfg, const parallel::Architecture& arch, const Layout& l);
+// The micro-batch chunks pipeline stage 0 holds in flight at most (pp 1: 1).
+int plan_pipeline_slots(const core::Config& cfg, const Layout& l);
 
 // Whether the config trains with a separate bf16 working copy (train.precision; auto = bf16
 // on CUDA) and on a GPU (train.device != cpu).
@@ -101,7 +126,7 @@ std::string layout_violation(const core::Config& cfg, const parallel::Architectu
 // Every valid layout of `gpus` GPUs, in a fixed order (tp, zero, sp, recompute, micro_batch).
 std::vector<Layout> enumerate_layouts(const core::Config& cfg, const parallel::Architecture& arch, int gpus,
                                       int gpus_per_node);
-// The layout the config asks for on `gpus` GPUs (dp = parallel.dp, or gpus / parallel.tp).
+// The layout the config asks for on `gpus` GPUs (dp = parallel.dp, or gpus / (parallel.tp x parallel.pp)).
 Layout configured_layout(const core::Config& cfg, int gpus);
 
 struct PlanArgs {

@@ -27,8 +27,12 @@ LayoutPlan evaluate(const core::Config& cfg, const parallel::Architecture& arch,
   LayoutPlan p;
   p.layout = l;
   p.invalid = layout_violation(cfg, arch, l, gpus, gpn);
-  p.mem = predict_memory(cfg, arch, l);
-  if (p.invalid.empty() || l.dp * l.tp == gpus) p.time = predict_time(cfg, arch, l, h100_cluster(), gpn);
+  try {  // an invalid pipeline (stages, schedule) has no model: its reason is in p.invalid
+    p.mem = predict_memory(cfg, arch, l);
+    if (p.invalid.empty() || l.dp * l.tp * l.pp == gpus) p.time = predict_time(cfg, arch, l, h100_cluster(), gpn);
+  } catch (const core::Error&) {
+    if (p.invalid.empty()) throw;
+  }
   p.fits = p.invalid.empty() && p.mem.total() <= gpu_mem;
   return p;
 }
@@ -37,27 +41,30 @@ nlohmann::json to_json(const LayoutPlan& p) {
   const auto& l = p.layout;
   const auto& m = p.mem;
   return {{"dp", l.dp}, {"tp", l.tp}, {"zero", l.zero}, {"sp", l.sp}, {"recompute", recompute_name(l.recompute)},
-          {"micro_batch", l.micro_batch},
+          {"micro_batch", l.micro_batch}, {"pp", l.pp},
           {"mem", {{"total", m.total()}, {"params", m.params()}, {"master", m.master}, {"working", m.working},
                    {"grads", m.grads}, {"optimizer", m.optimizer}, {"activations", m.activations}, {"comm", m.comm},
                    {"other", m.other}}},
           {"time", {{"step_s", p.time.step_s()}, {"compute_s", p.time.compute_s}, {"tp_comm_s", p.time.tp_comm_s},
-                    {"dp_comm_s", p.time.dp_comm_s}, {"dp_exposed_s", p.time.dp_exposed_s}}},
+                    {"dp_comm_s", p.time.dp_comm_s}, {"dp_exposed_s", p.time.dp_exposed_s},
+                    {"pp_comm_s", p.time.pp_comm_s}, {"bubble", p.time.bubble}}},
           {"fits", p.fits}, {"invalid", p.invalid}};
 }
 
 std::string overrides_for(const Layout& l) {
-  return fmt::format("parallel.dp={} parallel.tp={} parallel.zero={}{} train.recompute={} train.micro_batch={}", l.dp,
-                     l.tp, l.zero, l.sp ? " parallel.sp=true" : "", recompute_name(l.recompute), l.micro_batch);
+  return fmt::format("parallel.dp={} parallel.tp={}{} parallel.zero={}{} train.recompute={} train.micro_batch={}", l.dp,
+                     l.tp, l.pp > 1 ? fmt::format(" parallel.pp={}", l.pp) : "", l.zero, l.sp ? " parallel.sp=true" : "",
+                     recompute_name(l.recompute), l.micro_batch);
 }
 
-void print_row(const LayoutPlan& p, const Unit& u, const char* mark) {
+// pipes: the table has a pp column (some layout has pp > 1; without, the table is as before pipelines)
+void print_row(const LayoutPlan& p, const Unit& u, const char* mark, bool pipes) {
   const auto& l = p.layout;
   const auto& m = p.mem;
-  std::printf("  %4d %4d %4d %3s %-9s %5d | %8.2f %8.2f %8.2f %8.2f %7.2f %6.2f | %8.2f | %9.4g %9.4g | %-4s %s\n", l.dp,
-              l.tp, l.zero, l.sp ? "yes" : "-", recompute_name(l.recompute), l.micro_batch, m.params() / u.scale,
+  std::printf("  %4d %4d%s %4d %3s %-9s %5d | %8.2f %8.2f %8.2f %8.2f %7.2f %6.2f | %8.2f | %9.4g %9.4g | %-4s %s\n", l.dp,
+              l.tp, pipes ? fmt::format(" {:4d}", l.pp).c_str() : "", l.zero, l.sp ? "yes" : "-", recompute_name(l.recompute), l.micro_batch, m.params() / u.scale,
               m.grads / u.scale, m.optimizer / u.scale, m.activations / u.scale, m.comm / u.scale, m.other / u.scale,
-              m.total() / u.scale, p.time.step_s(), p.time.dp_exposed_s + p.time.tp_comm_s,
+              m.total() / u.scale, p.time.step_s(), p.time.dp_exposed_s + p.time.tp_comm_s + p.time.pp_comm_s,
               p.fits ? "yes" : "NO", mark);
 }
 
@@ -103,7 +110,7 @@ int cmd_plan(const PlanArgs& a) {
     if (rows[i].time.step_s() <= r.time.step_s() * 1.005 && rows[i].mem.total() < r.mem.total()) rec = static_cast<int>(i);
   }
   const auto same = [](const Layout& x, const Layout& y) {
-    return x.dp == y.dp && x.tp == y.tp && x.zero == y.zero && x.sp == y.sp && x.recompute == y.recompute &&
+    return x.dp == y.dp && x.tp == y.tp && x.pp == y.pp && x.zero == y.zero && x.sp == y.sp && x.recompute == y.recompute &&
            x.micro_batch == y.micro_batch;
   };
   const bool bf16 = plan_bf16(cfg), cuda = plan_cuda(cfg);
@@ -133,7 +140,10 @@ int cmd_plan(const PlanArgs& a) {
     const Unit unit = biggest >= 1073741824.0 ? Unit{1073741824.0, "GiB"} : Unit{1048576.0, "MiB"};
     std::printf("  memory per rank in %s (not counted: CUDA context, NCCL buffers, fragmentation: leave headroom);\n"
                 "  step time and its exposed communication in seconds\n", unit.name);
-    std::printf("  %4s %4s %4s %3s %-9s %5s | %8s %8s %8s %8s %7s %6s | %8s | %9s %9s | %-4s\n", "dp", "tp", "zero", "sp",
+    bool pipes = conf_layout.pp > 1;
+    for (const auto& r : rows) pipes = pipes || r.layout.pp > 1;
+    std::printf("  %4s %4s%s %4s %3s %-9s %5s | %8s %8s %8s %8s %7s %6s | %8s | %9s %9s | %-4s\n", "dp", "tp",
+                pipes ? "   pp" : "", "zero", "sp",
                 "recompute", "mb", "params", "grads", "optim", "activ.", "comm", "other", "total", "step s",
                 "exposed", "fits");
     const size_t shown = a.top > 0 ? std::min(rows.size(), static_cast<size_t>(a.top)) : rows.size();
@@ -141,7 +151,7 @@ int cmd_plan(const PlanArgs& a) {
       const bool is_rec = static_cast<int>(i) == rec, is_conf = same(rows[i].layout, conf_layout);
       if (i >= shown && !is_rec && !is_conf) continue;
       print_row(rows[i], unit, is_rec ? (is_conf ? "<- recommended, configured" : "<- recommended")
-                                : (is_conf ? "<- configured" : ""));
+                                : (is_conf ? "<- configured" : ""), pipes);
     }
     if (shown < rows.size())
       std::printf("  (%zu of %zu valid layouts shown; --top 0 lists all, --json gives all)\n", shown, rows.size());

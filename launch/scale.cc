@@ -20,6 +20,7 @@
 #include "launch/cost_model.h"
 #include "launch/svg.h"
 #include "parallel/models/registry.h"
+#include "parallel/pipeline/schedule.h"
 
 namespace mt::launch {
 
@@ -37,6 +38,7 @@ struct Row {
   double ms = 0, tps = 0, compute = 0, exposed = 0, data = 0, comm = 0, eff = 0, ms_stdev = 0;
   std::vector<double> rep_ms;
   double threads = 1, grad_bytes = 0, flops = 0, tokens = 0, predicted_ms = 0;
+  double bubble = 0, predicted_bubble = 0;  // pipeline points: measured (mean over stages) and modelled
 };
 
 std::string launcher(const ScaleSpec& spec, int np) {
@@ -47,7 +49,7 @@ std::string launcher(const ScaleSpec& spec, int np) {
 }
 
 struct StepMeans {
-  double ms = 0, compute = 0, exposed = 0, data = 0, comm = 0;
+  double ms = 0, compute = 0, exposed = 0, data = 0, comm = 0, bubble = 0;  // bubble: pipeline runs only
 };
 
 // Means over the step records of a bench run's metrics.jsonl (it holds only the timed steps).
@@ -64,13 +66,23 @@ StepMeans read_step_means(const std::string& path, int expected) {
     m.exposed += j.at("exposed_comm_ms").get<double>();
     m.data += j.at("data_wait_ms").get<double>();
     m.comm += j.at("comm_ms").get<double>();
+    m.bubble += j.value("bubble", 0.0);
     ++n;
   }
   if (n != expected) {
     throw core::Error(fmt::format("{} step records, expected {}", n, expected)).with_file(path);
   }
-  for (double* v : {&m.ms, &m.compute, &m.exposed, &m.data, &m.comm}) *v /= n;
+  for (double* v : {&m.ms, &m.compute, &m.exposed, &m.data, &m.comm, &m.bubble}) *v /= n;
   return m;
+}
+
+// "dp 2 x tp 2", "dp 1 x tp 2 x pp 2"
+std::string layout_name(const ScalePoint& p) {
+  return p.pp == 1 ? fmt::format("dp {} x tp {}", p.dp, p.tp) : fmt::format("dp {} x tp {} x pp {}", p.dp, p.tp, p.pp);
+}
+// the report's and the plots' short form: "1 x 2", "1 x 2 x pp 2"
+std::string layout_short(const ScalePoint& p) {
+  return p.pp == 1 ? fmt::format("{} x {}", p.dp, p.tp) : fmt::format("{} x {} x pp {}", p.dp, p.tp, p.pp);
 }
 
 // "0.52 0.61 0.40" (1, 5 and 15 minutes), or "?" where /proc/loadavg is missing
@@ -123,7 +135,12 @@ ScaleSpec load_scale_spec(const std::string& path) {
       sp.np = p["np"].as<int>();
       if (p["dp"]) sp.dp = p["dp"].as<int>();
       if (p["tp"]) sp.tp = p["tp"].as<int>();
-      if (sp.dp == 0) sp.dp = sp.np / sp.tp;
+      if (p["pp"]) sp.pp = p["pp"].as<int>();
+      if (sp.tp < 1 || sp.pp < 1) {
+        throw core::Error(fmt::format("point tp {} / pp {}: must be >= 1", sp.tp, sp.pp)).with_file(path)
+            .with_yaml("points");
+      }
+      if (sp.dp == 0) sp.dp = sp.np / (sp.tp * sp.pp);
       s.points.push_back(sp);
     }
   } catch (const YAML::Exception& e) {
@@ -133,8 +150,10 @@ ScaleSpec load_scale_spec(const std::string& path) {
   if (s.mode != "strong" && s.mode != "weak") throw core::Error("mode must be strong or weak").with_file(path).with_yaml("mode");
   if (s.points.empty()) throw core::Error("no points").with_file(path).with_yaml("points");
   for (const auto& p : s.points) {
-    if (p.dp * p.tp != p.np) {
-      throw core::Error(fmt::format("point np {} != dp {} x tp {}", p.np, p.dp, p.tp)).with_file(path).with_yaml("points");
+    if (p.dp * p.tp * p.pp != p.np) {
+      throw core::Error(p.pp == 1 ? fmt::format("point np {} != dp {} x tp {}", p.np, p.dp, p.tp)
+                                  : fmt::format("point np {} != dp {} x tp {} x pp {}", p.np, p.dp, p.tp, p.pp))
+          .with_file(path).with_yaml("points");
     }
   }
   return s;
@@ -156,12 +175,12 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
       std::string cmd = launcher(spec, p.np);
       cmd += fmt::format(" {} bench step {}", shell_quote(self), shell_quote(spec.config));
       for (const auto& o : spec.overrides) cmd += " " + shell_quote(o);
-      cmd += fmt::format(" parallel.dp={} parallel.tp={} run.log_level=warn", p.dp, p.tp);
+      cmd += fmt::format(" parallel.dp={} parallel.tp={} parallel.pp={} run.log_level=warn", p.dp, p.tp, p.pp);
       if (spec.mode == "weak") cmd += fmt::format(" train.batch_size={}", base.train.batch_size * p.dp);
       cmd += fmt::format(" --steps {} --warmup {} --json {} --metrics {}", spec.steps, spec.warmup, shell_quote(json),
                          shell_quote(run));
       commands += cmd + "\n";
-      core::log::info("scale: point {} (np {} = dp {} x tp {}), repetition {}", i, p.np, p.dp, p.tp, rep + 1);
+      core::log::info("scale: point {} (np {} = {}), repetition {}", i, p.np, layout_name(p), rep + 1);
       const int rc = std::system((cmd + " > " + shell_quote(json + ".log") + " 2>&1").c_str());
       if (rc != 0) {
         throw core::Error(fmt::format("the run for point {} failed (exit {})", i, rc)).with_file(json + ".log")
@@ -178,13 +197,14 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
       r.exposed += m.exposed;
       r.data += m.data;
       r.comm += m.comm;
+      r.bubble += m.bubble;
       r.threads = j.at("threads_per_rank").get<double>();
       r.grad_bytes = j.at("grad_bytes_per_rank").get<double>();
       r.flops = j.at("flops_per_step").get<double>();
       r.tokens = j.at("tokens_per_step").get<double>();
       r.reps++;
     }
-    for (double* v : {&r.ms, &r.tps, &r.compute, &r.exposed, &r.data, &r.comm}) *v /= r.reps;
+    for (double* v : {&r.ms, &r.tps, &r.compute, &r.exposed, &r.data, &r.comm, &r.bubble}) *v /= r.reps;
     if (r.reps > 1) {  // sample standard deviation of the repetitions' mean step times
       double ss = 0;
       for (double x : r.rep_ms) ss += (x - r.ms) * (x - r.ms);
@@ -214,30 +234,52 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   const auto arch = parallel::make_architecture(base.model);
   const double cores = std::max(1u, std::thread::hardware_concurrency());
   const auto used = [&](const Row& r) { return std::min(r.p.np * r.threads, cores); };
+  // pipeline points: the config's schedule, m micro-batches per step per replica (the trainer's
+  // train.batch_size / (micro_batch x dp); weak scaling grows the batch with dp)
+  const parallel::PipeSchedule schedule = parallel::parse_pipe_schedule(base.parallel.pp_schedule);
+  const auto vstages = [&](const Row& r) { return r.p.pp > 1 ? base.parallel.pp_virtual : 1; };
+  const auto micro = [&](const Row& r) {
+    const int batch = spec.mode == "weak" ? base.train.batch_size * r.p.dp : base.train.batch_size;
+    return std::max(1, batch / (std::max(1, base.train.micro_batch) * r.p.dp));
+  };
+  const auto bubble = [&](const Row& r) {
+    return r.p.pp > 1 ? parallel::theoretical_bubble(schedule, r.p.pp, vstages(r), micro(r)) : 0.0;
+  };
+  // a pipelined reference point's measured compute holds its bubble: its busy time is the rest
+  const double ref_busy = ref.compute * (1.0 - bubble(ref));
+  // one activation (or its gradient) between stages: micro_batch x seq_len x n_embd fp32 (CPU)
+  const double msg_bytes = 4.0 * base.train.micro_batch * base.model.seq_len * base.model.n_embd;
   for (auto& r : rows) {
     const double work = spec.mode == "weak" ? static_cast<double>(r.p.dp) / ref.p.dp : 1.0;
-    const double compute = ref.compute * work * used(ref) / used(r);
-    // the model's tensor-parallel all-reduces over one tp group's tokens (fp32 on the CPU)
+    // the busy time of a rank: the reference's, scaled by the cores a point can use (a pp stage
+    // holds 1/pp of the blocks and so of the work: the cores of its np ranks cover that)
+    const double compute = ref_busy * work * used(ref) / used(r);
+    // the model's tensor-parallel all-reduces over one tp group's tokens (fp32 on the CPU); a
+    // pipeline stage issues those of its 1/pp of the blocks
     const auto tpt = arch->tp_traffic(static_cast<int64_t>(r.tokens / r.p.dp), 4);
     const double tp_comm =
-        tpt.all_reduces > 0 ? tpt.all_reduces * ring_allreduce_s(ab, tpt.bytes / tpt.all_reduces, r.p.tp) : 0.0;
-    const double comm = ring_allreduce_s(ab, r.grad_bytes, r.p.dp) + tp_comm;
-    r.predicted_ms = compute + comm * 1e3;
+        tpt.all_reduces > 0 ? tpt.all_reduces * ring_allreduce_s(ab, tpt.bytes / tpt.all_reduces, r.p.tp) / r.p.pp
+                            : 0.0;
+    // pp > 1: stage work / (1 - bubble) + the point-to-point messages (cost_model.h: pipeline_time)
+    const PipelineTime pt = pipeline_time(compute / 1e3 + tp_comm, schedule, r.p.pp, vstages(r), micro(r), msg_bytes, ab);
+    r.predicted_bubble = pt.bubble;
+    r.predicted_ms = (pt.step_s() + ring_allreduce_s(ab, r.grad_bytes, r.p.dp)) * 1e3;
   }
   io::write_file_atomic(out + "/commands.txt", commands);
   std::string csv =
-      "np,dp,tp,repetitions,ms_per_step,ms_stdev,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,"
-      "efficiency,predicted_ms\n";
+      "np,dp,tp,pp,repetitions,ms_per_step,ms_stdev,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,"
+      "efficiency,predicted_ms,bubble,predicted_bubble\n";
   for (const auto& r : rows) {
-    csv += fmt::format("{},{},{},{},{:.3f},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f}\n", r.p.np, r.p.dp,
-                       r.p.tp, r.reps, r.ms, r.ms_stdev, r.tps, r.compute, r.exposed, r.data, r.comm, r.eff,
-                       r.predicted_ms);
+    csv += fmt::format("{},{},{},{},{},{:.3f},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f},{:.4f}\n",
+                       r.p.np, r.p.dp, r.p.tp, r.p.pp, r.reps, r.ms, r.ms_stdev, r.tps, r.compute, r.exposed, r.data,
+                       r.comm, r.eff, r.predicted_ms, r.bubble, r.predicted_bubble);
   }
   io::write_file_atomic(out + "/results.csv", csv);
   std::vector<std::string> labels;
   std::vector<double> tps, tps_pred, tps_linear, eff, eff_pred, comp, expo, data;
   for (const auto& r : rows) {
-    labels.push_back(fmt::format("{} ({}x{})", r.p.np, r.p.dp, r.p.tp));
+    labels.push_back(r.p.pp == 1 ? fmt::format("{} ({}x{})", r.p.np, r.p.dp, r.p.tp)
+                                 : fmt::format("{} ({}x{}xpp{})", r.p.np, r.p.dp, r.p.tp, r.p.pp));
     tps.push_back(r.tps);
     tps_pred.push_back(r.tokens / (r.predicted_ms / 1000.0));
     tps_linear.push_back(ref.tps * r.p.np / ref.p.np);  // ideal: per-rank rate of the smallest point
@@ -263,18 +305,24 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
                     "repetitions, +- their standard deviation); efficiency = tokens/s per rank relative to the "
                     "{}-rank point. Machine: {} cores, load average {} before and {} after the runs.\n\n"
                     "| ranks | dp x tp | ms/step | tokens/s | compute ms | exposed comm ms | data ms | efficiency | "
-                    "predicted ms | predicted / measured |\n|---|---|---|---|---|---|---|---|---|---|\n",
+                    "predicted ms | predicted / measured | pipeline bubble (predicted) |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|---|\n",
                     spec.steps, spec.warmup, spec.repetitions, ref.p.np, cores, load_before, load_average());
   for (const auto& r : rows) {
-    md += fmt::format("| {} | {} x {} | {:.1f}{} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% | {:.1f} | {:.2f} |\n",
-                      r.p.np, r.p.dp, r.p.tp, r.ms, r.reps > 1 ? fmt::format(" +- {:.1f}", r.ms_stdev) : "", r.tps,
-                      r.compute, r.exposed, r.data, 100 * r.eff, r.predicted_ms, r.predicted_ms / r.ms);
+    md += fmt::format("| {} | {} | {:.1f}{} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% | {:.1f} | {:.2f} | {} |\n",
+                      r.p.np, layout_short(r.p), r.ms, r.reps > 1 ? fmt::format(" +- {:.1f}", r.ms_stdev) : "", r.tps,
+                      r.compute, r.exposed, r.data, 100 * r.eff, r.predicted_ms, r.predicted_ms / r.ms,
+                      r.p.pp > 1 ? fmt::format("{:.1f}% ({:.1f}%)", 100 * r.bubble, 100 * r.predicted_bubble) : "-");
   }
   md += fmt::format("\n## Cost model\n\nFitted on this machine's all-reduce (2 ranks, `allreduce.json`): alpha = {:.2f} us "
                     "per ring step, bus bandwidth 1/beta = {:.2f} GB/s. Predicted step = compute of the {}-rank point "
                     "scaled by the cores each point can use ({} here), plus the ring all-reduce of the gradients over dp "
-                    "and 4 L + 3 activation all-reduces over tp, with no credit for overlap (docs/scaling.md).\n\n",
-                    ab.alpha_s * 1e6, ab.beta_s > 0 ? 1e-9 / ab.beta_s : 0.0, ref.p.np, cores);
+                    "and 4 L + 3 activation all-reduces over tp, with no credit for overlap; pipeline points (dp x tp x pp pp): "
+                    "the stage's work (1/pp of the blocks) / (1 - bubble), bubble = the {} schedule's theoretical "
+                    "idle fraction, plus 2 point-to-point messages (activation, gradient) per micro-batch on the "
+                    "stage's timeline (docs/scaling.md).\n\n",
+                    ab.alpha_s * 1e6, ab.beta_s > 0 ? 1e-9 / ab.beta_s : 0.0, ref.p.np, cores,
+                    parallel::pipe_schedule_name(schedule));
   md += "### Extrapolation to a GPU cluster\n\n" + extrapolation_table(h100_cluster(), ref.flops, ref.grad_bytes) + "\n";
   md += "\n![throughput](throughput.svg)\n![efficiency](efficiency.svg)\n![breakdown](breakdown.svg)\n\n"
         "Commands: `commands.txt`; raw figures: `point*_rep*.json`.\n";

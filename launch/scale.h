@@ -1,5 +1,5 @@
 // What: `meshtrain scale EXPERIMENT.yaml`: a scaling experiment. Each point (ranks and a
-// dp x tp layout) runs `mpirun -np N meshtrain bench step ...` (repetitions times), and the
+// dp x tp layout, x pp pipeline stages: parallel.pp, with the config's pp_schedule) runs `mpirun -np N meshtrain bench step ...` (repetitions times), and the
 // tool writes <out>/results.csv (tokens/s, step time split into compute, exposed
 // communication and data wait, efficiency against the 1-rank point), throughput.svg,
 // breakdown.svg and report.md.
@@ -13,7 +13,7 @@
 namespace mt::launch {
 
 struct ScalePoint {
-  int np = 1, dp = 0, tp = 1;
+  int np = 1, dp = 0, tp = 1, pp = 1;  // np = dp x tp x pp; dp 0 = np / (tp x pp)
 };
 
 struct ScaleSpec {

@@ -83,7 +83,41 @@ a, b = (json.load(open(f"{d}/point{i}_rep0.json")) for i in (0, 1))
 assert b["tokens_per_step"] == 2 * a["tokens_per_step"] and b["dp"] == 2, (a, b)
 assert "weak scaling" in open(d + "/report.md").read()
 PY
+# a pipeline point: parallel.pp reaches the run; the CSV has pp, the measured bubble (the runs'
+# own per-step records) and the modelled one, theoretical_bubble(1f1b, pp 2, m 4) = 1/5
+cat > "$WORK/pipe.yaml" <<YAML
+config: $MT_SOURCE_DIR/examples/tiny.yaml
+overrides: [train.batch_size=8, train.micro_batch=2, model.n_embd=32, model.seq_len=16, train.threads=1,
+            parallel.pp_schedule=1f1b]
+steps: 2
+warmup: 1
+points:
+  - {np: 1}
+  - {np: 2, pp: 2}
+YAML
+"$MESHTRAIN" scale "$WORK/pipe.yaml" --out "$WORK/pipe"
+grep -q "parallel.dp=1 parallel.tp=1 parallel.pp=2" "$WORK/pipe/commands.txt" || fail "pp not passed: $(cat "$WORK/pipe/commands.txt")"
+python3 - "$WORK/pipe" <<'PY'
+import csv, json, statistics, sys
+d = sys.argv[1]
+rows = list(csv.DictReader(open(d + "/results.csv")))
+assert [(r["np"], r["dp"], r["tp"], r["pp"]) for r in rows] == [("1", "1", "1", "1"), ("2", "1", "1", "2")], rows
+assert float(rows[0]["bubble"]) == 0 and float(rows[0]["predicted_bubble"]) == 0, rows[0]
+assert abs(float(rows[1]["predicted_bubble"]) - 0.2) <= 1e-4, rows[1]
+j = json.load(open(f"{d}/point1_rep0.json"))
+assert j["pp"] == 2 and j["world"] == 2, j
+recs = [json.loads(l) for l in open(f"{d}/point1_rep0/metrics.jsonl")]
+bubble = statistics.mean(x["bubble"] for x in recs)
+assert 0 < bubble < 1 and abs(float(rows[1]["bubble"]) - bubble) <= 1e-4, (rows[1]["bubble"], bubble)
+assert float(rows[1]["predicted_ms"]) > 0, rows[1]
+line = next(l for l in open(d + "/report.md") if l.startswith("| 2 | 1 x 1 x pp 2 |"))
+assert line.rstrip().endswith(f"({100 * float(rows[1]['predicted_bubble']):.1f}%) |"), line
+print("scale pipeline:", rows[1])
+PY
 # a bad experiment is a clear error
 printf 'config: x.yaml\npoints:\n  - {np: 2, dp: 2, tp: 2}\n' > "$WORK/bad.yaml"
 set +e; out=$("$MESHTRAIN" scale "$WORK/bad.yaml" --out "$WORK/o2" 2>&1); rc=$?; set -e
 [ $rc -ne 0 ] && grep -q "np 2 != dp 2 x tp 2" <<< "$out" || fail "bad experiment: $out"
+printf 'config: x.yaml\npoints:\n  - {np: 4, dp: 1, pp: 2}\n' > "$WORK/bad2.yaml"
+set +e; out=$("$MESHTRAIN" scale "$WORK/bad2.yaml" --out "$WORK/o3" 2>&1); rc=$?; set -e
+[ $rc -ne 0 ] && grep -q "np 4 != dp 1 x tp 1 x pp 2" <<< "$out" || fail "bad pipeline experiment: $out"

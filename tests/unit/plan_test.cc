@@ -6,6 +6,7 @@
 // ordering, the memory accounting by category (core/memory.h) and the command's errors.
 #include <gtest/gtest.h>
 
+#include <set>
 #include <thread>
 
 #include "core/config.h"
@@ -237,4 +238,65 @@ TEST(MemoryAccounting, CategoriesAndPeaks) {
   dev.reset_memory_window();
   EXPECT_EQ(dev.memory_stats().window_peak.total(), s1.now.total());
   EXPECT_EQ(dev.bytes_in_use(), s1.now.total());
+}
+
+// Pipeline layouts (pp > 1): 4 blocks of kBlock split 2 + 2; the first stage holds wte + wpe
+// (6144), the last the final norm (128): the largest stage is the first, 6144 + 2 kBlock.
+// Activations at (B 2, T 32, fp32, CPU probabilities): a GPT-2 block's bytes by hand (ln =
+// N C W + 2 N 4 = 16896; qkv 49152, att 2 x 4 x 32 x 32 x 4 = 32768, att out, res2, ln2, fc
+// 2 x 64 x 256 x 4 = 131072, res3): d = 295936 per block and micro-batch.
+TEST(Plan, PipelineStageMemoryAndTime) {
+  constexpr double kStage0 = 6144 + 2 * kBlock;  // 106112, a multiple of 64
+  constexpr double d = 295936;
+  for (const char* sched : {"1f1b", "gpipe"}) {
+    const auto cfg = small({"model.n_layer=4", "parallel.pp=2", std::string("parallel.pp_schedule=") + sched});
+    const auto arch = parallel::make_architecture(cfg.model);
+    Layout l{1, 1, 0, false, PlanRecompute::None, 2, 2};  // m = 8 / 2 = 4 micro-batches
+    EXPECT_EQ(layout_violation(cfg, *arch, l, 2, 8), "");
+    EXPECT_EQ(plan_stage_units(cfg, *arch, l).flat, static_cast<int64_t>(kStage0));
+    const MemoryPrediction m = predict_memory(cfg, *arch, l);
+    EXPECT_EQ(m.master, 4 * kStage0);
+    EXPECT_EQ(m.grads, 4 * kStage0);
+    EXPECT_EQ(m.optimizer, 8 * kStage0);
+    // 1f1b: min(pp, m) = 2 micro-batches of the stage's 2 blocks in flight; gpipe: all 4
+    const int slots = std::string(sched) == "1f1b" ? 2 : 4;
+    EXPECT_EQ(plan_pipeline_slots(cfg, l), slots);
+    // per slot the stage's 2 blocks and the model's non-block buffers (the whole model's less 4 d)
+    const double whole = arch->activation_bytes(2, 32, 1, 4, 32);
+    EXPECT_DOUBLE_EQ(m.activations, slots * (2 * d + whole - 4 * d) + 5 * 4 * 2 * 32) << sched;
+    // time: half the work per rank, stretched by 1 / (1 - 1/5); 2 x 4 messages of 2 x 32 x 64 x 4
+    // bytes over NVLink (tp x pp = 2 GPUs of a node of 8), stretched likewise
+    const ClusterAssumption c = h100_cluster();
+    Layout one = l;
+    one.pp = 1;
+    const TimePrediction t1 = predict_time(cfg, *arch, one, c, 8), t2 = predict_time(cfg, *arch, l, c, 8);
+    EXPECT_DOUBLE_EQ(t2.bubble, 0.2);
+    EXPECT_NEAR(t2.compute_s, t1.compute_s / 2 / 0.8, 1e-15);
+    EXPECT_NEAR(t2.pp_comm_s, 2 * 4 * (c.intra.alpha_s + 16384 * c.intra.beta_s) / 0.8, 1e-15);
+    EXPECT_DOUBLE_EQ(t2.step_s(), t2.compute_s + t2.pp_comm_s);
+  }
+}
+
+TEST(Plan, PipelineLayoutsAndViolations) {
+  const auto cfg = small({"model.n_layer=4", "parallel.pp=2"});
+  const auto arch = parallel::make_architecture(cfg.model);
+  // 1f1b needs m >= pp: pp 4 at micro_batch 4 has m = 2
+  Layout l{1, 1, 0, false, PlanRecompute::None, 4, 4};
+  EXPECT_NE(layout_violation(cfg, *arch, l, 4, 8).find("parallel"), std::string::npos);
+  l.dp = 2, l.pp = 2, l.zero = 2, l.micro_batch = 2;  // ZeRO-2 with a pipeline: refused
+  EXPECT_NE(layout_violation(cfg, *arch, l, 4, 8).find("parallel.zero = 2"), std::string::npos);
+  l.dp = 1;  // 1 x 1 x 2 is not 4 GPUs
+  EXPECT_NE(layout_violation(cfg, *arch, l, 4, 8).find("parallel.pp = 2 is not --gpus 4"), std::string::npos);
+  // parallel.pp > 1 enumerates pp 1, 2, 4 (dividing 4 GPUs and 4 layers), each valid
+  const auto all = enumerate_layouts(cfg, *arch, 4, 4);
+  std::set<int> pps;
+  for (const Layout& x : all) {
+    pps.insert(x.pp);
+    EXPECT_EQ(layout_violation(cfg, *arch, x, 4, 4), "") << x.describe();
+    EXPECT_EQ(x.dp * x.tp * x.pp, 4);
+  }
+  EXPECT_EQ(pps, (std::set<int>{1, 2, 4}));
+  // without parallel.pp the enumeration has no pipelines
+  for (const Layout& x : enumerate_layouts(small({"model.n_layer=4"}), *arch, 4, 4)) EXPECT_EQ(x.pp, 1);
+  EXPECT_EQ(configured_layout(cfg, 8).dp, 4);  // 8 / (tp 1 x pp 2)
 }
