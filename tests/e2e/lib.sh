@@ -29,3 +29,16 @@ step_losses() { python3 -c 'import json,sys
 for l in open(sys.argv[1]+"/metrics.jsonl"):
     r=json.loads(l)
     if "loss" in r and r["step"] >= int(sys.argv[2]): print(r["step"], repr(r["loss"]))' "$1" "${2:-0}"; }
+# the meshtrain processes of the run in DIR (rank_pids DIR); until DIR/metrics.jsonl has N lines
+# (wait_steps DIR N); until no process of DIR and the launcher are left (gone_within S DIR PID)
+rank_pids() { pgrep -f -- "run.dir=$1" | while read -r p; do [ "$(cat /proc/$p/comm 2>/dev/null)" = meshtrain ] && echo $p; done; }
+wait_steps() {
+  for _ in $(seq 1 500); do
+    [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$2" ] && return 0; sleep 0.02
+  done; fail "run in $1 made no progress"
+}
+gone_within() {  # gone_within SECONDS DIR MPIRUN_PID
+  for _ in $(seq 1 $(( $1 * 10 ))); do
+    if [ -z "$(rank_pids "$2")" ] && ! kill -0 "$3" 2>/dev/null; then return 0; fi; sleep 0.1
+  done; fail "processes left after $1 s: $(rank_pids "$2")"
+}

@@ -68,9 +68,7 @@ pre=(train.steps=300 train.eval_every=0 train.log_every=50 model.n_layer=4 model
 mpi -np 2 "$MESHTRAIN" train "$CFG" "${pre[@]}" run.dir="$WORK/full" > /dev/null
 "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 "$MESHTRAIN" train "$CFG" "${pre[@]}" \
   run.dir="$WORK/pre" > "$WORK/pre.log" 2>&1 & mpid=$!
-for _ in $(seq 1 500); do
-  [ -f "$WORK/pre/metrics.jsonl" ] && [ "$(wc -l < "$WORK/pre/metrics.jsonl")" -ge 20 ] && break; sleep 0.02
-done
+wait_steps "$WORK/pre" 20
 pkill -TERM -P $mpid -f meshtrain
 set +e; wait $mpid; rc=$?; set -e
 [ $rc -eq 0 ] || { cat "$WORK/pre.log"; fail "preempted pp 2 job exited $rc"; }
@@ -124,17 +122,6 @@ PY
 # 5. a middle stage dies (SIGKILL) or hangs (SIGSTOP) at pp 4: every rank ends, naming it
 long=(train.steps=100000 train.eval_every=0 train.log_every=100 model.n_layer=4 model.n_embd=64 model.seq_len=64
       train.batch_size=16 train.micro_batch=4 train.threads=1 parallel.pp=4 parallel.timeout_s=4 run.tensorboard=false)
-rank_pids() { pgrep -f -- "run.dir=$1" | while read -r p; do [ "$(cat /proc/$p/comm 2>/dev/null)" = meshtrain ] && echo $p; done; }
-wait_steps() {
-  for _ in $(seq 1 500); do
-    [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$2" ] && return 0; sleep 0.02
-  done; fail "run in $1 made no progress"
-}
-gone_within() {  # gone_within SECONDS DIR MPIRUN_PID
-  for _ in $(seq 1 $(( $1 * 10 ))); do
-    if [ -z "$(rank_pids "$2")" ] && ! kill -0 "$3" 2>/dev/null; then return 0; fi; sleep 0.1
-  done; fail "processes left after $1 s: $(rank_pids "$2")"
-}
 for sig in KILL STOP; do
   "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 4 "$MESHTRAIN" train "$CFG" "${long[@]}" \
     run.dir="$WORK/$sig" > "$WORK/$sig.log" 2>&1 & mpid=$!

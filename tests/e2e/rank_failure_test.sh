@@ -9,17 +9,6 @@ source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(train.steps=100000 train.eval_every=0 train.log_every=100 model.n_embd=64 model.seq_len=64
         train.batch_size=16 train.micro_batch=4 train.threads=1 parallel.timeout_s=4)
-rank_pids() { pgrep -f -- "run.dir=$1" | while read -r p; do [ "$(cat /proc/$p/comm 2>/dev/null)" = meshtrain ] && echo $p; done; }
-wait_steps() {
-  for _ in $(seq 1 500); do
-    [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$2" ] && return 0; sleep 0.02
-  done; fail "run in $1 made no progress"
-}
-gone_within() {  # gone_within SECONDS DIR MPIRUN_PID
-  for _ in $(seq 1 $(( $1 * 10 ))); do
-    if [ -z "$(rank_pids "$2")" ] && ! kill -0 "$3" 2>/dev/null; then return 0; fi; sleep 0.1
-  done; fail "processes left after $1 s: $(rank_pids "$2")"
-}
 
 # 1) SIGKILL one rank
 "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" \
