@@ -4,6 +4,7 @@
 // on a machine whose RAM would otherwise be overcommitted or the job killed).
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -16,11 +17,18 @@ namespace mt::core {
 
 namespace {
 
+// CPU work is synchronous: an event is complete when recorded, and its time is the host clock's.
 class CpuEvent final : public Event {
  public:
-  void record() override {}
+  void record() override { at_ = std::chrono::steady_clock::now(); }
   void synchronize() override {}
   bool query() override { return true; }
+  double elapsed_ms_since(Event& start) override {
+    return std::chrono::duration<double, std::milli>(at_ - static_cast<CpuEvent&>(start).at_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point at_{};
 };
 
 class CpuDevice final : public Device {
@@ -67,6 +75,7 @@ class CpuDevice final : public Device {
   }
   void synchronize() override {}
   std::unique_ptr<Event> create_event() override { return std::make_unique<CpuEvent>(); }
+  std::unique_ptr<Event> create_timing_event() override { return std::make_unique<CpuEvent>(); }
   // Host staging memory is ordinary memory here (not counted as device memory).
   void* alloc_host(size_t bytes) override {
     void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);

@@ -94,9 +94,9 @@ namespace {
 
 class CudaEvent final : public Event {
  public:
-  CudaEvent(int device, cudaStream_t stream) : stream_(stream) {
+  CudaEvent(int device, cudaStream_t stream, bool timing = false) : stream_(stream) {
     MT_CUDA_CHECK(cudaSetDevice(device));
-    MT_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+    MT_CUDA_CHECK(cudaEventCreateWithFlags(&event_, timing ? cudaEventDefault : cudaEventDisableTiming));
   }
   ~CudaEvent() override { (void)cudaEventDestroy(event_); }
   void record() override { MT_CUDA_CHECK(cudaEventRecord(event_, stream_)); }
@@ -109,6 +109,11 @@ class CudaEvent final : public Event {
     }
     MT_CUDA_CHECK(e);
     return true;
+  }
+  double elapsed_ms_since(Event& start) override {
+    float ms = 0;
+    MT_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<CudaEvent&>(start).event_, event_));
+    return ms;
   }
 
  private:
@@ -216,6 +221,9 @@ class CudaDevice final : public Device {
     MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   std::unique_ptr<Event> create_event() override { return std::make_unique<CudaEvent>(index_, stream_); }
+  std::unique_ptr<Event> create_timing_event() override {
+    return std::make_unique<CudaEvent>(index_, stream_, /*timing=*/true);
+  }
 
   void* alloc_host(size_t bytes) override {
     activate();

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,13 @@ class Event {
   virtual void record() = 0;        // mark "now" on the device's stream
   virtual void synchronize() = 0;   // host waits until the marked work is done
   virtual bool query() = 0;         // true if the marked work is done
+  // Milliseconds from `start`'s record() to this event's, both recorded on the same device and
+  // this one complete. Only events from create_timing_event() time (CUDA's timing costs a
+  // little at every record, so create_event() leaves it off).
+  virtual double elapsed_ms_since(Event& start) {
+    (void)start;
+    throw std::logic_error("this event does not time: make it with Device::create_timing_event()");
+  }
 };
 
 class Device {
@@ -50,6 +58,7 @@ class Device {
   virtual void memset_zero(void* ptr, size_t bytes) = 0;
   virtual void synchronize() = 0;            // wait for all queued work on the device
   virtual std::unique_ptr<Event> create_event() = 0;
+  virtual std::unique_ptr<Event> create_timing_event() { return create_event(); }  // see Event::elapsed_ms_since
   // Host memory for staging copies (page-locked on CUDA, so copy_async really is async).
   virtual void* alloc_host(size_t bytes) = 0;
   virtual void free_host(void* ptr) = 0;

@@ -116,12 +116,18 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
   int threads = 0;
   core::Device* device = nullptr;
   const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device);
-  Trainer trainer(cfg, world, device);
+  std::unique_ptr<kernels::OpProfile> profile;
+  if (a.profile) profile = std::make_unique<kernels::OpProfile>(*device);
+  Trainer trainer(cfg, world, device, profile.get());
   const bool gpu = device->kind() != core::DeviceKind::CPU;
   for (int i = 0; i < a.warmup; ++i) trainer.step(i);
+  if (profile) profile->collect(/*keep=*/false);  // the warm-up's calls do not count
   world.barrier();
   std::vector<StepStats> st;
-  for (int i = 0; i < a.steps; ++i) st.push_back(trainer.step(a.warmup + i));
+  for (int i = 0; i < a.steps; ++i) {
+    st.push_back(trainer.step(a.warmup + i));
+    if (profile) profile->collect();  // read the step's events back (bounds the pool to one step)
+  }
   // a step takes as long as its slowest rank: per-step max over ranks of the step time (the
   // breakdown is rank 0's; compute = step - exposed comm - data wait)
   std::vector<double> step_ms;
@@ -203,6 +209,10 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
       std::printf("  pipeline         %s\n", line.c_str());
     }
     std::printf("  %s\n", trainer.memory_report().c_str());
+    if (profile) {  // rank 0's kernels; the rest of the step is communication, the host and launch gaps
+      std::printf("  kernel time by op (rank 0, device events, mean of %d steps; %% step of %.1f ms):\n%s", a.steps,
+                  ms, kernels::format_op_profile(profile->totals(), a.steps, ms).c_str());
+    }
     if (!a.json_out.empty()) {
       nlohmann::json j{{"ms_per_step", ms}, {"tokens_per_s", tokens / (ms / 1000.0)}, {"model_gflops", model_gflops},
                        {"sgemm_gflops", sgemm}, {"model_over_sgemm", frac}, {"mfu", mfu},
@@ -213,6 +223,13 @@ int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const 
                        {"tokens_per_step", tokens}, {"threads_per_rank", threads},
                        {"flops_per_step", flops}, {"params", trainer.model().num_full_params()},
                        {"grad_bytes_per_rank", trainer.model().num_local_params() * 4}};
+      if (profile) {
+        nlohmann::json ops = nlohmann::json::array();
+        for (const kernels::OpTime& t : profile->totals())
+          ops.push_back({{"op", t.name}, {"calls_per_step", static_cast<double>(t.calls) / a.steps},
+                         {"ms_per_step", t.ms / a.steps}});
+        j["ops"] = ops;
+      }
       std::ofstream(a.json_out) << j.dump(2) << "\n";
     }
   }

@@ -25,6 +25,7 @@ struct BenchStepArgs {
   int steps = 5;
   std::string json_out;  // optional: write the figures as JSON here
   std::string metrics_dir;  // optional: write the timed steps as <dir>/metrics.jsonl
+  bool profile = false;     // time every kernel call (device events) and print the table
 };
 int cmd_bench_step(const BenchStepArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 

@@ -60,6 +60,9 @@ int main(int argc, char** argv) {
   c_bstep->add_option("--json", bstep.json_out, "also write the figures to this JSON file");
   c_bstep->add_option("--metrics", bstep.metrics_dir,
                       "also write the timed steps to DIR/metrics.jsonl (one record per step, as train does)");
+  c_bstep->add_flag("--profile", bstep.profile,
+                    "time every kernel call with device events (CUDA events on a GPU) and print ms per step by op; "
+                    "the events add a few microseconds per call");
   bool bstep_dry = false;
   int bstep_world = 0;
   c_bstep->add_flag("--dry-run", bstep_dry,

@@ -46,12 +46,14 @@ void keep_freed_memory() {
 }
 }  // namespace
 
-Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
+Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device,
+                 kernels::OpProfile* profile)
     : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)), faults_(cfg_) {
   kernels::OpsOptions opt;
   opt.working = working_dtype(cfg, *device_);
   opt.attention = cfg.train.attention;
   ops_ = kernels::make_ops(*device_, opt);
+  if (profile) ops_ = kernels::profile_ops(std::move(ops_), profile);
   const int world_size = world.size();
   tp_ = cfg.parallel.tp;
   const int pp = cfg.parallel.pp;

@@ -32,6 +32,7 @@
 #include "io/data_source.h"
 #include "io/loader.h"
 #include "kernels/ops.h"
+#include "kernels/profiled_ops.h"
 #include "launch/train/fault_injection.h"
 #include "launch/train/model.h"
 #include "launch/train/stats.h"
@@ -52,7 +53,10 @@ class Trainer {
  public:
   // device: where the model lives; null = core::get_device(cfg.train.device). Launchers pass
   // core::select_device(...) so that each rank of a node gets its own GPU.
-  Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device = nullptr);
+  // profile: when set, every kernel call is timed into it (kernels/profiled_ops.h; bench step
+  // --profile); it must outlive the trainer.
+  Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device = nullptr,
+          kernels::OpProfile* profile = nullptr);
   ~Trainer();
 
   // Runs cfg.train.steps steps with eval, logging and the run directory.
