@@ -496,17 +496,17 @@ void validate_config(const Config& c, bool model_final) {
     throw at_key(c, "data.source", "data.source is hdf5 but data.path is empty",
                  "set data.path to a directory made by `meshtrain prep`");
   }
+  if (c.data.mode != "concat" && c.data.source != "hdf5") {
+    throw at_key(c, "data.mode",
+                 fmt::format("data.mode {} needs a dataset with document boundaries (data.source: hdf5)", c.data.mode),
+                 "build one with `meshtrain prep`, or use data.mode: concat");
+  }
   if (c.data.source == "markov" && !c.data.path.empty()) {
     throw at_key(c, "data.path",
                  fmt::format("data.path = '{}' is set but data.source is markov (the built-in synthetic language, "
                              "which reads no files): the dataset would be ignored", c.data.path),
                  "set data.source: hdf5 to train on the dataset (a data.path given without data.source implies it), "
                  "or remove data.path");
-  }
-  if (c.data.mode != "concat" && c.data.source != "hdf5") {
-    throw at_key(c, "data.mode",
-                 fmt::format("data.mode {} needs a dataset with document boundaries (data.source: hdf5)", c.data.mode),
-                 "build one with `meshtrain prep`, or use data.mode: concat");
   }
   // packed rows hold several documents: without an end-of-document token the model could not
   // learn where one ends (documents mode pads each on its own row, so the token is optional)
