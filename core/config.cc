@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cctype>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -199,7 +201,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<int>("checkpoint.every", MT_REF(checkpoint, every), 0, 1 << 30, "steps between checkpoints (0 = off)"));
     v.push_back(F<int>("checkpoint.keep", MT_REF(checkpoint, keep), 1, 1 << 20, "newest complete checkpoints to keep"));
     v.push_back(F<std::string>("checkpoint.dir", MT_REF(checkpoint, dir), 0, 0, "checkpoint directory (default <run.dir>/checkpoints)"));
-    v.push_back(F<std::string>("checkpoint.resume", MT_REF(checkpoint, resume), 0, 0, "'' | auto | PATH (also `resume=...` on the command line)"));
+    v.push_back(F<std::string>("checkpoint.resume", MT_REF(checkpoint, resume), 0, 0, "'' or none (a fresh start) | auto | PATH (also `resume=...` on the command line)"));
     // run
     v.push_back(F<std::string>("run.dir", MT_REF(run, dir), 0, 0, "run directory (config, metrics.jsonl, summary.json)"));
     v.push_back(F<double>("run.peak_gflops", MT_REF(run, peak_gflops), 0, 1e9, "per-rank peak GFLOP/s for MFU (0 = measured sgemm on cpu; on cuda the H100 SXM dense peak of train.precision: bf16 989e3, fp32 67e3 (fp32 matmuls use CUBLAS_COMPUTE_32F, no TF32))"));
@@ -236,6 +238,46 @@ std::vector<std::string> section_names() {
     if (std::find(s.begin(), s.end(), sec) == s.end()) s.push_back(sec);
   }
   return s;
+}
+
+// "123", "-7", "+0x1F": what YAML reads as an integer (any size)
+bool is_integer_literal(const std::string& t) {
+  size_t i = t.find_first_not_of(" \t");
+  if (i == std::string::npos) return false;
+  if (t[i] == '-' || t[i] == '+') ++i;
+  const bool hex = t.compare(i, 2, "0x") == 0;
+  if (hex) i += 2;
+  const size_t end = t.find_last_not_of(" \t") + 1;
+  if (i >= end) return false;
+  for (; i < end; ++i)
+    if (!(hex ? std::isxdigit(static_cast<unsigned char>(t[i])) : std::isdigit(static_cast<unsigned char>(t[i]))))
+      return false;
+  return true;
+}
+
+// Duplicate keys in any mapping of the document (yaml-cpp keeps the last silently): an error
+// naming both lines. `where` is the path of `n` ("" at the top).
+void check_duplicate_keys(const YAML::Node& n, const std::string& where, const std::string& origin) {
+  if (n.IsSequence()) {
+    for (const auto& e : n) check_duplicate_keys(e, where, origin);
+    return;
+  }
+  if (!n.IsMap()) return;
+  std::map<std::string, int> seen;  // key -> 1-based line
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string key = it->first.IsScalar() ? it->first.Scalar() : std::string();
+    const std::string path = where.empty() ? key : where + "." + key;
+    const int line = it->first.Mark().line + 1;
+    if (!key.empty()) {
+      const auto [prev, fresh] = seen.emplace(key, line);
+      if (!fresh) {
+        throw Error(fmt::format("duplicate key '{}': first on line {}, again on line {}", path, prev->second, line))
+            .with_file(origin).with_yaml(path, line)
+            .with_hint("a key may appear once per section (YAML would silently keep the last); delete one of them");
+      }
+    }
+    check_duplicate_keys(it->second, path, origin);
+  }
 }
 
 Error unknown_key_error(const std::string& path) {
@@ -275,6 +317,10 @@ void set_field(Config& cfg, const Field& f, const YAML::Node& n) {
   try {
     f.set(cfg, n);
   } catch (const YAML::Exception&) {
+    // an integer too large for the key's type is out of range, not "not an integer"
+    if (f.kind == Kind::Int && is_integer_literal(text)) {
+      throw Error(fmt::format("value {} out of range: must be in [{}, {}]", text, f.min, f.max)).with_hint(f.help);
+    }
     throw Error(fmt::format("expected {}, got '{}'", kind_name(f.kind), text)).with_hint(f.help);
   }
   if (f.kind == Kind::Int || f.kind == Kind::Float) {
@@ -393,6 +439,16 @@ std::string suggest_key(const std::string& key) {
   return best;
 }
 
+std::string nearest_word(const std::string& word, const std::vector<std::string>& choices) {
+  std::string best;
+  size_t best_d = std::max<size_t>(2, word.size() / 2) + 1;
+  for (const auto& c : choices) {
+    const size_t d = edit_distance(word, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
+
 void apply_override(Config& cfg, const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
@@ -444,6 +500,13 @@ void validate_config(const Config& c, bool model_final) {
     throw at_key(c, "data.mode",
                  fmt::format("data.mode {} needs a dataset with document boundaries (data.source: hdf5)", c.data.mode),
                  "build one with `meshtrain prep`, or use data.mode: concat");
+  }
+  if (c.data.source == "markov" && !c.data.path.empty()) {
+    throw at_key(c, "data.path",
+                 fmt::format("data.path = '{}' is set but data.source is markov (the built-in synthetic language, "
+                             "which reads no files): the dataset would be ignored", c.data.path),
+                 "set data.source: hdf5 to train on the dataset (a data.path given without data.source implies it), "
+                 "or remove data.path");
   }
   // packed rows hold several documents: without an end-of-document token the model could not
   // learn where one ends (documents mode pads each on its own row, so the token is optional)
@@ -552,14 +615,34 @@ Config parse_config(const std::string& text, const std::string& origin, const st
     e.with_hint("check indentation and `key: value` syntax near that line");
     throw e;
   }
+  check_duplicate_keys(root, "", origin);
   apply_yaml(cfg, root, origin);
-  for (const auto& o : overrides) apply_override(cfg, o);
+  const bool yaml_source = cfg.set_keys.count("data.source") > 0;
+  bool override_path = false, override_source = false;
+  for (const auto& o : overrides) {
+    apply_override(cfg, o);
+    const std::string key = o.substr(0, o.find('='));
+    override_path |= key == "data.path";
+    override_source |= key == "data.source";
+  }
+  // data.path alone names a prepared dataset: the source is hdf5 unless data.source is given
+  // at the same level (the YAML for a YAML path, an override for an override path); an
+  // explicit markov with a path is a contradiction validate_config refuses
+  if (!cfg.data.path.empty() && cfg.data.source == "markov" && !override_source && (override_path || !yaml_source)) {
+    cfg.data.source = "hdf5";
+  }
+  if (cfg.checkpoint.resume == "none") cfg.checkpoint.resume = "";  // an explicit fresh start
   expand_home_paths(cfg);
   validate_config(cfg, /*model_final=*/cfg.model.init_from.empty());
   return cfg;
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw Error("is a directory, not a config file").with_file(path)
+        .with_hint("pass a YAML file, e.g. examples/tiny.yaml");
+  }
   std::ifstream in(path);
   if (!in) {
     throw Error("cannot open the config file").with_file(path)
@@ -567,6 +650,19 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   }
   std::stringstream ss;
   ss << in.rdbuf();
+  // an empty or comments-only file would train the built-in defaults: refuse (a wrong path or
+  // a truncated copy loses a run); defaults on purpose are one explicit line away
+  bool empty = false;
+  try {
+    empty = YAML::Load(ss.str()).IsNull();
+  } catch (const YAML::Exception&) {  // malformed: parse_config names the line
+  }
+  if (empty) {
+    throw Error("the config file is empty (no sections, only blanks or comments): it would train the built-in "
+                "defaults").with_file(path)
+        .with_hint("check the path; to train the defaults on purpose write one section, e.g. `train: {}`, and set the "
+                   "rest with section.key=value overrides");
+  }
   return parse_config(ss.str(), path, overrides);
 }
 

@@ -103,7 +103,7 @@ struct CheckpointConfig {
   int every = 0;            // steps between checkpoints (0 = only on request)
   int keep = 3;             // newest complete checkpoints kept
   std::string dir;          // "" = <run.dir>/checkpoints
-  std::string resume;       // "" = fresh start, "auto" = newest valid checkpoint, or a path
+  std::string resume;       // "" (or "none" as written) = fresh start, "auto" = newest valid checkpoint, or a path
 };
 
 struct RunConfig {
@@ -148,5 +148,8 @@ std::string config_to_yaml(const Config& cfg);
 std::vector<std::pair<std::string, std::string>> config_keys();
 // Nearest valid key to `key` by edit distance ("" if none is close).
 std::string suggest_key(const std::string& key);
+// The choice nearest to `word` by edit distance ("" if none is within max(2, length / 2)):
+// `meshtrain trian` suggests `train`.
+std::string nearest_word(const std::string& word, const std::vector<std::string>& choices);
 
 }  // namespace mt::core

@@ -172,9 +172,28 @@ nlohmann::json read_manifest(const std::string& ckpt_dir) {
   return j;
 }
 
+int checkpoint_format_version(const std::string& ckpt_dir) {
+  try {
+    const auto j = nlohmann::json::parse(read_file(ckpt_dir + "/manifest.json"));
+    return j.is_object() ? j.value("format_version", -1) : -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
 std::string verify_checkpoint(const std::string& ckpt_dir, int first, int stride) {
   try {
     const auto j = read_manifest(ckpt_dir);
+    // step_<N> names the step: a manifest that says another one (hand-edited, or a directory
+    // renamed) cannot be trusted to resume from either
+    fs::path p(ckpt_dir);
+    if (p.filename().empty()) p = p.parent_path();
+    const int64_t named = step_of(p.filename().string());
+    const auto step = j.find("step");
+    if (named >= 0 && (step == j.end() || !step->is_number_integer() || step->get<int64_t>() != named)) {
+      return fmt::format("{}/manifest.json: the manifest's step ({}) is not the directory name's ({}): the checkpoint "
+                         "was edited or renamed", ckpt_dir, step == j.end() ? "missing" : step->dump(), named);
+    }
     const auto& shards = j.at("shards");
     for (size_t i = static_cast<size_t>(first); i < shards.size(); i += static_cast<size_t>(std::max(stride, 1))) {
       const auto& s = shards.at(i);

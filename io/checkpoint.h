@@ -49,8 +49,12 @@ void finalize_checkpoint(const std::string& tmp_dir, const std::string& final_di
 // Complete checkpoints under `dir`, newest first (by step), without verifying shards.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 nlohmann::json read_manifest(const std::string& ckpt_dir);
-// Verifies the shards' checksums (every shard, or those with index = first mod stride, so that
-// ranks can share the work); returns "" if valid, else what is wrong (file and reason).
+// The manifest's format_version (-1 if the manifest is missing or unreadable), without
+// judging it: resume=auto refuses a newer one instead of falling back past it.
+int checkpoint_format_version(const std::string& ckpt_dir);
+// Verifies that a step_<N> directory's manifest says step N, and the shards' checksums (every
+// shard, or those with index = first mod stride, so that ranks can share the work); returns ""
+// if valid, else what is wrong (file and reason).
 std::string verify_checkpoint(const std::string& ckpt_dir, int first = 0, int stride = 1);
 // Deletes all but the `keep` newest complete checkpoints and any stale *.tmp directories.
 void prune_checkpoints(const std::string& dir, int keep);

@@ -364,31 +364,44 @@ int cmd_plot(const std::string& run_dir, const std::string& out_dir) {
   const std::string out = out_dir.empty() ? run_dir : out_dir;
   std::istringstream in(io::read_file(run_dir + "/metrics.jsonl"));
   XYSeries train{"train loss", {}, {}}, eval{"eval loss", {}, {}}, lr{"lr", {}, {}}, floor{"entropy floor", {}, {}};
+  const std::string file = run_dir + "/metrics.jsonl";
   std::string line;
-  int n = 0;
+  int n = 0, line_no = 0;
   while (std::getline(in, line)) {
+    ++line_no;
     if (line.empty()) continue;
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      continue;  // a record cut short by a crash
-    }
-    const double step = j.value("step", 0.0);
-    if (j.contains("loss")) {
-      train.x.push_back(step + 1);  // after step s, s + 1 steps are done
-      train.y.push_back(j["loss"].get<double>());
-      lr.x.push_back(step + 1);
-      lr.y.push_back(j.value("lr", 0.0));
-      ++n;
-    }
-    if (j.contains("eval_loss")) {
-      eval.x.push_back(step);
-      eval.y.push_back(j["eval_loss"].get<double>());
-      if (j.contains("data_entropy")) {
-        floor.x.push_back(step);
-        floor.y.push_back(j["data_entropy"].get<double>());
+    } catch (const nlohmann::json::exception& e) {
+      if (in.peek() == EOF) {  // the last record, cut short by a crash: the run's own tail
+        log::warn("{}:{}: skipping the last record, cut short (the run was killed mid-write?)", file, line_no);
+        continue;
       }
+      throw core::Error("not a JSON record").with_file(fmt::format("{}:{}", file, line_no)).with_library(e.what())
+          .with_hint("each line of metrics.jsonl is one JSON object as train writes it; fix or delete this line");
+    }
+    try {
+      const double step = j.value("step", 0.0);
+      if (j.contains("loss")) {
+        train.x.push_back(step + 1);  // after step s, s + 1 steps are done
+        train.y.push_back(j["loss"].get<double>());
+        lr.x.push_back(step + 1);
+        lr.y.push_back(j.value("lr", 0.0));
+        ++n;
+      }
+      if (j.contains("eval_loss")) {
+        eval.x.push_back(step);
+        eval.y.push_back(j["eval_loss"].get<double>());
+        if (j.contains("data_entropy")) {
+          floor.x.push_back(step);
+          floor.y.push_back(j["data_entropy"].get<double>());
+        }
+      }
+    } catch (const nlohmann::json::exception& e) {  // a field of the wrong type ("loss": "x", a non-object)
+      throw core::Error("bad record: step, loss, lr, eval_loss and data_entropy must be numbers")
+          .with_file(fmt::format("{}:{}", file, line_no)).with_library(e.what())
+          .with_hint("each line of metrics.jsonl is one JSON object as train writes it; fix or delete this line");
     }
   }
   if (n == 0) throw core::Error("no step records to plot").with_file(run_dir + "/metrics.jsonl");

@@ -3,6 +3,8 @@
 // blas_env.h), initialises MPI once, runs the subcommand, and turns any error into a clear
 // message; with more than one rank a failing rank aborts the whole job (MPI_Abort) so no
 // peer waits forever in a collective.
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 #include <CLI/CLI.hpp>
@@ -29,6 +31,53 @@
 using namespace mt;
 
 namespace {
+// `meshtrain trian`, `meshtrain bench setp`: CLI11 says only "A subcommand is required" (or
+// that the word was not expected); name the word and the nearest subcommand instead. Returns
+// the message, "" if the words before the first option are subcommands.
+std::string unknown_subcommand(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* at = &app;
+  std::string path = "meshtrain";
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') return "";
+    const auto subs = at->get_subcommands([](const CLI::App*) { return true; });
+    if (subs.empty()) return "";  // a positional argument of a leaf subcommand
+    std::vector<std::string> names;
+    const CLI::App* next = nullptr;
+    for (const auto* s : subs) {
+      names.push_back(s->get_name());
+      if (s->get_name() == word) next = s;
+    }
+    if (!next) {
+      std::string all;
+      for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+      const std::string near = core::nearest_word(word, names);
+      return fmt::format("unknown subcommand '{}' of `{}`{}\n  subcommands: {}\n", word, path,
+                         near.empty() ? "" : fmt::format("; did you mean '{}'?", near), all);
+    }
+    at = next;
+    path += " " + word;
+  }
+  return "";
+}
+
+// An integer option value past the range of every integer type ("--docs 1e30" as digits):
+// CLI11 would saturate it to the type's maximum (64-bit options) and run with that. Options
+// of 32-bit types fail CLI11's own conversion: main rewords that as "out of range".
+std::string integer_out_of_range(const std::string& v) {
+  size_t i = v[0] == '-' || v[0] == '+' ? 1 : 0;
+  if (i >= v.size() || v.find_first_not_of("0123456789", i) != std::string::npos) return "";
+  errno = 0;
+  if (v[0] == '-') (void)std::strtoll(v.c_str(), nullptr, 10);
+  else (void)std::strtoull(v.c_str(), nullptr, 10);
+  return errno == ERANGE ? "value " + v + " out of range: must fit a 64-bit integer" : "";
+}
+void check_integer_ranges(CLI::App& app) {
+  for (CLI::Option* o : app.get_options())
+    if (!o->get_lnames().empty() || !o->get_snames().empty()) o->check(integer_out_of_range, "", "");
+  for (CLI::App* s : app.get_subcommands([](const CLI::App*) { return true; })) check_integer_ranges(*s);
+}
+
 std::string config_keys_help() {
   std::string s = "Config keys (set in YAML or as section.key=value):\n";
   for (const auto& [k, h] : core::config_keys()) s += fmt::format("  {:<30} {}\n", k, h);
@@ -222,7 +271,27 @@ int main(int argc, char** argv) {
   c_export->add_option("--dtype", exp.dtype, "float32 (re-imports bitwise) | bfloat16")->check(CLI::IsMember({"float32", "bfloat16"}))->capture_default_str();
   c_export->add_flag("--force", exp.force, "replace a non-empty --out");
 
-  CLI11_PARSE(app, argc, argv);
+  check_integer_ranges(app);
+  if (const std::string bad = unknown_subcommand(app, argc, argv); !bad.empty()) {
+    std::fprintf(stderr, "%s", bad.c_str());
+    return 1;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ConversionError& e) {
+    // "Could not convert: --steps = 99999999999": an integer the option's type cannot hold
+    const std::string m = e.what();
+    const auto eq = m.rfind(" = ");
+    const std::string v = eq == std::string::npos ? "" : m.substr(eq + 3);
+    const bool integer = !v.empty() && v.find_first_not_of("0123456789", v[0] == '-' || v[0] == '+') == std::string::npos;
+    if (!integer) return app.exit(e);
+    const auto colon = m.find(": ");
+    std::fprintf(stderr, "%s = %s: value out of range for this option\nRun with --help for more information.\n",
+                 m.substr(colon + 2, eq - colon - 2).c_str(), v.c_str());
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
   if (c_scale->parsed()) {  // launches its own mpirun jobs: no MPI in this process
     try {
       return launch::run_scale(launch::load_scale_spec(scale_spec), launch::self_path(), scale_out);

@@ -45,8 +45,16 @@ std::vector<int32_t> read_npy(const std::string& path) {
   const auto rp = lp == std::string::npos ? std::string::npos : header.find(')', lp);
   if (rp == std::string::npos) throw core::Error("no shape in the .npy header").with_file(path).with_library(header);
   const std::string shape = header.substr(lp + 10, rp - lp - 10);
-  if (shape.find(',') != shape.rfind(',') || shape.empty()) {
-    throw core::Error(fmt::format("expected a 1-D array, shape ({})", shape)).with_file(path);
+  int ndim = 0;  // "(12,)" is 1-D, "(3, 4)" 2-D, "()" 0-D
+  for (size_t at = 0; at <= shape.size();) {
+    const size_t comma = std::min(shape.find(',', at), shape.size());
+    if (shape.substr(at, comma - at).find_first_not_of(" ") != std::string::npos) ++ndim;
+    at = comma + 1;
+  }
+  if (ndim != 1) {
+    throw core::Error(fmt::format("the array is {}-D (shape ({})); prep reads 1-D token arrays, one document per "
+                                  "file", ndim, shape))
+        .with_file(path).with_hint("flatten it (numpy.ravel) or save each document as its own 1-D .npy");
   }
   size_t width = 0;
   bool is_signed = false;
@@ -109,6 +117,10 @@ DocBatch tokenize_slice(const PrepArgs& a, const io::Tokenizer& tok, int rank, i
     std::error_code ec;
     const auto n = fs::file_size(in, ec);
     if (ec) throw core::Error("cannot read the input").with_file(in).with_library(ec.message());
+    if (n == 0) {
+      throw core::Error(fmt::format("empty input file: no {} in it", a.from == "jsonl" ? "lines" : "text"))
+          .with_file(in).with_hint("remove it from the inputs (an empty document trains nothing)");
+    }
     start.push_back(start.back() + static_cast<int64_t>(n));
   }
   const int64_t total = start.back();
@@ -215,6 +227,16 @@ int run_prep(const PrepArgs& a, int rank, int size) {
   }
   if (a.shard_tokens < 1) throw core::Error(fmt::format("--shard-tokens {} must be >= 1", a.shard_tokens));
   if (a.from == "markov" && a.docs < 1) throw core::Error(fmt::format("--docs {}: no documents to write", a.docs));
+  if (a.from == "markov" && !a.inputs.empty()) {  // they would be ignored: a Markov dataset instead of theirs
+    std::string names;
+    for (size_t i = 0; i < a.inputs.size() && i < 3; ++i) names += fmt::format("{}'{}'", i ? ", " : "", a.inputs[i]);
+    if (a.inputs.size() > 3) names += ", ...";
+    const bool kind_first = a.inputs.front() == "tokens" || a.inputs.front() == "text" || a.inputs.front() == "jsonl";
+    throw core::Error(fmt::format("--from markov (the default) generates its documents and reads no input files, "
+                                  "but {} given: {}", a.inputs.size() == 1 ? "one is" : fmt::format("{} are", a.inputs.size()), names))
+        .with_hint(kind_first ? fmt::format("to convert files: meshtrain prep --from {} FILE... --out DIR", a.inputs.front())
+                              : "pass --from tokens, text or jsonl to convert the files, or drop them for a Markov dataset");
+  }
   std::vector<std::vector<int32_t>> file_docs;  // tokens / text: one document per input file
   int vocab = a.vocab;
   std::string tokenizer = "none";
@@ -251,17 +273,25 @@ int run_prep(const PrepArgs& a, int rank, int size) {
   if (a.from == "tokens") {
     if (a.inputs.empty()) throw core::Error("no input files").with_hint("pass the files to convert");
     int max_id = -1;
+    std::string max_file;  // the first file holding max_id
     for (const auto& in : a.inputs) {
       std::vector<int32_t> doc =
           in.size() > 4 && in.compare(in.size() - 4, 4, ".npy") == 0 ? read_npy(in) : read_raw(in, a.raw_dtype);
+      if (doc.empty()) {
+        throw core::Error("empty input file: no tokens in it").with_file(in)
+            .with_hint("remove it from the inputs (each file is one document)");
+      }
       for (int32_t t : doc) {
         if (t < 0) throw core::Error("negative token id").with_file(in);
-        max_id = std::max(max_id, t);
+        if (t > max_id) max_id = t, max_file = in;
       }
       file_docs.push_back(std::move(doc));
     }
     if (vocab == 0) vocab = max_id + 1;
-    if (max_id >= vocab) throw core::Error(fmt::format("token id {} >= --vocab {}", max_id, vocab));
+    if (max_id >= vocab) {
+      throw core::Error(fmt::format("token id {} >= --vocab {}", max_id, vocab)).with_file(max_file)
+          .with_hint("--vocab is the vocabulary size: every id must be below it (0 = the largest id + 1)");
+    }
   }
   io::DatasetWriterOptions o;
   if (a.from == "markov") {
@@ -284,6 +314,15 @@ int run_prep(const PrepArgs& a, int rank, int size) {
     o.generator = {{"text", {{"from", a.from}, {"tokenizer", "tokenizer.json"}, {"source", tok->describe()},
                              {"eos_id", tok->eos_id() ? nlohmann::json(*tok->eos_id()) : nlohmann::json()},
                              {"text_key", a.from == "jsonl" ? nlohmann::json(a.text_key) : nlohmann::json()}}}};
+  }
+  {  // the output directory, with an error that names --out (not run.dir)
+    std::error_code ec;
+    fs::create_directories(a.out, ec);
+    if (ec || !fs::is_directory(a.out)) {
+      throw core::Error("cannot create the output directory").with_file(a.out)
+          .with_library(ec ? ec.message() : "not a directory")
+          .with_hint("check --out (the dataset directory prep writes) and the permissions of its parent");
+    }
   }
   io::DatasetWriter w(o);
   if (tokenizer == "tokenizer.json") {  // beside the shards, for generate and eval (before the manifest)

@@ -197,7 +197,17 @@ std::string CheckpointManager::choose() const {
   std::string candidates;  // rank 0's list, newest first, one per line
   if (world_.rank() == 0) {
     if (want == "auto") {
-      for (const auto& c : io::list_checkpoints(dir())) candidates += c + "\n";
+      // newest first, up to one written by a newer meshtrain: falling back past it would
+      // retrain its steps and move it aside (the error below names it instead)
+      for (const auto& c : io::list_checkpoints(dir())) {
+        if (const int v = io::checkpoint_format_version(c); v > io::kCheckpointFormatVersion) {
+          reason = fmt::format("{} has checkpoint format version {}, newer than this build reads ({})", c, v,
+                               io::kCheckpointFormatVersion);
+          hint = "resume it with the newer meshtrain that wrote it; nothing was changed";
+          break;
+        }
+        candidates += c + "\n";
+      }
     } else {
       std::error_code ec;
       if (!fs::exists(want, ec)) {
@@ -222,6 +232,7 @@ std::string CheckpointManager::choose() const {
   candidates = broadcast_string(world_, candidates);
   reason = broadcast_string(world_, reason);
   hint = broadcast_string(world_, hint);
+  std::string skipped;  // resume=auto: each unusable checkpoint and why, one per line
   for (size_t at = 0, nl; (nl = candidates.find('\n', at)) != std::string::npos; at = nl + 1) {
     const std::string c = candidates.substr(at, nl - at);
     const std::string bad = verify_collectively(world_, c);
@@ -230,17 +241,31 @@ std::string CheckpointManager::choose() const {
       break;
     }
     if (want != "auto") reason = bad;
-    else if (world_.rank() == 0) log::warn("skipping checkpoint {}: {}", c, bad);
-  }
-  if (chosen.empty()) {
-    if (want == "auto") {
-      if (world_.rank() == 0) log::info("resume=auto: no complete checkpoint under {}, starting fresh", dir());
-      return "";
+    else {
+      skipped += fmt::format("\n    {}: {}", c, bad);
+      if (world_.rank() == 0) log::warn("skipping checkpoint {}: {}", c, bad);
     }
-    throw core::Error("cannot resume from this checkpoint: " + reason).with_file(want).with_yaml("checkpoint.resume")
-        .with_hint(hint);
   }
-  return chosen;
+  if (!chosen.empty()) return chosen;
+  if (want == "auto") {
+    // a newer format, or checkpoints of which none is usable: starting fresh would retrain from
+    // step 0 and move them aside; an error leaves them (and the run) as they are
+    if (!reason.empty()) {
+      throw core::Error("resume=auto: " + reason + (skipped.empty() ? "" : "; the newer ones are unusable:" + skipped))
+          .with_yaml("checkpoint.resume").with_hint(hint);
+    }
+    if (!skipped.empty()) {
+      throw core::Error(fmt::format("resume=auto: none of the checkpoints under {} is usable:{}", dir(), skipped))
+          .with_yaml("checkpoint.resume")
+          .with_hint(fmt::format("nothing was changed; move them away (e.g. mv {0} {0}.bad) or resume=PATH an older "
+                                 "copy, or start over with resume=none (which moves them to superseded_<time>/)",
+                                 dir()));
+    }
+    if (world_.rank() == 0) log::info("resume=auto: no complete checkpoint under {}, starting fresh", dir());
+    return "";
+  }
+  throw core::Error("cannot resume from this checkpoint: " + reason).with_file(want).with_yaml("checkpoint.resume")
+      .with_hint(hint);
 }
 
 void CheckpointManager::check_model(const std::string& chosen, const nlohmann::json& m) const {

@@ -34,11 +34,13 @@ out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/c" resume=auto 2>&
 grep -q "skipping checkpoint .*step_00000020.*checksum mismatch" <<< "$out" || fail "corruption not reported: $out"
 grep -q "resumed from .*step_00000010" <<< "$out" || fail "did not fall back to step 10"
 diff <(step_losses "$WORK/one-a" 10) <(step_losses "$WORK/c" 10) || fail "fallback resume differs"
-# truncated shard: same
-mkdir -p "$WORK/t/checkpoints"; cp -r "$WORK/one-a/checkpoints/step_00000030" "$WORK/t/checkpoints/"
+# truncated shard: same (with none usable, resume=auto is an error: cli_errors_test)
+mkdir -p "$WORK/t/checkpoints"
+cp -r "$WORK/one-a/checkpoints/step_00000020" "$WORK/one-a/checkpoints/step_00000030" "$WORK/t/checkpoints/"
 truncate -s 100 "$WORK/t/checkpoints/step_00000030/shard_00000.h5"
 out=$("$MESHTRAIN" train "$CFG" "${common[@]}" run.dir="$WORK/t" resume=auto 2>&1)
 grep -q "skipping checkpoint .*step_00000030" <<< "$out" || fail "truncation not reported"
+grep -q "resumed from .*step_00000020" <<< "$out" || fail "no fallback to step 20: $out"
 
 # a bit-flipped shard of rank 1 of 2 (the ranks share the verification): named, skipped
 mkdir -p "$WORK/c2/checkpoints"

@@ -34,3 +34,66 @@ expect_error "resume=$WORK/ok/checkpoints/step_00000003" train "$CFG" "${tiny[@]
 ! grep -q "(rank 0) (rank 0)" <<< "$out" || fail "the rank is named twice: $out"
 cp -r "$WORK/ok/checkpoints/step_00000002" "$WORK/half"; rm "$WORK/half/COMPLETE"
 expect_error "COMPLETE" train "$CFG" "${tiny[@]}" run.dir="$WORK/z" resume="$WORK/half"
+
+# --- hardening (issue #21): inputs that used to exit 0 having trained or written something else
+expect_error "is a directory, not a config file" train "$WORK" "${tiny[@]}" run.dir="$WORK/h1"
+printf '# only a comment\n\n' > "$WORK/empty.yaml"
+expect_error "empty.yaml: the config file is empty" train "$WORK/empty.yaml" "${tiny[@]}" run.dir="$WORK/h1"
+printf 'train:\n  steps: 3\nmodel:\n  n_layer: 2\n  n_layer: 3\n' > "$WORK/dup.yaml"
+expect_error "dup.yaml:5: 'model.n_layer': duplicate key 'model.n_layer': first on line 4, again on line 5" \
+  train "$WORK/dup.yaml" "${tiny[@]}" run.dir="$WORK/h1"
+expect_error "data.source is markov" train "$CFG" "${tiny[@]}" data.source=markov data.path="$WORK/ds" run.dir="$WORK/h1"
+# data.path alone means the dataset (here: none there), not the Markov language
+expect_error "$WORK/nowhere/manifest.json: no dataset manifest" train "$CFG" "${tiny[@]}" data.path="$WORK/nowhere" run.dir="$WORK/h1"
+[ ! -e "$WORK/h1" ] || fail "a refused config created the run directory"
+expect_error "value 99999999999 out of range" train "$CFG" train.eval_every=99999999999 run.dir="$WORK/h1"
+expect_error "unknown subcommand 'trian' of \`meshtrain\`; did you mean 'train'?" trian "$CFG"
+expect_error "unknown subcommand 'setp' of \`meshtrain bench\`; did you mean 'step'?" bench setp "$CFG"
+expect_error "out of range" bench step "$CFG" --steps 99999999999
+expect_error "out of range" prep --docs 99999999999999999999999 --out "$WORK/h2"
+# prep: inputs the source does not read, empty files, ids past --vocab, 2-D arrays, --out
+echo hello > "$WORK/a.txt"; : > "$WORK/empty.txt"
+expect_error "meshtrain prep --from text FILE" prep text "$WORK/a.txt" --out "$WORK/h2"
+[ ! -e "$WORK/h2" ] || fail "prep with ignored inputs wrote a dataset"
+expect_error "empty.txt: empty input file" prep --from text "$WORK/a.txt" "$WORK/empty.txt" --out "$WORK/h2"
+expect_error "empty.txt: empty input file" prep --from tokens "$WORK/empty.txt" --out "$WORK/h2"
+printf '\x01\x00\x2c\x01' > "$WORK/ids.bin"  # uint16 ids 1, 300
+expect_error "ids.bin: token id 300 >= --vocab 100" prep --from tokens "$WORK/ids.bin" --vocab 100 --out "$WORK/h2"
+python3 - "$WORK/two.npy" <<'PY'
+import struct, sys
+h = "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 3), }"
+h += " " * (63 - (10 + len(h)) % 64) + "\n"
+open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode() + bytes(12))
+PY
+expect_error "two.npy: the array is 2-D (shape (2, 3))" prep --from tokens "$WORK/two.npy" --out "$WORK/h2"
+expect_error "hint: check --out" prep --docs 2 --doc-len 8 --out "$WORK/afile/ds"
+# plot: a bad record names the file and line
+mkdir -p "$WORK/p"; printf '{"step":0,"loss":2.0,"lr":0.1}\n{"step":1,"loss":"x"}\n{"step":2,"loss":1.0}\n' > "$WORK/p/metrics.jsonl"
+expect_error "p/metrics.jsonl:2: bad record" plot "$WORK/p"
+printf '{"step":0,"loss":2.0,"lr":0.1}\n{"step":1,"lo\n{"step":2,"loss":1.0}\n' > "$WORK/p/metrics.jsonl"
+expect_error "p/metrics.jsonl:2: not a JSON record" plot "$WORK/p"
+# resume=auto: a newer format, or no usable checkpoint, is an error that moves nothing
+snapshot() { (cd "$1" && find . | sort); }
+cp -r "$WORK/ok" "$WORK/newer"
+python3 - "$WORK/newer/checkpoints/step_00000003/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); m["format_version"] = 99; json.dump(m, open(sys.argv[1], "w"))
+PY
+before=$(snapshot "$WORK/newer")
+expect_error "step_00000003 has checkpoint format version 99, newer than this build reads" \
+  train "$CFG" "${tiny[@]}" train.steps=5 checkpoint.every=2 run.dir="$WORK/newer" resume=auto
+[ "$(snapshot "$WORK/newer")" = "$before" ] || fail "a refused resume changed the run directory"
+cp -r "$WORK/ok" "$WORK/allbad"
+for s in "$WORK"/allbad/checkpoints/step_*; do echo junk >> "$s/shard_00000.h5"; done
+before=$(snapshot "$WORK/allbad")
+expect_error "none of the checkpoints under $WORK/allbad/checkpoints is usable" \
+  train "$CFG" "${tiny[@]}" train.steps=5 checkpoint.every=2 run.dir="$WORK/allbad" resume=auto
+grep -q "step_00000002/shard_00000.h5: checksum mismatch" <<< "$out" || fail "the checkpoints are not named: $out"
+[ "$(snapshot "$WORK/allbad")" = "$before" ] || fail "a refused resume changed the run directory"
+# a manifest step that disagrees with step_<N>: that checkpoint is invalid (resume falls back)
+cp -r "$WORK/ok" "$WORK/edited"
+sed -i 's/"step": 3/"step": 30/' "$WORK/edited/checkpoints/step_00000003/manifest.json"
+out=$("$MESHTRAIN" train "$CFG" "${tiny[@]}" train.steps=5 checkpoint.every=2 run.dir="$WORK/edited" resume=auto 2>&1) ||
+  fail "resume past an edited checkpoint: $out"
+grep -q "manifest's step (30) is not the directory name's (3)" <<< "$out" || fail "no step mismatch message: $out"
+grep -q "resumed from .*step_00000002 (step 2)" <<< "$out" || fail "did not fall back to step 2: $out"

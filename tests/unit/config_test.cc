@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include "core/config.h"
@@ -122,6 +124,72 @@ TEST(Config, SuggestKey) {
   EXPECT_EQ(mt::core::suggest_key("model.vocabsize"), "model.vocab_size");
   EXPECT_EQ(mt::core::suggest_key("train.sed"), "train.seed");
   EXPECT_EQ(mt::core::suggest_key("zzzzzzzzzzzzzzzzzzzz"), "");
+}
+
+// Hardening (issue #21): inputs that used to train something else than asked, silently.
+TEST(Config, DuplicateKeysAreRefusedNamingBothLines) {
+  const std::string msg = error_of("model:\n  n_layer: 2\n  n_head: 4\n  n_layer: 3\n");
+  EXPECT_NE(msg.find("duplicate key 'model.n_layer': first on line 2, again on line 4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("test.yaml:4"), std::string::npos) << msg;
+  const std::string sec = error_of("train:\n  steps: 5\nmodel:\n  n_layer: 2\ntrain:\n  seed: 3\n");
+  EXPECT_NE(sec.find("duplicate key 'train': first on line 1, again on line 5"), std::string::npos) << sec;
+  EXPECT_EQ(error_of("model:\n  n_layer: 2\ntrain:\n  n_layer: 3\n").find("duplicate"), std::string::npos);
+}
+
+TEST(Config, IntegersPastTheirTypeSayOutOfRange) {
+  for (const auto& [yaml, ov] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"train:\n  eval_every: 99999999999\n", {}},
+           {"", {"train.steps=99999999999999999999"}},
+           {"", {"train.seed=-1"}}}) {
+    const std::string msg = error_of(yaml, ov);
+    EXPECT_NE(msg.find("out of range"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("expected an integer"), std::string::npos) << msg;
+  }
+  EXPECT_NE(error_of("train:\n  eval_every: 9x\n").find("expected an integer"), std::string::npos);
+}
+
+TEST(Config, DataPathAloneMeansHdf5AndContradictsMarkov) {
+  EXPECT_EQ(parse_config("", "t", {"data.path=d"}).data.source, "hdf5");
+  EXPECT_EQ(parse_config("data:\n  path: d\n", "t").data.source, "hdf5");
+  // an override's path beats the file's source (eval's `data.path=DIR` on a checkpoint's config)
+  EXPECT_EQ(parse_config("data:\n  source: markov\n", "t", {"data.path=d"}).data.source, "hdf5");
+  EXPECT_EQ(parse_config("", "t").data.source, "markov");
+  for (const auto& [yaml, ov] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"data:\n  source: markov\n  path: d\n", {}},
+           {"", {"data.source=markov", "data.path=d"}}}) {
+    const std::string msg = error_of(yaml, ov);
+    EXPECT_NE(msg.find("data.path = 'd' is set but data.source is markov"), std::string::npos) << msg;
+  }
+}
+
+TEST(Config, ResumeNoneIsAFreshStart) {
+  EXPECT_EQ(parse_config("", "t", {"resume=none"}).checkpoint.resume, "");
+}
+
+TEST(Config, DirectoryOrEmptyConfigFileIsAnError) {
+  const std::string dir = ::testing::TempDir() + "cfg_dir_test";
+  std::filesystem::create_directories(dir);
+  for (const auto& [path, want] : std::vector<std::pair<std::string, std::string>>{
+           {dir, "is a directory, not a config file"},
+           {dir + "/empty.yaml", "the config file is empty"},
+           {dir + "/comments.yaml", "the config file is empty"}}) {
+    if (path != dir) std::ofstream(path) << (path.find("comments") != std::string::npos ? "# nothing\n\n" : "");
+    try {
+      mt::core::load_config(path, {"train.steps=1"});
+      ADD_FAILURE() << path << ": no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  }
+  std::ofstream(dir + "/defaults.yaml") << "train: {}\n";  // defaults on purpose
+  EXPECT_EQ(mt::core::load_config(dir + "/defaults.yaml").train.steps, mt::core::TrainConfig{}.steps);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Config, NearestWord) {
+  EXPECT_EQ(mt::core::nearest_word("trian", {"train", "bench", "plan"}), "train");
+  EXPECT_EQ(mt::core::nearest_word("xyzzyq", {"train", "bench", "plan"}), "");
 }
 
 // Sets $HOME for one test and restores it (unset if it was unset).
