@@ -13,16 +13,12 @@ namespace mt::launch {
 namespace {
 std::atomic<int> g_signal{0};
 std::atomic<bool> g_failing{false};
+std::atomic<bool> g_announce{false};  // training has started: say what a signal does at once
 
 void say(const char* s) { [[maybe_unused]] ssize_t n = write(STDERR_FILENO, s, std::strlen(s)); }
 
-void on_signal(int sig) {
-  if (g_failing.load()) _exit(128 + sig);  // the job is aborting for an error already printed
-  int expected = 0;
-  if (!g_signal.compare_exchange_strong(expected, sig)) {  // second signal
-    say("meshtrain: second signal: exiting now without a checkpoint (the last complete one stays valid)\n");
-    _exit(128 + sig);
-  }
+// The line that says what the run does about signal `sig` (async-signal-safe).
+void announce(int sig) {
   // SIGTERM also comes from mpirun when another rank failed and the job is being aborted:
   // say both, so a log of a failed job does not read like a clean preemption
   switch (sig) {
@@ -34,6 +30,16 @@ void on_signal(int sig) {
       say("meshtrain: SIGTERM received (preemption, or the job is being aborted because a rank failed: see the "
           "first error above): checkpointing after this step\n");
   }
+}
+
+void on_signal(int sig) {
+  if (g_failing.load()) _exit(128 + sig);  // the job is aborting for an error already printed
+  int expected = 0;
+  if (!g_signal.compare_exchange_strong(expected, sig)) {  // second signal
+    say("meshtrain: second signal: exiting now without a checkpoint (the last complete one stays valid)\n");
+    _exit(128 + sig);
+  }
+  if (g_announce.load()) announce(sig);
 }
 }  // namespace
 
@@ -54,5 +60,10 @@ void install_preemption_handlers() {
 bool preemption_requested() { return g_signal.load() != 0; }
 int preemption_signal() { return g_signal.load(); }
 void note_job_failing() { g_failing.store(true); }
+
+void announce_signals() {
+  if (g_announce.exchange(true)) return;
+  if (const int sig = g_signal.load()) announce(sig);  // one that came during the start-up
+}
 
 }  // namespace mt::launch

@@ -5,8 +5,12 @@
 // 0, so a requeued job resumes with resume=auto. A second signal exits at once (exit code
 // 128 + signal): checkpoints are published by rename, so nothing is corrupted. SIGINT and
 // SIGHUP that the parent set to be ignored (nohup; `cmd &` in a script) stay ignored.
-// A job that is already ending because of an error (note_job_failing) takes a signal silently
-// and exits at once: mpirun's SIGTERM to the ranks of a failed job is no preemption.
+// A signal is announced on stderr at once only from the start of training (announce_signals);
+// one during the start-up (config and data checks, model construction, resume) is announced
+// when training starts. Why: a configuration error found by every rank aborts the job, and
+// mpirun's SIGTERM to the ranks still unwinding must not read as "checkpointing". Likewise a
+// process that is already ending for an error (note_job_failing) takes a signal silently and
+// exits at once.
 #pragma once
 
 namespace mt::launch {
@@ -17,5 +21,7 @@ int preemption_signal();  // the first signal received, 0 if none
 // This process is about to abort the job for an error: any signal from now on ends it at once
 // and prints nothing (the error has been printed).
 void note_job_failing();
+// Training has started: announce a signal received so far and every later one at once.
+void announce_signals();
 
 }  // namespace mt::launch

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SIGINT (Ctrl-C) and SIGHUP to a single training process act as SIGTERM does: a message, a
 # checkpoint after the step, exit 0, and resume=auto continues; a second signal exits at
-# once. A SIGHUP that the parent ignores (nohup) stays ignored.
+# once. A SIGHUP that the parent ignores (nohup) stays ignored. A configuration error that
+# every rank finds aborts the job without any rank announcing a checkpoint for mpirun's SIGTERM.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(model.n_embd=32 model.seq_len=16 train.batch_size=8 train.micro_batch=4 train.threads=1
@@ -44,4 +45,10 @@ wait_steps "$WORK/nohup" $(( n + 20 ))
 kill -0 $pid || fail "nohup'ed run stopped on SIGHUP"
 ! grep -q "SIGHUP" "$WORK/nohup.log" || fail "an ignored SIGHUP was acted on"
 kill -TERM $pid; wait $pid || fail "SIGTERM after the ignored SIGHUP"
-echo "SIGINT and SIGHUP checkpoint and exit 0; nohup keeps SIGHUP ignored"
+
+# an error found by every rank while the trainer is built (4 ranks: the aborting rank's
+# SIGTERM reaches the others while they unwind the same error)
+set +e; out=$(mpi -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" train.batch_size=12 run.dir="$WORK/bad" 2>&1); rc=$?; set -e
+[ $rc -ne 0 ] && grep -q "not divisible" <<< "$out" || fail "the configuration error was not reported: $out"
+! grep -q "checkpointing" <<< "$out" || fail "an aborting job announced a checkpoint: $out"
+echo "SIGINT and SIGHUP checkpoint and exit 0; nohup keeps SIGHUP ignored; an aborted job announces no checkpoint"
