@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -27,19 +28,71 @@ void ensure_directory(const std::string& dir) {
   }
 }
 
+std::string disk_full_note(const std::string& path, int err) {
+  std::error_code ec;
+  fs::path dir = fs::path(path);
+  while (!dir.empty() && !fs::is_directory(dir, ec)) dir = dir.parent_path();
+  struct statvfs st {};
+  const bool known = ::statvfs(dir.empty() ? "." : dir.c_str(), &st) == 0;
+  const double free_mib = known ? static_cast<double>(st.f_bavail) * st.f_frsize / 1048576.0 : -1;
+  if (err != ENOSPC && !(known && st.f_bavail == 0)) return "";
+  return fmt::format("ENOSPC: no space left on device ({} has {:.1f} MiB free)", dir.empty() ? "." : dir.string(),
+                     free_mib);
+}
+
+namespace {
+// The library text of a failed write: strerror, and for a full disk the ENOSPC note.
+std::string write_error(const std::string& path, int err) {
+  const std::string full = disk_full_note(path, err);
+  return full.empty() ? std::string(std::strerror(err)) : full;
+}
+
+// write(2) until all of [p, p + n) is written; false (errno set) on a failure or a short write.
+bool write_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (w == 0) errno = ENOSPC;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw core::Error("cannot write the file").with_file(tmp).with_library(std::strerror(errno));
-    out << text;
-    out.flush();
-    if (!out) throw core::Error("write failed").with_file(tmp).with_library(std::strerror(errno));
+  // on any failure the temporary goes (a full disk must not keep a partial or empty one)
+  const auto fail = [&](const char* what, int err, const std::string& file) {
+    ::unlink(tmp.c_str());
+    return core::Error(what).with_file(file).with_library(write_error(file, err))
+        .with_hint("free space on the file system (or point run.dir / checkpoint.dir elsewhere) and resume");
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    throw fail("cannot write the file", err, tmp);
   }
-  fsync_path(tmp);
+  if (!write_all(fd, text.data(), text.size()) || ::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EINVAL) {  // (fsync unsupported: the data was written)
+    } else {
+      throw fail("write failed", err, tmp);
+    }
+  } else if (::close(fd) != 0) {
+    const int err = errno;
+    throw fail("write failed", err, tmp);
+  }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) throw core::Error("cannot rename the file into place").with_file(path).with_library(ec.message());
+  if (ec) {
+    ::unlink(tmp.c_str());
+    throw core::Error("cannot rename the file into place").with_file(path).with_library(ec.message());
+  }
   const fs::path parent = fs::path(path).parent_path();
   fsync_path(parent.empty() ? std::string(".") : parent.string());
 }
@@ -113,15 +166,29 @@ FilePtr open_file(const std::string& path, const char* mode) {
 
 MetricsWriter::MetricsWriter(const std::string& dir, bool append) : path_(dir + "/metrics.jsonl") {
   ensure_directory(dir);
-  f_ = open_file(path_, append ? "a" : "w");
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_APPEND | (append ? 0 : O_TRUNC), 0644);
+  if (fd < 0) throw core::Error("cannot open the file").with_file(path_).with_library(std::strerror(errno));
+  fd_ = std::shared_ptr<int>(new int(fd), [](int* p) {
+    ::close(*p);
+    delete p;
+  });
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {
-  if (!f_) return;
+  if (!fd_) return;
+  const int fd = *fd_;
   const std::string line = record.dump() + "\n";
-  if (std::fwrite(line.data(), 1, line.size(), f_.get()) != line.size() || std::fflush(f_.get()) != 0) {
-    throw core::Error("cannot append to the metrics file").with_file(path_).with_library(std::strerror(errno));
+  // one write(2) of the whole line: a reader sees the record whole or not at all; a short or
+  // failed write (a full disk) is cut back to the record boundary
+  const off_t before = ::lseek(fd, 0, SEEK_END);
+  const ssize_t w = ::write(fd, line.data(), line.size());
+  if (w == static_cast<ssize_t>(line.size())) return;
+  const int err = w < 0 ? errno : ENOSPC;  // (a short write: the file system is full)
+  if (before >= 0) {
+    [[maybe_unused]] const int rc = ::ftruncate(fd, before);
   }
+  throw core::Error("cannot append to the metrics file").with_file(path_).with_library(write_error(path_, err))
+      .with_hint("the records up to the previous step are intact; free space and resume from the last checkpoint");
 }
 
 }  // namespace mt::io

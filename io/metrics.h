@@ -26,12 +26,14 @@ class MetricsWriter {
   // Opens <dir>/metrics.jsonl for appending (append = resume) or truncating.
   MetricsWriter(const std::string& dir, bool append);
 
-  void write(const nlohmann::json& record);  // one line, flushed
-  bool is_open() const { return f_ != nullptr; }
+  // One line, in one write(2) (O_APPEND): whole or not at all; a failed write (a full disk)
+  // is truncated back to the previous record and throws naming ENOSPC.
+  void write(const nlohmann::json& record);
+  bool is_open() const { return fd_ != nullptr; }
   const std::string& path() const { return path_; }
 
  private:
-  FilePtr f_{nullptr, std::fclose};
+  std::shared_ptr<int> fd_;  // the open descriptor (closed with the last copy)
   std::string path_;
 };
 
@@ -48,8 +50,12 @@ void truncate_metrics(const std::string& dir, int64_t step, bool keep_eval_at_st
 // Creates the directory (and parents); throws mt::core::Error naming it on failure.
 void ensure_directory(const std::string& dir);
 // Writes `text` to `path` via a temporary file, fsync and rename (then fsyncs the directory),
-// so readers never see half a file and a node crash after the call cannot lose it.
+// so readers never see half a file and a node crash after the call cannot lose it. On a
+// failure the temporary is removed and the error names ENOSPC when the disk is full.
 void write_file_atomic(const std::string& path, const std::string& text);
+// "ENOSPC: no space left on device (DIR has X MiB free)" when err is ENOSPC or the file system
+// holding `path` has no space left; "" otherwise. For error messages of failed writes.
+std::string disk_full_note(const std::string& path, int err);
 // fsync(2) of a file or a directory (a directory after renames in it); throws naming it.
 void fsync_path(const std::string& path);
 // FNV-1a 64 of a file's bytes, read in blocks (bounded memory whatever the file's size).

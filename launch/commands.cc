@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,6 +22,7 @@
 #include "io/checkpoint.h"
 #include "io/checkpoint_pipeline.h"
 #include "io/dataset.h"
+#include "io/dir_lock.h"
 #include "io/hf/hf_export.h"
 #include "io/hf/hf_import.h"
 #include "io/metrics.h"
@@ -94,11 +96,53 @@ namespace {
 }
 }  // namespace
 
+namespace {
+std::string broadcast_string(parallel::Communicator& c, std::string s) {
+  int64_t n = static_cast<int64_t>(s.size());
+  c.broadcast(&n, 1, parallel::DType::I64, 0);
+  s.resize(static_cast<size_t>(n));
+  std::vector<int32_t> buf((n + 3) / 4, 0);
+  std::memcpy(buf.data(), s.data(), s.size());
+  c.broadcast(buf.data(), buf.size(), parallel::DType::I32, 0);
+  std::memcpy(s.data(), buf.data(), s.size());
+  return s;
+}
+
+// Rank 0 locks run.dir (io/dir_lock.h) before anything is read from or written to it, for the
+// run's life; if another run holds it, every rank learns so and raises the same AgreedError.
+io::DirLock lock_run_dir(const core::Config& cfg, parallel::Communicator& world) {
+  io::DirLock lock;
+  std::string holder, err;
+  if (world.rank() == 0) {
+    try {
+      lock = io::DirLock::try_acquire(cfg.run.dir, &holder);
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+  }
+  if (world.size() > 1) {
+    holder = broadcast_string(world, holder);
+    err = broadcast_string(world, err);
+  }
+  if (!err.empty()) throw AgreedError(core::Error(err).with_yaml("run.dir"));
+  if (!holder.empty()) {
+    throw AgreedError(
+        core::Error(fmt::format("run.dir {} is in use by another meshtrain run ({})", cfg.run.dir, holder))
+            .with_file(cfg.run.dir + "/" + io::DirLock::kFileName)
+            .with_yaml("run.dir")
+            .with_hint("two runs on one run.dir would overwrite each other's checkpoints and records: wait for that "
+                       "run to end (or stop it), or set another run.dir; the lock goes with its process"));
+  }
+  return lock;
+}
+}  // namespace
+
 int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env) {
   int threads = 0;
   core::Device* device = nullptr;
   JobLaunch job;
   const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device, &job);
+  const io::DirLock run_lock = lock_run_dir(cfg, world);  // held until the run ends
   install_preemption_handlers();
   try {
     Trainer trainer(cfg, world, device);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "launch/agreed_error.h"
 #include "launch/launch_env.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"

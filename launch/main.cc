@@ -23,6 +23,7 @@
 #include "launch/launch_env.h"
 #include "launch/plan.h"
 #include "launch/prep.h"
+#include "launch/signals.h"
 #include "launch/scale.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"
@@ -181,6 +182,7 @@ int main(int argc, char** argv) {
   c_prep->add_option("--from", prep.from, "markov, tokens (.npy or raw), text or jsonl")->capture_default_str();
   c_prep->add_option("inputs", prep.inputs, "input files (tokens, text: one document per file; jsonl: per line)");
   c_prep->add_option("--out", prep.out, "output dataset directory")->required();
+  c_prep->add_flag("--overwrite", prep.overwrite, "replace a dataset already in --out (its files are removed first)");
   c_prep->add_option("--dtype", prep.dtype, "uint16 | uint32 (default: uint16 if the vocabulary fits)");
   c_prep->add_option("--raw-dtype", prep.raw_dtype, "dtype of raw token files")->capture_default_str();
   c_prep->add_option("--vocab", prep.vocab, "vocabulary size of token files (0 = max id + 1)");
@@ -353,7 +355,11 @@ int main(int argc, char** argv) {
       else if (c_gen->parsed()) rc = launch::cmd_generate(gen, *world, env);
       else if (c_bgen->parsed()) rc = launch::cmd_bench_generate(bgen, *world, env);
       else if (c_bpipe->parsed()) rc = launch::cmd_bench_pipeline(bpipe, *world);
+    } catch (const launch::AgreedError& e) {  // every rank has it: one message, a clean exit
+      if (world->rank() == 0) core::log::error("{}", e.what());
+      return 1;
     } catch (const std::exception& e) {
+      launch::note_job_failing();  // mpirun's SIGTERM during the abort is no preemption: no checkpoint message
       core::log::error("{}", e.what());
       if (world->size() > 1) {
         core::log::error("aborting the job so that no rank waits for this one");

@@ -210,6 +210,51 @@ DocBatch recv_batch(int from) {
   return b;
 }
 
+// A dataset already in `out` (its manifest or shards): refused, unless --overwrite, which
+// removes its files first (the manifest first: a prep cut short leaves no manifest naming
+// missing shards), so no orphan shard of the old dataset stays beside the new one. Other
+// files in the directory are left alone.
+void clear_out_dir(const PrepArgs& a) {
+  std::error_code ec;
+  if (!fs::is_directory(a.out, ec)) return;
+  std::vector<fs::path> old;
+  bool manifest = false, old_tokenizer = false;
+  for (const auto& e : fs::directory_iterator(a.out, ec)) {
+    const std::string n = e.path().filename().string();
+    const auto ends = [&](const std::string& x) { return n.size() >= x.size() && n.compare(n.size() - x.size(), x.size(), x) == 0; };
+    const bool shard = (n.rfind("train_", 0) == 0 || n.rfind("val_", 0) == 0) && (ends(".h5") || ends(".h5.tmp"));
+    if (n == "manifest.json") manifest = true;
+    else if (shard || n == "manifest.json.tmp") old.push_back(e.path());
+  }
+  if (!manifest && old.empty()) return;
+  if (!a.overwrite) {
+    throw core::Error(fmt::format("--out {} already holds a dataset ({}{} shard file(s))", a.out,
+                                  manifest ? "manifest.json and " : "", old.size()))
+        .with_file(a.out)
+        .with_hint("pass --overwrite to replace it (its manifest and shards are removed first), or choose another --out");
+  }
+  if (manifest) {  // its tokenizer.json is the old dataset's too (unless it is this prep's --tokenizer)
+    try {
+      const auto m = nlohmann::json::parse(io::read_file(a.out + "/manifest.json"));
+      old_tokenizer = m.value("tokenizer", std::string()) == "tokenizer.json";
+    } catch (const std::exception&) {
+    }
+    const fs::path tj = fs::path(a.out) / "tokenizer.json";
+    std::string src = a.tokenizer;
+    if (!src.empty() && fs::is_directory(src, ec)) src = (fs::path(src) / "tokenizer.json").string();
+    if (old_tokenizer && fs::exists(tj, ec) && !(!src.empty() && fs::equivalent(src, tj, ec))) old.push_back(tj);
+    fs::remove(fs::path(a.out) / "manifest.json", ec);
+    if (ec) throw core::Error("cannot remove the old dataset's manifest").with_file(a.out + "/manifest.json")
+        .with_library(ec.message());
+  }
+  for (const auto& p : old) {
+    fs::remove(p, ec);
+    if (ec) throw core::Error("cannot remove the old dataset's file").with_file(p.string()).with_library(ec.message());
+  }
+  core::log::info("prep --overwrite: removed the dataset in {} ({}{} file(s))", a.out, manifest ? "manifest.json + " : "",
+                  old.size());
+}
+
 }  // namespace
 
 bool started_by_mpi_launcher() {
@@ -250,6 +295,7 @@ int run_prep(const PrepArgs& a, int rank, int size) {
     throw core::Error(fmt::format("--tokenizer is for --from text or jsonl, not {}", a.from));
   const bool textual = a.from == "text" || a.from == "jsonl";
   const bool parallel = textual && size > 1;
+  if (rank == 0) clear_out_dir(a);  // before any work (and before the other ranks send theirs)
   if (!textual && rank != 0) return 0;  // markov, tokens: rank 0 alone
   if (!textual && size > 1) core::log::info("prep --from {} runs on rank 0 alone", a.from);
   std::unique_ptr<io::Tokenizer> tok;

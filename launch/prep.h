@@ -41,6 +41,7 @@ struct PrepArgs {
   std::string from = "markov";       // markov | tokens | text | jsonl
   std::vector<std::string> inputs;
   std::string out;
+  bool overwrite = false;            // replace a dataset already in `out` (else refused)
   std::string dtype = "";            // "" = uint16 if the vocabulary fits, else uint32
   std::string raw_dtype = "uint16";  // for raw token files
   int vocab = 0;                     // tokens: vocabulary size (0 = max id + 1)

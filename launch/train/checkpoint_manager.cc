@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "io/checkpoint.h"
 #include "io/metrics.h"
+#include "launch/agreed_error.h"
 #include "launch/train/reshard.h"
 
 namespace mt::launch {
@@ -49,6 +50,20 @@ std::string verify_collectively(parallel::Communicator& world, const std::string
   const int first = -neg_first;
   if (first == world.size()) return "";
   return world.size() > 1 ? broadcast_string(world, bad, first) : bad;
+}
+
+// A failed checkpoint write as one line: the file, the message and the library's text; for a
+// full disk (errno ENOSPC, or no space left where `dir` lives) "ENOSPC: no space left on
+// device (DIR has X MiB free)" in its place.
+std::string write_failure(const std::exception& e, const std::string& dir, int err) {
+  const auto* me = dynamic_cast<const core::Error*>(&e);
+  if (!me) return e.what();
+  const auto& c = me->context();
+  std::string lib = c.library;
+  if (lib.find("ENOSPC") == std::string::npos) {
+    if (const std::string note = io::disk_full_note(dir, err); !note.empty()) lib = note;
+  }
+  return (c.file.empty() ? "" : c.file + ": ") + me->message() + (lib.empty() ? "" : " [" + lib + "]");
 }
 
 // "world 4 dp 2 tp 2 zero 1 pp 1", "world 8 dp 2 tp 2 zero 1 pp 2 (layers 0-5 | 6-11)": a layout
@@ -101,7 +116,7 @@ void CheckpointManager::save(int64_t steps_done, const TrainState& state) {
     }
   }
   err = broadcast_string(world_, err);
-  if (!err.empty()) throw core::Error("cannot prepare the checkpoint directory: " + err);
+  if (!err.empty()) throw AgreedError(core::Error("cannot prepare the checkpoint directory: " + err));
 
   io::ShardData d;
   const bool on_host = device_.kind() == core::DeviceKind::CPU;
@@ -124,10 +139,19 @@ void CheckpointManager::save(int64_t steps_done, const TrainState& state) {
   d.num_state = optim_.num_elements();
   d.ranges = sync_.owned_ranges();
   d.loader_state = loader_.state();
-  const int64_t sum = static_cast<int64_t>(io::write_shard(tmp_dir, world_.rank(), d));
+  // A failed write on any rank (a full disk) is agreed on: rank 0 removes the partial
+  // step_N.tmp (it would fill the disk for the next try too) and every rank raises the first
+  // failing rank's error, so the job ends cleanly with the previous checkpoints intact.
+  int64_t sum = 0;
+  try {
+    sum = static_cast<int64_t>(io::write_shard(tmp_dir, world_.rank(), d));
+  } catch (const std::exception& e) {
+    err = write_failure(e, dir, errno);
+  }
+  fail_together(err, tmp_dir);
   std::vector<int64_t> sums(world_.size());
   world_.all_gather(&sum, sums.data(), 1, parallel::DType::I64);  // also: every shard is written
-  if (world_.rank() == 0) {
+  if (world_.rank() == 0) try {
     nlohmann::json shards = nlohmann::json::array();
     for (int r = 0; r < world_.size(); ++r) {
       shards.push_back({{"rank", r}, {"file", io::shard_file_name(r)},
@@ -145,8 +169,33 @@ void CheckpointManager::save(int64_t steps_done, const TrainState& state) {
     io::finalize_checkpoint(tmp_dir, final_dir, m);
     io::prune_checkpoints(dir, cfg_.checkpoint.keep);
     log::info("checkpoint {} written in {:.0f} ms", final_dir, ms_between(t0, Clock::now()));
+  } catch (const std::exception& e) {
+    err = write_failure(e, dir, errno);
   }
-  world_.barrier();
+  fail_together(err, tmp_dir, /*root_only=*/true);  // (also the barrier: every rank waits for the publish)
+}
+
+void CheckpointManager::fail_together(const std::string& err, const std::string& tmp_dir, bool root_only) const {
+  std::string first = err;
+  if (root_only) {
+    first = broadcast_string(world_, err);
+  } else {  // the lowest failing rank's message (a max of negated ranks: the min)
+    int32_t neg_first = -(err.empty() ? world_.size() : world_.rank());
+    if (world_.size() > 1) world_.all_reduce(&neg_first, 1, parallel::DType::I32, parallel::ReduceOp::Max);
+    const int r = -neg_first;
+    if (r == world_.size()) return;
+    first = world_.size() > 1 ? broadcast_string(world_, err, r) : err;
+    if (r != 0) first = fmt::format("rank {}: {}", r, first);
+  }
+  if (first.empty()) return;
+  if (world_.rank() == 0) {
+    std::error_code ec;
+    fs::remove_all(tmp_dir, ec);  // the partial checkpoint
+  }
+  throw AgreedError(core::Error("checkpoint not written: " + first)
+                        .with_hint(fmt::format("the previous checkpoints under {} are intact and {} was removed; "
+                                               "free space (or set checkpoint.dir elsewhere) and resume=auto",
+                                               dir(), fs::path(tmp_dir).filename().string())));
 }
 
 int64_t CheckpointManager::restore(TrainState* state) {

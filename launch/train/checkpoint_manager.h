@@ -57,6 +57,9 @@ class CheckpointManager {
   bool restored() const { return restored_; }
 
  private:
+  // Collective: if `err` is non-empty on any rank (on rank 0 alone: root_only), rank 0 removes
+  // `tmp_dir` and every rank throws AgreedError with the first failing rank's message.
+  void fail_together(const std::string& err, const std::string& tmp_dir, bool root_only = false) const;
   // The checkpoint to resume from ("" when resume=auto finds none); throws when an explicit
   // checkpoint.resume is not a valid checkpoint.
   std::string choose() const;

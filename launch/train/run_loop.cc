@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "io/metrics.h"
 #include "launch/train/checkpoint_manager.h"
+#include "launch/signals.h"
 #include "launch/train/reporter.h"
 #include "launch/train/trainer.h"
 
@@ -48,6 +49,7 @@ class RunLoop {
     resume();
     if (ended_ && already_done()) return done_summary();
     open_run();
+    announce_signals();  // (a signal during the start-up is announced now, acted on after the first step)
     // a run preempted during an eval: that eval first (and what follows from it)
     bool stopped = false;
     if (!ended_ && state_.eval_due && start_ < tc_.steps) stopped = after_steps(start_, /*eval_now=*/true, false);
