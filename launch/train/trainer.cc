@@ -40,14 +40,23 @@ void check_batch_split(const core::Config& cfg, const io::LoaderOptions& lopt, i
 // activations for every new shape. By default glibc hands those pages back to the OS and the next allocation faults them in
 // again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
 // of examples/small.yaml). Keep freed memory in the heap for reuse instead.
+// train.micro_batch: auto as a number for this world (a no-op where start_run resolved it)
+core::Config with_micro_batch(const core::Config& cfg, int world) {
+  core::Config c = cfg;
+  core::resolve_micro_batch(c, world);
+  return c;
+}
+
 void keep_freed_memory() {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 }  // namespace
 
-Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device)
-    : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)), faults_(cfg_) {
+Trainer::Trainer(const core::Config& config, parallel::Communicator& world, core::Device* device)
+    : cfg_(with_micro_batch(config, world.size())), world_(world),
+      device_(device ? device : &core::get_device(config.train.device)), faults_(cfg_) {
+  const core::Config& cfg = cfg_;
   kernels::OpsOptions opt;
   opt.working = working_dtype(cfg, *device_);
   opt.attention = cfg.train.attention;
