@@ -11,11 +11,13 @@
 # command that exits non-zero is a failure naming FILE:LINE; the rest of its block is skipped,
 # the other blocks still run.
 #
-# Short runs: build/bin/meshtrain is a wrapper that appends $DOC_TEST_TRAIN (default
-# train.steps=3) to `train` and $DOC_TEST_BENCH_STEP (default --steps 1 --warmup 0) to
-# `bench step`; later overrides win, so the documented values stay as written but a run is a
-# few steps. The environment is the one the README describes for root on a small machine:
-# mpirun as root and oversubscribed (OMPI_ALLOW_RUN_AS_ROOT*, OMPI_MCA_rmaps_base_oversubscribe).
+# Short runs: build/bin/meshtrain is a wrapper that appends options to the commands that
+# would run long (later key=value overrides and options win, so the documented values stay as
+# written and still parse, but a run is a few steps): `train` gets $DOC_TEST_TRAIN
+# (train.steps=3), `bench step` $DOC_TEST_BENCH_STEP (one step of a 2-block model), `bench
+# allreduce`, `bench pipeline` and `bench generate` smaller sweeps. The environment is the one
+# the README describes for root on a small machine: mpirun as root and oversubscribed
+# (OMPI_ALLOW_RUN_AS_ROOT*, OMPI_MCA_rmaps_base_oversubscribe).
 #
 # A block that cannot run here is marked in the markdown, on the line before its fence:
 #   <!-- doc-test: skip (the reason, shown to the reader of the source) -->
@@ -28,7 +30,9 @@ source "$(dirname "$0")/lib.sh"
 SRC=$(cd "$MT_SOURCE_DIR" && pwd)
 BIN=$(cd "$(dirname "$MESHTRAIN")" && pwd)/$(basename "$MESHTRAIN")
 FILES=${DOC_TEST_FILES:-"$SRC/README.md $(ls "$SRC"/docs/*.md | sort | tr '\n' ' ')"}
-: "${DOC_TEST_TRAIN:=train.steps=3}" "${DOC_TEST_BENCH_STEP:=--steps 1 --warmup 0}"
+: "${DOC_TEST_TRAIN:=train.steps=3}" "${DOC_TEST_BENCH_STEP:=--steps 1 --warmup 0 model.n_layer=2}"
+: "${DOC_TEST_BENCH_ALLREDUCE:=--max-bytes 1048576 --iters 3 --warmup 1}"
+: "${DOC_TEST_BENCH_PIPELINE:=--block-ms 2 --repeat 1 --micro 4}" "${DOC_TEST_BENCH_GENERATE:=--new-tokens 16}"
 
 # the scratch tree
 D=$WORK/doc
@@ -40,16 +44,19 @@ cat > "$D/build/bin/meshtrain" <<EOF
 case "\${1:-} \${2:-}" in
   "train "*) exec "$BIN" "\$@" $DOC_TEST_TRAIN ;;
   "bench step") exec "$BIN" "\$@" $DOC_TEST_BENCH_STEP ;;
+  "bench allreduce") exec "$BIN" "\$@" $DOC_TEST_BENCH_ALLREDUCE ;;
+  "bench pipeline") exec "$BIN" "\$@" $DOC_TEST_BENCH_PIPELINE ;;
+  "bench generate") exec "$BIN" "\$@" $DOC_TEST_BENCH_GENERATE ;;
 esac
 exec "$BIN" "\$@"
 EOF
 chmod +x "$D/build/bin/meshtrain"
-export OMPI_MCA_rmaps_base_oversubscribe=true OMPI_MCA_hwloc_base_binding_policy=none
+export OMPI_MCA_rmaps_base_oversubscribe=true
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # (several ranks share the 2 cores)
 
-# FILE<TAB>LINE<TAB>BLOCK<TAB>SKIP-REASON<TAB>COMMAND per command; marker errors as ERROR<TAB>FILE:LINE<TAB>why
-LIST=$WORK/commands.tsv
-python3 - $FILES > "$LIST" <<'PY'
+# extract FILE... : FILE LINE BLOCK SKIP-REASON COMMAND per command, separated by \x1f (a tab
+# would merge an empty field in `read`); marker errors as ERROR<TAB>FILE:LINE<TAB>why
+cat > "$WORK/extract.py" <<'PY'
 import os, re, sys
 fence = re.compile(r'^\s*```(\w*)\s*$')
 marker = re.compile(r'^\s*<!--\s*doc-test:\s*(.*?)\s*-->\s*$')
@@ -89,37 +96,77 @@ for path in sys.argv[1:]:
                 text = text.rstrip()[:-1] + " " + body[k][1].strip()
             k += 1
             if not text.strip() or text.lstrip().startswith("#"): continue
-            print(f"{name}\t{no}\t{block}\t{skip}\t{text.strip()}")
+            print("\x1f".join([name, str(no), str(block), skip, text.strip()]))
     if pending: print(f"ERROR\t{name}:{pending[0]}\tmarker not followed by a fence")
 PY
+extract() { python3 "$WORK/extract.py" "$@"; }
 
-failures=0 ran=0 skipped=0 bad_block=
-if grep -q '^ERROR' "$LIST"; then
-  grep '^ERROR' "$LIST" | while IFS=$'\t' read -r _ where why; do echo "FAIL: $where: $why" >&2; done
-  exit 1
-fi
+# run_commands LIST: runs each command in $D; prints ok/FAIL/skip per command and sets ran,
+# skipped, failures
+run_commands() {
+  ran=0 skipped=0 failures=0
+  local bad_block= file line block skip cmd where t rc log=$WORK/cmd.log
+  if grep -q '^ERROR' "$1"; then
+    grep '^ERROR' "$1" | while IFS=$'\t' read -r _ where why; do echo "FAIL: $where: $why" >&2; done
+    failures=$(grep -c '^ERROR' "$1"); return
+  fi
+  while IFS=$'\x1f' read -r file line block skip cmd; do
+    where="$file:$line"
+    if [ -n "${DOC_TEST_ONLY:-}" ] && ! grep -Eq -- "$DOC_TEST_ONLY" <<<"$where"; then continue; fi
+    if [ -n "$skip" ]; then
+      skipped=$((skipped + 1)); echo "skip  $where  ($skip)"; continue
+    fi
+    if [ "$bad_block" = "$file#$block" ]; then
+      echo "skip  $where  (an earlier command of its block failed)"; continue
+    fi
+    t=$(date +%s)
+    rc=0
+    (cd "$D" && bash -o pipefail -c "$cmd") > "$log" 2>&1 < /dev/null || rc=$?
+    ran=$((ran + 1))
+    echo "$(printf '%-5s %3ss' "$([ $rc = 0 ] && echo ok || echo FAIL)" $(( $(date +%s) - t )))  $where  $cmd"
+    if [ $rc != 0 ]; then
+      failures=$((failures + 1)); bad_block="$file#$block"
+      echo "FAIL: $where exits $rc: $cmd" >&2
+      tail -n 25 "$log" | sed 's/^/    | /' >&2
+    fi
+  done < "$1"
+}
+
+# The check of the check: a broken command fails naming its FILE:LINE, the rest of its block
+# is skipped, other blocks run, a marked block does not run, a bad marker fails.
+cat > "$WORK/selfcheck.md" <<'MD'
+<!-- doc-test: skip (never runs) -->
+```sh
+touch runs/skipped
+```
+```bash
+touch runs/ran
+exit 3
+touch runs/after_failure
+```
+```console
+$ touch runs/console \
+    runs/continued
+not a command
+```
+MD
+extract "$WORK/selfcheck.md" > "$WORK/selfcheck.list"
+DOC_TEST_ONLY= run_commands "$WORK/selfcheck.list" > "$WORK/selfcheck.log" 2>&1
+grep -q "FAIL: .*selfcheck.md:7 exits 3: exit 3" "$WORK/selfcheck.log" && [ $failures = 1 ] && [ $ran = 3 ] &&
+  [ $skipped = 1 ] && [ -e "$D/runs/ran" ] && [ -e "$D/runs/continued" ] && [ ! -e "$D/runs/skipped" ] &&
+  [ ! -e "$D/runs/after_failure" ] || { cat "$WORK/selfcheck.log"; fail "the doc-test's self-check"; }
+printf '<!-- doc-test: skip -->\n```sh\ntrue\n```\n' > "$WORK/badmarker.md"
+extract "$WORK/badmarker.md" > "$WORK/badmarker.list"
+DOC_TEST_ONLY= run_commands "$WORK/badmarker.list" > "$WORK/badmarker.log" 2>&1
+[ $failures = 1 ] && grep -q "badmarker.md:1: expected <!-- doc-test: skip (reason) -->" "$WORK/badmarker.log" ||
+  { cat "$WORK/badmarker.log"; fail "a marker without a reason was accepted"; }
+rm -rf "$D/runs"/*
+
+LIST=$WORK/commands.list
+extract $FILES > "$LIST"
 [ -s "$LIST" ] || fail "no commands found in $FILES"
 T0=$(date +%s)
-while IFS=$'\t' read -r file line block skip cmd; do
-  where="$file:$line"
-  if [ -n "${DOC_TEST_ONLY:-}" ] && ! grep -Eq -- "$DOC_TEST_ONLY" <<<"$where"; then continue; fi
-  if [ -n "$skip" ]; then
-    skipped=$((skipped + 1)); echo "skip  $where  ($skip)"; continue
-  fi
-  if [ "$bad_block" = "$file#$block" ]; then
-    echo "skip  $where  (an earlier command of its block failed)"; continue
-  fi
-  log=$WORK/cmd.log
-  t=$(date +%s)
-  rc=0
-  (cd "$D" && bash -o pipefail -c "$cmd") > "$log" 2>&1 < /dev/null || rc=$?
-  ran=$((ran + 1))
-  echo "$(printf '%-5s %3ss' "$([ $rc = 0 ] && echo ok || echo FAIL)" $(( $(date +%s) - t )))  $where  $cmd"
-  if [ $rc != 0 ]; then
-    failures=$((failures + 1)); bad_block="$file#$block"
-    echo "FAIL: $where exits $rc: $cmd" >&2
-    tail -n 25 "$log" | sed 's/^/    | /' >&2
-  fi
-done < "$LIST"
+run_commands "$LIST"
+[ $ran -gt 0 ] || [ -n "${DOC_TEST_ONLY:-}" ] || fail "no command ran (all $skipped skipped?)"
 echo "doc commands: $ran run, $skipped skipped (marked), $failures failed, $(( $(date +%s) - T0 )) s"
 [ $failures = 0 ] || fail "$failures documented command(s) failed as written (FILE:LINE above)"
