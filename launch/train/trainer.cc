@@ -35,11 +35,6 @@ void check_batch_split(const core::Config& cfg, const io::LoaderOptions& lopt, i
   }
 }
 
-// Micro-batch shapes vary (documents: rows as long as their longest document; packed
-// (balanced, dynamic) and dynamic: shares that change), and the model re-allocates its
-// activations for every new shape. By default glibc hands those pages back to the OS and the next allocation faults them in
-// again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
-// of examples/small.yaml). Keep freed memory in the heap for reuse instead.
 // train.micro_batch: auto as a number for this world (a no-op where start_run resolved it)
 core::Config with_micro_batch(const core::Config& cfg, int world) {
   core::Config c = cfg;
@@ -47,6 +42,11 @@ core::Config with_micro_batch(const core::Config& cfg, int world) {
   return c;
 }
 
+// Micro-batch shapes vary (documents: rows as long as their longest document; packed
+// (balanced, dynamic) and dynamic: shares that change), and the model re-allocates its
+// activations for every new shape. By default glibc hands those pages back to the OS and the next allocation faults them in
+// again (first touch runs at ~0.45 GB/s here: 178k instead of 96k page faults over 6 steps
+// of examples/small.yaml). Keep freed memory in the heap for reuse instead.
 void keep_freed_memory() {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);

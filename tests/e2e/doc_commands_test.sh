@@ -24,7 +24,9 @@
 # A marker without a reason, or one not followed by a fence, is itself a failure.
 #
 # DOC_TEST_ONLY=REGEX runs only the commands whose FILE:LINE matches (e.g. 'README.md:1[0-9][0-9]$');
-# DOC_TEST_FILES='a.md b.md' checks other files (the test of this test: a broken command fails).
+# DOC_TEST_FILES='a.md b.md' checks other files. Before the docs, a self-check runs a small
+# markdown file with a marked block, a failing command and a marker without a reason, and
+# requires exactly the expected runs, skips and failures (FILE:LINE named).
 source "$(dirname "$0")/lib.sh"
 
 SRC=$(cd "$MT_SOURCE_DIR" && pwd)
