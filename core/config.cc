@@ -42,6 +42,7 @@ struct Field {
   std::string help;
   std::function<void(Config&, const YAML::Node&)> set;  // may throw YAML::Exception
   std::function<std::string(const Config&)> get;        // YAML scalar text
+  bool auto_ok = false;  // Int: also takes `auto` (stored as a sentinel outside [min, max], shown as auto)
 };
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -120,6 +121,21 @@ Field F(const char* path, Ref ref, double mn, double mx, const char* help,
 
 #define MT_REF(sec, key) [](Config& c) -> auto& { return c.sec.key; }
 
+// An integer key that also takes `auto`, stored as `sentinel` until a later stage resolves it
+template <typename Ref>
+Field F_auto(const char* path, Ref ref, double mn, double mx, const char* help, int sentinel) {
+  Field f = F<int>(path, ref, mn, mx, help);
+  f.auto_ok = true;
+  f.set = [ref, sentinel](Config& c, const YAML::Node& n) {
+    ref(c) = n.IsScalar() && n.Scalar() == "auto" ? sentinel : n.as<int>();
+  };
+  f.get = [ref, sentinel](const Config& c) {
+    const int v = ref(const_cast<Config&>(c));
+    return v == sentinel ? std::string("auto") : std::to_string(v);
+  };
+  return f;
+}
+
 const std::vector<Field>& schema() {
   static const std::vector<Field> fields = [] {
     std::vector<Field> v;
@@ -141,7 +157,7 @@ const std::vector<Field>& schema() {
     // train
     v.push_back(F<int64_t>("train.steps", MT_REF(train, steps), 0, 1e15, "optimizer steps"));
     v.push_back(F<int>("train.batch_size", MT_REF(train, batch_size), 1, 1 << 30, "global batch in sequences per step"));
-    v.push_back(F<int>("train.micro_batch", MT_REF(train, micro_batch), 1, 1 << 20, "sequences per rank per micro-step"));
+    v.push_back(F_auto("train.micro_batch", MT_REF(train, micro_batch), 1, 1 << 20, "sequences per rank per micro-step, or auto: the largest that divides the per-replica batch train.batch_size / dp (no gradient accumulation); with parallel.pp > 1 the largest that leaves >= pp micro-batches per step (interleaved: a multiple of pp)", kAutoMicroBatch));
     v.push_back(F<uint64_t>("train.seed", MT_REF(train, seed), 0, 1.8e19, "seed for init and sampling"));
     v.push_back(F<int>("train.eval_every", MT_REF(train, eval_every), 0, 1 << 30, "steps between evals (0 = end only)"));
     v.push_back(F<int>("train.eval_batches", MT_REF(train, eval_batches), 1, 1 << 20, "eval set size in global batches"));
@@ -319,12 +335,16 @@ void set_field(Config& cfg, const Field& f, const YAML::Node& n) {
   } catch (const YAML::Exception&) {
     // an integer too large for the key's type is out of range, not "not an integer"
     if (f.kind == Kind::Int && is_integer_literal(text)) {
-      throw Error(fmt::format("value {} out of range: must be in [{}, {}]", text, f.min, f.max)).with_hint(f.help);
+      throw Error(fmt::format("value {} out of range: must be in [{}, {}]{}", text, f.min, f.max,
+                              f.auto_ok ? " or auto" : ""))
+          .with_hint(f.help);
     }
-    throw Error(fmt::format("expected {}, got '{}'", kind_name(f.kind), text)).with_hint(f.help);
+    throw Error(fmt::format("expected {}{}, got '{}'", kind_name(f.kind), f.auto_ok ? " or auto" : "", text))
+        .with_hint(f.help);
   }
-  if (f.kind == Kind::Int || f.kind == Kind::Float) {
-    const double v = std::stod(f.get(cfg));
+  if ((f.kind == Kind::Int || f.kind == Kind::Float) && !(f.auto_ok && text == "auto")) {
+    const std::string got = f.get(cfg);  // (a number that is auto's sentinel shows as auto: out of range)
+    const double v = f.auto_ok && got == "auto" ? f.min - 1 : std::stod(got);
     if (!(v >= f.min && v <= f.max)) {  // also rejects NaN
       std::string range = std::isinf(f.max) ? fmt::format(">= {}", f.min) : fmt::format("in [{}, {}]", f.min, f.max);
       throw Error(fmt::format("value {} out of range: must be {}", text, range)).with_hint(f.help);
@@ -487,7 +507,7 @@ void validate_config(const Config& c, bool model_final) {
                  "choose n_embd as a multiple of n_head (head size = n_embd / n_head)");
   }
   // documents mode sizes the global batch by data.batch_tokens: batch_size does not apply
-  if (c.data.mode != "documents" && c.train.micro_batch > c.train.batch_size) {
+  if (c.data.mode != "documents" && c.train.micro_batch != kAutoMicroBatch && c.train.micro_batch > c.train.batch_size) {
     throw at_key(c, "train.micro_batch",
                  fmt::format("micro_batch = {} is larger than batch_size = {}", c.train.micro_batch, c.train.batch_size),
                  "micro_batch is per rank and per micro-step; batch_size is the global batch per step");
@@ -666,6 +686,43 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return parse_config(ss.str(), path, overrides);
 }
 
+int auto_micro_batch(const Config& c, int dp, int pp) {
+  dp = std::max(1, dp);
+  pp = std::max(1, pp);
+  const bool even = c.data.mode == "concat" && c.data.schedule != "dynamic";  // the trainer's check_batch_split
+  if (even && c.train.batch_size % dp != 0) {
+    throw at_key(c, "train.batch_size",
+                 fmt::format("train.micro_batch = auto splits train.batch_size = {} over dp = {} replicas, but dp "
+                             "does not divide it", c.train.batch_size, dp),
+                 fmt::format("choose train.batch_size as a multiple of dp (e.g. {}), or data.schedule=dynamic",
+                             (c.train.batch_size + dp - 1) / dp * dp));
+  }
+  int64_t rows = c.train.batch_size;
+  if (c.data.mode == "documents") {  // micro_batch x seq_len positions per micro-batch
+    const int64_t tokens = c.data.batch_tokens > 0 ? c.data.batch_tokens
+                                                   : static_cast<int64_t>(c.train.batch_size) * c.model.seq_len;
+    rows = tokens / std::max(1, c.model.seq_len);
+  }
+  const int per = static_cast<int>(std::max<int64_t>(1, rows / dp));
+  if (pp == 1) return per;
+  for (int m = per; m >= 1; --m) {
+    if (per % m != 0) continue;
+    const int n = per / m;
+    if (n < pp) continue;
+    if (c.parallel.pp_schedule == "interleaved" && n % pp != 0) continue;
+    return m;
+  }
+  return 1;  // fewer rows than stages: check_pipeline names the keys
+}
+
+void resolve_micro_batch(Config& cfg, int world) {
+  if (cfg.train.micro_batch != kAutoMicroBatch) return;
+  const int tp = std::max(1, cfg.parallel.tp), pp = std::max(1, cfg.parallel.pp);
+  const int dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world / (tp * pp));
+  cfg.train.micro_batch = auto_micro_batch(cfg, dp, pp);
+  cfg.train.micro_batch_auto = true;
+}
+
 std::string config_to_yaml(const Config& cfg) {
   std::string out = "# resolved meshtrain config";
   if (!cfg.source_file.empty()) out += " (from " + cfg.source_file + ")";
@@ -679,7 +736,9 @@ std::string config_to_yaml(const Config& cfg) {
       out += sec + ":\n";
       current = sec;
     }
-    out += "  " + f.path.substr(dot + 1) + ": " + f.get(cfg) + "\n";
+    out += "  " + f.path.substr(dot + 1) + ": " + f.get(cfg);
+    if (f.path == "train.micro_batch" && cfg.train.micro_batch_auto) out += "  # auto";
+    out += "\n";
   }
   return out;
 }

@@ -34,7 +34,7 @@ struct ModelConfig {
 struct TrainConfig {
   int64_t steps = 200;
   int batch_size = 16;       // GLOBAL sequences per optimizer step, independent of dp
-  int micro_batch = 8;       // sequences per rank per forward/backward
+  int micro_batch = 8;       // sequences per rank per forward/backward; kAutoMicroBatch = `auto` until resolved
   uint64_t seed = 1337;      // parameter init and dropout-free sampling
   int eval_every = 50;       // 0 = only at the end
   int eval_batches = 4;      // eval set = eval_batches * batch_size sequences
@@ -50,6 +50,7 @@ struct TrainConfig {
   std::string precision = "auto";  // auto (cpu: fp32, cuda: bf16) | fp32 | bf16 (CUDA only)
   std::string attention = "auto";  // CUDA attention kernel: auto | cudnn | own
   std::string recompute = "none";  // activation recomputation: none | full | selective
+  bool micro_batch_auto = false;   // micro_batch was `auto`, resolved by resolve_micro_batch (config.yaml says so)
 };
 
 struct OptimConfig {
@@ -144,6 +145,22 @@ void apply_override(Config& cfg, const std::string& assignment);
 void validate_config(const Config& cfg, bool model_final = true);
 // The resolved configuration as YAML (every key, with overrides applied).
 std::string config_to_yaml(const Config& cfg);
+// train.micro_batch: auto, as stored until resolve_micro_batch replaces it by a number.
+constexpr int kAutoMicroBatch = 0;
+// The micro-batch `train.micro_batch: auto` stands for at data-parallel size dp and pipeline
+// depth pp (the other keys from cfg): the largest micro-batch m that divides the per-replica
+// batch R = train.batch_size / dp (documents mode: R = data.batch_tokens / model.seq_len / dp,
+// at least 1), i.e. no gradient accumulation; with pp > 1 the largest m that still leaves
+// R / m >= pp micro-batches per step (1f1b fills the pipeline only then; gpipe's bubble
+// shrinks with them too), for pp_schedule interleaved also R / m a multiple of pp; 1 where
+// no m qualifies (the pipeline check then names the keys). Throws core::Error at
+// train.batch_size where an even split is required (data.mode concat, data.schedule not
+// dynamic) and dp does not divide the batch.
+int auto_micro_batch(const Config& cfg, int dp, int pp);
+// Replace `auto` by auto_micro_batch at dp = parallel.dp (0: world / (tp x pp)) and pp =
+// parallel.pp; a number stays as it is. Every command that builds batches calls it once the
+// world size is known, so the resolved config.yaml, the banner and checkpoints hold the number.
+void resolve_micro_batch(Config& cfg, int world);
 // All valid keys "section.key" with their help text (for --help and suggestions).
 std::vector<std::pair<std::string, std::string>> config_keys();
 // Nearest valid key to `key` by edit distance ("" if none is close).

@@ -77,6 +77,15 @@ void print_banner(const JobLaunch& job, parallel::Communicator& world, const cor
             pp > 1 ? fmt::format(" x pp {}", pp) : "", tp,
             devices_line(job, cfg.train.device), threads, b.blas_core, world.backend_name());
   log::info("build: {}", build_line(b));
+  if (cfg.train.micro_batch_auto) {  // core::auto_micro_batch's rule
+    const int per = cfg.train.batch_size / std::max(1, dp);
+    if (cfg.data.mode == "documents")
+      log::info("train.micro_batch: auto = {} (data.batch_tokens / model.seq_len / dp {})", cfg.train.micro_batch, dp);
+    else
+      log::info("train.micro_batch: auto = {} (train.batch_size {} / dp {} = {} per replica, {} micro-batch(es) per "
+                "step{})", cfg.train.micro_batch, cfg.train.batch_size, dp, per, per / cfg.train.micro_batch,
+                pp > 1 ? fmt::format(", at least pp = {}", pp) : "");
+  }
 }
 
 int cmd_info(const JobLaunch& job, bool json) {

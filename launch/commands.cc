@@ -51,6 +51,7 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
     cfg.model = io::hf::resolve_model_config(cfg);
     core::validate_config(cfg);
   }
+  core::resolve_micro_batch(cfg, world.size());  // train.micro_batch: auto -> a number for this dp
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
   const JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0

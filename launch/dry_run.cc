@@ -41,7 +41,7 @@ std::string gib(double b) { return fmt::format("{:.2f}", b / (1024.0 * 1024.0 * 
 }  // namespace
 
 int cmd_bench_dry_run(const DryRunArgs& a) {
-  const core::Config cfg = core::load_config(a.config, a.overrides);
+  core::Config cfg = core::load_config(a.config, a.overrides);
   const auto arch = parallel::make_architecture(cfg.model);
   const int tp = cfg.parallel.tp, pp = std::max(1, cfg.parallel.pp);
   const int world = a.world > 0 ? a.world : std::max(1, cfg.parallel.dp) * tp * pp;
@@ -58,6 +58,8 @@ int cmd_bench_dry_run(const DryRunArgs& a) {
   if (const std::string bad = arch->tp_violation(tp); !bad.empty()) {
     throw core::Error(bad).with_yaml("parallel.tp").with_hint(fmt::format("valid sizes follow {}", arch->tp_constraint()));
   }
+  if (cfg.train.micro_batch == core::kAutoMicroBatch)  // at the dp of this world
+    cfg.train.micro_batch = core::auto_micro_batch(cfg, world / (tp * pp), pp);
   const bool cuda = cfg.train.device != "cpu";
   const bool bf16 = cfg.train.precision == "bf16" || (cfg.train.precision == "auto" && cuda);
   std::printf("bench step --dry-run: %s\n  model       %s\n", a.config.c_str(), arch->describe(tp).c_str());

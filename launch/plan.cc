@@ -280,7 +280,8 @@ Layout configured_layout(const core::Config& cfg, int gpus) {
   l.zero = cfg.parallel.zero;
   l.sp = cfg.parallel.sp;
   l.recompute = parse_plan_recompute(cfg.train.recompute);
-  l.micro_batch = cfg.train.micro_batch;
+  l.micro_batch = cfg.train.micro_batch == core::kAutoMicroBatch ? core::auto_micro_batch(cfg, l.dp, l.pp)
+                                                                 : cfg.train.micro_batch;
   return l;
 }
 

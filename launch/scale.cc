@@ -238,9 +238,16 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   // train.batch_size / (micro_batch x dp); weak scaling grows the batch with dp)
   const parallel::PipeSchedule schedule = parallel::parse_pipe_schedule(base.parallel.pp_schedule);
   const auto vstages = [&](const Row& r) { return r.p.pp > 1 ? base.parallel.pp_virtual : 1; };
+  const auto mb = [&](const Row& r) {  // train.micro_batch, `auto` resolved as that point's run resolves it
+    if (base.train.micro_batch != core::kAutoMicroBatch) return base.train.micro_batch;
+    core::Config c = base;
+    if (spec.mode == "weak") c.train.batch_size = base.train.batch_size * r.p.dp;
+    c.parallel.pp = r.p.pp;
+    return core::auto_micro_batch(c, r.p.dp, r.p.pp);
+  };
   const auto micro = [&](const Row& r) {
     const int batch = spec.mode == "weak" ? base.train.batch_size * r.p.dp : base.train.batch_size;
-    return std::max(1, batch / (std::max(1, base.train.micro_batch) * r.p.dp));
+    return std::max(1, batch / (mb(r) * r.p.dp));
   };
   const auto bubble = [&](const Row& r) {
     return r.p.pp > 1 ? parallel::theoretical_bubble(schedule, r.p.pp, vstages(r), micro(r)) : 0.0;
@@ -248,7 +255,7 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   // a pipelined reference point's measured compute holds its bubble: its busy time is the rest
   const double ref_busy = ref.compute * (1.0 - bubble(ref));
   // one activation (or its gradient) between stages: micro_batch x seq_len x n_embd fp32 (CPU)
-  const double msg_bytes = 4.0 * base.train.micro_batch * base.model.seq_len * base.model.n_embd;
+  const auto msg_bytes = [&](const Row& r) { return 4.0 * mb(r) * base.model.seq_len * base.model.n_embd; };
   for (auto& r : rows) {
     const double work = spec.mode == "weak" ? static_cast<double>(r.p.dp) / ref.p.dp : 1.0;
     // the busy time of a rank: the reference's, scaled by the cores a point can use (a pp stage
@@ -261,7 +268,7 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
         tpt.all_reduces > 0 ? tpt.all_reduces * ring_allreduce_s(ab, tpt.bytes / tpt.all_reduces, r.p.tp) / r.p.pp
                             : 0.0;
     // pp > 1: stage work / (1 - bubble) + the point-to-point messages (cost_model.h: pipeline_time)
-    const PipelineTime pt = pipeline_time(compute / 1e3 + tp_comm, schedule, r.p.pp, vstages(r), micro(r), msg_bytes, ab);
+    const PipelineTime pt = pipeline_time(compute / 1e3 + tp_comm, schedule, r.p.pp, vstages(r), micro(r), msg_bytes(r), ab);
     r.predicted_bubble = pt.bubble;
     r.predicted_ms = (pt.step_s() + ring_allreduce_s(ab, r.grad_bytes, r.p.dp)) * 1e3;
   }

@@ -28,6 +28,8 @@ int cmd_eval(const EvalArgs& a, parallel::Communicator& world, const parallel::M
   if (overrides_set(overrides, "data.path") && !overrides_set(overrides, "data.source"))
     overrides.push_back("data.source=hdf5");
   InferenceModel im = load_inference_model(a.source, overrides, world, &env);
+  if (im.cfg.train.micro_batch == core::kAutoMicroBatch)  // (train.micro_batch=auto): one replica
+    im.cfg.train.micro_batch = core::auto_micro_batch(im.cfg, 1, 1);
   const core::Config& cfg = im.cfg;
   set_threads(threads_per_rank(cfg.train.threads, detect_job(env).self));
 

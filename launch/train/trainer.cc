@@ -35,6 +35,13 @@ void check_batch_split(const core::Config& cfg, const io::LoaderOptions& lopt, i
   }
 }
 
+// train.micro_batch: auto as a number for this world (a no-op where start_run resolved it)
+core::Config with_micro_batch(const core::Config& cfg, int world) {
+  core::Config c = cfg;
+  core::resolve_micro_batch(c, world);
+  return c;
+}
+
 // Micro-batch shapes vary (documents: rows as long as their longest document; packed
 // (balanced, dynamic) and dynamic: shares that change), and the model re-allocates its
 // activations for every new shape. By default glibc hands those pages back to the OS and the next allocation faults them in
@@ -46,9 +53,11 @@ void keep_freed_memory() {
 }
 }  // namespace
 
-Trainer::Trainer(const core::Config& cfg, parallel::Communicator& world, core::Device* device,
+Trainer::Trainer(const core::Config& config, parallel::Communicator& world, core::Device* device,
                  kernels::OpProfile* profile)
-    : cfg_(cfg), world_(world), device_(device ? device : &core::get_device(cfg.train.device)), faults_(cfg_) {
+    : cfg_(with_micro_batch(config, world.size())), world_(world),
+      device_(device ? device : &core::get_device(config.train.device)), faults_(cfg_) {
+  const core::Config& cfg = cfg_;
   kernels::OpsOptions opt;
   opt.working = working_dtype(cfg, *device_);
   opt.attention = cfg.train.attention;
