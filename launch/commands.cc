@@ -143,11 +143,29 @@ int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel:
   core::Device* device = nullptr;
   JobLaunch job;
   const core::Config cfg = start_run(a.config, a.overrides, world, env, &threads, &device, &job);
+  const bool dir_existed = std::filesystem::exists(cfg.run.dir);
   const io::DirLock run_lock = lock_run_dir(cfg, world);  // held until the run ends
+  // A start that fails before the run commits to its directory (a config error the trainer
+  // finds) leaves no directory behind that the lock alone created.
+  struct RemoveIfOnlyLock {
+    std::string dir;
+    bool armed;
+    ~RemoveIfOnlyLock() {
+      if (!armed) return;
+      std::error_code ec;
+      std::filesystem::directory_iterator it(dir, ec), end;
+      for (; !ec && it != end; it.increment(ec))
+        if (it->path().filename() != io::DirLock::kFileName) return;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{cfg.run.dir, world.rank() == 0 && !dir_existed};
   install_preemption_handlers();
   try {
     Trainer trainer(cfg, world, device);
-    trainer.on_run_start = [&] { append_launch_record(cfg.run.dir, job); };  // <run.dir>/launch.jsonl
+    trainer.on_run_start = [&] {
+      cleanup.armed = false;
+      append_launch_record(cfg.run.dir, job);  // <run.dir>/launch.jsonl
+    };
     trainer.run();
   } catch (const core::OutOfMemory& e) {
     rethrow_out_of_memory(e.message(), a, cfg, *device, world.size());
