@@ -66,7 +66,7 @@ add_lib_dir_for() {  # add_lib_dir_for SONAME: first folder holding it, unless o
   local d
   for d in "${cuda_lib_dirs[@]}"; do [[ -e "$d/$1" ]] && return 0; done
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu \
-           $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null | xargs -n1 -I{} sh -c 'ls -d {}/nvidia/*/lib 2>/dev/null'); do
+           $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null | xargs -I{} sh -c 'ls -d {}/nvidia/*/lib 2>/dev/null'); do
     [[ -e "$d/$1" ]] && { cuda_lib_dirs+=("$d"); return 0; }
   done
   echo "cuda library $1: not found" >> "$ENV_LOG"; return 1
