@@ -76,17 +76,10 @@ void write_file_atomic(const std::string& path, const std::string& text) {
     const int err = errno;
     throw fail("cannot write the file", err, tmp);
   }
-  if (!write_all(fd, text.data(), text.size()) || ::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err == EINVAL) {  // (fsync unsupported: the data was written)
-    } else {
-      throw fail("write failed", err, tmp);
-    }
-  } else if (::close(fd) != 0) {
-    const int err = errno;
-    throw fail("write failed", err, tmp);
-  }
+  int err = write_all(fd, text.data(), text.size()) ? 0 : errno;
+  if (err == 0 && ::fsync(fd) != 0 && errno != EINVAL) err = errno;  // (EINVAL: fsync unsupported, data written)
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) throw fail("write failed", err, tmp);
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) {

@@ -98,17 +98,6 @@ namespace {
 }  // namespace
 
 namespace {
-std::string broadcast_string(parallel::Communicator& c, std::string s) {
-  int64_t n = static_cast<int64_t>(s.size());
-  c.broadcast(&n, 1, parallel::DType::I64, 0);
-  s.resize(static_cast<size_t>(n));
-  std::vector<int32_t> buf((n + 3) / 4, 0);
-  std::memcpy(buf.data(), s.data(), s.size());
-  c.broadcast(buf.data(), buf.size(), parallel::DType::I32, 0);
-  std::memcpy(s.data(), buf.data(), s.size());
-  return s;
-}
-
 // Rank 0 locks run.dir (io/dir_lock.h) before anything is read from or written to it, for the
 // run's life; if another run holds it, every rank learns so and raises the same AgreedError.
 io::DirLock lock_run_dir(const core::Config& cfg, parallel::Communicator& world) {
@@ -122,8 +111,8 @@ io::DirLock lock_run_dir(const core::Config& cfg, parallel::Communicator& world)
     }
   }
   if (world.size() > 1) {
-    holder = broadcast_string(world, holder);
-    err = broadcast_string(world, err);
+    holder = parallel::broadcast_string(world, holder);
+    err = parallel::broadcast_string(world, err);
   }
   if (!err.empty()) throw AgreedError(core::Error(err).with_yaml("run.dir"));
   if (!holder.empty()) {

@@ -7,6 +7,8 @@
 // books; the exposed communication time is measured where the host actually waits, which on
 // NCCL is Work::wait() now that it blocks the host.
 #include <chrono>
+#include <cstring>
+#include <vector>
 
 #include "parallel/collective_args.h"
 #include "parallel/communicator.h"
@@ -161,6 +163,17 @@ void Communicator::barrier() {
 void Communicator::synchronize() {
   BlockedTimer t(stats_->blocked_s);
   do_synchronize();
+}
+
+std::string broadcast_string(Communicator& c, std::string s, int root) {
+  int64_t n = static_cast<int64_t>(s.size());
+  c.broadcast(&n, 1, DType::I64, root);
+  s.resize(static_cast<size_t>(n));
+  std::vector<int32_t> buf((n + 3) / 4, 0);
+  std::memcpy(buf.data(), s.data(), s.size());
+  c.broadcast(buf.data(), buf.size(), DType::I32, root);
+  std::memcpy(s.data(), buf.data(), s.size());
+  return s;
 }
 
 }  // namespace mt::parallel

@@ -387,4 +387,7 @@ std::unique_ptr<Communicator> make_world_communicator(const std::string& backend
 std::unique_ptr<Communicator> make_device_communicator(Communicator& host, core::Device& device,
                                                        const std::string& backend, double timeout_s = 0);
 
+// `root`'s string on every rank of `c` (its length, then its bytes): collective.
+std::string broadcast_string(Communicator& c, std::string s, int root = 0);
+
 }  // namespace mt::parallel

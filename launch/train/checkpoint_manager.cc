@@ -27,18 +27,6 @@ nlohmann::json model_manifest(const parallel::Architecture& arch) {
   return j;
 }
 
-// `root`'s string to every rank (length, then bytes).
-std::string broadcast_string(parallel::Communicator& c, std::string s, int root = 0) {
-  int64_t n = static_cast<int64_t>(s.size());
-  c.broadcast(&n, 1, parallel::DType::I64, root);
-  s.resize(static_cast<size_t>(n));
-  std::vector<int32_t> buf((n + 3) / 4, 0);
-  std::memcpy(buf.data(), s.data(), s.size());
-  c.broadcast(buf.data(), buf.size(), parallel::DType::I32, root);
-  std::memcpy(s.data(), buf.data(), s.size());
-  return s;
-}
-
 // Verifies checkpoint `dir` collectively: rank r checks the shards r, r + world, ... (each
 // shard is read once, in parallel, instead of every shard by rank 0 while the others wait
 // under the collective deadline). Returns "" on every rank if all shards are good, else the
@@ -49,7 +37,7 @@ std::string verify_collectively(parallel::Communicator& world, const std::string
   if (world.size() > 1) world.all_reduce(&neg_first, 1, parallel::DType::I32, parallel::ReduceOp::Max);
   const int first = -neg_first;
   if (first == world.size()) return "";
-  return world.size() > 1 ? broadcast_string(world, bad, first) : bad;
+  return world.size() > 1 ? parallel::broadcast_string(world, bad, first) : bad;
 }
 
 // A failed checkpoint write as one line: the file, the message and the library's text; for a
@@ -115,7 +103,7 @@ void CheckpointManager::save(int64_t steps_done, const TrainState& state) {
       err = e.what();
     }
   }
-  err = broadcast_string(world_, err);
+  err = parallel::broadcast_string(world_, err);
   if (!err.empty()) throw AgreedError(core::Error("cannot prepare the checkpoint directory: " + err));
 
   io::ShardData d;
@@ -178,13 +166,13 @@ void CheckpointManager::save(int64_t steps_done, const TrainState& state) {
 void CheckpointManager::fail_together(const std::string& err, const std::string& tmp_dir, bool root_only) const {
   std::string first = err;
   if (root_only) {
-    first = broadcast_string(world_, err);
+    first = parallel::broadcast_string(world_, err);
   } else {  // the lowest failing rank's message (a max of negated ranks: the min)
     int32_t neg_first = -(err.empty() ? world_.size() : world_.rank());
     if (world_.size() > 1) world_.all_reduce(&neg_first, 1, parallel::DType::I32, parallel::ReduceOp::Max);
     const int r = -neg_first;
     if (r == world_.size()) return;
-    first = world_.size() > 1 ? broadcast_string(world_, err, r) : err;
+    first = world_.size() > 1 ? parallel::broadcast_string(world_, err, r) : err;
     if (r != 0) first = fmt::format("rank {}: {}", r, first);
   }
   if (first.empty()) return;
@@ -278,9 +266,9 @@ std::string CheckpointManager::choose() const {
       if (reason.empty()) candidates = want + "\n";
     }
   }
-  candidates = broadcast_string(world_, candidates);
-  reason = broadcast_string(world_, reason);
-  hint = broadcast_string(world_, hint);
+  candidates = parallel::broadcast_string(world_, candidates);
+  reason = parallel::broadcast_string(world_, reason);
+  hint = parallel::broadcast_string(world_, hint);
   std::string skipped;  // resume=auto: each unusable checkpoint and why, one per line
   for (size_t at = 0, nl; (nl = candidates.find('\n', at)) != std::string::npos; at = nl + 1) {
     const std::string c = candidates.substr(at, nl - at);
