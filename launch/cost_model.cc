@@ -9,16 +9,20 @@
 namespace mt::launch {
 
 AlphaBeta fit_alpha_beta(const std::vector<std::pair<double, double>>& pts, int n) {
-  // t = a * x1 + b * x2 with x1 = 2(n-1), x2 = 2(n-1)/n * B: least squares in 2 unknowns on
-  // RELATIVE errors (weights 1/t^2). Plain least squares on seconds lets the largest messages
-  // decide everything and typically drives alpha to 0 (measured here: a 4 KiB..16 MiB table
-  // gave alpha 0 and missed the 4 KiB time by 100%), while tensor parallelism lives on small,
-  // latency-bound messages.
+  std::vector<std::pair<CostTerms, double>> terms;
+  for (const auto& [bytes, t] : pts) terms.push_back({{2.0 * (n - 1), 2.0 * (n - 1) / n * bytes}, t});
+  return fit_alpha_beta_terms(terms);
+}
+
+AlphaBeta fit_alpha_beta_terms(const std::vector<std::pair<CostTerms, double>>& pts) {
+  // t = a * x1 + b * x2: least squares in 2 unknowns on RELATIVE errors (weights 1/t^2). Plain
+  // least squares on seconds lets the largest messages decide everything and typically drives
+  // alpha to 0 (measured here: a 4 KiB..16 MiB table gave alpha 0 and missed the 4 KiB time by
+  // 100%), while tensor parallelism lives on small, latency-bound messages.
   double s11 = 0, s12 = 0, s22 = 0, s1t = 0, s2t = 0;
-  for (const auto& [bytes, t] : pts) {
+  for (const auto& [x, t] : pts) {
     if (!(t > 0)) continue;
-    const double w = 1.0 / (t * t);
-    const double x1 = 2.0 * (n - 1), x2 = 2.0 * (n - 1) / n * bytes;
+    const double w = 1.0 / (t * t), x1 = x.steps, x2 = x.coef_bytes;
     s11 += w * x1 * x1, s12 += w * x1 * x2, s22 += w * x2 * x2, s1t += w * x1 * t, s2t += w * x2 * t;
   }
   const double det = s11 * s22 - s12 * s12;
@@ -45,9 +49,51 @@ ClusterAssumption h100_cluster() {
 }
 
 double hierarchical_allreduce_s(const ClusterAssumption& c, double bytes, int n, int per_node) {
+  Network net{c.intra, c.inter, per_node, c.gpus_per_node, 0};
+  return hierarchical_allreduce_s(net, bytes, n);
+}
+
+int hosts_spanned(const Network& net, int n) {
+  const int l = std::max(1, net.ranks_per_host);
+  return std::max(1, (n + l - 1) / l);
+}
+
+LevelTerms flat_allreduce_terms(const Network& net, double bytes, int n) {
+  LevelTerms t;
+  if (n <= 1) return t;
+  const int l = std::max(1, net.ranks_per_host);
+  const bool pow2 = (n & (n - 1)) == 0;
+  if (bytes >= net.ring_min_bytes || !pow2) {
+    CostTerms ring{2.0 * (n - 1), 2.0 * (n - 1) / n * bytes};
+    (hosts_spanned(net, n) > 1 ? t.inter : t.intra) = ring;
+    return t;
+  }
+  const double share = std::max(1.0, static_cast<double>(std::min(n, l)) / std::max(1, net.links_per_host));
+  for (int d = 1; d < n; d *= 2) {
+    if (d < l) {
+      t.intra.steps += 1, t.intra.coef_bytes += bytes;
+    } else {
+      t.inter.steps += 1, t.inter.coef_bytes += bytes * share;
+    }
+  }
+  return t;
+}
+
+double flat_allreduce_s(const Network& net, double bytes, int n) {
+  const LevelTerms t = flat_allreduce_terms(net, bytes, n);
+  return t.intra.steps * net.intra.alpha_s + t.intra.coef_bytes * net.intra.beta_s +
+         t.inter.steps * net.inter.alpha_s + t.inter.coef_bytes * net.inter.beta_s;
+}
+
+double hierarchical_allreduce_s(const Network& net, double bytes, int n) {
   if (n <= 1) return 0;
-  const int intra = std::max(1, std::min(n, per_node)), nodes = std::max(1, n / intra);
-  return ring_allreduce_s(c.intra, bytes, intra) + ring_allreduce_s(c.inter, bytes / intra, nodes);
+  const int l = std::max(1, std::min(n, net.ranks_per_host)), hosts = std::max(1, n / l);
+  const double share = std::max(1.0, static_cast<double>(l) / std::max(1, net.links_per_host));
+  // reduce-scatter + all-gather inside the host = one intra ring all-reduce
+  const double inside = ring_allreduce_s(net.intra, bytes, l);
+  AlphaBeta across = net.inter;
+  across.beta_s *= share;
+  return inside + ring_allreduce_s(across, bytes / l, hosts);
 }
 
 double p2p_message_s(const AlphaBeta& ab, double bytes) { return ab.alpha_s + bytes * ab.beta_s; }

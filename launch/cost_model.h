@@ -6,6 +6,9 @@
 // point can use) plus the data-parallel gradient all-reduce and the tensor-parallel
 // activation all-reduces, with no credit for overlap (an upper bound on exposed comm).
 // The same model extrapolates to GPU clusters from published bandwidths (docs/scaling.md).
+// Two-level networks (Network): ranks on one host talk over `intra` (shared memory, NVLink),
+// ranks on different hosts over `inter` (TCP, InfiniBand); flat and hierarchical all-reduce
+// are costed on both levels, fitted by `meshtrain bench network` (launch/network_bench.h).
 #pragma once
 
 #include <string>
@@ -25,6 +28,51 @@ struct AlphaBeta {
 AlphaBeta fit_alpha_beta(const std::vector<std::pair<double, double>>& bytes_seconds, int n);
 double ring_allreduce_s(const AlphaBeta& ab, double bytes, int n);
 
+// Least squares on relative errors of t = steps alpha + coef_bytes beta, one term per measured
+// point: the general fit behind fit_alpha_beta, for timings whose algorithm differs by size.
+struct CostTerms {
+  double steps = 0;       // alpha multiplier: message steps on the critical path
+  double coef_bytes = 0;  // beta multiplier: bytes through the slowest link on the critical path
+};
+AlphaBeta fit_alpha_beta_terms(const std::vector<std::pair<CostTerms, double>>& terms_seconds);
+
+// A two-level network: consecutive ranks share a host (`ranks_per_host` of them); inside a host
+// a message costs intra (alpha + bytes beta), between hosts inter. `links_per_host`: the host's
+// inter-host links (NICs); when more of its ranks than that send across hosts at the same time
+// they share them (a simulated host or a commodity node: 1; a rail-optimised GPU node: one per
+// GPU). `ring_min_bytes`: the flat all-reduce's algorithm switch (the framework's MPI backend
+// runs recursive doubling below 256 KiB, the ring from there; 0: always the ring, as NCCL).
+struct Network {
+  AlphaBeta intra, inter;
+  int ranks_per_host = 1;
+  int links_per_host = 1;
+  double ring_min_bytes = 0;
+};
+
+// Cost terms of the framework's flat all-reduce of `bytes` over n consecutive ranks, priced on
+// `net` (ranks_per_host, links_per_host, ring_min_bytes); `inter` says which level the
+// critical path runs on (any step crossing hosts makes the whole step an inter-host step):
+//   ring (bytes >= ring_min_bytes or n not a power of two): 2(n-1) steps, each moving
+//     bytes/n over every link at once: 2(n-1) alpha + 2(n-1)/n bytes beta of the slowest
+//     level (one flow per host crosses to the next host: the ring is consecutive);
+//   recursive doubling: log2(n) exchanges of all the bytes, exchange k with the rank 2^k away:
+//     inside a host while 2^k < ranks_per_host, else across hosts, where every rank of the
+//     host exchanges at once (bytes x ranks_per_host / links_per_host through one link).
+struct LevelTerms {
+  CostTerms intra, inter;
+};
+LevelTerms flat_allreduce_terms(const Network& net, double bytes, int n);
+// Seconds: flat_allreduce_terms priced with net.intra and net.inter.
+double flat_allreduce_s(const Network& net, double bytes, int n);
+// Hierarchical (NCCL-style, parallel.allreduce: hierarchical): reduce-scatter inside each host
+// ((l-1) alpha + (l-1)/l bytes beta, intra), the all-reduce of each rank's 1/l shard across
+// the H hosts (a ring of H: 2(H-1) alpha + 2(H-1)/H (bytes/l) beta, inter, with the l rings of a
+// host sharing its links: x max(1, l / links_per_host)), all-gather inside each host (as the
+// reduce-scatter). l = min(n, ranks_per_host), H = n / l.
+double hierarchical_allreduce_s(const Network& net, double bytes, int n);
+// The number of hosts n consecutive ranks span.
+int hosts_spanned(const Network& net, int n);
+
 struct ClusterAssumption {
   std::string name;
   double gpu_peak_flops;   // dense bf16
@@ -36,8 +84,9 @@ ClusterAssumption h100_cluster();
 
 // An all-reduce of `bytes` over n ranks placed `per_node` to a node (consecutive ranks share a
 // node): hierarchical ring, reduce-scatter + all-gather inside a node over NVLink, then the
-// all-reduce of the 1/(ranks in a node) shard across nodes. A reduce-scatter or an all-gather
-// alone costs half of it.
+// all-reduce of the 1/(ranks in a node) shard across nodes, one NIC per GPU (the Network
+// version with links_per_host = gpus_per_node). A reduce-scatter or an all-gather alone costs
+// half of it.
 double hierarchical_allreduce_s(const ClusterAssumption& c, double bytes, int n, int per_node);
 
 // One point-to-point message of `bytes` over one link: alpha + bytes beta (a single hop, not a

@@ -24,6 +24,7 @@
 #include "launch/plan.h"
 #include "launch/prep.h"
 #include "launch/signals.h"
+#include "launch/network_bench.h"
 #include "launch/scale.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"
@@ -99,7 +100,7 @@ int main(int argc, char** argv) {
   c_train->add_option("overrides", train.overrides, "overrides such as train.steps=100 run.dir=runs/x");
   c_train->footer(config_keys_help());
 
-  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, tokenizer, generate, pipeline");
+  auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, network, sgemm, data, tokenizer, generate, pipeline");
   c_bench->require_subcommand(1);
   launch::BenchStepArgs bstep;
   auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
@@ -130,6 +131,16 @@ int main(int argc, char** argv) {
   c_bar->add_option("--backend", bar.backend, "device buffers: nccl, mpi (host staging) or auto")
       ->check(CLI::IsMember({"auto", "mpi", "nccl"}))
       ->capture_default_str();
+  launch::BenchNetworkArgs bnet;
+  auto* c_bnet = c_bench->add_subcommand(
+      "network", "Fit the two-level cost model (intra-/inter-host alpha, GB/s) and check it on the flat all-reduce");
+  c_bnet->add_option("--min-bytes", bnet.min_bytes, "smallest message")->capture_default_str();
+  c_bnet->add_option("--max-bytes", bnet.max_bytes, "largest message")->capture_default_str();
+  c_bnet->add_option("--factor", bnet.factor, "size step")->capture_default_str();
+  c_bnet->add_option("--iters", bnet.iters, "timed iterations per round (a quarter from 4 MiB)")->capture_default_str();
+  c_bnet->add_option("--rounds", bnet.rounds, "timed rounds per size (the median counts)")->capture_default_str();
+  c_bnet->add_option("--warmup", bnet.warmup, "warm-up iterations per size")->capture_default_str();
+  c_bnet->add_option("--json", bnet.json_out, "write the fit (\"network\", for `meshtrain scale`) and the table here");
   int sgemm_threads = 0;
   auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
   c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");
@@ -350,6 +361,7 @@ int main(int argc, char** argv) {
       else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
+      else if (c_bnet->parsed()) rc = launch::cmd_bench_network(bnet, *world);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);
       else if (c_eval->parsed()) rc = launch::cmd_eval(eval, *world, env);
       else if (c_gen->parsed()) rc = launch::cmd_generate(gen, *world, env);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "core/log.h"
 #include "io/metrics.h"
 #include "launch/cost_model.h"
+#include "launch/network_bench.h"
 #include "launch/svg.h"
 #include "parallel/models/registry.h"
 #include "parallel/pipeline/schedule.h"
@@ -38,6 +40,7 @@ struct Row {
   double ms = 0, tps = 0, compute = 0, exposed = 0, data = 0, comm = 0, eff = 0, ms_stdev = 0;
   std::vector<double> rep_ms;
   double threads = 1, grad_bytes = 0, flops = 0, tokens = 0, predicted_ms = 0;
+  int hosts = 1;  // hosts the point spans (1 without a network in the experiment)
   double bubble = 0, predicted_bubble = 0;  // pipeline points: measured (mean over stages) and modelled
 };
 
@@ -113,12 +116,13 @@ ScaleSpec load_scale_spec(const std::string& path) {
     throw core::Error("malformed YAML").with_file(path).with_yaml("", e.mark.line + 1).with_library(e.msg);
   }
   static const std::vector<std::string> keys{"config", "overrides", "mode", "steps", "warmup", "repetitions",
-                                             "points", "mpirun", "mpirun_args"};
+                                             "points", "mpirun", "mpirun_args", "network", "hosts_share_cores"};
   for (auto it = n.begin(); it != n.end(); ++it) {
     const std::string k = it->first.as<std::string>();
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
       throw core::Error(fmt::format("unknown key '{}'", k)).with_file(path).with_yaml(k, it->first.Mark().line + 1)
-          .with_hint("keys: config, overrides, mode, steps, warmup, repetitions, points, mpirun, mpirun_args");
+          .with_hint("keys: config, overrides, mode, steps, warmup, repetitions, points, mpirun, mpirun_args, "
+                     "network, hosts_share_cores");
     }
   }
   try {
@@ -130,6 +134,42 @@ ScaleSpec load_scale_spec(const std::string& path) {
     if (n["repetitions"]) s.repetitions = n["repetitions"].as<int>();
     if (n["mpirun"]) s.mpirun = n["mpirun"].as<std::string>();
     if (n["mpirun_args"]) s.mpirun_args = n["mpirun_args"].as<std::vector<std::string>>();
+    if (n["hosts_share_cores"]) s.hosts_share_cores = n["hosts_share_cores"].as<bool>();
+    if (const YAML::Node net = n["network"]) {
+      if (net.IsScalar()) {  // a `bench network --json` file, relative to the experiment's directory
+        std::string f = net.as<std::string>();
+        if (!f.empty() && f[0] != '/' && !std::filesystem::exists(f)) {
+          const auto slash = path.find_last_of('/');
+          if (slash != std::string::npos) f = path.substr(0, slash + 1) + f;
+        }
+        if (!std::filesystem::exists(f)) {
+          throw core::Error(fmt::format("network file '{}' not found", net.as<std::string>())).with_file(path)
+              .with_yaml("network", net.Mark().line + 1)
+              .with_hint("write one with: mpirun ... meshtrain bench network --json FILE");
+        }
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(io::read_file(f));
+        } catch (const nlohmann::json::exception& e) {
+          throw core::Error("malformed JSON").with_file(f).with_library(e.what());
+        }
+        s.network = network_from_json(j, f);
+        s.network_source = f;
+      } else {  // inline: intra / inter {alpha_us, gbytes_per_s}, ranks_per_host, ...
+        nlohmann::json j = nlohmann::json::object();
+        for (const char* level : {"intra", "inter"}) {
+          if (!net[level]) continue;
+          j[level] = nlohmann::json::object();
+          for (auto it = net[level].begin(); it != net[level].end(); ++it)
+            j[level][it->first.as<std::string>()] = it->second.as<double>();
+        }
+        if (net["ranks_per_host"]) j["ranks_per_host"] = net["ranks_per_host"].as<int>();
+        if (net["links_per_host"]) j["links_per_host"] = net["links_per_host"].as<int>();
+        if (net["ring_min_bytes"]) j["ring_min_bytes"] = net["ring_min_bytes"].as<double>();
+        s.network = network_from_json(j, path + " (network:)");
+        s.network_source = "the experiment's network:";
+      }
+    }
     for (const auto& p : n["points"]) {
       ScalePoint sp;
       sp.np = p["np"].as<int>();
@@ -215,25 +255,49 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   // efficiency against the smallest point, per rank: tps(N) / (N / N0 * tps(N0))
   const Row& ref = *std::min_element(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.p.np < b.p.np; });
   for (auto& r : rows) r.eff = r.tps / (static_cast<double>(r.p.np) / ref.p.np * ref.tps);
-  // cost model: alpha-beta from a measured all-reduce table on 2 ranks, then a prediction
-  // per point (compute scaled by the cores a point can use, plus dp and tp all-reduces)
-  const std::string ar_json = out + "/allreduce.json";
-  const std::string ar_cmd = launcher(spec, 2) + fmt::format(" {} bench allreduce --min-bytes 4096 --max-bytes 16777216 "
-                                                             "--iters 10 --warmup 2 --json {}", shell_quote(self),
-                                                             shell_quote(ar_json));
-  commands += ar_cmd + "\n";
-  if (std::system((ar_cmd + " > " + shell_quote(ar_json + ".log") + " 2>&1").c_str()) != 0) {
-    throw core::Error("the all-reduce measurement failed").with_file(ar_json + ".log");
+  // cost model: alpha-beta from a measured all-reduce table on 2 ranks (or the experiment's
+  // two-level network), then a prediction per point (compute scaled by the cores a point can
+  // use, plus dp and tp all-reduces)
+  AlphaBeta ab;
+  if (spec.network) {
+    ab = spec.network->intra;
+  } else {
+    const std::string ar_json = out + "/allreduce.json";
+    const std::string ar_cmd = launcher(spec, 2) + fmt::format(" {} bench allreduce --min-bytes 4096 --max-bytes 16777216 "
+                                                               "--iters 10 --warmup 2 --json {}", shell_quote(self),
+                                                               shell_quote(ar_json));
+    commands += ar_cmd + "\n";
+    if (std::system((ar_cmd + " > " + shell_quote(ar_json + ".log") + " 2>&1").c_str()) != 0) {
+      throw core::Error("the all-reduce measurement failed").with_file(ar_json + ".log");
+    }
+    std::vector<std::pair<double, double>> pts;
+    const nlohmann::json ar = nlohmann::json::parse(io::read_file(ar_json));
+    for (const auto& row : ar.at("rows")) {
+      pts.emplace_back(row.at("bytes").get<double>(), row.at("fw_us").get<double>() * 1e-6);
+    }
+    ab = fit_alpha_beta(pts, 2);
   }
-  std::vector<std::pair<double, double>> pts;
-  const nlohmann::json ar = nlohmann::json::parse(io::read_file(ar_json));
-  for (const auto& row : ar.at("rows")) {
-    pts.emplace_back(row.at("bytes").get<double>(), row.at("fw_us").get<double>() * 1e-6);
-  }
-  const AlphaBeta ab = fit_alpha_beta(pts, 2);
+  // The network a group of ranks `stride` apart sees (tp: 1, pp: tp, dp: tp x pp; mesh.h puts
+  // tp innermost): its ranks per host, and the inter-host links shared by the groups that run
+  // the same collective at once on a host.
+  const auto group_net = [&](int stride) {
+    Network g = *spec.network;
+    const int l = std::max(1, g.ranks_per_host);
+    g.ranks_per_host = std::max(1, l / stride);
+    g.inter.beta_s *= std::max(1.0, static_cast<double>(std::min(stride, l)) / std::max(1, g.links_per_host));
+    g.links_per_host = 1;
+    return g;
+  };
+  const auto allreduce_s = [&](double bytes, int n, int stride) {
+    return spec.network ? flat_allreduce_s(group_net(stride), bytes, n) : ring_allreduce_s(ab, bytes, n);
+  };
   const auto arch = parallel::make_architecture(base.model);
   const double cores = std::max(1u, std::thread::hardware_concurrency());
-  const auto used = [&](const Row& r) { return std::min(r.p.np * r.threads, cores); };
+  const auto used = [&](const Row& r) {
+    if (!spec.network || spec.hosts_share_cores) return std::min(r.p.np * r.threads, cores);
+    const int per_host = std::min(r.p.np, std::max(1, spec.network->ranks_per_host));
+    return std::min(per_host * r.threads, cores) * hosts_spanned(*spec.network, r.p.np);
+  };
   // pipeline points: the config's schedule, m micro-batches per step per replica (the trainer's
   // train.batch_size / (micro_batch x dp); weak scaling grows the batch with dp)
   const parallel::PipeSchedule schedule = parallel::parse_pipe_schedule(base.parallel.pp_schedule);
@@ -265,21 +329,22 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
     // pipeline stage issues those of its 1/pp of the blocks
     const auto tpt = arch->tp_traffic(static_cast<int64_t>(r.tokens / r.p.dp), 4);
     const double tp_comm =
-        tpt.all_reduces > 0 ? tpt.all_reduces * ring_allreduce_s(ab, tpt.bytes / tpt.all_reduces, r.p.tp) / r.p.pp
-                            : 0.0;
+        tpt.all_reduces > 0 ? tpt.all_reduces * allreduce_s(tpt.bytes / tpt.all_reduces, r.p.tp, 1) / r.p.pp : 0.0;
     // pp > 1: stage work / (1 - bubble) + the point-to-point messages (cost_model.h: pipeline_time)
     const PipelineTime pt = pipeline_time(compute / 1e3 + tp_comm, schedule, r.p.pp, vstages(r), micro(r), msg_bytes(r), ab);
     r.predicted_bubble = pt.bubble;
-    r.predicted_ms = (pt.step_s() + ring_allreduce_s(ab, r.grad_bytes, r.p.dp)) * 1e3;
+    r.predicted_ms = (pt.step_s() + allreduce_s(r.grad_bytes, r.p.dp, r.p.tp * r.p.pp)) * 1e3;
+    r.hosts = spec.network ? hosts_spanned(*spec.network, r.p.np) : 1;
   }
   io::write_file_atomic(out + "/commands.txt", commands);
   std::string csv =
       "np,dp,tp,pp,repetitions,ms_per_step,ms_stdev,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,"
-      "efficiency,predicted_ms,bubble,predicted_bubble\n";
+      "efficiency,predicted_ms,bubble,predicted_bubble,hosts,error_pct\n";
   for (const auto& r : rows) {
-    csv += fmt::format("{},{},{},{},{},{:.3f},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f},{:.4f}\n",
+    csv += fmt::format("{},{},{},{},{},{:.3f},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f},{:.4f},{},{:.1f}\n",
                        r.p.np, r.p.dp, r.p.tp, r.p.pp, r.reps, r.ms, r.ms_stdev, r.tps, r.compute, r.exposed, r.data,
-                       r.comm, r.eff, r.predicted_ms, r.bubble, r.predicted_bubble);
+                       r.comm, r.eff, r.predicted_ms, r.bubble, r.predicted_bubble, r.hosts,
+                       100.0 * (r.predicted_ms - r.ms) / r.ms);
   }
   io::write_file_atomic(out + "/results.csv", csv);
   std::vector<std::string> labels;
@@ -312,24 +377,37 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
                     "repetitions, +- their standard deviation); efficiency = tokens/s per rank relative to the "
                     "{}-rank point. Machine: {} cores, load average {} before and {} after the runs.\n\n"
                     "| ranks | dp x tp | ms/step | tokens/s | compute ms | exposed comm ms | data ms | efficiency | "
-                    "predicted ms | predicted / measured | pipeline bubble (predicted) |\n"
-                    "|---|---|---|---|---|---|---|---|---|---|---|\n",
+                    "predicted ms | predicted / measured | pipeline bubble (predicted) | hosts | error |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
                     spec.steps, spec.warmup, spec.repetitions, ref.p.np, cores, load_before, load_average());
   for (const auto& r : rows) {
-    md += fmt::format("| {} | {} | {:.1f}{} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% | {:.1f} | {:.2f} | {} |\n",
+    md += fmt::format("| {} | {} | {:.1f}{} | {:.0f} | {:.1f} | {:.2f} | {:.2f} | {:.1f}% | {:.1f} | {:.2f} | {} | {} | {:+.1f}% |\n",
                       r.p.np, layout_short(r.p), r.ms, r.reps > 1 ? fmt::format(" +- {:.1f}", r.ms_stdev) : "", r.tps,
                       r.compute, r.exposed, r.data, 100 * r.eff, r.predicted_ms, r.predicted_ms / r.ms,
-                      r.p.pp > 1 ? fmt::format("{:.1f}% ({:.1f}%)", 100 * r.bubble, 100 * r.predicted_bubble) : "-");
+                      r.p.pp > 1 ? fmt::format("{:.1f}% ({:.1f}%)", 100 * r.bubble, 100 * r.predicted_bubble) : "-",
+                      r.hosts, 100.0 * (r.predicted_ms - r.ms) / r.ms);
   }
-  md += fmt::format("\n## Cost model\n\nFitted on this machine's all-reduce (2 ranks, `allreduce.json`): alpha = {:.2f} us "
-                    "per ring step, bus bandwidth 1/beta = {:.2f} GB/s. Predicted step = compute of the {}-rank point "
-                    "scaled by the cores each point can use ({} here), plus the ring all-reduce of the gradients over dp "
+  const std::string fitted =
+      spec.network
+          ? fmt::format("Two-level network from {}: {} ranks per host; intra-host alpha = {:.2f} us, {:.3f} GB/s; "
+                        "inter-host alpha = {:.2f} us, {:.3f} GB/s ({} link(s) per host); flat all-reduce (recursive "
+                        "doubling below {:.0f} KiB, the ring from there; a step crossing hosts runs at the inter-host "
+                        "figures). Hosts {}.",
+                        spec.network_source, spec.network->ranks_per_host, spec.network->intra.alpha_s * 1e6,
+                        1e-9 / spec.network->intra.beta_s, spec.network->inter.alpha_s * 1e6,
+                        1e-9 / spec.network->inter.beta_s, spec.network->links_per_host,
+                        spec.network->ring_min_bytes / 1024,
+                        spec.hosts_share_cores ? "simulated on this machine (they share its cores)" : "real (own cores)")
+          : fmt::format("Fitted on this machine's all-reduce (2 ranks, `allreduce.json`): alpha = {:.2f} us "
+                        "per ring step, bus bandwidth 1/beta = {:.2f} GB/s.",
+                        ab.alpha_s * 1e6, ab.beta_s > 0 ? 1e-9 / ab.beta_s : 0.0);
+  md += fmt::format("\n## Cost model\n\n{} Predicted step = compute of the {}-rank point "
+                    "scaled by the cores each point can use ({} here), plus the all-reduce of the gradients over dp "
                     "and 4 L + 3 activation all-reduces over tp, with no credit for overlap; pipeline points (dp x tp x pp pp): "
                     "the stage's work (1/pp of the blocks) / (1 - bubble), bubble = the {} schedule's theoretical "
                     "idle fraction, plus 2 point-to-point messages (activation, gradient) per micro-batch on the "
-                    "stage's timeline (docs/scaling.md).\n\n",
-                    ab.alpha_s * 1e6, ab.beta_s > 0 ? 1e-9 / ab.beta_s : 0.0, ref.p.np, cores,
-                    parallel::pipe_schedule_name(schedule));
+                    "stage's timeline (docs/scaling.md). error = (predicted - measured) / measured.\n\n",
+                    fitted, ref.p.np, cores, parallel::pipe_schedule_name(schedule));
   md += "### Extrapolation to a GPU cluster\n\n" + extrapolation_table(h100_cluster(), ref.flops, ref.grad_bytes) + "\n";
   md += "\n![throughput](throughput.svg)\n![efficiency](efficiency.svg)\n![breakdown](breakdown.svg)\n\n"
         "Commands: `commands.txt`; raw figures: `point*_rep*.json`.\n";

@@ -7,8 +7,11 @@
 // the commands recorded, not from a spreadsheet.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "launch/cost_model.h"
 
 namespace mt::launch {
 
@@ -24,6 +27,16 @@ struct ScaleSpec {
   std::vector<ScalePoint> points;
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_args{"--oversubscribe", "--bind-to", "none"};
+  // A two-level network (the experiment's `network:`, a mapping or the path of a
+  // `meshtrain bench network --json` file): the cost model prices each point's all-reduces on
+  // it (hosts spanned, intra- and inter-host alpha/beta) instead of a 2-rank all-reduce it
+  // measures itself. network_source: where it came from, for the report.
+  std::optional<Network> network;
+  std::string network_source;
+  // The hosts are simulated on this machine (tests/multihost/simhosts.sh) and share its cores:
+  // a point's compute scales with min(ranks x threads, this machine's cores), whatever the
+  // hosts; false (real hosts): with min(ranks per host x threads, cores) x hosts.
+  bool hosts_share_cores = false;
 };
 
 ScaleSpec load_scale_spec(const std::string& path);
