@@ -2,8 +2,11 @@
 // fits the cost model's Network (launch/cost_model.h) to them. In one MPI job over H hosts of
 // l ranks each (consecutive ranks share a host, e.g. a hostfile with slots=l), it times the
 // framework's all-reduce over a size sweep on
-//   intra: the l ranks of the first host (shared memory), the other hosts idle;
-//   inter: one rank per host (local rank 0 of each, over the network), the others idle;
+//   intra: the l ranks of each host (shared memory), every host at once;
+//   inter: the l groups of one rank per host (local rank k of each, over the network), all at
+//          once, on bytes / l (per ring step the message size the flat ring sends across
+//          hosts); the l groups share each host's link, as the hierarchical algorithm's inter
+//          phase does, and the fit counts that sharing (links_per_host = 1);
 //   flat:  all H x l ranks (the flat all-reduce the trainer runs today);
 // fits alpha and beta per level (least squares on relative errors, each size's terms from the
 // algorithm the framework runs at that size: flat_allreduce_terms) and prints the fits, then

@@ -333,7 +333,17 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
     // pp > 1: stage work / (1 - bubble) + the point-to-point messages (cost_model.h: pipeline_time)
     const PipelineTime pt = pipeline_time(compute / 1e3 + tp_comm, schedule, r.p.pp, vstages(r), micro(r), msg_bytes(r), ab);
     r.predicted_bubble = pt.bubble;
-    r.predicted_ms = (pt.step_s() + allreduce_s(r.grad_bytes, r.p.dp, r.p.tp * r.p.pp)) * 1e3;
+    const double dp_comm = allreduce_s(r.grad_bytes, r.p.dp, r.p.tp * r.p.pp);
+    r.predicted_ms = (pt.step_s() + dp_comm) * 1e3;
+    // Two-level network, more ranks than cores (simulated hosts on one machine): a rank waiting
+    // for the network leaves its core to the others' compute, so the step is the longer of the
+    // cores' share of all the work and one rank's own path (its compute on a core of its own,
+    // then its communication).
+    const double ranks_threads = r.p.np * r.threads;
+    if (spec.network && r.p.pp == 1 && used(r) < ranks_threads) {
+      const double alone_ms = compute * used(r) / ranks_threads;
+      r.predicted_ms = std::max(compute, alone_ms + (tp_comm + dp_comm) * 1e3);
+    }
     r.hosts = spec.network ? hosts_spanned(*spec.network, r.p.np) : 1;
   }
   io::write_file_atomic(out + "/commands.txt", commands);

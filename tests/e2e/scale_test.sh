@@ -111,7 +111,9 @@ bubble = statistics.mean(x["bubble"] for x in recs)
 assert 0 < bubble < 1 and abs(float(rows[1]["bubble"]) - bubble) <= 1e-4, (rows[1]["bubble"], bubble)
 assert float(rows[1]["predicted_ms"]) > 0, rows[1]
 line = next(l for l in open(d + "/report.md") if l.startswith("| 2 | 1 x 1 x pp 2 |"))
-assert line.rstrip().endswith(f"({100 * float(rows[1]['predicted_bubble']):.1f}%) |"), line
+cells = [c.strip() for c in line.strip().strip("|").split("|")]
+assert cells[10].endswith(f"({100 * float(rows[1]['predicted_bubble']):.1f}%)"), line   # pipeline bubble (predicted)
+assert cells[11] == "1" and cells[12] == f"{float(rows[1]['error_pct']):+.1f}%", line     # hosts, error
 print("scale pipeline:", rows[1])
 PY
 # a bad experiment is a clear error
