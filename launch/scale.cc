@@ -42,6 +42,7 @@ struct Row {
   double threads = 1, grad_bytes = 0, flops = 0, tokens = 0, predicted_ms = 0;
   int hosts = 1;  // hosts the point spans (1 without a network in the experiment)
   double bubble = 0, predicted_bubble = 0;  // pipeline points: measured (mean over stages) and modelled
+  double predicted_comm_ms = 0;             // the model's communication alone (dp + tp all-reduces, pp messages)
 };
 
 std::string launcher(const ScaleSpec& spec, int np) {
@@ -335,6 +336,7 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
     r.predicted_bubble = pt.bubble;
     const double dp_comm = allreduce_s(r.grad_bytes, r.p.dp, r.p.tp * r.p.pp);
     r.predicted_ms = (pt.step_s() + dp_comm) * 1e3;
+    r.predicted_comm_ms = (r.p.pp > 1 ? pt.p2p_s + tp_comm / (1.0 - pt.bubble) : tp_comm) * 1e3 + dp_comm * 1e3;
     // Two-level network, more ranks than cores (simulated hosts on one machine): a rank waiting
     // for the network leaves its core to the others' compute, so the step is the longer of the
     // cores' share of all the work and one rank's own path (its compute on a core of its own,
@@ -349,12 +351,12 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   io::write_file_atomic(out + "/commands.txt", commands);
   std::string csv =
       "np,dp,tp,pp,repetitions,ms_per_step,ms_stdev,tokens_per_s,compute_ms,exposed_comm_ms,data_wait_ms,comm_ms,"
-      "efficiency,predicted_ms,bubble,predicted_bubble,hosts,error_pct\n";
+      "efficiency,predicted_ms,bubble,predicted_bubble,hosts,error_pct,predicted_comm_ms\n";
   for (const auto& r : rows) {
-    csv += fmt::format("{},{},{},{},{},{:.3f},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f},{:.4f},{},{:.1f}\n",
+    csv += fmt::format("{},{},{},{},{},{:.3f},{:.3f},{:.1f},{:.3f},{:.3f},{:.3f},{:.3f},{:.4f},{:.3f},{:.4f},{:.4f},{},{:.1f},{:.3f}\n",
                        r.p.np, r.p.dp, r.p.tp, r.p.pp, r.reps, r.ms, r.ms_stdev, r.tps, r.compute, r.exposed, r.data,
                        r.comm, r.eff, r.predicted_ms, r.bubble, r.predicted_bubble, r.hosts,
-                       100.0 * (r.predicted_ms - r.ms) / r.ms);
+                       100.0 * (r.predicted_ms - r.ms) / r.ms, r.predicted_comm_ms);
   }
   io::write_file_atomic(out + "/results.csv", csv);
   std::vector<std::string> labels;
@@ -413,11 +415,23 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
                         ab.alpha_s * 1e6, ab.beta_s > 0 ? 1e-9 / ab.beta_s : 0.0);
   md += fmt::format("\n## Cost model\n\n{} Predicted step = compute of the {}-rank point "
                     "scaled by the cores each point can use ({} here), plus the all-reduce of the gradients over dp "
-                    "and 4 L + 3 activation all-reduces over tp, with no credit for overlap; pipeline points (dp x tp x pp pp): "
+                    "and 4 L + 3 activation all-reduces over tp, with no credit for overlap (with a two-level network and more "
+                    "ranks than cores, pp 1: the longer of that compute and one rank's own compute plus its "
+                    "communication, as a waiting rank leaves its core to the others); pipeline points (dp x tp x pp pp): "
                     "the stage's work (1/pp of the blocks) / (1 - bubble), bubble = the {} schedule's theoretical "
                     "idle fraction, plus 2 point-to-point messages (activation, gradient) per micro-batch on the "
                     "stage's timeline (docs/scaling.md). error = (predicted - measured) / measured.\n\n",
                     fitted, ref.p.np, cores, parallel::pipe_schedule_name(schedule));
+  md += "Communication alone (the all-reduces and pipeline messages a rank waits for, `comm_ms`, against the "
+        "model's; on a shared machine, where the compute share of each point varies with the others' load, this "
+        "isolates the network part of the model):\n\n| ranks | layout | hosts | comm ms | predicted comm ms | error |\n"
+        "|---|---|---|---|---|---|\n";
+  for (const auto& r : rows) {
+    md += fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {} |\n", r.p.np, layout_short(r.p), r.hosts, r.comm,
+                      r.predicted_comm_ms,
+                      r.comm > 0 ? fmt::format("{:+.1f}%", 100.0 * (r.predicted_comm_ms - r.comm) / r.comm) : "-");
+  }
+  md += "\n";
   md += "### Extrapolation to a GPU cluster\n\n" + extrapolation_table(h100_cluster(), ref.flops, ref.grad_bytes) + "\n";
   md += "\n![throughput](throughput.svg)\n![efficiency](efficiency.svg)\n![breakdown](breakdown.svg)\n\n"
         "Commands: `commands.txt`; raw figures: `point*_rep*.json`.\n";

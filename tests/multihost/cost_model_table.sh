@@ -4,9 +4,11 @@
 # to 1 Gbit/s (mh_slow), it runs `meshtrain bench network` on 2 and 4 hosts REPS times (each
 # run fits intra- and inter-host alpha/beta and predicts the flat all-reduce of all ranks from
 # them), then a small data-parallel `meshtrain scale` experiment over 1, 2 and 4 hosts with the
-# network the 4-host run fitted; it prints the medians over the repetitions as Markdown.
+# network the 4-host runs fitted (their median, level by level); it prints the medians over the
+# repetitions as Markdown.
 # Not a ctest test: minutes of measurements, and the outcome is a measurement, not a pass/fail.
-#   bash tests/multihost/cost_model_table.sh [OUT_DIR]     (root; REPS=3 SIZES_FACTOR=4 MAX_BYTES=16777216)
+#   bash tests/multihost/cost_model_table.sh [OUT_DIR]     (root; REPS=3 SIZES_FACTOR=4 MAX_BYTES=16777216;
+#                                                          REUSE=1: keep OUT_DIR's bench network runs, redo scale)
 # Why: the cost model must predict multi-host points from alpha/beta measured on the hosts.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,6 +24,7 @@ mkdir -p "$OUT"
 mh_up 4
 export MH_PREFIX   # for the `simhosts.sh mpirun` launcher of the scale experiment
 for rep in $(seq 1 "$REPS"); do
+  [ "${REUSE:-0}" = 1 ] && [ -s "$OUT/net_1gbit_h4_r$rep.json" ] && continue
   for shape in unshaped 1gbit; do
     if [ "$shape" = unshaped ]; then mh_fast; else mh_slow 1gbit; fi
     for H in 2 4; do
@@ -31,6 +34,15 @@ for rep in $(seq 1 "$REPS"); do
     done
   done
 done
+# the network the experiment uses: the median of the 4-host runs' fits, level by level
+python3 - "$OUT" <<'PY'
+import glob, json, statistics, sys
+runs = [json.load(open(f))["network"] for f in sorted(glob.glob(sys.argv[1] + "/net_1gbit_h4_r*.json"))]
+net = dict(runs[0])
+for lvl in ("intra", "inter"):
+    net[lvl] = {k: statistics.median(r[lvl][k] for r in runs) for k in ("alpha_us", "gbytes_per_s")}
+json.dump({"network": net}, open(sys.argv[1] + "/net_1gbit_h4_median.json", "w"), indent=2)
+PY
 # data parallelism over 1, 2 and 4 hosts (2 ranks each), weak scaling, links at 1 Gbit/s
 mh_slow 1gbit
 cat > "$OUT/scale.yaml" <<YAML
@@ -47,10 +59,11 @@ points:
   - {np: 8, dp: 8}
 mpirun: bash $SRC/tests/multihost/simhosts.sh mpirun
 mpirun_args: []
-network: net_1gbit_h4_r1.json
+network: net_1gbit_h4_median.json
 hosts_share_cores: true
 YAML
 echo "== scale ($(date +%T), load $(cut -d' ' -f1 /proc/loadavg))"
+rm -rf "$OUT/scale"
 "$MESHTRAIN" scale "$OUT/scale.yaml" --out "$OUT/scale"
 python3 - "$OUT" "$REPS" <<'PY'
 import csv, glob, json, statistics, sys
@@ -76,9 +89,11 @@ for shape in ("unshaped", "1gbit"):
         print()
 rows = list(csv.DictReader(open(f"{out}/scale/results.csv")))
 print("### meshtrain scale: data parallel over hosts, 1 Gbit/s links (mean of %d repetitions)\n" % reps)
-print("| ranks | hosts | dp | measured ms/step (+- sd) | predicted ms | error |")
-print("|---|---|---|---|---|---|")
+print("| ranks | hosts | dp | measured ms/step (+- sd) | predicted ms | error | compute ms | comm ms | predicted comm ms | comm error |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
+    c, pc = float(r["comm_ms"]), float(r["predicted_comm_ms"])
     print(f"| {r['np']} | {r['hosts']} | {r['dp']} | {float(r['ms_per_step']):.1f} +- {float(r['ms_stdev']):.1f} | "
-          f"{float(r['predicted_ms']):.1f} | {float(r['error_pct']):+.1f}% |")
+          f"{float(r['predicted_ms']):.1f} | {float(r['error_pct']):+.1f}% | {float(r['compute_ms']):.1f} | {c:.1f} | "
+          f"{pc:.1f} | {100 * (pc - c) / c:+.1f}% |")
 PY
