@@ -50,11 +50,12 @@ struct Network {
 };
 
 // Cost terms of the framework's flat all-reduce of `bytes` over n consecutive ranks, priced on
-// `net` (ranks_per_host, links_per_host, ring_min_bytes); `inter` says which level the
-// critical path runs on (any step crossing hosts makes the whole step an inter-host step):
+// `net` (ranks_per_host, links_per_host, ring_min_bytes), split by the level each step runs on
+// (a step with a hop across hosts is an inter-host step):
 //   ring (bytes >= ring_min_bytes or n not a power of two): 2(n-1) steps, each moving
-//     bytes/n over every link at once: 2(n-1) alpha + 2(n-1)/n bytes beta of the slowest
-//     level (one flow per host crosses to the next host: the ring is consecutive);
+//     bytes/n over every link at once: 2(n-1) alpha + 2(n-1)/n bytes beta, inter when the n
+//     ranks span several hosts (one flow per host crosses to the next host: the ring is
+//     consecutive), else intra;
 //   recursive doubling: log2(n) exchanges of all the bytes, exchange k with the rank 2^k away:
 //     inside a host while 2^k < ranks_per_host, else across hosts, where every rank of the
 //     host exchanges at once (bytes x ranks_per_host / links_per_host through one link).
