@@ -4,7 +4,8 @@
 # directory); its step-5 checkpoint then resumes (a) across the 2 hosts launched with
 # `--map-by node` (another launcher order: the world is reordered host by host, so every world
 # rank reads the shard it wrote) and (b) on one host. Both end bit-identical to the
-# uninterrupted multi-host run, and launch.jsonl gets one line per start.
+# uninterrupted multi-host run; the reordered run's own step-10 checkpoint is complete and
+# verifies (`meshtrain inspect`).
 source "$(dirname "$0")/../e2e/lib.sh"
 source "$(dirname "$0")/simhosts.sh"
 mh_require
@@ -38,6 +39,10 @@ for case in hosts-node one-host; do
     paste <(step_losses "$WORK/full" 5) <(step_losses "$WORK/$case"); fail "$case: resumed losses differ"; }
   echo "$case: steps 5..9 bit-identical to the uninterrupted 2-host run"
 done
+# the reordered run wrote its own checkpoint (world rank 0's manifest, every rank's shard): complete, checksums good
+[ -f "$WORK/hosts-node/checkpoints/step_00000010/COMPLETE" ] || fail "hosts-node: no step-10 checkpoint"
+"$MESHTRAIN" inspect "$WORK/hosts-node/checkpoints/step_00000010" > "$WORK/inspect.log" 2>&1 ||
+  { cat "$WORK/inspect.log"; fail "hosts-node: the checkpoint written across hosts (--map-by node) does not verify"; }
 python3 - "$WORK/hosts-node/launch.jsonl" "$H1" "$H2" <<'PY' || fail "launch.jsonl of the resumed run"
 import json, sys
 j = json.loads(open(sys.argv[1]).readlines()[-1]); p = j["placement"]
