@@ -103,9 +103,9 @@ int cmd_info(const JobLaunch& job, bool json) {
     for (const auto& h : job.hosts) hosts.push_back({{"host", h.host}, {"ranks", h.ranks}});
     for (const auto& i : job.ranks) ranks.push_back(to_json(i));
     nlohmann::json j{{"launcher", launcher_name(job.self.launcher)}, {"world", job.self.mpi.size},
-                           {"num_nodes", job.self.mpi.num_nodes}, {"threads_per_rank", threads},
-                           {"hosts", hosts}, {"ranks", ranks}, {"job_warnings", job.job_warnings},
-                           {"build", to_json(b)}};
+                     {"num_nodes", job.self.mpi.num_nodes}, {"threads_per_rank", threads},
+                     {"hosts", hosts}, {"ranks", ranks}, {"job_warnings", job.job_warnings},
+                     {"build", to_json(b)}};
     if (!job.placement_record.empty()) j["placement"] = nlohmann::json::parse(job.placement_record);
     std::printf("%s\n", j.dump(2).c_str());
     return errors ? 1 : 0;

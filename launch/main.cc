@@ -356,8 +356,7 @@ int main(int argc, char** argv) {
           job.job_warnings.push_back(fmt::format("--tp {} --pp {}: tp x pp does not divide the world of {} ranks; no "
                                                  "placement shown", info_tp, info_pp, env.size()));
         rc = launch::cmd_info(job, info_json);
-      }
-      else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
+      } else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);
