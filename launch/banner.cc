@@ -71,11 +71,15 @@ void print_banner(const JobLaunch& job, parallel::Communicator& world, const cor
   const int tp = cfg.parallel.tp, pp = cfg.parallel.pp;
   const int dp = cfg.parallel.dp > 0 ? cfg.parallel.dp : std::max(1, world.size() / (tp * pp));
   log::info("meshtrain {} ({}) | launcher {} | {} rank(s) on {} host(s), {}: {}", b.version, b.build_type,
-            launcher_line(job.self), world.size(), job.hosts.size(), per_host(job.hosts), hosts_line(job.hosts));
+            launcher_line(job.self), world.size(), job.hosts.size(), per_host(job.hosts),
+            job.world_hosts.empty() || hosts_line(job.world_hosts) == hosts_line(job.hosts)
+                ? hosts_line(job.hosts)  // (world ranks = launcher ranks)
+                : fmt::format("{} (launcher ranks: {})", hosts_line(job.world_hosts), hosts_line(job.hosts)));
   // (pp 1: the dp x tp line of before, which scripts and tests grep)
   log::info("mesh dp {}{} x tp {} | {} | {} thread(s) per rank | BLAS core {} | backend {}", dp,
             pp > 1 ? fmt::format(" x pp {}", pp) : "", tp,
             devices_line(job, cfg.train.device), threads, b.blas_core, world.backend_name());
+  if (job.hosts.size() > 1 && !job.placement_summary.empty()) log::info("placement: {}", job.placement_summary);
   log::info("build: {}", build_line(b));
   if (cfg.train.micro_batch_auto) {  // core::auto_micro_batch's rule
     const int per = cfg.train.batch_size / std::max(1, dp);
@@ -98,10 +102,11 @@ int cmd_info(const JobLaunch& job, bool json) {
     nlohmann::json hosts = nlohmann::json::array(), ranks = nlohmann::json::array();
     for (const auto& h : job.hosts) hosts.push_back({{"host", h.host}, {"ranks", h.ranks}});
     for (const auto& i : job.ranks) ranks.push_back(to_json(i));
-    const nlohmann::json j{{"launcher", launcher_name(job.self.launcher)}, {"world", job.self.mpi.size},
-                           {"num_nodes", job.self.mpi.num_nodes}, {"threads_per_rank", threads},
-                           {"hosts", hosts}, {"ranks", ranks}, {"job_warnings", job.job_warnings},
-                           {"build", to_json(b)}};
+    nlohmann::json j{{"launcher", launcher_name(job.self.launcher)}, {"world", job.self.mpi.size},
+                     {"num_nodes", job.self.mpi.num_nodes}, {"threads_per_rank", threads},
+                     {"hosts", hosts}, {"ranks", ranks}, {"job_warnings", job.job_warnings},
+                     {"build", to_json(b)}};
+    if (!job.placement_record.empty()) j["placement"] = nlohmann::json::parse(job.placement_record);
     std::printf("%s\n", j.dump(2).c_str());
     return errors ? 1 : 0;
   }
@@ -127,6 +132,14 @@ int cmd_info(const JobLaunch& job, bool json) {
     for (const auto& n : i.notes) std::printf("      note: %s\n", n.c_str());
     for (const auto& w : i.warnings) std::printf("      WARNING: %s\n", w.c_str());
     for (const auto& e : i.errors) std::printf("      ERROR: %s\n", e.c_str());
+  }
+  if (!job.placement_summary.empty()) {
+    const auto p = nlohmann::json::parse(job.placement_record);
+    std::printf("\nplacement dp %d x pp %d x tp %d: %s\n", p["dp"].get<int>(), p["pp"].get<int>(), p["tp"].get<int>(),
+                job.placement_summary.c_str());
+    for (const auto& g : p["tp_groups"])
+      std::printf("  tp group %-16s %s\n", fmt::format("{}", fmt::join(g["ranks"].get<std::vector<int>>(), ",")).c_str(),
+                  fmt::format("{}", fmt::join(g["hosts"].get<std::vector<std::string>>(), " + ")).c_str());
   }
   for (const auto& w : job.job_warnings) std::printf("WARNING: %s\n", w.c_str());
   return errors ? 1 : 0;

@@ -54,7 +54,9 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   core::resolve_micro_batch(cfg, world.size());  // train.micro_batch: auto -> a number for this dp
   log::set_level(log::parse_level(cfg.run.log_level));
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
-  const JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0
+  JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0
+  // where the mesh's groups run (tp groups spanning hosts: a warning), in the world's host order
+  describe_placement(job, cfg.parallel.tp, std::max(1, cfg.parallel.pp), world.rank());
   report_launch_problems(job);
   *threads_out = threads_per_rank(cfg.train.threads, job.self);
   set_threads(*threads_out);

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "io/metrics.h"
+#include "parallel/placement.h"
 
 extern char** environ;
 
@@ -325,6 +326,7 @@ JobLaunch detect_job(const parallel::MpiEnv& env) {
   std::vector<std::string> host_of_rank;
   for (int r = 0; r < mpi.size; ++r) host_of_rank.emplace_back(all.data() + r * sizeof(host));
   job.hosts = group_hosts(host_of_rank);
+  job.host_of_rank = host_of_rank;
 
   // every rank's record on rank 0 (variable-length JSON: MPI_Gather of lengths, MPI_Gatherv)
   const std::string mine = to_json(job.self).dump();
@@ -362,6 +364,45 @@ JobLaunch detect_job(const parallel::MpiEnv& env) {
   return job;
 }
 
+bool describe_placement(JobLaunch& job, int tp, int pp, int world_rank) {
+  const int world = static_cast<int>(job.host_of_rank.size());
+  if (tp < 1 || pp < 1 || world < 1 || world % (tp * pp) != 0) return false;
+  const parallel::Mesh mesh(world, world / (tp * pp), tp, pp);
+  const parallel::Placement p = parallel::place(job.host_of_rank, mesh);
+  if (world_rank >= 0) {
+    MT_CHECK(p.world_rank_of[job.self.mpi.rank] == world_rank,
+             "placement: launcher rank {} should be world rank {} but the world communicator gives {}",
+             job.self.mpi.rank, p.world_rank_of[job.self.mpi.rank], world_rank);
+  }
+  job.placement_summary = parallel::placement_summary(p, mesh);
+  job.world_hosts = group_hosts(p.host_of_world_rank);
+  nlohmann::json ranks = nlohmann::json::array(), groups = nlohmann::json::array();
+  for (int w = 0; w < world; ++w) {
+    const int l = p.launcher_rank_of[w];
+    const auto c = mesh.coords(w);
+    nlohmann::json r{{"rank", w}, {"launcher_rank", l}, {"host", p.host_of_world_rank[w]}, {"dp", c.dp}, {"pp", c.pp},
+                     {"tp", c.tp}};
+    if (static_cast<int>(job.ranks.size()) == world) r["local_rank"] = job.ranks[l].mpi.local_rank;
+    ranks.push_back(r);
+  }
+  for (const auto& g : p.tp_groups) groups.push_back({{"ranks", g.ranks}, {"hosts", g.hosts}});
+  job.placement_record = nlohmann::json{{"order", "host-major"},
+                                        {"reordered", p.reordered()},
+                                        {"dp", mesh.dp()},
+                                        {"pp", pp},
+                                        {"tp", tp},
+                                        {"ranks", ranks},
+                                        {"tp_groups", groups},
+                                        {"tp_groups_crossing_hosts", p.crossing_tp_groups.size()},
+                                        {"pp_groups_crossing_hosts", p.pp_groups_crossing},
+                                        {"dp_groups_crossing_hosts", p.dp_groups_crossing}}
+                             .dump();
+  if (job.self.mpi.rank == 0) {
+    if (std::string w = parallel::placement_warning(p, mesh); !w.empty()) job.job_warnings.push_back(std::move(w));
+  }
+  return true;
+}
+
 void append_launch_record(const std::string& run_dir, const JobLaunch& job) {
   if (run_dir.empty()) return;
   io::ensure_directory(run_dir);
@@ -375,7 +416,10 @@ void append_launch_record(const std::string& run_dir, const JobLaunch& job) {
                          {"slurm_job_id", job.self.slurm_job_id},
                          {"slurm_restart_count", it == job.self.vars.end() ? 0 : std::atoi(it->second.c_str())},
                          {"hosts", hosts},
-                         {"ranks", ranks}};
+                         {"ranks", ranks},
+                         {"job_warnings", job.job_warnings},
+                         {"placement", job.placement_record.empty() ? nlohmann::json()
+                                                                    : nlohmann::json::parse(job.placement_record)}};
   std::ofstream out(run_dir + "/launch.jsonl", std::ios::app);
   out << j.dump() << "\n";
   if (!out) throw core::Error("cannot append to launch.jsonl").with_file(run_dir + "/launch.jsonl");

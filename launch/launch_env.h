@@ -95,11 +95,22 @@ struct JobLaunch {
   std::vector<LaunchInfo> ranks;  // rank 0: all ranks, by rank
   std::vector<HostRanks> hosts;   // every rank: from MPI_Allgather of hostnames
   std::vector<std::string> job_warnings;  // rank 0: checks across ranks (hosts vs MPI's node count)
+  std::vector<std::string> host_of_rank;  // every rank: each launcher rank's hostname
+  // set by describe_placement() once a layout is known: a banner line and the launch.jsonl record
+  std::string placement_summary, placement_record;
+  std::vector<HostRanks> world_hosts;  // hosts with their world ranks (the ranks log lines name)
 };
 
 // Collective over MPI_COMM_WORLD: classifies this rank, allgathers the hostnames and gathers
 // every rank's LaunchInfo on rank 0.
 JobLaunch detect_job(const parallel::MpiEnv& env);
+
+// The placement of a pp x tp layout (dp = world / (pp x tp)) on the job's hosts, in the world
+// order make_world_communicator() uses (parallel/placement.h): fills placement_summary and
+// placement_record, and adds the warning for tp groups that span hosts to job_warnings (rank 0).
+// Returns false (and sets nothing) when the layout does not fit the world: the trainer's own
+// checks report that. `world_rank` (>= 0) is checked against the placement's.
+bool describe_placement(JobLaunch& job, int tp, int pp, int world_rank = -1);
 
 // Before MPI_Init: a hint for launches that are known to fail inside MPI_Init with an
 // unhelpful message (Debian/Ubuntu's Open MPI under `srun --mpi=pmi2` or `--mpi=none`).

@@ -220,6 +220,10 @@ int main(int argc, char** argv) {
   bool info_json = false;
   auto* c_info = app.add_subcommand("info", "Print what each rank detected: launcher, ranks, hosts, GPUs, build, versions");
   c_info->add_flag("--json", info_json, "one JSON document (rank 0) with every rank's view");
+  int info_tp = 0, info_pp = 1;
+  c_info->add_option("--tp", info_tp, "also show where a layout's groups run on these hosts: parallel.tp (dp = world / "
+                                      "(tp x pp)); warns when a tp group spans hosts")->check(CLI::PositiveNumber);
+  c_info->add_option("--pp", info_pp, "parallel.pp of that layout (with --tp)")->capture_default_str()->check(CLI::PositiveNumber);
 
   launch::EvalArgs eval;
   auto* c_eval = app.add_subcommand("eval", "Loss and perplexity of a model on a dataset split: eval (CHECKPOINT | "
@@ -357,8 +361,13 @@ int main(int argc, char** argv) {
     // every collective gets a deadline (parallel.timeout_s, set once the config is read)
     auto world = std::make_unique<parallel::TimeoutCommunicator>(parallel::make_world_communicator("mpi"), 60.0);
     try {
-      if (c_info->parsed()) rc = launch::cmd_info(launch::detect_job(env), info_json);
-      else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
+      if (c_info->parsed()) {
+        launch::JobLaunch job = launch::detect_job(env);
+        if (info_tp > 0 && !launch::describe_placement(job, info_tp, info_pp, world->rank()) && env.rank() == 0)
+          job.job_warnings.push_back(fmt::format("--tp {} --pp {}: tp x pp does not divide the world of {} ranks; no "
+                                                 "placement shown", info_tp, info_pp, env.size()));
+        rc = launch::cmd_info(job, info_json);
+      } else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bnet->parsed()) rc = launch::cmd_bench_network(bnet, *world);

@@ -369,6 +369,10 @@ class Communicator {
 // validated here ("nccl" in a build without NCCL is an error, so a bad config fails early);
 // NCCL carries device tensors, through make_device_communicator. Needs a live MpiEnv.
 // communicator_factory.cc is the only file that knows the list of backends.
+// Collective over MPI_COMM_WORLD: its ranks are ordered host by host (placement.h:
+// host_major_order of the ranks' hostnames; launcher rank 0 stays rank 0), so that the mesh's
+// adjacent tp ranks share a host whatever order the launcher numbered them in; log lines and
+// errors are stamped with this rank.
 std::unique_ptr<Communicator> make_world_communicator(const std::string& backend);
 
 // The communicator for tensors that live on `device`, over the same ranks as `host` (an MPI

@@ -4,6 +4,7 @@
 // Why: callers name a backend ("auto", "mpi", "nccl") in config or on the command line and
 // never #ifdef; this file and the backends' own files are all that change with a backend.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "parallel/communicator.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/mpi_env.h"
+#include "parallel/placement.h"
 #include "parallel/staging_communicator.h"
 #include "parallel/timeout_communicator.h"
 #if MT_WITH_CUDA
@@ -43,7 +45,29 @@ std::unique_ptr<Communicator> make_mpi_world() {
     throw core::Error("the MPI communicator backend needs MPI initialised")
         .with_hint("create a parallel::MpiEnv before the world communicator (launch/main.cc does)")
         .with_where(__FILE__, __LINE__);
-  return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world", mpi_comm_options_from_env());
+  // Host-major order (placement.h): hostnames of every launcher rank, then MPI_Comm_split with
+  // the world rank as key, so a tp group of adjacent world ranks shares a host also under
+  // `mpirun --map-by node`. Launcher rank 0 stays world rank 0.
+  int mpi_rank = 0, mpi_size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &mpi_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &mpi_size);
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::vector<char> all(sizeof(host) * static_cast<size_t>(mpi_size), 0);
+  int rc = MPI_Allgather(host, sizeof(host), MPI_CHAR, all.data(), sizeof(host), MPI_CHAR, MPI_COMM_WORLD);
+  if (rc != MPI_SUCCESS)
+    throw core::Error("MPI_Allgather of the hostnames failed").with_library(mpi_error_string(rc)).with_where(__FILE__, __LINE__);
+  std::vector<std::string> host_of_rank;
+  for (int r = 0; r < mpi_size; ++r) host_of_rank.emplace_back(all.data() + static_cast<size_t>(r) * sizeof(host));
+  const int world_rank = host_major_order(host_of_rank)[mpi_rank];
+  MPI_Comm placed = MPI_COMM_NULL;
+  rc = MPI_Comm_split(MPI_COMM_WORLD, 0, world_rank, &placed);
+  if (rc != MPI_SUCCESS)
+    throw core::Error("MPI_Comm_split of the world in host order failed").with_library(mpi_error_string(rc)).with_where(__FILE__, __LINE__);
+  auto world = std::make_unique<MpiCommunicator>(placed, "world", mpi_comm_options_from_env());
+  MPI_Comm_free(&placed);
+  core::set_process_rank(world->rank(), world->size());  // log lines and errors name the world rank
+  return world;
 }
 
 // The backend under any TimeoutCommunicator decorators.

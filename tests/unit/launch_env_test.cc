@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "launch/launch_env.h"
 
 using namespace mt::launch;
@@ -180,6 +181,33 @@ TEST(LaunchEnv, HostsGroupedInRankOrder) {
   EXPECT_EQ(format_ranks({0, 1, 2, 3, 8, 10, 11}), "0-3,8,10-11");
   EXPECT_EQ(format_ranks({5}), "5");
   EXPECT_EQ(format_ranks({}), "");
+}
+
+TEST(LaunchEnv, PlacementRecordAndWarning) {
+  // --map-by node on 2 hosts x 2 slots, as rank 0 sees it (every rank's view gathered)
+  JobLaunch job;
+  job.host_of_rank = {"n1", "n2", "n1", "n2"};
+  for (int r = 0; r < 4; ++r) job.ranks.push_back(classify_launch(place(r, 4, r / 2, 2, 2), {}, job.host_of_rank[r]));
+  job.self = job.ranks[0];
+  ASSERT_TRUE(describe_placement(job, 2, 1, 0));
+  const auto p = nlohmann::json::parse(job.placement_record);
+  EXPECT_TRUE(p["reordered"].get<bool>());
+  EXPECT_EQ(p["tp_groups_crossing_hosts"].get<int>(), 0);
+  EXPECT_EQ(p["ranks"][1]["launcher_rank"].get<int>(), 2);
+  EXPECT_EQ(p["ranks"][1]["host"].get<std::string>(), "n1");
+  EXPECT_EQ(p["ranks"][1]["local_rank"].get<int>(), 1);
+  EXPECT_EQ(p["ranks"][3]["dp"].get<int>(), 1);
+  EXPECT_TRUE(job.job_warnings.empty());
+  ASSERT_EQ(job.world_hosts.size(), 2u);
+  EXPECT_EQ(job.world_hosts[1].ranks, (std::vector<int>{2, 3}));
+  // tp 4 cannot stay inside a host of 2 ranks: one warning naming the group and hosts
+  ASSERT_TRUE(describe_placement(job, 4, 1, 0));
+  ASSERT_EQ(job.job_warnings.size(), 1u);
+  EXPECT_TRUE(any_contains(job.job_warnings, "ranks {0,1,2,3} on n1 + n2")) << job.job_warnings[0];
+  // a layout that does not fit the world is left to the trainer; a world rank that disagrees is a bug
+  EXPECT_FALSE(describe_placement(job, 3, 1, 0));
+  job.self = job.ranks[1];
+  EXPECT_THROW(describe_placement(job, 2, 1, 1), mt::core::Error);
 }
 
 TEST(LaunchEnv, JsonRoundTrip) {
