@@ -27,6 +27,7 @@
 #include "io/hf/hf_import.h"
 #include "io/metrics.h"
 #include "launch/blas_env.h"
+#include "launch/host_failure.h"
 #include "launch/plan.h"
 #include "launch/svg.h"
 #include "launch/signals.h"
@@ -56,6 +57,11 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   if (auto* t = dynamic_cast<parallel::TimeoutCommunicator*>(&world)) t->set_timeout_s(cfg.parallel.timeout_s);
   const JobLaunch job = detect_job(env);  // collective: every rank's launcher view on rank 0
   report_launch_problems(job);
+  if (world.rank() == 0) {  // a silent host failure must not leave mpirun hanging (host_failure.h)
+    const std::string w = host_failure_warning(job.self.launcher, static_cast<int>(job.hosts.size()),
+                                               cfg.parallel.timeout_s, oob_keepalive_from_environ());
+    if (!w.empty()) log::warn("launch: {}", w);
+  }
   *threads_out = threads_per_rank(cfg.train.threads, job.self);
   set_threads(*threads_out);
   print_banner(job, world, cfg, *threads_out);
