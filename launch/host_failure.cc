@@ -91,7 +91,8 @@ std::vector<std::string> default_mca_param_files(const EnvMap& env) {
     return files;
   }
   if (const auto it = env.find("HOME"); it != env.end()) files.push_back(it->second + "/.openmpi/mca-params.conf");
-  if (const auto it = env.find("OPAL_PREFIX"); it != env.end()) files.push_back(it->second + "/etc/openmpi-mca-params.conf");
+  if (const auto it = env.find("OPAL_PREFIX"); it != env.end())
+    files.push_back(it->second + "/etc/openmpi-mca-params.conf");
   files.push_back("/etc/openmpi/openmpi-mca-params.conf");  // Debian and Ubuntu packages
   return files;
 }

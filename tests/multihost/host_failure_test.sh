@@ -53,7 +53,8 @@ run_case() {
     sleep 0.1
   done
   el=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
-  [ -z "$left" ] || { tail -30 "$WORK/$name.log"; fail "$name: processes left $el s after the failure (bound $TS + $BOUND s):$left"; }
+  [ -z "$left" ] ||
+    { tail -30 "$WORK/$name.log"; fail "$name: processes left $el s after the failure (bound $TS + $BOUND s):$left"; }
   wait $mpid || rc=$?
   [ $rc != 0 ] || fail "$name: mpirun exited 0 after a host failed"
   [ $rc != 124 ] && [ $rc != 137 ] || fail "$name: mpirun hung until the outer timeout"
@@ -66,7 +67,8 @@ run_case() {
     fail "$name: the banner does not name the ranks of each host"
   # the harness passes the recommended keepalive flags: no warning about them
   ! grep -q "When a host fails" "$WORK/$name.log" || fail "$name: keepalive warning despite the flags"
-  echo "$name: every process on both hosts and mpirun gone $el s after the failure (bound $TS + $BOUND s), mpirun exit $rc"
+  echo "$name: every process on both hosts and mpirun gone $el s after the failure (bound $TS + $BOUND s)," \
+    "mpirun exit $rc"
 }
 
 run_case kill mh_kill_host
