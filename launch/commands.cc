@@ -27,6 +27,7 @@
 #include "io/hf/hf_import.h"
 #include "io/metrics.h"
 #include "launch/blas_env.h"
+#include "launch/host_failure.h"
 #include "launch/plan.h"
 #include "launch/svg.h"
 #include "launch/signals.h"
@@ -58,6 +59,11 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   // where the mesh's groups run (tp groups spanning hosts: a warning), in the world's host order
   describe_placement(job, cfg.parallel.tp, std::max(1, cfg.parallel.pp), world.rank());
   report_launch_problems(job);
+  if (world.rank() == 0) {  // a silent host failure must not leave mpirun hanging (host_failure.h)
+    const std::string w = host_failure_warning(job.self.launcher, static_cast<int>(job.hosts.size()),
+                                               cfg.parallel.timeout_s, oob_keepalive_from_environ());
+    if (!w.empty()) log::warn("launch: {}", w);
+  }
   *threads_out = threads_per_rank(cfg.train.threads, job.self);
   set_threads(*threads_out);
   print_banner(job, world, cfg, *threads_out);

@@ -3,13 +3,19 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "core/error.h"
 
 namespace mt::parallel {
+
+namespace {
+constexpr int kAbortGraceS = 10;  // abort_job(): seconds MPI_Abort may take before the rank exits itself
+}  // namespace
 
 std::string mpi_error_string(int code) {
   char buf[MPI_MAX_ERROR_STRING];
@@ -93,6 +99,15 @@ void MpiEnv::abort_job(int code) {
   std::fflush(stdout);
   std::fflush(stderr);
   if (active()) {
+    // Watchdog: MPI_Abort asks the launcher to end the job, and a launcher that cannot be
+    // reached (its daemon dead, its host cut off) may never answer; this rank must not
+    // outlive the abort in any case (Open MPI 4.1 returns from its request and exits at once;
+    // the watchdog is for launchers that block).
+    std::thread([code] {
+      std::this_thread::sleep_for(std::chrono::seconds(kAbortGraceS));
+      std::fprintf(stderr, "meshtrain: MPI_Abort did not end this rank within %d s: exiting\n", kAbortGraceS);
+      std::_Exit(code);
+    }).detach();
     MPI_Abort(MPI_COMM_WORLD, code);
     std::_Exit(code);  // MPI_Abort does not return; this is a fallback for broken launchers
   }

@@ -43,7 +43,8 @@ class MpiEnv {
   // MPI_Init has run and MPI_Finalize has not.
   static bool active();
   // Ends the job: MPI_Abort(MPI_COMM_WORLD, code) when MPI is active (every rank of the job
-  // is killed), else std::exit(code). Flushes stdout/stderr first.
+  // is killed), else std::exit(code). Flushes stdout/stderr first. A rank still alive 10 s
+  // after MPI_Abort (a launcher that cannot be reached) exits by itself.
   [[noreturn]] static void abort_job(int code);
 
  private:

@@ -18,7 +18,8 @@
 #   mh_down      (set as an EXIT trap by mh_up; removes exactly what mh_up made, nothing else)
 # Settings (environment): MH_PREFIX (host names; default mh<pid mod 1000>x, unique per
 # process so concurrent tests do not collide), MH_NET (a free /24 as "10.X.Y", picked
-# automatically), MH_SLOTS (ranks per host, default 2), MH_DIR (scratch directory).
+# automatically), MH_SLOTS (ranks per host, default 2), MH_DIR (scratch directory),
+# MH_TIMEOUT (seconds: mh_mpirun runs mpirun under `timeout -k 5`).
 # Sourcing sets no shell options of its own beyond what the caller has.
 
 _mh_given_prefix=${MH_PREFIX:-}
@@ -114,12 +115,18 @@ EOF
 # mpirun across the hosts. shared memory (vader) inside a host, TCP on the bridge between hosts.
 # mpi_yield_when_idle 1: the hosts share this machine's cores but each daemon sees only its own
 # slots, so Open MPI would busy-poll (2 hosts: 168 ms/step without, 38 ms with).
+# oob_tcp_keepalive_*: what the user guide tells every multi-host mpirun user to pass ("When
+# a host fails"): the daemons notice a host cut off silently within 11 s and end the job;
+# with Open MPI's defaults (480 s) mpirun hangs after the abort.
+# MH_TIMEOUT=S: mpirun runs under `timeout -k 5 S`, so a hang fails a test instead of blocking it.
 # Extra mpirun options go first: mh_mpirun --mca X Y -np 4 prog ...
 mh_mpirun() {
   local net; net=$(cat "$MH_DIR/net")
+  ${MH_TIMEOUT:+timeout -k 5 "$MH_TIMEOUT"} \
   mpirun --allow-run-as-root --hostfile "${MH_HOSTFILE:-$MH_DIR/hostfile}" \
     --mca plm_rsh_agent "$MH_DIR/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
     --mca oob_tcp_if_include "$net.0/24" --mca btl_tcp_if_include "$net.0/24" \
+    --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3 \
     --mca btl "${MH_BTL:-self,vader,tcp}" --mca mpi_yield_when_idle 1 --bind-to none "$@"
 }
 
