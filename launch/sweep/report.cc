@@ -111,7 +111,13 @@ std::string scatter(const Param& p, const State& st, size_t k) {
       << "</text>\n<line x1='" << L << "' y1='" << Y(v) << "' x2='" << L + pw << "' y2='" << Y(v)
       << "' stroke='#ddd'/>\n";
   }
-  if (all_numeric) {  // x ticks: 5 along the axis (powers of ten shown as values on a log axis)
+  if (all_numeric && cats.size() <= 8) {  // x ticks at the values swept, as written
+    for (const auto& c : cats) {
+      double x = 0;
+      numeric(c, &x);
+      o << "<text x='" << X(x) << "' y='" << T + ph + 18 << "' text-anchor='middle'>" << xml_escape(c) << "</text>\n";
+    }
+  } else if (all_numeric) {  // 5 along the axis (values, also on a log axis)
     for (int i = 0; i <= 4; ++i) {
       const double t = xmin + (xmax - xmin) * i / 4;
       o << "<text x='" << Xc(t) << "' y='" << T + ph + 18 << "' text-anchor='middle'>"

@@ -50,7 +50,12 @@ void install_handlers() {
   for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaction(sig, &sa, nullptr);
 }
 
+// `s` as one shell word: as it is when that is safe (the report's command stays readable), else quoted
 std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./=:,+-@%") ==
+                        std::string::npos) {
+    return s;
+  }
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
@@ -119,6 +124,8 @@ std::string first_error(const std::string& log_path) {
     std::istringstream in(io::read_file(log_path));
     std::string line;
     while (std::getline(in, line)) {
+      const auto at = line.find("error: ");  // a meshtrain error line: the message without its prefix
+      if (at != std::string::npos) return line.substr(at + 7);
       if (line.find("rror") != std::string::npos) return line;
     }
   } catch (const std::exception&) {
@@ -202,7 +209,8 @@ class Runner {
     r.status = Status::Running;
     ++r.starts;
     save();
-    log::info("sweep: {} ({}) from step {} to {}", r.trial.name(), r.trial.describe(), r.reached, target);
+    log::info("sweep: {} ({}): to step {}{}", r.trial.name(), r.trial.describe(), target,
+              r.starts > 1 ? " (resume=auto: from its newest checkpoint)" : "");
     io::write_file_atomic(log_path(r.trial) + ".cmd", r.command + "\n");
     return spawn(r.command, log_path(r.trial));
   }

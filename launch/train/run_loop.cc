@@ -1,6 +1,7 @@
 // What: Trainer::run(), the training run around the steps: resume, the run directory, the
 // steps, and after each step the eval if due, early stopping, preemption and the checkpoint;
-// then the final eval and summary.json.
+// then the final eval and summary.json. With train.stop_at_step the run pauses there instead
+// (an eval and a checkpoint, no final eval or summary): resume=auto continues (meshtrain sweep).
 // Why this shape: RunLoop's members are the run's state (where it started, what this process
 // did, the last eval and checkpoint, the summary so far); each decision point is one small
 // function. What the user sees is the Reporter's, the step is the Stepper's, checkpoints are

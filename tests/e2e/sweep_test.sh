@@ -117,11 +117,46 @@ for key in ("optim.lr", "optim.warmup_steps"):
 assert "(log scale)" in open(f"{d}/eval_loss_vs_optim.lr.svg").read()
 print("sweep:", {n: (r["status"], r["steps"], r["final_eval_loss"]) for n, r in rows.items()})
 PY
+# pausing at the rungs and the two interruptions changed nothing: the same losses as one plain run
+params=$(python3 -c 'import json,sys
+print(" ".join(f"{k}={v}" for t in json.load(open(sys.argv[1]+"/sweep.json"))["trials"] if t["dir"] == sys.argv[2] for k, v in t["params"]))' "$WORK/sw" "$FINAL")
+ref=(train.steps=1000 model.n_embd=32 model.seq_len=16 train.batch_size=8 train.micro_batch=8 train.eval_every=0
+     train.eval_batches=1 train.log_every=500 train.threads=1 run.peak_gflops=1 run.tensorboard=false $params)
+mpi -np 1 "$MESHTRAIN" train "$MT_SOURCE_DIR/examples/tiny.yaml" "${ref[@]}" run.dir="$WORK/ref" > /dev/null
+diff <(step_losses "$WORK/ref") <(step_losses "$WORK/sw/$FINAL") > /dev/null \
+  || fail "the trial's losses differ from an uninterrupted run's ($params)"
 # a rerun of a complete sweep runs nothing
 logs=$(cat "$WORK"/sw/logs/*.log | md5sum)
 "$MESHTRAIN" sweep "$WORK/sweep.yaml" > "$WORK/again.log" 2>&1 || fail "rerun of a complete sweep failed"
 [ "$logs" = "$(cat "$WORK"/sw/logs/*.log | md5sum)" ] || fail "a complete sweep ran trials again"
 grep -q "4 already done" "$WORK/again.log" || fail "rerun: $(cat "$WORK/again.log")"
+
+# two trials at once (launch.parallel_trials), and a trial that fails (a non-finite gradient
+# norm stops it) is recorded as failed while the sweep goes on
+cat > "$WORK/par.yaml" <<YAML
+base: $MT_SOURCE_DIR/examples/tiny.yaml
+dir: $WORK/par
+overrides: [train.steps=20, model.n_embd=32, model.seq_len=16, train.batch_size=8, train.eval_batches=1,
+            train.threads=1, run.peak_gflops=1, run.tensorboard=false]
+params:
+  train.debug_nan_step: [-1, 5]
+  optim.lr: [1e-3, 2e-3]
+launch: {np: 1, parallel_trials: 2}
+YAML
+"$MESHTRAIN" sweep "$WORK/par.yaml" > "$WORK/par.log" 2>&1 || fail "sweep with a failing trial: $(cat "$WORK/par.log")"
+python3 - "$WORK/par" "$WORK/par.log" <<'PY'
+import csv, sys
+d, log = sys.argv[1], open(sys.argv[2]).read().splitlines()
+rows = list(csv.DictReader(open(d + "/sweep.csv")))
+assert [r["status"] for r in rows] == ["finished", "finished", "failed", "failed"], rows
+report = open(d + "/report.md").read()
+assert "failed: exit 1 before step 20: non-finite gradient norm at step 5" in report, report
+best = min(rows[:2], key=lambda r: float(r["final_eval_loss"]))["trial"]
+assert f"**Best trial: {best}**" in report, report
+# both of the first two trials were launched before either finished
+at = lambda s: next(i for i, l in enumerate(log) if s in l)
+assert at("trial_001 (train.debug_nan_step=-1 optim.lr=2e-3): to step 20") < at("finished at step 20"), log
+PY
 
 # bad input: clear errors naming the key and the file
 bad() {  # bad NAME PATTERN...: the sweep file $WORK/NAME.yaml fails with each PATTERN in its message
