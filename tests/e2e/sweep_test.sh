@@ -125,6 +125,23 @@ ref=(train.steps=1000 model.n_embd=32 model.seq_len=16 train.batch_size=8 train.
 mpi -np 1 "$MESHTRAIN" train "$MT_SOURCE_DIR/examples/tiny.yaml" "${ref[@]}" run.dir="$WORK/ref" > /dev/null
 diff <(step_losses "$WORK/ref") <(step_losses "$WORK/sw/$FINAL") > /dev/null \
   || fail "the trial's losses differ from an uninterrupted run's ($params)"
+# train.stop_at_step alone: the run pauses there (an eval, a checkpoint, no summary.json); a
+# start at the same stop does nothing; resume=auto without it ends as the plain run does
+short=(train.steps=40 model.n_embd=32 model.seq_len=16 train.batch_size=8 train.micro_batch=8 train.eval_every=0
+       train.eval_batches=1 train.threads=1 run.peak_gflops=1 run.tensorboard=false)
+T="$MT_SOURCE_DIR/examples/tiny.yaml"
+"$MESHTRAIN" train "$T" "${short[@]}" run.dir="$WORK/plain" > /dev/null
+"$MESHTRAIN" train "$T" "${short[@]}" run.dir="$WORK/p" train.stop_at_step=15 > "$WORK/p.log" 2>&1
+grep -q "paused at step 15 (train.stop_at_step = 15, train.steps = 40)" "$WORK/p.log" || fail "no pause: $(cat "$WORK/p.log")"
+[ ! -e "$WORK/p/summary.json" ] && [ -d "$WORK/p/checkpoints/step_00000015" ] || fail "paused run: $(ls "$WORK/p" "$WORK/p/checkpoints")"
+grep -q '"eval_loss":[^}]*"step":15}' "$WORK/p/metrics.jsonl" || fail "no eval at the stop step: $(tail -2 "$WORK/p/metrics.jsonl")"
+m=$(md5sum < "$WORK/p/metrics.jsonl")
+out=$("$MESHTRAIN" train "$T" "${short[@]}" run.dir="$WORK/p" train.stop_at_step=15 resume=auto 2>&1)
+grep -q "already paused at step 15" <<< "$out" && [ "$m" = "$(md5sum < "$WORK/p/metrics.jsonl")" ] || fail "second start: $out"
+"$MESHTRAIN" train "$T" "${short[@]}" run.dir="$WORK/p" resume=auto > /dev/null
+diff <(step_losses "$WORK/plain") <(step_losses "$WORK/p") > /dev/null || fail "paused and resumed run differs"
+[ -s "$WORK/p/summary.json" ] || fail "no summary after the resumed run"
+
 # a rerun of a complete sweep runs nothing
 logs=$(cat "$WORK"/sw/logs/*.log | md5sum)
 "$MESHTRAIN" sweep "$WORK/sweep.yaml" > "$WORK/again.log" 2>&1 || fail "rerun of a complete sweep failed"
