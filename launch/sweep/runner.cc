@@ -211,7 +211,7 @@ class Runner {
     save();
     log::info("sweep: {} ({}): to step {}{}", r.trial.name(), r.trial.describe(), target,
               r.starts > 1 ? " (resume=auto: from its newest checkpoint)" : "");
-    io::write_file_atomic(log_path(r.trial) + ".cmd", r.command + "\n");
+    io::write_file_atomic(spec_.dir + "/logs/" + r.trial.name() + ".cmd", r.command + "\n");  // (to rerun it by hand)
     return spawn(r.command, log_path(r.trial));
   }
 

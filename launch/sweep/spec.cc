@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -190,6 +191,12 @@ Spec parse_spec(const std::string& text, const std::string& origin, const std::s
     if (bp.is_relative()) bp = std::filesystem::path(base_dir) / bp;
     s.base = std::filesystem::absolute(bp).lexically_normal().string();
     s.dir = n["dir"].as<std::string>();
+    if (s.dir == "~" || s.dir.rfind("~/", 0) == 0) {  // as run.dir: the trials' run.dir expands it too
+      const char* home = std::getenv("HOME");
+      if (!home || !*home) throw at(s, fmt::format("dir = '{}' starts with ~ but $HOME is not set", s.dir), "dir");
+      s.dir = std::string(home) + s.dir.substr(1);
+    }
+    while (s.dir.size() > 1 && s.dir.back() == '/') s.dir.pop_back();
     if (n["overrides"]) s.overrides = strings(s, n["overrides"], "overrides");
     if (n["search"]) s.search = n["search"].as<std::string>();
     if (n["trials"]) s.trials = n["trials"].as<int>();
