@@ -66,24 +66,6 @@ bool use_srun(const Launch& l) {
   return l.launcher == "srun" || (l.launcher == "auto" && job && *job);
 }
 
-std::string trial_command(const Spec& s, const std::string& self, const Trial& t, int64_t stop_at) {
-  std::string cmd;
-  if (use_srun(s.launch)) {
-    cmd = "srun";
-    for (const auto& a : s.launch.srun_args) cmd += " " + shell_quote(a);
-    if (s.launch.parallel_trials > 1) cmd += " --exclusive";  // concurrent steps on disjoint CPUs
-    cmd += fmt::format(" --ntasks={}", s.launch.np);
-  } else {
-    cmd = shell_quote(s.launch.mpirun);
-    if (geteuid() == 0) cmd += " --allow-run-as-root";
-    for (const auto& a : s.launch.mpirun_args) cmd += " " + shell_quote(a);
-    cmd += fmt::format(" -np {}", s.launch.np);
-  }
-  cmd += fmt::format(" {} train {}", shell_quote(self), shell_quote(s.base));
-  for (const auto& o : trial_overrides(s, t, stop_at)) cmd += " " + shell_quote(o);
-  return cmd;
-}
-
 // Starts `cmd` in its own process group, output appended to `log_path`; returns its pid.
 pid_t spawn(const std::string& cmd, const std::string& log_path) {
   const pid_t parent = getpid();
@@ -280,6 +262,24 @@ State open_state(const Spec& spec, const std::vector<Trial>& trials, const std::
 }
 
 }  // namespace
+
+std::string trial_command(const Spec& s, const std::string& self, const Trial& t, int64_t stop_at) {
+  std::string cmd;
+  if (use_srun(s.launch)) {
+    cmd = "srun";
+    for (const auto& a : s.launch.srun_args) cmd += " " + shell_quote(a);
+    if (s.launch.parallel_trials > 1) cmd += " --exclusive";  // concurrent steps on disjoint CPUs
+    cmd += fmt::format(" --ntasks={}", s.launch.np);
+  } else {
+    cmd = shell_quote(s.launch.mpirun);
+    if (geteuid() == 0) cmd += " --allow-run-as-root";
+    for (const auto& a : s.launch.mpirun_args) cmd += " " + shell_quote(a);
+    cmd += fmt::format(" -np {}", s.launch.np);
+  }
+  cmd += fmt::format(" {} train {}", shell_quote(self), shell_quote(s.base));
+  for (const auto& o : trial_overrides(s, t, stop_at)) cmd += " " + shell_quote(o);
+  return cmd;
+}
 
 int run_sweep(const std::string& sweep_file, const std::string& self) {
   const Spec spec = load_spec(sweep_file);

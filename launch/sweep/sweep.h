@@ -21,6 +21,11 @@ namespace mt::launch::sweep {
 // failed, and 128 + signal when a signal interrupted it (the state is saved: rerun to resume).
 int run_sweep(const std::string& sweep_file, const std::string& self);
 
+// The command that trains trial `t` to `stop_at` (0: to train.steps): `mpirun [--allow-run-as-root]
+// ARGS -np N` or, inside a Slurm allocation (SLURM_JOB_ID) or with launch.launcher srun, `srun
+// ARGS [--exclusive] --ntasks=N`; then `self train BASE overrides...` (words quoted as needed).
+std::string trial_command(const Spec& spec, const std::string& self, const Trial& t, int64_t stop_at);
+
 // <dir>/sweep.csv, <dir>/eval_loss_vs_<key>.svg per swept key, <dir>/report.md (report.cc).
 void write_report(const Spec& spec, const State& state);
 

@@ -159,8 +159,8 @@ void Reporter::stopped_for_preemption(int64_t steps_done, const std::string& che
 
 void Reporter::paused(int64_t steps_done, bool already) const {
   if (!leader_) return;
-  log::info("{} at step {} (train.stop_at_step = {}, train.steps = {}): {}resume=auto continues", already ? "already paused" : "paused",
-            steps_done, cfg_.train.stop_at_step, cfg_.train.steps,
+  log::info("{} at step {} (train.stop_at_step = {}, train.steps = {}): {}resume=auto continues",
+            already ? "already paused" : "paused", steps_done, cfg_.train.stop_at_step, cfg_.train.steps,
             already ? "its checkpoint is there, nothing to do; " : "eval and checkpoint written; ");
 }
 

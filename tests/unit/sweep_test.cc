@@ -2,6 +2,7 @@
 // errors, grid and random trials, the halving rungs and rule, sweep.json round trips and
 // the sweep identity. The runner itself is covered end to end by tests/e2e/sweep_test.sh.
 #include <cmath>
+#include <cstdlib>
 #include <set>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "core/error.h"
 #include "launch/sweep/spec.h"
 #include "launch/sweep/state.h"
+#include "launch/sweep/sweep.h"
 
 using namespace mt::launch::sweep;
 
@@ -142,4 +144,29 @@ TEST(SweepState, JsonRoundTripAndIdentity) {
   EXPECT_NE(identity(s), identity(parse("params:\n  optim.lr: [1e-3, 4e-3]\nhalving: {rungs: [20]}\n")));
   EXPECT_NE(identity(s), identity(parse("params:\n  optim.lr: [1e-3, 3e-3]\nhalving: {rungs: [30]}\n")));
   EXPECT_THROW(state_from_json("{\"trials\": 3}", "sweep.json"), mt::core::Error);
+}
+
+TEST(SweepLaunch, MpirunOrSrunInsideSlurm) {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  const std::string saved = job ? job : "";
+  unsetenv("SLURM_JOB_ID");
+  Spec s = parse("params:\n  optim.lr: [1e-3]\nlaunch: {np: 2, mpirun_args: [--bind-to, none]}\n");
+  const Trial t = make_trials(s)[0];
+  std::string cmd = trial_command(s, "/bin/meshtrain", t, 20);
+  EXPECT_EQ(cmd.rfind("mpirun ", 0), 0u) << cmd;
+  EXPECT_NE(cmd.find(" --bind-to none -np 2 /bin/meshtrain train " + kExamples + "/tiny.yaml train.steps=60 "
+                     "optim.lr=1e-3 run.dir=/tmp/sweep-unit/trial_000 resume=auto train.stop_at_step=20"),
+            std::string::npos) << cmd;
+  setenv("SLURM_JOB_ID", "42", 1);  // inside an allocation: srun, with disjoint CPUs for concurrent trials
+  s.launch.parallel_trials = 2;
+  s.launch.srun_args = {"--mpi=pmix"};
+  cmd = trial_command(s, "/bin/meshtrain", t, 0);
+  EXPECT_EQ(cmd.rfind("srun --mpi=pmix --exclusive --ntasks=2 /bin/meshtrain train ", 0), 0u) << cmd;
+  s.launch.launcher = "mpirun";  // unless told otherwise
+  EXPECT_EQ(trial_command(s, "/bin/meshtrain", t, 0).rfind("mpirun ", 0), 0u);
+  Trial q = t;
+  q.params[0].second = "it's";
+  EXPECT_NE(trial_command(s, "/bin/meshtrain", q, 0).find(" 'optim.lr=it'\\''s' "), std::string::npos);
+  if (saved.empty()) unsetenv("SLURM_JOB_ID");
+  else setenv("SLURM_JOB_ID", saved.c_str(), 1);
 }
