@@ -156,6 +156,7 @@ const std::vector<Field>& schema() {
     v.push_back(F<std::string>("model.init_from", MT_REF(model, init_from), 0, 0, "hf:DIR: start from a Hugging Face model's weights (its config.json sets the model section)"));
     // train
     v.push_back(F<int64_t>("train.steps", MT_REF(train, steps), 0, 1e15, "optimizer steps"));
+    v.push_back(F<int64_t>("train.stop_at_step", MT_REF(train, stop_at_step), 0, 1e15, "pause the run after this step (0 = off; at or past train.steps: off): an eval, a checkpoint, exit 0, no final eval or summary.json; resume=auto goes on (the lr schedule spans train.steps either way; meshtrain sweep's successive halving uses it)"));
     v.push_back(F<int>("train.batch_size", MT_REF(train, batch_size), 1, 1 << 30, "global batch in sequences per step"));
     v.push_back(F_auto("train.micro_batch", MT_REF(train, micro_batch), 1, 1 << 20, "sequences per rank per micro-step, or auto: the largest that divides the per-replica batch train.batch_size / dp (no gradient accumulation); with parallel.pp > 1 the largest that leaves >= pp micro-batches per step (interleaved: a multiple of pp)", kAutoMicroBatch));
     v.push_back(F<uint64_t>("train.seed", MT_REF(train, seed), 0, 1.8e19, "seed for init and sampling"));

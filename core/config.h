@@ -33,6 +33,7 @@ struct ModelConfig {
 
 struct TrainConfig {
   int64_t steps = 200;
+  int64_t stop_at_step = 0;  // pause after this step (eval, checkpoint, exit 0); resume=auto goes on; 0 = off
   int batch_size = 16;       // GLOBAL sequences per optimizer step, independent of dp
   int micro_batch = 8;       // sequences per rank per forward/backward; kAutoMicroBatch = `auto` until resolved
   uint64_t seed = 1337;      // parameter init and dropout-free sampling

@@ -26,6 +26,7 @@
 #include "launch/signals.h"
 #include "launch/network_bench.h"
 #include "launch/scale.h"
+#include "launch/sweep/sweep.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_env.h"
 #include "parallel/timeout_communicator.h"
@@ -187,6 +188,16 @@ int main(int argc, char** argv) {
   c_scale->add_option("experiment", scale_spec, "experiment YAML (see examples/scale.yaml)")->required();
   c_scale->add_option("--out", scale_out, "output directory")->capture_default_str();
 
+  std::string sweep_spec;
+  auto* c_sweep = app.add_subcommand("sweep", "Hyper-parameter sweep (YAML): grid or random search with optional successive "
+                                     "halving, one mpirun (or srun) job per trial; sweep.csv, plots, report.md; rerun to resume");
+  c_sweep->add_option("sweep", sweep_spec, "sweep YAML (see examples/sweep-tiny.yaml)")->required();
+  c_sweep->footer("The sweep file: base (config, relative to the sweep file), dir (the sweep directory), overrides (common to "
+                  "every trial), search (grid | random, with trials: N and seed), params (config key: [values] or "
+                  "uniform(lo, hi) | log_uniform(lo, hi) | int_uniform(lo, hi)), halving (rungs: [steps] or min_steps, "
+                  "eta), launch (np, launcher auto | mpirun | srun, mpirun_args, srun_args, parallel_trials). "
+                  "docs/user-guide.md, \"Sweeps\", explains them.");
+
   launch::PrepArgs prep;
   auto* c_prep = app.add_subcommand("prep", "Build an HDF5 token dataset (markov | tokens | text | jsonl); text and "
                                     "jsonl run in parallel under mpirun");
@@ -312,6 +323,14 @@ int main(int argc, char** argv) {
   if (c_scale->parsed()) {  // launches its own mpirun jobs: no MPI in this process
     try {
       return launch::run_scale(launch::load_scale_spec(scale_spec), launch::self_path(), scale_out);
+    } catch (const std::exception& e) {
+      core::log::error("{}", e.what());
+      return 1;
+    }
+  }
+  if (c_sweep->parsed()) {  // launches its own mpirun jobs: no MPI in this process
+    try {
+      return launch::sweep::run_sweep(sweep_spec, launch::self_path());
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       return 1;

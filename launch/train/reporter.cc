@@ -157,6 +157,13 @@ void Reporter::stopped_for_preemption(int64_t steps_done, const std::string& che
   if (leader_) log::info("stopped for preemption at step {}; checkpoint under {}", steps_done, checkpoint_dir);
 }
 
+void Reporter::paused(int64_t steps_done, bool already) const {
+  if (!leader_) return;
+  log::info("{} at step {} (train.stop_at_step = {}, train.steps = {}): {}resume=auto continues",
+            already ? "already paused" : "paused", steps_done, cfg_.train.stop_at_step, cfg_.train.steps,
+            already ? "its checkpoint is there, nothing to do; " : "eval and checkpoint written; ");
+}
+
 void Reporter::end_progress_line() const {
   if (live_) std::printf("\r\033[K");
 }

@@ -67,6 +67,8 @@ class Reporter {
   void early_stop(int evals_without_gain) const;
   void preempted(int64_t steps_done, bool last) const;
   void stopped_for_preemption(int64_t steps_done, const std::string& checkpoint_dir) const;
+  // The run paused at train.stop_at_step (`already`: its checkpoint was there at the start).
+  void paused(int64_t steps_done, bool already) const;
   // Clears the progress line (before an error or the end of training).
   void end_progress_line() const;
   // summary.json and the "done" line. checksums: every rank's param_checksum().

@@ -1,6 +1,7 @@
 // What: Trainer::run(), the training run around the steps: resume, the run directory, the
 // steps, and after each step the eval if due, early stopping, preemption and the checkpoint;
-// then the final eval and summary.json.
+// then the final eval and summary.json. With train.stop_at_step the run pauses there instead
+// (an eval and a checkpoint, no final eval or summary): resume=auto continues (meshtrain sweep).
 // Why this shape: RunLoop's members are the run's state (where it started, what this process
 // did, the last eval and checkpoint, the summary so far); each decision point is one small
 // function. What the user sees is the Reporter's, the step is the Stepper's, checkpoints are
@@ -48,11 +49,18 @@ class RunLoop {
   TrainSummary run() {
     resume();
     if (ended_ && already_done()) return done_summary();
+    if (!ended_ && pauses_at(start_) && !state_.eval_due) {  // its checkpoint is at train.stop_at_step already
+      reporter_.paused(start_, /*already=*/true);
+      return done_summary();
+    }
     open_run();
     announce_signals();  // (a signal during the start-up is announced now, acted on after the first step)
     // a run preempted during an eval: that eval first (and what follows from it)
     bool stopped = false;
-    if (!ended_ && state_.eval_due && start_ < tc_.steps) stopped = after_steps(start_, /*eval_now=*/true, false);
+    if (!ended_ && state_.eval_due && start_ < tc_.steps) {
+      stopped = after_steps(start_, /*eval_now=*/true, /*checkpoint_due=*/pauses_at(start_));
+      if (!stopped && pauses_at(start_)) stopped = paused_ = true;
+    }
     state_.eval_due = false;
     for (int64_t s = start_; !ended_ && !stopped && s < tc_.steps; ++s) {
       const StepStats st = t_.step(s);
@@ -64,6 +72,10 @@ class RunLoop {
     // a run of no steps with checkpointing on writes its initial state (e.g. model.init_from
     // converted to a meshtrain checkpoint)
     if (tc_.steps == 0 && start_ == 0 && cfg_.checkpoint.every > 0 && !sum_.preempted) checkpoint(0, false);
+    if (paused_) {  // train.stop_at_step: evaluated and checkpointed there; no final eval, no summary
+      reporter_.paused(sum_.steps_done, /*already=*/false);
+      return sum_;
+    }
     final_eval();
     if (sum_.preempted) {
       reporter_.stopped_for_preemption(sum_.steps_done, t_.checkpoint_dir());
@@ -184,14 +196,23 @@ class RunLoop {
                    "train.max_skips_in_row=0 skips without limit");
   }
 
+  // The run pauses with `done` steps done: train.stop_at_step is set, reached and before train.steps.
+  bool pauses_at(int64_t done) const {
+    return tc_.stop_at_step > 0 && done >= tc_.stop_at_step && done < tc_.steps;
+  }
+
   // After step s: the periodic eval (not after the last step: the final eval follows) and
-  // checkpoint (every checkpoint.every steps and after the last). True: the run stops.
+  // checkpoint (every checkpoint.every steps and after the last); at train.stop_at_step both,
+  // and the run pauses. True: the run stops.
   bool after_step(int64_t s) {
     const int64_t done = s + 1;
     const bool last = done == tc_.steps;
-    const bool eval_now = !last && tc_.eval_every > 0 && done % tc_.eval_every == 0;
-    const bool checkpoint_due = cfg_.checkpoint.every > 0 && (done % cfg_.checkpoint.every == 0 || last);
-    return after_steps(done, eval_now, checkpoint_due);
+    const bool pause = pauses_at(done);
+    const bool eval_now = !last && ((tc_.eval_every > 0 && done % tc_.eval_every == 0) || pause);
+    const bool checkpoint_due = (cfg_.checkpoint.every > 0 && (done % cfg_.checkpoint.every == 0 || last)) || pause;
+    const bool stop = after_steps(done, eval_now, checkpoint_due);
+    if (pause && !stop) paused_ = true;  // (an early stop or a preemption there ends or stops it as usual)
+    return stop || pause;
   }
 
   // After `at` steps: agree on preemption before the eval (a long eval must not outlast the
@@ -287,6 +308,7 @@ class RunLoop {
   int64_t start_ = 0;           // the step this process starts from (a checkpoint's, on resume)
   bool stopped_early_ = false;  // the checkpoint's run stopped early (its patience ran out)
   bool ended_ = false;          // the checkpoint ends the run: no steps, at most the final eval
+  bool paused_ = false;         // stopped at train.stop_at_step (checkpointed; resume=auto goes on)
   double process_train_ms_ = 0, process_tokens_ = 0;  // this process's steps
   int64_t last_eval_step_ = -1, last_checkpoint_step_ = -1;
   TrainSummary sum_;
