@@ -26,7 +26,7 @@ source "$(dirname "$0")/../e2e/lib.sh"
 source "$(dirname "$0")/../multihost/simhosts.sh"
 source "$(dirname "$0")/cluster.sh"
 trap 'rc=$?; rm -rf "$WORK"; exit $rc' EXIT  # replaces lib.sh's trap; then hosts, then Slurm
-sl_require
+SL_MISSING=skip sl_require   # templates_test.sh fails when Slurm cannot be installed
 mh_require
 command -v nsenter >/dev/null || { echo "SKIP: needs nsenter (util-linux)"; exit 77; }
 T0=$(date +%s)
@@ -87,6 +87,8 @@ for l in lines:
             assert (v["OMPI_COMM_WORLD_RANK"], v["OMPI_COMM_WORLD_LOCAL_RANK"]) == (str(i), str(i % 2)), v
             assert (v["SLURM_PROCID"], v["SLURM_NODEID"]) == ("0", "0") and r["slurm_step_id"] == "", r
             assert any("ignored SLURM_PROCID=0" in n for n in r["notes"]), r
+            if node == 1:  # its orted was started by Slurm (mpirun's plm slurm: srun), one task
+                assert v["SLURM_NTASKS"] == "1" and any("SLURM_STEP_ID=0" in n for n in r["notes"]), r
 print(f"{launcher}: {len(lines)} start(s), {h1} ranks 0,1 and {h2} ranks 2,3, local ranks 0,1 on each")
 PY
 }
@@ -134,7 +136,7 @@ for tpl in srun mpirun; do
   out="$WORK/pre-$tpl.out"
   grep -q "USR1 received" "$out" && grep -q "requeueing" "$out" || fail "preempted $tpl job: not requeued"
   grep -q "resumed from .*step_" "$out" || fail "requeued $tpl job did not resume from its checkpoint"
-  ls "$WORK/pre-$tpl/checkpoints" | grep -q '^step_' || fail "$tpl: no checkpoint"
+  compgen -G "$WORK/pre-$tpl/checkpoints/step_*" > /dev/null || fail "$tpl: no checkpoint"
   check_run "$WORK/pre-$tpl" $N 4 || fail "preempted $tpl job: steps lost or repeated"
   check_launch "$WORK/pre-$tpl" $launcher "$J" 1 || fail "preempted $tpl job: launch records"
   echo "$tpl template: preemption + requeue across 2 nodes: ok in $(( $(date +%s) - t )) s"
