@@ -22,6 +22,11 @@
 # PMIx directory spmix_appdir_<uid>_<job>.<step> and the second fails "File exists").
 # Open MPI needs no interface settings: every rank runs inside a host, which has only lo and
 # the bridge link.
+# Known flake, not meshtrain's: under heavy load with other jobs running, about 1 in 100
+# `srun --mpi=pmix` launches across the two hosts loses a rank to a SIGSEGV inside MPI_Init
+# (Open MPI 4.1.4 btl/tcp delivers a peer's first ob1 message while this rank still waits in
+# the modex fence, before ob1 registered its handler: a call through NULL); 0 in 120 launches
+# one after another. Hence RUN_SERIAL (tests/CMakeLists.txt).
 source "$(dirname "$0")/../e2e/lib.sh"
 source "$(dirname "$0")/../multihost/simhosts.sh"
 source "$(dirname "$0")/cluster.sh"
