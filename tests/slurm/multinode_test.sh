@@ -23,10 +23,12 @@
 # Open MPI needs no interface settings: every rank runs inside a host, which has only lo and
 # the bridge link.
 # Known flake, not meshtrain's: under heavy load with other jobs running, about 1 in 100
-# `srun --mpi=pmix` launches across the two hosts loses a rank to a SIGSEGV inside MPI_Init
-# (Open MPI 4.1.4 btl/tcp delivers a peer's first ob1 message while this rank still waits in
-# the modex fence, before ob1 registered its handler: a call through NULL); 0 in 120 launches
-# one after another. Hence RUN_SERIAL (tests/CMakeLists.txt).
+# `srun --mpi=pmix` launches across the two hosts loses a rank to a SIGSEGV inside MPI_Init.
+# A core dump shows rank 1 still waiting in MPI_Init's first (modex) PMIx fence when rank 0
+# of the same job, already past MPI_Init's final fence, sends its first message; Open MPI
+# 4.1.4's btl/tcp hands it to ob1's handler, not registered yet (a call through NULL). So the
+# fence let one node go early (Slurm 22.05 pmix_v4 plugin, PMIx 4.2.2). 0 in 120 launches one
+# after another; hence RUN_SERIAL (tests/CMakeLists.txt).
 source "$(dirname "$0")/../e2e/lib.sh"
 source "$(dirname "$0")/../multihost/simhosts.sh"
 source "$(dirname "$0")/cluster.sh"
