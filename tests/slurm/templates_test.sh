@@ -16,116 +16,17 @@
 #  - `srun -n 2 meshtrain info --json` from the shell reports srun, ranks 0/1, local ranks 0/1;
 #  - `srun --mpi=pmi2` (which Debian's Open MPI cannot use) prints meshtrain's hint;
 #  - stops every daemon it started, by PID, also when a check fails (EXIT trap).
-# Jobs are polled with scontrol every 0.2 s: `sbatch --wait` polls with a growing interval
-# and added ~8 s to a 2 s job here.
+# The cluster's start and stop: tests/slurm/cluster.sh.
 source "$(dirname "$0")/../e2e/lib.sh"
-trap - EXIT  # replaced by cleanup below, which also removes $WORK
-if [ "$(id -u)" -ne 0 ]; then echo "SKIP: slurmd needs root"; exit 77; fi
-# a clean slate even when the test itself runs inside a Slurm job or under mpirun
-for v in $(compgen -e | grep -E '^(SLURM_|SBATCH_|SRUN_|SALLOC_|OMPI_COMM_WORLD_|PMIX_|PMI_)' || true); do unset "$v"; done
-unset ENVIRONMENT MT_PROGRESS
+source "$(dirname "$0")/cluster.sh"
+trap 'sl_stop; rc=$?; rm -rf "$WORK"; exit $rc' EXIT  # replaces lib.sh's trap
+sl_require
 T0=$(date +%s)
-
-# ---- packages ----
-need=()
-command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null || need+=(slurm-wlm)
-command -v munged >/dev/null || need+=(munge)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt_install() { apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}"; }
-  apt_install > "$WORK/apt.log" 2>&1 ||
-    { apt-get -o DPkg::Lock::Timeout=300 update -qq >> "$WORK/apt.log" 2>&1 && apt_install >> "$WORK/apt.log" 2>&1; } ||
-    { tail -20 "$WORK/apt.log"; fail "could not install ${need[*]}"; }
-fi
-[ -e /usr/lib/x86_64-linux-gnu/slurm-wlm/mpi_pmix.so ] || ls /usr/lib/*/slurm*/mpi_pmix*.so >/dev/null 2>&1 ||
-  fail "Slurm has no mpi_pmix plugin"
-
-# ---- cleanup: jobs, then daemons by PID, then the directory ----
-JOBS=()
-DAEMON_PIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  if [ -n "${SLURM_CONF:-}" ] && [ ${#DAEMON_PIDS[@]} -gt 0 ]; then
-    [ ${#JOBS[@]} -gt 0 ] && scancel "${JOBS[@]}" 2>/dev/null
-    for _ in $(seq 50); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
-    scontrol shutdown >/dev/null 2>&1
-  fi
-  for pid in "${DAEMON_PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { kill -TERM "$pid"; sleep 1; kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"; }
-  done
-  if [ $rc -ne 0 ]; then
-    for f in "$WORK"/slurm/*.log "$WORK"/*.out; do [ -f "$f" ] && { echo "---- $f"; tail -30 "$f"; }; done
-  fi
-  rm -rf "$WORK"
-  exit $rc
-}
-trap cleanup EXIT
-
-# ---- munge: a private daemon with its own key and socket ----
-chmod 755 "$WORK"
-M="$WORK/munge"
-mkdir -p "$M" && chown munge:munge "$M" && chmod 755 "$M"
-runuser -u munge -- mungekey -c -k "$M/munge.key" || fail "mungekey"
-runuser -u munge -- /usr/sbin/munged --socket="$M/munge.sock" --key-file="$M/munge.key" \
-  --pid-file="$M/munged.pid" --log-file="$M/munged.log" --seed-file="$M/munged.seed" || fail "munged did not start"
-for _ in $(seq 50); do [ -s "$M/munged.pid" ] && break; sleep 0.1; done
-DAEMON_PIDS+=("$(cat "$M/munged.pid")")
-munge -S "$M/munge.sock" -n | unmunge -S "$M/munge.sock" >/dev/null || fail "munge credential round trip"
-
-# ---- slurm.conf: one node with 2 CPUs, on free ports ----
-S="$WORK/slurm"
-mkdir -p "$S/state" "$S/spool"
-read -r CTLD_PORT SLURMD_PORT < <(python3 -c 'import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-cat > "$S/slurm.conf" <<CONF
-ClusterName=mttest
-# job ids of their own: PMIx names its namespaces slurm.pmix.<job>.<step> machine-wide, so two
-# of these clusters running job 1 at once (parallel test runs) would collide
-FirstJobId=$(( (RANDOM * 32768 + RANDOM) % 50000000 + 1000 ))
-SlurmctldHost=localhost
-SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-# own munged; cred_expire also sets how long a requeued job waits (default 120 s)
-AuthInfo=socket=$M/munge.sock,cred_expire=5
-StateSaveLocation=$S/state
-SlurmdSpoolDir=$S/spool
-SlurmctldPidFile=$S/slurmctld.pid
-SlurmdPidFile=$S/slurmd.pid
-SlurmctldLogFile=$S/slurmctld.log
-SlurmdLogFile=$S/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=pmix
-ReturnToService=2
-MinJobAge=600
-# a requeued job becomes eligible after cred_expire, then waits for the main scheduler's
-# periodic pass (60 s by default): run it every second
-SchedulerParameters=sched_interval=1
-NodeName=localhost CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2000
-PartitionName=debug Nodes=localhost Default=YES MaxTime=10 State=UP
-CONF
-export SLURM_CONF="$S/slurm.conf"
-slurmctld -f "$SLURM_CONF" || fail "slurmctld did not start"
-for _ in $(seq 50); do [ -s "$S/slurmctld.pid" ] && break; sleep 0.1; done
-DAEMON_PIDS=("$(cat "$S/slurmctld.pid")" "${DAEMON_PIDS[@]}")
-slurmd -f "$SLURM_CONF" || fail "slurmd did not start"
-for _ in $(seq 50); do [ -s "$S/slurmd.pid" ] && break; sleep 0.1; done
-DAEMON_PIDS=("$(cat "$S/slurmd.pid")" "${DAEMON_PIDS[@]}")
-for _ in $(seq 150); do sinfo -h -o %T 2>/dev/null | grep -q idle && break; sleep 0.2; done
-sinfo -h -o %T | grep -q idle || fail "the node did not come up: $(sinfo 2>&1)"
+sl_munge
+SL_NODES=localhost sl_conf "NodeName=localhost CPUs=2 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=2000"
+sl_slurmctld
+sl_slurmd localhost
+sl_wait_idle 1
 echo "cluster up in $(( $(date +%s) - T0 )) s (daemons ${DAEMON_PIDS[*]})"
 
 # ---- jobs ----
@@ -137,30 +38,6 @@ submit() {
   MESHTRAIN="$MESHTRAIN" CONFIG="$CFG" RUN_DIR="$WORK/$name" \
     sbatch --parsable --chdir="$WORK" -o "$WORK/$name.out" -J "$name" --nodes=1 --ntasks-per-node=2 \
     --cpus-per-task=1 --time=3 "$MT_SOURCE_DIR/examples/slurm/$tpl" "$@"
-}
-job_field() { scontrol show job -o "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-# wait_job ID [RESTARTS]: until the job has finished (after RESTARTS requeues); its state
-wait_job() {
-  local st
-  for _ in $(seq 600); do
-    st=$(job_field "$1" JobState)
-    case "$st" in
-      COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE)
-        [ "$(job_field "$1" Restarts)" -ge "${2:-0}" ] && { echo "$st"; return; } ;;
-    esac
-    sleep 0.2
-  done
-  echo "STUCK($st)"
-}
-# check_run DIR STEPS: every step recorded exactly once, the summary complete
-check_run() { python3 - "$@" <<'PY'
-import json, sys
-d, n = sys.argv[1], int(sys.argv[2])
-steps = [json.loads(l)["step"] for l in open(d + "/metrics.jsonl") if '"loss"' in l]
-assert steps == list(range(n)), f"steps recorded: {steps[:5]}...{steps[-5:]} ({len(steps)})"
-s = json.load(open(d + "/summary.json"))
-assert s["steps"] == n and s["world"] == 2 and s["final_loss"] > 0, s
-PY
 }
 # check_launch DIR LAUNCHER JOB [RESTARTS]: what each rank detected, from launch.jsonl
 check_launch() { python3 - "$@" <<'PY'
