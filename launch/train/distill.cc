@@ -18,10 +18,12 @@ std::string teacher_file(const ModelSource& src) {
 
 core::Error teacher_error(const core::Config& cfg, const ModelSource& src, const std::string& msg,
                           const std::string& hint) {
-  core::Error e(fmt::format("train.distill.teacher = {}{}: {}", cfg.train.distill.teacher,
-                            cfg.source_file.empty() ? "" : " (set in " + cfg.source_file + ")", msg));
-  e.with_file(teacher_file(src));
   auto it = cfg.key_lines.find("train.distill.teacher");
+  const std::string where = it != cfg.key_lines.end() && !cfg.source_file.empty()
+                                ? fmt::format(" (set in {}:{})", cfg.source_file, it->second)
+                                : " (set on the command line)";
+  core::Error e(fmt::format("train.distill.teacher = {}{}: {}", cfg.train.distill.teacher, where, msg));
+  e.with_file(teacher_file(src));
   e.with_yaml("train.distill.teacher", it != cfg.key_lines.end() ? it->second : -1);
   e.with_hint(hint);
   return e;
