@@ -5,7 +5,8 @@
 #     (alpha 0.9, T 2): the distilled student's eval loss (plain cross-entropy) is lower;
 #     metrics.jsonl carries ce_loss and kd_loss beside the optimized loss;
 #  2. distillation at tp 2 (teacher and student split over the group, the KL reduced
-#     vocab-parallel) gives the losses of tp 1;
+#     vocab-parallel), at tp 2 with sequence parallelism and at dp 2 gives the losses of one
+#     rank;
 #  3. bad input: a teacher with another vocabulary, a temperature <= 0, alpha > 1, pp > 1:
 #     errors naming the key and the file;
 #  4. int8: the demo model's shape (examples/tiny.yaml) trained briefly, exported float32 and
@@ -40,12 +41,16 @@ for r in rows:  # loss = (1 - alpha) ce + alpha T^2 kl
 assert not any("kd_loss" in json.loads(l) for l in open(f"{w}/plain/metrics.jsonl"))
 PY
 
-# 2. tp 2 == tp 1 (the teacher resharded to the run's tp)
-for tp in 1 2; do
-  mpi -np "$tp" "$MESHTRAIN" train "$CFG" "${student[@]}" "${kd[@]}" model.n_embd=16 train.steps=4 \
-    parallel.tp="$tp" run.dir="$WORK/tp$tp" > "$WORK/tp$tp.log" 2>&1 || { cat "$WORK/tp$tp.log"; fail "tp $tp"; }
+# 2. tp 2 (the teacher resharded to the run's tp, the KL reduced over the tp group), tp 2 with
+#    sequence parallelism, and dp 2 give the losses of one rank (micro-batches of 4: one rank
+#    accumulates two)
+for layout in "1 parallel.tp=1" "2 parallel.tp=2" "2 parallel.tp=2 parallel.sp=true" "2 parallel.dp=2"; do
+  read -r np opts <<<"$layout"
+  name=$(tr ' =.' '___' <<<"$opts")
+  mpi -np "$np" "$MESHTRAIN" train "$CFG" "${student[@]}" "${kd[@]}" model.n_embd=16 train.steps=4 train.micro_batch=4 \
+    $opts run.dir="$WORK/$name" > "$WORK/$name.log" 2>&1 || { cat "$WORK/$name.log"; fail "$opts"; }
+  [ "$name" = parallel_tp_1 ] || compare_losses "$WORK/parallel_tp_1" "$WORK/$name" 1e-5 || fail "distillation at $opts differs"
 done
-compare_losses "$WORK/tp1" "$WORK/tp2" 1e-5 || fail "distillation at tp 2 differs from tp 1"
 
 # 3. bad input
 expect_error() {  # expect_error NAME PATTERN... -- ARGS
