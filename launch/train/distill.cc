@@ -94,8 +94,8 @@ parallel::DistillTarget Teacher::forward(const int32_t* inputs, int B, int T, co
 }
 
 std::string Teacher::describe() const {
-  return fmt::format("{} ({}: {}), alpha {}, temperature {}", src_.source, arch_->name(),
-                     arch_->describe(model_->tp().size()), alpha_, temperature_);
+  return fmt::format("{} ({}), alpha {}, temperature {}", src_.source, arch_->describe(model_->tp().size()), alpha_,
+                     temperature_);
 }
 
 }  // namespace mt::launch
