@@ -11,7 +11,8 @@
 #     errors naming the key and the file;
 #  4. int8: the demo model's shape (examples/tiny.yaml) trained briefly, exported float32 and
 #     --quantize int8: eval of both (the int8 one read dequantized, also without hf:) differ
-#     by < 1%, model.safetensors is 3.5-4x smaller; --quantize int8 --dtype bfloat16 refused.
+#     by < 1%, model.safetensors is 3.5-4x smaller; --quantize int8 --dtype bfloat16 refused;
+#     the int8 directory (hf:DIR) serves as a teacher.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 base=(model.n_head=2 model.seq_len=32 train.batch_size=8 train.micro_batch=8 train.eval_every=0
@@ -101,4 +102,8 @@ if "$MESHTRAIN" export "$WORK/demo" --quantize int8 --dtype bfloat16 --out "$WOR
   fail "--quantize int8 --dtype bfloat16 accepted"
 fi
 grep -q "quantize int8 with --dtype bfloat16" "$WORK/x.log" || { cat "$WORK/x.log"; fail "dtype error"; }
+# a Hugging Face directory (here the int8 one, of another size) as the teacher
+"$MESHTRAIN" train "$CFG" "${student[@]}" train.steps=2 train.distill.teacher="hf:$WORK/int8" run.dir="$WORK/hf-teacher" \
+  > "$WORK/hf-teacher.log" 2>&1 || { cat "$WORK/hf-teacher.log"; fail "hf teacher"; }
+grep -q "distill: teacher hf:$WORK/int8" "$WORK/hf-teacher.log" || fail "no hf teacher in the log"
 echo "distill: OK"
