@@ -172,6 +172,9 @@ const std::vector<Field>& schema() {
     v.push_back(F<std::string>("train.recompute", MT_REF(train, recompute), 0, 0, "activation recomputation: none (keep every block's activations) | full (keep only each block's input, re-run the block's forward before its backward: activation memory ~1/n_layer, ~1.3x step time, bitwise the same losses) | selective (keep all but the attention state (CPU: the T x T probabilities) and the MLP activation, re-derived before each block's backward: GPT-2 124M at 4 x 1024 on the CPU 0.58x the activations of none at ~1.2x step time, bitwise the same losses)", {"none", "full", "selective"}));
     v.push_back(F<std::string>("train.nonfinite", MT_REF(train, nonfinite), 0, 0, "on a non-finite loss or gradient norm: skip the update or stop", {"skip", "stop"}));
     v.push_back(F<int>("train.max_skips_in_row", MT_REF(train, max_skips_in_row), 0, 1 << 30, "nonfinite: skip: after this many consecutive skipped steps the run stops like nonfinite: stop (0 = unlimited)"));
+    v.push_back(F<std::string>("train.distill.teacher", MT_REF(train, distill.teacher), 0, 0, "knowledge distillation: the teacher model, a checkpoint (step_<N>, checkpoints/ or run directory) or hf:DIR ('' = off); any architecture with the same vocab_size, run forward on every micro-batch at the run's tp (parallel.pp = 1)"));
+    v.push_back(F<double>("train.distill.alpha", MT_REF(train, distill.alpha), 0, 1, "distillation: loss = (1 - alpha) cross-entropy + alpha T^2 KL(teacher || student) at temperature T"));
+    v.push_back(F<double>("train.distill.temperature", MT_REF(train, distill.temperature), 0, 1e6, "distillation: temperature T > 0 softening the teacher's and the student's distributions"));
     v.push_back(F<int64_t>("train.debug_nan_step", MT_REF(train, debug_nan_step), -1, 1e15, "testing: poison gradients at this step (-1 = off)"));
     v.push_back(F<int64_t>("train.debug_nan_steps", MT_REF(train, debug_nan_steps), 1, 1e15, "testing: consecutive steps poisoned from train.debug_nan_step on"));
     // optim
@@ -361,6 +364,33 @@ void set_field(Config& cfg, const Field& f, const YAML::Node& n) {
   }
 }
 
+// The keys of mapping `m` under `prefix` ("train"); a mapping value whose path is a group of
+// keys rather than a key ("train.distill" of train.distill.teacher, ...) is walked in turn.
+void apply_keys(Config& cfg, const YAML::Node& m, const std::string& prefix, const std::string& origin) {
+  for (auto kv = m.begin(); kv != m.end(); ++kv) {
+    const std::string path = prefix + "." + kv->first.as<std::string>();
+    const int line = kv->first.Mark().line + 1;
+    const Field* f = find_field(path);
+    if (!f && kv->second.IsMap()) {
+      bool group = false;
+      for (const auto& g : schema()) group |= g.path.rfind(path + ".", 0) == 0;
+      if (group) {
+        apply_keys(cfg, kv->second, path, origin);
+        continue;
+      }
+    }
+    if (!f) throw unknown_key_error(path).with_file(origin).with_yaml(path, line);
+    try {
+      set_field(cfg, *f, kv->second);
+    } catch (Error& e) {
+      e.with_file(origin).with_yaml(path, line);
+      throw;
+    }
+    cfg.key_lines[path] = line;
+    cfg.set_keys.insert(path);
+  }
+}
+
 void apply_yaml(Config& cfg, const YAML::Node& root, const std::string& origin) {
   if (root.IsNull()) return;
   if (!root.IsMap()) {
@@ -388,20 +418,7 @@ void apply_yaml(Config& cfg, const YAML::Node& root, const std::string& origin) 
     if (!it->second.IsMap()) {
       throw Error("a section must be a mapping of key: value").with_file(origin).with_yaml(sec, sec_line);
     }
-    for (auto kv = it->second.begin(); kv != it->second.end(); ++kv) {
-      const std::string path = sec + "." + kv->first.as<std::string>();
-      const int line = kv->first.Mark().line + 1;
-      const Field* f = find_field(path);
-      if (!f) throw unknown_key_error(path).with_file(origin).with_yaml(path, line);
-      try {
-        set_field(cfg, *f, kv->second);
-      } catch (Error& e) {
-        e.with_file(origin).with_yaml(path, line);
-        throw;
-      }
-      cfg.key_lines[path] = line;
-      cfg.set_keys.insert(path);
-    }
+    apply_keys(cfg, it->second, sec, origin);
   }
 }
 
@@ -423,7 +440,8 @@ void expand_home_paths(Config& cfg) {
   const std::pair<const char*, std::string*> paths[] = {{"run.dir", &cfg.run.dir},
                                                         {"data.path", &cfg.data.path},
                                                         {"checkpoint.dir", &cfg.checkpoint.dir},
-                                                        {"checkpoint.resume", &cfg.checkpoint.resume}};
+                                                        {"checkpoint.resume", &cfg.checkpoint.resume},
+                                                        {"train.distill.teacher", &cfg.train.distill.teacher}};
   for (const auto& [key, value] : paths) {
     std::string& v = *value;
     if (v != "~" && v.rfind("~/", 0) != 0) continue;
@@ -612,6 +630,19 @@ void validate_config(const Config& c, bool model_final) {
                  fmt::format("parallel.pp_layers has {} entries but parallel.pp = {} (one layer count per stage)",
                              c.parallel.pp_layers.size(), c.parallel.pp),
                  "give one entry per stage, or parallel.pp_layers=[] to balance the stages by cost");
+  }
+  if (c.train.distill.temperature <= 0) {
+    throw at_key(c, "train.distill.temperature",
+                 fmt::format("train.distill.temperature = {} must be > 0 (it divides the logits)",
+                             c.train.distill.temperature),
+                 "use 1 (the plain distributions) or more (softer ones; 2 is common)");
+  }
+  if (!c.train.distill.teacher.empty() && c.parallel.pp > 1) {
+    throw at_key(c, "train.distill.teacher",
+                 fmt::format("train.distill.teacher is not supported with parallel.pp = {} (the teacher runs "
+                             "whole on each rank of the tp group, beside a student split into pipeline stages)",
+                             c.parallel.pp),
+                 "distill at parallel.pp=1 (dp and tp are supported), or remove train.distill.teacher");
   }
   if (c.train.device == "cpu" && c.train.precision == "bf16") {
     throw at_key(c, "train.precision", "train.precision = bf16 needs train.device = cuda (the CPU kernels are fp32)",

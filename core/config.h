@@ -31,6 +31,13 @@ struct ModelConfig {
   std::string init_from;       // "hf:DIR": start from a Hugging Face model (io/hf/hf_import.h)
 };
 
+// train.distill: knowledge distillation from a teacher model (launch/train/distill.h).
+struct DistillConfig {
+  std::string teacher;         // "" = off; a checkpoint (step_N, checkpoints/ or run dir) or hf:DIR
+  double alpha = 0.5;          // weight of the KL term: (1 - alpha) CE + alpha T^2 KL
+  double temperature = 2.0;    // softens both distributions (> 0)
+};
+
 struct TrainConfig {
   int64_t steps = 200;
   int64_t stop_at_step = 0;  // pause after this step (eval, checkpoint, exit 0); resume=auto goes on; 0 = off
@@ -52,6 +59,7 @@ struct TrainConfig {
   std::string attention = "auto";  // CUDA attention kernel: auto | cudnn | own
   std::string recompute = "none";  // activation recomputation: none | full | selective
   bool micro_batch_auto = false;   // micro_batch was `auto`, resolved by resolve_micro_batch (config.yaml says so)
+  DistillConfig distill;
 };
 
 struct OptimConfig {

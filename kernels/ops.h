@@ -146,6 +146,22 @@ class Ops {
                              const int32_t* targets, const float* dloss, int N, int Vl, int v_start,
                              int v_valid) = 0;
 
+  // ------------------------------------------------------------ knowledge distillation
+  // (train.distill; kernels/cpu/distill.cc defines the maths.) s, t: (N, Vl) student and
+  // teacher logits of the same vocabulary slice (working dtype); smax, tmax: (N) global row
+  // maxima (xent_row_max + all-reduce max); sums: (3, N) fp32 written (then all-reduced sum).
+  virtual void kd_sums(float* sums, const void* s, const void* t, const float* smax, const float* tmax, int N, int Vl,
+                       int v_valid, float temperature) = 0;
+  // kl: (N) written; losses: (N) written = (1 - alpha) ce + alpha T^2 kl, ce: (N) the
+  // cross-entropy losses (losses may alias ce).
+  virtual void kd_loss(float* losses, float* kl, const float* ce, const float* sums, const float* smax,
+                       const float* tmax, int N, float alpha, float temperature) = 0;
+  // dlogits (N, Vl): xent_backward's output, rewritten on the valid columns to
+  // (1 - alpha) dlogits + alpha T (softmax(s/T) - softmax(t/T)) dloss[n].
+  virtual void kd_backward(void* dlogits, const void* s, const void* t, const float* smax, const float* tmax,
+                           const float* sums, const float* dloss, int N, int Vl, int v_valid, float alpha,
+                           float temperature) = 0;
+
   // ------------------------------------------------------------ optimizer and reductions
   // Updates the fp32 master `params` (n) in place; if `working` is not null it also receives
   // the updated values in the working dtype (the bf16 copy the forward reads).

@@ -482,12 +482,18 @@ int cmd_export(const ExportArgs& a) {
   o.out = a.out;
   o.max_shard_bytes = io::hf::parse_size(a.max_shard_size);
   o.dtype = a.dtype;
+  o.quantize = a.quantize;
   o.force = a.force;
   const auto t0 = std::chrono::steady_clock::now();
   const io::hf::ExportResult r = io::hf::export_hf(o);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("exported %s to %s: %lld tensors, %.1f MB (%s) in %.2f s: %s\n", r.checkpoint.c_str(), a.out.c_str(),
-              static_cast<long long>(r.tensors), r.bytes / 1e6, a.dtype.c_str(), s,
+  const std::string kind =
+      a.quantize.empty() ? a.dtype
+                         : fmt::format("int8 weights + fp32 scales, biases and norms; {:.2f}x smaller than float32's "
+                                       "{:.3f} MB", r.bytes > 0 ? static_cast<double>(r.fp32_bytes) / r.bytes : 0.0,
+                                       r.fp32_bytes / 1e6);
+  std::printf("exported %s to %s: %lld tensors, %.3f MB (%s) in %.2f s: %s\n", r.checkpoint.c_str(), a.out.c_str(),
+              static_cast<long long>(r.tensors), r.bytes / 1e6, kind.c_str(), s,
               fmt::format("{}", fmt::join(r.files, ", ")).c_str());
   return 0;
 }

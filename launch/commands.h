@@ -55,7 +55,7 @@ int cmd_plot(const std::string& run_dir, const std::string& out_dir);
 // [--force]`: a checkpoint of any layout as a Hugging Face model directory (io/hf/hf_export.h).
 // No MPI.
 struct ExportArgs {
-  std::string checkpoint, format = "hf", out, max_shard_size = "5GB", dtype = "float32";
+  std::string checkpoint, format = "hf", out, max_shard_size = "5GB", dtype = "float32", quantize;
   bool force = false;
 };
 int cmd_export(const ExportArgs& a);

@@ -297,6 +297,9 @@ int main(int argc, char** argv) {
   c_export->add_option("--out", exp.out, "model directory to write (config.json, generation_config.json, safetensors)")->required();
   c_export->add_option("--max-shard-size", exp.max_shard_size, "split the weights into shards of at most this size (5GB, 500MB, bytes)")->capture_default_str();
   c_export->add_option("--dtype", exp.dtype, "float32 (re-imports bitwise) | bfloat16")->check(CLI::IsMember({"float32", "bfloat16"}))->capture_default_str();
+  c_export->add_option("--quantize", exp.quantize, "post-training weight quantization: int8 (per-output-channel symmetric "
+                       "scales; biases and norms stay float32; read by meshtrain eval/generate hf:DIR)")
+      ->check(CLI::IsMember({"int8"}));
   c_export->add_flag("--force", exp.force, "replace a non-empty --out");
 
   check_integer_ranges(app);

@@ -4,6 +4,8 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 
@@ -16,6 +18,7 @@
 #include "io/checkpoint.h"
 #include "io/checkpoint_pipeline.h"
 #include "io/h5_util.h"
+#include "io/hf/hf_import.h"
 #include "io/hf/hf_names.h"
 #include "io/hf/safetensors.h"
 #include "io/metrics.h"
@@ -232,6 +235,14 @@ std::string resolve_checkpoint(const std::string& path) {
 ExportResult export_hf(const ExportOptions& opt) {
   if (opt.dtype != "float32" && opt.dtype != "bfloat16")
     throw core::Error(fmt::format("--dtype {} is not float32 or bfloat16", opt.dtype));
+  if (!opt.quantize.empty() && opt.quantize != "int8")
+    throw core::Error(fmt::format("--quantize {}: the only quantization is int8", opt.quantize));
+  const bool int8 = opt.quantize == "int8";
+  if (int8 && opt.dtype != "float32") {
+    throw core::Error(fmt::format("--quantize int8 with --dtype {}: an int8 export stores int8 weights with float32 "
+                                  "scales and float32 biases and norms", opt.dtype))
+        .with_hint("drop --dtype (or pass --dtype float32) with --quantize int8");
+  }
   if (opt.out.empty()) throw core::Error("--out is required");
   std::error_code ec;
   if (fs::exists(opt.out, ec) && (!fs::is_directory(opt.out, ec) || !fs::is_empty(opt.out, ec)) && !opt.force) {
@@ -273,10 +284,20 @@ ExportResult export_hf(const ExportOptions& opt) {
   if (ec) throw core::Error("cannot create the output directory").with_file(tmp).with_library(ec.message());
   try {
     std::vector<TensorPlan> plan;
-    for (const auto& p : mapping)
-      for (const auto& pc : p.pieces) plan.push_back({pc.tensor, pc.shape});
+    for (const auto& p : mapping) {
+      for (const auto& pc : p.pieces) {
+        if (int8 && pc.shape.size() == 2) {
+          plan.push_back({pc.tensor, pc.shape, "I8"});
+          plan.push_back({pc.tensor + ".scale", pc.transposed ? std::vector<int64_t>{1, pc.rows}
+                                                              : std::vector<int64_t>{pc.rows, 1}, "F32"});
+        } else {
+          plan.push_back({pc.tensor, pc.shape, ""});
+        }
+      }
+    }
     SafetensorsWriter writer(tmp, plan, opt.dtype == "float32" ? "F32" : "BF16", opt.max_shard_bytes);
-    std::vector<float> full, slice, piece;
+    std::vector<float> full, slice, piece, scales;
+    std::vector<int8_t> q;
     for (const HfParam& hp : mapping) {
       const int st = pipe.holder(specs[static_cast<size_t>(hp.index)], n_layer);
       const size_t sst = static_cast<size_t>(st);
@@ -297,6 +318,29 @@ ExportResult export_hf(const ExportOptions& opt) {
       int64_t row0 = 0;
       for (const HfPiece& pc : hp.pieces) {
         const float* src = full.data() + row0 * C;
+        res.fp32_bytes += pc.rows * C * 4;
+        if (int8 && pc.shape.size() == 2) {  // per output channel (our row): scale = max|w| / 127
+          scales.assign(static_cast<size_t>(pc.rows), 0.0f);
+          q.resize(static_cast<size_t>(pc.rows * C));
+          for (int64_t r = 0; r < pc.rows; ++r) {
+            float mx = 0.0f;
+            for (int64_t c = 0; c < C; ++c) mx = std::max(mx, std::fabs(src[r * C + c]));
+            const float sc = mx > 0 ? mx / 127.0f : 1.0f;
+            scales[static_cast<size_t>(r)] = sc;
+            for (int64_t c = 0; c < C; ++c) {
+              const float v = std::nearbyint(src[r * C + c] / sc);
+              // HF (in, out) for a transposed piece: element (c, r)
+              const int64_t at = pc.transposed ? c * pc.rows + r : r * C + c;
+              q[static_cast<size_t>(at)] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, v)));
+            }
+          }
+          writer.write_i8(pc.tensor, q.data());
+          writer.write(pc.tensor + ".scale", scales.data());
+          res.bytes += pc.rows * C + pc.rows * 4;
+          res.tensors += 2;
+          row0 += pc.rows;
+          continue;
+        }
         if (pc.transposed) {  // HF (in, out) = ours (out, in) transposed
           piece.resize(static_cast<size_t>(pc.rows * C));
           for (int64_t r = 0; r < pc.rows; ++r)
@@ -323,7 +367,15 @@ ExportResult export_hf(const ExportOptions& opt) {
       if (!ids.contains("eos_token_id"))
         if (const auto eos = load_tokenizer(tok)->eos_id()) ids["eos_token_id"] = *eos;
     }
-    write_file_atomic(tmp + "/config.json", hf_config_json(cfg, *arch, opt.dtype, ids).dump(2) + "\n");
+    json config = hf_config_json(cfg, *arch, opt.dtype, ids);
+    if (int8) {
+      config["quantization_config"] = {
+          {"quant_method", kInt8QuantMethod}, {"bits", 8}, {"symmetric", true},
+          {"granularity", "per_output_channel"}, {"scale_suffix", ".scale"},
+          {"quantized", "every 2-D weight (embeddings and linear layers) as I8, w = q * NAME.scale"},
+          {"not_quantized", "biases and norm weights (F32)"}};
+    }
+    write_file_atomic(tmp + "/config.json", config.dump(2) + "\n");
     json gen{{"_from_model_config", true}};
     gen.update(ids);
     gen.erase("pad_token_id");

@@ -157,6 +157,14 @@ core::ModelConfig read_model_config(const std::string& dir) {
   if (m.n_embd % m.n_head != 0) {
     throw c.error(fmt::format("hidden size {} is not divisible by {} attention heads", m.n_embd, m.n_head));
   }
+  // meshtrain's own int8 export (hf_export.h) is read dequantized; other quantizations are not
+  if (c.has("quantization_config")) {
+    const json& q = c.j["quantization_config"];
+    const std::string method = q.is_object() ? q.value("quant_method", std::string()) : std::string();
+    if (method != kInt8QuantMethod)
+      c.unsupported("quantization_config.quant_method", "\"" + method + "\" (meshtrain reads only its own \"" +
+                                                            kInt8QuantMethod + "\" int8 export)");
+  }
   return m;
 }
 
@@ -272,7 +280,7 @@ std::vector<std::string> check_tensors(const SafetensorsModel& st, const paralle
   }
   std::vector<std::string> unknown;
   for (const auto& n : st.names())
-    if (!ours.count(n) && !is_known_buffer(n)) unknown.push_back(n);
+    if (!ours.count(n) && !is_known_buffer(n) && !st.is_scale(n)) unknown.push_back(n);
   return unknown;
 }
 
@@ -317,6 +325,11 @@ void load_weights(const std::string& dir, parallel::Model& model) {
   if (core::process_rank() <= 0) {
     for (const auto& n : unknown)
       core::log::warn("{}: tensor '{}' is not part of a meshtrain {} model; ignored", st.source(), n, model.arch().name());
+    int quantized = 0;
+    for (const auto& n : st.names()) quantized += st.is_quantized(n) ? 1 : 0;
+    if (quantized > 0)
+      core::log::info("{}: {} int8 tensors (per-output-channel scales) dequantized to fp32 on load", st.source(),
+                      quantized);
   }
   core::Device& dev = model.device();
   // on the CPU straight into the parameters; else (and under ZeRO-3, where the model keeps only

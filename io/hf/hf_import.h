@@ -17,6 +17,9 @@
 
 namespace mt::io::hf {
 
+// config.json's quantization_config.quant_method of meshtrain's int8 export (hf_export.h).
+inline constexpr const char* kInt8QuantMethod = "meshtrain_int8";
+
 // The model config.json in `dir` describes (arch, sizes; seq_len from max_position_embeddings
 // / n_positions). Throws Error naming the file and the key for a missing or malformed file,
 // an unsupported model_type, or an unsupported feature (rope_scaling, attention biases, ...).

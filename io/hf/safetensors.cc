@@ -206,8 +206,13 @@ void SafetensorsFile::read(const TensorEntry& t, int64_t first, int64_t n, float
     }
     return;
   }
+  if (t.dtype == "I8") {  // the raw integers (SafetensorsModel::read applies the scales)
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<int8_t>(base[first + i * stride]));
+    return;
+  }
   throw core::Error(fmt::format("tensor '{}' has dtype {}, which meshtrain does not read", t.name, t.dtype))
-      .with_file(path_).with_hint("meshtrain reads F32, BF16 and F16 weights; convert the model to one of them");
+      .with_file(path_).with_hint("meshtrain reads F32, BF16 and F16 weights (and I8 with scales from its own int8 "
+                                  "export); convert the model to one of them");
 }
 
 SafetensorsModel::SafetensorsModel(const std::string& dir) : dir_(dir) {
@@ -282,7 +287,46 @@ const TensorEntry& SafetensorsModel::entry(const std::string& name) const { retu
 
 void SafetensorsModel::read(const std::string& name, int64_t first, int64_t n, float* out, int64_t stride) const {
   const SafetensorsFile& f = file_of(name);
-  f.read(*f.find(name), first, n, out, stride);
+  const TensorEntry& t = *f.find(name);
+  f.read(t, first, n, out, stride);
+  if (t.dtype != "I8") return;
+  // int8: w = q * scale, the scale broadcast along its size-1 dimension
+  auto it = scales_.find(name);
+  if (it == scales_.end()) {
+    const std::string sn = name + ".scale";
+    if (!has(sn)) {
+      throw core::Error(fmt::format("tensor '{}' is int8 but there is no '{}' with its scales", name, sn))
+          .with_file(f.path())
+          .with_hint("meshtrain reads int8 weights only as its own `export --quantize int8` writes them");
+    }
+    const TensorEntry& se = entry(sn);
+    const bool ok = se.dtype == "F32" && t.shape.size() == 2 && se.shape.size() == 2 &&
+                    ((se.shape[0] == t.shape[0] && se.shape[1] == 1) || (se.shape[0] == 1 && se.shape[1] == t.shape[1]));
+    if (!ok) {
+      throw core::Error(fmt::format("'{}' ({} {}) is not the F32 per-row [{}, 1] or per-column [1, {}] scale of int8 "
+                                    "tensor '{}' {}", sn, se.dtype, shape_text(se.shape), t.shape.empty() ? 0 : t.shape[0],
+                                    t.shape.size() < 2 ? 0 : t.shape[1], name, shape_text(t.shape)))
+          .with_file(file_of(sn).path());
+    }
+    std::vector<float> sv(static_cast<size_t>(se.numel));
+    file_of(sn).read(se, 0, se.numel, sv.data());
+    it = scales_.emplace(name, std::make_pair(se.shape[1] == 1, std::move(sv))).first;
+  }
+  const bool per_row = it->second.first;
+  const std::vector<float>& sc = it->second.second;
+  const int64_t cols = t.shape[1];
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t idx = first + i * stride;
+    out[i] *= sc[static_cast<size_t>(per_row ? idx / cols : idx % cols)];
+  }
+}
+
+bool SafetensorsModel::is_quantized(const std::string& name) const { return has(name) && entry(name).dtype == "I8"; }
+
+bool SafetensorsModel::is_scale(const std::string& name) const {
+  const std::string suffix = ".scale";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+         is_quantized(name.substr(0, name.size() - suffix.size()));
 }
 
 std::vector<float> SafetensorsModel::read_all(const std::string& name) const {
@@ -320,13 +364,16 @@ SafetensorsWriter::SafetensorsWriter(std::string dir, std::vector<TensorPlan> pl
     : dir_(std::move(dir)), dtype_(dtype), plan_(std::move(plan)), metadata_(std::move(metadata)) {
   MT_CHECK(dtype_ == "F32" || dtype_ == "BF16", "safetensors writer: dtype {} (F32 or BF16)", dtype_);
   MT_CHECK(max_shard_bytes > 0, "safetensors writer: shard size {}", max_shard_bytes);
-  const int64_t eb = dtype_bytes(dtype_);
   size_t shards = 0;
   int64_t in_shard = 0;
-  for (const TensorPlan& t : plan_) {
+  for (size_t i = 0; i < plan_.size(); ++i) {
+    const TensorPlan& t = plan_[i];
+    const std::string& dt = dtype_of(i);
+    MT_CHECK(dt == "F32" || dt == "BF16" || dt == "I8", "safetensors writer: dtype {} of '{}' (F32, BF16 or I8)", dt,
+             t.name);
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
-    const int64_t bytes = n * eb;
+    const int64_t bytes = n * dtype_bytes(dt);
     if (shards == 0 || (in_shard > 0 && in_shard + bytes > max_shard_bytes)) {
       ++shards;
       in_shard = 0;
@@ -345,7 +392,6 @@ SafetensorsWriter::SafetensorsWriter(std::string dir, std::vector<TensorPlan> pl
 SafetensorsWriter::~SafetensorsWriter() = default;
 
 void SafetensorsWriter::open_shard(size_t shard) {
-  const int64_t eb = dtype_bytes(dtype_);
   json h = json::object();
   if (!metadata_.empty()) h["__metadata__"] = metadata_;
   int64_t at = 0;
@@ -353,7 +399,8 @@ void SafetensorsWriter::open_shard(size_t shard) {
     if (shard_of_[i] != shard) continue;
     int64_t n = 1;
     for (int64_t d : plan_[i].shape) n *= d;
-    h[plan_[i].name] = {{"dtype", dtype_}, {"shape", plan_[i].shape}, {"data_offsets", {at, at + n * eb}}};
+    const int64_t eb = dtype_bytes(dtype_of(i));
+    h[plan_[i].name] = {{"dtype", dtype_of(i)}, {"shape", plan_[i].shape}, {"data_offsets", {at, at + n * eb}}};
     at += n * eb;
   }
   std::string text = h.dump();
@@ -369,18 +416,37 @@ void SafetensorsWriter::open_shard(size_t shard) {
   open_shard_ = static_cast<long>(shard);
 }
 
-void SafetensorsWriter::write(const std::string& name, const float* data) {
+void SafetensorsWriter::begin_tensor(const std::string& name) {
   MT_CHECK(next_ < plan_.size() && plan_[next_].name == name, "safetensors writer: '{}' written out of plan order", name);
   const size_t shard = shard_of_[next_];
   if (open_shard_ != static_cast<long>(shard)) {
     out_.reset();
     open_shard(shard);
   }
+}
+
+void SafetensorsWriter::write_i8(const std::string& name, const int8_t* data) {
+  begin_tensor(name);
+  MT_CHECK(dtype_of(next_) == "I8", "safetensors writer: '{}' is {}, not I8", name, dtype_of(next_));
+  int64_t n = 1;
+  for (int64_t d : plan_[next_].shape) n *= d;
+  if (std::fwrite(data, 1, static_cast<size_t>(n), out_.get()) != static_cast<size_t>(n))
+    throw core::Error(fmt::format("cannot write tensor '{}'", name))
+        .with_file(dir_ + "/" + shard_files_[shard_of_[next_]])
+        .with_library(std::strerror(errno));
+  ++next_;
+}
+
+void SafetensorsWriter::write(const std::string& name, const float* data) {
+  begin_tensor(name);
+  const std::string& dt = dtype_of(next_);
+  MT_CHECK(dt != "I8", "safetensors writer: int8 tensor '{}' needs write_i8", name);
+  const size_t shard = shard_of_[next_];
   int64_t n = 1;
   for (int64_t d : plan_[next_].shape) n *= d;
   const std::string path = dir_ + "/" + shard_files_[shard];
   bool ok = true;
-  if (dtype_ == "F32") {
+  if (dt == "F32") {
     ok = std::fwrite(data, 4, static_cast<size_t>(n), out_.get()) == static_cast<size_t>(n);
   } else {
     std::vector<uint16_t> buf(static_cast<size_t>(std::min<int64_t>(n, 1 << 16)));

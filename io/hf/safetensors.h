@@ -10,7 +10,10 @@
 //                     dtype size x elements. Reads any run of elements (optionally strided) of
 //                     an F32, BF16 or F16 tensor into fp32; other dtypes are refused by name.
 //   SafetensorsModel  a Hugging Face model directory: model.safetensors, or the shards that
-//                     model.safetensors.index.json's weight_map names.
+//                     model.safetensors.index.json's weight_map names. An I8 tensor NAME is
+//                     meshtrain's int8 export (`export --quantize int8`): read dequantized,
+//                     q * NAME.scale, the F32 scale broadcast along its size-1 dimension
+//                     (per row: [rows, 1]; per column: [1, cols]).
 //   SafetensorsWriter streams tensors (F32 or BF16) into one file or into shards
 //                     model-0000x-of-0000n.safetensors + model.safetensors.index.json past a
 //                     size limit; every name, shape and dtype is known up front, so each
@@ -81,6 +84,9 @@ class SafetensorsModel {
   const SafetensorsFile& file_of(const std::string& name) const;
   void read(const std::string& name, int64_t first, int64_t n, float* out, int64_t stride = 1) const;
   std::vector<float> read_all(const std::string& name) const;
+  // Whether `name` is an int8 tensor (read dequantized), or the scale of one.
+  bool is_quantized(const std::string& name) const;
+  bool is_scale(const std::string& name) const;
   // "DIR/model.safetensors" or "DIR/model.safetensors.index.json": where the names come from.
   const std::string& source() const { return source_; }
 
@@ -89,12 +95,15 @@ class SafetensorsModel {
   std::string dir_, source_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> where_;  // tensor -> files_ index
+  // int8 tensor -> (per row, its scales), read once
+  mutable std::map<std::string, std::pair<bool, std::vector<float>>> scales_;
 };
 
 // A tensor to write, announced before any data.
 struct TensorPlan {
   std::string name;
   std::vector<int64_t> shape;
+  std::string dtype;  // "" = the writer's; else F32, BF16 or I8 (int8: written with write_i8)
 };
 
 // Parses "5GB", "500MB", "10KB", "123" (bytes) into bytes (decimal units, as Hugging Face's
@@ -112,6 +121,8 @@ class SafetensorsWriter {
   ~SafetensorsWriter();
   // The next tensor in plan order: numel fp32 values (converted to the dtype).
   void write(const std::string& name, const float* data);
+  // The next tensor in plan order, an I8 one: numel int8 values.
+  void write_i8(const std::string& name, const int8_t* data);
   // After every tensor: closes the last file, writes the index when there are several shards.
   void finish();
   int num_shards() const { return static_cast<int>(shard_files_.size()); }
@@ -120,6 +131,8 @@ class SafetensorsWriter {
 
  private:
   void open_shard(size_t shard);
+  const std::string& dtype_of(size_t i) const { return plan_[i].dtype.empty() ? dtype_ : plan_[i].dtype; }
+  void begin_tensor(const std::string& name);  // checks the order, opens its shard
   std::string dir_, dtype_;
   std::vector<TensorPlan> plan_;
   std::vector<size_t> shard_of_;           // per planned tensor

@@ -137,6 +137,20 @@ class CpuOps final : public Ops {
     cpu::xent_backward(F(dlogits), F(logits), rowmax, sumexp, targets, dloss, N, Vl, v_start, v_valid);
   }
 
+  void kd_sums(float* sums, const void* s, const void* t, const float* smax, const float* tmax, int N, int Vl,
+               int v_valid, float temperature) override {
+    cpu::kd_sums(sums, F(s), F(t), smax, tmax, N, Vl, v_valid, temperature);
+  }
+  void kd_loss(float* losses, float* kl, const float* ce, const float* sums, const float* smax, const float* tmax,
+               int N, float alpha, float temperature) override {
+    cpu::kd_loss(losses, kl, ce, sums, smax, tmax, N, alpha, temperature);
+  }
+  void kd_backward(void* dlogits, const void* s, const void* t, const float* smax, const float* tmax,
+                   const float* sums, const float* dloss, int N, int Vl, int v_valid, float alpha,
+                   float temperature) override {
+    cpu::kd_backward(F(dlogits), F(s), F(t), smax, tmax, sums, dloss, N, Vl, v_valid, alpha, temperature);
+  }
+
   void adamw_update(float* params, void* working, const float* grads, float* m, float* v, int64_t n, float lr,
                     float beta1, float beta2, float eps, float weight_decay, int64_t t) override {
     MT_CHECK(working == nullptr || working == params, "the CPU has no separate working copy of the parameters");

@@ -139,6 +139,22 @@ void xent_loss(float* losses, const float* rowmax, const float* sumexp, const fl
 void xent_backward(float* dlogits, const float* logits, const float* rowmax, const float* sumexp,
                    const int32_t* targets, const float* dloss, int N, int Vl, int v_start,
                    int v_valid);
+// Knowledge distillation over the same vocabulary slice of student logits s and teacher
+// logits t (distill.cc has the maths). smax, tmax: (N) GLOBAL row maxima of s and t (at
+// temperature 1: the maximum of x/T is max(x)/T).
+// sums: (3, N) written: local S_s = sum exp((s - smax)/T), S_t = sum exp((t - tmax)/T),
+// and sum exp((t - tmax)/T) (t - s), over valid columns (the caller sums them over tp).
+void kd_sums(float* sums, const float* s, const float* t, const float* smax, const float* tmax, int N, int Vl,
+             int v_valid, float temperature);
+// kl: (N) written = KL(softmax(t/T) || softmax(s/T)) from the GLOBAL sums; losses: (N)
+// written = (1 - alpha) ce + alpha T^2 kl, ce: (N) the cross-entropy losses (may alias losses).
+void kd_loss(float* losses, float* kl, const float* ce, const float* sums, const float* smax, const float* tmax,
+             int N, float alpha, float temperature);
+// dlogits: (N, Vl) holding xent_backward's (softmax(s) - onehot) dloss, valid columns
+// rewritten to (1 - alpha) dlogits + alpha T (softmax(s/T) - softmax(t/T)) dloss[n]; padding
+// columns untouched (xent_backward zeroed them).
+void kd_backward(float* dlogits, const float* s, const float* t, const float* smax, const float* tmax,
+                 const float* sums, const float* dloss, int N, int Vl, int v_valid, float alpha, float temperature);
 // Convenience for a single rank owning the full vocabulary: losses: (N), V = Vl columns of
 // which v_valid are real; rowmax, sumexp: (N) scratch saved for backward.
 void softmax_cross_entropy_forward(float* losses, float* rowmax, float* sumexp, const float* logits,

@@ -279,6 +279,23 @@ class CudaOps final : public Ops {
           "xent_backward");
   }
 
+  // ------------------------------------------------------------ knowledge distillation
+  void kd_sums(float* sums, const void* s, const void* t, const float* smax, const float* tmax, int N, int Vl,
+               int v_valid, float temperature) override {
+    check(cuda::kd_sums(dt_, sums, s, t, smax, tmax, N, Vl, v_valid, temperature, stream()), "kd_sums");
+  }
+  void kd_loss(float* losses, float* kl, const float* ce, const float* sums, const float* smax, const float* tmax,
+               int N, float alpha, float temperature) override {
+    check(cuda::kd_loss(losses, kl, ce, sums, smax, tmax, N, alpha, temperature, stream()), "kd_loss");
+  }
+  void kd_backward(void* dlogits, const void* s, const void* t, const float* smax, const float* tmax,
+                   const float* sums, const float* dloss, int N, int Vl, int v_valid, float alpha,
+                   float temperature) override {
+    check(cuda::kd_backward(dt_, dlogits, s, t, smax, tmax, sums, dloss, N, Vl, v_valid, alpha, temperature,
+                            stream()),
+          "kd_backward");
+  }
+
   // ------------------------------------------------------------ optimizer and reductions
   void adamw_update(float* params, void* working, const float* grads, float* m, float* v, int64_t n, float lr,
                     float beta1, float beta2, float eps, float weight_decay, int64_t t) override {

@@ -98,6 +98,15 @@ cudaError_t xent_backward(Dt dt, void* dlogits, const void* logits, const float*
                           const int32_t* targets, const float* dloss, int N, int Vl, int v_start, int v_valid,
                           cudaStream_t s);
 
+// ---------------------------------------------------------------- knowledge distillation (distill.cu)
+cudaError_t kd_sums(Dt dt, float* sums, const void* s, const void* t, const float* smax, const float* tmax, int N,
+                    int Vl, int v_valid, float temperature, cudaStream_t st);
+cudaError_t kd_loss(float* losses, float* kl, const float* ce, const float* sums, const float* smax,
+                    const float* tmax, int N, float alpha, float temperature, cudaStream_t st);
+cudaError_t kd_backward(Dt dt, void* dlogits, const void* s, const void* t, const float* smax, const float* tmax,
+                        const float* sums, const float* dloss, int N, int Vl, int v_valid, float alpha,
+                        float temperature, cudaStream_t st);
+
 // ---------------------------------------------------------------- attention (attention.cu)
 // The own causal attention with NKV grouped kv heads (online softmax; the backward recomputes
 // the probabilities from the saved log-sum-exp). qkv: (B, T, (NH + 2 NKV) HS) per token

@@ -92,40 +92,69 @@ void build_inference_model(InferenceModel& im, parallel::Communicator& world, co
   im.model = im.arch->build(ctx);
 }
 
+ModelSource resolve_model_source(const std::string& source, const std::vector<std::string>& overrides,
+                                 parallel::Communicator& world) {
+  ModelSource src;
+  src.source = source;
+  src.hf = source.rfind("hf:", 0) == 0;
+  // a model directory (config.json + safetensors, e.g. an `export` output) also without hf:
+  std::error_code ec;
+  const fs::path p(source);
+  const bool model_dir = !src.hf && fs::is_regular_file(p / "config.json", ec) && !fs::exists(p / "manifest.json", ec) &&
+                         (fs::exists(p / "model.safetensors", ec) || fs::exists(p / "model.safetensors.index.json", ec));
+  if (src.hf || model_dir) {
+    src.hf = true;
+    src.path = model_dir ? source : source.substr(3);
+    if (model_dir) src.source = "hf:" + source;
+    const std::string& dir = src.path;
+    src.cfg = core::parse_config("{}", "defaults", overrides);
+    const core::ModelConfig from_hf = io::hf::read_model_config(dir);
+    io::hf::check_model_config(from_hf, src.cfg.model, dir);
+    src.cfg.model = from_hf;
+    if (fs::exists(fs::path(dir) / "tokenizer.json")) src.tokenizer_hint = (fs::path(dir) / "tokenizer.json").string();
+    return src;
+  }
+  std::string why;
+  const std::string ckpt = find_checkpoint(source, &why);
+  if (ckpt.empty()) {
+    throw core::Error(fmt::format("cannot load a model from {}: {}", source, why))
+        .with_file(source)
+        .with_hint("pass a checkpoint (run/checkpoints/step_<N>), a run directory (its newest checkpoint), "
+                   "or hf:DIR for a Hugging Face model directory");
+  }
+  if (const std::string bad = verify_together(world, ckpt); !bad.empty())
+    throw core::Error("the checkpoint does not verify: " + bad).with_file(ckpt);
+  const nlohmann::json manifest = io::read_manifest(ckpt);
+  if (!manifest.contains("config"))
+    throw core::Error("the checkpoint's manifest records no config (written by an older meshtrain)")
+        .with_file(ckpt + "/manifest.json");
+  src.cfg = core::parse_config(manifest.at("config").get<std::string>(), ckpt + "/manifest.json", overrides);
+  src.source = src.path = ckpt;
+  const std::string tok = (fs::path(src.cfg.data.path) / "tokenizer.json").string();
+  if (!src.cfg.data.path.empty() && fs::exists(tok, ec)) src.tokenizer_hint = tok;
+  return src;
+}
+
+void load_source_weights(const ModelSource& src, parallel::Model& model) {
+  if (src.hf) {
+    io::hf::load_weights(src.path, model);
+    return;
+  }
+  const nlohmann::json manifest = io::read_manifest(src.path);
+  const auto& mod = manifest.at("model");
+  if (mod.value("arch", std::string(parallel::kDefaultArch)) != model.arch().name())
+    throw core::Error("the manifest's model.arch disagrees with its config").with_file(src.path + "/manifest.json");
+  const ReshardedState s = reshard_state(CheckpointLayout::from_manifest(src.path, manifest), model, {}, 0, false);
+  model.load_master(s.params.data());
+}
+
 InferenceModel load_inference_model(const std::string& source, const std::vector<std::string>& overrides,
                                     parallel::Communicator& world, const parallel::MpiEnv* env) {
   InferenceModel im;
-  im.source = source;
-  const bool hf = source.rfind("hf:", 0) == 0;
-  std::string ckpt;
-  if (hf) {
-    const std::string dir = source.substr(3);
-    im.cfg = core::parse_config("{}", "defaults", overrides);
-    const core::ModelConfig from_hf = io::hf::read_model_config(dir);
-    io::hf::check_model_config(from_hf, im.cfg.model, dir);
-    im.cfg.model = from_hf;
-    if (fs::exists(fs::path(dir) / "tokenizer.json")) im.tokenizer_hint = (fs::path(dir) / "tokenizer.json").string();
-  } else {
-    std::string why;
-    ckpt = find_checkpoint(source, &why);
-    if (ckpt.empty()) {
-      throw core::Error(fmt::format("cannot load a model from {}: {}", source, why))
-          .with_file(source)
-          .with_hint("pass a checkpoint (run/checkpoints/step_<N>), a run directory (its newest checkpoint), "
-                     "or hf:DIR for a Hugging Face model directory");
-    }
-    if (const std::string bad = verify_together(world, ckpt); !bad.empty())
-      throw core::Error("the checkpoint does not verify: " + bad).with_file(ckpt);
-    const nlohmann::json manifest = io::read_manifest(ckpt);
-    if (!manifest.contains("config"))
-      throw core::Error("the checkpoint's manifest records no config (written by an older meshtrain)")
-          .with_file(ckpt + "/manifest.json");
-    im.cfg = core::parse_config(manifest.at("config").get<std::string>(), ckpt + "/manifest.json", overrides);
-    im.source = ckpt;
-    const std::string tok = (fs::path(im.cfg.data.path) / "tokenizer.json").string();
-    std::error_code ec;
-    if (!im.cfg.data.path.empty() && fs::exists(tok, ec)) im.tokenizer_hint = tok;
-  }
+  const ModelSource src = resolve_model_source(source, overrides, world);
+  im.cfg = src.cfg;
+  im.source = src.source;
+  im.tokenizer_hint = src.tokenizer_hint;
 
   // inference runs on the tp group alone: every rank of the job is one tp slice
   const int tp = overrides_set(overrides, "parallel.tp") ? im.cfg.parallel.tp : world.size();
@@ -136,18 +165,7 @@ InferenceModel load_inference_model(const std::string& source, const std::vector
                    "(or leave parallel.tp unset)");
   }
   build_inference_model(im, world, env);
-
-  if (hf) {
-    io::hf::load_weights(source.substr(3), *im.model);
-  } else {
-    const nlohmann::json manifest = io::read_manifest(ckpt);
-    const auto& mod = manifest.at("model");
-    if (mod.value("arch", std::string(parallel::kDefaultArch)) != im.arch->name())
-      throw core::Error("the manifest's model.arch disagrees with its config").with_file(ckpt + "/manifest.json");
-    const ReshardedState s = reshard_state(CheckpointLayout::from_manifest(ckpt, manifest), *im.model, {}, 0, false);
-    im.device->copy(im.model->params().raw(), s.params.data(), s.params.size() * sizeof(float));
-    im.model->refresh_working_params();
-  }
+  load_source_weights(src, *im.model);
   if (world.rank() == 0)
     core::log::info("loaded {} at tp {}: {}", im.source, tp, im.arch->describe(tp));
   return im;

@@ -35,6 +35,25 @@ struct InferenceModel {
   parallel::Communicator* tp_comm() const { return tp_device ? tp_device.get() : tp_host.get(); }
 };
 
+// A model source resolved: its config (a checkpoint's manifest config, or the defaults with
+// config.json's model section for hf:DIR; overrides on top) and where its weights are.
+struct ModelSource {
+  core::Config cfg;
+  std::string source;          // for logs: the checkpoint directory, or "hf:DIR"
+  std::string path;            // the checkpoint directory, or DIR
+  bool hf = false;
+  std::string tokenizer_hint;  // as InferenceModel's
+};
+// Collective over `world` (the ranks verify a checkpoint's shards together). Throws naming the
+// source when it is neither a complete checkpoint, a directory holding one, nor hf:DIR (a
+// directory with config.json and model.safetensors, such as an `export` output, counts as
+// hf:DIR without the prefix).
+ModelSource resolve_model_source(const std::string& source, const std::vector<std::string>& overrides,
+                                 parallel::Communicator& world);
+// This rank's slice of every parameter of `model` (built from src.cfg.model, at any tp) from
+// the source: resharded from the checkpoint's shards, or read from DIR's safetensors.
+void load_source_weights(const ModelSource& src, parallel::Model& model);
+
 // source: a checkpoint directory (step_N), a checkpoints/ directory or run directory (its
 // newest valid checkpoint), or "hf:DIR". overrides: section.key=value (e.g. parallel.tp=2,
 // data.path=...). Collective over `world`: every rank of the job holds one tp slice, so

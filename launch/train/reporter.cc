@@ -88,6 +88,13 @@ void Reporter::step(const StepStats& st, double process_train_ms) {
                         {"exposed_comm_ms", st.exposed_comm_ms}, {"data_wait_ms", st.data_ms},
                         {"imbalance", st.imbalance}, {"tokens", st.tokens}, {"replica_tokens", st.replica_tokens},
                         {"skipped", st.skipped}, {"pad_fraction", st.pad_fraction}, {"mem", io::memory_json(st.mem)}};
+  if (std::isfinite(st.kd_loss)) {  // distillation: the parts of the optimized loss
+    row["ce_loss"] = st.ce_loss;
+    row["kd_loss"] = st.kd_loss;
+    tb_.scalar("train/ce_loss", s, static_cast<float>(st.ce_loss));
+    tb_.scalar("train/kd_loss", s, static_cast<float>(st.kd_loss));
+    tb_.flush();
+  }
   if (!st.pp.empty()) {  // per stage: its idle time in the schedule (the bubble) and activation slots
     // (bubble: the part of the schedule's time, the slowest stage's, a stage does not compute)
     double span = 0;

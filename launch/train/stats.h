@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -22,6 +23,9 @@ struct PipeStageStats {
 struct StepStats {
   int64_t step = 0;
   double loss = 0, lr = 0, grad_norm = 0;
+  // train.distill: the mean cross-entropy and KL(teacher || student) parts of `loss`, the
+  // total optimized ((1 - alpha) ce_loss + alpha T^2 kd_loss); NaN without a teacher
+  double ce_loss = std::numeric_limits<double>::quiet_NaN(), kd_loss = std::numeric_limits<double>::quiet_NaN();
   double ms = 0, tokens_per_s = 0;
   double comm_ms = 0, exposed_comm_ms = 0, data_ms = 0, compute_ms = 0;
   double imbalance = 1.0;  // max / mean compute time of the dp replicas

@@ -61,7 +61,8 @@ StepStats Stepper::step(int64_t s) {
                         ? 1.0 - static_cast<double>(batch.global_targets) / static_cast<double>(batch.global_positions)
                         : 0.0;
   double compute_ms = 0;
-  double loss_sum = forward_backward(batch, &compute_ms);  // this replica's share
+  double kd[2] = {0, 0};  // distillation: the share's cross-entropy and KL sums
+  double loss_sum = forward_backward(batch, &compute_ms, kd);  // this replica's share
   p_.sync.finish();
   st.imbalance = exchange_work(s, batch, compute_ms, &st.replica_tokens);
   if (p_.pipe) st.pp = pipeline_stats();
@@ -79,9 +80,15 @@ StepStats Stepper::step(int64_t s) {
     if (pp_rank_ != pp_ - 1 || tp_rank_ != 0) loss_sum = 0;
     p_.world.all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
   } else if (dp_ > 1) {
-    p_.comms.dp->all_reduce(&loss_sum, 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+    double sums[3] = {loss_sum, kd[0], kd[1]};
+    p_.comms.dp->all_reduce(sums, p_.teacher ? 3 : 1, parallel::DType::F64, parallel::ReduceOp::Sum);
+    loss_sum = sums[0], kd[0] = sums[1], kd[1] = sums[2];
   }
   st.loss = loss_sum / static_cast<double>(st.tokens);
+  if (p_.teacher) {
+    st.ce_loss = kd[0] / static_cast<double>(st.tokens);
+    st.kd_loss = kd[1] / static_cast<double>(st.tokens);
+  }
   st.mem = p_.device.memory_stats().window_peak;
   if (st.skipped) {  // (reported without the communication figures)
     st.ms = ms_between(t0, Clock::now());
@@ -99,7 +106,7 @@ StepStats Stepper::step(int64_t s) {
   return st;
 }
 
-double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
+double Stepper::forward_backward(const io::Batch& batch, double* compute_ms, double* kd) {
   if (p_.pipe) {
     const auto tc = Clock::now();
     const double loss_sum = pipeline_forward_backward(batch);
@@ -127,14 +134,18 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
   for (int m = 0; m < n_steps; ++m) {
     if (m >= batch.n_micro) {
       const int32_t tok = 0, no_target = -1;
+      model.clear_distill();  // (no target: no loss of either kind)
       model.forward(&tok, &no_target, 1, 1);
       p_.sync.begin(model);
       model.backward(loss_weight, hook);
       continue;
     }
     const io::MicroBatch& mb = batch.micro[static_cast<size_t>(m)];
-    loss_sum += model.forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T,
-                              mb.doc_ids.empty() ? nullptr : mb.doc_ids.data()) * model.loss_tokens();
+    const int32_t* doc_ids = mb.doc_ids.empty() ? nullptr : mb.doc_ids.data();
+    if (p_.teacher) model.set_distill(p_.teacher->forward(mb.inputs.data(), mb.B, mb.T, doc_ids));
+    loss_sum += model.forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T, doc_ids) * model.loss_tokens();
+    kd[0] += model.distill_ce_sum();
+    kd[1] += model.distill_kl_sum();
     const bool last = m == batch.n_micro - 1;
     if (every || last) {
       p_.sync.begin(model);
@@ -143,6 +154,7 @@ double Stepper::forward_backward(const io::Batch& batch, double* compute_ms) {
       model.backward(loss_weight);
     }
   }
+  model.clear_distill();  // (evals are plain cross-entropy)
   p_.device.synchronize();  // a GPU's backward is queued: the schedule needs its real compute time
   *compute_ms = p_.faults.after_compute(dp_rank_, ms_between(tc, Clock::now()));
   return loss_sum;

@@ -18,6 +18,7 @@
 #include "core/tensor.h"
 #include "io/loader.h"
 #include "kernels/ops.h"
+#include "launch/train/distill.h"
 #include "launch/train/fault_injection.h"
 #include "launch/train/model.h"
 #include "launch/train/stats.h"
@@ -46,6 +47,9 @@ struct StepParts {
   // the pp group on device buffers (the tied embedding's gradient exchange)
   parallel::PipelineRunner* pipe = nullptr;
   parallel::Communicator* pp_dev = nullptr;
+  // train.distill.teacher: runs forward on each micro-batch before the student (null: plain
+  // cross-entropy)
+  Teacher* teacher = nullptr;
 };
 
 class Stepper {
@@ -59,7 +63,8 @@ class Stepper {
  private:
   // Forward and backward over this replica's micro-batches; the gradient sync starts on the
   // last backward. Returns the share's sum of token losses; *compute_ms: the time it took.
-  double forward_backward(const io::Batch& batch, double* compute_ms);
+  // With a teacher, kd[0], kd[1] get the share's sums of the cross-entropy and KL parts.
+  double forward_backward(const io::Batch& batch, double* compute_ms, double* kd);
   // The same through the pipeline's stages (parallel.pp > 1).
   double pipeline_forward_backward(const io::Batch& batch);
   // A head tied to the embedding: the first and the last stage each hold a copy whose

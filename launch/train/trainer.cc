@@ -123,9 +123,13 @@ Trainer::Trainer(const core::Config& config, parallel::Communicator& world, core
   MT_CHECK(data_->vocab_size() <= cfg.model.vocab_size, "data vocabulary {} exceeds model.vocab_size {}",
            data_->vocab_size(), cfg.model.vocab_size);
   loader_ = std::make_unique<io::Loader>(*data_, lopt, cfg.data.source == "hdf5" ? cfg.data.path : "");
+  if (!cfg.train.distill.teacher.empty()) {  // (the config refuses it at pp > 1)
+    teacher_ = std::make_unique<Teacher>(cfg, *model_, world, *ops_, tp_ > 1 ? tp_comm : nullptr);
+    if (world.rank() == 0) core::log::info("distill: teacher {}", teacher_->describe());
+  }
   stepper_ = std::make_unique<Stepper>(
       StepParts{cfg_, world_, *mesh_, comms_, *device_, *ops_, *model_, *sync_, *optim_, *loader_, faults_,
-                pipe_.get(), pp_fwd});
+                pipe_.get(), pp_fwd, teacher_.get()});
   io::CheckpointPipeline pipeline = io::CheckpointPipeline::none(cfg_.model.n_layer);
   if (pp_ > 1) pipeline = {pp_, virtual_stages, cfg.parallel.pp_schedule, vstages_};
   checkpoints_ = std::make_unique<CheckpointManager>(cfg_, world_, *mesh_, *device_, *model_, *optim_, *sync_,

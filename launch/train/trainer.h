@@ -48,6 +48,7 @@ namespace mt::launch {
 
 class CheckpointManager;
 class Stepper;
+class Teacher;
 
 class Trainer {
  public:
@@ -122,6 +123,7 @@ class Trainer {
   io::Batch eval_batch_;
   int dp_ = 1, dp_rank_ = 0, tp_ = 1, tp_rank_ = 0, pp_ = 1, pp_rank_ = 0;
   FaultInjector faults_;  // test-only (the config's debug keys)
+  std::unique_ptr<Teacher> teacher_;  // train.distill.teacher (distill.h), null without
   std::unique_ptr<Stepper> stepper_;  // after everything it works on
   std::unique_ptr<CheckpointManager> checkpoints_;  // (likewise)
   TrainState state_;  // carried by checkpoints

@@ -367,13 +367,39 @@ void VocabCrossEntropy::forward(Model& m, const void* logits, const int32_t* tar
   m.tp().sum_f32(sumexp.f32(), N);
   k.xent_target_logit(tgt_logit.f32(), logits, targets, N, vs.Vl, vs.v_start, vs.v_valid);
   m.tp().sum_f32(tgt_logit.f32(), N);
-  k.xent_loss(losses.f32(), rowmax.f32(), sumexp.f32(), tgt_logit.f32(), N);
+  kd_on = m.distill() != nullptr;
+  if (!kd_on) {
+    k.xent_loss(losses.f32(), rowmax.f32(), sumexp.f32(), tgt_logit.f32(), N);
+    return;
+  }
+  // distillation: the cross-entropy into tgt_logit (xent_loss may alias it), then the teacher's
+  // global row max, the three sums over the vocabulary, and the mixed loss
+  kd = *m.distill();
+  MT_CHECK(kd.teacher_logits != nullptr, "distillation without the teacher's logits");
+  if (!tmax.defined() || tmax.numel() < N) {
+    tmax = core::Tensor::empty({N}, core::DType::F32, m.device());
+    kd_sums = core::Tensor::empty({3 * static_cast<int64_t>(N)}, core::DType::F32, m.device());
+    kl = core::Tensor::empty({N}, core::DType::F32, m.device());
+  }
+  k.xent_loss(tgt_logit.f32(), rowmax.f32(), sumexp.f32(), tgt_logit.f32(), N);
+  k.xent_row_max(tmax.f32(), kd.teacher_logits, N, vs.Vl, vs.v_valid);
+  m.tp().max_f32(tmax.f32(), N);
+  k.kd_sums(kd_sums.f32(), logits, kd.teacher_logits, rowmax.f32(), tmax.f32(), N, vs.Vl, vs.v_valid,
+            kd.temperature);
+  m.tp().sum_f32(kd_sums.f32(), 3 * N);
+  k.kd_loss(losses.f32(), kl.f32(), tgt_logit.f32(), kd_sums.f32(), rowmax.f32(), tmax.f32(), N, kd.alpha,
+            kd.temperature);
+  m.note_distill_parts(tgt_logit.f32(), kl.f32());
 }
 
 void VocabCrossEntropy::backward(Model& m, void* dlogits, const void* logits, const int32_t* targets,
                                  const float* dloss, int N) const {
   m.ops().xent_backward(dlogits, logits, rowmax.f32(), sumexp.f32(), targets, dloss, N, vs.Vl, vs.v_start,
                         vs.v_valid);
+  if (kd_on) {
+    m.ops().kd_backward(dlogits, logits, kd.teacher_logits, rowmax.f32(), tmax.f32(), kd_sums.f32(), dloss, N, vs.Vl,
+                        vs.v_valid, kd.alpha, kd.temperature);
+  }
 }
 
 // ------------------------------------------------------------------ decoding

@@ -264,14 +264,23 @@ const void* sp_gather(Model& m, core::Tensor& full, const void* local, int N, in
 void sp_scatter(Model& m, void* local, const void* part, int N, int C);
 void sp_row_output(Model& m, void* local, const void* part, const RowLinear& row, int N);
 
-// Cross-entropy over vocabulary-sliced logits (N, Vl): per-token losses (N) fp32.
+// Cross-entropy over vocabulary-sliced logits (N, Vl): per-token losses (N) fp32. With the
+// model's distill() set (Model::set_distill) the losses are distillation's mix of the
+// cross-entropy and the KL divergence from the teacher's logits of the same vocabulary slice
+// (kernels/cpu/distill.cc), whose buffers are allocated on the first distilled forward; the
+// backward uses the target of its forward.
 struct VocabCrossEntropy {
   VocabSlice vs;
   core::Tensor rowmax, sumexp, tgt_logit, losses;  // (N) fp32 each
+  core::Tensor tmax, kd_sums, kl;                   // distillation: (N), (3, N), (N) fp32
+  DistillTarget kd;                                 // of the last forward
+  bool kd_on = false;
   void alloc(core::Device& dev, int64_t N);
-  void free() { rowmax = sumexp = tgt_logit = losses = core::Tensor(); }
+  void free() { rowmax = sumexp = tgt_logit = losses = tmax = kd_sums = kl = core::Tensor(); }
   size_t bytes() const {
-    return rowmax.defined() ? rowmax.nbytes() + sumexp.nbytes() + tgt_logit.nbytes() + losses.nbytes() : 0;
+    size_t n = rowmax.defined() ? rowmax.nbytes() + sumexp.nbytes() + tgt_logit.nbytes() + losses.nbytes() : 0;
+    if (tmax.defined()) n += tmax.nbytes() + kd_sums.nbytes() + kl.nbytes();
+    return n;
   }
   void forward(Model& m, const void* logits, const int32_t* targets, int N);
   // dlogits (N, Vl) written from the per-token loss weights dloss (N).

@@ -393,6 +393,19 @@ double Model::finish_losses(const float* losses_dev, const int32_t* targets, int
     if (targets[i] < 0) losses_host_[static_cast<size_t>(i)] = 0.0f;
     sum += losses_host_[static_cast<size_t>(i)];
   }
+  // a distilled forward: its cross-entropy and KL parts, for the metrics
+  kd_ce_sum_ = kd_kl_sum_ = 0;
+  if (kd_ce_dev_ && kd_kl_dev_) {
+    kd_host_.resize(2 * static_cast<size_t>(N));
+    device().copy(kd_host_.data(), kd_ce_dev_, static_cast<size_t>(N) * sizeof(float));
+    device().copy(kd_host_.data() + N, kd_kl_dev_, static_cast<size_t>(N) * sizeof(float));
+    for (int i = 0; i < N; ++i) {
+      if (targets[i] < 0) continue;
+      kd_ce_sum_ += kd_host_[static_cast<size_t>(i)];
+      kd_kl_sum_ += kd_host_[static_cast<size_t>(N + i)];
+    }
+  }
+  kd_ce_dev_ = kd_kl_dev_ = nullptr;
   return loss_tokens_ > 0 ? sum / loss_tokens_ : 0.0;
 }
 

@@ -127,6 +127,16 @@ class ParamResidence {
   virtual void refresh_working_params() = 0;
 };
 
+// Knowledge distillation (train.distill): a forward with a head mixes its cross-entropy with
+// the KL divergence from a teacher's temperature-softened distribution (kernels/cpu/distill.cc):
+// loss = (1 - alpha) CE + alpha T^2 KL(softmax(t/T) || softmax(s/T)), per token with a target.
+// teacher_logits: the teacher's head_logits() of the SAME micro-batch (this rank's vocabulary
+// slice, (B*T, Vl) in the working dtype, device memory), valid until the student's backward.
+struct DistillTarget {
+  const void* teacher_logits = nullptr;
+  float alpha = 0.5f, temperature = 1.0f;
+};
+
 // Called during backward with the index of a parameter whose gradient is final.
 using GradReadyFn = std::function<void(int param_index)>;
 
@@ -361,6 +371,24 @@ class Model {
   virtual void backward_chunk(int c, float loss_weight, const GradReadyFn& on_ready = {});
   virtual const void* chunk_input_grad(int c) const;
 
+  // ---- Knowledge distillation (DistillTarget). While set, forward() with targets returns the
+  // mixed loss and backward() its gradient; clear it for plain cross-entropy (eval).
+  void set_distill(const DistillTarget& d) { distill_ = d, distill_on_ = true; }
+  void clear_distill() { distill_on_ = false; }
+  const DistillTarget* distill() const { return distill_on_ ? &distill_ : nullptr; }
+  // After a distilled forward: the sums over the positions with a target of the plain
+  // cross-entropy and of the KL divergence (0 after a plain forward).
+  double distill_ce_sum() const { return kd_ce_sum_; }
+  double distill_kl_sum() const { return kd_kl_sum_; }
+  // The head's logits of the last forward (this rank's vocabulary rows: (B*T, head_vocab_rows())
+  // in the working dtype, device memory; null if the rank has no head or the architecture does
+  // not expose them): what a teacher hands its student.
+  virtual const void* head_logits() const { return nullptr; }
+  virtual int head_vocab_rows() const { return 0; }
+  // Called by the head's loss (blocks.h VocabCrossEntropy) of a distilled forward: the device
+  // per-token cross-entropy and KL, which finish_losses sums over the positions with a target.
+  void note_distill_parts(const float* ce_dev, const float* kl_dev) { kd_ce_dev_ = ce_dev, kd_kl_dev_ = kl_dev; }
+
   // Positions with a target (>= 0) in the last forward, and their losses (host, (B*T); 0
   // where there is no target).
   int64_t loss_tokens() const { return loss_tokens_; }
@@ -463,6 +491,12 @@ class Model {
   std::vector<float> losses_host_;
   int64_t loss_tokens_ = 0;
   int decode_B_ = 0, decode_max_len_ = 0, decode_len_ = 0;
+  DistillTarget distill_;
+  bool distill_on_ = false;
+  const float* kd_ce_dev_ = nullptr;  // set by a distilled forward's loss, consumed by finish_losses
+  const float* kd_kl_dev_ = nullptr;
+  double kd_ce_sum_ = 0, kd_kl_sum_ = 0;
+  std::vector<float> kd_host_;
 };
 
 }  // namespace mt::parallel

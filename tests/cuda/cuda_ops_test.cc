@@ -260,6 +260,36 @@ TEST_P(CudaOps, VocabSlicedCrossEntropy) {
   EXPECT_CLOSE(get(dz), rdz, bf16() ? 1e-3 : 1e-7, rtol());
 }
 
+TEST_P(CudaOps, DistillationPieces) {
+  const int N = 11, Vl = 70, v_valid = 61;  // 9 padding columns
+  const float alpha = 0.7f, T = 2.0f;
+  const auto s = seen(randn(N * Vl, 21, 2.0f)), t = seen(randn(N * Vl, 22, 3.0f));
+  std::vector<float> smax(N), tmax(N), ce = randn(N, 23), dloss(N);
+  for (auto& c : ce) c = std::fabs(c) + 1.0f;
+  for (int i = 0; i < N; ++i) dloss[i] = 1.0f / (i + 3);
+  cpu::xent_row_max(smax.data(), s.data(), N, Vl, v_valid);
+  cpu::xent_row_max(tmax.data(), t.data(), N, Vl, v_valid);
+  Tensor ts = W(s), tt = W(t), tsm = F(smax), ttm = F(tmax), sums = F(std::vector<float>(3 * N));
+  ops_->kd_sums(sums.f32(), ts.raw(), tt.raw(), tsm.f32(), ttm.f32(), N, Vl, v_valid, T);
+  std::vector<float> rsums(3 * N);
+  cpu::kd_sums(rsums.data(), s.data(), t.data(), smax.data(), tmax.data(), N, Vl, v_valid, T);
+  EXPECT_CLOSE(get(sums), rsums, 1e-4, 1e-5);
+  Tensor tce = F(ce), loss = F(std::vector<float>(N)), kl = F(std::vector<float>(N)), trs = F(rsums);
+  ops_->kd_loss(loss.f32(), kl.f32(), tce.f32(), trs.f32(), tsm.f32(), ttm.f32(), N, alpha, T);
+  std::vector<float> rloss(N), rkl(N);
+  cpu::kd_loss(rloss.data(), rkl.data(), ce.data(), rsums.data(), smax.data(), tmax.data(), N, alpha, T);
+  EXPECT_CLOSE(get(loss), rloss, 1e-5, 1e-5);
+  EXPECT_CLOSE(get(kl), rkl, 1e-5, 1e-5);
+  const auto dz0 = seen(randn(N * Vl, 24, 0.1f));  // (xent_backward's output)
+  Tensor dz = W(dz0), tdl = F(dloss);
+  ops_->kd_backward(dz.raw(), ts.raw(), tt.raw(), tsm.f32(), ttm.f32(), trs.f32(), tdl.f32(), N, Vl, v_valid, alpha,
+                    T);
+  auto rdz = dz0;
+  cpu::kd_backward(rdz.data(), s.data(), t.data(), smax.data(), tmax.data(), rsums.data(), dloss.data(), N, Vl,
+                   v_valid, alpha, T);
+  EXPECT_CLOSE(get(dz), rdz, bf16() ? 1e-3 : 1e-6, rtol());
+}
+
 TEST_P(CudaOps, FusedOptimizersWriteTheWorkingCopy) {
   const int64_t n = 3000;
   const auto p0 = randn(n, 1), g = randn(n, 2, 0.1f);
