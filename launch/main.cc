@@ -130,6 +130,15 @@ int main(int argc, char** argv) {
   c_bar->add_option("--backend", bar.backend, "device buffers: nccl, mpi (host staging) or auto")
       ->check(CLI::IsMember({"auto", "mpi", "nccl"}))
       ->capture_default_str();
+  c_bar->add_option("--allreduce", bar.allreduce,
+                    "the framework's all-reduce: flat, hierarchical, auto (parallel.allreduce) or both (flat, then "
+                    "hierarchical: one table each)")
+      ->check(CLI::IsMember({"flat", "hierarchical", "auto", "both"}))
+      ->capture_default_str();
+  c_bar->add_option("--fake-hosts", bar.fake_hosts,
+                    "testing: pretend the ranks sit on this many hosts (contiguous blocks), as parallel.fake_hosts")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   int sgemm_threads = 0;
   auto* c_bsgemm = c_bench->add_subcommand("sgemm", "BLAS sgemm GFLOP/s at a few sizes");
   c_bsgemm->add_option("--threads", sgemm_threads, "threads (0 = cores per rank)");

@@ -91,6 +91,7 @@ MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base) {
   read("MT_MPI_RING_MIN_BYTES", base.ring_min_bytes);
   read("MT_MPI_SEGMENT_BYTES", base.segment_bytes);
   read("MT_MPI_SMALL_PIECE_BYTES", base.small_piece_bytes);
+  read("MT_MPI_HIER_MIN_BYTES", base.hier_min_bytes);
   if (const char* v = std::getenv("MT_MPI_SMALL_ALGORITHM"); v && *v) {
     const std::string a = v;
     MT_CHECK(a == "framework" || a == "library", "MT_MPI_SMALL_ALGORITHM='{}': expected framework or library", a);
@@ -242,6 +243,8 @@ MpiCommunicator::~MpiCommunicator() {
   if (const size_t n = engine_->outstanding(comm_); n > 0) {
     // Freeing the communicator under live requests is erroneous; keep it (a leak at exit).
     core::log::warn("communicator '{}' destroyed with {} operation(s) still in flight; not freeing it", name(), n);
+    (void)intra_.release();  // their requests may be in flight too
+    (void)inter_.release();
     return;
   }
   if (p2p_comm_ != MPI_COMM_NULL) MPI_Comm_free(&p2p_comm_);
@@ -270,27 +273,87 @@ std::shared_ptr<Work> MpiCommunicator::do_iall_reduce(void* buf, size_t count, D
     return std::make_shared<CompletedWork>();
   }
   check_buffer(buf, "all_reduce", count, name());
-  OpInfo info{"all_reduce", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
-  if (large(bytes, count)) {
-    auto w = detail::make_ring(engine_, std::move(info), RingKind::AllReduce, dtype, op, nullptr, buf, count, tag,
-                               opt_.segment_bytes);
-    engine_->start(w);
-    return w;
-  }
+  if (intra_ && bytes >= opt_.hier_min_bytes) return hierarchical_all_reduce(buf, count, dtype, op);
+  auto w = flat_all_reduce(buf, count, dtype, op, tag, "all_reduce");
+  engine_->start(w);
+  return w;
+}
+
+std::shared_ptr<detail::MpiOp> MpiCommunicator::flat_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op,
+                                                                uint32_t tag, const char* what) {
+  const size_t bytes = count * dtype_size(dtype);
+  OpInfo info{what, bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
+  if (large(bytes, count))
+    return detail::make_ring(engine_, std::move(info), RingKind::AllReduce, dtype, op, nullptr, buf, count, tag,
+                             opt_.segment_bytes);
   // MPI has no bf16 type: bf16 always takes the framework's algorithms.
-  if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16) {
-    auto w = detail::make_recursive_doubling(engine_, std::move(info), dtype, op, buf, count, tag,
-                                             opt_.small_piece_bytes);
-    engine_->start(w);
-    return w;
-  }
+  if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16)
+    return detail::make_recursive_doubling(engine_, std::move(info), dtype, op, buf, count, tag,
+                                           opt_.small_piece_bytes);
   auto w = std::make_shared<NativeOp>(engine_, std::move(info));
   MPI_Request q = MPI_REQUEST_NULL;
   const int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, static_cast<int>(count), mpi_type(dtype), mpi_op(op), comm_, &q);
   w->issue(rc, "MPI_Iallreduce", q);
   if (op == ReduceOp::Avg) w->on_done = [buf, count, dtype, p = size_] { divide(dtype, buf, count, p); };
+  return w;
+}
+
+// reduce-scatter inside the host (the ring's first half on the all-reduce block layout: local
+// rank l ends with block l reduced over its host), all-reduce of block l across hosts (with
+// the flat choice for its size), all-gather inside the host. Avg runs as Sum, the block
+// divided by size() before it is gathered. The tags of all three are drawn now: stages start
+// later, in an order that may differ between ranks when several ops are in flight.
+std::shared_ptr<Work> MpiCommunicator::hierarchical_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  const size_t es = dtype_size(dtype), bytes = count * es;
+  const ReduceOp red = op == ReduceOp::Max ? ReduceOp::Max : ReduceOp::Sum;
+  const auto [o, n] = detail::ring_block(count, intra_->size_, es, intra_->rank_);
+  std::byte* own = static_cast<std::byte*>(buf) + o * es;
+  const uint32_t t_rs = intra_->next_tag(), t_x = inter_->next_tag(), t_ag = intra_->next_tag();
+  const size_t seg = intra_->large(bytes, count) ? opt_.segment_bytes : opt_.small_piece_bytes;
+  MpiCommunicator* intra = intra_.get();
+  MpiCommunicator* inter = inter_.get();
+  auto intra_info = [=](const char* what) {
+    return OpInfo{what, bytes, dtype, static_cast<int>(red), -1, intra->name(), intra->rank_, intra->size_, intra->comm_};
+  };
+  std::vector<std::function<std::shared_ptr<detail::MpiOp>()>> stages;
+  stages.push_back([=] {
+    return detail::make_ring(engine_, intra_info("all_reduce (intra-host reduce-scatter)"), RingKind::AllReduceRS,
+                             dtype, red, nullptr, buf, count, t_rs, seg);
+  });
+  stages.push_back([=, n = n]() -> std::shared_ptr<detail::MpiOp> {
+    if (n == 0) return nullptr;  // more local ranks than blocks: this one owns nothing
+    return inter->flat_all_reduce(own, n, dtype, red, t_x, "all_reduce (inter-host)");
+  });
+  stages.push_back([=, n = n] {
+    if (op == ReduceOp::Avg) divide(dtype, own, n, size_);
+    return detail::make_ring(engine_, intra_info("all_reduce (intra-host all-gather)"), RingKind::AllReduceAG, dtype,
+                             red, nullptr, buf, count, t_ag, seg);
+  });
+  auto w = detail::make_staged(
+      engine_, OpInfo{"all_reduce", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_},
+      std::move(stages));
   engine_->start(w);
   return w;
+}
+
+void MpiCommunicator::enable_hierarchy(int host, int local_rank) {
+  MT_CHECK(host >= 0 && local_rank >= 0, "enable_hierarchy on '{}': host {} and local rank {} must be >= 0", name(),
+           host, local_rank);
+  engine_->drain();  // MPI_Comm_split blocks
+  auto make = [&](int color, const char* what) {
+    next_tag();
+    MPI_Comm nc = MPI_COMM_NULL;
+    const int rc = MPI_Comm_split(comm_, color, rank_, &nc);
+    if (rc != MPI_SUCCESS)
+      throw_mpi_error(rc, fmt::format("split into {} groups (MPI_Comm_split)", what), 0,
+                      fmt::format(", color {}", color), name(), rank_, size_);
+    return std::unique_ptr<MpiCommunicator>(
+        new MpiCommunicator(Adopt{}, nc, fmt::format("{}/{}", name(), what), opt_, engine_));
+  };
+  intra_ = make(host, "intra-host");
+  inter_ = make(local_rank, "inter-host");
+  MT_CHECK(intra_->rank_ == local_rank, "enable_hierarchy on '{}' (rank {}): local rank {} is not the rank's position "
+           "among the ranks of its host ({})", name(), rank_, local_rank, intra_->rank_);
 }
 
 std::shared_ptr<Work> MpiCommunicator::do_ireduce_scatter(const void* send, void* recv, size_t recv_count,

@@ -49,15 +49,19 @@ struct MpiCommOptions {
   size_t small_piece_bytes = 4000;
   // Pipeline segment of the ring: a received segment is reduced while it is still in cache.
   size_t segment_bytes = 1u << 20;
+  // Hierarchical communicators (enable_hierarchy): all_reduces of fewer bytes stay flat.
+  size_t hier_min_bytes = 0;
 };
 
 // Overrides from the environment (tuning runs): MT_MPI_RING_MIN_BYTES, MT_MPI_SEGMENT_BYTES,
-// MT_MPI_SMALL_PIECE_BYTES, MT_MPI_SMALL_ALGORITHM (framework | library). Every rank must see
-// the same values (mpirun -x).
+// MT_MPI_SMALL_PIECE_BYTES, MT_MPI_SMALL_ALGORITHM (framework | library), MT_MPI_HIER_MIN_BYTES.
+// Every rank must see the same values (mpirun -x).
 MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base = {});
 
 namespace detail {
 class MpiEngine;
+class MpiOp;
+struct OpInfo;
 }
 
 class MpiCommunicator final : public Communicator {
@@ -80,6 +84,20 @@ class MpiCommunicator final : public Communicator {
   // Bytes held by the engine's scratch pool (grows to the working set, never shrinks).
   size_t scratch_bytes() const;
 
+  // Hierarchical all-reduce (parallel.allreduce; hierarchical.h decides and calls this).
+  // Collective over this communicator: splits it into this rank's host group ("intra-host":
+  // the ranks with the same `host` value, by rank) and its peers across hosts ("inter-host":
+  // the ranks with the same `local_rank`, by rank). Every host must hold the same number of
+  // ranks (the caller checks). From then on an all_reduce of at least hier_min_bytes runs as
+  // reduce-scatter inside the host (shared memory), all-reduce of the rank's 1/local_size of
+  // the array across hosts, all-gather inside the host: each element is still reduced in one
+  // order, so every rank gets identical bits (which may differ in the last bits from the flat
+  // algorithms': another summation order). Other collectives stay flat.
+  void enable_hierarchy(int host, int local_rank);
+  bool hierarchical() const { return intra_ != nullptr; }
+  const MpiCommunicator* intra_host() const { return intra_.get(); }  // null unless hierarchical
+  const MpiCommunicator* inter_host() const { return inter_.get(); }
+
  protected:
   std::shared_ptr<Work> do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
   std::shared_ptr<Work> do_ireduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
@@ -97,6 +115,10 @@ class MpiCommunicator final : public Communicator {
   MpiCommunicator(Adopt, MPI_Comm owned, std::string name, MpiCommOptions opt,
                   std::shared_ptr<detail::MpiEngine> engine);
   bool large(size_t total_bytes, size_t count) const;
+  // The flat all-reduce for this size (ring, recursive doubling or the library), not started.
+  std::shared_ptr<detail::MpiOp> flat_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op, uint32_t tag,
+                                                 const char* what);
+  std::shared_ptr<Work> hierarchical_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op);
   void dup_p2p();  // p2p_comm_ (collective)
   uint32_t next_tag();
 
@@ -107,6 +129,7 @@ class MpiCommunicator final : public Communicator {
   MpiCommOptions opt_;
   uint64_t tag_seq_ = 0;  // collectives and splits issued so far (the tags); identical on all ranks
   std::shared_ptr<detail::MpiEngine> engine_;
+  std::unique_ptr<MpiCommunicator> intra_, inter_;  // enable_hierarchy: same engine
 };
 
 // Turns an MPI return code into mt::core::Error: "<op> failed: <bytes> bytes of <dtype> on
