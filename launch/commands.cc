@@ -296,30 +296,29 @@ int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& wor
   opt.max_bytes = a.max_bytes;
   opt.iters = a.iters;
   opt.warmup = a.warmup;
+  opt.rounds = a.rounds;
+  opt.factor = a.factor;
   // "cuda" binds GPU local_rank % (GPUs on the node), as train.device does: get_device("cuda")
   // would put every rank of a node on cuda:0, where NCCL refuses two ranks on one GPU.
   core::Device& dev = core::select_device(a.device, env.local_rank(), env.local_size());
   // Host buffers: the world communicator itself (MPI). Device buffers: the device
   // communicator parallel.backend would give the trainer (NCCL, or host staging over MPI).
-  // parallel.allreduce other than flat: a split of the world (same ranks) made hierarchical
-  // where the hosts allow it, one table per mode.
+  // Each mode on a split of the world (same ranks) configured as parallel.allreduce says
+  // (hierarchical where the hosts allow it; across hosts network-sized pieces), one table each.
   std::vector<std::string> modes = {a.allreduce};
   if (a.allreduce == "both") modes = {"flat", "hierarchical"};
   nlohmann::json tables = nlohmann::json::array();
   for (const std::string& mode : modes) {
     std::unique_ptr<parallel::Communicator> split;
-    std::string note = "flat";
-    if (mode != "flat") {
-      split = world.split(0, world.rank());
-      split->set_name("world/" + mode);
-      note = parallel::configure_allreduce(*split, mode, a.fake_hosts).note;
-    }
+    split = world.split(0, world.rank());  // (the world keeps its settings for the other modes)
+    split->set_name("world/" + mode);
+    const std::string note = parallel::configure_allreduce(*split, mode, a.fake_hosts).note;
     parallel::Communicator& host = split ? *split : world;
     auto dcomm = parallel::make_device_communicator(host, dev, a.backend);
     if (!dcomm && a.backend == "nccl")
       throw core::Error("bench allreduce --backend nccl needs device buffers").with_hint("add --device cuda");
     parallel::Communicator& comm = dcomm ? *dcomm : host;
-    if (world.rank() == 0 && (modes.size() > 1 || mode != "flat")) {
+    if (world.rank() == 0) {
       std::cout << fmt::format("# parallel.allreduce = {}: {}\n", mode,
                                dcomm && dcomm->backend_name() == "nccl"
                                    ? parallel::configure_allreduce(*dcomm, mode).note

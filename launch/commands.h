@@ -35,6 +35,8 @@ struct BenchAllreduceArgs {
   size_t max_bytes = 64u << 20;
   int iters = 20;
   int warmup = 3;
+  int rounds = 5;   // timed rounds per size (the median is reported)
+  int factor = 2;   // size step
   std::string json_out;  // optional: the rows as JSON
   std::string device = "cpu";    // cpu | cuda | cuda:N: where the buffers live ("cuda": GPU local_rank % GPUs)
   std::string backend = "auto";  // auto | mpi | nccl (device buffers: nccl, or mpi = host staging)

@@ -125,6 +125,8 @@ int main(int argc, char** argv) {
   c_bar->add_option("--max-bytes", bar.max_bytes, "largest message")->capture_default_str();
   c_bar->add_option("--iters", bar.iters, "timed iterations per size")->capture_default_str();
   c_bar->add_option("--warmup", bar.warmup, "warm-up iterations per size")->capture_default_str();
+  c_bar->add_option("--rounds", bar.rounds, "timed rounds per size (the median round is reported)")->capture_default_str();
+  c_bar->add_option("--factor", bar.factor, "size step: bytes x factor")->capture_default_str();
   c_bar->add_option("--json", bar.json_out, "also write the table as JSON here");
   c_bar->add_option("--device", bar.device, "where the buffers live: cpu, cuda (GPU local_rank % GPUs per node), cuda:N")->capture_default_str();
   c_bar->add_option("--backend", bar.backend, "device buffers: nccl, mpi (host staging) or auto")

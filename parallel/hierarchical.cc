@@ -76,10 +76,6 @@ HostLayout host_layout(Communicator& c, int fake_hosts) {
 AllreducePlan configure_allreduce(Communicator& c, const std::string& mode, int fake_hosts) {
   check_allreduce_mode(mode);
   AllreducePlan plan;
-  if (mode == "flat") {
-    plan.note = "flat (parallel.allreduce = flat)";
-    return plan;
-  }
   auto* mpi = dynamic_cast<MpiCommunicator*>(&unwrap(c));
   if (!mpi) {
     plan.note = fmt::format("flat: the {} backend arranges its own rings and trees across nodes", c.backend_name());
@@ -91,15 +87,17 @@ AllreducePlan configure_allreduce(Communicator& c, const std::string& mode, int 
     return plan;
   }
   const HostLayout l = host_layout(c, fake_hosts);
+  mpi->set_spans_hosts(l.hosts > 1);  // network-sized pieces for the flat algorithms (also "flat")
   const std::string where = fmt::format("{} rank(s) on {} host(s){}", c.size(), l.hosts,
                                         fake_hosts > 0 ? fmt::format(" (parallel.fake_hosts = {})", fake_hosts) : "");
-  if (l.hosts == 1) plan.note = fmt::format("flat: {}, nothing crosses a network", where);
+  if (mode == "flat") plan.note = fmt::format("flat: {} (parallel.allreduce = flat)", where);
+  else if (l.hosts == 1) plan.note = fmt::format("flat: {}, nothing crosses a network", where);
   else if (l.max_local == 1) plan.note = fmt::format("flat: {}, one rank per host (hierarchical would be the same)", where);
   else if (!l.uniform())
     plan.note = fmt::format("flat: {} holding {} to {} ranks each; hierarchical needs the same number on every host",
                             where, l.min_local, l.max_local);
   if (!plan.note.empty()) {
-    if (mode == "hierarchical" && c.rank() == 0)
+    if (mode == "hierarchical" && c.rank() == 0 && plan.note.find("= flat") == std::string::npos)
       core::log::warn("parallel.allreduce = hierarchical on '{}': {}", c.name(), plan.note);
     return plan;
   }

@@ -40,8 +40,9 @@ struct AllreducePlan {
   std::string note;           // what was chosen and why, for a log line (same on every rank of c)
 };
 
-// Collective over `c` (unless mode is "flat" or c is no MPI communicator). "flat": nothing
-// changes. "hierarchical" and "auto": hierarchical when c is an MPI communicator (under any
+// Collective over `c` (unless c is no MPI communicator). Every mode: a communicator that
+// spans hosts sends its flat algorithms' messages in network-sized pieces
+// (MpiCommunicator::set_spans_hosts). "flat": nothing else changes. "hierarchical" and "auto": hierarchical when c is an MPI communicator (under any
 // TimeoutCommunicator), spans more than one host, some host holds more than one of its ranks
 // and every host holds the same number; otherwise flat, and the note says why (one host; one
 // rank per host: hierarchical would be the flat algorithm; uneven hosts: not supported; a

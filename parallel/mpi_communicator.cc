@@ -92,14 +92,18 @@ MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base) {
   read("MT_MPI_SEGMENT_BYTES", base.segment_bytes);
   read("MT_MPI_SMALL_PIECE_BYTES", base.small_piece_bytes);
   read("MT_MPI_HIER_MIN_BYTES", base.hier_min_bytes);
+  read("MT_MPI_NET_SEGMENT_BYTES", base.net_segment_bytes);
+  read("MT_MPI_NET_PIECE_BYTES", base.net_piece_bytes);
   if (const char* v = std::getenv("MT_MPI_SMALL_ALGORITHM"); v && *v) {
     const std::string a = v;
     MT_CHECK(a == "framework" || a == "library", "MT_MPI_SMALL_ALGORITHM='{}': expected framework or library", a);
     base.small_algorithm = a == "framework" ? SmallAlgorithm::Framework : SmallAlgorithm::Library;
   }
-  MT_CHECK(base.segment_bytes >= 64 && base.small_piece_bytes >= 64,
-           "MT_MPI_SEGMENT_BYTES and MT_MPI_SMALL_PIECE_BYTES must be at least 64, got {} and {}",
-           base.segment_bytes, base.small_piece_bytes);
+  MT_CHECK(base.segment_bytes >= 64 && base.small_piece_bytes >= 64 && base.net_segment_bytes >= 64 &&
+               base.net_piece_bytes >= 64,
+           "MT_MPI_SEGMENT_BYTES, MT_MPI_SMALL_PIECE_BYTES and their MT_MPI_NET_ forms must be at least 64, got "
+           "{}, {}, {}, {}",
+           base.segment_bytes, base.small_piece_bytes, base.net_segment_bytes, base.net_piece_bytes);
   return base;
 }
 
@@ -285,11 +289,10 @@ std::shared_ptr<detail::MpiOp> MpiCommunicator::flat_all_reduce(void* buf, size_
   OpInfo info{what, bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
   if (large(bytes, count))
     return detail::make_ring(engine_, std::move(info), RingKind::AllReduce, dtype, op, nullptr, buf, count, tag,
-                             opt_.segment_bytes);
+                             segment());
   // MPI has no bf16 type: bf16 always takes the framework's algorithms.
   if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16)
-    return detail::make_recursive_doubling(engine_, std::move(info), dtype, op, buf, count, tag,
-                                           opt_.small_piece_bytes);
+    return detail::make_recursive_doubling(engine_, std::move(info), dtype, op, buf, count, tag, piece());
   auto w = std::make_shared<NativeOp>(engine_, std::move(info));
   MPI_Request q = MPI_REQUEST_NULL;
   const int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, static_cast<int>(count), mpi_type(dtype), mpi_op(op), comm_, &q);
@@ -309,7 +312,7 @@ std::shared_ptr<Work> MpiCommunicator::hierarchical_all_reduce(void* buf, size_t
   const auto [o, n] = detail::ring_block(count, intra_->size_, es, intra_->rank_);
   std::byte* own = static_cast<std::byte*>(buf) + o * es;
   const uint32_t t_rs = intra_->next_tag(), t_x = inter_->next_tag(), t_ag = intra_->next_tag();
-  const size_t seg = intra_->large(bytes, count) ? opt_.segment_bytes : opt_.small_piece_bytes;
+  const size_t seg = intra_->large(bytes, count) ? intra_->segment() : intra_->piece();
   MpiCommunicator* intra = intra_.get();
   MpiCommunicator* inter = inter_.get();
   auto intra_info = [=](const char* what) {
@@ -352,6 +355,8 @@ void MpiCommunicator::enable_hierarchy(int host, int local_rank) {
   };
   intra_ = make(host, "intra-host");
   inter_ = make(local_rank, "inter-host");
+  spans_hosts_ = true;
+  inter_->spans_hosts_ = true;
   MT_CHECK(intra_->rank_ == local_rank, "enable_hierarchy on '{}' (rank {}): local rank {} is not the rank's position "
            "among the ranks of its host ({})", name(), rank_, local_rank, intra_->rank_);
 }
@@ -374,7 +379,7 @@ std::shared_ptr<Work> MpiCommunicator::do_ireduce_scatter(const void* send, void
   }
   OpInfo info{"reduce_scatter", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
   if (large(bytes, recv_count) || opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16) {
-    const size_t piece = large(bytes, recv_count) ? opt_.segment_bytes : opt_.small_piece_bytes;
+    const size_t piece = large(bytes, recv_count) ? segment() : this->piece();
     auto w = detail::make_ring(engine_, std::move(info), RingKind::ReduceScatter, dtype, op, send, recv,
                                recv_count, tag, piece);
     engine_->start(w);
@@ -415,7 +420,7 @@ std::shared_ptr<Work> MpiCommunicator::do_iall_gather(const void* send, void* re
       engine_->progress();
       return std::make_shared<CompletedWork>();
     }
-    const size_t piece = large(bytes, send_count) ? opt_.segment_bytes : opt_.small_piece_bytes;
+    const size_t piece = large(bytes, send_count) ? segment() : this->piece();
     auto w = detail::make_ring(engine_, std::move(info), RingKind::AllGather, dtype, ReduceOp::Sum, nullptr, recv,
                                send_count, tag, piece);
     engine_->start(w);

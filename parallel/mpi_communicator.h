@@ -50,11 +50,21 @@ struct MpiCommOptions {
   // Pipeline segment of the ring: a received segment is reduced while it is still in cache.
   size_t segment_bytes = 1u << 20;
   // Hierarchical communicators (enable_hierarchy): all_reduces of fewer bytes stay flat.
-  size_t hier_min_bytes = 0;
+  // Small ones are latency-bound: recursive doubling takes log2(p) steps (with hosts in rank
+  // order, the first ones inside a host), the hierarchical all-reduce one step more.
+  size_t hier_min_bytes = 64u << 10;
+  // Communicators whose ranks span hosts (set_spans_hosts; TCP between them) use these instead
+  // of segment_bytes and small_piece_bytes: below Open MPI's TCP eager limit (64 KiB with its
+  // header), so no message waits for a rendezvous round trip, which on a busy host costs a
+  // scheduling delay of the receiver per message (measured: 1 MiB segments made the ring 1.5x
+  // slower than MPI_Allreduce at 256 KiB - 4 MiB across 2 simulated hosts; 65000 B, faster).
+  size_t net_segment_bytes = 65000;
+  size_t net_piece_bytes = 65000;
 };
 
 // Overrides from the environment (tuning runs): MT_MPI_RING_MIN_BYTES, MT_MPI_SEGMENT_BYTES,
-// MT_MPI_SMALL_PIECE_BYTES, MT_MPI_SMALL_ALGORITHM (framework | library), MT_MPI_HIER_MIN_BYTES.
+// MT_MPI_SMALL_PIECE_BYTES, MT_MPI_SMALL_ALGORITHM (framework | library), MT_MPI_HIER_MIN_BYTES,
+// MT_MPI_NET_SEGMENT_BYTES, MT_MPI_NET_PIECE_BYTES.
 // Every rank must see the same values (mpirun -x).
 MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base = {});
 
@@ -95,6 +105,10 @@ class MpiCommunicator final : public Communicator {
   // algorithms': another summation order). Other collectives stay flat.
   void enable_hierarchy(int host, int local_rank);
   bool hierarchical() const { return intra_ != nullptr; }
+  // The ranks sit on more than one host (hierarchical.h sets it from the host layout): the
+  // flat algorithms then send in net_segment_bytes / net_piece_bytes pieces. Same on all ranks.
+  void set_spans_hosts(bool v) { spans_hosts_ = v; }
+  bool spans_hosts() const { return spans_hosts_; }
   const MpiCommunicator* intra_host() const { return intra_.get(); }  // null unless hierarchical
   const MpiCommunicator* inter_host() const { return inter_.get(); }
 
@@ -130,6 +144,9 @@ class MpiCommunicator final : public Communicator {
   uint64_t tag_seq_ = 0;  // collectives and splits issued so far (the tags); identical on all ranks
   std::shared_ptr<detail::MpiEngine> engine_;
   std::unique_ptr<MpiCommunicator> intra_, inter_;  // enable_hierarchy: same engine
+  bool spans_hosts_ = false;
+  size_t segment() const { return spans_hosts_ ? opt_.net_segment_bytes : opt_.segment_bytes; }
+  size_t piece() const { return spans_hosts_ ? opt_.net_piece_bytes : opt_.small_piece_bytes; }
 };
 
 // Turns an MPI return code into mt::core::Error: "<op> failed: <bytes> bytes of <dtype> on

@@ -41,12 +41,13 @@ struct Opt {
   MpiCommOptions opt;
 };
 std::vector<Opt> options() {
-  MpiCommOptions ring, small;
+  MpiCommOptions dflt, ring, small;
+  dflt.hier_min_bytes = ring.hier_min_bytes = small.hier_min_bytes = 0;  // hierarchical at every size
   ring.ring_min_bytes = 0;  // the ring everywhere, in tiny segments
   ring.segment_bytes = 256;
   small.ring_min_bytes = std::numeric_limits<size_t>::max();  // recursive doubling across hosts
   small.small_piece_bytes = 1000;
-  return {{"default", {}}, {"ring_seg256", ring}, {"rd_pieces1000", small}};
+  return {{"default", dflt}, {"ring_seg256", ring}, {"rd_pieces1000", small}};
 }
 
 // Hosts for enable_hierarchy: pairs of ranks ({0,1} {2,3}), one host, one host per rank.
@@ -89,7 +90,6 @@ void reference_case(Communicator& c, const std::string& tag) {
         const double tol = op == ReduceOp::Max ? 0.0 : (p + 1) * eps * mag;
         if (err > tol) ++bad, worst = std::max(worst, err);
       }
-      if (getenv("HDBG")) fprintf(stderr, "r%d %s %s %s n=%zu\n", r, tag.c_str(), dtype_name(dt), reduce_op_name(op), n);
       EXPECT_EQ(bad, 0u) << tag << " " << dtype_name(dt) << " " << reduce_op_name(op) << " n=" << n
                          << ": worst error " << worst;
       EXPECT_EQ(std::memcmp(x.data(), again.data(), n * sizeof(T)), 0)
@@ -182,7 +182,9 @@ TEST(HierarchicalAllreduce, ClosedFormsEveryDtypeBlockingAndNonblocking) {
 // parallel.fake_hosts through a TimeoutCommunicator, as the trainer configures its dp group,
 // with ops of several sizes in flight at once and waited in different orders.
 TEST(HierarchicalAllreduce, ThroughTimeoutCommunicatorInFlightTogether) {
-  TimeoutCommunicator c(std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "dp"), 60);
+  MpiCommOptions opt;
+  opt.hier_min_bytes = 0;
+  TimeoutCommunicator c(std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "dp", opt), 60);
   const AllreducePlan plan = configure_allreduce(c, "auto", 2);
   EXPECT_EQ(plan.hierarchical, c.size() == 4) << plan.note;
   const int p = c.size(), r = c.rank();
