@@ -4,7 +4,9 @@
 // reduce-scatter + all-gather for large ones; reduce_scatter and all_gather: the ring), or,
 // by option, the library's MPI_Iallreduce / MPI_Ireduce_scatter_block / MPI_Iallgather for
 // small ones; broadcast is MPI_Ibcast and barrier MPI_Ibarrier; send/recv are MPI_Isend /
-// MPI_Irecv on a communicator of their own.
+// MPI_Irecv on a communicator of their own. A communicator whose ranks span hosts sends in
+// pieces below the TCP eager limit (set_spans_hosts) and can run its all_reduce
+// hierarchically (enable_hierarchy; parallel.allreduce, hierarchical.h).
 // Why: Open MPI 4.1's nonblocking collectives (libnbc) run at half the speed of its blocking
 // ones, and all of its collectives allocate a temporary per call, which from 32 MiB is a fresh
 // mmap (~0.4 GB/s first touch here). The framework's algorithms keep their scratch in a pool
