@@ -284,14 +284,14 @@ std::shared_ptr<Work> MpiCommunicator::do_iall_reduce(void* buf, size_t count, D
 }
 
 std::shared_ptr<detail::MpiOp> MpiCommunicator::flat_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op,
-                                                                uint32_t tag, const char* what) {
+                                                                uint32_t tag, const char* what, bool library) {
   const size_t bytes = count * dtype_size(dtype);
   OpInfo info{what, bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
   if (large(bytes, count))
     return detail::make_ring(engine_, std::move(info), RingKind::AllReduce, dtype, op, nullptr, buf, count, tag,
                              segment());
   // MPI has no bf16 type: bf16 always takes the framework's algorithms.
-  if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16)
+  if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16 || !library)
     return detail::make_recursive_doubling(engine_, std::move(info), dtype, op, buf, count, tag, piece());
   auto w = std::make_shared<NativeOp>(engine_, std::move(info));
   MPI_Request q = MPI_REQUEST_NULL;
@@ -325,7 +325,9 @@ std::shared_ptr<Work> MpiCommunicator::hierarchical_all_reduce(void* buf, size_t
   });
   stages.push_back([=, n = n]() -> std::shared_ptr<detail::MpiOp> {
     if (n == 0) return nullptr;  // more local ranks than blocks: this one owns nothing
-    return inter->flat_all_reduce(own, n, dtype, red, t_x, "all_reduce (inter-host)");
+    // (started when the intra-host stage ends, in an order that can differ between ranks when
+    // several all-reduces are in flight: tagged framework algorithms only)
+    return inter->flat_all_reduce(own, n, dtype, red, t_x, "all_reduce (inter-host)", false);
   });
   stages.push_back([=, n = n] {
     if (op == ReduceOp::Avg) divide(dtype, own, n, size_);

@@ -132,8 +132,10 @@ class MpiCommunicator final : public Communicator {
                   std::shared_ptr<detail::MpiEngine> engine);
   bool large(size_t total_bytes, size_t count) const;
   // The flat all-reduce for this size (ring, recursive doubling or the library), not started.
+  // library = false: the framework's algorithms only (their tags keep ops apart; the library's
+  // nonblocking collectives must be issued in the same order on every rank).
   std::shared_ptr<detail::MpiOp> flat_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op, uint32_t tag,
-                                                 const char* what);
+                                                 const char* what, bool library = true);
   std::shared_ptr<Work> hierarchical_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op);
   void dup_p2p();  // p2p_comm_ (collective)
   uint32_t next_tag();
