@@ -9,7 +9,7 @@
 # Why: the numbers for the closing note, reproducible with one command:
 #   MESHTRAIN=build/bin/meshtrain bash tests/multihost/bench_hosts.sh
 # Settings: REPEATS (3), BH_SIZES_MINMAX ("1048576 67108864": sizes from min to max, x4 each),
-# BH_RATE (1gbit), BH_OUT (a temporary directory), BH_BIG (0). Needs root (namespaces).
+# BH_RATE (1gbit), BH_OUT (a temporary directory), BH_BIG (0), BH_LAYOUTS ("1x4 2x2 4x1"). Needs root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 MESHTRAIN=${MESHTRAIN:-$here/../../build/bin/meshtrain}
@@ -22,7 +22,7 @@ mkdir -p "$BH_OUT"
 source "$here/simhosts.sh"
 mh_require
 
-layouts="1x4 2x2 4x1"
+layouts=${BH_LAYOUTS:-"1x4 2x2 4x1"}
 [ "${BH_BIG:-0}" = 1 ] && layouts="$layouts 4x2"
 for layout in $layouts; do
   hosts=${layout%x*} slots=${layout#*x}
