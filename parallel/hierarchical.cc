@@ -105,7 +105,8 @@ AllreducePlan configure_allreduce(Communicator& c, const std::string& mode, int 
   plan.hierarchical = true;
   plan.note = fmt::format("hierarchical: {} x {} ranks (reduce-scatter inside each host, all-reduce of 1/{} across "
                           "hosts, all-gather inside)",
-                          l.hosts, l.max_local, l.max_local);
+                          l.hosts, l.max_local, l.max_local) +
+              (fake_hosts > 0 ? fmt::format(" (parallel.fake_hosts = {})", fake_hosts) : "");
   return plan;
 }
 

@@ -439,7 +439,43 @@ class StagedOp final : public MpiOp {
   std::shared_ptr<MpiOp> cur_;
 };
 
+// Up to `window` operations in flight, in order (mpi_engine.h: make_windowed).
+class WindowedOp final : public MpiOp {
+ public:
+  WindowedOp(std::shared_ptr<MpiEngine> engine, OpInfo info, std::vector<std::shared_ptr<MpiOp>> ops, size_t window)
+      : MpiOp(std::move(engine), std::move(info)), ops_(std::move(ops)), window_(std::max<size_t>(1, window)) {}
+
+ protected:
+  void advance() override {
+    for (;;) {
+      const size_t end = std::min(ops_.size(), first_ + window_);
+      for (size_t i = first_; i < end; ++i) {
+        ops_[i]->step();
+        if (ops_[i]->completed() && ops_[i]->error()) std::rethrow_exception(ops_[i]->error());
+      }
+      const size_t before = first_;
+      while (first_ < ops_.size() && ops_[first_]->completed()) ops_[first_++].reset();
+      if (first_ == ops_.size()) {
+        finish();
+        return;
+      }
+      if (first_ == before) return;  // the oldest is still running: come back on the next progress
+    }
+  }
+  void release() override { ops_.clear(); }
+
+ private:
+  std::vector<std::shared_ptr<MpiOp>> ops_;
+  size_t window_;
+  size_t first_ = 0;  // the oldest operation not yet completed
+};
+
 }  // namespace
+
+std::shared_ptr<MpiOp> make_windowed(std::shared_ptr<MpiEngine> engine, OpInfo info,
+                                     std::vector<std::shared_ptr<MpiOp>> ops, size_t window) {
+  return std::make_shared<WindowedOp>(std::move(engine), std::move(info), std::move(ops), window);
+}
 
 std::pair<size_t, size_t> ring_block(size_t count, int p, size_t es, int b) {
   const size_t bs = ring_block_elems(count, p, es);

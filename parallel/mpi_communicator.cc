@@ -94,6 +94,7 @@ MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base) {
   read("MT_MPI_HIER_MIN_BYTES", base.hier_min_bytes);
   read("MT_MPI_NET_SEGMENT_BYTES", base.net_segment_bytes);
   read("MT_MPI_NET_PIECE_BYTES", base.net_piece_bytes);
+  read("MT_MPI_HIER_CHUNK_BYTES", base.hier_chunk_bytes);
   if (const char* v = std::getenv("MT_MPI_SMALL_ALGORITHM"); v && *v) {
     const std::string a = v;
     MT_CHECK(a == "framework" || a == "library", "MT_MPI_SMALL_ALGORITHM='{}': expected framework or library", a);
@@ -307,6 +308,24 @@ std::shared_ptr<detail::MpiOp> MpiCommunicator::flat_all_reduce(void* buf, size_
 // divided by size() before it is gathered. The tags of all three are drawn now: stages start
 // later, in an order that may differ between ranks when several ops are in flight.
 std::shared_ptr<Work> MpiCommunicator::hierarchical_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  const size_t es = dtype_size(dtype);
+  const size_t chunk = opt_.hier_chunk_bytes / es;
+  std::shared_ptr<detail::MpiOp> w;
+  if (chunk == 0 || count <= chunk) {
+    w = hierarchical_piece(buf, count, dtype, op);
+  } else {  // each chunk an independent hierarchical all-reduce (tags drawn now, in order)
+    std::vector<std::shared_ptr<detail::MpiOp>> pieces;
+    for (size_t o = 0; o < count; o += chunk)
+      pieces.push_back(hierarchical_piece(static_cast<std::byte*>(buf) + o * es, std::min(chunk, count - o), dtype, op));
+    w = detail::make_windowed(
+        engine_, OpInfo{"all_reduce", count * es, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_},
+        std::move(pieces), 2);
+  }
+  engine_->start(w);
+  return w;
+}
+
+std::shared_ptr<detail::MpiOp> MpiCommunicator::hierarchical_piece(void* buf, size_t count, DType dtype, ReduceOp op) {
   const size_t es = dtype_size(dtype), bytes = count * es;
   const ReduceOp red = op == ReduceOp::Max ? ReduceOp::Max : ReduceOp::Sum;
   const auto [o, n] = detail::ring_block(count, intra_->size_, es, intra_->rank_);
@@ -334,11 +353,9 @@ std::shared_ptr<Work> MpiCommunicator::hierarchical_all_reduce(void* buf, size_t
     return detail::make_ring(engine_, intra_info("all_reduce (intra-host all-gather)"), RingKind::AllReduceAG, dtype,
                              red, nullptr, buf, count, t_ag, seg);
   });
-  auto w = detail::make_staged(
+  return detail::make_staged(
       engine_, OpInfo{"all_reduce", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_},
       std::move(stages));
-  engine_->start(w);
-  return w;
 }
 
 void MpiCommunicator::enable_hierarchy(int host, int local_rank) {

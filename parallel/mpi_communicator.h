@@ -55,6 +55,9 @@ struct MpiCommOptions {
   // Small ones are latency-bound: recursive doubling takes log2(p) steps (with hosts in rank
   // order, the first ones inside a host), the hierarchical all-reduce one step more.
   size_t hier_min_bytes = 64u << 10;
+  // ... and larger ones run in chunks of this many bytes, two in flight, so that one chunk
+  // crosses the network while the next is reduced inside the host (0: one piece).
+  size_t hier_chunk_bytes = 4u << 20;
   // Communicators whose ranks span hosts (set_spans_hosts; TCP between them) use these instead
   // of segment_bytes and small_piece_bytes: below Open MPI's TCP eager limit (64 KiB with its
   // header), so no message waits for a rendezvous round trip, which on a busy host costs a
@@ -66,7 +69,7 @@ struct MpiCommOptions {
 
 // Overrides from the environment (tuning runs): MT_MPI_RING_MIN_BYTES, MT_MPI_SEGMENT_BYTES,
 // MT_MPI_SMALL_PIECE_BYTES, MT_MPI_SMALL_ALGORITHM (framework | library), MT_MPI_HIER_MIN_BYTES,
-// MT_MPI_NET_SEGMENT_BYTES, MT_MPI_NET_PIECE_BYTES.
+// MT_MPI_NET_SEGMENT_BYTES, MT_MPI_NET_PIECE_BYTES, MT_MPI_HIER_CHUNK_BYTES.
 // Every rank must see the same values (mpirun -x).
 MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base = {});
 
@@ -137,6 +140,7 @@ class MpiCommunicator final : public Communicator {
   std::shared_ptr<detail::MpiOp> flat_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op, uint32_t tag,
                                                  const char* what, bool library = true);
   std::shared_ptr<Work> hierarchical_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op);
+  std::shared_ptr<detail::MpiOp> hierarchical_piece(void* buf, size_t count, DType dtype, ReduceOp op);
   void dup_p2p();  // p2p_comm_ (collective)
   uint32_t next_tag();
 

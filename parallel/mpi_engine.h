@@ -148,6 +148,11 @@ std::pair<size_t, size_t> ring_block(size_t count, int p, size_t es, int b);
 // caller) and advanced by this op, not by the engine; an error in a stage completes the op.
 std::shared_ptr<MpiOp> make_staged(std::shared_ptr<MpiEngine> engine, OpInfo info,
                                    std::vector<std::function<std::shared_ptr<MpiOp>()>> stages);
+// Operations (not started) run `window` at a time in order, the next one starting when the
+// oldest has completed: the hierarchical all-reduce in chunks, so that one chunk's inter-host
+// stage overlaps the next one's intra-host stages.
+std::shared_ptr<MpiOp> make_windowed(std::shared_ptr<MpiEngine> engine, OpInfo info,
+                                     std::vector<std::shared_ptr<MpiOp>> ops, size_t window);
 std::shared_ptr<MpiOp> make_ring(std::shared_ptr<MpiEngine> engine, OpInfo info, RingKind kind, DType dt, ReduceOp op,
                                  const void* send, void* data, size_t count, uint32_t tag, size_t segment_bytes);
 

@@ -43,7 +43,8 @@ struct Opt {
 std::vector<Opt> options() {
   MpiCommOptions dflt, ring, small, lib;
   dflt.hier_min_bytes = ring.hier_min_bytes = small.hier_min_bytes = lib.hier_min_bytes = 0;  // at every size
-  lib.small_algorithm = SmallAlgorithm::Library;  // (flat ops only: the inter-host stage stays the framework's)
+  lib.small_algorithm = SmallAlgorithm::Library;
+  ring.hier_chunk_bytes = 40000;  // chunks in flight two at a time (sizes not multiples of it)  // (flat ops only: the inter-host stage stays the framework's)
   ring.ring_min_bytes = 0;  // the ring everywhere, in tiny segments
   ring.segment_bytes = 256;
   small.ring_min_bytes = std::numeric_limits<size_t>::max();  // recursive doubling across hosts
@@ -186,6 +187,7 @@ TEST(HierarchicalAllreduce, ClosedFormsEveryDtypeBlockingAndNonblocking) {
 TEST(HierarchicalAllreduce, ThroughTimeoutCommunicatorInFlightTogether) {
   MpiCommOptions opt;
   opt.hier_min_bytes = 0;
+  opt.hier_chunk_bytes = 100000;
   TimeoutCommunicator c(std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "dp", opt), 60);
   const AllreducePlan plan = configure_allreduce(c, "auto", 2);
   EXPECT_EQ(plan.hierarchical, c.size() == 4) << plan.note;
