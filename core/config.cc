@@ -216,6 +216,8 @@ const std::vector<Field>& schema() {
     v.push_back(F<double>("parallel.bucket_mb", MT_REF(parallel, bucket_mb), 0.001, 4096, "gradient bucket size in MiB"));
     v.push_back(F<double>("parallel.timeout_s", MT_REF(parallel, timeout_s), 0.1, 1e9, "seconds a collective may wait before the job is aborted"));
     v.push_back(F<std::string>("parallel.backend", MT_REF(parallel, backend), 0, 0, "communication backend", {"auto", "mpi", "nccl"}));
+    v.push_back(F<std::string>("parallel.allreduce", MT_REF(parallel, allreduce), 0, 0, "data-parallel all-reduce across hosts (MPI backend): hierarchical = reduce-scatter inside each host, all-reduce of 1/ranks-per-host across hosts, all-gather inside; auto = hierarchical when the dp group spans several hosts with the same number (> 1) of its ranks on each, else flat (one host: flat, unchanged)", {"auto", "flat", "hierarchical"}));
+    v.push_back(F<int>("parallel.fake_hosts", MT_REF(parallel, fake_hosts), 0, 1 << 20, "testing: pretend the world's ranks sit on this many hosts (contiguous blocks of ranks) for parallel.allreduce (0 = real host names)"));
     v.push_back(F<std::string>("parallel.grad_reduce_dtype", MT_REF(parallel, grad_reduce_dtype), 0, 0, "dtype of the gradient all-reduce (bf16: CUDA only)", {"fp32", "bf16"}));
     // checkpoint
     v.push_back(F<int>("checkpoint.every", MT_REF(checkpoint, every), 0, 1 << 30, "steps between checkpoints (0 = off)"));

@@ -107,6 +107,8 @@ struct ParallelConfig {
   std::string backend = "auto";  // auto | mpi | nccl
   std::string grad_reduce_dtype = "fp32";  // fp32 | bf16 (CUDA): dtype of the gradient all-reduce
   double timeout_s = 60;       // a collective waiting longer ends the job (hang detection)
+  std::string allreduce = "auto";  // auto | flat | hierarchical: the dp gradient all-reduce (parallel/hierarchical.h)
+  int fake_hosts = 0;          // testing: split the world into this many pretend hosts (0 = real host names)
 };
 
 struct CheckpointConfig {

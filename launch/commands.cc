@@ -34,6 +34,7 @@
 #include "launch/train/trainer.h"
 #include "mt/build_config.h"
 #include "parallel/allreduce_bench.h"
+#include "parallel/hierarchical.h"
 #include "parallel/models/registry.h"
 #include "parallel/timeout_communicator.h"
 
@@ -303,25 +304,49 @@ int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& wor
   opt.max_bytes = a.max_bytes;
   opt.iters = a.iters;
   opt.warmup = a.warmup;
+  opt.rounds = a.rounds;
+  opt.factor = a.factor;
   // "cuda" binds GPU local_rank % (GPUs on the node), as train.device does: get_device("cuda")
   // would put every rank of a node on cuda:0, where NCCL refuses two ranks on one GPU.
   core::Device& dev = core::select_device(a.device, env.local_rank(), env.local_size());
   // Host buffers: the world communicator itself (MPI). Device buffers: the device
   // communicator parallel.backend would give the trainer (NCCL, or host staging over MPI).
-  auto dcomm = parallel::make_device_communicator(world, dev, a.backend);
-  if (!dcomm && a.backend == "nccl")
-    throw core::Error("bench allreduce --backend nccl needs device buffers").with_hint("add --device cuda");
-  parallel::Communicator& comm = dcomm ? *dcomm : world;
-  const auto rows = parallel::run_allreduce_bench(comm, dev, parallel::make_allreduce_baseline(comm), MPI_COMM_WORLD,
-                                                  opt, std::cout);
-  if (world.rank() == 0 && !a.json_out.empty()) {
+  // Each mode on a split of the world (same ranks) configured as parallel.allreduce says
+  // (hierarchical where the hosts allow it; across hosts network-sized pieces), one table each.
+  std::vector<std::string> modes = {a.allreduce};
+  if (a.allreduce == "both") modes = {"flat", "hierarchical"};
+  nlohmann::json tables = nlohmann::json::array();
+  for (const std::string& mode : modes) {
+    std::unique_ptr<parallel::Communicator> split;
+    split = world.split(0, world.rank());  // (the world keeps its settings for the other modes)
+    split->set_name("world/" + mode);
+    const std::string note = parallel::configure_allreduce(*split, mode, a.fake_hosts).note;
+    parallel::Communicator& host = split ? *split : world;
+    auto dcomm = parallel::make_device_communicator(host, dev, a.backend);
+    if (!dcomm && a.backend == "nccl")
+      throw core::Error("bench allreduce --backend nccl needs device buffers").with_hint("add --device cuda");
+    parallel::Communicator& comm = dcomm ? *dcomm : host;
+    if (world.rank() == 0) {
+      std::cout << fmt::format("# parallel.allreduce = {}: {}\n", mode,
+                               dcomm && dcomm->backend_name() == "nccl"
+                                   ? parallel::configure_allreduce(*dcomm, mode).note
+                                   : note);
+      std::cout.flush();
+    }
+    const auto rows = parallel::run_allreduce_bench(comm, dev, parallel::make_allreduce_baseline(comm),
+                                                    MPI_COMM_WORLD, opt, std::cout);
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {
       j.push_back({{"bytes", r.bytes}, {"fw_us", r.fw_us}, {"fw_busbw", r.fw_busbw}, {"raw_us", r.raw_us},
                    {"raw_busbw", r.raw_busbw}, {"ok", r.fw_ok && r.raw_ok}});
     }
-    std::ofstream(a.json_out) << nlohmann::json{{"world", world.size()}, {"backend", comm.backend_name()},
-                                                {"device", dev.name()}, {"rows", j}}
+    tables.push_back({{"allreduce", mode}, {"note", note}, {"backend", comm.backend_name()}, {"rows", j}});
+  }
+  if (world.rank() == 0 && !a.json_out.empty()) {
+    // "rows": the first (or only) mode's, as before; "tables": every mode's
+    std::ofstream(a.json_out) << nlohmann::json{{"world", world.size()}, {"backend", tables[0]["backend"]},
+                                                {"device", dev.name()}, {"rows", tables[0]["rows"]},
+                                                {"tables", tables}}
                                      .dump(2)
                               << "\n";
   }

@@ -35,9 +35,13 @@ struct BenchAllreduceArgs {
   size_t max_bytes = 64u << 20;
   int iters = 20;
   int warmup = 3;
+  int rounds = 5;   // timed rounds per size (the median is reported)
+  int factor = 2;   // size step
   std::string json_out;  // optional: the rows as JSON
   std::string device = "cpu";    // cpu | cuda | cuda:N: where the buffers live ("cuda": GPU local_rank % GPUs)
   std::string backend = "auto";  // auto | mpi | nccl (device buffers: nccl, or mpi = host staging)
+  std::string allreduce = "flat";  // flat | hierarchical | auto | both: the framework side's parallel.allreduce
+  int fake_hosts = 0;              // pretend hosts (parallel.fake_hosts) for hierarchical/auto
 };
 int cmd_bench_allreduce(const BenchAllreduceArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
 

@@ -127,10 +127,21 @@ int main(int argc, char** argv) {
   c_bar->add_option("--max-bytes", bar.max_bytes, "largest message")->capture_default_str();
   c_bar->add_option("--iters", bar.iters, "timed iterations per size")->capture_default_str();
   c_bar->add_option("--warmup", bar.warmup, "warm-up iterations per size")->capture_default_str();
+  c_bar->add_option("--rounds", bar.rounds, "timed rounds per size (the median round is reported)")->capture_default_str();
+  c_bar->add_option("--factor", bar.factor, "size step: bytes x factor")->capture_default_str();
   c_bar->add_option("--json", bar.json_out, "also write the table as JSON here");
   c_bar->add_option("--device", bar.device, "where the buffers live: cpu, cuda (GPU local_rank % GPUs per node), cuda:N")->capture_default_str();
   c_bar->add_option("--backend", bar.backend, "device buffers: nccl, mpi (host staging) or auto")
       ->check(CLI::IsMember({"auto", "mpi", "nccl"}))
+      ->capture_default_str();
+  c_bar->add_option("--allreduce", bar.allreduce,
+                    "the framework's all-reduce: flat, hierarchical, auto (parallel.allreduce) or both (flat, then "
+                    "hierarchical: one table each)")
+      ->check(CLI::IsMember({"flat", "hierarchical", "auto", "both"}))
+      ->capture_default_str();
+  c_bar->add_option("--fake-hosts", bar.fake_hosts,
+                    "testing: pretend the ranks sit on this many hosts (contiguous blocks), as parallel.fake_hosts")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   launch::BenchNetworkArgs bnet;
   auto* c_bnet = c_bench->add_subcommand(

@@ -1,7 +1,8 @@
 // What: the MPI backend's own collective algorithms over MPI_Isend/MPI_Irecv, as state
 // machines the progress engine advances (mpi_engine.h): recursive doubling (RdOp, small
-// all-reduces) and the ring (RingOp: reduce-scatter + all-gather, pipelined in segments),
-// and the element-wise reductions they apply, bf16 included.
+// all-reduces), the ring (RingOp: reduce-scatter + all-gather, pipelined in segments, or
+// either half of an all-reduce), StagedOp (stages one after the other: the hierarchical
+// all-reduce), and the element-wise reductions they apply, bf16 included.
 // Why: Open MPI 4.1's nonblocking collectives run at half the speed of its blocking ones and
 // allocate a temporary per call; these keep their scratch in the engine's pool, pipeline
 // receive + reduce and send small messages in eager-sized pieces. The measurements and the
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 #include <vector>
 
@@ -105,6 +107,12 @@ void divide(DType t, void* p, size_t n, int d) {
 }
 
 namespace {
+
+// Elements per block of the in-place ring layout: ceil(count / p), rounded up to a cache line.
+size_t ring_block_elems(size_t count, int p, size_t es) {
+  const size_t align = std::max<size_t>(1, 64 / es);  // block boundaries on cache lines
+  return ((count + p - 1) / p + align - 1) / align * align;
+}
 
 // Base of the framework's own algorithms over MPI_Isend/MPI_Irecv: posts a step's
 // messages (in pieces, for int counts and pipelining) and keeps its requests.
@@ -260,16 +268,15 @@ class RingOp final : public P2pOp {
         p_(info_.size) {
     left_ = (r_ - 1 + p_) % p_;
     right_ = (r_ + 1) % p_;
-    if (kind_ == Kind::AllReduce) {
-      const size_t align = std::max<size_t>(1, 64 / es_);  // block boundaries on cache lines
-      bs_ = ((count_ + p_ - 1) / p_ + align - 1) / align * align;
+    if (in_place()) {
+      bs_ = ring_block_elems(count_, p_, es_);
       total_ = count_;
     } else {
       bs_ = count_;
       total_ = count_ * p_;
     }
     seg_ = std::max(es_, std::min(segment_bytes, kMaxMessageBytes) / es_ * es_);
-    if (kind_ != Kind::AllGather) {
+    if (kind_ != Kind::AllGather && kind_ != Kind::AllReduceAG) {
       // staging for one block; reduce-scatter (out of place) also needs two accumulators
       const size_t block_bytes = bs_ * es_;
       const size_t n = kind_ == Kind::ReduceScatter && p_ > 2 ? 3 : 1;
@@ -278,7 +285,7 @@ class RingOp final : public P2pOp {
       acc_[0] = staging_ + block_bytes;
       acc_[1] = staging_ + 2 * block_bytes;
     }
-    phase_ = kind_ == Kind::AllGather ? Phase::AllGather : Phase::ReduceScatter;
+    phase_ = kind_ == Kind::AllGather || kind_ == Kind::AllReduceAG ? Phase::AllGather : Phase::ReduceScatter;
   }
 
  protected:
@@ -298,13 +305,15 @@ class RingOp final : public P2pOp {
 
  private:
   enum class Phase { ReduceScatter, AllGather, Done };
+  // The in-place kinds on the all-reduce block layout (all of it, or one of its halves).
+  bool in_place() const { return kind_ == Kind::AllReduce || kind_ == Kind::AllReduceRS || kind_ == Kind::AllReduceAG; }
 
   int mod(int x) const { return ((x % p_) + p_) % p_; }
   size_t off(int b) const { return std::min(total_, static_cast<size_t>(b) * bs_); }
   size_t len(int b) const { return std::min(total_, static_cast<size_t>(b + 1) * bs_) - off(b); }
   // The caller's copy of block b: the reduction's own contribution.
   const std::byte* base(int b) const {
-    return (kind_ == Kind::AllReduce ? data_ : send_) + off(b) * es_;
+    return (in_place() ? data_ : send_) + off(b) * es_;
   }
 
   bool start_step() {
@@ -315,10 +324,10 @@ class RingOp final : public P2pOp {
           return in_step_ = true;
         }
         if (avg_) {  // divide the block this rank owns, before it is gathered
-          if (kind_ == Kind::AllReduce) divide(dt_, data_ + off(r_) * es_, len(r_), p_);
+          if (in_place()) divide(dt_, data_ + off(r_) * es_, len(r_), p_);
           else divide(dt_, data_, count_, p_);
         }
-        phase_ = kind_ == Kind::ReduceScatter ? Phase::Done : Phase::AllGather;
+        phase_ = kind_ == Kind::AllReduce ? Phase::AllGather : Phase::Done;
         step_ = 0;
         continue;
       }
@@ -335,8 +344,8 @@ class RingOp final : public P2pOp {
 
   void post_reduce_scatter_step(int s) {
     const int sb = mod(r_ - s - 1), rb = mod(r_ - s - 2);
-    const std::byte* src = (s == 0 || kind_ == Kind::AllReduce) ? base(sb) : acc_[(s - 1) % 2];
-    if (kind_ == Kind::AllReduce) red_dst_ = data_ + off(rb) * es_;
+    const std::byte* src = (s == 0 || in_place()) ? base(sb) : acc_[(s - 1) % 2];
+    if (in_place()) red_dst_ = data_ + off(rb) * es_;
     else red_dst_ = (s == p_ - 2) ? data_ : acc_[s % 2];
     red_a_ = base(rb);
     red_bytes_ = len(rb) * es_;
@@ -361,7 +370,7 @@ class RingOp final : public P2pOp {
     } else if (!test_all(rreq_)) {
       return false;
     }
-    if (kind_ == Kind::AllReduce) {
+    if (in_place()) {
       // In place, a block this rank sent is overwritten only by its final value, which
       // reaches us only after the receiver of our send has taken its copy: go on without
       // waiting for the sends' completion (the receiver's acknowledgement), finish them last.
@@ -396,7 +405,88 @@ class RingOp final : public P2pOp {
   size_t red_bytes_ = 0;
 };
 
+// Stages one after the other (mpi_engine.h: make_staged).
+class StagedOp final : public MpiOp {
+ public:
+  StagedOp(std::shared_ptr<MpiEngine> engine, OpInfo info, std::vector<std::function<std::shared_ptr<MpiOp>()>> stages)
+      : MpiOp(std::move(engine), std::move(info)), stages_(std::move(stages)) {}
+
+ protected:
+  void advance() override {
+    for (;;) {
+      if (!cur_) {
+        if (next_ == stages_.size()) {
+          finish();
+          return;
+        }
+        cur_ = stages_[next_++]();  // may throw: completes this op with the error
+        if (!cur_) continue;        // nothing to do in this stage (e.g. an empty block)
+      }
+      cur_->step();
+      if (!cur_->completed()) return;
+      if (cur_->error()) std::rethrow_exception(cur_->error());
+      cur_.reset();
+    }
+  }
+  void release() override {  // (a stage that failed is complete: its requests are gone)
+    cur_.reset();
+    stages_.clear();
+  }
+
+ private:
+  std::vector<std::function<std::shared_ptr<MpiOp>()>> stages_;
+  size_t next_ = 0;
+  std::shared_ptr<MpiOp> cur_;
+};
+
+// Up to `window` operations in flight, in order (mpi_engine.h: make_windowed).
+class WindowedOp final : public MpiOp {
+ public:
+  WindowedOp(std::shared_ptr<MpiEngine> engine, OpInfo info, std::vector<std::shared_ptr<MpiOp>> ops, size_t window)
+      : MpiOp(std::move(engine), std::move(info)), ops_(std::move(ops)), window_(std::max<size_t>(1, window)) {}
+
+ protected:
+  void advance() override {
+    for (;;) {
+      const size_t end = std::min(ops_.size(), first_ + window_);
+      for (size_t i = first_; i < end; ++i) {
+        ops_[i]->step();
+        if (ops_[i]->completed() && ops_[i]->error()) std::rethrow_exception(ops_[i]->error());
+      }
+      const size_t before = first_;
+      while (first_ < ops_.size() && ops_[first_]->completed()) ops_[first_++].reset();
+      if (first_ == ops_.size()) {
+        finish();
+        return;
+      }
+      if (first_ == before) return;  // the oldest is still running: come back on the next progress
+    }
+  }
+  void release() override { ops_.clear(); }
+
+ private:
+  std::vector<std::shared_ptr<MpiOp>> ops_;
+  size_t window_;
+  size_t first_ = 0;  // the oldest operation not yet completed
+};
+
 }  // namespace
+
+std::shared_ptr<MpiOp> make_windowed(std::shared_ptr<MpiEngine> engine, OpInfo info,
+                                     std::vector<std::shared_ptr<MpiOp>> ops, size_t window) {
+  return std::make_shared<WindowedOp>(std::move(engine), std::move(info), std::move(ops), window);
+}
+
+std::pair<size_t, size_t> ring_block(size_t count, int p, size_t es, int b) {
+  const size_t bs = ring_block_elems(count, p, es);
+  const size_t o = std::min(count, static_cast<size_t>(b) * bs);
+  return {o, std::min(count, static_cast<size_t>(b + 1) * bs) - o};
+}
+
+std::shared_ptr<MpiOp> make_staged(std::shared_ptr<MpiEngine> engine, OpInfo info,
+                                   std::vector<std::function<std::shared_ptr<MpiOp>()>> stages) {
+  return std::make_shared<StagedOp>(std::move(engine), std::move(info), std::move(stages));
+}
 
 std::shared_ptr<MpiOp> make_recursive_doubling(std::shared_ptr<MpiEngine> engine, OpInfo info, DType dt, ReduceOp op,
                                                void* buf, size_t count, uint32_t tag, size_t piece_bytes) {

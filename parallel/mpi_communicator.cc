@@ -91,14 +91,20 @@ MpiCommOptions mpi_comm_options_from_env(MpiCommOptions base) {
   read("MT_MPI_RING_MIN_BYTES", base.ring_min_bytes);
   read("MT_MPI_SEGMENT_BYTES", base.segment_bytes);
   read("MT_MPI_SMALL_PIECE_BYTES", base.small_piece_bytes);
+  read("MT_MPI_HIER_MIN_BYTES", base.hier_min_bytes);
+  read("MT_MPI_NET_SEGMENT_BYTES", base.net_segment_bytes);
+  read("MT_MPI_NET_PIECE_BYTES", base.net_piece_bytes);
+  read("MT_MPI_HIER_CHUNK_BYTES", base.hier_chunk_bytes);
   if (const char* v = std::getenv("MT_MPI_SMALL_ALGORITHM"); v && *v) {
     const std::string a = v;
     MT_CHECK(a == "framework" || a == "library", "MT_MPI_SMALL_ALGORITHM='{}': expected framework or library", a);
     base.small_algorithm = a == "framework" ? SmallAlgorithm::Framework : SmallAlgorithm::Library;
   }
-  MT_CHECK(base.segment_bytes >= 64 && base.small_piece_bytes >= 64,
-           "MT_MPI_SEGMENT_BYTES and MT_MPI_SMALL_PIECE_BYTES must be at least 64, got {} and {}",
-           base.segment_bytes, base.small_piece_bytes);
+  MT_CHECK(base.segment_bytes >= 64 && base.small_piece_bytes >= 64 && base.net_segment_bytes >= 64 &&
+               base.net_piece_bytes >= 64,
+           "MT_MPI_SEGMENT_BYTES, MT_MPI_SMALL_PIECE_BYTES and their MT_MPI_NET_ forms must be at least 64, got "
+           "{}, {}, {}, {}",
+           base.segment_bytes, base.small_piece_bytes, base.net_segment_bytes, base.net_piece_bytes);
   return base;
 }
 
@@ -242,6 +248,8 @@ MpiCommunicator::~MpiCommunicator() {
   if (const size_t n = engine_->outstanding(comm_); n > 0) {
     // Freeing the communicator under live requests is erroneous; keep it (a leak at exit).
     core::log::warn("communicator '{}' destroyed with {} operation(s) still in flight; not freeing it", name(), n);
+    (void)intra_.release();  // their requests may be in flight too
+    (void)inter_.release();
     return;
   }
   if (p2p_comm_ != MPI_COMM_NULL) MPI_Comm_free(&p2p_comm_);
@@ -270,27 +278,106 @@ std::shared_ptr<Work> MpiCommunicator::do_iall_reduce(void* buf, size_t count, D
     return std::make_shared<CompletedWork>();
   }
   check_buffer(buf, "all_reduce", count, name());
-  OpInfo info{"all_reduce", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
-  if (large(bytes, count)) {
-    auto w = detail::make_ring(engine_, std::move(info), RingKind::AllReduce, dtype, op, nullptr, buf, count, tag,
-                               opt_.segment_bytes);
-    engine_->start(w);
-    return w;
-  }
+  if (intra_ && bytes >= opt_.hier_min_bytes) return hierarchical_all_reduce(buf, count, dtype, op);
+  auto w = flat_all_reduce(buf, count, dtype, op, tag, "all_reduce");
+  engine_->start(w);
+  return w;
+}
+
+std::shared_ptr<detail::MpiOp> MpiCommunicator::flat_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op,
+                                                                uint32_t tag, const char* what, bool library) {
+  const size_t bytes = count * dtype_size(dtype);
+  OpInfo info{what, bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
+  if (large(bytes, count))
+    return detail::make_ring(engine_, std::move(info), RingKind::AllReduce, dtype, op, nullptr, buf, count, tag,
+                             segment());
   // MPI has no bf16 type: bf16 always takes the framework's algorithms.
-  if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16) {
-    auto w = detail::make_recursive_doubling(engine_, std::move(info), dtype, op, buf, count, tag,
-                                             opt_.small_piece_bytes);
-    engine_->start(w);
-    return w;
-  }
+  if (opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16 || !library)
+    return detail::make_recursive_doubling(engine_, std::move(info), dtype, op, buf, count, tag, piece());
   auto w = std::make_shared<NativeOp>(engine_, std::move(info));
   MPI_Request q = MPI_REQUEST_NULL;
   const int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, static_cast<int>(count), mpi_type(dtype), mpi_op(op), comm_, &q);
   w->issue(rc, "MPI_Iallreduce", q);
   if (op == ReduceOp::Avg) w->on_done = [buf, count, dtype, p = size_] { divide(dtype, buf, count, p); };
+  return w;
+}
+
+// reduce-scatter inside the host (the ring's first half on the all-reduce block layout: local
+// rank l ends with block l reduced over its host), all-reduce of block l across hosts (with
+// the flat choice for its size), all-gather inside the host. Avg runs as Sum, the block
+// divided by size() before it is gathered. The tags of all three are drawn now: stages start
+// later, in an order that may differ between ranks when several ops are in flight.
+std::shared_ptr<Work> MpiCommunicator::hierarchical_all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  const size_t es = dtype_size(dtype);
+  const size_t chunk = opt_.hier_chunk_bytes / es;
+  std::shared_ptr<detail::MpiOp> w;
+  if (chunk == 0 || count <= chunk) {
+    w = hierarchical_piece(buf, count, dtype, op);
+  } else {  // each chunk an independent hierarchical all-reduce (tags drawn now, in order)
+    std::vector<std::shared_ptr<detail::MpiOp>> pieces;
+    for (size_t o = 0; o < count; o += chunk)
+      pieces.push_back(hierarchical_piece(static_cast<std::byte*>(buf) + o * es, std::min(chunk, count - o), dtype, op));
+    w = detail::make_windowed(
+        engine_, OpInfo{"all_reduce", count * es, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_},
+        std::move(pieces), 2);
+  }
   engine_->start(w);
   return w;
+}
+
+std::shared_ptr<detail::MpiOp> MpiCommunicator::hierarchical_piece(void* buf, size_t count, DType dtype, ReduceOp op) {
+  const size_t es = dtype_size(dtype), bytes = count * es;
+  const ReduceOp red = op == ReduceOp::Max ? ReduceOp::Max : ReduceOp::Sum;
+  const auto [o, n] = detail::ring_block(count, intra_->size_, es, intra_->rank_);
+  std::byte* own = static_cast<std::byte*>(buf) + o * es;
+  const uint32_t t_rs = intra_->next_tag(), t_x = inter_->next_tag(), t_ag = intra_->next_tag();
+  const size_t seg = intra_->large(bytes, count) ? intra_->segment() : intra_->piece();
+  MpiCommunicator* intra = intra_.get();
+  MpiCommunicator* inter = inter_.get();
+  auto intra_info = [=](const char* what) {
+    return OpInfo{what, bytes, dtype, static_cast<int>(red), -1, intra->name(), intra->rank_, intra->size_, intra->comm_};
+  };
+  std::vector<std::function<std::shared_ptr<detail::MpiOp>()>> stages;
+  stages.push_back([=] {
+    return detail::make_ring(engine_, intra_info("all_reduce (intra-host reduce-scatter)"), RingKind::AllReduceRS,
+                             dtype, red, nullptr, buf, count, t_rs, seg);
+  });
+  stages.push_back([=, n = n]() -> std::shared_ptr<detail::MpiOp> {
+    if (n == 0) return nullptr;  // more local ranks than blocks: this one owns nothing
+    // (started when the intra-host stage ends, in an order that can differ between ranks when
+    // several all-reduces are in flight: tagged framework algorithms only)
+    return inter->flat_all_reduce(own, n, dtype, red, t_x, "all_reduce (inter-host)", false);
+  });
+  stages.push_back([=, n = n] {
+    if (op == ReduceOp::Avg) divide(dtype, own, n, size_);
+    return detail::make_ring(engine_, intra_info("all_reduce (intra-host all-gather)"), RingKind::AllReduceAG, dtype,
+                             red, nullptr, buf, count, t_ag, seg);
+  });
+  return detail::make_staged(
+      engine_, OpInfo{"all_reduce", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_},
+      std::move(stages));
+}
+
+void MpiCommunicator::enable_hierarchy(int host, int local_rank) {
+  MT_CHECK(host >= 0 && local_rank >= 0, "enable_hierarchy on '{}': host {} and local rank {} must be >= 0", name(),
+           host, local_rank);
+  engine_->drain();  // MPI_Comm_split blocks
+  auto make = [&](int color, const char* what) {
+    next_tag();
+    MPI_Comm nc = MPI_COMM_NULL;
+    const int rc = MPI_Comm_split(comm_, color, rank_, &nc);
+    if (rc != MPI_SUCCESS)
+      throw_mpi_error(rc, fmt::format("split into {} groups (MPI_Comm_split)", what), 0,
+                      fmt::format(", color {}", color), name(), rank_, size_);
+    return std::unique_ptr<MpiCommunicator>(
+        new MpiCommunicator(Adopt{}, nc, fmt::format("{}/{}", name(), what), opt_, engine_));
+  };
+  intra_ = make(host, "intra-host");
+  inter_ = make(local_rank, "inter-host");
+  spans_hosts_ = true;
+  inter_->spans_hosts_ = true;
+  MT_CHECK(intra_->rank_ == local_rank, "enable_hierarchy on '{}' (rank {}): local rank {} is not the rank's position "
+           "among the ranks of its host ({})", name(), rank_, local_rank, intra_->rank_);
 }
 
 std::shared_ptr<Work> MpiCommunicator::do_ireduce_scatter(const void* send, void* recv, size_t recv_count,
@@ -311,7 +398,7 @@ std::shared_ptr<Work> MpiCommunicator::do_ireduce_scatter(const void* send, void
   }
   OpInfo info{"reduce_scatter", bytes, dtype, static_cast<int>(op), -1, name(), rank_, size_, comm_};
   if (large(bytes, recv_count) || opt_.small_algorithm == SmallAlgorithm::Framework || dtype == DType::BF16) {
-    const size_t piece = large(bytes, recv_count) ? opt_.segment_bytes : opt_.small_piece_bytes;
+    const size_t piece = large(bytes, recv_count) ? segment() : this->piece();
     auto w = detail::make_ring(engine_, std::move(info), RingKind::ReduceScatter, dtype, op, send, recv,
                                recv_count, tag, piece);
     engine_->start(w);
@@ -352,7 +439,7 @@ std::shared_ptr<Work> MpiCommunicator::do_iall_gather(const void* send, void* re
       engine_->progress();
       return std::make_shared<CompletedWork>();
     }
-    const size_t piece = large(bytes, send_count) ? opt_.segment_bytes : opt_.small_piece_bytes;
+    const size_t piece = large(bytes, send_count) ? segment() : this->piece();
     auto w = detail::make_ring(engine_, std::move(info), RingKind::AllGather, dtype, ReduceOp::Sum, nullptr, recv,
                                send_count, tag, piece);
     engine_->start(w);

@@ -12,8 +12,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -131,8 +133,26 @@ std::shared_ptr<MpiOp> make_recursive_doubling(std::shared_ptr<MpiEngine> engine
 
 // The ring, in segment_bytes pieces. AllReduce: data = buf (count elements), send unused.
 // ReduceScatter: send = p*count elements, data = recv (count). AllGather: data = recv
-// (p*count) with block rank already in place, send unused.
-enum class RingKind { AllReduce, ReduceScatter, AllGather };
+// (p*count) with block rank already in place, send unused. AllReduceRS / AllReduceAG: the
+// two halves of AllReduce on its block layout (ring_block), in place in buf (count elements):
+// after AllReduceRS rank r holds the reduction of block r (others: partial sums); AllReduceAG
+// sends block r to everyone (the hierarchical all-reduce runs its inter-host step between).
+enum class RingKind { AllReduce, ReduceScatter, AllGather, AllReduceRS, AllReduceAG };
+// Block b of the AllReduce layout of `count` elements of es bytes over p ranks: {offset, length}
+// in elements (lengths may differ; the last ones may be 0).
+std::pair<size_t, size_t> ring_block(size_t count, int p, size_t es, int b);
+
+// An operation made of stages run one after the other (the hierarchical all-reduce:
+// reduce-scatter inside the host, all-reduce across hosts, all-gather inside the host). Each
+// stage is created when the previous one has completed (its tags drawn at issue time by the
+// caller) and advanced by this op, not by the engine; an error in a stage completes the op.
+std::shared_ptr<MpiOp> make_staged(std::shared_ptr<MpiEngine> engine, OpInfo info,
+                                   std::vector<std::function<std::shared_ptr<MpiOp>()>> stages);
+// Operations (not started) run `window` at a time in order, the next one starting when the
+// oldest has completed: the hierarchical all-reduce in chunks, so that one chunk's inter-host
+// stage overlaps the next one's intra-host stages.
+std::shared_ptr<MpiOp> make_windowed(std::shared_ptr<MpiEngine> engine, OpInfo info,
+                                     std::vector<std::shared_ptr<MpiOp>> ops, size_t window);
 std::shared_ptr<MpiOp> make_ring(std::shared_ptr<MpiEngine> engine, OpInfo info, RingKind kind, DType dt, ReduceOp op,
                                  const void* send, void* data, size_t count, uint32_t tag, size_t segment_bytes);
 

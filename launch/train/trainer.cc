@@ -14,6 +14,7 @@
 #include "launch/signals.h"
 #include "launch/train/checkpoint_manager.h"
 #include "launch/train/step.h"
+#include "parallel/hierarchical.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/stages.h"
 
@@ -99,6 +100,13 @@ Trainer::Trainer(const core::Config& config, parallel::Communicator& world, core
   // Groups of one rank exchange nothing, so they need none.
   if (dp_ > 1) dp_dev_ = parallel::make_device_communicator(*comms_.dp, *device_, cfg.parallel.backend);
   if (tp_ > 1) tp_dev_ = parallel::make_device_communicator(*comms_.tp, *device_, cfg.parallel.backend);
+  if (dp_ > 1) {  // parallel.allreduce: the host group's all-reduce (staging reduces over it too)
+    const parallel::AllreducePlan plan =
+        dp_dev_ && dp_dev_->backend_name() == "nccl"
+            ? parallel::configure_allreduce(*dp_dev_, cfg.parallel.allreduce)
+            : parallel::configure_allreduce(*comms_.dp, cfg.parallel.allreduce, cfg.parallel.fake_hosts);
+    if (world.rank() == 0) core::log::info("dp all-reduce: {}", plan.note);
+  }
   parallel::Communicator* dp_comm = dp_dev_ ? dp_dev_.get() : comms_.dp.get();
   parallel::Communicator* tp_comm = tp_dev_ ? tp_dev_.get() : comms_.tp.get();
 
