@@ -14,6 +14,7 @@
 #include "launch/signals.h"
 #include "launch/train/checkpoint_manager.h"
 #include "launch/train/step.h"
+#include "parallel/models/accuracy.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/stages.h"
 
@@ -205,6 +206,7 @@ bool Trainer::agree_preemption() {
 
 std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
+  parallel::TopkCounts hits;  // accuracy (parallel/models/accuracy.h): every tp rank's are the same
   core::MemoryScope scope(core::MemCat::Activations);
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
     if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
@@ -215,8 +217,14 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
         micro.push_back({mb.inputs.data(), mb.targets.data(), mb.doc_ids.empty() ? nullptr : mb.doc_ids.data(), mb.B,
                          mb.T});
       int64_t tokens = 0;
-      const double loss = pipe_->forward_only(micro, &tokens);
-      if (model_->stage().head && tp_rank_ == 0) acc[0] += loss, acc[1] += static_cast<double>(tokens);
+      parallel::TopkCounts stage_hits;
+      const double loss = pipe_->forward_only(micro, &tokens, [&](parallel::Model& m) {
+        stage_hits.add(parallel::head_topk_counts(m));
+      });
+      if (model_->stage().head && tp_rank_ == 0) {
+        acc[0] += loss, acc[1] += static_cast<double>(tokens);
+        hits.add(stage_hits);
+      }
       continue;
     }
     // ZeRO-3 gathers blocks in every forward: every dp rank runs as many (padding with empty ones)
@@ -232,14 +240,20 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
       acc[0] += model_->forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T,
                                 mb.doc_ids.empty() ? nullptr : mb.doc_ids.data()) * model_->loss_tokens();
       acc[1] += static_cast<double>(model_->loss_tokens());
+      hits.add(parallel::head_topk_counts(*model_));
     }
   }
+  int64_t counts[3] = {hits.targets, hits.top1, hits.topk};
   if (pipe_) {
     world_.all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+    world_.all_reduce(counts, 3, parallel::DType::I64, parallel::ReduceOp::Sum);
   } else if (dp_ > 1) {
     comms_.dp->all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+    comms_.dp->all_reduce(counts, 3, parallel::DType::I64, parallel::ReduceOp::Sum);
   }
-  return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
+  last_eval_.loss = acc[1] > 0 ? acc[0] / acc[1] : 0.0;
+  last_eval_.targets = counts[0], last_eval_.top1 = counts[1], last_eval_.top5 = counts[2];
+  return last_eval_.loss;
 }
 
 // The allocated categories as the device booked them (core/memory.h: the figures metrics.jsonl's

@@ -71,6 +71,8 @@ class Trainer {
   // The same, or nullopt (on every rank) once any rank has a preemption signal pending and
   // `interruptible` is set (checked before each eval batch: a collective).
   std::optional<double> evaluate_unless_preempted(bool interruptible);
+  // The last completed eval's loss and accuracy counts (eval_acc, eval_acc_top5).
+  const EvalResult& last_eval() const { return last_eval_; }
 
   // Checkpoints (checkpoint_manager.h). save: every rank writes its shard of the
   // state after `steps_done` steps. restore: loads cfg.checkpoint.resume ("auto" = newest
@@ -125,6 +127,7 @@ class Trainer {
   std::unique_ptr<Stepper> stepper_;  // after everything it works on
   std::unique_ptr<CheckpointManager> checkpoints_;  // (likewise)
   TrainState state_;  // carried by checkpoints
+  EvalResult last_eval_;
   // this process's start (the trainer's construction), for the run totals' wall time
   Clock::time_point started_ = Clock::now();
 };
