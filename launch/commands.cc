@@ -412,61 +412,6 @@ int cmd_inspect(const std::string& path) {
   return bad ? 1 : 0;
 }
 
-int cmd_plot(const std::string& run_dir, const std::string& out_dir) {
-  const std::string out = out_dir.empty() ? run_dir : out_dir;
-  std::istringstream in(io::read_file(run_dir + "/metrics.jsonl"));
-  XYSeries train{"train loss", {}, {}}, eval{"eval loss", {}, {}}, lr{"lr", {}, {}}, floor{"entropy floor", {}, {}};
-  const std::string file = run_dir + "/metrics.jsonl";
-  std::string line;
-  int n = 0, line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      if (in.peek() == EOF) {  // the last record, cut short by a crash: the run's own tail
-        log::warn("{}:{}: skipping the last record, cut short (the run was killed mid-write?)", file, line_no);
-        continue;
-      }
-      throw core::Error("not a JSON record").with_file(fmt::format("{}:{}", file, line_no)).with_library(e.what())
-          .with_hint("each line of metrics.jsonl is one JSON object as train writes it; fix or delete this line");
-    }
-    try {
-      const double step = j.value("step", 0.0);
-      if (j.contains("loss")) {
-        train.x.push_back(step + 1);  // after step s, s + 1 steps are done
-        train.y.push_back(j["loss"].get<double>());
-        lr.x.push_back(step + 1);
-        lr.y.push_back(j.value("lr", 0.0));
-        ++n;
-      }
-      if (j.contains("eval_loss")) {
-        eval.x.push_back(step);
-        eval.y.push_back(j["eval_loss"].get<double>());
-        if (j.contains("data_entropy")) {
-          floor.x.push_back(step);
-          floor.y.push_back(j["data_entropy"].get<double>());
-        }
-      }
-    } catch (const nlohmann::json::exception& e) {  // a field of the wrong type ("loss": "x", a non-object)
-      throw core::Error("bad record: step, loss, lr, eval_loss and data_entropy must be numbers")
-          .with_file(fmt::format("{}:{}", file, line_no)).with_library(e.what())
-          .with_hint("each line of metrics.jsonl is one JSON object as train writes it; fix or delete this line");
-    }
-  }
-  if (n == 0) throw core::Error("no step records to plot").with_file(run_dir + "/metrics.jsonl");
-  std::vector<XYSeries> curves{train};
-  if (!eval.x.empty()) curves.push_back(eval);
-  if (!floor.x.empty()) curves.push_back(floor);
-  io::ensure_directory(out);
-  io::write_file_atomic(out + "/loss.svg", svg_xy_chart("loss: " + run_dir, "steps", "loss (nats/token)", curves));
-  io::write_file_atomic(out + "/lr.svg", svg_xy_chart("learning rate", "steps", "lr", {lr}));
-  std::printf("wrote %s/loss.svg and %s/lr.svg (%d steps)\n", out.c_str(), out.c_str(), n);
-  return 0;
-}
-
 int cmd_export(const ExportArgs& a) {
   if (a.format != "hf") throw core::Error(fmt::format("--format {}: the only export format is hf", a.format));
   io::hf::ExportOptions o;

@@ -201,10 +201,12 @@ int main(int argc, char** argv) {
                      "(or its directory); its end-of-text token ends every document");
   c_prep->add_option("--text-key", prep.text_key, "jsonl: the key of each line's text")->capture_default_str();
 
-  std::string plot_dir, plot_out;
-  auto* c_plot = app.add_subcommand("plot", "Render a run's loss and learning-rate curves to SVG");
-  c_plot->add_option("run_dir", plot_dir, "run directory (with metrics.jsonl)")->required();
-  c_plot->add_option("--out", plot_out, "output directory (default: the run directory)");
+  launch::PlotArgs plot;
+  auto* c_plot = app.add_subcommand("plot", "Render runs' loss, learning-rate and accuracy curves to SVG (several runs: "
+                                            "overlaid)");
+  c_plot->add_option("run_dirs", plot.runs, "run directories (with metrics.jsonl)")->required();
+  c_plot->add_option("--out", plot.out, "output directory (default: the first run directory)");
+  c_plot->add_flag("--png", plot.png, "also convert each chart to PNG (needs rsvg-convert: librsvg2-bin)");
 
   bool info_json = false;
   auto* c_info = app.add_subcommand("info", "Print what each rank detected: launcher, ranks, hosts, GPUs, build, versions");
@@ -327,7 +329,7 @@ int main(int argc, char** argv) {
       if (c_prep->parsed()) return launch::run_prep(prep);
       if (c_bdata->parsed()) return launch::cmd_bench_data(bdata);
       if (c_btok->parsed()) return launch::cmd_bench_tokenizer(btok);
-      return c_plot->parsed() ? launch::cmd_plot(plot_dir, plot_out) : launch::cmd_inspect(inspect_path);
+      return c_plot->parsed() ? launch::cmd_plot(plot) : launch::cmd_inspect(inspect_path);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       return 1;

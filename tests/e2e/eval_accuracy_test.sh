@@ -4,6 +4,7 @@
 # exactly, at every eval. With padded documents (data.mode=documents) the masked positions
 # are left out exactly as the loss leaves them out (`meshtrain eval` counts as many targets
 # as the loss); summary.json, TensorBoard and `meshtrain eval` report the same figures.
+# `meshtrain plot` overlays runs with accuracy charts and round ticks.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(train.steps=20 train.eval_every=10 train.log_every=10 model.n_embd=32 model.seq_len=32
@@ -35,6 +36,34 @@ for ref, runs in (("np1", ("tp2", "dp2", "pp2")), ("l1", ("ltp2",))):
 PY
 ls "$WORK"/np1/tb/events.* >/dev/null || fail "no TensorBoard events"
 grep -aq "eval/acc_top5" "$WORK"/np1/tb/events.* || fail "no eval/acc_top5 TensorBoard tag"
+
+# plot: several runs overlay (a legend of their directory names), accuracy beside loss and lr,
+# round tick values
+"$MESHTRAIN" plot "$WORK/np1" "$WORK/tp2" "$WORK/l1" --out "$WORK/plots" > "$WORK/plot.txt"
+grep -q "accuracy.svg (3 runs)" "$WORK/plot.txt" || fail "plot: $(cat "$WORK/plot.txt")"
+python3 - "$WORK/plots" <<'PY'
+import re, sys
+for name in ("loss", "lr", "accuracy"):
+    svg = open(f"{sys.argv[1]}/{name}.svg").read()
+    legend = re.findall(r"class='legend'[^>]*>([^<]*)<", svg)
+    lines = re.findall(r"<polyline class='series' data-name='([^']*)'[^>]*points='([^']*)'", svg)
+    for axis in ("xtick", "ytick"):
+        ticks = [float(t) for t in re.findall(rf"class='{axis}'[^>]*>([^<]*)<", svg)]
+        steps = {round(b - a, 12) for a, b in zip(ticks, ticks[1:])}
+        assert len(ticks) >= 3 and len(steps) == 1, (name, axis, ticks)
+        m = f"{steps.pop():e}".split("e")[0]
+        assert float(m) in (1.0, 2.0, 5.0), (name, axis, ticks)  # 1, 2 or 5 x 10^k
+    if name == "accuracy":
+        assert legend == [f"{r} eval acc (top-{k})" for r in ("np1", "tp2", "l1") for k in (1, 5)], legend
+        assert all(len(p.split()) == 2 for _, p in lines), lines  # the two evals of each run
+    print(f"{name}.svg: {len(lines)} curves, legend {legend[:3]}...")
+PY
+set +e; out=$("$MESHTRAIN" plot "$WORK/np1" --out "$WORK/png" --png 2>&1); rc=$?; set -e
+if command -v rsvg-convert >/dev/null; then
+  [ $rc -eq 0 ] && [ -s "$WORK/png/accuracy.png" ] || fail "plot --png: $out"
+else
+  [ $rc -ne 0 ] && grep -q "needs rsvg-convert" <<< "$out" && [ -s "$WORK/png/accuracy.svg" ] || fail "plot --png without rsvg-convert: $out"
+fi
 
 # documents mode: rows padded past each document's end carry no target
 mkdir -p "$WORK/docs"
