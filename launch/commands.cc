@@ -40,12 +40,10 @@ namespace mt::launch {
 
 namespace log = core::log;
 
-namespace {
-// Shared start of every command that trains: config, log level, threads, banner, and the
-// device this rank computes on (train.device; "cuda" binds GPU local_rank % GPUs per node).
+// Shared start of every command that trains (commands.h).
 core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
                        parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
-                       core::Device** device_out, JobLaunch* job_out = nullptr) {
+                       core::Device** device_out, JobLaunch* job_out) {
   core::Config cfg = core::load_config(config, overrides);
   if (!cfg.model.init_from.empty()) {  // hf:DIR: its config.json is the model section
     cfg.model = io::hf::resolve_model_config(cfg);
@@ -68,7 +66,6 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   *device_out = &device;
   return cfg;
 }
-}  // namespace
 
 namespace {
 // An allocation that did not fit, anywhere in a training run: the measured and the predicted

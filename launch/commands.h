@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/device.h"
 #include "launch/agreed_error.h"
 #include "launch/launch_env.h"
 #include "parallel/communicator.h"
@@ -18,6 +19,13 @@ struct TrainArgs {
   std::vector<std::string> overrides;
 };
 int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
+
+// Shared start of every command that trains: config (with overrides), log level, threads,
+// banner, and the device this rank computes on (train.device; "cuda" binds GPU local_rank %
+// GPUs per node).
+core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
+                       parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
+                       core::Device** device_out, JobLaunch* job_out = nullptr);
 
 struct BenchStepArgs {
   std::string config;

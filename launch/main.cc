@@ -17,6 +17,7 @@
 #include "launch/bench_tokenizer.h"
 #include "launch/dry_run.h"
 #include "launch/infer/eval.h"
+#include "launch/lr_find.h"
 #include "launch/infer/generate.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
@@ -101,6 +102,15 @@ int main(int argc, char** argv) {
 
   auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, sgemm, data, tokenizer, generate, pipeline");
   c_bench->require_subcommand(1);
+  launch::LrFindArgs lrf;
+  auto* c_lrf = app.add_subcommand("lr-find", "Learning-rate range test: lr grows exponentially over the steps from the "
+                                              "initial model; writes the loss-vs-lr curve and suggests optim.lr");
+  c_lrf->add_option("config", lrf.config, "YAML config")->required();
+  c_lrf->add_option("overrides", lrf.overrides, "section.key=value overrides");
+  c_lrf->add_option("--steps", lrf.steps, "steps of the test (default min(100, train.steps); 10 .. train.steps)");
+  c_lrf->add_option("--min-lr", lrf.min_lr, "first step's lr")->capture_default_str();
+  c_lrf->add_option("--max-lr", lrf.max_lr, "last step's lr")->capture_default_str();
+  c_lrf->add_option("--out", lrf.out, "directory for lr_find.csv / .json / .svg (default run.dir)");
   launch::BenchStepArgs bstep;
   auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
   c_bstep->add_option("config", bstep.config, "YAML config")->required();
@@ -351,6 +361,7 @@ int main(int argc, char** argv) {
       if (c_info->parsed()) rc = launch::cmd_info(launch::detect_job(env), info_json);
       else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
+      else if (c_lrf->parsed()) rc = launch::cmd_lr_find(lrf, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);
       else if (c_eval->parsed()) rc = launch::cmd_eval(eval, *world, env);

@@ -179,7 +179,7 @@ void Trainer::verify_identical_init() {
   }
 }
 
-StepStats Trainer::step(int64_t s) { return stepper_->step(s); }
+StepStats Trainer::step(int64_t s, std::optional<double> lr) { return stepper_->step(s, lr); }
 
 void Trainer::save_checkpoint(int64_t steps_done) { checkpoints_->save(steps_done, state_); }
 int64_t Trainer::restore_checkpoint() { return checkpoints_->restore(&state_); }

@@ -64,8 +64,9 @@ class Trainer {
   // Called on rank 0 by run() once the run directory is committed to (after a resume was
   // accepted, when config.yaml is written); cmd_train records the launch there.
   std::function<void()> on_run_start;
-  // One optimizer step (no logging); `step` selects the global batch.
-  StepStats step(int64_t step);
+  // One optimizer step (no logging); `step` selects the global batch; lr: instead of the
+  // schedule's (lr-find).
+  StepStats step(int64_t step, std::optional<double> lr = std::nullopt);
   // Mean loss over the eval set (identical on every rank).
   double evaluate();
   // The same, or nullopt (on every rank) once any rank has a preemption signal pending and
