@@ -72,16 +72,9 @@ LrFindAnalysis analyse_lr_find(const std::vector<double>& lrs, const std::vector
     const double slope = (a.smoothed[hi] - a.smoothed[lo]) / (std::log10(lrs[hi]) - std::log10(lrs[lo]));
     if (slope < best) best = slope, a.steepest = i;
   }
-  a.rule = fmt::format(
-      "the lr of the steepest descent of the smoothed loss (moving average, beta {}) against log10(lr), "
-      "slopes by central differences over +-{} steps, among the steps before the lowest smoothed loss{}",
-      kLrFindBeta, w, kLrFindDivisor != 1.0 ? fmt::format(", divided by {}", kLrFindDivisor) : "");
-  if (a.steepest >= 0) {
-    a.suggested_lr = lrs[static_cast<size_t>(a.steepest)] / kLrFindDivisor;
-  } else if (n > 0) {  // no descent (e.g. too few steps before the minimum): a tenth of the lowest point's lr
-    a.suggested_lr = lrs[static_cast<size_t>(a.min_index)] / 10;
-    a.rule = "no descent found: a tenth of the lr at the lowest smoothed loss";
-  }
+  a.rule = fmt::format("the lr of the lowest smoothed loss (moving average, beta {}) before divergence, divided by {}",
+                       kLrFindBeta, kLrFindDivisor);
+  if (n > 0) a.suggested_lr = lrs[static_cast<size_t>(a.min_index)] / kLrFindDivisor;
   return a;
 }
 
@@ -92,20 +85,20 @@ int cmd_lr_find(const LrFindArgs& a, parallel::Communicator& world, const parall
   const int64_t N = a.steps > 0 ? a.steps : std::min<int64_t>(100, cfg.train.steps);
   constexpr int64_t kMinSteps = 10;
   if (cfg.train.steps < kMinSteps) {
-    throw key_error(cfg, a.config, "train.steps",
+    throw AgreedError(key_error(cfg, a.config, "train.steps",
                     fmt::format("lr-find needs train.steps >= {} (it is {}): the range test runs up to train.steps "
                                 "steps of the run it prepares, at least {} to see a trend",
                                 kMinSteps, cfg.train.steps, kMinSteps),
                     fmt::format("set train.steps=100 (or more) for the test, e.g. `meshtrain lr-find {} train.steps=100`",
-                                a.config));
+                                a.config)));
   }
   if (N < kMinSteps || N > cfg.train.steps) {
-    throw key_error(cfg, a.config, "train.steps",
+    throw AgreedError(key_error(cfg, a.config, "train.steps",
                     fmt::format("lr-find --steps {} is outside [{}, train.steps = {}]", N, kMinSteps, cfg.train.steps),
-                    "pass --steps between 10 and train.steps, or raise train.steps");
+                    "pass --steps between 10 and train.steps, or raise train.steps"));
   }
   if (!(a.min_lr > 0) || !(a.max_lr > a.min_lr)) {
-    throw core::Error(fmt::format("lr-find needs 0 < --min-lr < --max-lr (got {} and {})", a.min_lr, a.max_lr));
+    throw AgreedError(core::Error(fmt::format("lr-find needs 0 < --min-lr < --max-lr (got {} and {})", a.min_lr, a.max_lr)));
   }
   // the range test's own schedule: no warm-up, no decay (the steps' lr is passed in); a
   // diverging lr is expected, so a non-finite gradient skips the update instead of stopping
@@ -132,6 +125,9 @@ int cmd_lr_find(const LrFindArgs& a, parallel::Communicator& world, const parall
     if (lr_find_diverged(losses)) break;
   }
   const LrFindAnalysis an = analyse_lr_find(lrs, losses);
+  if (an.diverged_at == 0)
+    throw AgreedError(core::Error(fmt::format("lr-find: the loss is not finite at the first step (lr {:.3g})", a.min_lr))
+                          .with_hint("lower --min-lr"));
   if (!leader) return 0;
   io::ensure_directory(out);
   std::ostringstream csv;
@@ -142,6 +138,7 @@ int cmd_lr_find(const LrFindArgs& a, parallel::Communicator& world, const parall
                    {"min_lr", a.min_lr}, {"max_lr", a.max_lr},
                    {"lowest_smoothed_loss", an.smoothed[static_cast<size_t>(an.min_index)]},
                    {"lowest_at_lr", lrs[static_cast<size_t>(an.min_index)]},
+                   {"steepest_lr", an.steepest >= 0 ? nlohmann::json(lrs[static_cast<size_t>(an.steepest)]) : nlohmann::json()},
                    {"diverged_at_step", an.diverged_at >= 0 ? nlohmann::json(an.diverged_at) : nlohmann::json()}};
   io::write_file_atomic(out + "/lr_find.json", j.dump(2) + "\n");
   XYSeries raw{"loss", lrs, losses}, sm{"smoothed loss", lrs, an.smoothed}, mark{"suggested lr", {}, {}};
@@ -158,8 +155,12 @@ int cmd_lr_find(const LrFindArgs& a, parallel::Communicator& world, const parall
                                                 kLrFindDiverge).c_str()
                                   : " (no divergence)",
               an.smoothed[static_cast<size_t>(an.min_index)], lrs[static_cast<size_t>(an.min_index)]);
-  std::printf("suggested optim.lr = %.3g\n  rule: %s\n  wrote %s/lr_find.csv, lr_find.json, lr_find.svg\n",
-              an.suggested_lr, an.rule.c_str(), out.c_str());
+  std::printf("suggested optim.lr = %.3g\n  rule: %s%s\n  wrote %s/lr_find.csv, lr_find.json, lr_find.svg\n",
+              an.suggested_lr, an.rule.c_str(),
+              an.steepest >= 0 ? fmt::format("\n  (steepest descent of the smoothed loss vs log10(lr): lr {:.3g}, a "
+                                             "more conservative choice)", lrs[static_cast<size_t>(an.steepest)]).c_str()
+                               : "",
+              out.c_str());
   std::fflush(stdout);
   return 0;
 }

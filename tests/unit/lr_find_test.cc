@@ -1,5 +1,6 @@
 // The lr range test's analysis (launch/lr_find.h): divergence at 4x the lowest smoothed loss
-// (or a non-finite loss), the suggestion at the steepest descent before the lowest point.
+// (or a non-finite loss), the suggestion a third of the lowest smoothed point's lr, the
+// steepest descent before it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,20 +23,24 @@ void curve(int N, double lr0, double lr_blow, std::vector<double>* lrs, std::vec
   }
 }
 
-TEST(LrFind, SteepestDescentBeforeTheMinimum) {
+TEST(LrFind, ThirdOfTheLowestPointAndTheSteepestDescent) {
   std::vector<double> lrs, losses;
   curve(100, 1e-3, 1e-1, &lrs, &losses);
   const LrFindAnalysis a = analyse_lr_find(lrs, losses);
-  ASSERT_GE(a.steepest, 0);
-  EXPECT_LE(a.steepest, a.min_index);
   EXPECT_GE(a.diverged_at, 0);  // the explosion
   EXPECT_GT(lrs[static_cast<size_t>(a.diverged_at)], 1e-1);
-  // the moving average lags ~beta / (1 - beta) steps: the steepest smoothed point is within
-  // a decade above the true one
-  EXPECT_GT(a.suggested_lr, 1e-3 / 1.5);
-  EXPECT_LT(a.suggested_lr, 1e-2);
-  EXPECT_LT(a.suggested_lr, lrs[static_cast<size_t>(a.min_index)]);
-  EXPECT_NE(a.rule.find("steepest"), std::string::npos);
+  // the lowest point: just before the explosion (the moving average lags a few steps)
+  EXPECT_GT(lrs[static_cast<size_t>(a.min_index)], 3e-2);
+  EXPECT_LT(lrs[static_cast<size_t>(a.min_index)], 3e-1);
+  for (int64_t i = 0; i < a.diverged_at; ++i) EXPECT_GE(a.smoothed[static_cast<size_t>(i)], a.smoothed[static_cast<size_t>(a.min_index)]);
+  EXPECT_DOUBLE_EQ(a.suggested_lr, lrs[static_cast<size_t>(a.min_index)] / 3);
+  // the steepest descent: within a decade above the true one (the moving average's lag)
+  ASSERT_GE(a.steepest, 0);
+  EXPECT_LE(a.steepest, a.min_index);
+  EXPECT_GT(lrs[static_cast<size_t>(a.steepest)], 1e-3 / 1.5);
+  EXPECT_LT(lrs[static_cast<size_t>(a.steepest)], 1e-2);
+  EXPECT_NE(a.rule.find("lowest smoothed loss"), std::string::npos);
+  EXPECT_NE(a.rule.find("divided by 3"), std::string::npos);
 }
 
 TEST(LrFind, DivergenceAtFourTimesTheLowest) {
@@ -47,12 +52,12 @@ TEST(LrFind, DivergenceAtFourTimesTheLowest) {
   EXPECT_TRUE(lr_find_diverged({2.0, 1.0, NAN}));
 }
 
-TEST(LrFind, NoDescentFallsBackToATenthOfTheLowest) {
+TEST(LrFind, NoDescentStillSuggests) {
   const std::vector<double> lrs = {1e-4, 1e-3, 1e-2}, losses = {1.0, 1.1, 1.2};
   const LrFindAnalysis a = analyse_lr_find(lrs, losses);
   EXPECT_EQ(a.steepest, -1);
-  EXPECT_DOUBLE_EQ(a.suggested_lr, 1e-5);
-  EXPECT_NE(a.rule.find("no descent"), std::string::npos);
+  EXPECT_EQ(a.min_index, 0);
+  EXPECT_DOUBLE_EQ(a.suggested_lr, 1e-4 / 3);
 }
 
 }  // namespace
