@@ -146,9 +146,11 @@ int cmd_lr_find(const LrFindArgs& a, parallel::Communicator& world, const parall
   mark.x = {an.suggested_lr, an.suggested_lr};
   mark.y = {*lo, std::isfinite(*hi) ? *hi : *lo};
   mark.dashed = true;
+  XYOptions log_lr;
+  log_lr.log_x = true;
   io::write_file_atomic(out + "/lr_find.svg",
                         svg_xy_chart("lr range test: " + a.config, "learning rate (log scale)", "loss (nats/token)",
-                                     {raw, sm, mark}, {.log_x = true}));
+                                     {raw, sm, mark}, log_lr));
   std::printf("lr-find: %zu steps, lr %.3g .. %.3g%s; lowest smoothed loss %.4f at lr %.3g\n", lrs.size(), lrs.front(),
               lrs.back(),
               an.diverged_at >= 0 ? fmt::format(" (diverged at step {}: smoothed loss > {}x its lowest)", an.diverged_at,

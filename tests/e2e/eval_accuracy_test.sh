@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Eval accuracy (eval_acc, eval_acc_top5) is counted on vocabulary-sliced logits without
-# gathering them: the hit counts at tp 2, dp 2 and pp 2 (and Llama at tp 2) equal np 1's
+# gathering them: the hit counts at tp 2 (with and without sequence parallelism), dp 2 and
+# pp 2 (and Llama at tp 2) equal np 1's
 # exactly, at every eval. With padded documents (data.mode=documents) the masked positions
 # are left out exactly as the loss leaves them out (`meshtrain eval` counts as many targets
 # as the loss); summary.json, TensorBoard and `meshtrain eval` report the same figures.
@@ -13,6 +14,7 @@ common=(train.steps=20 train.eval_every=10 train.log_every=10 model.n_embd=32 mo
 mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.tp=2 run.dir="$WORK/tp2" >/dev/null 2>&1
 mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.dp=2 run.dir="$WORK/dp2" >/dev/null 2>&1
 mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.pp=2 run.dir="$WORK/pp2" >/dev/null 2>&1
+mpi -np 2 "$MESHTRAIN" train "$CFG" "${common[@]}" parallel.tp=2 parallel.sp=true run.dir="$WORK/sp2" >/dev/null 2>&1
 LCFG="$MT_SOURCE_DIR/examples/llama-tiny.yaml"
 "$MESHTRAIN" train "$LCFG" "${common[@]}" run.dir="$WORK/l1" >/dev/null 2>&1
 mpi -np 2 "$MESHTRAIN" train "$LCFG" "${common[@]}" parallel.tp=2 run.dir="$WORK/ltp2" >/dev/null 2>&1
@@ -23,7 +25,7 @@ w = sys.argv[1]
 def evals(r):
     return [(j["step"], j["eval_targets"], j["eval_top1_hits"], j["eval_top5_hits"], j["eval_acc"], j["eval_acc_top5"])
             for j in map(json.loads, open(f"{w}/{r}/metrics.jsonl")) if "eval_loss" in j]
-for ref, runs in (("np1", ("tp2", "dp2", "pp2")), ("l1", ("ltp2",))):
+for ref, runs in (("np1", ("tp2", "dp2", "pp2", "sp2")), ("l1", ("ltp2",))):
     a = evals(ref)
     assert len(a) == 2 and all(e[1] == 8 * 32 * 4 for e in a), a  # 4 eval batches of 8 x 32 targets
     assert all(0 < e[2] <= e[3] < e[1] and e[4] == e[2] / e[1] for e in a), a

@@ -57,7 +57,9 @@ TEST(XYChart, TicksAndLegendInTheSvg) {
   const std::string svg = svg_xy_chart("acc", "steps", "accuracy", {s});
   EXPECT_NE(svg.find(">0.3</text>"), std::string::npos);
   EXPECT_NE(svg.find(">run-a eval acc</text>"), std::string::npos);
-  const std::string lg = svg_xy_chart("lr", "lr", "loss", {{"a<b", {1e-5, 1e-2}, {3, 2}}}, {.log_x = true});
+  XYOptions log_x;
+  log_x.log_x = true;
+  const std::string lg = svg_xy_chart("lr", "lr", "loss", {{"a<b", {1e-5, 1e-2}, {3, 2}}}, log_x);
   EXPECT_NE(lg.find(">1e-05</text>"), std::string::npos);
   EXPECT_NE(lg.find(">0.01</text>"), std::string::npos);
   EXPECT_NE(lg.find("a&lt;b"), std::string::npos);
