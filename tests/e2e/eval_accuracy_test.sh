@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Eval accuracy (eval_acc, eval_acc_top5) is counted on vocabulary-sliced logits without
 # gathering them: the hit counts at tp 2 (with and without sequence parallelism), dp 2 and
-# pp 2 (and Llama at tp 2) equal np 1's
-# exactly, at every eval. With padded documents (data.mode=documents) the masked positions
-# are left out exactly as the loss leaves them out (`meshtrain eval` counts as many targets
-# as the loss); summary.json, TensorBoard and `meshtrain eval` report the same figures.
+# pp 2 (and Llama at tp 2) equal np 1's exactly, at every eval. With padded documents
+# (data.mode=documents) the masked positions are left out exactly as the loss leaves them
+# out (`meshtrain eval` counts as many targets as the loss); summary.json, TensorBoard and `meshtrain eval` report the same figures.
 # `meshtrain plot` overlays runs with accuracy charts and round ticks.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
