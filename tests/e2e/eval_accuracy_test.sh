@@ -3,8 +3,9 @@
 # gathering them: the hit counts at tp 2 (with and without sequence parallelism), dp 2 and
 # pp 2 (and Llama at tp 2) equal np 1's exactly, at every eval. With padded documents
 # (data.mode=documents) the masked positions are left out exactly as the loss leaves them
-# out (`meshtrain eval` counts as many targets as the loss); summary.json, TensorBoard and `meshtrain eval` report the same figures.
-# `meshtrain plot` overlays runs with accuracy charts and round ticks.
+# out (`meshtrain eval` counts as many targets as the loss); summary.json, TensorBoard and
+# `meshtrain eval` report the same figures. `meshtrain plot` overlays runs with accuracy
+# charts and round ticks.
 source "$(dirname "$0")/lib.sh"
 CFG="$MT_SOURCE_DIR/examples/tiny.yaml"
 common=(train.steps=20 train.eval_every=10 train.log_every=10 model.n_embd=32 model.seq_len=32
