@@ -83,8 +83,8 @@ int cmd_eval(const EvalArgs& a, parallel::Communicator& world, const parallel::M
     if (!a.json_out.empty()) {
       nlohmann::json j{{"source", im.source}, {"data", data->describe()}, {"split", a.split}, {"loss", loss},
                        {"perplexity", ppl}, {"eval_acc", acc1}, {"eval_acc_top5", acc5},
-                       {"top1_hits", hits.top1}, {"top5_hits", hits.topk}, {"tokens", static_cast<int64_t>(acc[1])}, {"batches", batches},
-                       {"tp", im.tp()}, {"seconds", secs}};
+                       {"top1_hits", hits.top1}, {"top5_hits", hits.topk}, {"tokens", static_cast<int64_t>(acc[1])},
+                       {"batches", batches}, {"tp", im.tp()}, {"seconds", secs}};
       std::ofstream(a.json_out) << j.dump(2) << "\n";
     }
   }

@@ -82,20 +82,26 @@ TopkCounts head_topk_counts(Model& m, int k) {
   core::Device& dev = m.device();
   const int64_t local = h.N * h.Vl;
   m.tp().host_wait();
-  std::vector<float> host(static_cast<size_t>(local));
-  if (m.working_dtype() == core::DType::F32) {
-    dev.copy(host.data(), h.data, host.size() * sizeof(float));
-  } else {
-    core::Tensor f32 = core::Tensor::empty({local}, core::DType::F32, dev);
-    m.ops().cast(f32.raw(), core::DType::F32, h.data, m.working_dtype(), local);
-    dev.copy(host.data(), f32.raw(), host.size() * sizeof(float));
+  // the logit slice as fp32 on the host: read in place on the CPU in fp32, else a copy
+  std::vector<float> host;
+  const float* rows = static_cast<const float*>(h.data);
+  if (dev.kind() != core::DeviceKind::CPU || m.working_dtype() != core::DType::F32) {
+    host.resize(static_cast<size_t>(local));
+    if (m.working_dtype() == core::DType::F32) {
+      dev.copy(host.data(), h.data, host.size() * sizeof(float));
+    } else {
+      core::Tensor f32 = core::Tensor::empty({local}, core::DType::F32, dev);
+      m.ops().cast(f32.raw(), core::DType::F32, h.data, m.working_dtype(), local);
+      dev.copy(host.data(), f32.raw(), host.size() * sizeof(float));
+    }
+    rows = host.data();
   }
   // this rank's candidates: (N, k) values then (N, k) ids (their bits in float slots: an
   // all-gather moves bytes unchanged)
   const int64_t nk = h.N * k;
   std::vector<float> mine(static_cast<size_t>(2 * nk));
   std::vector<int32_t> ids(static_cast<size_t>(nk));
-  local_topk(host.data(), h.N, h.Vl, h.v_start, h.v_valid, k, mine.data(), ids.data());
+  local_topk(rows, h.N, h.Vl, h.v_start, h.v_valid, k, mine.data(), ids.data());
   std::memcpy(mine.data() + nk, ids.data(), static_cast<size_t>(nk) * sizeof(int32_t));
   const int tp = m.tp().size();
   if (tp == 1) return count_topk_hits(mine.data(), ids.data(), 1, h.N, k, targets.data());
