@@ -42,12 +42,10 @@ namespace mt::launch {
 
 namespace log = core::log;
 
-namespace {
-// Shared start of every command that trains: config, log level, threads, banner, and the
-// device this rank computes on (train.device; "cuda" binds GPU local_rank % GPUs per node).
+// Shared start of every command that trains (commands.h).
 core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
                        parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
-                       core::Device** device_out, JobLaunch* job_out = nullptr) {
+                       core::Device** device_out, JobLaunch* job_out) {
   core::Config cfg = core::load_config(config, overrides);
   if (!cfg.model.init_from.empty()) {  // hf:DIR: its config.json is the model section
     cfg.model = io::hf::resolve_model_config(cfg);
@@ -77,7 +75,6 @@ core::Config start_run(const std::string& config, const std::vector<std::string>
   *device_out = &device;
   return cfg;
 }
-}  // namespace
 
 namespace {
 // An allocation that did not fit, anywhere in a training run: the measured and the predicted
@@ -443,61 +440,6 @@ int cmd_inspect(const std::string& path) {
     bad += !problem.empty();
   }
   return bad ? 1 : 0;
-}
-
-int cmd_plot(const std::string& run_dir, const std::string& out_dir) {
-  const std::string out = out_dir.empty() ? run_dir : out_dir;
-  std::istringstream in(io::read_file(run_dir + "/metrics.jsonl"));
-  XYSeries train{"train loss", {}, {}}, eval{"eval loss", {}, {}}, lr{"lr", {}, {}}, floor{"entropy floor", {}, {}};
-  const std::string file = run_dir + "/metrics.jsonl";
-  std::string line;
-  int n = 0, line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      if (in.peek() == EOF) {  // the last record, cut short by a crash: the run's own tail
-        log::warn("{}:{}: skipping the last record, cut short (the run was killed mid-write?)", file, line_no);
-        continue;
-      }
-      throw core::Error("not a JSON record").with_file(fmt::format("{}:{}", file, line_no)).with_library(e.what())
-          .with_hint("each line of metrics.jsonl is one JSON object as train writes it; fix or delete this line");
-    }
-    try {
-      const double step = j.value("step", 0.0);
-      if (j.contains("loss")) {
-        train.x.push_back(step + 1);  // after step s, s + 1 steps are done
-        train.y.push_back(j["loss"].get<double>());
-        lr.x.push_back(step + 1);
-        lr.y.push_back(j.value("lr", 0.0));
-        ++n;
-      }
-      if (j.contains("eval_loss")) {
-        eval.x.push_back(step);
-        eval.y.push_back(j["eval_loss"].get<double>());
-        if (j.contains("data_entropy")) {
-          floor.x.push_back(step);
-          floor.y.push_back(j["data_entropy"].get<double>());
-        }
-      }
-    } catch (const nlohmann::json::exception& e) {  // a field of the wrong type ("loss": "x", a non-object)
-      throw core::Error("bad record: step, loss, lr, eval_loss and data_entropy must be numbers")
-          .with_file(fmt::format("{}:{}", file, line_no)).with_library(e.what())
-          .with_hint("each line of metrics.jsonl is one JSON object as train writes it; fix or delete this line");
-    }
-  }
-  if (n == 0) throw core::Error("no step records to plot").with_file(run_dir + "/metrics.jsonl");
-  std::vector<XYSeries> curves{train};
-  if (!eval.x.empty()) curves.push_back(eval);
-  if (!floor.x.empty()) curves.push_back(floor);
-  io::ensure_directory(out);
-  io::write_file_atomic(out + "/loss.svg", svg_xy_chart("loss: " + run_dir, "steps", "loss (nats/token)", curves));
-  io::write_file_atomic(out + "/lr.svg", svg_xy_chart("learning rate", "steps", "lr", {lr}));
-  std::printf("wrote %s/loss.svg and %s/lr.svg (%d steps)\n", out.c_str(), out.c_str(), n);
-  return 0;
 }
 
 int cmd_export(const ExportArgs& a) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/device.h"
 #include "launch/agreed_error.h"
 #include "launch/launch_env.h"
 #include "parallel/communicator.h"
@@ -18,6 +19,13 @@ struct TrainArgs {
   std::vector<std::string> overrides;
 };
 int cmd_train(const TrainArgs& a, parallel::Communicator& world, const parallel::MpiEnv& env);
+
+// Shared start of every command that trains: config (with overrides), log level, threads,
+// banner, and the device this rank computes on (train.device; "cuda" binds GPU local_rank %
+// GPUs per node).
+core::Config start_run(const std::string& config, const std::vector<std::string>& overrides,
+                       parallel::Communicator& world, const parallel::MpiEnv& env, int* threads_out,
+                       core::Device** device_out, JobLaunch* job_out = nullptr);
 
 struct BenchStepArgs {
   std::string config;
@@ -51,9 +59,19 @@ int cmd_bench_sgemm(int threads, parallel::Communicator& world, const parallel::
 // checkpoints) and verifies every shard's checksum. Returns 0 if all verify, 1 otherwise.
 int cmd_inspect(const std::string& path);
 
-// Renders <run_dir>/metrics.jsonl as loss.svg (train and eval loss, the data's entropy floor
-// when known) and lr.svg in `out_dir` (default: the run directory).
-int cmd_plot(const std::string& run_dir, const std::string& out_dir);
+// `plot RUN [RUN...] [--out DIR] [--png]` (plot_cmd.cc): each run's metrics.jsonl as
+// loss.svg (train and eval loss, the data's entropy floor when known), lr.svg and, when the
+// runs recorded it, accuracy.svg (eval_acc, eval_acc_top5), in `out` (default: the first
+// run's directory); several runs overlay with a legend of their directory names. png: also a
+// .png of each (rsvg-convert; a clear error when it is missing).
+struct PlotArgs {
+  std::vector<std::string> runs;
+  std::string out;
+  bool png = false;
+};
+int cmd_plot(const PlotArgs& a);
+// <name>.svg -> <name>.png with rsvg-convert; throws, with the package to install, without it.
+void svg_to_png(const std::string& svg);
 
 // `export CHECKPOINT --format hf --out DIR [--max-shard-size 5GB] [--dtype float32|bfloat16]
 // [--force]`: a checkpoint of any layout as a Hugging Face model directory (io/hf/hf_export.h).

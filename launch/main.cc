@@ -17,6 +17,7 @@
 #include "launch/bench_tokenizer.h"
 #include "launch/dry_run.h"
 #include "launch/infer/eval.h"
+#include "launch/lr_find.h"
 #include "launch/infer/generate.h"
 #include "launch/blas_env.h"
 #include "launch/commands.h"
@@ -103,6 +104,15 @@ int main(int argc, char** argv) {
 
   auto* c_bench = app.add_subcommand("bench", "Benchmarks: step, allreduce, network, sgemm, data, tokenizer, generate, pipeline");
   c_bench->require_subcommand(1);
+  launch::LrFindArgs lrf;
+  auto* c_lrf = app.add_subcommand("lr-find", "Learning-rate range test: lr grows exponentially over the steps from the "
+                                              "initial model; writes the loss-vs-lr curve and suggests optim.lr");
+  c_lrf->add_option("config", lrf.config, "YAML config")->required();
+  c_lrf->add_option("overrides", lrf.overrides, "section.key=value overrides");
+  c_lrf->add_option("--steps", lrf.steps, "steps of the test (default min(100, train.steps); 10 .. train.steps)");
+  c_lrf->add_option("--min-lr", lrf.min_lr, "first step's lr")->capture_default_str();
+  c_lrf->add_option("--max-lr", lrf.max_lr, "last step's lr")->capture_default_str();
+  c_lrf->add_option("--out", lrf.out, "directory for lr_find.csv / .json / .svg (default run.dir)");
   launch::BenchStepArgs bstep;
   auto* c_bstep = c_bench->add_subcommand("step", "Time forward+backward+update: bench step CONFIG [key=value ...]");
   c_bstep->add_option("config", bstep.config, "YAML config")->required();
@@ -234,10 +244,12 @@ int main(int argc, char** argv) {
                      "(or its directory); its end-of-text token ends every document");
   c_prep->add_option("--text-key", prep.text_key, "jsonl: the key of each line's text")->capture_default_str();
 
-  std::string plot_dir, plot_out;
-  auto* c_plot = app.add_subcommand("plot", "Render a run's loss and learning-rate curves to SVG");
-  c_plot->add_option("run_dir", plot_dir, "run directory (with metrics.jsonl)")->required();
-  c_plot->add_option("--out", plot_out, "output directory (default: the run directory)");
+  launch::PlotArgs plot;
+  auto* c_plot = app.add_subcommand("plot", "Render runs' loss, learning-rate and accuracy curves to SVG (several runs: "
+                                            "overlaid)");
+  c_plot->add_option("run_dirs", plot.runs, "run directories (with metrics.jsonl)")->required();
+  c_plot->add_option("--out", plot.out, "output directory (default: the first run directory)");
+  c_plot->add_flag("--png", plot.png, "also convert each chart to PNG (needs rsvg-convert: librsvg2-bin)");
 
   bool info_json = false;
   auto* c_info = app.add_subcommand("info", "Print what each rank detected: launcher, ranks, hosts, GPUs, build, versions");
@@ -375,7 +387,7 @@ int main(int argc, char** argv) {
       if (c_prep->parsed()) return launch::run_prep(prep);
       if (c_bdata->parsed()) return launch::cmd_bench_data(bdata);
       if (c_btok->parsed()) return launch::cmd_bench_tokenizer(btok);
-      return c_plot->parsed() ? launch::cmd_plot(plot_dir, plot_out) : launch::cmd_inspect(inspect_path);
+      return c_plot->parsed() ? launch::cmd_plot(plot) : launch::cmd_inspect(inspect_path);
     } catch (const std::exception& e) {
       core::log::error("{}", e.what());
       return 1;
@@ -402,6 +414,7 @@ int main(int argc, char** argv) {
         rc = launch::cmd_info(job, info_json);
       } else if (c_train->parsed()) rc = launch::cmd_train(train, *world, env);
       else if (c_bstep->parsed()) rc = launch::cmd_bench_step(bstep, *world, env);
+      else if (c_lrf->parsed()) rc = launch::cmd_lr_find(lrf, *world, env);
       else if (c_bar->parsed()) rc = launch::cmd_bench_allreduce(bar, *world, env);
       else if (c_bnet->parsed()) rc = launch::cmd_bench_network(bnet, *world);
       else if (c_bsgemm->parsed()) rc = launch::cmd_bench_sgemm(sgemm_threads, *world, env);

@@ -10,19 +10,26 @@
 namespace mt::launch {
 
 namespace {
-const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"};
+const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+constexpr size_t kNColors = sizeof(kColors) / sizeof(kColors[0]);
 
-// "150000", "2.5", "0.0003": whole numbers in full, the rest with 4 significant digits
-std::string tick_label(double v) {
-  if (std::fabs(v) < 1e9 && std::fabs(v - std::round(v)) < 1e-9 * std::max(1.0, std::fabs(v))) {
-    return fmt::format("{:.0f}", v);
+// Text for XML (run directory names in legends).
+std::string xml_escape(const std::string& t) {
+  std::string r;
+  for (char c : t) {
+    if (c == '<') r += "&lt;";
+    else if (c == '>') r += "&gt;";
+    else if (c == '&') r += "&amp;";
+    else if (c == '\'') r += "&apos;";
+    else r += c;
   }
-  return fmt::format("{:.4g}", v);
+  return r;
 }
 
-// Frame, title, axis label and horizontal grid with tick values from ymin to ymax.
-void frame(std::ostringstream& o, double W, double H, double L, double T, double pw, double ph, const std::string& title,
-           const std::string& ylabel, double ymin, double ymax) {
+// Frame, title and axis label; frame() adds a horizontal grid of 5 ticks from ymin to ymax.
+void frame_box(std::ostringstream& o, double W, double H, double L, double T, double pw, double ph,
+               const std::string& title, const std::string& ylabel) {
   o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
     << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
     << "<text x='" << W / 2 << "' y='20' text-anchor='middle' font-size='14'>" << title << "</text>\n"
@@ -30,6 +37,10 @@ void frame(std::ostringstream& o, double W, double H, double L, double T, double
     << "<line x1='" << L << "' y1='" << T << "' x2='" << L << "' y2='" << T + ph << "' stroke='black'/>\n"
     << "<text x='15' y='" << T + ph / 2 << "' transform='rotate(-90 15 " << T + ph / 2
     << ")' text-anchor='middle'>" << ylabel << "</text>\n";
+}
+void frame(std::ostringstream& o, double W, double H, double L, double T, double pw, double ph, const std::string& title,
+           const std::string& ylabel, double ymin, double ymax) {
+  frame_box(o, W, H, L, T, pw, ph, title, ylabel);
   for (int k = 0; k <= 4; ++k) {
     const double v = ymin + (ymax - ymin) * k / 4, y = T + ph - (v - ymin) / (ymax - ymin) * ph;
     o << "<text x='" << L - 5 << "' y='" << y + 4 << "' text-anchor='end'>" << tick_label(v) << "</text>\n"
@@ -45,9 +56,9 @@ double nice_top(double v) {
   }
   return 40 * mag;
 }
-void legend(std::ostringstream& o, double x, double T, size_t s, const std::string& name) {
-  o << "<rect x='" << x << "' y='" << T + 18 * s << "' width='12' height='12' fill='" << kColors[s % 4] << "'/>"
-    << "<text x='" << x + 18 << "' y='" << T + 18 * s + 10 << "'>" << name << "</text>\n";
+void legend(std::ostringstream& o, double x, double T, size_t s, const std::string& name, size_t color) {
+  o << "<rect x='" << x << "' y='" << T + 18 * s << "' width='12' height='12' fill='" << kColors[color % kNColors] << "'/>"
+    << "<text class='legend' x='" << x + 18 << "' y='" << T + 18 * s + 10 << "'>" << xml_escape(name) << "</text>\n";
 }
 }  // namespace
 
@@ -69,7 +80,7 @@ std::string svg_chart(const std::string& title, const std::vector<std::string>& 
     o << "<text x='" << L + step * (i + 0.5) << "' y='" << T + ph + 18 << "' text-anchor='middle'>" << labels[i] << "</text>\n";
   }
   for (size_t s = 0; s < series.size(); ++s) {
-    const char* col = kColors[s % 4];
+    const char* col = kColors[s % kNColors];
     if (stacked) {
       for (size_t i = 0; i < labels.size(); ++i) {
         double base = 0;
@@ -85,42 +96,91 @@ std::string svg_chart(const std::string& title, const std::vector<std::string>& 
       for (size_t i = 0; i < labels.size(); ++i)
         o << "<circle cx='" << L + step * (i + 0.5) << "' cy='" << y(series[s].second[i]) << "' r='3' fill='" << col << "'/>\n";
     }
-    legend(o, W - R + 10, T, s, series[s].first);
+    legend(o, W - R + 10, T, s, series[s].first, s);
   }
   o << "</svg>\n";
   return o.str();
 }
 
+std::string tick_label(double v) {
+  if (v == 0) return "0";
+  if (std::fabs(v) < 1e9 && std::fabs(v - std::round(v)) < 1e-9 * std::max(1.0, std::fabs(v))) {
+    return fmt::format("{:.0f}", v);
+  }
+  return fmt::format("{:.6g}", v);  // the ticks are round: 6 digits drop only float noise
+}
+
+NiceAxis nice_axis(double lo, double hi, bool log, int target) {
+  NiceAxis a;
+  if (log) {
+    if (!(lo > 0)) lo = hi > 0 ? hi / 10 : 1;
+    if (!(hi >= lo)) hi = lo;
+    const int k0 = static_cast<int>(std::floor(std::log10(lo) + 1e-9));
+    int k1 = static_cast<int>(std::ceil(std::log10(hi) - 1e-9));
+    if (k1 <= k0) k1 = k0 + 1;
+    for (int k = k0; k <= k1; ++k) a.ticks.push_back(std::pow(10.0, k));
+    a.lo = a.ticks.front(), a.hi = a.ticks.back();
+    return a;
+  }
+  if (!(hi > lo)) {  // one value (or none): a range around it
+    const double m = std::fabs(lo) > 0 ? std::pow(10.0, std::floor(std::log10(std::fabs(lo)))) : 1.0;
+    lo -= m, hi += m;
+  }
+  const double raw = (hi - lo) / std::max(1, target), mag = std::pow(10.0, std::floor(std::log10(raw)));
+  // the round step nearest the raw one (Heckbert's "nice numbers")
+  const double m = raw / mag;
+  const double step = (m < 1.5 ? 1.0 : m < 3.0 ? 2.0 : m < 7.0 ? 5.0 : 10.0) * mag;
+  const long long i0 = static_cast<long long>(std::floor(lo / step + 1e-9));
+  const long long i1 = static_cast<long long>(std::ceil(hi / step - 1e-9));
+  for (long long i = i0; i <= i1; ++i) {
+    // a multiple of the step, rounded to the step's precision (0.1 * 3 = 0.30000000000000004)
+    const double v = static_cast<double>(i) * step;
+    a.ticks.push_back(std::round(v / mag) * mag);
+  }
+  a.lo = a.ticks.front(), a.hi = a.ticks.back();
+  return a;
+}
+
 std::string svg_xy_chart(const std::string& title, const std::string& xlabel, const std::string& ylabel,
-                         const std::vector<XYSeries>& series) {
-  const double W = 720, H = 400, L = 70, R = 170, T = 40, B = 60;
+                         const std::vector<XYSeries>& series, const XYOptions& opt) {
+  const double W = 760, H = 420, L = 80, R = 210, T = 40, B = 60;
+  const auto usable = [&](double x, double y) {
+    return std::isfinite(x) && std::isfinite(y) && (!opt.log_x || x > 0) && (!opt.log_y || y > 0);
+  };
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
   for (const auto& s : series)
     for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.y[i])) continue;
+      if (!usable(s.x[i], s.y[i])) continue;
       xmin = std::min(xmin, s.x[i]), xmax = std::max(xmax, s.x[i]);
       ymin = std::min(ymin, s.y[i]), ymax = std::max(ymax, s.y[i]);
     }
-  if (!(xmax > xmin)) xmin = 0, xmax = std::max(1.0, xmax);
-  if (!(ymax > ymin)) ymin = 0, ymax = std::max(1.0, ymax);
-  const double pad = 0.05 * (ymax - ymin);
-  ymin -= pad, ymax += pad;
+  if (!std::isfinite(xmin)) xmin = xmax = opt.log_x ? 1 : 0;
+  if (!std::isfinite(ymin)) ymin = ymax = opt.log_y ? 1 : 0;
+  const NiceAxis ax = nice_axis(xmin, xmax, opt.log_x, 6), ay = nice_axis(ymin, ymax, opt.log_y, 5);
   const double pw = W - L - R, ph = H - T - B;
-  auto X = [&](double v) { return L + (v - xmin) / (xmax - xmin) * pw; };
-  auto Y = [&](double v) { return T + ph - (v - ymin) / (ymax - ymin) * ph; };
+  const auto pos = [](double v, const NiceAxis& a, bool log) {
+    return log ? (std::log10(v) - std::log10(a.lo)) / (std::log10(a.hi) - std::log10(a.lo)) : (v - a.lo) / (a.hi - a.lo);
+  };
+  auto X = [&](double v) { return L + pos(v, ax, opt.log_x) * pw; };
+  auto Y = [&](double v) { return T + ph - pos(v, ay, opt.log_y) * ph; };
   std::ostringstream o;
-  frame(o, W, H, L, T, pw, ph, title, ylabel, ymin, ymax);
-  for (int k = 0; k <= 4; ++k) {
-    const double v = xmin + (xmax - xmin) * k / 4;
-    o << "<text x='" << X(v) << "' y='" << T + ph + 18 << "' text-anchor='middle'>" << fmt::format("{:.4g}", v) << "</text>\n";
-  }
+  frame_box(o, W, H, L, T, pw, ph, title, ylabel);
+  for (double v : ay.ticks)
+    o << "<text class='ytick' x='" << L - 5 << "' y='" << Y(v) + 4 << "' text-anchor='end'>" << tick_label(v) << "</text>\n"
+      << "<line x1='" << L << "' y1='" << Y(v) << "' x2='" << L + pw << "' y2='" << Y(v) << "' stroke='#ddd'/>\n";
+  for (double v : ax.ticks)
+    o << "<text class='xtick' x='" << X(v) << "' y='" << T + ph + 18 << "' text-anchor='middle'>" << tick_label(v)
+      << "</text>\n<line x1='" << X(v) << "' y1='" << T + ph << "' x2='" << X(v) << "' y2='" << T + ph + 4
+      << "' stroke='black'/>\n";
   o << "<text x='" << L + pw / 2 << "' y='" << H - 15 << "' text-anchor='middle'>" << xlabel << "</text>\n";
   for (size_t s = 0; s < series.size(); ++s) {
-    o << "<polyline fill='none' stroke='" << kColors[s % 4] << "' stroke-width='1.5' points='";
+    const size_t col = series[s].color >= 0 ? static_cast<size_t>(series[s].color) : s;
+    o << "<polyline class='series' data-name='" << xml_escape(series[s].name) << "' fill='none' stroke='" << kColors[col % kNColors]
+      << "' stroke-width='1.5'" << (series[s].dashed ? " stroke-dasharray='6,3'" : "") << " points='";
     for (size_t i = 0; i < series[s].x.size(); ++i)
-      if (std::isfinite(series[s].y[i])) o << X(series[s].x[i]) << "," << Y(series[s].y[i]) << " ";
+      if (usable(series[s].x[i], series[s].y[i])) o << X(series[s].x[i]) << "," << Y(series[s].y[i]) << " ";
     o << "'/>\n";
-    legend(o, W - R + 10, T, s, series[s].name);
+    legend(o, W - R + 10, T, s, series[s].name, col);
   }
   o << "</svg>\n";
   return o.str();

@@ -16,6 +16,7 @@
 #include "launch/infer/load_model.h"
 #include "launch/launch_env.h"
 #include "launch/train/train_util.h"
+#include "parallel/models/accuracy.h"
 
 namespace mt::launch {
 
@@ -53,6 +54,7 @@ int cmd_eval(const EvalArgs& a, parallel::Communicator& world, const parallel::M
 
   const auto t0 = std::chrono::steady_clock::now();
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
+  parallel::TopkCounts hits;  // eval_acc / eval_acc_top5 (parallel/models/accuracy.h)
   io::Batch eval_batch;
   for (int64_t k = 0; k < batches; ++k) {
     const io::Batch* b = &eval_batch;
@@ -64,20 +66,25 @@ int cmd_eval(const EvalArgs& a, parallel::Communicator& world, const parallel::M
                                             mb.doc_ids.empty() ? nullptr : mb.doc_ids.data());
       acc[0] += loss * static_cast<double>(im.model->loss_tokens());
       acc[1] += static_cast<double>(im.model->loss_tokens());
+      hits.add(parallel::head_topk_counts(*im.model));
     }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double loss = acc[1] > 0 ? acc[0] / acc[1] : 0.0;
   const double ppl = std::exp(loss);
+  const auto frac = [&](int64_t n) { return hits.targets > 0 ? static_cast<double>(n) / hits.targets : 0.0; };
+  const double acc1 = frac(hits.top1), acc5 = frac(hits.topk);
   if (world.rank() == 0) {
-    std::printf("eval %s split of %s: loss %.6f  perplexity %.4f  (%lld target tokens, %lld batches, %.1f s)\n",
-                a.split.c_str(), data->describe().c_str(), loss, ppl, static_cast<long long>(acc[1]),
+    std::printf("eval %s split of %s: loss %.6f  perplexity %.4f  acc %.4f  acc_top5 %.4f  (%lld target tokens, "
+                "%lld batches, %.1f s)\n",
+                a.split.c_str(), data->describe().c_str(), loss, ppl, acc1, acc5, static_cast<long long>(acc[1]),
                 static_cast<long long>(batches), secs);
     std::fflush(stdout);
     if (!a.json_out.empty()) {
       nlohmann::json j{{"source", im.source}, {"data", data->describe()}, {"split", a.split}, {"loss", loss},
-                       {"perplexity", ppl}, {"tokens", static_cast<int64_t>(acc[1])}, {"batches", batches},
-                       {"tp", im.tp()}, {"seconds", secs}};
+                       {"perplexity", ppl}, {"eval_acc", acc1}, {"eval_acc_top5", acc5},
+                       {"top1_hits", hits.top1}, {"top5_hits", hits.topk}, {"tokens", static_cast<int64_t>(acc[1])},
+                       {"batches", batches}, {"tp", im.tp()}, {"seconds", secs}};
       std::ofstream(a.json_out) << j.dump(2) << "\n";
     }
   }

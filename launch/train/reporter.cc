@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -133,16 +134,41 @@ void Reporter::skipped(int64_t steps_done, int64_t skipped_so_far) const {
   if (leader_) log::warn("step {}: non-finite gradient norm, update skipped ({} so far)", steps_done, skipped_so_far);
 }
 
-void Reporter::eval(int64_t s, double ev) {
+void Reporter::eval(int64_t s, const EvalResult& e) {
   if (!leader_) return;
   const auto& floor = facts_.entropy_floor;
-  nlohmann::json j{{"step", s}, {"eval_loss", ev}};
+  const double ev = e.loss;
+  nlohmann::json j{{"step", s}, {"eval_loss", ev}, {"eval_acc", e.acc()}, {"eval_acc_top5", e.acc_top5()},
+                   {"eval_targets", e.targets}, {"eval_top1_hits", e.top1}, {"eval_top5_hits", e.top5}};
   if (floor) j["data_entropy"] = *floor;
   metrics_.write(j);
   tb_.scalar("eval/loss", s, static_cast<float>(ev));
+  tb_.scalar("eval/acc", s, static_cast<float>(e.acc()));
+  tb_.scalar("eval/acc_top5", s, static_cast<float>(e.acc_top5()));
+  tb_.flush();
   end_progress_line();
-  log::info("eval step {:>6} | eval_loss {:.4f}{}", s, ev,
+  log::info("eval step {:>6} | eval_loss {:.4f} | eval_acc {:.4f} | eval_acc_top5 {:.4f}{}", s, ev, e.acc(),
+            e.acc_top5(),
             floor ? fmt::format(" | data_entropy {:.4f} | gap {:+.1f}%", *floor, 100.0 * (ev / *floor - 1.0)) : "");
+}
+
+// The highest eval_acc of the run's metrics.jsonl (resumes included: the file keeps the
+// records up to the checkpoint), null when it has none.
+nlohmann::json Reporter::best_eval_acc() const {
+  nlohmann::json best;
+  std::string text;
+  try {
+    text = io::read_file(cfg_.run.dir + "/metrics.jsonl");
+  } catch (const std::exception&) {
+    return best;
+  }
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("eval_acc") || !j["eval_acc"].is_number()) continue;
+    if (best.is_null() || j["eval_acc"].get<double>() > best.get<double>()) best = j["eval_acc"];
+  }
+  return best;
 }
 
 void Reporter::eval_abandoned(int64_t s) const {
@@ -185,6 +211,10 @@ void Reporter::summary(const TrainSummary& sum, const std::vector<int64_t>& chec
                    {"param_checksums", hex},
                    {"final_eval_loss", sum.final_eval_loss ? nlohmann::json(*sum.final_eval_loss) : nlohmann::json()},
                    {"data_entropy", floor ? nlohmann::json(*floor) : nlohmann::json()},
+                   {"final_eval_acc", sum.final_eval ? nlohmann::json(sum.final_eval->acc()) : nlohmann::json()},
+                   {"final_eval_acc_top5",
+                    sum.final_eval ? nlohmann::json(sum.final_eval->acc_top5()) : nlohmann::json()},
+                   {"best_eval_acc", best_eval_acc()},
                    {"tokens_per_s", sum.tokens_per_s},
                    {"wall_s", sum.wall_s},
                    {"tokens", totals.tokens},
@@ -211,8 +241,9 @@ void Reporter::summary(const TrainSummary& sum, const std::vector<int64_t>& chec
     j["mem"]["peak_per_rank"] = peaks;
   }
   io::write_file_atomic(cfg_.run.dir + "/summary.json", j.dump(2) + "\n");
-  log::info("done: {} steps in {:.1f} s | final loss {:.4f} | eval loss {:.4f}{} | {:.0f} tok/s | {}",
+  log::info("done: {} steps in {:.1f} s | final loss {:.4f} | eval loss {:.4f} | eval acc {:.4f}{} | {:.0f} tok/s | {}",
             sum.steps_done, sum.wall_s, sum.final_loss, sum.final_eval_loss.value_or(NAN),
+            sum.final_eval ? sum.final_eval->acc() : NAN,
             floor ? fmt::format(" | data_entropy {:.4f} (gap {:+.1f}%)", *floor,
                                 100.0 * (sum.final_eval_loss.value_or(NAN) / *floor - 1.0))
                   : "",

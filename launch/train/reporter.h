@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/config.h"
 #include "io/loader.h"
 #include "io/metrics.h"
@@ -62,7 +64,7 @@ class Reporter {
   // and the progress line. process_train_ms: this process's step time so far (for the ETA).
   void step(const StepStats& st, double process_train_ms);
   void skipped(int64_t steps_done, int64_t skipped_so_far) const;
-  void eval(int64_t steps_done, double eval_loss);
+  void eval(int64_t steps_done, const EvalResult& ev);
   void eval_abandoned(int64_t steps_done) const;
   void early_stop(int evals_without_gain) const;
   void preempted(int64_t steps_done, bool last) const;
@@ -77,6 +79,7 @@ class Reporter {
                const ProcessFigures& process, const std::vector<core::MemoryBreakdown>& mem);
 
  private:
+  nlohmann::json best_eval_acc() const;  // summary.json's best_eval_acc (metrics.jsonl's highest)
   const core::Config& cfg_;
   const bool leader_;
   const bool live_;  // the progress line with ETA (a terminal, not mpirun's pty; rank 0)

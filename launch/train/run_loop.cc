@@ -247,8 +247,9 @@ class RunLoop {
     }
     const double ev = *res;
     sum_.final_eval_loss = ev;
+    sum_.final_eval = t_.last_eval();
     last_eval_step_ = at;
-    reporter_.eval(at, ev);
+    reporter_.eval(at, t_.last_eval());
     if (ev < state_.best_eval - tc_.early_stop_min_delta) {
       state_.best_eval = ev;
       state_.evals_without_gain = 0;

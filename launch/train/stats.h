@@ -39,10 +39,20 @@ struct StepStats {
   std::vector<PipeStageStats> pp;  // per pipeline stage (empty without a pipeline)
 };
 
+// One eval (Trainer::evaluate): the mean loss and the exact counts behind the accuracy
+// (parallel/models/accuracy.h), identical on every rank.
+struct EvalResult {
+  double loss = 0;
+  int64_t targets = 0, top1 = 0, top5 = 0;  // positions with a target; hits
+  double acc() const { return targets > 0 ? static_cast<double>(top1) / static_cast<double>(targets) : 0.0; }
+  double acc_top5() const { return targets > 0 ? static_cast<double>(top5) / static_cast<double>(targets) : 0.0; }
+};
+
 struct TrainSummary {
   int64_t steps_done = 0;
   double final_loss = 0;
   std::optional<double> final_eval_loss;
+  std::optional<EvalResult> final_eval;
   std::optional<double> data_entropy;
   double tokens_per_s = 0, wall_s = 0;
   bool early_stopped = false;

@@ -49,7 +49,7 @@ Stepper::Stepper(const StepParts& parts) : p_(parts) {
                                        core::DType::F64, p_.device);
 }
 
-StepStats Stepper::step(int64_t s) {
+StepStats Stepper::step(int64_t s, std::optional<double> lr) {
   const auto t0 = Clock::now();
   const double tp_blocked0 = tp_blocked_s();
   StepStats st;
@@ -68,7 +68,7 @@ StepStats Stepper::step(int64_t s) {
   if (p_.pipe) st.pp = pipeline_stats();
   p_.faults.before_norm(s, p_.device, owned_.front().grads);
   st.grad_norm = std::sqrt(grad_sumsq());  // identical on every rank
-  st.lr = parallel::learning_rate(p_.cfg.optim, s, p_.cfg.train.steps);
+  st.lr = lr ? *lr : parallel::learning_rate(p_.cfg.optim, s, p_.cfg.train.steps);
   st.skipped = !std::isfinite(st.grad_norm);
   if (st.skipped && p_.cfg.train.nonfinite == "stop") {
     throw core::Error(fmt::format("non-finite gradient norm at step {}; stopping with the last checkpoint kept", s))

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -58,7 +59,8 @@ class Stepper {
 
   // One optimizer step (no logging); `step` selects the global batch. Throws on a non-finite
   // gradient norm under train.nonfinite=stop; under skip the update is dropped and reported.
-  StepStats step(int64_t step);
+  // lr: this step's learning rate instead of the schedule's (meshtrain lr-find).
+  StepStats step(int64_t step, std::optional<double> lr = std::nullopt);
 
  private:
   // Forward and backward over this replica's micro-batches; the gradient sync starts on the

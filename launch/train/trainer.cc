@@ -15,6 +15,7 @@
 #include "launch/train/checkpoint_manager.h"
 #include "launch/train/step.h"
 #include "parallel/hierarchical.h"
+#include "parallel/models/accuracy.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/stages.h"
 
@@ -190,7 +191,7 @@ void Trainer::verify_identical_init() {
   }
 }
 
-StepStats Trainer::step(int64_t s) { return stepper_->step(s); }
+StepStats Trainer::step(int64_t s, std::optional<double> lr) { return stepper_->step(s, lr); }
 
 void Trainer::save_checkpoint(int64_t steps_done) { checkpoints_->save(steps_done, state_); }
 int64_t Trainer::restore_checkpoint() { return checkpoints_->restore(&state_); }
@@ -217,6 +218,7 @@ bool Trainer::agree_preemption() {
 
 std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
   double acc[2] = {0, 0};  // sum of token losses, tokens with a target
+  parallel::TopkCounts hits;  // accuracy (parallel/models/accuracy.h): every tp rank's are the same
   core::MemoryScope scope(core::MemCat::Activations);
   for (int64_t k = 0; k < cfg_.train.eval_batches; ++k) {
     if (interruptible && agree_preemption()) return std::nullopt;  // every rank at the same batch
@@ -227,8 +229,14 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
         micro.push_back({mb.inputs.data(), mb.targets.data(), mb.doc_ids.empty() ? nullptr : mb.doc_ids.data(), mb.B,
                          mb.T});
       int64_t tokens = 0;
-      const double loss = pipe_->forward_only(micro, &tokens);
-      if (model_->stage().head && tp_rank_ == 0) acc[0] += loss, acc[1] += static_cast<double>(tokens);
+      parallel::TopkCounts stage_hits;
+      const double loss = pipe_->forward_only(micro, &tokens, [&](parallel::Model& m) {
+        stage_hits.add(parallel::head_topk_counts(m));
+      });
+      if (model_->stage().head && tp_rank_ == 0) {
+        acc[0] += loss, acc[1] += static_cast<double>(tokens);
+        hits.add(stage_hits);
+      }
       continue;
     }
     // ZeRO-3 gathers blocks in every forward: every dp rank runs as many (padding with empty ones)
@@ -244,14 +252,20 @@ std::optional<double> Trainer::evaluate_unless_preempted(bool interruptible) {
       acc[0] += model_->forward(mb.inputs.data(), mb.targets.data(), mb.B, mb.T,
                                 mb.doc_ids.empty() ? nullptr : mb.doc_ids.data()) * model_->loss_tokens();
       acc[1] += static_cast<double>(model_->loss_tokens());
+      hits.add(parallel::head_topk_counts(*model_));
     }
   }
+  int64_t counts[3] = {hits.targets, hits.top1, hits.topk};
   if (pipe_) {
     world_.all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+    world_.all_reduce(counts, 3, parallel::DType::I64, parallel::ReduceOp::Sum);
   } else if (dp_ > 1) {
     comms_.dp->all_reduce(acc, 2, parallel::DType::F64, parallel::ReduceOp::Sum);
+    comms_.dp->all_reduce(counts, 3, parallel::DType::I64, parallel::ReduceOp::Sum);
   }
-  return acc[1] > 0 ? acc[0] / acc[1] : 0.0;
+  last_eval_.loss = acc[1] > 0 ? acc[0] / acc[1] : 0.0;
+  last_eval_.targets = counts[0], last_eval_.top1 = counts[1], last_eval_.top5 = counts[2];
+  return last_eval_.loss;
 }
 
 // The allocated categories as the device booked them (core/memory.h: the figures metrics.jsonl's

@@ -65,13 +65,16 @@ class Trainer {
   // Called on rank 0 by run() once the run directory is committed to (after a resume was
   // accepted, when config.yaml is written); cmd_train records the launch there.
   std::function<void()> on_run_start;
-  // One optimizer step (no logging); `step` selects the global batch.
-  StepStats step(int64_t step);
+  // One optimizer step (no logging); `step` selects the global batch; lr: instead of the
+  // schedule's (lr-find).
+  StepStats step(int64_t step, std::optional<double> lr = std::nullopt);
   // Mean loss over the eval set (identical on every rank).
   double evaluate();
   // The same, or nullopt (on every rank) once any rank has a preemption signal pending and
   // `interruptible` is set (checked before each eval batch: a collective).
   std::optional<double> evaluate_unless_preempted(bool interruptible);
+  // The last completed eval's loss and accuracy counts (eval_acc, eval_acc_top5).
+  const EvalResult& last_eval() const { return last_eval_; }
 
   // Checkpoints (checkpoint_manager.h). save: every rank writes its shard of the
   // state after `steps_done` steps. restore: loads cfg.checkpoint.resume ("auto" = newest
@@ -127,6 +130,7 @@ class Trainer {
   std::unique_ptr<Stepper> stepper_;  // after everything it works on
   std::unique_ptr<CheckpointManager> checkpoints_;  // (likewise)
   TrainState state_;  // carried by checkpoints
+  EvalResult last_eval_;
   // this process's start (the trainer's construction), for the run totals' wall time
   Clock::time_point started_ = Clock::now();
 };

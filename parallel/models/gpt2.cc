@@ -370,6 +370,11 @@ class Gpt2Model final : public Model {
     dec_.free();
   }
 
+  HeadLogits head_logits() const override {
+    if (!stage().head || !has_targets() || !logits_.defined()) return {};
+    return {logits_.raw(), static_cast<int64_t>(B_) * T_, xent_.vs.Vl, xent_.vs.v_start, xent_.vs.v_valid};
+  }
+
   size_t activation_bytes() const override {
     if (B_ == 0) return 0;  // none allocated (before the first forward, or decoding)
     size_t n = 0;

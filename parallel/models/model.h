@@ -393,6 +393,17 @@ class Model {
   // where there is no target).
   int64_t loss_tokens() const { return loss_tokens_; }
   const float* losses() const { return losses_host_.data(); }
+  // The last forward's targets (host, (B*T); empty when it had none).
+  const std::vector<int32_t>& last_targets() const { return targets_; }
+  // The head's logits of the last forward with targets on this rank (the head's chunk ran):
+  // device, (N, Vl) rows in the working dtype, columns [0, v_valid) are vocabulary ids
+  // v_start + j; data null otherwise (accuracy.h reads them).
+  struct HeadLogits {
+    const void* data = nullptr;
+    int64_t N = 0;
+    int Vl = 0, v_start = 0, v_valid = 0;
+  };
+  virtual HeadLogits head_logits() const { return {}; }
 
   // ---- Inference: incremental (KV-cached) decoding. Collective over the tp group: every tp
   // rank calls each function with the same arguments. Architectures without it throw

@@ -96,14 +96,18 @@ double PipelineRunner::train(const std::vector<PipeMicro>& micro, float loss_wei
              loss_tokens);
 }
 
-double PipelineRunner::forward_only(const std::vector<PipeMicro>& micro, int64_t* loss_tokens) {
+double PipelineRunner::forward_only(const std::vector<PipeMicro>& micro, int64_t* loss_tokens,
+                                    const std::function<void(Model&)>& on_head) {
   // micro-batch by micro-batch, each through this rank's chunks in order: every forward needs
   // only earlier ones (of the same micro-batch, or earlier ones), so no rank waits on a later
   // one; one activation slot suffices
   std::vector<PipeAction> actions;
   for (int k = 0; k < static_cast<int>(micro.size()); ++k)
     for (int c = 0; c < virtual_; ++c) actions.push_back({PipeAction::Kind::Forward, k, c});
-  return run(actions, micro, 0.0f, {}, {}, false, loss_tokens);
+  on_head_ = on_head;
+  const double loss = run(actions, micro, 0.0f, {}, {}, false, loss_tokens);
+  on_head_ = nullptr;
+  return loss;
 }
 
 double PipelineRunner::run(const std::vector<PipeAction>& actions, const std::vector<PipeMicro>& micro,
@@ -135,6 +139,7 @@ double PipelineRunner::run(const std::vector<PipeAction>& actions, const std::ve
       if (M.chunk_has_head(c)) {
         loss_sum += loss * static_cast<double>(M.loss_tokens());
         tokens += M.loss_tokens();
+        if (on_head_) on_head_(M);
       } else {
         sends_[static_cast<size_t>(s)].push_back(fwd_comm_.isend(M.chunk_output(c), n, dt, next, tag_of(a.micro, vs, nb, false)));
       }

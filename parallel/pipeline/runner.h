@@ -67,8 +67,10 @@ class PipelineRunner {
   double train(const std::vector<PipeMicro>& micro, float loss_weight, const std::function<void()>& begin,
                const GradReadyFn& ready, int64_t* loss_tokens = nullptr);
   // Forward only (evaluation): every micro-batch through the stages; the head's rank returns
-  // the sum of token losses and their count.
-  double forward_only(const std::vector<PipeMicro>& micro, int64_t* loss_tokens);
+  // the sum of token losses and their count. on_head (optional) runs on the head's rank after
+  // each micro-batch's head forward, with the Model holding its logits (eval accuracy).
+  double forward_only(const std::vector<PipeMicro>& micro, int64_t* loss_tokens,
+                      const std::function<void(Model&)>& on_head = {});
 
   const PipeTiming& last_timing() const { return timing_; }
   // Activations of every slot (what Model::activation_bytes reports, summed).
@@ -96,6 +98,7 @@ class PipelineRunner {
   std::vector<bool> busy_;                          // per slot
   std::vector<std::vector<std::shared_ptr<Work>>> sends_;  // per slot: sends from its buffers
   PipeTiming timing_;
+  std::function<void(Model&)> on_head_;  // forward_only's, while it runs
 };
 
 }  // namespace mt::parallel

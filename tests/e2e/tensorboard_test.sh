@@ -59,8 +59,10 @@ for r in recs:
             assert math.isclose(got[(tag, r["step"])], r[key], rel_tol=1e-6, abs_tol=1e-30), (tag, r)
             n += 1
     if "eval_loss" in r:
-        assert math.isclose(got[("eval/loss", r["step"])], r["eval_loss"], rel_tol=1e-6); n += 1
-assert n == 12 * 5 + 2, n
+        for tag, key in (("eval/loss", "eval_loss"), ("eval/acc", "eval_acc"), ("eval/acc_top5", "eval_acc_top5")):
+            assert math.isclose(got[(tag, r["step"])], r[key], rel_tol=1e-6), (tag, r)
+            n += 1
+assert n == 12 * 5 + 2 * 3, n
 assert all(0 < r["mfu"] < 100 for r in recs if "loss" in r), "MFU missing or not positive"  # its peak is measured: noisy under load
 print(f"tensorboard: {len(events)} events, {n} scalars match metrics.jsonl")
 PY
