@@ -86,7 +86,7 @@ Teacher::~Teacher() = default;
 parallel::DistillTarget Teacher::forward(const int32_t* inputs, int B, int T, const int32_t* doc_ids) {
   model_->forward(inputs, nullptr, B, T, doc_ids);
   parallel::DistillTarget d;
-  d.teacher_logits = model_->head_logits();
+  d.teacher_logits = model_->head_logits_any();
   MT_CHECK(d.teacher_logits != nullptr, "the teacher ({}) exposes no logits", arch_->name());
   d.alpha = alpha_;
   d.temperature = temperature_;

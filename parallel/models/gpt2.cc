@@ -216,7 +216,7 @@ class Gpt2Model final : public Model {
     backward_chunk(0, loss_weight, ready);
   }
 
-  const void* head_logits() const override { return stage().head && logits_.defined() ? logits_.raw() : nullptr; }
+  const void* head_logits_any() const override { return stage().head && logits_.defined() ? logits_.raw() : nullptr; }
   int head_vocab_rows() const override { return stage().head ? embed_.vs.Vl : 0; }
 
   void* chunk_input(int c, int B, int T) override {

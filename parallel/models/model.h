@@ -130,7 +130,7 @@ class ParamResidence {
 // Knowledge distillation (train.distill): a forward with a head mixes its cross-entropy with
 // the KL divergence from a teacher's temperature-softened distribution (kernels/cpu/distill.cc):
 // loss = (1 - alpha) CE + alpha T^2 KL(softmax(t/T) || softmax(s/T)), per token with a target.
-// teacher_logits: the teacher's head_logits() of the SAME micro-batch (this rank's vocabulary
+// teacher_logits: the teacher's head_logits_any() of the SAME micro-batch (this rank's vocabulary
 // slice, (B*T, Vl) in the working dtype, device memory), valid until the student's backward.
 struct DistillTarget {
   const void* teacher_logits = nullptr;
@@ -382,8 +382,9 @@ class Model {
   double distill_kl_sum() const { return kd_kl_sum_; }
   // The head's logits of the last forward (this rank's vocabulary rows: (B*T, head_vocab_rows())
   // in the working dtype, device memory; null if the rank has no head or the architecture does
-  // not expose them): what a teacher hands its student.
-  virtual const void* head_logits() const { return nullptr; }
+  // not expose them), with or without targets: what a teacher hands its student. (head_logits()
+  // below is the eval accuracy's view: only after a forward with targets, with its vocab slice.)
+  virtual const void* head_logits_any() const { return nullptr; }
   virtual int head_vocab_rows() const { return 0; }
   // Called by the head's loss (blocks.h VocabCrossEntropy) of a distilled forward: the device
   // per-token cross-entropy and KL, which finish_losses sums over the positions with a target.
