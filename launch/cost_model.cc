@@ -62,19 +62,41 @@ LevelTerms flat_allreduce_terms(const Network& net, double bytes, int n) {
   LevelTerms t;
   if (n <= 1) return t;
   const int l = std::max(1, net.ranks_per_host);
-  const bool pow2 = (n & (n - 1)) == 0;
-  if (bytes >= net.ring_min_bytes || !pow2) {
+  if (bytes >= net.ring_min_bytes) {
     CostTerms ring{2.0 * (n - 1), 2.0 * (n - 1) / n * bytes};
     (hosts_spanned(net, n) > 1 ? t.inter : t.intra) = ring;
     return t;
   }
-  const double share = std::max(1.0, static_cast<double>(std::min(n, l)) / std::max(1, net.links_per_host));
-  for (int d = 1; d < n; d *= 2) {
-    if (d < l) {
-      t.intra.steps += 1, t.intra.coef_bytes += bytes;
-    } else {
-      t.inter.steps += 1, t.inter.coef_bytes += bytes * share;
+  // recursive doubling as RdOp runs it (parallel/mpi_algorithms.cc): p2 = the largest power of
+  // two <= n, rem = n - p2; ranks 2k and 2k+1 (k < rem) pair up before and after, the others
+  // exchange with newrank ^ mask (newrank k < rem: rank 2k+1, else rank k + rem). A step crosses
+  // hosts when any of its pairs does; the host's ranks crossing at once share its links.
+  int p2 = 1;
+  while (p2 * 2 <= n) p2 *= 2;
+  const int rem = n - p2;
+  const auto real = [&](int k) { return k < rem ? 2 * k + 1 : k + rem; };
+  std::vector<int> crossing(static_cast<size_t>(hosts_spanned(net, n)), 0);
+  const auto step = [&](const std::vector<std::pair<int, int>>& pairs, double mult) {
+    std::fill(crossing.begin(), crossing.end(), 0);
+    int most = 0;
+    for (const auto& [a, b] : pairs) {
+      if (a / l == b / l) continue;
+      most = std::max({most, ++crossing[a / l], ++crossing[b / l]});
     }
+    CostTerms& c = most > 0 ? t.inter : t.intra;
+    const double share = most > 0 ? std::max(1.0, static_cast<double>(most) / std::max(1, net.links_per_host)) : 1.0;
+    c.steps += mult, c.coef_bytes += mult * bytes * share;
+  };
+  if (rem > 0) {  // one send in and one back (the same pairs)
+    std::vector<std::pair<int, int>> pairs;
+    for (int k = 0; k < rem; ++k) pairs.push_back({2 * k, 2 * k + 1});
+    step(pairs, 2);
+  }
+  for (int mask = 1; mask < p2; mask <<= 1) {
+    std::vector<std::pair<int, int>> pairs;
+    for (int k = 0; k < p2; ++k)
+      if (k < (k ^ mask)) pairs.push_back({real(k), real(k ^ mask)});
+    step(pairs, 1);
   }
   return t;
 }
@@ -88,12 +110,15 @@ double flat_allreduce_s(const Network& net, double bytes, int n) {
 double hierarchical_allreduce_s(const Network& net, double bytes, int n) {
   if (n <= 1) return 0;
   const int l = std::max(1, std::min(n, net.ranks_per_host)), hosts = std::max(1, n / l);
+  if (l == 1 || hosts == 1 || bytes < net.hier_min_bytes) return flat_allreduce_s(net, bytes, n);
   const double share = std::max(1.0, static_cast<double>(l) / std::max(1, net.links_per_host));
   // reduce-scatter + all-gather inside the host = one intra ring all-reduce
   const double inside = ring_allreduce_s(net.intra, bytes, l);
-  AlphaBeta across = net.inter;
-  across.beta_s *= share;
-  return inside + ring_allreduce_s(across, bytes / l, hosts);
+  // across: the flat all-reduce of the shard over one rank per host, its links shared by l
+  Network across = net;
+  across.ranks_per_host = 1;
+  across.inter.beta_s *= share;
+  return inside + flat_allreduce_s(across, bytes / l, hosts);
 }
 
 double p2p_message_s(const AlphaBeta& ab, double bytes) { return ab.alpha_s + bytes * ab.beta_s; }

@@ -42,23 +42,31 @@ AlphaBeta fit_alpha_beta_terms(const std::vector<std::pair<CostTerms, double>>& 
 // they share them (a simulated host or a commodity node: 1; a rail-optimised GPU node: one per
 // GPU). `ring_min_bytes`: the flat all-reduce's algorithm switch (the framework's MPI backend
 // runs recursive doubling below 256 KiB, the ring from there; 0: always the ring, as NCCL).
+// `hier_min_bytes`: the hierarchical all-reduce runs the flat one below it (the MPI backend:
+// 64 KiB; 0: never, as NCCL).
 struct Network {
   AlphaBeta intra, inter;
   int ranks_per_host = 1;
   int links_per_host = 1;
   double ring_min_bytes = 0;
+  double hier_min_bytes = 0;
 };
 
 // Cost terms of the framework's flat all-reduce of `bytes` over n consecutive ranks, priced on
 // `net` (ranks_per_host, links_per_host, ring_min_bytes), split by the level each step runs on
 // (a step with a hop across hosts is an inter-host step):
-//   ring (bytes >= ring_min_bytes or n not a power of two): 2(n-1) steps, each moving
+//   ring (bytes >= ring_min_bytes): 2(n-1) steps, each moving
 //     bytes/n over every link at once: 2(n-1) alpha + 2(n-1)/n bytes beta, inter when the n
 //     ranks span several hosts (one flow per host crosses to the next host: the ring is
 //     consecutive), else intra;
 //   recursive doubling: log2(n) exchanges of all the bytes, exchange k with the rank 2^k away:
 //     inside a host while 2^k < ranks_per_host, else across hosts, where every rank of the
-//     host exchanges at once (bytes x ranks_per_host / links_per_host through one link).
+//     host exchanges at once (bytes x ranks_per_host / links_per_host through one link); n not
+//     a power of two: log2 of the power of two below n exchanges, plus one send before and one
+//     after between neighbouring ranks (mpi_algorithms.cc RdOp), inside a host when l > 1.
+// Across hosts the backend sends in 65000-byte pieces (net_segment_bytes, net_piece_bytes):
+// no term of its own, the fitted inter alpha/beta absorb it (bench network times the same
+// communicators the trainer configures).
 struct LevelTerms {
   CostTerms intra, inter;
 };
@@ -67,9 +75,11 @@ LevelTerms flat_allreduce_terms(const Network& net, double bytes, int n);
 double flat_allreduce_s(const Network& net, double bytes, int n);
 // Hierarchical (NCCL-style, parallel.allreduce: hierarchical): reduce-scatter inside each host
 // ((l-1) alpha + (l-1)/l bytes beta, intra), the all-reduce of each rank's 1/l shard across
-// the H hosts (a ring of H: 2(H-1) alpha + 2(H-1)/H (bytes/l) beta, inter, with the l rings of a
-// host sharing its links: x max(1, l / links_per_host)), all-gather inside each host (as the
-// reduce-scatter). l = min(n, ranks_per_host), H = n / l.
+// the H hosts (the flat all-reduce of bytes/l over H ranks one per host: the ring from
+// ring_min_bytes, else recursive doubling; inter, with the l all-reduces of a host sharing its
+// links: beta x max(1, l / links_per_host)), all-gather inside each host (as the
+// reduce-scatter). l = min(n, ranks_per_host), H = n / l. Below hier_min_bytes, or with one
+// rank per host or one host, the flat all-reduce (what the backend then runs).
 double hierarchical_allreduce_s(const Network& net, double bytes, int n);
 // The number of hosts n consecutive ranks span.
 int hosts_spanned(const Network& net, int n);

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "parallel/hierarchical.h"
 
 namespace mt::launch {
 
@@ -81,7 +82,8 @@ nlohmann::json network_to_json(const Network& net) {
     return nlohmann::json{{"alpha_us", ab.alpha_s * 1e6}, {"gbytes_per_s", ab.beta_s > 0 ? 1e-9 / ab.beta_s : 0.0}};
   };
   return {{"intra", level(net.intra)}, {"inter", level(net.inter)}, {"ranks_per_host", net.ranks_per_host},
-          {"links_per_host", net.links_per_host}, {"ring_min_bytes", net.ring_min_bytes}};
+          {"links_per_host", net.links_per_host}, {"ring_min_bytes", net.ring_min_bytes},
+          {"hier_min_bytes", net.hier_min_bytes}};
 }
 
 Network network_from_json(const nlohmann::json& j, const std::string& where) {
@@ -94,6 +96,7 @@ Network network_from_json(const nlohmann::json& j, const std::string& where) {
   const nlohmann::json& n = j.contains("network") && j.at("network").is_object() ? j.at("network") : j;
   Network net;
   net.ring_min_bytes = 256u << 10;
+  net.hier_min_bytes = 64u << 10;
   auto level = [&](const char* name) {
     if (!n.contains(name) || !n.at(name).is_object()) throw err(fmt::format("missing '{}'", name));
     const auto& l = n.at(name);
@@ -112,6 +115,7 @@ Network network_from_json(const nlohmann::json& j, const std::string& where) {
   net.ranks_per_host = n.at("ranks_per_host").get<int>();
   if (n.contains("links_per_host")) net.links_per_host = std::max(1, n.at("links_per_host").get<int>());
   if (n.contains("ring_min_bytes")) net.ring_min_bytes = n.at("ring_min_bytes").get<double>();
+  if (n.contains("hier_min_bytes")) net.hier_min_bytes = n.at("hier_min_bytes").get<double>();
   return net;
 }
 
@@ -144,10 +148,18 @@ int cmd_bench_network(const BenchNetworkArgs& a, parallel::Communicator& world) 
   Network net;
   net.ranks_per_host = l;
   net.links_per_host = 1;
-  net.ring_min_bytes = 256u << 10;  // the MPI backend's default (parallel/mpi_communicator.h)
+  net.ring_min_bytes = 256u << 10;  // the MPI backend's defaults (parallel/mpi_communicator.h)
+  net.hier_min_bytes = 64u << 10;
   auto intra = world.split(host, world.rank());
   auto inter = world.split(local, world.rank());
-  std::vector<double> t_intra(sz.size(), 0), t_inter(sz.size(), 0), t_flat(sz.size(), 0);
+  // configured as the trainer configures its dp communicator (parallel/hierarchical.h): the
+  // communicators that span hosts send in network-sized pieces; `hier` (all ranks) runs
+  // parallel.allreduce = hierarchical where it applies (several hosts of l > 1 ranks)
+  parallel::configure_allreduce(world, "flat");
+  parallel::configure_allreduce(*inter, "flat");
+  auto hier = world.split(0, world.rank());
+  const bool hier_ok = parallel::configure_allreduce(*hier, "auto").hierarchical;
+  std::vector<double> t_intra(sz.size(), 0), t_inter(sz.size(), 0), t_flat(sz.size(), 0), t_hier(sz.size(), 0);
   if (print) {
     std::cout << fmt::format("# network benchmark: {} host(s) x {} rank(s), framework all_reduce (f32 sum, backend {}); "
                              "median of {} rounds\n",
@@ -173,6 +185,10 @@ int cmd_bench_network(const BenchNetworkArgs& a, parallel::Communicator& world) 
   }
   idle_barrier();
   for (size_t i = 0; i < sz.size(); ++i) t_flat[i] = time_allreduce(world, buf, sz[i], a);
+  if (hier_ok) {
+    idle_barrier();
+    for (size_t i = 0; i < sz.size(); ++i) t_hier[i] = time_allreduce(*hier, buf, sz[i], a);
+  }
   MPI_Allreduce(MPI_IN_PLACE, t_intra.data(), static_cast<int>(sz.size()), MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   MPI_Allreduce(MPI_IN_PLACE, t_inter.data(), static_cast<int>(sz.size()), MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   if (!print) return 0;
@@ -195,25 +211,33 @@ int cmd_bench_network(const BenchNetworkArgs& a, parallel::Communicator& world) 
                            "link): {} per link{}\n",
                            hosts, l, show(net.inter), hosts > 1 ? "" : " (not measured: 1 host)");
   std::cout << fmt::format("# flat = all {} ranks; predicted by the two-level model (cost_model.h: "
-                           "flat_allreduce_s; hierarchical_allreduce_s for comparison)\n",
-                           n);
+                           "flat_allreduce_s); hier. = parallel.allreduce hierarchical on all ranks "
+                           "(hierarchical_allreduce_s; flat below {} KiB){}\n",
+                           n, net.hier_min_bytes / 1024, hier_ok ? "" : " (not measured: needs several hosts of > 1 rank)");
   std::cout << fmt::format("# inter us: one rank per host on bytes / {} (the flat ring's per-host share)\n", l);
-  std::cout << fmt::format("# {:>10}  {:>10} {:>10}  {:>10} {:>10} {:>7}  {:>10}\n", "bytes", "intra us", "inter us",
-                           "flat us", "predicted", "error", "hier. pred");
+  std::cout << fmt::format("# {:>10}  {:>10} {:>10}  {:>10} {:>10} {:>7}  {:>10} {:>10} {:>7}\n", "bytes", "intra us",
+                           "inter us", "flat us", "predicted", "error", "hier. us", "predicted", "error");
   nlohmann::json rows = nlohmann::json::array();
-  double worst = 0;
+  double worst = 0, worst_hier = 0;
   for (size_t i = 0; i < sz.size(); ++i) {
     const double b = static_cast<double>(sz[i]);
     const double pred = flat_allreduce_s(net, b, n), hier = hierarchical_allreduce_s(net, b, n);
     const double err = 100.0 * (pred - t_flat[i]) / t_flat[i];
     worst = std::max(worst, std::fabs(err));
-    std::cout << fmt::format("  {:>10}  {:>10.1f} {:>10.1f}  {:>10.1f} {:>10.1f} {:>+6.1f}%  {:>10.1f}\n", sz[i],
-                             t_intra[i] * 1e6, t_inter[i] * 1e6, t_flat[i] * 1e6, pred * 1e6, err, hier * 1e6);
-    rows.push_back({{"bytes", sz[i]}, {"intra_us", t_intra[i] * 1e6}, {"inter_bytes", sz_inter[i]}, {"inter_us", t_inter[i] * 1e6},
-                    {"flat_us", t_flat[i] * 1e6}, {"flat_predicted_us", pred * 1e6}, {"error_pct", err},
-                    {"hierarchical_predicted_us", hier * 1e6}});
+    const double herr = hier_ok ? 100.0 * (hier - t_hier[i]) / t_hier[i] : 0.0;
+    worst_hier = std::max(worst_hier, std::fabs(herr));
+    std::cout << fmt::format("  {:>10}  {:>10.1f} {:>10.1f}  {:>10.1f} {:>10.1f} {:>+6.1f}%  {:>10.1f} {:>10.1f} {:>+6.1f}%\n",
+                             sz[i], t_intra[i] * 1e6, t_inter[i] * 1e6, t_flat[i] * 1e6, pred * 1e6, err,
+                             t_hier[i] * 1e6, hier * 1e6, herr);
+    nlohmann::json row{{"bytes", sz[i]}, {"intra_us", t_intra[i] * 1e6}, {"inter_bytes", sz_inter[i]},
+                       {"inter_us", t_inter[i] * 1e6}, {"flat_us", t_flat[i] * 1e6},
+                       {"flat_predicted_us", pred * 1e6}, {"error_pct", err},
+                       {"hierarchical_predicted_us", hier * 1e6}};
+    if (hier_ok) row["hierarchical_us"] = t_hier[i] * 1e6, row["hierarchical_error_pct"] = herr;
+    rows.push_back(row);
   }
-  std::cout << fmt::format("# largest |error| {:.1f}%\n", worst);
+  std::cout << fmt::format("# largest |error| flat {:.1f}%{}\n", worst,
+                           hier_ok ? fmt::format(", hierarchical {:.1f}%", worst_hier) : "");
   std::cout.flush();
   if (!a.json_out.empty()) {
     std::ofstream f(a.json_out);

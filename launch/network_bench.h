@@ -7,11 +7,14 @@
 //          once, on bytes / l (per ring step the message size the flat ring sends across
 //          hosts); the l groups share each host's link, as the hierarchical algorithm's inter
 //          phase does, and the fit counts that sharing (links_per_host = 1);
-//   flat:  all H x l ranks (the flat all-reduce the trainer runs today);
+//   flat:  all H x l ranks, parallel.allreduce = flat;
+//   hier.: all H x l ranks, parallel.allreduce = hierarchical (only with H > 1 and l > 1);
+// every communicator configured as the trainer configures its dp group (configure_allreduce:
+// those spanning hosts send in network-sized pieces);
 // fits alpha and beta per level (least squares on relative errors, each size's terms from the
 // algorithm the framework runs at that size: flat_allreduce_terms) and prints the fits, then
-// per size the measured flat time next to the two-level model's prediction (and the
-// hierarchical algorithm's prediction), with the error. --json writes the fits in the form
+// per size the measured flat and hierarchical times next to the two-level model's predictions
+// (flat_allreduce_s, hierarchical_allreduce_s), with the errors. --json writes the fits in the form
 // `meshtrain scale` reads (`network:` in the experiment, or the file's path).
 // Why: the cost model's predictions for multi-host points are only as good as its intra- and
 // inter-host alpha/beta, which must come from the hosts themselves, not a spec sheet.

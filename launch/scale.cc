@@ -292,6 +292,15 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
   const auto allreduce_s = [&](double bytes, int n, int stride) {
     return spec.network ? flat_allreduce_s(group_net(stride), bytes, n) : ring_allreduce_s(ab, bytes, n);
   };
+  // the dp gradient all-reduce: hierarchical where the trainer makes it so (parallel.allreduce
+  // auto or hierarchical, its dp group on several hosts of the same number > 1 of its ranks:
+  // parallel/hierarchical.h), else flat
+  const bool hier_mode = base.parallel.allreduce != "flat";
+  const auto dp_allreduce_s = [&](double bytes, int n, int stride) {
+    if (!spec.network || !hier_mode) return allreduce_s(bytes, n, stride);
+    const Network g = group_net(stride);
+    return n % g.ranks_per_host == 0 ? hierarchical_allreduce_s(g, bytes, n) : flat_allreduce_s(g, bytes, n);
+  };
   const auto arch = parallel::make_architecture(base.model);
   const double cores = std::max(1u, std::thread::hardware_concurrency());
   const auto used = [&](const Row& r) {
@@ -334,7 +343,7 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
     // pp > 1: stage work / (1 - bubble) + the point-to-point messages (cost_model.h: pipeline_time)
     const PipelineTime pt = pipeline_time(compute / 1e3 + tp_comm, schedule, r.p.pp, vstages(r), micro(r), msg_bytes(r), ab);
     r.predicted_bubble = pt.bubble;
-    const double dp_comm = allreduce_s(r.grad_bytes, r.p.dp, r.p.tp * r.p.pp);
+    const double dp_comm = dp_allreduce_s(r.grad_bytes, r.p.dp, r.p.tp * r.p.pp);
     r.predicted_ms = (pt.step_s() + dp_comm) * 1e3;
     r.predicted_comm_ms = (r.p.pp > 1 ? pt.p2p_s + tp_comm / (1.0 - pt.bubble) : tp_comm) * 1e3 + dp_comm * 1e3;
     // Two-level network, more ranks than cores (simulated hosts on one machine): a rank waiting
@@ -404,11 +413,15 @@ int run_scale(const ScaleSpec& spec, const std::string& self, const std::string&
           ? fmt::format("Two-level network from {}: {} ranks per host; intra-host alpha = {:.2f} us, {:.3f} GB/s; "
                         "inter-host alpha = {:.2f} us, {:.3f} GB/s ({} link(s) per host); flat all-reduce (recursive "
                         "doubling below {:.0f} KiB, the ring from there; a step crossing hosts runs at the inter-host "
-                        "figures). Hosts {}.",
+                        "figures); the dp all-reduce {}. Hosts {}.",
                         spec.network_source, spec.network->ranks_per_host, spec.network->intra.alpha_s * 1e6,
                         1e-9 / spec.network->intra.beta_s, spec.network->inter.alpha_s * 1e6,
                         1e-9 / spec.network->inter.beta_s, spec.network->links_per_host,
                         spec.network->ring_min_bytes / 1024,
+                        hier_mode ? fmt::format("hierarchical (parallel.allreduce = {}) where its group spans several "
+                                                "hosts of > 1 of its ranks, from {:.0f} KiB",
+                                                base.parallel.allreduce, spec.network->hier_min_bytes / 1024)
+                                  : std::string("flat (parallel.allreduce = flat)"),
                         spec.hosts_share_cores ? "simulated on this machine (they share its cores)" : "real (own cores)")
           : fmt::format("Fitted on this machine's all-reduce (2 ranks, `allreduce.json`): alpha = {:.2f} us "
                         "per ring step, bus bandwidth 1/beta = {:.2f} GB/s.",

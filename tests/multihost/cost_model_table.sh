@@ -2,9 +2,10 @@
 # What: reproduces the two-level cost model's predicted / measured table (docs/scaling.md):
 # on 4 simulated hosts of 2 ranks (simhosts.sh), unshaped and with every host's link limited
 # to 1 Gbit/s (mh_slow), it runs `meshtrain bench network` on 2 and 4 hosts REPS times (each
-# run fits intra- and inter-host alpha/beta and predicts the flat all-reduce of all ranks from
-# them), then a small data-parallel `meshtrain scale` experiment over 1, 2 and 4 hosts with the
-# network the 4-host runs fitted (their median, level by level); it prints the medians over the
+# run fits intra- and inter-host alpha/beta and predicts the flat and the hierarchical
+# all-reduce of all ranks from them, next to their measured times), then a small data-parallel `meshtrain scale` experiment over 1, 2 and 4 hosts with the
+# network the 4-host runs fitted (parallel.allreduce = $SCALE_ALLREDUCE, default auto: hierarchical
+# across hosts) (their median, level by level); it prints the medians over the
 # repetitions as Markdown.
 # Not a ctest test: minutes of measurements, and the outcome is a measurement, not a pass/fail.
 #   bash tests/multihost/cost_model_table.sh [OUT_DIR]     (root; REPS=3 SIZES_FACTOR=4 MAX_BYTES=16777216;
@@ -17,6 +18,7 @@ OUT=${1:-$SRC/runs/cost-model-table}
 REPS=${REPS:-3}
 FACTOR=${SIZES_FACTOR:-4}
 MAX_BYTES=${MAX_BYTES:-16777216}
+SCALE_ALLREDUCE=${SCALE_ALLREDUCE:-auto}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 source "$SRC/tests/multihost/simhosts.sh"
 mh_require
@@ -48,7 +50,7 @@ mh_slow 1gbit
 cat > "$OUT/scale.yaml" <<YAML
 config: $SRC/examples/tiny.yaml
 overrides: [train.batch_size=8, train.micro_batch=8, train.threads=1, model.n_embd=128, model.n_layer=2,
-            model.seq_len=32, run.tensorboard=false]
+            model.seq_len=32, run.tensorboard=false, parallel.allreduce=$SCALE_ALLREDUCE]
 mode: weak
 steps: 4
 warmup: 2
@@ -65,11 +67,11 @@ YAML
 echo "== scale ($(date +%T), load $(cut -d' ' -f1 /proc/loadavg))"
 rm -rf "$OUT/scale"
 "$MESHTRAIN" scale "$OUT/scale.yaml" --out "$OUT/scale"
-python3 - "$OUT" "$REPS" <<'PY'
+python3 - "$OUT" "$REPS" "$SCALE_ALLREDUCE" <<'PY'
 import csv, glob, json, statistics, sys
 out, reps = sys.argv[1], int(sys.argv[2])
 med = statistics.median
-print("\n### bench network: flat all-reduce, measured vs predicted (medians of %d runs)\n" % reps)
+print("\n### bench network: flat and hierarchical all-reduce, measured vs predicted (medians of %d runs)\n" % reps)
 for shape in ("unshaped", "1gbit"):
     for h in (2, 4):
         runs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/net_{shape}_h{h}_r*.json"))]
@@ -78,17 +80,24 @@ for shape in ("unshaped", "1gbit"):
         fit = lambda lvl: "alpha %.0f us, %.3f GB/s" % (med(r["network"][lvl]["alpha_us"] for r in runs),
                                                        med(r["network"][lvl]["gbytes_per_s"] for r in runs))
         print(f"**{h} hosts x {n['ranks_per_host']} ranks, {shape}** (intra: {fit('intra')}; inter: {fit('inter')})\n")
-        print("| bytes | measured us | predicted us | error | runs' errors | hierarchical predicted us |")
-        print("|---|---|---|---|---|---|")
+        print("| bytes | flat measured us | predicted us | error | runs' errors | hier. measured us | predicted us | error | runs' errors |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for i, row in enumerate(runs[0]["rows"]):
             m = med(r["rows"][i]["flat_us"] for r in runs)
             p = med(r["rows"][i]["flat_predicted_us"] for r in runs)
             errs = " ".join("%+.0f%%" % r["rows"][i]["error_pct"] for r in runs)
             hp = med(r["rows"][i]["hierarchical_predicted_us"] for r in runs)
-            print(f"| {row['bytes']} | {m:.0f} | {p:.0f} | {100 * (p - m) / m:+.1f}% | {errs} | {hp:.0f} |")
+            if "hierarchical_us" in row:
+                hm = med(r["rows"][i]["hierarchical_us"] for r in runs)
+                herrs = " ".join("%+.0f%%" % r["rows"][i]["hierarchical_error_pct"] for r in runs)
+                hier = f"{hm:.0f} | {hp:.0f} | {100 * (hp - hm) / hm:+.1f}% | {herrs}"
+            else:
+                hier = f"- | {hp:.0f} | - | -"
+            print(f"| {row['bytes']} | {m:.0f} | {p:.0f} | {100 * (p - m) / m:+.1f}% | {errs} | {hier} |")
         print()
 rows = list(csv.DictReader(open(f"{out}/scale/results.csv")))
-print("### meshtrain scale: data parallel over hosts, 1 Gbit/s links (mean of %d repetitions)\n" % reps)
+print("### meshtrain scale: data parallel over hosts, 1 Gbit/s links, parallel.allreduce = %s (mean of %d repetitions)\n"
+      % (sys.argv[3], reps))
 print("| ranks | hosts | dp | measured ms/step (+- sd) | predicted ms | error | compute ms | comm ms | predicted comm ms | comm error |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:

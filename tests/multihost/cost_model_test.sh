@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two-level cost model across simulated hosts (2 hosts x 2 ranks): `bench network` fits
 # intra- and inter-host alpha/beta and writes them as JSON with its measured vs predicted flat
-# all-reduce; `meshtrain scale` launches its points through the simhosts launcher (np 2 on one
+# and hierarchical (parallel.allreduce = hierarchical on all ranks) all-reduce; `meshtrain scale` launches its points through the simhosts launcher (np 2 on one
 # host, np 4 on two), reads that file as its `network:` and puts hosts, predicted ms and the
 # error % beside the measured ms in results.csv and report.md. How close the predictions are
 # is a measurement (docs/scaling.md, tests/multihost/cost_model_table.sh), not checked here.
@@ -26,6 +26,12 @@ for r in j["rows"]:
     assert r["flat_us"] > 0 and r["flat_predicted_us"] > 0 and r["intra_us"] > 0 and r["inter_us"] > 0, r
     assert r["inter_bytes"] == r["bytes"] // 2, r   # the inter level runs the flat ring's per-host share
     assert abs(r["error_pct"] - 100 * (r["flat_predicted_us"] - r["flat_us"]) / r["flat_us"]) < 1e-6, r
+    assert r["hierarchical_us"] > 0 and r["hierarchical_predicted_us"] > 0, r
+    assert abs(r["hierarchical_error_pct"] - 100 * (r["hierarchical_predicted_us"] - r["hierarchical_us"])
+               / r["hierarchical_us"]) < 1e-6, r
+assert n["hier_min_bytes"] == 65536, n
+# below hier_min_bytes the backend (and so the model) stays flat
+assert j["rows"][0]["hierarchical_predicted_us"] == j["rows"][0]["flat_predicted_us"], j["rows"][0]
 print("bench network:", n)
 PY
 
@@ -58,6 +64,7 @@ for r in rows:
 # the run on 2 hosts went through the 2 hosts: its bench json records the world
 assert json.load(open(d + "/point1_rep0.json"))["world"] == 4
 report = open(d + "/report.md").read()
+assert "the dp all-reduce hierarchical (parallel.allreduce = auto)" in report, report
 assert "Two-level network from" in report and "inter-host alpha = %.2f us" % net["inter"]["alpha_us"] in report, report
 line = next(l for l in report.splitlines() if l.startswith("| 4 | 4 x 1 |"))
 cells = [c.strip() for c in line.strip("|").split("|")]

@@ -104,9 +104,26 @@ TEST(CostModel, TwoLevelFlatRing) {
   EXPECT_EQ(t.intra.steps, 0.0);
   EXPECT_EQ(t.inter.steps, 6.0);
   EXPECT_NEAR(t.inter.coef_bytes, 1.5 * mib, 1e-6);
-  // 3 ranks (not a power of two) of 64 KiB: the ring even below 256 KiB, across 2 hosts:
-  // 4 x 20 us + 4/3 x 65536 B / 1 GB/s
-  EXPECT_NEAR(flat_allreduce_s(net, 65536, 3), 80e-6 + 4.0 / 3 * 65.536e-6, 1e-12);
+  // 3 ranks (not a power of two) from 256 KiB: the ring across 2 hosts, 4 x 20 us + 4/3 x 262144 B / 1 GB/s
+  EXPECT_NEAR(flat_allreduce_s(net, 262144, 3), 80e-6 + 4.0 / 3 * 262.144e-6, 1e-12);
+}
+
+TEST(CostModel, TwoLevelFlatRecursiveDoublingNotAPowerOfTwo) {
+  const Network net = two_level();
+  // 3 ranks of 64 KiB (the backend runs recursive doubling below 256 KiB whatever n is): rank 0
+  // hands its data to rank 1 and gets the result back (inside host 0: 2 x (2 + 6.5536) us), in
+  // between rank 1 exchanges with rank 2 on the other host (20 + 65.536 us, one flow per link)
+  const LevelTerms t = flat_allreduce_terms(net, 65536, 3);
+  EXPECT_EQ(t.intra.steps, 2.0);
+  EXPECT_EQ(t.inter.steps, 1.0);
+  EXPECT_NEAR(flat_allreduce_s(net, 65536, 3), 17.1072e-6 + 85.536e-6, 1e-12);
+  // 6 ranks on 3 hosts: the pairs (0,1), (2,3) inside hosts; then ranks 1, 3, 4, 5 exchange
+  // with newrank ^ 1: (1,3) across (one flow per link; (4,5) inside host 2), then ^ 2: (1,4),
+  // (3,5), both into host 2: two flows share its link
+  const LevelTerms six = flat_allreduce_terms(net, 65536, 6);
+  EXPECT_EQ(six.intra.steps, 2.0);
+  EXPECT_EQ(six.inter.steps, 2.0);
+  EXPECT_NEAR(six.inter.coef_bytes, 65536.0 * (1 + 2), 1e-6);
 }
 
 TEST(CostModel, TwoLevelFlatRecursiveDoubling) {
@@ -144,6 +161,15 @@ TEST(CostModel, TwoLevelHierarchical) {
   Network single = net;
   single.ranks_per_host = 1;
   EXPECT_NEAR(hierarchical_allreduce_s(single, mib, 2), 40e-6 + mib * 1e-9, 1e-12);
+  // the shard below ring_min_bytes: recursive doubling across the hosts, as the backend runs it:
+  // 256 KiB on 2 hosts x 2: intra ring of 2 (2 x 2 us + 26.2144 us), then one exchange of the
+  // 128 KiB shard across, the host's 2 shards sharing its link (20 us + 2 x 131.072 us)
+  EXPECT_NEAR(hierarchical_allreduce_s(net, 262144, 4), 30.2144e-6 + 282.144e-6, 1e-12);
+  // below hier_min_bytes the backend stays flat
+  Network hmin = net;
+  hmin.hier_min_bytes = 64 << 10;
+  EXPECT_NEAR(hierarchical_allreduce_s(hmin, 32768, 4), flat_allreduce_s(hmin, 32768, 4), 1e-15);
+  EXPECT_LT(hierarchical_allreduce_s(hmin, 65536, 4), flat_allreduce_s(hmin, 65536, 4) * 0.99);
   // the GPU-cluster form (one NIC per GPU) is the Network form with links_per_host = GPUs per node
   const ClusterAssumption c = h100_cluster();
   EXPECT_NEAR(hierarchical_allreduce_s(c, 500e6, 64, 8),
