@@ -405,6 +405,7 @@ int main(int argc, char** argv) {
     parallel::MpiEnv env(&argc, &argv);
     // every collective gets a deadline (parallel.timeout_s, set once the config is read)
     auto world = std::make_unique<parallel::TimeoutCommunicator>(parallel::make_world_communicator("mpi"), 60.0);
+    world->learn_hosts();  // a timeout then names its communicator's members' world ranks and hosts
     try {
       if (c_info->parsed()) {
         launch::JobLaunch job = launch::detect_job(env);

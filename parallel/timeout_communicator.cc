@@ -2,8 +2,11 @@
 // the backend's progress), yielding the core after a while, and check the deadline.
 #include "parallel/timeout_communicator.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "core/error.h"
@@ -15,7 +18,7 @@ namespace {
 class DeadlineWork final : public Work {
  public:
   // `comm` must outlive the Work (as the buffers must); the message is built only on timeout.
-  DeadlineWork(std::shared_ptr<Work> inner, const Communicator* comm, const char* op, uint64_t seq, size_t bytes,
+  DeadlineWork(std::shared_ptr<Work> inner, const TimeoutCommunicator* comm, const char* op, uint64_t seq, size_t bytes,
                int peer, int tag, double timeout_s)
       : inner_(std::move(inner)), comm_(comm), timeout_s_(timeout_s) {
     describe(op, seq, bytes);
@@ -48,12 +51,15 @@ class DeadlineWork final : public Work {
                                           "matching {}",
                                           op(), op()[0] == 's' ? "to" : "from", peer(), tag(), bytes(), comm_->name(),
                                           comm_->rank(), comm_->size(), waited, op()[0] == 's' ? "recv" : "send"))
-                .with_hint("look at what rank " + std::to_string(peer()) +
-                           " of this communicator was doing (parallel.timeout_s sets the limit)");
+                .with_hint("look at what rank " + std::to_string(peer()) + " of this communicator" +
+                           paren(comm_->where(peer())) + " was doing (parallel.timeout_s sets the limit)");
+          const std::string members = comm_->members();
           throw core::Error(fmt::format("timed out after {:.0f} s waiting in {} #{} ({} bytes) on communicator '{}' "
-                                        "(rank {} of {})",
-                                        waited, op(), seq(), bytes(), comm_->name(), comm_->rank(), comm_->size()))
-              .with_hint("a peer rank probably died or stopped progressing (parallel.timeout_s sets the limit)");
+                                        "(rank {} of {}{})",
+                                        waited, op(), seq(), bytes(), comm_->name(), comm_->rank(), comm_->size(),
+                                        members.empty() ? "" : "; members: " + members))
+              .with_hint("a peer rank probably died or stopped progressing, or its host became unreachable "
+                         "(parallel.timeout_s sets the limit)");
         }
       }
     }
@@ -61,10 +67,14 @@ class DeadlineWork final : public Work {
   }
 
  private:
+  static std::string paren(const std::string& s) { return s.empty() ? s : " (" + s + ")"; }
+
   std::shared_ptr<Work> inner_;
-  const Communicator* comm_;
+  const TimeoutCommunicator* comm_;
   double timeout_s_;
 };
+
+constexpr size_t kHostBytes = 64;  // host names are compared and printed up to this length
 
 }  // namespace
 
@@ -111,7 +121,51 @@ void TimeoutCommunicator::abort(int code) {
 std::unique_ptr<Communicator> TimeoutCommunicator::split(int color, int key) {
   auto sub = inner_->split(color, key);
   if (!sub) return nullptr;
-  return std::make_unique<TimeoutCommunicator>(std::move(sub), timeout_s_);
+  auto out = std::make_unique<TimeoutCommunicator>(std::move(sub), timeout_s_);
+  if (world_hosts_) {  // known on every rank of this communicator alike (learn_hosts is collective)
+    const int32_t me = world_ranks_[static_cast<size_t>(rank())];
+    std::vector<int32_t> ranks(static_cast<size_t>(out->size()));
+    out->all_gather(&me, ranks.data(), 1, DType::I32);
+    out->world_hosts_ = world_hosts_;
+    out->world_ranks_.assign(ranks.begin(), ranks.end());
+  }
+  return out;
+}
+
+void TimeoutCommunicator::learn_hosts() {
+  // host names as fixed-size records, gathered as I32 words (the communicator has no byte type)
+  static_assert(kHostBytes % sizeof(int32_t) == 0);
+  std::vector<int32_t> mine(kHostBytes / sizeof(int32_t), 0), all(mine.size() * static_cast<size_t>(size()));
+  char name[kHostBytes + 1] = {};
+  if (gethostname(name, kHostBytes) != 0) std::strcpy(name, "?");
+  std::memcpy(mine.data(), name, std::min(std::strlen(name), kHostBytes - 1));
+  all_gather(mine.data(), all.data(), mine.size(), DType::I32);
+  auto hosts = std::make_shared<std::vector<std::string>>();
+  for (int r = 0; r < size(); ++r) {
+    const char* p = reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * mine.size());
+    hosts->emplace_back(p, strnlen(p, kHostBytes));
+  }
+  world_hosts_ = std::move(hosts);
+  world_ranks_.resize(static_cast<size_t>(size()));
+  for (int r = 0; r < size(); ++r) world_ranks_[static_cast<size_t>(r)] = r;
+}
+
+std::string TimeoutCommunicator::where(int r) const {
+  if (!world_hosts_ || r < 0 || r >= static_cast<int>(world_ranks_.size())) return "";
+  const int w = world_ranks_[static_cast<size_t>(r)];
+  return fmt::format("world rank {} on {}", w, (*world_hosts_)[static_cast<size_t>(w)]);
+}
+
+std::string TimeoutCommunicator::members() const {
+  if (!world_hosts_) return "";
+  std::string s;
+  const size_t n = world_ranks_.size(), shown = std::min<size_t>(n, 16);
+  for (size_t i = 0; i < shown; ++i) {
+    const int w = world_ranks_[i];
+    s += fmt::format("{}{} ({})", i ? ", " : "world ranks ", w, (*world_hosts_)[static_cast<size_t>(w)]);
+  }
+  if (shown < n) s += fmt::format(", ... ({} in all)", n);
+  return s;
 }
 
 }  // namespace mt::parallel

@@ -14,6 +14,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/communicator.h"
 
@@ -32,6 +33,11 @@ class TimeoutCommunicator final : public Communicator {
   double timeout_s() const { return timeout_s_; }
   void set_timeout_s(double s) { timeout_s_ = s; }  // for ops issued from now on
   Communicator& inner() { return *inner_; }  // the wrapped backend (benchmarks, factory)
+  // Collective over this communicator, taken as the world: learn every rank's host name, so
+  // that a timeout names the world ranks and hosts of the communicator's members (a job over
+  // several hosts: which host to look at). Sub-communicators made by split() afterwards learn
+  // their members' world ranks in split() (one small all-gather there).
+  void learn_hosts();
 
  protected:
   std::shared_ptr<Work> do_iall_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
@@ -51,6 +57,16 @@ class TimeoutCommunicator final : public Communicator {
   std::shared_ptr<Work> deadline(std::shared_ptr<Work> w);
   std::unique_ptr<Communicator> inner_;
   double timeout_s_;
+  // After learn_hosts(): the host of each world rank, and this communicator's members as
+  // world ranks (index = rank here); empty before.
+  std::shared_ptr<const std::vector<std::string>> world_hosts_;
+  std::vector<int> world_ranks_;
+
+ public:
+  // "world rank 2 (h2)" for rank `r` here; "" when the hosts are not known.
+  std::string where(int r) const;
+  // "world ranks 0 (h1), 2 (h2)" for all members (at most 16 listed); "" when not known.
+  std::string members() const;
 };
 
 }  // namespace mt::parallel

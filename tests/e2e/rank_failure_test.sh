@@ -28,6 +28,8 @@ victim=$(rank_pids "$WORK/s" | sed -n 2p)
 kill -STOP "$victim"
 gone_within 30 "$WORK/s" $mpid
 wait $mpid 2>/dev/null && fail "job with a hung rank exited 0" || true
-grep -Eq "timed out after [0-9]+ s waiting in [a-z_]+ #[0-9]+ \([0-9]+ bytes\) on communicator '[a-z]+' \(rank [0-9] of 4\)" "$WORK/s.log" \
-  || { tail -20 "$WORK/s.log"; fail "no timeout message naming op, sequence number and bytes"; }
+# ... and the members of the communicator it waited on, as world ranks with their hosts
+H=$(hostname)
+grep -Eq "timed out after [0-9]+ s waiting in [a-z_]+ #[0-9]+ \([0-9]+ bytes\) on communicator '[a-z]+' \(rank [0-9] of 4; members: world ranks 0 \($H\), 1 \($H\), 2 \($H\), 3 \($H\)\)" "$WORK/s.log" \
+  || { tail -20 "$WORK/s.log"; fail "no timeout message naming op, sequence number, bytes and the members' hosts"; }
 grep -q "aborting the job" "$WORK/s.log" || fail "no abort message"

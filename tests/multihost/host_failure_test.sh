@@ -4,6 +4,8 @@
 # ways a host fails (2 simulated hosts x 2 ranks, dp 2 x tp 2):
 #  - kill -9 of every process on host 2 (its ranks and its orted), parallel.timeout_s=8, which
 #    is below the keepalive's 11 s: rank 0 warns at start-up;
+#  - host 2's ranks frozen (SIGSTOP), parallel.timeout_s=8: host 1's ranks time out naming
+#    the world ranks and hosts of the communicator they waited on;
 #  - a silent link cut of host 2 (`ip link set down` on its veth: no FIN, no RST) with
 #    parallel.timeout_s=20. Before the keepalive flags (docs/user-guide.md, "When a host
 #    fails"; mh_mpirun passes them) the ranks timed out and called MPI_Abort, but mpirun then
@@ -79,6 +81,35 @@ run_case() {
   echo "$name: every process on both hosts and mpirun gone $el s after the failure (bound $TS + $BOUND s)," \
     "mpirun exit $rc"
 }
+
+# frozen: host 2's ranks stop progressing (SIGSTOP; its orted still answers). The ranks on
+# host 1 time out after parallel.timeout_s, and their message names the members of the
+# communicator they waited on with their hosts (world ranks 2, 3 on host 2); the job ends.
+frozen_case() {
+  local TS=8 mpid p left end rc=0
+  MH_TIMEOUT=$((TS + BOUND + 30)) mh_mpirun -np 4 "$MESHTRAIN" train "$CFG" "${common[@]}" \
+    parallel.timeout_s="$TS" run.dir="$WORK/frozen" > "$WORK/frozen.log" 2>&1 & mpid=$!
+  for _ in $(seq 1 600); do
+    [ -f "$WORK/frozen/metrics.jsonl" ] && [ "$(wc -l < "$WORK/frozen/metrics.jsonl")" -ge 3 ] && break
+    kill -0 $mpid 2>/dev/null || { tail -20 "$WORK/frozen.log"; fail "frozen: the job ended before the failure"; }
+    sleep 0.1
+  done
+  for p in $(mh_host_pids "$H2"); do [ "$(cat /proc/$p/comm 2>/dev/null)" = meshtrain ] && kill -STOP "$p"; done
+  end=$((SECONDS + TS + BOUND))
+  while :; do
+    left=$(job_left frozen)
+    { [ -z "$left" ] && ! kill -0 $mpid 2>/dev/null; } || [ $SECONDS -ge $end ] && break
+    sleep 0.1
+  done
+  [ -z "$left" ] || { tail -30 "$WORK/frozen.log"; fail "frozen: processes left after $TS + $BOUND s:$left"; }
+  wait $mpid || rc=$?
+  [ $rc != 0 ] || fail "frozen: mpirun exited 0"
+  grep -Eq "timed out after [0-9]+ s waiting in .*members: world ranks .*[23] \($H2\)" "$WORK/frozen.log" ||
+    { tail -30 "$WORK/frozen.log"; fail "frozen: the timeout does not name the members on $H2"; }
+  echo "frozen: the timeout named $(grep -Eo "members: world ranks( ?[0-9]+ \([^)]*\),?)+" "$WORK/frozen.log" | head -1)," \
+    "all gone, mpirun exit $rc"
+}
+frozen_case
 
 # a killed host is noticed at once, whatever parallel.timeout_s: 8 s, below the keepalive's 11 s
 # (warned); a cut needs parallel.timeout_s above them (20 s, no warning)
