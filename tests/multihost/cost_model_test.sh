@@ -11,7 +11,7 @@ mh_require
 MH_SLOTS=2 mh_up 2
 export MH_PREFIX  # the launcher below is simhosts.sh's command-line form: it finds the hosts by prefix
 
-mh_mpirun -np 4 "$MESHTRAIN" bench network --min-bytes 4096 --max-bytes 1048576 --factor 16 --iters 2 --rounds 1 \
+mh_mpirun -np 4 "$MESHTRAIN" bench network --min-bytes 4096 --max-bytes 16777216 --factor 16 --iters 2 --rounds 3 \
   --warmup 1 --json "$WORK/net.json" > "$WORK/net.txt" 2>&1 || { cat "$WORK/net.txt"; fail "bench network across 2 hosts"; }
 grep -q "2 host(s) x 2 rank(s)" "$WORK/net.txt" || fail "bench network did not see 2 hosts x 2: $(cat "$WORK/net.txt")"
 python3 - "$WORK/net.json" <<'PY' || fail "bench network JSON"
@@ -21,7 +21,7 @@ n = j["network"]
 assert j["hosts"] == 2 and j["world"] == 4 and n["ranks_per_host"] == 2, j
 for lvl in ("intra", "inter"):
     assert n[lvl]["gbytes_per_s"] > 0 and n[lvl]["alpha_us"] >= 0, n
-assert [r["bytes"] for r in j["rows"]] == [4096, 65536, 1048576], j["rows"]
+assert [r["bytes"] for r in j["rows"]] == [4096, 65536, 1048576, 16777216], j["rows"]
 for r in j["rows"]:
     assert r["flat_us"] > 0 and r["flat_predicted_us"] > 0 and r["intra_us"] > 0 and r["inter_us"] > 0, r
     assert r["inter_bytes"] == r["bytes"] // 2, r   # the inter level runs the flat ring's per-host share
