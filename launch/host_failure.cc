@@ -9,7 +9,6 @@
 
 #include <fmt/format.h>
 
-extern char** environ;
 
 namespace mt::launch {
 
@@ -117,14 +116,9 @@ std::string host_failure_warning(Launcher launcher, int num_hosts, double timeou
 }
 
 OobKeepalive oob_keepalive_from_environ() {
-  EnvMap env;
-  for (char** e = environ; e && *e; ++e) {
-    const std::string kv = *e;
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos) continue;
-    const std::string name = kv.substr(0, eq);
-    if (name.rfind("OMPI_MCA_", 0) == 0 || name == "HOME" || name == "OPAL_PREFIX") env[name] = kv.substr(eq + 1);
-  }
+  const EnvMap env = environ_where([](const std::string& name) {
+    return name.rfind("OMPI_MCA_", 0) == 0 || name == "HOME" || name == "OPAL_PREFIX";
+  });
   return read_oob_keepalive(env, default_mca_param_files(env));
 }
 

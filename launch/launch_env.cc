@@ -104,19 +104,23 @@ std::string slurm_ignored(const Vars& v) {
 namespace {
 std::optional<EnvMap> g_snapshot;  // written once in main() before MPI_Init, then only read
 EnvMap read_environ() {
+  return environ_where([](const std::string& k) {
+    return interesting(k) && (k.rfind("SLURM_", 0) != 0 || kept_slurm(k));
+  });
+}
+}  // namespace
+
+EnvMap environ_where(const std::function<bool(const std::string&)>& keep) {
   EnvMap m;
   for (char** e = environ; e && *e; ++e) {
     const std::string kv = *e;
     const auto eq = kv.find('=');
     if (eq == std::string::npos) continue;
-    const std::string k = kv.substr(0, eq);
-    if (!interesting(k)) continue;
-    if (k.rfind("SLURM_", 0) == 0 && !kept_slurm(k)) continue;
-    m[k] = kv.substr(eq + 1);
+    std::string k = kv.substr(0, eq);
+    if (keep(k)) m[std::move(k)] = kv.substr(eq + 1);
   }
   return m;
 }
-}  // namespace
 
 void snapshot_launch_vars() { g_snapshot = read_environ(); }
 EnvMap launch_vars_from_environ() { return g_snapshot ? *g_snapshot : read_environ(); }

@@ -19,6 +19,7 @@
 // (hostnames by MPI_Allgather) so rank 0 can print one banner.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -64,6 +65,8 @@ struct LaunchInfo {
 // exports PMIX_RANK=0); without a snapshot they are read from the environment now.
 void snapshot_launch_vars();
 EnvMap launch_vars_from_environ();
+// The process environment's variables whose name `keep` accepts (NAME -> value).
+EnvMap environ_where(const std::function<bool(const std::string&)>& keep);
 
 // The decision logic: pure, no MPI, no environment access.
 LaunchInfo classify_launch(const MpiPlacement& mpi, const EnvMap& env, const std::string& host = "");

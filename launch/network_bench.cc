@@ -113,6 +113,12 @@ Network network_from_json(const nlohmann::json& j, const std::string& where) {
       n.at("ranks_per_host").get<int>() < 1)
     throw err("missing ranks_per_host (an integer >= 1: consecutive ranks sharing a host)");
   net.ranks_per_host = n.at("ranks_per_host").get<int>();
+  for (const auto& [key, value] : n.items()) {
+    const bool known = key == "intra" || key == "inter" || key == "ranks_per_host" || key == "links_per_host" ||
+                       key == "ring_min_bytes" || key == "hier_min_bytes";
+    if (!known) throw err(fmt::format("unknown key '{}'", key));
+    if (key != "intra" && key != "inter" && !value.is_number()) throw err(fmt::format("'{}' must be a number", key));
+  }
   if (n.contains("links_per_host")) net.links_per_host = std::max(1, n.at("links_per_host").get<int>());
   if (n.contains("ring_min_bytes")) net.ring_min_bytes = n.at("ring_min_bytes").get<double>();
   if (n.contains("hier_min_bytes")) net.hier_min_bytes = n.at("hier_min_bytes").get<double>();

@@ -3,6 +3,7 @@
 // overlay, one colour per run (eval and top-5 dashed), named by their directories. --png
 // converts each chart with rsvg-convert (librsvg2-bin) when it is installed.
 // Why: comparing runs (lr, layouts, recipes) at a glance, without a plotting stack.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -55,16 +56,18 @@ RunCurves read_run_curves(const std::string& run_dir) {
     try {
       const double step = j.value("step", 0.0);
       const auto add = [](XYSeries& s, double x, double y) { s.x.push_back(x), s.y.push_back(y); };
+      // a non-finite loss (a diverged step) is written as null: a gap in the curve, not an error
+      const auto num = [&j](const char* k) { return j[k].is_null() ? NAN : j[k].get<double>(); };
       if (j.contains("loss")) {
-        add(rc.train, step + 1, j["loss"].get<double>());  // after step s, s + 1 steps are done
+        add(rc.train, step + 1, num("loss"));  // after step s, s + 1 steps are done
         add(rc.lr, step + 1, j.value("lr", 0.0));
         ++rc.steps;
       }
       if (j.contains("eval_loss")) {
-        add(rc.eval, step, j["eval_loss"].get<double>());
+        add(rc.eval, step, num("eval_loss"));
         if (j.contains("data_entropy")) add(rc.floor, step, j["data_entropy"].get<double>());
-        if (j.contains("eval_acc")) add(rc.acc, step, j["eval_acc"].get<double>());
-        if (j.contains("eval_acc_top5")) add(rc.acc5, step, j["eval_acc_top5"].get<double>());
+        if (j.contains("eval_acc")) add(rc.acc, step, num("eval_acc"));
+        if (j.contains("eval_acc_top5")) add(rc.acc5, step, num("eval_acc_top5"));
       }
     } catch (const nlohmann::json::exception& e) {  // a field of the wrong type ("loss": "x", a non-object)
       throw core::Error("bad record: step, loss, lr, eval_loss, eval_acc and data_entropy must be numbers")

@@ -157,16 +157,27 @@ ScaleSpec load_scale_spec(const std::string& path) {
         s.network = network_from_json(j, f);
         s.network_source = f;
       } else {  // inline: intra / inter {alpha_us, gbytes_per_s}, ranks_per_host, ...
+        // every key goes through (network_from_json names unknown ones), numbers as numbers
         nlohmann::json j = nlohmann::json::object();
-        for (const char* level : {"intra", "inter"}) {
-          if (!net[level]) continue;
-          j[level] = nlohmann::json::object();
-          for (auto it = net[level].begin(); it != net[level].end(); ++it)
-            j[level][it->first.as<std::string>()] = it->second.as<double>();
+        const auto number = [&](const YAML::Node& v, const std::string& key) {
+          try {
+            return v.as<double>();
+          } catch (const YAML::Exception&) {
+            throw core::Error(fmt::format("network: '{}' must be a number", key)).with_file(path).with_yaml("network." + key);
+          }
+        };
+        for (auto it = net.begin(); it != net.end(); ++it) {
+          const std::string key = it->first.as<std::string>();
+          if (it->second.IsMap()) {
+            j[key] = nlohmann::json::object();
+            for (auto l = it->second.begin(); l != it->second.end(); ++l)
+              j[key][l->first.as<std::string>()] = number(l->second, key + "." + l->first.as<std::string>());
+          } else if (key == "ranks_per_host" || key == "links_per_host") {
+            j[key] = static_cast<int>(number(it->second, key));
+          } else {
+            j[key] = number(it->second, key);
+          }
         }
-        if (net["ranks_per_host"]) j["ranks_per_host"] = net["ranks_per_host"].as<int>();
-        if (net["links_per_host"]) j["links_per_host"] = net["links_per_host"].as<int>();
-        if (net["ring_min_bytes"]) j["ring_min_bytes"] = net["ring_min_bytes"].as<double>();
         s.network = network_from_json(j, path + " (network:)");
         s.network_source = "the experiment's network:";
       }

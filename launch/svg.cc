@@ -32,11 +32,11 @@ void frame_box(std::ostringstream& o, double W, double H, double L, double T, do
                const std::string& title, const std::string& ylabel) {
   o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
     << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
-    << "<text x='" << W / 2 << "' y='20' text-anchor='middle' font-size='14'>" << title << "</text>\n"
+    << "<text x='" << W / 2 << "' y='20' text-anchor='middle' font-size='14'>" << xml_escape(title) << "</text>\n"
     << "<line x1='" << L << "' y1='" << T + ph << "' x2='" << L + pw << "' y2='" << T + ph << "' stroke='black'/>\n"
     << "<line x1='" << L << "' y1='" << T << "' x2='" << L << "' y2='" << T + ph << "' stroke='black'/>\n"
     << "<text x='15' y='" << T + ph / 2 << "' transform='rotate(-90 15 " << T + ph / 2
-    << ")' text-anchor='middle'>" << ylabel << "</text>\n";
+    << ")' text-anchor='middle'>" << xml_escape(ylabel) << "</text>\n";
 }
 void frame(std::ostringstream& o, double W, double H, double L, double T, double pw, double ph, const std::string& title,
            const std::string& ylabel, double ymin, double ymax) {

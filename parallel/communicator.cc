@@ -13,6 +13,8 @@
 #include "parallel/collective_args.h"
 #include "parallel/communicator.h"
 
+#include "core/error.h"
+
 namespace mt::parallel {
 
 namespace {
@@ -174,6 +176,21 @@ std::string broadcast_string(Communicator& c, std::string s, int root) {
   c.broadcast(buf.data(), buf.size(), DType::I32, root);
   std::memcpy(s.data(), buf.data(), s.size());
   return s;
+}
+
+std::vector<std::string> all_gather_strings(Communicator& c, const std::string& mine, size_t max_bytes) {
+  MT_CHECK(max_bytes >= 4 && max_bytes % 4 == 0, "all_gather_strings: max_bytes {} is not a positive multiple of 4",
+           max_bytes);
+  const size_t words = max_bytes / 4;  // records as I32 words (the communicator has no byte type)
+  std::vector<int32_t> rec(words, 0), all(words * static_cast<size_t>(c.size()), 0);
+  std::memcpy(rec.data(), mine.data(), std::min(mine.size(), max_bytes - 1));
+  c.all_gather(rec.data(), all.data(), words, DType::I32);
+  std::vector<std::string> out;
+  for (int r = 0; r < c.size(); ++r) {
+    const char* p = reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * words);
+    out.emplace_back(p, strnlen(p, max_bytes));
+  }
+  return out;
 }
 
 }  // namespace mt::parallel

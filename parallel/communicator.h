@@ -115,6 +115,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <vector>
 #include <utility>
 
 namespace mt::core {
@@ -393,5 +394,8 @@ std::unique_ptr<Communicator> make_device_communicator(Communicator& host, core:
 
 // `root`'s string on every rank of `c` (its length, then its bytes): collective.
 std::string broadcast_string(Communicator& c, std::string s, int root = 0);
+// Collective: every rank's `mine`, index = rank (host names and the like: each compared and
+// kept up to its first max_bytes - 1 bytes; max_bytes a multiple of 4).
+std::vector<std::string> all_gather_strings(Communicator& c, const std::string& mine, size_t max_bytes = 256);
 
 }  // namespace mt::parallel

@@ -70,13 +70,6 @@ std::unique_ptr<Communicator> make_mpi_world() {
   return world;
 }
 
-// The backend under any TimeoutCommunicator decorators.
-Communicator& unwrap(Communicator& c) {
-  Communicator* p = &c;
-  while (auto* t = dynamic_cast<TimeoutCommunicator*>(p)) p = &t->inner();
-  return *p;
-}
-
 // Host staging around `host`, with a deadline when `host` has none of its own.
 std::unique_ptr<Communicator> make_staging(Communicator& host, core::Device& device, double timeout_s) {
   std::unique_ptr<Communicator> c = std::make_unique<StagingCommunicator>(host, device);
@@ -150,7 +143,7 @@ std::unique_ptr<Communicator> make_device_communicator(Communicator& host, core:
 }
 
 AllreduceBaseline make_allreduce_baseline(Communicator& comm) {
-  Communicator& c = unwrap(comm);
+  Communicator& c = backend_of(comm);
   if (auto* m = dynamic_cast<MpiCommunicator*>(&c)) {
     const MPI_Comm raw = m->raw();
     return {"MPI_Allreduce",
@@ -161,7 +154,7 @@ AllreduceBaseline make_allreduce_baseline(Communicator& comm) {
   }
   if (auto* s = dynamic_cast<StagingCommunicator*>(&c)) {
     // The copy-free bound: MPI_Allreduce on a host buffer of the same size.
-    auto* m = dynamic_cast<MpiCommunicator*>(&unwrap(s->host()));
+    auto* m = dynamic_cast<MpiCommunicator*>(&backend_of(s->host()));
     MT_CHECK(m != nullptr, "bench allreduce: the staging communicator '{}' is not over MPI", comm.name());
     const MPI_Comm raw = m->raw();
     auto host = std::make_shared<std::vector<float>>();

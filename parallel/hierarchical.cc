@@ -20,14 +20,6 @@ namespace mt::parallel {
 
 namespace {
 
-constexpr size_t kNameInts = 16;  // host names compared on their first 63 bytes
-
-Communicator& unwrap(Communicator& c) {
-  Communicator* p = &c;
-  while (auto* t = dynamic_cast<TimeoutCommunicator*>(p)) p = &t->inner();
-  return *p;
-}
-
 std::string this_host(int fake_hosts) {
   if (fake_hosts > 0) {
     int r = 0, n = 1;
@@ -50,15 +42,12 @@ void check_allreduce_mode(const std::string& mode) {
 }
 
 HostLayout host_layout(Communicator& c, int fake_hosts) {
-  const std::string me = this_host(fake_hosts);
-  std::vector<int32_t> mine(kNameInts, 0), all(kNameInts * c.size(), 0);
-  std::memcpy(mine.data(), me.data(), std::min(me.size(), kNameInts * 4 - 1));
-  c.all_gather(mine.data(), all.data(), kNameInts, DType::I32);
+  const std::vector<std::string> names = all_gather_strings(c, this_host(fake_hosts));
   std::map<std::string, int> index;  // name -> host number
   std::vector<int> count;            // ranks per host
   HostLayout l;
   for (int r = 0; r < c.size(); ++r) {
-    const std::string name(reinterpret_cast<const char*>(&all[r * kNameInts]));
+    const std::string& name = names[static_cast<size_t>(r)];
     auto [it, fresh] = index.emplace(name, static_cast<int>(count.size()));
     if (fresh) count.push_back(0);
     if (r == c.rank()) {
@@ -76,7 +65,7 @@ HostLayout host_layout(Communicator& c, int fake_hosts) {
 AllreducePlan configure_allreduce(Communicator& c, const std::string& mode, int fake_hosts) {
   check_allreduce_mode(mode);
   AllreducePlan plan;
-  auto* mpi = dynamic_cast<MpiCommunicator*>(&unwrap(c));
+  auto* mpi = dynamic_cast<MpiCommunicator*>(&backend_of(c));
   if (!mpi) {
     plan.note = fmt::format("flat: the {} backend arranges its own rings and trees across nodes", c.backend_name());
     return plan;

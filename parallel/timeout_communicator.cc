@@ -74,8 +74,6 @@ class DeadlineWork final : public Work {
   double timeout_s_;
 };
 
-constexpr size_t kHostBytes = 64;  // host names are compared and printed up to this length
-
 }  // namespace
 
 TimeoutCommunicator::TimeoutCommunicator(std::unique_ptr<Communicator> inner, double timeout_s)
@@ -133,19 +131,9 @@ std::unique_ptr<Communicator> TimeoutCommunicator::split(int color, int key) {
 }
 
 void TimeoutCommunicator::learn_hosts() {
-  // host names as fixed-size records, gathered as I32 words (the communicator has no byte type)
-  static_assert(kHostBytes % sizeof(int32_t) == 0);
-  std::vector<int32_t> mine(kHostBytes / sizeof(int32_t), 0), all(mine.size() * static_cast<size_t>(size()));
-  char name[kHostBytes + 1] = {};
-  if (gethostname(name, kHostBytes) != 0) std::strcpy(name, "?");
-  std::memcpy(mine.data(), name, std::min(std::strlen(name), kHostBytes - 1));
-  all_gather(mine.data(), all.data(), mine.size(), DType::I32);
-  auto hosts = std::make_shared<std::vector<std::string>>();
-  for (int r = 0; r < size(); ++r) {
-    const char* p = reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * mine.size());
-    hosts->emplace_back(p, strnlen(p, kHostBytes));
-  }
-  world_hosts_ = std::move(hosts);
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) std::strcpy(name, "?");
+  world_hosts_ = std::make_shared<const std::vector<std::string>>(all_gather_strings(*this, name));
   world_ranks_.resize(static_cast<size_t>(size()));
   for (int r = 0; r < size(); ++r) world_ranks_[static_cast<size_t>(r)] = r;
 }
@@ -166,6 +154,12 @@ std::string TimeoutCommunicator::members() const {
   }
   if (shown < n) s += fmt::format(", ... ({} in all)", n);
   return s;
+}
+
+Communicator& backend_of(Communicator& c) {
+  Communicator* p = &c;
+  while (auto* t = dynamic_cast<TimeoutCommunicator*>(p)) p = &t->inner();
+  return *p;
 }
 
 }  // namespace mt::parallel

@@ -69,4 +69,7 @@ class TimeoutCommunicator final : public Communicator {
   std::string members() const;
 };
 
+// The backend under any TimeoutCommunicator decorators of `c` (c itself when it has none).
+Communicator& backend_of(Communicator& c);
+
 }  // namespace mt::parallel

@@ -88,14 +88,14 @@ pid_t spawn(const std::string& cmd, const std::string& log_path) {
 }
 
 // A run of the trial from a killed sweep may still be winding down (checkpointing after the
-// SIGUSR1 it got): wait until its run directory's lock is free.
+// SIGUSR1 it got): wait until its run directory's lock is free, however long a large
+// checkpoint takes (launching now would fail on the lock and mark the trial failed for good).
+// A signal to the sweep ends the wait.
 void wait_for_previous_run(const std::string& run_dir, const std::string& name) {
-  bool said = false;
-  for (int i = 0; i < 1200; ++i) {
+  for (int i = 0; g_signals.load() == 0; ++i) {
     std::string holder;
     if (io::DirLock::try_acquire(run_dir, &holder).held()) return;
-    if (!said) log::info("sweep: {}: waiting for its previous run ({}) to end", name, holder);
-    said = true;
+    if (i % 300 == 0) log::info("sweep: {}: waiting for its previous run ({}) to end", name, holder);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }

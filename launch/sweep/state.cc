@@ -125,12 +125,16 @@ RunRecords read_run(const std::string& dir) {
       } catch (const std::exception&) {
         continue;  // a record cut short by a kill: the resumed run rewrites it
       }
-      if (j.contains("eval_loss")) {
-        r.evals[j.at("step").get<int64_t>()] = j.at("eval_loss").is_null() ? NAN : j.at("eval_loss").get<double>();
-      } else if (j.contains("loss")) {
-        r.tokens += j.value("tokens", 0.0);
-        r.train_ms += j.value("ms", 0.0);
-        ++r.steps_recorded;
+      try {
+        if (j.contains("eval_loss")) {
+          r.evals[j.at("step").get<int64_t>()] = j.at("eval_loss").is_null() ? NAN : j.at("eval_loss").get<double>();
+        } else if (j.contains("loss")) {
+          r.tokens += j.value("tokens", 0.0);
+          r.train_ms += j.value("ms", 0.0);
+          ++r.steps_recorded;
+        }
+      } catch (const nlohmann::json::exception&) {
+        continue;  // not a record train writes (no step, a field of another type): not ours to judge
       }
     }
   }

@@ -63,8 +63,8 @@ class HfImportChecks : public ::testing::Test {
     SafetensorsModel src(kFixtures + name);
     std::vector<TensorPlan> plan;
     for (const auto& n : src.names())
-      if (!drop.count(n)) plan.push_back({n, src.entry(n).shape});
-    for (const auto& [n, v] : extra) plan.push_back({n, {static_cast<int64_t>(v.size())}});
+      if (!drop.count(n)) plan.push_back({n, src.entry(n).shape, ""});
+    for (const auto& [n, v] : extra) plan.push_back({n, {static_cast<int64_t>(v.size())}, ""});
     SafetensorsWriter w(dir_, plan, "F32", 1ll << 40);
     for (const auto& n : src.names())
       if (!drop.count(n)) w.write(n, src.read_all(n).data());
@@ -252,8 +252,8 @@ TEST_F(HfImportChecks, Gpt2TiedHeadMayBePresentOnlyEqual) {
   {
     // the fixture plus lm_head.weight = wte (2-D)
     SafetensorsModel src(kFixtures + "gpt2-tiny");
-    for (const auto& n : src.names()) plan.push_back({n, src.entry(n).shape});
-    plan.push_back({"lm_head.weight", {320, 64}});
+    for (const auto& n : src.names()) plan.push_back({n, src.entry(n).shape, ""});
+    plan.push_back({"lm_head.weight", {320, 64}, ""});
     for (int variant = 0; variant < 2; ++variant) {
       fs::remove(dir_ + "/model.safetensors");
       if (variant == 1) head[5] += 1.0f;
