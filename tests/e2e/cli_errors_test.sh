@@ -72,6 +72,11 @@ mkdir -p "$WORK/p"; printf '{"step":0,"loss":2.0,"lr":0.1}\n{"step":1,"loss":"x"
 expect_error "p/metrics.jsonl:2: bad record" plot "$WORK/p"
 printf '{"step":0,"loss":2.0,"lr":0.1}\n{"step":1,"lo\n{"step":2,"loss":1.0}\n' > "$WORK/p/metrics.jsonl"
 expect_error "p/metrics.jsonl:2: not a JSON record" plot "$WORK/p"
+# ... but a diverged step (a non-finite loss is written as null) is a gap in the curve, not an error
+printf '{"step":0,"loss":2.0,"lr":0.1}\n{"step":1,"loss":null,"lr":0.1}\n{"step":2,"loss":1.0,"lr":0.1}\n{"step":2,"eval_loss":null}\n' \
+  > "$WORK/p/metrics.jsonl"
+"$MESHTRAIN" plot "$WORK/p" > "$WORK/p.log" 2>&1 || { cat "$WORK/p.log"; fail "plot of a run with a null (diverged) loss"; }
+grep -q "<polyline" "$WORK/p/loss.svg" || fail "plot of a run with a null loss drew no curve"
 # resume=auto: a newer format, or no usable checkpoint, is an error that moves nothing
 snapshot() { (cd "$1" && find . | sort); }
 cp -r "$WORK/ok" "$WORK/newer"
